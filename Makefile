@@ -1,0 +1,39 @@
+# Two commands do everything on a fresh machine: `make demo` and `make test`.
+# Both create .venv and install the package with the pinned dependencies first.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check -q
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test test-fast lint bench server clean
+
+install: $(STAMP)
+
+# torch first, from the pinned CPU wheel: a bare "torch" requirement would pull a CUDA build.
+$(STAMP): pyproject.toml requirements.lock
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install torch==2.13.0
+	$(PIP) install -c requirements.lock -e '.[test]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m deeppert.demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q --timeout=900
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow and not ray and not mlflow and not postgres"
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check deeppert ray_jobs mlflow_server tests bench
+
+bench: $(STAMP)
+	$(PY) bench/run_all.py
+
+server: $(STAMP)
+	$(PY) -m deeppert.cli server
+
+clean:
+	rm -rf $(VENV) runs mlruns mlartifacts demo_out .pytest_cache

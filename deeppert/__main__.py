@@ -1,0 +1,5 @@
+import sys
+
+from deeppert.cli import main
+
+sys.exit(main())
