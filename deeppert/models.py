@@ -1,0 +1,330 @@
+"""One parameterised autoencoder covering AE, DAE and VAE (METHOD.md section 2).
+
+The module holds ``R`` replicas of the same architecture side by side: every weight has a
+leading replica axis and every layer is a batched matmul, so R seeds train in one pass.
+``R = 1`` is an ordinary single model. The module is pure math (scvi-tools style): it
+draws no random numbers itself. Initial weights, dropout masks, DAE input noise and VAE
+reparameterisation noise are drawn per replica from that replica's own
+``torch.Generator`` (:func:`init_parameters`, :func:`draw_noise`), so replica ``r``
+trained in a group of R is the same model as replica ``r`` trained alone.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+import torch
+from torch import nn
+
+from deeppert.errors import DeeppertError
+
+__all__ = [
+    "ModelKind",
+    "ModelConfig",
+    "hidden_sizes",
+    "Noise",
+    "LossOutput",
+    "StackedLinear",
+    "StackedBatchNorm",
+    "PerturbationAutoencoder",
+    "init_parameters",
+    "draw_noise",
+]
+
+ModelKind = Literal["AE", "DAE", "VAE"]
+MODEL_KINDS: tuple[str, ...] = ("AE", "DAE", "VAE")
+
+
+def hidden_sizes(latent_dim: int) -> tuple[int, int]:
+    """Hidden widths (h1, h2) by latent dim: 5 -> (100, 25); 10 -> (250, 50); else (250, 100)."""
+    if latent_dim == 5:
+        return (100, 25)
+    if latent_dim == 10:
+        return (250, 50)
+    return (250, 100)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture of one autoencoder.
+
+    Parameters
+    ----------
+    kind
+        ``"AE"``, ``"DAE"`` (AE + Gaussian input noise in training) or ``"VAE"``.
+    latent_dim
+        Size ``d`` of the code.
+    n_inputs
+        Number of PCA components ``p`` fed in.
+    dropout
+        Dropout rate of the AE/DAE hidden layers.
+    dae_noise_std
+        Standard deviation of the DAE input noise.
+    vae_decoder
+        ``"mirrored"`` (d -> h2 -> h1 -> p, the default) or ``"reference"`` (d -> h1 -> h2 -> p,
+        as the reference implementation built it).
+    """
+
+    kind: ModelKind = "VAE"
+    latent_dim: int = 10
+    n_inputs: int = 100
+    dropout: float = 0.1
+    dae_noise_std: float = 1.0
+    vae_decoder: Literal["mirrored", "reference"] = "mirrored"
+
+    def __post_init__(self) -> None:
+        if self.kind not in MODEL_KINDS:
+            raise DeeppertError(f"model kind must be one of {MODEL_KINDS}, got {self.kind!r}")
+        if self.latent_dim < 1 or self.n_inputs < 1:
+            raise DeeppertError(
+                f"latent_dim and n_inputs must be positive, got {self.latent_dim}, {self.n_inputs}"
+            )
+        if not 0.0 <= self.dropout < 1.0:
+            raise DeeppertError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.vae_decoder not in ("mirrored", "reference"):
+            raise DeeppertError(f"vae_decoder must be 'mirrored' or 'reference', got {self.vae_decoder!r}")
+
+    @property
+    def hidden(self) -> tuple[int, int]:
+        return hidden_sizes(self.latent_dim)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Noise:
+    """Random tensors for one minibatch of R replicas, each ``(R, batch, width)``; None when unused."""
+
+    input_noise: torch.Tensor | None = None
+    encoder_dropout: torch.Tensor | None = None
+    decoder_dropout: torch.Tensor | None = None
+    eps: torch.Tensor | None = None
+
+
+@dataclass
+class LossOutput:
+    """Per-replica loss terms, each of shape ``(R,)``: loss = reconstruction + beta * kl."""
+
+    loss: torch.Tensor
+    reconstruction: torch.Tensor
+    kl: torch.Tensor
+
+
+class StackedLinear(nn.Module):
+    """R independent ``Linear(n_in, n_out)`` layers applied as one batched matmul.
+
+    ``weight`` is ``(R, n_in, n_out)`` (x @ W, Keras layout), ``bias`` is ``(R, 1, n_out)``.
+    """
+
+    def __init__(self, replicas: int, n_in: int, n_out: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(replicas, n_in, n_out))
+        self.bias = nn.Parameter(torch.zeros(replicas, 1, n_out))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.baddbmm(self.bias, x, self.weight)
+
+
+class StackedBatchNorm(nn.Module):
+    """R independent ``BatchNorm1d`` layers (torch's defaults: eps 1e-5, momentum 0.1).
+
+    Training normalises with the batch's biased variance and updates running estimates with
+    the unbiased one, exactly like :class:`torch.nn.BatchNorm1d`; eval uses the running ones.
+    """
+
+    def __init__(self, replicas: int, n: int, eps: float = 1e-5, momentum: float = 0.1) -> None:
+        super().__init__()
+        self.eps = eps
+        self.momentum = momentum
+        self.weight = nn.Parameter(torch.ones(replicas, 1, n))
+        self.bias = nn.Parameter(torch.zeros(replicas, 1, n))
+        self.register_buffer("running_mean", torch.zeros(replicas, 1, n))
+        self.register_buffer("running_var", torch.ones(replicas, 1, n))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            mean = x.mean(dim=1, keepdim=True)
+            var = x.var(dim=1, unbiased=False, keepdim=True)
+            with torch.no_grad():
+                n = x.shape[1]
+                self.running_mean.lerp_(mean, self.momentum)
+                self.running_var.lerp_(var * n / max(n - 1, 1), self.momentum)
+        else:
+            mean, var = self.running_mean, self.running_var
+        return (x - mean) * torch.rsqrt(var + self.eps) * self.weight + self.bias
+
+
+def _dropout(h: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    return h if mask is None else h * mask
+
+
+class PerturbationAutoencoder(nn.Module):
+    """R replicas of the AE / DAE / VAE of METHOD.md section 2, as one module.
+
+    Inputs are ``(R, batch, p)``: replica ``r`` sees ``x[r]``. Use :meth:`encode_mean` for the
+    embedding (the VAE's posterior mean, never a sample) and :meth:`replica` to cut one model out.
+    """
+
+    def __init__(self, config: ModelConfig, replicas: int = 1) -> None:
+        super().__init__()
+        self.config = config
+        self.replicas = replicas
+        p, d = config.n_inputs, config.latent_dim
+        h1, h2 = config.hidden
+        R = replicas
+        if config.kind == "VAE":
+            self.encoder = nn.ModuleList(
+                [StackedLinear(R, p, h1), StackedBatchNorm(R, h1), StackedLinear(R, h1, h2), StackedBatchNorm(R, h2)]
+            )
+            self.mean_head = StackedLinear(R, h2, d)
+            self.logvar_head = StackedLinear(R, h2, d)
+            widths = [d, h2, h1, p] if config.vae_decoder == "mirrored" else [d, h1, h2, p]
+            self.decoder = nn.ModuleList(StackedLinear(R, a, b) for a, b in zip(widths[:-1], widths[1:]))
+        else:
+            self.encoder = nn.ModuleList([StackedLinear(R, p, h1), StackedBatchNorm(R, h1)])
+            self.mean_head = StackedLinear(R, h1, d)
+            self.logvar_head = None
+            self.decoder = nn.ModuleList([StackedLinear(R, d, h1), StackedLinear(R, h1, p)])
+
+    # -- the network ------------------------------------------------------------------
+    def inference(self, x: torch.Tensor, noise: Noise | None = None) -> dict[str, torch.Tensor]:
+        """Encode ``x`` (R, B, p) -> ``z_mean`` (and ``z_logvar``, ``z`` for the VAE)."""
+        noise = noise or Noise()
+        if noise.input_noise is not None:
+            x = x + noise.input_noise
+        h = x
+        for i in range(0, len(self.encoder), 2):
+            h = torch.relu(self.encoder[i + 1](self.encoder[i](h)))
+        h = _dropout(h, noise.encoder_dropout)
+        out = {"z_mean": self.mean_head(h)}
+        if self.logvar_head is not None:
+            out["z_logvar"] = self.logvar_head(h)
+            z = out["z_mean"]
+            if noise.eps is not None:
+                z = z + torch.exp(0.5 * out["z_logvar"]) * noise.eps
+            out["z"] = z
+        else:
+            out["z"] = out["z_mean"]
+        return out
+
+    def generative(self, z: torch.Tensor, noise: Noise | None = None) -> dict[str, torch.Tensor]:
+        """Decode a code ``z`` (R, B, d) -> ``x_hat`` (R, B, p)."""
+        noise = noise or Noise()
+        h = z
+        for layer in self.decoder[:-1]:
+            h = torch.relu(layer(h))
+        h = _dropout(h, noise.decoder_dropout)
+        return {"x_hat": self.decoder[-1](h)}
+
+    def loss(
+        self,
+        x: torch.Tensor,
+        inference: dict[str, torch.Tensor],
+        generative: dict[str, torch.Tensor],
+        beta: float = 1.0,
+    ) -> LossOutput:
+        """p * MSE (= squared error summed over features, averaged over the batch) + beta * KL."""
+        reconstruction = (generative["x_hat"] - x).pow(2).sum(-1).mean(-1)
+        if self.logvar_head is not None:
+            mu, logvar = inference["z_mean"], inference["z_logvar"]
+            kl = (-0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum(-1)).mean(-1)
+        else:
+            kl = torch.zeros_like(reconstruction)
+        return LossOutput(reconstruction + beta * kl, reconstruction, kl)
+
+    def forward(self, x: torch.Tensor, noise: Noise | None = None) -> dict[str, torch.Tensor]:
+        inf = self.inference(x, noise)
+        return {**inf, **self.generative(inf["z"], noise)}
+
+    # -- evaluation helpers -------------------------------------------------------------
+    @torch.no_grad()
+    def encode_mean(self, x: torch.Tensor) -> torch.Tensor:
+        """Deterministic embedding (R, B, d): the code (AE/DAE) or posterior mean (VAE), eval mode."""
+        was = self.training
+        self.eval()
+        try:
+            return self.inference(x)["z_mean"]
+        finally:
+            self.train(was)
+
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        """Deterministic reconstruction (R, B, p) through the mean code, eval mode."""
+        was = self.training
+        self.eval()
+        try:
+            return self.generative(self.inference(x)["z_mean"])["x_hat"]
+        finally:
+            self.train(was)
+
+    def replica(self, r: int) -> PerturbationAutoencoder:
+        """A standalone single-model copy (R = 1) of replica ``r``, in eval mode."""
+        single = PerturbationAutoencoder(self.config, replicas=1).to(
+            dtype=next(self.parameters()).dtype
+        )
+        state = {k: v[r : r + 1].clone() for k, v in self.state_dict().items()}
+        single.load_state_dict(state)
+        return single.eval()
+
+    def encoder_layers(self) -> list[nn.Module]:
+        """The encoder as an ordered list (Linear, BN[, Linear, BN], mean head), for attribution."""
+        return [*self.encoder, self.mean_head]
+
+
+def _glorot_(weight: torch.Tensor, generator: torch.Generator) -> None:
+    fan_in, fan_out = weight.shape
+    bound = math.sqrt(6.0 / (fan_in + fan_out))
+    with torch.no_grad():
+        weight.uniform_(-bound, bound, generator=generator)
+
+
+def init_parameters(module: PerturbationAutoencoder, generators: Sequence[torch.Generator]) -> None:
+    """Glorot-uniform weights, zero biases; replica ``r`` draws from ``generators[r]`` only."""
+    if len(generators) != module.replicas:
+        raise ValueError(f"{len(generators)} generators for {module.replicas} replicas")
+    linears = [m for m in module.modules() if isinstance(m, StackedLinear)]
+    for r, gen in enumerate(generators):
+        for layer in linears:
+            _glorot_(layer.weight.data[r], gen)
+    with torch.no_grad():
+        for layer in linears:
+            layer.bias.zero_()
+
+
+def draw_noise(
+    config: ModelConfig,
+    generators: Sequence[torch.Generator],
+    batch_size: int,
+    *,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str = "cpu",
+) -> Noise:
+    """Training-time random tensors for one minibatch, replica ``r`` from ``generators[r]``.
+
+    The draw order per replica is fixed (input noise, encoder dropout, eps, decoder dropout),
+    so the stream of replica r does not depend on how many replicas train beside it.
+    """
+    p, d = config.n_inputs, config.latent_dim
+    h1, _ = config.hidden
+    keep = 1.0 - config.dropout
+    per_replica: list[dict[str, torch.Tensor]] = []
+    for gen in generators:
+        draws: dict[str, torch.Tensor] = {}
+        if config.kind == "DAE":
+            draws["input_noise"] = torch.randn(batch_size, p, generator=gen, dtype=dtype) * config.dae_noise_std
+        if config.kind in ("AE", "DAE") and config.dropout > 0:
+            draws["encoder_dropout"] = torch.bernoulli(
+                torch.full((batch_size, h1), keep, dtype=dtype), generator=gen
+            ) / keep
+        if config.kind == "VAE":
+            draws["eps"] = torch.randn(batch_size, d, generator=gen, dtype=dtype)
+        if config.kind in ("AE", "DAE") and config.dropout > 0:
+            draws["decoder_dropout"] = torch.bernoulli(
+                torch.full((batch_size, h1), keep, dtype=dtype), generator=gen
+            ) / keep
+        per_replica.append(draws)
+    return Noise(**{k: torch.stack([dr[k] for dr in per_replica]).to(device) for k in per_replica[0]})

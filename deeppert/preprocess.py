@@ -1,0 +1,105 @@
+"""Train/validation split and PCA fitted on the training split (METHOD.md section 1).
+
+The PCA components are kept: attributions computed in PCA space are mapped back to genes
+through them, and reconstructions are mapped back to gene space to score held-out R^2.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from sklearn.decomposition import PCA
+from sklearn.metrics import r2_score
+
+from deeppert.errors import DeeppertError
+
+__all__ = ["PreprocessConfig", "PCAModel", "split_indices", "fit_pca", "r2_score_flat"]
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """PCA size, held-out fraction and split seed; gene-wise standardisation is opt-in."""
+
+    n_components: int = 100
+    val_fraction: float = 0.1
+    split_seed: int = 0
+    standardize: bool = False
+
+    def __post_init__(self) -> None:
+        if self.n_components < 1:
+            raise DeeppertError(f"n_components must be positive, got {self.n_components}")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise DeeppertError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class PCAModel:
+    """A fitted gene -> PCA map: ``scores = ((X - mean) / scale) @ components.T``.
+
+    Attributes
+    ----------
+    components
+        ``(p, genes)`` orthonormal rows.
+    mean, scale
+        ``(genes,)`` centring and (if standardising, else ones) scaling vectors.
+    explained_variance_ratio
+        ``(p,)`` fraction of training variance per component.
+    genes
+        Gene names of the columns.
+    """
+
+    components: np.ndarray
+    mean: np.ndarray
+    scale: np.ndarray
+    explained_variance_ratio: np.ndarray
+    genes: list[str]
+
+    @property
+    def n_components(self) -> int:
+        return self.components.shape[0]
+
+    def transform(self, values: np.ndarray) -> np.ndarray:
+        """Gene values (n, genes) -> PCA scores (n, p)."""
+        values = np.asarray(values, dtype=np.float64)
+        if values.ndim != 2 or values.shape[1] != len(self.genes):
+            raise DeeppertError(
+                f"PCA expects (n, {len(self.genes)}) gene values, got shape {values.shape}"
+            )
+        return ((values - self.mean) / self.scale) @ self.components.T
+
+    def inverse_transform(self, scores: np.ndarray) -> np.ndarray:
+        """PCA scores (n, p) -> gene values (n, genes)."""
+        return (np.asarray(scores, dtype=np.float64) @ self.components) * self.scale + self.mean
+
+
+def split_indices(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded random split of ``range(n)`` into sorted (train, validation) positions."""
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(n)
+    n_val = int(round(n * val_fraction))
+    return np.sort(order[n_val:]), np.sort(order[:n_val])
+
+
+def fit_pca(values: np.ndarray, genes: list[str], n_components: int, *, standardize: bool = False) -> PCAModel:
+    """Fit PCA with scikit-learn's full SVD (deterministic) on ``values`` (n, genes)."""
+    values = np.asarray(values, dtype=np.float64)
+    n, g = values.shape
+    if n_components > min(n, g):
+        raise DeeppertError(
+            f"cannot fit {n_components} PCA components on {n} training rows x {g} genes; "
+            f"lower preprocess.n_components to at most {min(n, g)}"
+        )
+    mean = values.mean(axis=0)
+    scale = values.std(axis=0, ddof=1) if standardize else np.ones(g)
+    scale = np.where(scale > 0, scale, 1.0)
+    pca = PCA(n_components=n_components, svd_solver="full").fit((values - mean) / scale)
+    return PCAModel(pca.components_, mean, scale, pca.explained_variance_ratio_, list(genes))
+
+
+def r2_score_flat(truth: np.ndarray, pred: np.ndarray) -> float:
+    """Variance-weighted R^2 = 1 - SS_res / SS_tot over all columns (held-out rows)."""
+    return float(r2_score(truth, pred, multioutput="variance_weighted"))

@@ -1,0 +1,251 @@
+"""The one training loop: R seeds of one architecture trained in a single vectorised pass.
+
+Training plan (METHOD.md section 2): Adam, learning rate cosine-annealed per epoch from
+``lr_max`` to ``lr_min`` over a restarting ``cycle_epochs`` cycle, minibatches of 256
+shuffled each epoch, VAE beta warmed up from ``beta_start`` by ``kl_kappa`` per epoch to 1.
+Run ``r`` uses seed ``123456 * r``; all its random draws (initialisation, shuffling,
+dropout, DAE noise, VAE noise) come from one ``torch.Generator`` with that seed, drawn
+outside the batched computation, so a replica is bit-for-bit the model it would be alone.
+Adam is elementwise, so one optimiser over the stacked parameters is R independent ones.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+import torch
+
+from deeppert.atomic import atomic_dir
+from deeppert.errors import DeeppertError
+from deeppert.models import ModelConfig, PerturbationAutoencoder, draw_noise, init_parameters
+from deeppert.preprocess import PCAModel, r2_score_flat
+
+__all__ = ["TrainConfig", "seed_for_run", "TrainedModels", "fit"]
+
+log = logging.getLogger(__name__)
+
+EpochCallback = Callable[[int, pd.DataFrame], None]
+
+
+def seed_for_run(run: int) -> int:
+    """The reference's seed for run ``run`` (runs numbered from 0)."""
+    return 123456 * run
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings; defaults are METHOD.md's (``beta_start=1`` mimics the reference)."""
+
+    epochs: int = 100
+    batch_size: int = 256
+    lr_max: float = 1e-3
+    lr_min: float = 1e-6
+    cycle_epochs: int = 20
+    beta_start: float = 0.0
+    kl_kappa: float = 0.01
+    dtype: Literal["float32", "float64"] = "float32"
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "cycle_epochs"):
+            if getattr(self, name) < 1:
+                raise DeeppertError(f"train.{name} must be positive, got {getattr(self, name)}")
+        if not 0 < self.lr_min <= self.lr_max:
+            raise DeeppertError(f"need 0 < train.lr_min <= train.lr_max, got {self.lr_min}, {self.lr_max}")
+        if self.dtype not in ("float32", "float64"):
+            raise DeeppertError(f"train.dtype must be float32 or float64, got {self.dtype!r}")
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return torch.float64 if self.dtype == "float64" else torch.float32
+
+    def beta(self, epoch: int) -> float:
+        """KL weight at ``epoch`` (0-based): warm-up from beta_start by kl_kappa, capped at 1."""
+        return min(1.0, self.beta_start + self.kl_kappa * epoch)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class TrainedModels:
+    """R trained replicas of one architecture, with their per-epoch history.
+
+    ``runs[r]`` is the run number of replica ``r`` (seed ``123456 * runs[r]``).
+    """
+
+    module: PerturbationAutoencoder
+    model_config: ModelConfig
+    train_config: TrainConfig
+    runs: list[int]
+    history: pd.DataFrame
+
+    @property
+    def name(self) -> str:
+        return f"{self.model_config.kind}_d{self.model_config.latent_dim}"
+
+    def _tensor(self, x_pca: np.ndarray) -> torch.Tensor:
+        param = next(self.module.parameters())
+        x = torch.as_tensor(np.asarray(x_pca), dtype=param.dtype, device=param.device)
+        if x.ndim != 2 or x.shape[1] != self.model_config.n_inputs:
+            raise DeeppertError(
+                f"{self.name}: expected (n, {self.model_config.n_inputs}) PCA scores, got {tuple(x.shape)}"
+            )
+        return x.unsqueeze(0).expand(len(self.runs), -1, -1)
+
+    def embed(self, x_pca: np.ndarray) -> np.ndarray:
+        """Embeddings (R, n, d): the code (AE/DAE) or the VAE posterior mean, deterministic."""
+        return self.module.encode_mean(self._tensor(x_pca)).cpu().numpy()
+
+    def reconstruct(self, x_pca: np.ndarray) -> np.ndarray:
+        """Reconstructions (R, n, p) through the deterministic code."""
+        return self.module.reconstruct(self._tensor(x_pca)).cpu().numpy()
+
+    def evaluate(self, x_pca: np.ndarray, genes: np.ndarray, pca: PCAModel) -> pd.DataFrame:
+        """Held-out metrics per run: R^2 in PCA space and in gene space (+ VAE loss terms).
+
+        ``genes`` are the held-out rows' gene values, so the gene-space R^2 also pays for
+        what the PCA truncation loses.
+        """
+        x_hat = self.reconstruct(x_pca)
+        rows = []
+        for r, run in enumerate(self.runs):
+            row = {
+                "model": self.model_config.kind,
+                "latent_dim": self.model_config.latent_dim,
+                "run": run,
+                "r2_pca": r2_score_flat(x_pca, x_hat[r]),
+                "r2_genes": r2_score_flat(genes, pca.inverse_transform(x_hat[r])),
+            }
+            rows.append(row)
+        frame = pd.DataFrame(rows)
+        if self.model_config.kind == "VAE":
+            with torch.no_grad():
+                self.module.eval()
+                x = self._tensor(x_pca)
+                inf = self.module.inference(x)
+                terms = self.module.loss(x, inf, self.module.generative(inf["z_mean"]))
+            frame["val_reconstruction"] = terms.reconstruction.cpu().numpy()
+            frame["val_kl"] = terms.kl.cpu().numpy()
+            frame["val_neg_elbo"] = frame["val_reconstruction"] + frame["val_kl"]
+        return frame
+
+    def latents_frame(self, r: int, x_pca: np.ndarray, sample_ids: Sequence[str]) -> pd.DataFrame:
+        """Replica ``r``'s embedding as a frame: rows = sample ids, columns = node names."""
+        z = self.module.encode_mean(self._tensor(x_pca)[r : r + 1])[0].cpu().numpy()
+        return pd.DataFrame(z, index=pd.Index(list(sample_ids), name="sample_id"), columns=self.node_names(r))
+
+    def node_names(self, r: int) -> list[str]:
+        """Stable latent-variable names, e.g. ``VAE_d10_run3_z07``."""
+        d = self.model_config.latent_dim
+        width = len(str(d - 1))
+        return [f"{self.name}_run{self.runs[r]}_z{k:0{width}d}" for k in range(d)]
+
+    def save(self, path: str | Path) -> Path:
+        """Write ``config.json``, ``state.pt`` and ``history.csv`` into folder ``path`` atomically."""
+        with atomic_dir(path) as tmp:
+            meta = {
+                "model": self.model_config.to_dict(),
+                "train": self.train_config.to_dict(),
+                "runs": self.runs,
+            }
+            (tmp / "config.json").write_text(json.dumps(meta, indent=2) + "\n")
+            torch.save(self.module.state_dict(), tmp / "state.pt")
+            self.history.to_csv(tmp / "history.csv", index=False)
+        return Path(path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> TrainedModels:
+        """Reload what :meth:`save` wrote; the embedding is reproduced exactly."""
+        path = Path(path)
+        if not (path / "config.json").is_file():
+            raise DeeppertError(f"{path}: not a saved model folder (no config.json)")
+        meta = json.loads((path / "config.json").read_text())
+        model_config = ModelConfig(**meta["model"])
+        train_config = TrainConfig(**meta["train"])
+        module = PerturbationAutoencoder(model_config, replicas=len(meta["runs"])).to(train_config.torch_dtype)
+        module.load_state_dict(torch.load(path / "state.pt", map_location="cpu", weights_only=True))
+        history = pd.read_csv(path / "history.csv")
+        return cls(module.eval(), model_config, train_config, list(meta["runs"]), history)
+
+
+def fit(
+    x_train: np.ndarray,
+    model_config: ModelConfig,
+    train_config: TrainConfig,
+    runs: Sequence[int],
+    *,
+    on_epoch: EpochCallback | None = None,
+) -> TrainedModels:
+    """Train one replica per run in ``runs`` on PCA scores ``x_train`` (n, p), all at once.
+
+    ``on_epoch(epoch, frame)`` is called after each epoch with one row per run (loss terms,
+    beta, learning rate): the hook for progress bars and experiment trackers.
+    """
+    runs = [int(r) for r in runs]
+    if not runs:
+        raise DeeppertError("no runs to train")
+    x_train = np.asarray(x_train)
+    if x_train.ndim != 2 or x_train.shape[1] != model_config.n_inputs:
+        raise DeeppertError(f"expected (n, {model_config.n_inputs}) training inputs, got {x_train.shape}")
+    n = x_train.shape[0]
+    if n < 2:
+        raise DeeppertError(f"need at least 2 training rows, got {n}")
+    dtype, device = train_config.torch_dtype, torch.device(train_config.device)
+    gens = [torch.Generator().manual_seed(seed_for_run(r)) for r in runs]
+
+    module = PerturbationAutoencoder(model_config, replicas=len(runs)).to(dtype)
+    init_parameters(module, gens)
+    module.to(device).train()
+    x = torch.as_tensor(x_train, dtype=dtype, device=device)
+    optimizer = torch.optim.Adam(module.parameters(), lr=train_config.lr_max)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(
+        optimizer, T_0=train_config.cycle_epochs, eta_min=train_config.lr_min
+    )
+    is_vae = model_config.kind == "VAE"
+    B = train_config.batch_size
+    records = []
+    for epoch in range(train_config.epochs):
+        beta = train_config.beta(epoch) if is_vae else 0.0
+        lr = optimizer.param_groups[0]["lr"]
+        perms = torch.stack([torch.randperm(n, generator=g) for g in gens]).to(device)
+        totals = torch.zeros(3, len(runs), dtype=torch.float64, device=device)
+        seen = 0
+        for start in range(0, n, B):
+            idx = perms[:, start : start + B]
+            b = idx.shape[1]
+            if b < 2:  # batch statistics are undefined for one row; the reference's Keras agrees
+                continue
+            noise = draw_noise(model_config, gens, b, dtype=dtype, device=device)
+            xb = x[idx]
+            out = module(xb, noise)
+            terms = module.loss(xb, out, out, beta)
+            optimizer.zero_grad(set_to_none=True)
+            terms.loss.sum().backward()
+            optimizer.step()
+            with torch.no_grad():
+                totals += b * torch.stack([terms.loss, terms.reconstruction, terms.kl]).double()
+            seen += b
+        schedule.step()
+        means = (totals / seen).cpu().numpy()
+        epoch_frame = pd.DataFrame(
+            {"epoch": epoch, "run": runs, "loss": means[0], "reconstruction": means[1], "kl": means[2],
+             "beta": beta, "lr": lr}
+        )
+        records.append(epoch_frame)
+        if on_epoch is not None:
+            on_epoch(epoch, epoch_frame)
+        if not np.isfinite(means[0]).all():
+            raise DeeppertError(
+                f"{model_config.kind}_d{model_config.latent_dim}: loss became non-finite at epoch {epoch} "
+                f"(runs {[r for r, v in zip(runs, means[0]) if not np.isfinite(v)]}); lower train.lr_max"
+            )
+    module.eval()
+    return TrainedModels(module, model_config, train_config, runs, pd.concat(records, ignore_index=True))
