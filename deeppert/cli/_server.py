@@ -1,0 +1,98 @@
+"""``deeppert server``: run an MLflow tracking server in the foreground.
+
+Stops cleanly (whole process group) on SIGINT or SIGTERM; exits non-zero if the server dies.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import threading
+from types import FrameType
+
+from deeppert.tracking.server import (
+    ADMIN_PASSWORD_ENV,
+    SECRET_KEY_ENV,
+    ServerConfig,
+    TrackingServer,
+    redact_uri,
+)
+
+__all__ = ["register"]
+
+_log = logging.getLogger("deeppert.server")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "server",
+        help="run an MLflow tracking server (served artifacts) until Ctrl-C",
+        description=(
+            "Run an MLflow tracking server with served artifacts in the foreground. "
+            "Default backend: SQLite file DATA_DIR/mlflow.db. With --auth, the admin password "
+            f"comes from {ADMIN_PASSWORD_ENV} and the session key from {SECRET_KEY_ENV} "
+            "(both 12+ characters)."
+        ),
+    )
+    p.add_argument(
+        "--backend-store-uri",
+        default=None,
+        help="SQLAlchemy URI, e.g. postgresql://postgres@127.0.0.1:5432/deeppert "
+        "(default: sqlite:///DATA_DIR/mlflow.db; a missing PostgreSQL database is created)",
+    )
+    p.add_argument("--data-dir", default="mlruns", help="server state folder (default: mlruns)")
+    p.add_argument(
+        "--artifacts-dir", default=None, help="served artifacts folder (default: DATA_DIR/artifacts)"
+    )
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default: 127.0.0.1)")
+    p.add_argument("--port", type=int, default=5000, help="port (default: 5000; 0 = any free)")
+    p.add_argument("--workers", type=int, default=1, help="uvicorn workers (default: 1)")
+    p.add_argument("--auth", action="store_true", help="enable MLflow basic authentication")
+    p.add_argument(
+        "--startup-timeout", type=float, default=120.0, help="seconds to wait for /health"
+    )
+    p.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    config = ServerConfig(
+        data_dir=args.data_dir,
+        backend_store_uri=args.backend_store_uri,
+        artifacts_dir=args.artifacts_dir,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        auth=args.auth,
+        startup_timeout=args.startup_timeout,
+    )
+    stop = threading.Event()
+
+    def _on_signal(signum: int, frame: FrameType | None) -> None:
+        _log.info("received %s, stopping", signal.Signals(signum).name)
+        stop.set()
+
+    previous = {s: signal.signal(s, _on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    server = TrackingServer(config)
+    try:
+        server.start()
+        _log.info(
+            "MLflow tracking server at %s (backend %s, artifacts %s, auth %s) up in %.1f s; "
+            "log %s",
+            server.url,
+            redact_uri(config.resolved_backend_store_uri),
+            config.resolved_artifacts_dir,
+            "on" if config.auth else "off",
+            server.startup_seconds or 0.0,
+            server.log_path,
+        )
+        print(f"MLFLOW_TRACKING_URI={server.url}", flush=True)
+        while not stop.wait(1.0):
+            if not server.running:
+                _log.error("tracking server exited unexpectedly; log tail:\n%s", server.log_tail())
+                return 1
+        return 0
+    finally:
+        server.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -1,0 +1,477 @@
+"""Thin helpers over ``mlflow.MlflowClient`` for the artifact contract.
+
+Every function takes the tracking URI explicitly and builds its own client, so nothing
+global leaks between jobs, threads or tests. They add only what the pipeline needs on top
+of MLflow: a fast reachability check, idempotent lookups by tag, Parquet artifacts that
+round-trip exactly (never ``log_table``, which writes JSON), and registry aliases that fail
+with a message listing what does exist.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import tempfile
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import pandas as pd
+import requests
+
+from deeppert.errors import DeeppertError
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+    from mlflow import MlflowClient
+    from mlflow.entities import Run
+
+__all__ = [
+    "RunStatus",
+    "LoggedModelRef",
+    "ModelVersionRef",
+    "tracking_client",
+    "check_server",
+    "get_or_create_experiment",
+    "start_run",
+    "find_runs_by_tag",
+    "find_run_by_tag",
+    "finish_run",
+    "mark_run_failed",
+    "log_parquet",
+    "load_parquet",
+    "log_torch_model",
+    "load_torch_model",
+    "register_logged_model",
+    "set_alias",
+    "resolve_alias",
+]
+
+RunStatus = Literal["RUNNING", "SCHEDULED", "FINISHED", "FAILED", "KILLED"]
+_RUN_STATUSES = ("RUNNING", "SCHEDULED", "FINISHED", "FAILED", "KILLED")
+FAILURE_TAG = "deeppert.failure"
+
+# mlflow.pytorch.log_model resolves the tracking URI from process-global state; this lock
+# keeps concurrent threads from seeing each other's URI while one model is logged.
+_FLUENT_LOCK = threading.Lock()
+
+
+@dataclass(frozen=True)
+class LoggedModelRef:
+    """A model logged with :func:`log_torch_model` (``model_uri`` is ``models:/<model_id>``)."""
+
+    model_uri: str
+    model_id: str
+    run_id: str
+    name: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ModelVersionRef:
+    """One registered model version, as resolved from ``name@alias`` or just registered."""
+
+    name: str
+    version: str
+    run_id: str | None
+    source: str
+    model_id: str | None = None
+    alias: str | None = None
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def uri(self) -> str:
+        """``models:/<name>/<version>``, a URI that does not move when the alias does."""
+        return f"models:/{self.name}/{self.version}"
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["tags"] = dict(self.tags)
+        return out
+
+
+def tracking_client(tracking_uri: str) -> MlflowClient:
+    """An ``MlflowClient`` bound to ``tracking_uri`` for both tracking and registry."""
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+
+def check_server(tracking_uri: str, *, timeout: float = 5.0) -> None:
+    """Raise :class:`DeeppertError` naming ``tracking_uri`` unless a server answers there.
+
+    One request to ``/health`` (no retries, ``timeout`` seconds) and one authenticated API
+    call with the client credentials MLflow itself uses (``MLFLOW_TRACKING_USERNAME`` /
+    ``MLFLOW_TRACKING_PASSWORD``), so a wrong password fails here, not mid-sweep. MLflow's own
+    client would retry an unreachable host for minutes; call this first.
+    """
+    base = tracking_uri.rstrip("/")
+    if not base.startswith(("http://", "https://")):
+        raise DeeppertError(
+            f"tracking URI {tracking_uri!r} is not a tracking server address (http://host:port); "
+            "jobs must log through a server, never to a database file directly"
+        )
+    try:
+        health = requests.get(f"{base}/health", timeout=timeout)
+    except requests.RequestException as exc:
+        raise DeeppertError(
+            f"MLflow tracking server at {tracking_uri} is unreachable "
+            f"({type(exc).__name__}); start it with `deeppert server`"
+        ) from exc
+    if health.status_code != 200:
+        raise DeeppertError(
+            f"MLflow tracking server at {tracking_uri} is unhealthy: /health returned "
+            f"HTTP {health.status_code}"
+        )
+    user = os.environ.get("MLFLOW_TRACKING_USERNAME")
+    password = os.environ.get("MLFLOW_TRACKING_PASSWORD")
+    auth = (user, password) if user and password else None
+    try:
+        api = requests.get(
+            f"{base}/api/2.0/mlflow/experiments/search",
+            params={"max_results": 1},
+            auth=auth,
+            timeout=timeout,
+        )
+    except requests.RequestException as exc:
+        raise DeeppertError(
+            f"MLflow tracking server at {tracking_uri} stopped answering ({type(exc).__name__})"
+        ) from exc
+    if api.status_code in (401, 403):
+        who = f"user {user!r}" if auth else "no credentials"
+        raise DeeppertError(
+            f"MLflow tracking server at {tracking_uri} refused {who} (HTTP {api.status_code}); "
+            "set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD"
+        )
+    if api.status_code != 200:
+        raise DeeppertError(
+            f"MLflow tracking server at {tracking_uri} answered HTTP {api.status_code} "
+            f"to an experiment search: {api.text[:200]}"
+        )
+
+
+def get_or_create_experiment(tracking_uri: str, name: str) -> str:
+    """Id of the experiment called ``name``, created when missing (safe under races)."""
+    from mlflow.exceptions import MlflowException
+
+    client = tracking_client(tracking_uri)
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        if found.lifecycle_stage == "deleted":
+            raise DeeppertError(
+                f"experiment {name!r} at {tracking_uri} is deleted; restore it or pick another name"
+            )
+        return found.experiment_id
+    try:
+        return client.create_experiment(name)
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+        # Another job created it between our lookup and create.
+        return client.get_experiment_by_name(name).experiment_id
+
+
+def start_run(
+    tracking_uri: str,
+    experiment_id: str,
+    *,
+    run_name: str | None = None,
+    tags: Mapping[str, Any] | None = None,
+    params: Mapping[str, Any] | None = None,
+    parent_run_id: str | None = None,
+) -> str:
+    """Create a RUNNING run (a child of ``parent_run_id`` when given); returns its id.
+
+    The run stays RUNNING until :func:`finish_run` or :func:`mark_run_failed`; no fluent
+    "active run" is involved, so any thread or process can finish it.
+    """
+    from mlflow.entities import Param
+    from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+    client = tracking_client(tracking_uri)
+    all_tags = {str(k): str(v) for k, v in (tags or {}).items()}
+    if parent_run_id is not None:
+        all_tags[MLFLOW_PARENT_RUN_ID] = parent_run_id
+    run = client.create_run(experiment_id, run_name=run_name, tags=all_tags)
+    run_id = run.info.run_id
+    if params:
+        client.log_batch(run_id, params=[Param(str(k), str(v)) for k, v in params.items()])
+    return run_id
+
+
+def find_runs_by_tag(
+    tracking_uri: str,
+    experiment_id: str,
+    key: str,
+    value: str,
+    *,
+    status: RunStatus | None = None,
+    parent_run_id: str | None = None,
+) -> list[Run]:
+    """All active (not deleted) runs with tag ``key == value``, newest first.
+
+    ``status`` and ``parent_run_id`` narrow the search. Used to make retried or resumed
+    trials idempotent: look the grid key up before starting a run.
+    """
+    from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+    if status is not None and status not in _RUN_STATUSES:
+        raise DeeppertError(f"unknown run status {status!r}; expected one of {_RUN_STATUSES}")
+    clauses = [f"tags.`{_filter_safe('tag key', key)}` = '{_filter_safe('tag value', value)}'"]
+    if status is not None:
+        clauses.append(f"attributes.status = '{status}'")
+    if parent_run_id is not None:
+        clauses.append(
+            f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{_filter_safe('parent run id', parent_run_id)}'"
+        )
+    client = tracking_client(tracking_uri)
+    runs: list[Run] = []
+    token = None
+    while True:
+        page = client.search_runs(
+            [experiment_id],
+            filter_string=" and ".join(clauses),
+            max_results=1000,
+            order_by=["attributes.start_time DESC"],
+            page_token=token,
+        )
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def find_run_by_tag(
+    tracking_uri: str,
+    experiment_id: str,
+    key: str,
+    value: str,
+    *,
+    status: RunStatus | None = None,
+    parent_run_id: str | None = None,
+) -> Run | None:
+    """The newest run matching :func:`find_runs_by_tag`, or ``None``."""
+    runs = find_runs_by_tag(
+        tracking_uri, experiment_id, key, value, status=status, parent_run_id=parent_run_id
+    )
+    return runs[0] if runs else None
+
+
+def finish_run(tracking_uri: str, run_id: str) -> None:
+    """Mark ``run_id`` FINISHED."""
+    tracking_client(tracking_uri).set_terminated(run_id, status="FINISHED")
+
+
+def mark_run_failed(tracking_uri: str, run_id: str, *, reason: str | None = None) -> None:
+    """Mark ``run_id`` FAILED, recording ``reason`` (truncated) in tag ``deeppert.failure``."""
+    client = tracking_client(tracking_uri)
+    if reason:
+        client.set_tag(run_id, FAILURE_TAG, reason[:4000])
+    client.set_terminated(run_id, status="FAILED")
+
+
+def log_parquet(
+    tracking_uri: str, run_id: str, frame: pd.DataFrame, artifact_path: str
+) -> str:
+    """Write ``frame`` (index included) as Parquet and log it at ``artifact_path``.
+
+    ``artifact_path`` is the file's path inside the run, e.g. ``"latents.parquet"`` or
+    ``"ensemble/labels.parquet"``. Column names must be unique strings (Parquet's rule), so
+    :func:`load_parquet` returns an identical frame. Returns ``artifact_path``.
+    """
+    directory, filename = _split_artifact_path(artifact_path)
+    if not all(isinstance(c, str) for c in frame.columns):
+        bad = [c for c in frame.columns if not isinstance(c, str)][:5]
+        raise DeeppertError(
+            f"cannot log {artifact_path}: Parquet needs string column names, got {bad!r}"
+        )
+    if frame.columns.has_duplicates:
+        dup = frame.columns[frame.columns.duplicated()].unique().tolist()[:5]
+        raise DeeppertError(f"cannot log {artifact_path}: duplicate column names {dup!r}")
+    with tempfile.TemporaryDirectory(prefix="deeppert-parquet-") as tmp:
+        local = Path(tmp) / filename
+        frame.to_parquet(local, index=True)
+        tracking_client(tracking_uri).log_artifact(run_id, str(local), directory or None)
+    return artifact_path
+
+
+def load_parquet(tracking_uri: str, run_id: str, artifact_path: str) -> pd.DataFrame:
+    """Download the Parquet artifact ``artifact_path`` of ``run_id`` and read it back."""
+    directory, filename = _split_artifact_path(artifact_path)
+    client = tracking_client(tracking_uri)
+    present = [a.path for a in client.list_artifacts(run_id, directory or None)]
+    if artifact_path not in present:
+        raise DeeppertError(
+            f"run {run_id} at {tracking_uri} has no artifact {artifact_path!r}; "
+            f"found in {directory or 'the run root'}: {sorted(present) or 'nothing'}"
+        )
+    with tempfile.TemporaryDirectory(prefix="deeppert-parquet-") as tmp:
+        local = client.download_artifacts(run_id, artifact_path, dst_path=tmp)
+        return pd.read_parquet(local)
+
+
+def log_torch_model(
+    tracking_uri: str,
+    run_id: str,
+    model: torch.nn.Module,
+    *,
+    name: str,
+    input_example: np.ndarray,
+    pip_requirements: Sequence[str] | None = None,
+    tags: Mapping[str, Any] | None = None,
+) -> LoggedModelRef:
+    """Log ``model`` as an MLflow PyTorch model linked to ``run_id``.
+
+    The signature is inferred from ``input_example`` (a float32 array of a few samples).
+    ``pip_requirements`` defaults to the running torch and numpy versions, which skips
+    MLflow's slow requirement inference. Register the result with
+    :func:`register_logged_model`.
+    """
+    import mlflow.pytorch
+    import numpy as np
+    import torch
+    from mlflow.tracking._tracking_service.utils import _use_tracking_uri
+
+    if pip_requirements is None:
+        pip_requirements = [f"torch=={torch.__version__.split('+')[0]}", f"numpy=={np.__version__}"]
+    with _FLUENT_LOCK, _use_tracking_uri(tracking_uri):
+        info = mlflow.pytorch.log_model(
+            model,
+            name=name,
+            input_example=input_example,
+            pip_requirements=list(pip_requirements),
+            tags=dict(tags) if tags else None,
+            run_id=run_id,
+        )
+    return LoggedModelRef(model_uri=info.model_uri, model_id=info.model_id, run_id=run_id, name=name)
+
+
+def load_torch_model(tracking_uri: str, model_uri: str) -> torch.nn.Module:
+    """Download and load the PyTorch model at ``model_uri`` (``models:/m-...``,
+    ``models:/name/version`` or ``models:/name@alias``)."""
+    import mlflow.artifacts
+    import mlflow.pytorch
+
+    with tempfile.TemporaryDirectory(prefix="deeppert-model-") as tmp:
+        local = mlflow.artifacts.download_artifacts(
+            artifact_uri=model_uri, dst_path=tmp, tracking_uri=tracking_uri, registry_uri=tracking_uri
+        )
+        return mlflow.pytorch.load_model(local)
+
+
+def register_logged_model(
+    tracking_uri: str,
+    model_uri: str,
+    name: str,
+    *,
+    tags: Mapping[str, Any] | None = None,
+) -> ModelVersionRef:
+    """Register the logged model ``model_uri`` (``models:/m-...``) as a new version of ``name``.
+
+    Creates the registered model on first use (safe under races).
+    """
+    from mlflow.exceptions import MlflowException
+
+    if not model_uri.startswith("models:/m-"):
+        raise DeeppertError(
+            f"cannot register {model_uri!r}: expected a logged model URI models:/m-... "
+            "(as returned by log_torch_model)"
+        )
+    model_id = model_uri.removeprefix("models:/").split("/", 1)[0]
+    client = tracking_client(tracking_uri)
+    try:
+        client.create_registered_model(name)
+    except MlflowException as exc:
+        if exc.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
+            raise
+    logged = client.get_logged_model(model_id)
+    version = client.create_model_version(
+        name,
+        source=model_uri,
+        run_id=logged.source_run_id,
+        tags={str(k): str(v) for k, v in (tags or {}).items()},
+        model_id=model_id,
+    )
+    return _version_ref(version)
+
+
+def set_alias(tracking_uri: str, name: str, alias: str, version: str | int) -> None:
+    """Point ``name@alias`` at ``version`` (moving it if it pointed elsewhere)."""
+    if alias == "latest":
+        raise DeeppertError("alias 'latest' is reserved by MLflow; use e.g. 'current'")
+    tracking_client(tracking_uri).set_registered_model_alias(name, alias, str(version))
+
+
+def resolve_alias(tracking_uri: str, ref: str) -> ModelVersionRef:
+    """The model version ``ref`` (``"name@alias"``) points at.
+
+    Raises :class:`DeeppertError` naming ``ref`` and listing the model's aliases, or the
+    registered models, when either is missing.
+    """
+    from mlflow.exceptions import MlflowException
+
+    name, sep, alias = ref.rpartition("@")
+    if not sep or not name or not alias:
+        raise DeeppertError(f"model reference {ref!r} is not of the form 'name@alias'")
+    client = tracking_client(tracking_uri)
+    try:
+        model = client.get_registered_model(name)
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
+        names = sorted(m.name for m in client.search_registered_models(max_results=100))
+        raise DeeppertError(
+            f"no registered model {name!r} (from {ref!r}) at {tracking_uri}; "
+            f"registered models: {names or 'none'}"
+        ) from exc
+    aliases = dict(model.aliases or {})
+    if alias not in aliases:
+        listing = ", ".join(f"{a}->v{v}" for a, v in sorted(aliases.items())) or "none"
+        raise DeeppertError(
+            f"registered model {name!r} has no alias {alias!r} (from {ref!r}) at "
+            f"{tracking_uri}; its aliases: {listing}"
+        )
+    return _version_ref(client.get_model_version_by_alias(name, alias), alias=alias)
+
+
+def _version_ref(version: Any, alias: str | None = None) -> ModelVersionRef:
+    return ModelVersionRef(
+        name=version.name,
+        version=str(version.version),
+        run_id=version.run_id or None,
+        source=version.source,
+        model_id=getattr(version, "model_id", None) or _model_id_from_source(version.source),
+        alias=alias,
+        tags=dict(version.tags or {}),
+    )
+
+
+def _model_id_from_source(source: str | None) -> str | None:
+    if source and source.startswith("models:/m-"):
+        return source.removeprefix("models:/").split("/", 1)[0]
+    return None
+
+
+def _split_artifact_path(artifact_path: str) -> tuple[str, str]:
+    norm = posixpath.normpath(artifact_path)
+    if (
+        not artifact_path.endswith(".parquet")
+        or norm != artifact_path
+        or norm.startswith(("/", ".."))
+    ):
+        raise DeeppertError(
+            f"artifact path {artifact_path!r} must be a relative path ending in .parquet "
+            "(e.g. 'latents.parquet')"
+        )
+    return posixpath.split(norm)
+
+
+def _filter_safe(what: str, value: str) -> str:
+    if "'" in value or "`" in value:
+        raise DeeppertError(f"{what} {value!r} may not contain quotes or backticks")
+    return value

@@ -1,0 +1,259 @@
+"""The tracking server process: start on SQLite and PostgreSQL, auth, clean stop, bad input."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import psycopg2
+import pytest
+import requests
+
+from deeppert.errors import DeeppertError
+from deeppert.tracking import ServerConfig, TrackingServer, check_server, get_or_create_experiment
+
+pytestmark = [pytest.mark.mlflow, pytest.mark.timeout(300)]
+
+REPO = Path(__file__).resolve().parents[1]
+ADMIN_PASSWORD = "test-admin-" + uuid.uuid4().hex[:12]
+SECRET_KEY = "test-key-" + uuid.uuid4().hex
+
+
+def _group_members(pgid: int) -> list[int]:
+    """Live pids whose process group is ``pgid`` (Linux /proc)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        if fields[0] != "Z" and int(fields[2]) == pgid:
+            pids.append(int(entry.name))
+    return pids
+
+
+def _drop_database(admin_uri: str, name: str) -> None:
+    conn = psycopg2.connect(admin_uri)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    conn.close()
+
+
+def _database_exists(admin_uri: str, name: str) -> bool:
+    conn = psycopg2.connect(admin_uri)
+    with conn.cursor() as cur:
+        cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+        found = cur.fetchone() is not None
+    conn.close()
+    return found
+
+
+def _with_database(admin_uri: str, name: str) -> str:
+    return admin_uri.rsplit("/", 1)[0] + f"/{name}"
+
+
+def test_sqlite_server_starts_serves_and_stops_its_whole_process_group(tmp_path: Path) -> None:
+    server = TrackingServer(ServerConfig(data_dir=str(tmp_path), port=0))
+    try:
+        server.start()
+        pgid = server.pid
+        assert pgid is not None
+        assert requests.get(f"{server.url}/health", timeout=5).status_code == 200
+        assert (tmp_path / "mlflow.db").is_file()
+        assert (tmp_path / "artifacts").is_dir()
+        assert _group_members(pgid), "server process group should be alive while running"
+        print(f"\nMEASURE start_seconds sqlite {server.startup_seconds:.2f}")
+        check_server(server.url)  # reachable: no error
+    finally:
+        server.stop()
+    assert not server.running
+    assert _group_members(pgid) == []
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"{server.url}/health", timeout=2)
+
+
+@pytest.mark.postgres
+def test_postgres_server_creates_database_and_migrates(postgres_uri: str, tmp_path: Path) -> None:
+    name = f"deeppert_test_{uuid.uuid4().hex[:10]}"
+    assert not _database_exists(postgres_uri, name)
+    config = ServerConfig(
+        data_dir=str(tmp_path), backend_store_uri=_with_database(postgres_uri, name), port=0
+    )
+    try:
+        with TrackingServer(config) as server:
+            assert _database_exists(postgres_uri, name)
+            conn = psycopg2.connect(_with_database(postgres_uri, name))
+            with conn.cursor() as cur:
+                cur.execute("SELECT version_num FROM alembic_version")
+                assert len(cur.fetchall()) == 1  # MLflow ran its migrations
+                cur.execute("SELECT count(*) FROM experiments")
+                assert cur.fetchone()[0] >= 1  # the Default experiment
+            conn.close()
+            assert not (tmp_path / "mlflow.db").exists()
+            print(f"\nMEASURE start_seconds postgres(fresh db) {server.startup_seconds:.2f}")
+            eid = get_or_create_experiment(server.url, "pg-check")
+        # A restart on the existing, migrated database keeps the data.
+        with TrackingServer(config) as server:
+            print(f"MEASURE start_seconds postgres(existing db) {server.startup_seconds:.2f}")
+            assert get_or_create_experiment(server.url, "pg-check") == eid
+    finally:
+        _drop_database(postgres_uri, name)
+
+
+def test_auth_refuses_unauthenticated_requests_and_accepts_credentials(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = dict(os.environ)
+    env.update(
+        MLFLOW_AUTH_ADMIN_USERNAME="admin",
+        MLFLOW_AUTH_ADMIN_PASSWORD=ADMIN_PASSWORD,
+        MLFLOW_FLASK_SERVER_SECRET_KEY=SECRET_KEY,
+    )
+    with TrackingServer(ServerConfig(data_dir=str(tmp_path), port=0, auth=True), env=env) as srv:
+        api = f"{srv.url}/api/2.0/mlflow/experiments/search"
+        assert requests.get(api, params={"max_results": 1}, timeout=10).status_code == 401
+        bad = requests.get(api, params={"max_results": 1}, auth=("admin", "wrong-password-123"))
+        assert bad.status_code == 401
+        ok = requests.get(api, params={"max_results": 1}, auth=("admin", ADMIN_PASSWORD))
+        assert ok.status_code == 200
+        # The ini holds the database URI but never the password.
+        assert ADMIN_PASSWORD not in (tmp_path / "basic_auth.ini").read_text()
+
+        monkeypatch.delenv("MLFLOW_TRACKING_USERNAME", raising=False)
+        monkeypatch.delenv("MLFLOW_TRACKING_PASSWORD", raising=False)
+        with pytest.raises(DeeppertError, match="refused no credentials"):
+            check_server(srv.url)
+        monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "admin")
+        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", ADMIN_PASSWORD)
+        check_server(srv.url)
+        eid = get_or_create_experiment(srv.url, "authed")  # the MLflow client authenticates
+        assert eid != "0"
+
+
+@pytest.mark.parametrize(
+    ("password", "key", "missing"),
+    [
+        (None, None, "MLFLOW_AUTH_ADMIN_PASSWORD"),
+        ("short", SECRET_KEY, "MLFLOW_AUTH_ADMIN_PASSWORD"),
+        (ADMIN_PASSWORD, None, "MLFLOW_FLASK_SERVER_SECRET_KEY"),
+    ],
+)
+def test_auth_without_secrets_refuses_to_start(
+    tmp_path: Path, password: str | None, key: str | None, missing: str
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    if password is not None:
+        env["MLFLOW_AUTH_ADMIN_PASSWORD"] = password
+    if key is not None:
+        env["MLFLOW_FLASK_SERVER_SECRET_KEY"] = key
+    server = TrackingServer(ServerConfig(data_dir=str(tmp_path), port=0, auth=True), env=env)
+    with pytest.raises(DeeppertError, match=missing):
+        server.start()
+    assert server.pid is None and not (tmp_path / "server.log").exists()
+
+
+def test_check_server_unreachable_names_uri_quickly() -> None:
+    uri = f"http://127.0.0.1:{_closed_port()}"
+    t0 = time.perf_counter()
+    with pytest.raises(DeeppertError, match=uri.replace(".", r"\.")):
+        check_server(uri)
+    assert time.perf_counter() - t0 < 5.0
+    with pytest.raises(DeeppertError, match="not a tracking server address"):
+        check_server("sqlite:///mlflow.db")
+
+
+def test_port_in_use_is_refused(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        server = TrackingServer(ServerConfig(data_dir=str(tmp_path), port=port))
+        with pytest.raises(DeeppertError, match=f"127.0.0.1:{port}"):
+            server.start()
+        assert server.pid is None
+
+
+def _cli(*args: str, env: dict[str, str] | None = None) -> list[str]:
+    return [sys.executable, "-m", "deeppert", "server", *args]
+
+
+@pytest.mark.parametrize(
+    ("uri", "message"),
+    [
+        ("foo://bar", "not a database URI"),
+        ("postgresql://postgres@127.0.0.1:1/nope", "cannot reach PostgreSQL"),
+        ("sqlite:////nonexistent-dir/deeppert/mlflow.db", "exited with code"),
+    ],
+)
+def test_cli_bad_backend_uri_exits_nonzero_with_message(
+    tmp_path: Path, uri: str, message: str
+) -> None:
+    proc = subprocess.run(
+        _cli("--backend-store-uri", uri, "--port", "0", "--data-dir", str(tmp_path)),
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=REPO,
+    )
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "deeppert server: error:" in proc.stderr
+    assert message in proc.stderr
+
+
+def test_cli_runs_in_foreground_until_sigterm(tmp_path: Path) -> None:
+    proc = subprocess.Popen(
+        _cli("--port", "0", "--data-dir", str(tmp_path)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+    )
+    try:
+        line = proc.stdout.readline()  # blocks until the server is healthy (or the CLI fails)
+        assert line.startswith("MLFLOW_TRACKING_URI=http://127.0.0.1:"), proc.stderr.read()
+        url = line.strip().split("=", 1)[1]
+        assert requests.get(f"{url}/health", timeout=5).status_code == 200
+        server_pids = [p for p in _children(proc.pid)]
+        assert server_pids, "the CLI should have a server child process"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"{url}/health", timeout=2)
+    for pid in server_pids:
+        assert _group_members(pid) == []
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                out.append(int(entry.name))
+    return out
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
