@@ -1,0 +1,130 @@
+"""``deeppert targets``: predict target-gene pairs for a disease or gene list from ensemble weights."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+
+from deeppert.errors import DeeppertError
+
+__all__ = ["register", "parse_threshold"]
+
+log = logging.getLogger(__name__)
+
+
+def parse_threshold(text: str) -> float | str:
+    """``auto`` or a float in [0, 1] (argparse type)."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        value = float(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1] or 'auto', got {text!r}") from exc
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"threshold must be in [0, 1], got {value}")
+    return value
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "targets",
+        help="predict target-gene combinations from ensemble gene weights (METHOD.md section 5)",
+        description=(
+            "Cluster the top genes of an ensemble gene-weight matrix, place the candidate genes "
+            "of a disease (or a gene list) in the gene clusters and rank correlated pairs. "
+            "Evaluation mode of the reference: the defaults. Prediction mode: --threshold auto "
+            "--n-pairs 50. Outputs are written atomically into --out."
+        ),
+    )
+    p.add_argument("--weights", required=True, metavar="FILE",
+                   help="ensemble gene weights, clusters x genes (TSV/CSV/Parquet; 'dose' dropped)")
+    p.add_argument("--pairs-dir", metavar="DIR",
+                   help="folder with the three known-pair tables (needed with --disease / --all-diseases)")
+    p.add_argument("--disease", help="fd_name of the known pairs (candidates and evaluation)")
+    p.add_argument("--gene-list", metavar="FILE",
+                   help="candidate genes (CSV/TSV/TXT; SYMBOL column or first column)")
+    p.add_argument("--all-diseases", action="store_true",
+                   help="run every disease with >= --min-pairs known pairs into one table")
+    p.add_argument("--min-pairs", type=int, default=20, help="known pairs a disease needs (default 20)")
+    p.add_argument("--n-clusters", type=int, default=4, help="gene clusters (default 4)")
+    p.add_argument("--top-genes", type=int, default=50, help="top genes clustered (default 50)")
+    p.add_argument("--threshold", type=parse_threshold, default=0.8,
+                   help="|Pearson r| threshold or 'auto' (default 0.8)")
+    p.add_argument("--n-pairs", type=int, default=100, help="pairs reported (default 100)")
+    p.add_argument("--mode", choices=("default", "reference"), default="default",
+                   help="'reference' reproduces the published script's quirks (default: default)")
+    p.add_argument("--permutations", type=int, default=1000, help="label permutations for the null (default 1000)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the permutation null (default 0)")
+    p.add_argument("--no-plots", action="store_true", help="skip the heatmap and match-rate plots")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder (replaced whole)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Execute ``deeppert targets``; bad input raises :class:`DeeppertError` before any write."""
+    from deeppert.targets import (
+        TargetConfig,
+        load_known_pairs,
+        load_weights,
+        predict_targets,
+        read_gene_list,
+        run_all_diseases,
+        write_all_diseases,
+        write_target_outputs,
+    )
+    from deeppert.targets._outputs import check_out_dir
+
+    if args.all_diseases and (args.disease or args.gene_list):
+        raise DeeppertError("--all-diseases runs every disease; drop --disease / --gene-list")
+    if not (args.all_diseases or args.disease or args.gene_list):
+        raise DeeppertError("give --disease, --gene-list or --all-diseases")
+    if (args.all_diseases or args.disease) and not args.pairs_dir:
+        raise DeeppertError("--disease and --all-diseases need --pairs-dir (the known-pair tables)")
+    config = TargetConfig(
+        n_clusters=args.n_clusters,
+        top_genes=args.top_genes,
+        threshold=args.threshold,
+        n_pairs=args.n_pairs,
+        mode=args.mode,
+        plots=not args.no_plots,
+        permutations=args.permutations,
+        seed=args.seed,
+    )
+    check_out_dir(args.out)
+    start = time.perf_counter()
+    weights = load_weights(args.weights)
+    known = load_known_pairs(args.pairs_dir) if args.pairs_dir else None
+    inputs = {"weights": str(args.weights), "pairs_dir": args.pairs_dir, "gene_list": args.gene_list}
+
+    if args.all_diseases:
+        table = run_all_diseases(weights, known, config=config, min_pairs=args.min_pairs)
+        seconds = time.perf_counter() - start
+        summary = {
+            "config": config.to_dict(),
+            "inputs": inputs,
+            "min_pairs": args.min_pairs,
+            "diseases": int(len(table)),
+            "ok": int((table["status"] == "ok").sum()),
+            "seconds": round(seconds, 3),
+        }
+        write_all_diseases(table, args.out, summary=summary)
+        print(table.to_string(index=False, max_colwidth=40))
+        print(f"wrote {args.out}/all_diseases.csv ({len(table)} diseases, {seconds:.1f} s)")
+        return 0
+
+    genes = read_gene_list(args.gene_list) if args.gene_list else None
+    result = predict_targets(weights, config=config, known=known, disease=args.disease, genes=genes)
+    seconds = time.perf_counter() - start
+    write_target_outputs(result, args.out, extra={"inputs": inputs, "seconds": round(seconds, 3)})
+    print(f"candidates in weights: {len(result.candidates)}; chosen {result.chosen_cluster} "
+          f"with {len(result.cluster_candidates)}: {', '.join(result.cluster_candidates)}")
+    print(f"target columns: {result.target_columns[0]} (max), {result.target_columns[1]} (min); "
+          f"threshold {result.threshold}; {len(result.pairs)} pairs")
+    print(result.pairs.head(5).to_string(index=False))
+    if result.match_statistics is not None:
+        merged = result.match_statistics.merge(result.significance, on="TOP_N")
+        print(merged[["TOP_N", "Total_Pairs", "Matched_Pairs", "Match_Rate", "Chance_Rate_Cluster",
+                      "P_Hypergeom_Cluster", "P_Permutation"]].to_string(index=False))
+    print(f"wrote {args.out} ({seconds:.1f} s)")
+    return 0
