@@ -1,0 +1,356 @@
+"""Seeded L1000-like synthetic data with planted gene modules, and its ground truth.
+
+Model: ``X = A @ L + sigma * E`` over the 978 real landmark symbols. ``K`` hidden programs
+(activities ``A``, samples x K, unit variance) each load strongly on their own module of
+``module_size`` genes (disjoint modules, |loading| ~ U(0.8, 1.2) * ``module_loading``, random
+sign) and weakly and densely on every other gene (N(0, ``background_loading``^2)).
+``sigma`` is solved so that the realised signal fraction, trace cov(A L) / trace cov(X),
+equals ``signal_fraction`` exactly on the drawn matrix; then everything is rescaled so the
+average gene variance is 1 (the scale of level-5 z-scores). A known-target-pair table set,
+in the layout of the real TargetPair tables, pairs genes of the same planted module for a
+made-up disease, plus cross-module decoy pairs for a second made-up disease, so the whole
+pipeline, target combination included, runs without ../shared.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from deeppert.atomic import atomic_dir, write_json, write_parquet
+from deeppert.data._io import save_signatures
+from deeppert.data._signatures import Signatures, landmark_genes
+from deeppert.errors import DeeppertError
+
+__all__ = [
+    "SynthConfig",
+    "SyntheticData",
+    "make_synthetic",
+    "write_synthetic",
+    "TARGET_PAIR_FILES",
+]
+
+Activity = Literal["gaussian", "laplace", "student_t"]
+
+# File names of the three known-target-pair tables (as in target_combination/ of the reference).
+TARGET_PAIR_FILES = (
+    "TargetPair_Information.txt",
+    "TargetPair_DrugCombination_Mapping_Table.txt",
+    "Drug_Combination_Clinicaltrial_Phase_Information.txt",
+)
+_DOSES = (0.04, 0.12, 0.37, 1.11, 3.33, 10.0)
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    """Parameters of :func:`make_synthetic`; invalid values raise :class:`DeeppertError`.
+
+    Attributes
+    ----------
+    n_samples, n_programs, module_size
+        Rows, hidden programs K, and genes per (disjoint) planted module.
+    signal_fraction
+        Target trace cov(signal) / trace cov(matrix); met exactly on the drawn data.
+    module_loading, background_loading
+        Mean |loading| of a program on its own module genes; std of its dense loadings
+        on all other genes. Keep module loadings clearly dominant.
+    activity, student_df
+        Distribution of program activities (unit variance): gaussian, or heavy-tailed
+        laplace / Student t with ``student_df`` (> 2) degrees of freedom.
+    seed
+        Seeds every random draw (matrix, metadata and pair tables use separate streams).
+    disease, decoy_disease
+        Made-up disease names of the known pairs (within a module) and the decoy pairs.
+    n_known_pairs, n_disease_programs, n_decoy_pairs
+        Known pairs are drawn from the modules of the first ``n_disease_programs``
+        programs (round robin); decoys join genes of different modules / background.
+    cell_line
+        Name put in the metadata's ``cell_iname`` column.
+    """
+
+    n_samples: int = 5000
+    n_programs: int = 5
+    module_size: int = 40
+    signal_fraction: float = 0.6
+    module_loading: float = 1.0
+    background_loading: float = 0.15
+    activity: Activity = "gaussian"
+    student_df: float = 4.0
+    seed: int = 0
+    disease: str = "Synthetic Disease"
+    decoy_disease: str = "Synthetic Decoy Disease"
+    n_known_pairs: int = 40
+    n_disease_programs: int = 1
+    n_decoy_pairs: int = 20
+    cell_line: str = "SYN1"
+
+    def __post_init__(self) -> None:
+        n_genes = len(landmark_genes())
+        checks = [
+            (self.n_samples >= 10, "n_samples must be at least 10"),
+            (self.n_programs >= 1, "n_programs must be at least 1"),
+            (self.module_size >= 2, "module_size must be at least 2"),
+            (
+                self.n_programs * self.module_size <= n_genes,
+                f"n_programs * module_size = {self.n_programs * self.module_size} exceeds the {n_genes} genes",
+            ),
+            (
+                0.0 < self.signal_fraction < 1.0,
+                f"signal_fraction must lie in (0, 1), got {self.signal_fraction}",
+            ),
+            (self.module_loading > 0, "module_loading must be positive"),
+            (self.background_loading >= 0, "background_loading must be >= 0"),
+            (
+                self.activity in ("gaussian", "laplace", "student_t"),
+                f"unknown activity {self.activity!r}",
+            ),
+            (self.student_df > 2, "student_df must exceed 2 (finite variance)"),
+            (
+                1 <= self.n_disease_programs <= self.n_programs,
+                "n_disease_programs must lie in [1, n_programs]",
+            ),
+            (
+                0 <= self.n_known_pairs <= self.n_disease_programs * math.comb(self.module_size, 2),
+                "n_known_pairs must lie in [0, n_disease_programs * module_size * (module_size - 1) / 2]",
+            ),
+            (self.n_decoy_pairs >= 0, "n_decoy_pairs must be >= 0"),
+            (self.disease != self.decoy_disease, "disease and decoy_disease must differ"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise DeeppertError(f"synthetic config: {message}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class SyntheticData:
+    """A synthetic matrix and everything that was planted in it.
+
+    Attributes
+    ----------
+    signatures
+        Samples x 978 landmark genes, ids ``SYN000001``...; metadata ``pert_id``, ``dose``,
+        ``cell_iname``, ``dominant_program``.
+    membership
+        Genes x programs, bool: the planted (disjoint) modules.
+    loadings
+        Programs x genes, as used to build the matrix (after rescaling).
+    activities
+        Samples x programs (index = sample ids).
+    signal_fraction
+        Realised trace cov(signal) / trace cov(matrix).
+    noise_std
+        Standard deviation of the added Gaussian noise (after rescaling).
+    known_pairs
+        ``tpid, genename1, genename2, disease, program`` (program empty for decoys).
+    target_tables
+        The three tables named in :data:`TARGET_PAIR_FILES`.
+    """
+
+    signatures: Signatures
+    membership: pd.DataFrame
+    loadings: pd.DataFrame
+    activities: pd.DataFrame
+    signal_fraction: float
+    noise_std: float
+    known_pairs: pd.DataFrame
+    target_tables: dict[str, pd.DataFrame]
+    config: SynthConfig = field(default_factory=SynthConfig)
+
+    def module_genes(self, program: int | str) -> list[str]:
+        """Genes of one planted module (by position or name), in landmark order."""
+        col = self.membership.columns[program] if isinstance(program, int) else program
+        return list(self.membership.index[self.membership[col]])
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "config": self.config.to_dict(),
+            "n_samples": self.signatures.n_samples,
+            "n_genes": self.signatures.n_genes,
+            "programs": list(self.membership.columns),
+            "modules": {p: self.module_genes(p) for p in self.membership.columns},
+            "signal_fraction": self.signal_fraction,
+            "target_signal_fraction": self.config.signal_fraction,
+            "noise_std": self.noise_std,
+            "n_known_pairs": int((self.known_pairs["disease"] == self.config.disease).sum()),
+            "n_decoy_pairs": int((self.known_pairs["disease"] == self.config.decoy_disease).sum()),
+        }
+
+
+def _activities(rng: np.random.Generator, cfg: SynthConfig) -> np.ndarray:
+    shape = (cfg.n_samples, cfg.n_programs)
+    if cfg.activity == "gaussian":
+        return rng.standard_normal(shape)
+    if cfg.activity == "laplace":
+        return rng.laplace(scale=1 / math.sqrt(2), size=shape)
+    return rng.standard_t(cfg.student_df, size=shape) * math.sqrt(
+        (cfg.student_df - 2) / cfg.student_df
+    )
+
+
+def _pairs(
+    rng: np.random.Generator, cfg: SynthConfig, modules: list[np.ndarray], genes: np.ndarray
+) -> pd.DataFrame:
+    rows = []
+    per_module = [cfg.n_known_pairs // cfg.n_disease_programs] * cfg.n_disease_programs
+    for k in range(cfg.n_known_pairs % cfg.n_disease_programs):
+        per_module[k] += 1
+    for k, n in enumerate(per_module):
+        combos = list(itertools.combinations(sorted(genes[modules[k]]), 2))
+        for i in np.sort(rng.choice(len(combos), size=n, replace=False)):
+            rows.append((*combos[i], cfg.disease, f"P{k + 1}"))
+    module_of = np.full(len(genes), -1)
+    for k, m in enumerate(modules):
+        module_of[m] = k
+    seen: set[tuple[str, str]] = set()
+    while len(seen) < cfg.n_decoy_pairs:
+        a, b = rng.choice(len(genes), size=2, replace=False)
+        if module_of[a] >= 0 and module_of[a] == module_of[b]:
+            continue
+        pair = tuple(sorted((str(genes[a]), str(genes[b]))))
+        if pair not in seen:
+            seen.add(pair)
+            rows.append((*pair, cfg.decoy_disease, ""))
+    frame = pd.DataFrame(rows, columns=["genename1", "genename2", "disease", "program"])
+    frame.insert(0, "tpid", [f"TP{i + 1:05d}" for i in range(len(frame))])
+    return frame
+
+
+def _target_tables(pairs: pd.DataFrame, cfg: SynthConfig) -> dict[str, pd.DataFrame]:
+    n = len(pairs)
+    info = pd.DataFrame(
+        {
+            "tpid": pairs["tpid"],
+            "tp_name": pairs["genename1"] + ";" + pairs["genename2"],
+            "genename1": pairs["genename1"],
+            "genename2": pairs["genename2"],
+            "tp_moatype": "CIT+CIT",
+            "tp_tcrd_tdl": "Tclin+Tclin",
+            "gosemsinbp": 0.5,
+            "gosemsincc": 0.5,
+            "gosemsinmf": 0.5,
+            "tp_keggpathways_no": 0,
+            "tp_reactomepathways_no": 0,
+            "tp_wikipathways_no": 0,
+            "tp_associateddrugs_no": 1,
+            "tp_associateddiseases_no": 1,
+        }
+    )
+    dcid = [f"DC{i + 1:05d}" for i in range(n)]
+    mapping = pd.DataFrame({"dcid": dcid, "tpid": pairs["tpid"]})
+    is_decoy = (pairs["disease"] == cfg.decoy_disease).to_numpy()
+    trials = pd.DataFrame(
+        {
+            "dcid": dcid,
+            "dc_name": [f"SYNDRUG{2 * i + 1:04d};SYNDRUG{2 * i + 2:04d}" for i in range(n)],
+            "dc_sourcetype": "Synthetic",
+            "fdid": np.where(is_decoy, "FD90002", "FD90001"),
+            "fd_name": pairs["disease"].to_numpy(),
+            "md_name": pairs["disease"].to_numpy(),
+            "maxphase": "Phase 2",
+        }
+    )
+    return dict(zip(TARGET_PAIR_FILES, (info, mapping, trials), strict=True))
+
+
+def make_synthetic(config: SynthConfig | None = None) -> SyntheticData:
+    """Draw a synthetic matrix with planted modules (deterministic given ``config.seed``)."""
+    cfg = config or SynthConfig()
+    genes = np.array(landmark_genes())
+    n, g, k = cfg.n_samples, len(genes), cfg.n_programs
+    r_mod, r_load, r_act, r_noise, r_meta, r_pair = (
+        np.random.default_rng(s) for s in np.random.SeedSequence(cfg.seed).spawn(6)
+    )
+
+    order = r_mod.permutation(g)
+    modules = [np.sort(order[i * cfg.module_size : (i + 1) * cfg.module_size]) for i in range(k)]
+    member = np.zeros((g, k), dtype=bool)
+    for j, m in enumerate(modules):
+        member[m, j] = True
+
+    loadings = r_load.normal(0.0, cfg.background_loading, size=(k, g))
+    for j, m in enumerate(modules):
+        mag = r_load.uniform(0.8, 1.2, size=len(m)) * cfg.module_loading
+        loadings[j, m] = mag * r_load.choice([-1.0, 1.0], size=len(m))
+
+    act = _activities(r_act, cfg)
+    signal = act @ loadings
+    noise = r_noise.standard_normal((n, g))
+    sc, ec = signal - signal.mean(0), noise - noise.mean(0)
+    v_s, v_e, cross = float((sc * sc).sum()), float((ec * ec).sum()), float((sc * ec).sum())
+    # Solve ||sc + s*ec||^2 = v_s / f for the noise scale s >= 0.
+    f = cfg.signal_fraction
+    sigma = (-cross + math.sqrt(cross * cross + v_e * (v_s / f - v_s))) / v_e
+    x = signal + sigma * noise
+    scale = math.sqrt(n * g / float(((x - x.mean(0)) ** 2).sum()))
+    x *= scale
+    loadings *= scale
+    signal *= scale
+    sc = signal - signal.mean(0)
+    xc = x - x.mean(0)
+    realised = float((sc * sc).sum() / (xc * xc).sum())
+
+    ids = np.array([f"SYN{i + 1:06d}" for i in range(n)])
+    programs = [f"P{j + 1}" for j in range(k)]
+    n_cpd = max(1, n // 4)
+    meta = pd.DataFrame(
+        {
+            "pert_id": [f"SYNCPD{c + 1:05d}" for c in r_meta.integers(0, n_cpd, size=n)],
+            "dose": r_meta.choice(_DOSES, size=n),
+            "cell_iname": cfg.cell_line,
+            "dominant_program": np.array(programs)[np.abs(act).argmax(1)],
+        }
+    )
+    sig = Signatures(x, ids, list(genes), meta, source="synthetic")
+    pairs = _pairs(r_pair, cfg, modules, genes)
+    return SyntheticData(
+        signatures=sig,
+        membership=pd.DataFrame(member, index=pd.Index(genes, name="gene"), columns=programs),
+        loadings=pd.DataFrame(loadings, index=pd.Index(programs, name="program"), columns=genes),
+        activities=pd.DataFrame(act, index=pd.Index(ids, name="sample_id"), columns=programs),
+        signal_fraction=realised,
+        noise_std=sigma * scale,
+        known_pairs=pairs,
+        target_tables=_target_tables(pairs, cfg),
+        config=cfg,
+    )
+
+
+def write_synthetic(data: SyntheticData, out_dir: str | os.PathLike) -> Path:
+    """Write ``data`` to ``out_dir`` atomically (the folder appears whole or not at all).
+
+    Layout: ``signatures.parquet``; ``ground_truth/`` with ``module_membership.parquet``
+    (genes x programs), ``loadings.parquet`` (programs x genes), ``activities.parquet``
+    (samples x programs), ``known_pairs.parquet`` and ``summary.json``; ``target_pairs/``
+    with the three tab-separated tables of :data:`TARGET_PAIR_FILES`. An existing earlier
+    output is replaced; any other non-empty folder is refused.
+    """
+    out = Path(out_dir)
+    if out.exists() and (
+        not out.is_dir()
+        or (any(out.iterdir()) and not (out / "ground_truth" / "summary.json").is_file())
+    ):
+        raise DeeppertError(
+            f"{out}: exists and is not an earlier synth output; refusing to replace it"
+        )
+    with atomic_dir(out) as tmp:
+        save_signatures(data.signatures, tmp / "signatures.parquet")
+        gt = tmp / "ground_truth"
+        write_parquet(data.membership, gt / "module_membership.parquet")
+        write_parquet(data.loadings, gt / "loadings.parquet")
+        write_parquet(data.activities, gt / "activities.parquet")
+        write_parquet(data.known_pairs.set_index("tpid"), gt / "known_pairs.parquet")
+        write_json(data.summary(), gt / "summary.json")
+        (tmp / "target_pairs").mkdir()
+        for name, table in data.target_tables.items():
+            table.to_csv(tmp / "target_pairs" / name, sep="\t", index=False)
+    return out
