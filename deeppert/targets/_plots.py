@@ -41,12 +41,12 @@ def plot_gene_clusters(prepared: PreparedWeights, *, title: str = "") -> Figure:
     values = frame.to_numpy()
     fig = Figure(figsize=(12, 12))
     grid = fig.add_gridspec(
-        2, 4, width_ratios=(1.2, 0.25, 10, 0.3), height_ratios=(4, 1.2), wspace=0.02, hspace=0.15
+        2, 5, width_ratios=(1.2, 0.25, 10, 1.4, 0.3), height_ratios=(4, 1.2), wspace=0.02, hspace=0.15
     )
     ax_den = fig.add_subplot(grid[0, 0])
     ax_strip = fig.add_subplot(grid[0, 1])
     ax_heat = fig.add_subplot(grid[0, 2])
-    ax_bar = fig.add_subplot(grid[0, 3])
+    ax_bar = fig.add_subplot(grid[0, 4])  # column 3 leaves room for gene labels
     ax_trend = fig.add_subplot(grid[1, 2])
 
     order = np.arange(len(frame))
