@@ -85,7 +85,9 @@ class ModelConfig:
         if not 0.0 <= self.dropout < 1.0:
             raise DeeppertError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.vae_decoder not in ("mirrored", "reference"):
-            raise DeeppertError(f"vae_decoder must be 'mirrored' or 'reference', got {self.vae_decoder!r}")
+            raise DeeppertError(
+                f"vae_decoder must be 'mirrored' or 'reference', got {self.vae_decoder!r}"
+            )
 
     @property
     def hidden(self) -> tuple[int, int]:
@@ -178,12 +180,19 @@ class PerturbationAutoencoder(nn.Module):
         R = replicas
         if config.kind == "VAE":
             self.encoder = nn.ModuleList(
-                [StackedLinear(R, p, h1), StackedBatchNorm(R, h1), StackedLinear(R, h1, h2), StackedBatchNorm(R, h2)]
+                [
+                    StackedLinear(R, p, h1),
+                    StackedBatchNorm(R, h1),
+                    StackedLinear(R, h1, h2),
+                    StackedBatchNorm(R, h2),
+                ]
             )
             self.mean_head = StackedLinear(R, h2, d)
             self.logvar_head = StackedLinear(R, h2, d)
             widths = [d, h2, h1, p] if config.vae_decoder == "mirrored" else [d, h1, h2, p]
-            self.decoder = nn.ModuleList(StackedLinear(R, a, b) for a, b in zip(widths[:-1], widths[1:]))
+            self.decoder = nn.ModuleList(
+                StackedLinear(R, a, b) for a, b in zip(widths[:-1], widths[1:])
+            )
         else:
             self.encoder = nn.ModuleList([StackedLinear(R, p, h1), StackedBatchNorm(R, h1)])
             self.mean_head = StackedLinear(R, h1, d)
@@ -315,16 +324,22 @@ def draw_noise(
     for gen in generators:
         draws: dict[str, torch.Tensor] = {}
         if config.kind == "DAE":
-            draws["input_noise"] = torch.randn(batch_size, p, generator=gen, dtype=dtype) * config.dae_noise_std
+            draws["input_noise"] = (
+                torch.randn(batch_size, p, generator=gen, dtype=dtype) * config.dae_noise_std
+            )
         if config.kind in ("AE", "DAE") and config.dropout > 0:
-            draws["encoder_dropout"] = torch.bernoulli(
-                torch.full((batch_size, h1), keep, dtype=dtype), generator=gen
-            ) / keep
+            draws["encoder_dropout"] = (
+                torch.bernoulli(torch.full((batch_size, h1), keep, dtype=dtype), generator=gen)
+                / keep
+            )
         if config.kind == "VAE":
             draws["eps"] = torch.randn(batch_size, d, generator=gen, dtype=dtype)
         if config.kind in ("AE", "DAE") and config.dropout > 0:
-            draws["decoder_dropout"] = torch.bernoulli(
-                torch.full((batch_size, h1), keep, dtype=dtype), generator=gen
-            ) / keep
+            draws["decoder_dropout"] = (
+                torch.bernoulli(torch.full((batch_size, h1), keep, dtype=dtype), generator=gen)
+                / keep
+            )
         per_replica.append(draws)
-    return Noise(**{k: torch.stack([dr[k] for dr in per_replica]).to(device) for k in per_replica[0]})
+    return Noise(
+        **{k: torch.stack([dr[k] for dr in per_replica]).to(device) for k in per_replica[0]}
+    )

@@ -84,7 +84,9 @@ def split_indices(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, n
     return np.sort(order[n_val:]), np.sort(order[:n_val])
 
 
-def fit_pca(values: np.ndarray, genes: list[str], n_components: int, *, standardize: bool = False) -> PCAModel:
+def fit_pca(
+    values: np.ndarray, genes: list[str], n_components: int, *, standardize: bool = False
+) -> PCAModel:
     """Fit PCA with scikit-learn's full SVD (deterministic) on ``values`` (n, genes)."""
     values = np.asarray(values, dtype=np.float64)
     n, g = values.shape

@@ -58,7 +58,9 @@ class TrainConfig:
             if getattr(self, name) < 1:
                 raise DeeppertError(f"train.{name} must be positive, got {getattr(self, name)}")
         if not 0 < self.lr_min <= self.lr_max:
-            raise DeeppertError(f"need 0 < train.lr_min <= train.lr_max, got {self.lr_min}, {self.lr_max}")
+            raise DeeppertError(
+                f"need 0 < train.lr_min <= train.lr_max, got {self.lr_min}, {self.lr_max}"
+            )
         if self.dtype not in ("float32", "float64"):
             raise DeeppertError(f"train.dtype must be float32 or float64, got {self.dtype!r}")
 
@@ -137,10 +139,14 @@ class TrainedModels:
             frame["val_neg_elbo"] = frame["val_reconstruction"] + frame["val_kl"]
         return frame
 
-    def latents_frame(self, r: int, x_pca: np.ndarray, sample_ids: Sequence[str]) -> pd.DataFrame:
-        """Replica ``r``'s embedding as a frame: rows = sample ids, columns = node names."""
-        z = self.module.encode_mean(self._tensor(x_pca)[r : r + 1])[0].cpu().numpy()
-        return pd.DataFrame(z, index=pd.Index(list(sample_ids), name="sample_id"), columns=self.node_names(r))
+    def latents_frames(self, x_pca: np.ndarray, sample_ids: Sequence[str]) -> list[pd.DataFrame]:
+        """Each replica's embedding as a frame: rows = sample ids, columns = node names."""
+        z = self.embed(x_pca)
+        index = pd.Index(list(sample_ids), name="sample_id")
+        return [
+            pd.DataFrame(z[r], index=index, columns=self.node_names(r))
+            for r in range(len(self.runs))
+        ]
 
     def node_names(self, r: int) -> list[str]:
         """Stable latent-variable names, e.g. ``VAE_d10_run3_z07``."""
@@ -170,7 +176,9 @@ class TrainedModels:
         meta = json.loads((path / "config.json").read_text())
         model_config = ModelConfig(**meta["model"])
         train_config = TrainConfig(**meta["train"])
-        module = PerturbationAutoencoder(model_config, replicas=len(meta["runs"])).to(train_config.torch_dtype)
+        module = PerturbationAutoencoder(model_config, replicas=len(meta["runs"])).to(
+            train_config.torch_dtype
+        )
         module.load_state_dict(torch.load(path / "state.pt", map_location="cpu", weights_only=True))
         history = pd.read_csv(path / "history.csv")
         return cls(module.eval(), model_config, train_config, list(meta["runs"]), history)
@@ -194,7 +202,9 @@ def fit(
         raise DeeppertError("no runs to train")
     x_train = np.asarray(x_train)
     if x_train.ndim != 2 or x_train.shape[1] != model_config.n_inputs:
-        raise DeeppertError(f"expected (n, {model_config.n_inputs}) training inputs, got {x_train.shape}")
+        raise DeeppertError(
+            f"expected (n, {model_config.n_inputs}) training inputs, got {x_train.shape}"
+        )
     n = x_train.shape[0]
     if n < 2:
         raise DeeppertError(f"need at least 2 training rows, got {n}")
@@ -236,8 +246,15 @@ def fit(
         schedule.step()
         means = (totals / seen).cpu().numpy()
         epoch_frame = pd.DataFrame(
-            {"epoch": epoch, "run": runs, "loss": means[0], "reconstruction": means[1], "kl": means[2],
-             "beta": beta, "lr": lr}
+            {
+                "epoch": epoch,
+                "run": runs,
+                "loss": means[0],
+                "reconstruction": means[1],
+                "kl": means[2],
+                "beta": beta,
+                "lr": lr,
+            }
         )
         records.append(epoch_frame)
         if on_epoch is not None:
@@ -248,4 +265,6 @@ def fit(
                 f"(runs {[r for r, v in zip(runs, means[0]) if not np.isfinite(v)]}); lower train.lr_max"
             )
     module.eval()
-    return TrainedModels(module, model_config, train_config, runs, pd.concat(records, ignore_index=True))
+    return TrainedModels(
+        module, model_config, train_config, runs, pd.concat(records, ignore_index=True)
+    )

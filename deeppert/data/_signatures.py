@@ -52,7 +52,9 @@ class Signatures:
         self.sample_ids = np.asarray(self.sample_ids).astype(str)
         self.genes = [str(g) for g in self.genes]
         if self.values.ndim != 2:
-            raise DeeppertError(f"{self.source}: expected a 2-D matrix, got shape {self.values.shape}")
+            raise DeeppertError(
+                f"{self.source}: expected a 2-D matrix, got shape {self.values.shape}"
+            )
         n, g = self.values.shape
         if len(self.sample_ids) != n:
             raise DeeppertError(f"{self.source}: {len(self.sample_ids)} sample ids for {n} rows")
@@ -69,7 +71,9 @@ class Signatures:
                 f"(id {self.sample_ids[r]!r}), column {self.genes[c]!r}"
             )
         if self.metadata is not None and len(self.metadata) != n:
-            raise DeeppertError(f"{self.source}: metadata has {len(self.metadata)} rows for {n} samples")
+            raise DeeppertError(
+                f"{self.source}: metadata has {len(self.metadata)} rows for {n} samples"
+            )
 
     @property
     def n_samples(self) -> int:
@@ -81,9 +85,13 @@ class Signatures:
 
     def to_frame(self) -> pd.DataFrame:
         """Samples x genes DataFrame indexed by sample id (duplicates kept)."""
-        return pd.DataFrame(self.values, index=pd.Index(self.sample_ids, name="sample_id"), columns=self.genes)
+        return pd.DataFrame(
+            self.values, index=pd.Index(self.sample_ids, name="sample_id"), columns=self.genes
+        )
 
     def take(self, rows: np.ndarray) -> Signatures:
         """The subset of rows ``rows`` (integer positions or boolean mask)."""
         meta = None if self.metadata is None else self.metadata.iloc[rows].reset_index(drop=True)
-        return Signatures(self.values[rows], self.sample_ids[rows], list(self.genes), meta, self.source)
+        return Signatures(
+            self.values[rows], self.sample_ids[rows], list(self.genes), meta, self.source
+        )

@@ -1,0 +1,252 @@
+"""YAML experiment configs parsed into typed, validated, frozen dataclasses.
+
+One file in ``configs/`` describes one experiment. Every section is the config dataclass of
+the component it drives (``model`` -> :class:`~deeppert.models.ModelConfig` fields, ``train``
+-> :class:`~deeppert.train.TrainConfig`, ...), so the same ``to_dict()`` becomes MLflow params
+and Ray Tune's search space. An unknown key, a wrong type or a bad value raises
+:class:`~deeppert.errors.DeeppertError` naming it, e.g. ``config.yaml: train.epochz: unknown key``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union, get_args, get_origin
+
+import yaml
+
+from deeppert.data.synthetic import SynthConfig
+from deeppert.errors import DeeppertError
+from deeppert.models import MODEL_KINDS, ModelKind
+from deeppert.preprocess import PreprocessConfig
+from deeppert.train import TrainConfig
+
+__all__ = [
+    "DataConfig",
+    "GridConfig",
+    "ArchitectureConfig",
+    "SweepConfig",
+    "TrackingConfig",
+    "ExperimentConfig",
+    "load_config",
+    "parse_config",
+    "build_dataclass",
+]
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """One signature matrix (one cell line): a file, or the synthetic generator when ``path`` is null."""
+
+    name: str = "synthetic"
+    path: str | None = None
+    format: str | None = None
+    cell_line: str | None = None
+    fill_missing: bool = False
+    synthetic: SynthConfig = field(default_factory=SynthConfig)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class GridConfig:
+    """The model x latent dim x run grid; runs are numbered 0 .. runs-1 (seed 123456 * run)."""
+
+    models: tuple[ModelKind, ...] = ("AE", "DAE", "VAE")
+    latent_dims: tuple[int, ...] = (5, 10, 25, 50)
+    runs: int = 5
+    baselines: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.models or not self.latent_dims:
+            raise DeeppertError("grid.models and grid.latent_dims must not be empty")
+        bad = [m for m in self.models if m not in MODEL_KINDS]
+        if bad:
+            raise DeeppertError(f"grid.models: unknown model(s) {bad}; valid: {list(MODEL_KINDS)}")
+        if any(d < 1 for d in self.latent_dims):
+            raise DeeppertError(f"grid.latent_dims must be positive, got {list(self.latent_dims)}")
+        if self.runs < 1:
+            raise DeeppertError(f"grid.runs must be at least 1, got {self.runs}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ArchitectureConfig:
+    """Architecture knobs shared by every grid point (kind and latent dim come from the grid)."""
+
+    dropout: float = 0.1
+    dae_noise_std: float = 1.0
+    vae_decoder: Literal["mirrored", "reference"] = "mirrored"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """Ray Tune resources and fault tolerance; the same file scales from a laptop to a cluster."""
+
+    ray_address: str | None = None
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    seeds_per_trial: int = 0
+    max_failures: int = 2
+    max_concurrent_trials: int = 0
+
+    def __post_init__(self) -> None:
+        if self.cpus_per_trial <= 0 or self.gpus_per_trial < 0:
+            raise DeeppertError("sweep.cpus_per_trial must be > 0 and sweep.gpus_per_trial >= 0")
+        if self.seeds_per_trial < 0 or self.max_failures < 0:
+            raise DeeppertError("sweep.seeds_per_trial and sweep.max_failures must be >= 0")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    """Where trials log: always an MLflow server URI, never a sqlite:/// file shared by writers."""
+
+    uri: str = "http://127.0.0.1:5000"
+    experiment: str = "deeppert"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """A whole experiment: data (one or more cell lines), preprocessing, grid, training, sweep."""
+
+    name: str = "deeppert"
+    datasets: tuple[DataConfig, ...] = (DataConfig(),)
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    grid: GridConfig = field(default_factory=GridConfig)
+    model: ArchitectureConfig = field(default_factory=ArchitectureConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+
+    def __post_init__(self) -> None:
+        names = [d.name for d in self.datasets]
+        if not names:
+            raise DeeppertError("datasets: at least one dataset is required")
+        if len(set(names)) != len(names):
+            raise DeeppertError(f"datasets: names must be unique, got {names}")
+
+    def dataset(self, name: str) -> DataConfig:
+        for d in self.datasets:
+            if d.name == name:
+                return d
+        raise DeeppertError(f"no dataset named {name!r}; have {[d.name for d in self.datasets]}")
+
+    def to_dict(self) -> dict:
+        return json.loads(json.dumps(asdict(self)))
+
+    def sha256(self) -> str:
+        """Hash of the resolved config: the key that tells two sweeps' trials apart."""
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()
+
+
+def load_config(path: str | Path) -> ExperimentConfig:
+    """Read and validate a YAML experiment config; errors name the file and the key."""
+    path = Path(path)
+    if not path.is_file():
+        raise DeeppertError(f"config file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise DeeppertError(f"{path}: not valid YAML: {exc}") from exc
+    try:
+        return parse_config(raw)
+    except DeeppertError as exc:
+        raise DeeppertError(f"{path}: {exc}") from exc
+
+
+def parse_config(raw: Mapping[str, Any]) -> ExperimentConfig:
+    """Validate a plain mapping (parsed YAML) into an :class:`ExperimentConfig`."""
+    return build_dataclass(ExperimentConfig, raw, "")
+
+
+def build_dataclass(cls: type, data: Any, where: str) -> Any:
+    """Build dataclass ``cls`` from mapping ``data``, checking keys and types recursively."""
+    label = where or "config"
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise DeeppertError(f"{label}: expected a mapping, got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = [k for k in data if k not in fields]
+    if unknown:
+        raise DeeppertError(
+            f"{_join(where, unknown[0])}: unknown key; valid keys here: {', '.join(sorted(fields))}"
+        )
+    hints = typing.get_type_hints(cls)
+    kwargs = {k: _coerce(hints[k], v, _join(where, k)) for k, v in data.items()}
+    try:
+        return cls(**kwargs)
+    except DeeppertError as exc:
+        raise DeeppertError(f"{label}: {exc}") from exc
+
+
+def _join(where: str, key: str) -> str:
+    return f"{where}.{key}" if where else key
+
+
+def _coerce(tp: Any, value: Any, where: str) -> Any:
+    origin = get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return build_dataclass(tp, value, where)
+    if origin in (Union, types.UnionType):
+        args = get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(arg, value, where)
+            except DeeppertError as exc:
+                errors.append(str(exc))
+        raise DeeppertError(errors[0])
+    if origin is Literal:
+        if value not in get_args(tp):
+            raise DeeppertError(f"{where}: {value!r} is not one of {list(get_args(tp))}")
+        return value
+    if origin in (tuple, list):
+        if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+            value = [value]
+        item_tp = get_args(tp)[0] if get_args(tp) else Any
+        items = [_coerce(item_tp, v, f"{where}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if tp is Any:
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise DeeppertError(f"{where}: expected true/false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise DeeppertError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise DeeppertError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise DeeppertError(f"{where}: expected a string, got {value!r}")
+        return value
+    if tp is dict or origin is dict:
+        if not isinstance(value, Mapping):
+            raise DeeppertError(f"{where}: expected a mapping, got {value!r}")
+        return dict(value)
+    raise TypeError(f"{where}: unsupported config type {tp!r}")

@@ -1,0 +1,315 @@
+"""The training step on local files, and the folder it writes (a *run folder*).
+
+``deeppert train`` writes one run folder per dataset; ``deeppert attribute`` and
+``deeppert ensemble`` read it back. Layout::
+
+    run_dir/
+      config.json            the resolved experiment config and the dataset's name
+      signatures.parquet     the input matrix (sample ids, genes, values)
+      split.json             train / validation row positions
+      pca/                   components.parquet (p x genes), center.parquet (mean, scale per gene),
+                             explained_variance.parquet
+      models/<KIND>_d<dim>/  TrainedModels.save(): config.json, state.pt, history.csv
+      latents/<KIND>_d<dim>_run<r>.parquet   training samples x latent nodes
+      baselines/<B>_d<dim>_{embedding,gene_weights}.parquet
+      metrics.csv            held-out metrics, one row per model and run
+      training_curves.png    loss per epoch, one line per model and run
+
+The folder is written atomically: it appears whole when training succeeds, never half.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from deeppert.atomic import atomic_dir
+from deeppert.baselines import BASELINE_KINDS, fit_baseline
+from deeppert.config import DataConfig, ExperimentConfig
+from deeppert.data import Signatures
+from deeppert.errors import DeeppertError
+from deeppert.models import ModelConfig
+from deeppert.preprocess import PCAModel, fit_pca, split_indices
+from deeppert.train import TrainedModels, fit
+
+__all__ = [
+    "train_dataset",
+    "train_shape",
+    "prepare",
+    "Prepared",
+    "save_pca",
+    "load_pca",
+    "load_trained",
+    "load_signatures_of",
+    "load_split",
+    "training_inputs",
+    "dataset_name",
+]
+
+log = logging.getLogger(__name__)
+
+
+class Prepared:
+    """A dataset split and projected: what every grid point of one cell line trains on."""
+
+    def __init__(self, signatures: Signatures, config: ExperimentConfig) -> None:
+        pre = config.preprocess
+        self.signatures = signatures
+        self.train_idx, self.val_idx = split_indices(
+            signatures.n_samples, pre.val_fraction, pre.split_seed
+        )
+        if len(self.train_idx) < 2:
+            raise DeeppertError(
+                f"{signatures.source}: too few training rows ({len(self.train_idx)})"
+            )
+        train_values = signatures.values[self.train_idx]
+        self.pca = fit_pca(
+            train_values, signatures.genes, pre.n_components, standardize=pre.standardize
+        )
+        self.x_train = self.pca.transform(train_values)
+        self.x_val = self.pca.transform(signatures.values[self.val_idx])
+        self.train_ids = signatures.sample_ids[self.train_idx].tolist()
+
+
+def prepare(signatures: Signatures, config: ExperimentConfig) -> Prepared:
+    """Split ``signatures`` and fit the PCA on the training rows."""
+    return Prepared(signatures, config)
+
+
+def train_shape(
+    prepared: Prepared,
+    config: ExperimentConfig,
+    kind: str,
+    latent_dim: int,
+    runs: list[int],
+    *,
+    on_epoch=None,
+) -> tuple[TrainedModels, pd.DataFrame]:
+    """Train the runs ``runs`` of one (kind, latent dim) vectorised; return models + held-out metrics."""
+    arch = config.model
+    model_config = ModelConfig(
+        kind=kind,
+        latent_dim=latent_dim,
+        n_inputs=prepared.pca.n_components,
+        dropout=arch.dropout,
+        dae_noise_std=arch.dae_noise_std,
+        vae_decoder=arch.vae_decoder,
+    )
+    trained = fit(prepared.x_train, model_config, config.train, runs, on_epoch=on_epoch)
+    if len(prepared.val_idx):
+        metrics = trained.evaluate(
+            prepared.x_val, prepared.signatures.values[prepared.val_idx], prepared.pca
+        )
+    else:
+        metrics = pd.DataFrame({"model": kind, "latent_dim": latent_dim, "run": runs})
+    return trained, metrics
+
+
+def train_dataset(
+    signatures: Signatures,
+    config: ExperimentConfig,
+    out_dir: str | Path,
+    *,
+    dataset: DataConfig | None = None,
+) -> pd.DataFrame:
+    """Train the whole grid of ``config`` on one dataset and write a run folder at ``out_dir``.
+
+    Returns the held-out metrics table (one row per model and run, baselines included).
+    """
+    dataset = dataset or config.datasets[0]
+    prepared = prepare(signatures, config)
+    grid = config.grid
+    runs = list(range(grid.runs))
+    too_big = [d for d in grid.latent_dims if d > prepared.pca.n_components]
+    if too_big:
+        raise DeeppertError(
+            f"grid.latent_dims {too_big} exceed preprocess.n_components={prepared.pca.n_components}"
+        )
+    with atomic_dir(out_dir) as tmp:
+        (tmp / "config.json").write_text(
+            json.dumps({"dataset": dataset.name, "experiment": config.to_dict()}, indent=2) + "\n"
+        )
+        signatures.to_frame().to_parquet(tmp / "signatures.parquet")
+        (tmp / "split.json").write_text(
+            json.dumps({"train": prepared.train_idx.tolist(), "val": prepared.val_idx.tolist()})
+            + "\n"
+        )
+        save_pca(prepared.pca, tmp / "pca")
+        all_metrics, histories = [], []
+        shapes = [(k, d) for k in grid.models for d in grid.latent_dims]
+        for i, (kind, dim) in enumerate(shapes, 1):
+            log.info(
+                "[%d/%d] training %s d=%d, runs %s, %d epochs",
+                i,
+                len(shapes),
+                kind,
+                dim,
+                runs,
+                config.train.epochs,
+            )
+            trained, metrics = train_shape(
+                prepared,
+                config,
+                kind,
+                dim,
+                runs,
+                on_epoch=_log_epoch(
+                    trained_name=f"{kind}_d{dim}", every=max(1, config.train.epochs // 5)
+                ),
+            )
+            trained.save(tmp / "models" / trained.name)
+            (tmp / "latents").mkdir(exist_ok=True)
+            for run, frame in zip(
+                trained.runs, trained.latents_frames(prepared.x_train, prepared.train_ids)
+            ):
+                frame.to_parquet(tmp / "latents" / f"{trained.name}_run{run}.parquet")
+            all_metrics.append(metrics)
+            histories.append(trained.history.assign(model=trained.name))
+        if grid.baselines:
+            (tmp / "baselines").mkdir()
+            for kind in BASELINE_KINDS:
+                for dim in grid.latent_dims:
+                    base = fit_baseline(
+                        kind, prepared.x_train, prepared.pca, dim, sample_ids=prepared.train_ids
+                    )
+                    base.embedding.to_parquet(tmp / "baselines" / f"{base.name}_embedding.parquet")
+                    base.gene_weights.to_parquet(
+                        tmp / "baselines" / f"{base.name}_gene_weights.parquet"
+                    )
+                    if len(prepared.val_idx):
+                        all_metrics.append(_baseline_metrics(base, prepared))
+        metrics = pd.concat(all_metrics, ignore_index=True)
+        metrics.to_csv(tmp / "metrics.csv", index=False)
+        _plot_curves(pd.concat(histories, ignore_index=True), tmp / "training_curves.png")
+    return metrics
+
+
+def _log_epoch(trained_name: str, every: int):
+    def callback(epoch: int, frame: pd.DataFrame) -> None:
+        if (epoch + 1) % every == 0:
+            log.info("  %s epoch %d: mean loss %.4g", trained_name, epoch + 1, frame["loss"].mean())
+
+    return callback
+
+
+def _baseline_metrics(base, prepared: Prepared) -> pd.DataFrame:
+    """Held-out R^2 of a linear baseline: project and reconstruct by least squares."""
+    from deeppert.preprocess import r2_score_flat
+
+    proj = base.projection
+    x = prepared.x_val - base.center
+    z = x @ proj
+    recon = z @ np.linalg.pinv(proj) + base.center
+    return pd.DataFrame(
+        [
+            {
+                "model": base.kind,
+                "latent_dim": proj.shape[1],
+                "run": 0,
+                "r2_pca": r2_score_flat(prepared.x_val, recon),
+                "r2_genes": r2_score_flat(
+                    prepared.signatures.values[prepared.val_idx],
+                    prepared.pca.inverse_transform(recon),
+                ),
+            }
+        ]
+    )
+
+
+def _plot_curves(history: pd.DataFrame, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for (name, run), frame in history.groupby(["model", "run"]):
+        ax.plot(frame["epoch"] + 1, frame["loss"], lw=0.8, label=f"{name} run {run}")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("training loss")
+    ax.set_yscale("log")
+    ax.set_title("training loss per model and run")
+    if history.groupby(["model", "run"]).ngroups <= 12:
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+# -- reading a run folder back ----------------------------------------------------------
+def _require(run_dir: Path, rel: str) -> Path:
+    path = Path(run_dir) / rel
+    if not path.exists():
+        raise DeeppertError(
+            f"{run_dir}: not a run folder written by `deeppert train` (missing {rel})"
+        )
+    return path
+
+
+def save_pca(pca: PCAModel, folder: Path) -> None:
+    """Write a PCA model as three Parquet tables into ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    names = [f"PC{i + 1:03d}" for i in range(pca.n_components)]
+    pd.DataFrame(
+        pca.components, index=pd.Index(names, name="component"), columns=pca.genes
+    ).to_parquet(folder / "components.parquet")
+    pd.DataFrame(
+        {"mean": pca.mean, "scale": pca.scale}, index=pd.Index(pca.genes, name="gene")
+    ).to_parquet(folder / "center.parquet")
+    pd.DataFrame(
+        {"explained_variance_ratio": pca.explained_variance_ratio},
+        index=pd.Index(names, name="component"),
+    ).to_parquet(folder / "explained_variance.parquet")
+
+
+def load_pca(run_dir: str | Path) -> PCAModel:
+    """The PCA model of a run folder (or of a folder written by :func:`save_pca`)."""
+    run_dir = Path(run_dir)
+    folder = run_dir / "pca" if (run_dir / "pca").is_dir() else run_dir
+    comps = pd.read_parquet(_require(folder, "components.parquet"))
+    center = pd.read_parquet(_require(folder, "center.parquet"))
+    evr = pd.read_parquet(_require(folder, "explained_variance.parquet"))
+    return PCAModel(
+        comps.to_numpy(),
+        center["mean"].to_numpy(),
+        center["scale"].to_numpy(),
+        evr["explained_variance_ratio"].to_numpy(),
+        list(comps.columns),
+    )
+
+
+def load_trained(run_dir: str | Path) -> list[TrainedModels]:
+    """Every trained (kind, dim) group of a run folder, in a stable order."""
+    models = _require(Path(run_dir), "models")
+    return [TrainedModels.load(p) for p in sorted(models.iterdir()) if p.is_dir()]
+
+
+def load_signatures_of(run_dir: str | Path) -> Signatures:
+    """The input matrix a run folder was trained on."""
+    frame = pd.read_parquet(_require(Path(run_dir), "signatures.parquet"))
+    return Signatures(
+        frame.to_numpy(), frame.index.to_numpy(), list(frame.columns), source=str(run_dir)
+    )
+
+
+def load_split(run_dir: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """(train, validation) row positions of a run folder."""
+    split = json.loads(_require(Path(run_dir), "split.json").read_text())
+    return np.asarray(split["train"], dtype=int), np.asarray(split["val"], dtype=int)
+
+
+def training_inputs(run_dir: str | Path) -> tuple[np.ndarray, list[str]]:
+    """PCA scores of the training rows and their sample ids, as the models saw them."""
+    sig = load_signatures_of(run_dir)
+    train_idx, _ = load_split(run_dir)
+    pca = load_pca(run_dir)
+    return pca.transform(sig.values[train_idx]), sig.sample_ids[train_idx].tolist()
+
+
+def dataset_name(run_dir: str | Path) -> str:
+    """The dataset (cell line) name a run folder was trained on."""
+    return json.loads(_require(Path(run_dir), "config.json").read_text())["dataset"]
