@@ -32,6 +32,7 @@ __all__ = [
     "PerturbationAutoencoder",
     "init_parameters",
     "draw_noise",
+    "MeanEncoder",
 ]
 
 ModelKind = Literal["AE", "DAE", "VAE"]
@@ -343,3 +344,19 @@ def draw_noise(
     return Noise(
         **{k: torch.stack([dr[k] for dr in per_replica]).to(device) for k in per_replica[0]}
     )
+
+
+class MeanEncoder(nn.Module):
+    """One replica as a plain ``(batch, p) -> (batch, d)`` embedding module (eval mode).
+
+    This is what gets logged and registered as "the encoder": the code of an AE/DAE or the
+    posterior mean of a VAE. It carries the whole replica so it reloads without surgery.
+    """
+
+    def __init__(self, autoencoder: PerturbationAutoencoder, replica: int = 0) -> None:
+        super().__init__()
+        self.autoencoder = autoencoder.replica(replica)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.autoencoder.eval()
+        return self.autoencoder.inference(x.unsqueeze(0))["z_mean"][0]

@@ -1,0 +1,1 @@
+"""Entry points that `ray job submit` runs: sweep, ensemble, targets, downstream."""

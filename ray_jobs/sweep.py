@@ -1,0 +1,181 @@
+"""Ray Tune sweep over the cell line x model x latent dim x run grid of one config.
+
+Submit to a running Ray cluster::
+
+    ray job submit --working-dir . -- python ray_jobs/sweep.py --config configs/demo.yaml
+
+(or run it directly: ``python ray_jobs/sweep.py --config ...`` starts a local Ray).
+One Tune trial trains all runs (or ``sweep.seeds_per_trial`` of them) of one shape
+vectorised, attributes them and logs one MLflow child run per grid point under the
+sweep's parent run (see :mod:`deeppert.tracking.sweep`). Re-running the same command
+resumes: grid points with a FINISHED run of the same config are skipped. Failed trials
+are retried up to ``sweep.max_failures`` times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import os
+import sys
+import time
+
+import pandas as pd
+
+from deeppert.cli._train import load_dataset
+from deeppert.config import ExperimentConfig, load_config
+from deeppert.errors import DeeppertError
+from deeppert.tracking.client import finish_run, mark_run_failed
+from deeppert.tracking.sweep import (
+    SweepContext,
+    data_sha256,
+    finished_grid_keys,
+    log_dataset,
+    open_sweep,
+    run_trial,
+    trial_plan,
+)
+from deeppert.workspace import prepare
+
+log = logging.getLogger("deeppert.sweep")
+
+
+def _trainable(
+    trial_config: dict, *, prepared: dict, config: ExperimentConfig, ctx: SweepContext, shas: dict
+) -> None:
+    import torch
+    from ray import tune
+
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    torch.set_num_threads(max(1, int(config.sweep.cpus_per_trial)))
+    if config.sweep.gpus_per_trial > 0 and torch.cuda.is_available():
+        config = dataclasses.replace(config, train=dataclasses.replace(config.train, device="cuda"))
+    t = trial_config["trial"]
+    metrics = run_trial(
+        ctx,
+        prepared[t["dataset"]],
+        config,
+        dataset=t["dataset"],
+        data_sha=shas[t["dataset"]],
+        kind=t["model"],
+        latent_dim=t["latent_dim"],
+        runs=list(t["runs"]),
+        report=lambda m: tune.report(m) if (m["epoch"] + 1) % 10 == 0 else None,
+    )
+    tune.report({**metrics, "done": 1})
+
+
+def run_sweep(config: ExperimentConfig, *, storage_path: str | None = None) -> pd.DataFrame:
+    """Run (or resume) the sweep of ``config``; returns one row per trial that ran."""
+    import ray
+    from ray import tune
+
+    ctx = open_sweep(config)
+    log.info("sweep %s: parent run %s on %s", ctx.sweep, ctx.parent_run_id, ctx.tracking_uri)
+    done = finished_grid_keys(ctx)
+    plan = trial_plan(config, done)
+    n_points = (
+        len(config.datasets)
+        * len(config.grid.models)
+        * len(config.grid.latent_dims)
+        * config.grid.runs
+    )
+    log.info(
+        "%d of %d grid points already finished; %d trials to run", len(done), n_points, len(plan)
+    )
+    if not plan:
+        finish_run(ctx.tracking_uri, ctx.parent_run_id)
+        return pd.DataFrame()
+    prepared, shas = {}, {}
+    for dataset in config.datasets:
+        if not any(t["dataset"] == dataset.name for t in plan):
+            continue
+        signatures = load_dataset(dataset)
+        prepared[dataset.name] = prepare(signatures, config)
+        shas[dataset.name] = data_sha256(signatures)
+        log_dataset(ctx, dataset.name, prepared[dataset.name], shas[dataset.name])
+
+    if not ray.is_initialized():
+        ray.init(
+            address=config.sweep.ray_address or os.environ.get("RAY_ADDRESS"), log_to_driver=True
+        )
+    trainable = tune.with_resources(
+        tune.with_parameters(_trainable, prepared=prepared, config=config, ctx=ctx, shas=shas),
+        {"cpu": config.sweep.cpus_per_trial, "gpu": config.sweep.gpus_per_trial},
+    )
+    tuner = tune.Tuner(
+        trainable,
+        param_space={"trial": tune.grid_search(plan)},
+        tune_config=tune.TuneConfig(
+            max_concurrent_trials=config.sweep.max_concurrent_trials or None
+        ),
+        run_config=tune.RunConfig(
+            name=f"{ctx.sweep}-{time.strftime('%Y%m%d-%H%M%S')}",
+            storage_path=storage_path,
+            failure_config=tune.FailureConfig(max_failures=config.sweep.max_failures),
+            verbose=1,
+        ),
+    )
+    try:
+        results = tuner.fit()
+    except BaseException as exc:
+        mark_run_failed(ctx.tracking_uri, ctx.parent_run_id, reason=f"{type(exc).__name__}: {exc}")
+        raise
+    errors = results.errors
+    if errors:
+        mark_run_failed(
+            ctx.tracking_uri,
+            ctx.parent_run_id,
+            reason=f"{len(errors)} trial(s) failed: {errors[0]}",
+        )
+        raise DeeppertError(
+            f"sweep {ctx.sweep}: {len(errors)} trial(s) failed after retries; first: {errors[0]}"
+        )
+    finish_run(ctx.tracking_uri, ctx.parent_run_id)
+    rows = []
+    for result in results:
+        t = result.config["trial"]
+        rows.append(
+            {
+                "dataset": t["dataset"],
+                "model": t["model"],
+                "latent_dim": t["latent_dim"],
+                "runs": ",".join(map(str, t["runs"])),
+                "r2_pca": result.metrics.get("r2_pca"),
+                "r2_genes": result.metrics.get("r2_genes"),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", required=True, help="experiment YAML")
+    parser.add_argument("--tracking-uri", help="override tracking.uri of the config")
+    parser.add_argument("--storage-path", help="Tune's results folder (default ~/ray_results)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        config = load_config(args.config)
+        if args.tracking_uri:
+            config = dataclasses.replace(
+                config, tracking=dataclasses.replace(config.tracking, uri=args.tracking_uri)
+            )
+        table = run_sweep(config, storage_path=args.storage_path)
+    except DeeppertError as exc:
+        print(f"sweep: error: {exc}", file=sys.stderr)
+        return 2
+    if table.empty:
+        print("sweep: every grid point already has a finished run; nothing to do")
+    else:
+        print(table.round(4).to_string(index=False))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
