@@ -184,7 +184,7 @@ def test_port_in_use_is_refused(tmp_path: Path) -> None:
         assert server.pid is None
 
 
-def _cli(*args: str, env: dict[str, str] | None = None) -> list[str]:
+def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "deeppert", "server", *args]
 
 
@@ -193,12 +193,14 @@ def _cli(*args: str, env: dict[str, str] | None = None) -> list[str]:
     [
         ("foo://bar", "not a database URI"),
         ("postgresql://postgres@127.0.0.1:1/nope", "cannot reach PostgreSQL"),
-        ("sqlite:////nonexistent-dir/deeppert/mlflow.db", "exited with code"),
+        ("sqlite:///{tmp}/a-file/mlflow.db", "exited with code"),
     ],
 )
 def test_cli_bad_backend_uri_exits_nonzero_with_message(
     tmp_path: Path, uri: str, message: str
 ) -> None:
+    (tmp_path / "a-file").write_text("not a directory")  # MLflow cannot create a DB under it
+    uri = uri.format(tmp=tmp_path)
     proc = subprocess.run(
         _cli("--backend-store-uri", uri, "--port", "0", "--data-dir", str(tmp_path)),
         capture_output=True,
@@ -224,7 +226,7 @@ def test_cli_runs_in_foreground_until_sigterm(tmp_path: Path) -> None:
         assert line.startswith("MLFLOW_TRACKING_URI=http://127.0.0.1:"), proc.stderr.read()
         url = line.strip().split("=", 1)[1]
         assert requests.get(f"{url}/health", timeout=5).status_code == 200
-        server_pids = [p for p in _children(proc.pid)]
+        server_pids = _children(proc.pid)
         assert server_pids, "the CLI should have a server child process"
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0

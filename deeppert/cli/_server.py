@@ -43,7 +43,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--data-dir", default="mlruns", help="server state folder (default: mlruns)")
     p.add_argument(
-        "--artifacts-dir", default=None, help="served artifacts folder (default: DATA_DIR/artifacts)"
+        "--artifacts-dir",
+        default=None,
+        help="served artifacts folder (default: DATA_DIR/artifacts)",
     )
     p.add_argument("--host", default="127.0.0.1", help="bind address (default: 127.0.0.1)")
     p.add_argument("--port", type=int, default=5000, help="port (default: 5000; 0 = any free)")
@@ -77,8 +79,7 @@ def _run(args: argparse.Namespace) -> int:
     try:
         server.start()
         _log.info(
-            "MLflow tracking server at %s (backend %s, artifacts %s, auth %s) up in %.1f s; "
-            "log %s",
+            "MLflow tracking server at %s (backend %s, artifacts %s, auth %s) up in %.1f s; log %s",
             server.url,
             redact_uri(config.resolved_backend_store_uri),
             config.resolved_artifacts_dir,

@@ -9,11 +9,12 @@ with a message listing what does exist.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import posixpath
 import tempfile
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -54,9 +55,27 @@ RunStatus = Literal["RUNNING", "SCHEDULED", "FINISHED", "FAILED", "KILLED"]
 _RUN_STATUSES = ("RUNNING", "SCHEDULED", "FINISHED", "FAILED", "KILLED")
 FAILURE_TAG = "deeppert.failure"
 
-# mlflow.pytorch.log_model resolves the tracking URI from process-global state; this lock
-# keeps concurrent threads from seeing each other's URI while one model is logged.
+# mlflow.pytorch.log_model and the models:/ downloader resolve the tracking and registry URIs
+# from process-global state; this lock keeps threads from seeing each other's URIs.
 _FLUENT_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _process_uris(tracking_uri: str) -> Iterator[None]:
+    """Point MLflow's global tracking and registry URIs at ``tracking_uri``, then restore."""
+    from mlflow.tracking._model_registry import utils as registry_utils
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
+    with _FLUENT_LOCK:
+        old_tracking = tracking_utils._tracking_uri
+        old_registry = registry_utils._registry_uri
+        tracking_utils.set_tracking_uri(tracking_uri)
+        registry_utils.set_registry_uri(tracking_uri)
+        try:
+            yield
+        finally:
+            tracking_utils.set_tracking_uri(old_tracking)
+            registry_utils._registry_uri = old_registry
 
 
 @dataclass(frozen=True)
@@ -275,9 +294,7 @@ def mark_run_failed(tracking_uri: str, run_id: str, *, reason: str | None = None
     client.set_terminated(run_id, status="FAILED")
 
 
-def log_parquet(
-    tracking_uri: str, run_id: str, frame: pd.DataFrame, artifact_path: str
-) -> str:
+def log_parquet(tracking_uri: str, run_id: str, frame: pd.DataFrame, artifact_path: str) -> str:
     """Write ``frame`` (index included) as Parquet and log it at ``artifact_path``.
 
     ``artifact_path`` is the file's path inside the run, e.g. ``"latents.parquet"`` or
@@ -335,11 +352,10 @@ def log_torch_model(
     import mlflow.pytorch
     import numpy as np
     import torch
-    from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 
     if pip_requirements is None:
         pip_requirements = [f"torch=={torch.__version__.split('+')[0]}", f"numpy=={np.__version__}"]
-    with _FLUENT_LOCK, _use_tracking_uri(tracking_uri):
+    with _process_uris(tracking_uri):
         info = mlflow.pytorch.log_model(
             model,
             name=name,
@@ -348,20 +364,45 @@ def log_torch_model(
             tags=dict(tags) if tags else None,
             run_id=run_id,
         )
-    return LoggedModelRef(model_uri=info.model_uri, model_id=info.model_id, run_id=run_id, name=name)
+    return LoggedModelRef(
+        model_uri=info.model_uri, model_id=info.model_id, run_id=run_id, name=name
+    )
 
 
 def load_torch_model(tracking_uri: str, model_uri: str) -> torch.nn.Module:
-    """Download and load the PyTorch model at ``model_uri`` (``models:/m-...``,
-    ``models:/name/version`` or ``models:/name@alias``)."""
+    """Download and load the PyTorch model at ``model_uri``.
+
+    Accepts ``models:/m-...`` (a logged model), ``models:/name/version`` and
+    ``models:/name@alias``; MLflow's downloader consults the process-global URIs for these, so they
+    are pointed at ``tracking_uri`` (under a lock) for the download only.
+    """
     import mlflow.artifacts
     import mlflow.pytorch
 
+    source = _logged_model_source(tracking_uri, model_uri)
     with tempfile.TemporaryDirectory(prefix="deeppert-model-") as tmp:
-        local = mlflow.artifacts.download_artifacts(
-            artifact_uri=model_uri, dst_path=tmp, tracking_uri=tracking_uri, registry_uri=tracking_uri
-        )
+        with _process_uris(tracking_uri):
+            local = mlflow.artifacts.download_artifacts(
+                artifact_uri=source, dst_path=tmp, tracking_uri=tracking_uri
+            )
         return mlflow.pytorch.load_model(local)
+
+
+def _logged_model_source(tracking_uri: str, model_uri: str) -> str:
+    if not model_uri.startswith("models:/"):
+        raise DeeppertError(
+            f"model URI {model_uri!r} must be models:/m-<id>, models:/<name>/<version> "
+            "or models:/<name>@<alias>"
+        )
+    rest = model_uri.removeprefix("models:/")
+    if rest.startswith("m-"):
+        return model_uri
+    if "@" in rest:
+        return resolve_alias(tracking_uri, rest).source
+    name, sep, version = rest.rpartition("/")
+    if not sep or not version.isdigit():
+        raise DeeppertError(f"model URI {model_uri!r} names no version or alias")
+    return tracking_client(tracking_uri).get_model_version(name, version).source
 
 
 def register_logged_model(

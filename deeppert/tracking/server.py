@@ -223,12 +223,13 @@ class TrackingServer:
         _check_backend_uri(backend)
         env = self._server_env()
         _check_port_free(cfg.host, cfg.port)
-        data_dir = Path(cfg.data_dir).resolve()
-        data_dir.mkdir(parents=True, exist_ok=True)
-        cfg.resolved_artifacts_dir.mkdir(parents=True, exist_ok=True)
         ensure_database(backend)
         if cfg.auth:
             ensure_database(cfg.resolved_auth_database_uri)
+        data_dir = Path(cfg.data_dir).resolve()
+        data_dir.mkdir(parents=True, exist_ok=True)
+        cfg.resolved_artifacts_dir.mkdir(parents=True, exist_ok=True)
+        if cfg.auth:
             env["MLFLOW_AUTH_CONFIG_PATH"] = str(self._write_auth_config(data_dir))
 
         cmd = [

@@ -1,0 +1,263 @@
+"""Tracking helpers against real server processes, on SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import psycopg2
+import pytest
+import torch
+
+from deeppert.errors import DeeppertError
+from deeppert.tracking import (
+    ServerConfig,
+    TrackingServer,
+    find_run_by_tag,
+    find_runs_by_tag,
+    finish_run,
+    get_or_create_experiment,
+    load_parquet,
+    load_torch_model,
+    log_parquet,
+    log_torch_model,
+    mark_run_failed,
+    register_logged_model,
+    resolve_alias,
+    set_alias,
+    start_run,
+    tracking_client,
+)
+
+pytestmark = [pytest.mark.mlflow, pytest.mark.timeout(600)]
+
+N_WRITERS = 8
+N_STEPS = 50
+
+
+@pytest.fixture(
+    scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """URL of a tracking server on a fresh SQLite file or a fresh PostgreSQL database."""
+    data_dir = tmp_path_factory.mktemp(f"mlflow-{request.param}")
+    backend = None
+    db_name = None
+    admin_uri = None
+    if request.param == "postgres":
+        admin_uri = request.getfixturevalue("postgres_uri")
+        db_name = f"deeppert_test_{uuid.uuid4().hex[:10]}"
+        backend = admin_uri.rsplit("/", 1)[0] + f"/{db_name}"
+    srv = TrackingServer(
+        ServerConfig(data_dir=str(data_dir), backend_store_uri=backend, port=0, workers=1)
+    )
+    try:
+        srv.start()
+        print(f"\nMEASURE start_seconds {request.param} {srv.startup_seconds:.2f}")
+        srv.backend_name = request.param  # type: ignore[attr-defined]
+        yield srv.url
+    finally:
+        srv.stop()
+        if db_name is not None:
+            conn = psycopg2.connect(admin_uri)
+            conn.autocommit = True
+            with conn.cursor() as cur:
+                cur.execute(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
+            conn.close()
+
+
+@pytest.fixture
+def experiment(server: str) -> str:
+    return get_or_create_experiment(server, f"exp-{uuid.uuid4().hex[:8]}")
+
+
+def _frames() -> dict[str, pd.DataFrame]:
+    rng = np.random.default_rng(0)
+    samples = pd.Index([f"sig_{i:03d}" for i in range(40)], name="sample_id")
+    genes = pd.Index([f"GENE{i}" for i in range(25)], name="gene")
+    nodes = [f"node_{j}" for j in range(6)]
+    return {
+        "latents.parquet": pd.DataFrame(
+            rng.normal(size=(40, 6)).astype(np.float32), index=samples, columns=nodes
+        ),
+        "gene_weights.parquet": pd.DataFrame(rng.normal(size=(25, 6)), index=genes, columns=nodes),
+        "ensemble/labels.parquet": pd.DataFrame(
+            {
+                "cluster": rng.integers(0, 3, size=6).astype(np.int64),
+                "member": [f"m{j}" for j in range(6)],
+                "kept": [True, False] * 3,
+            },
+            index=pd.Index(nodes, name="latent"),
+        ),
+    }
+
+
+def test_run_logs_params_metrics_and_parquet_that_read_back_identically(
+    server: str, experiment: str
+) -> None:
+    run_id = start_run(
+        server,
+        experiment,
+        run_name="trial",
+        tags={"deeppert.grid_key": "A375/vae/8/0"},
+        params={"model": "vae", "latent_dim": 8, "lr": 1e-3},
+    )
+    client = tracking_client(server)
+    for step in range(5):
+        client.log_metric(run_id, "train_loss", 1.0 / (step + 1), step=step)
+    frames = _frames()
+    for path, frame in frames.items():
+        assert log_parquet(server, run_id, frame, path) == path
+    finish_run(server, run_id)
+
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.params == {"model": "vae", "latent_dim": "8", "lr": "0.001"}
+    assert run.data.tags["deeppert.grid_key"] == "A375/vae/8/0"
+    history = client.get_metric_history(run_id, "train_loss")
+    assert [(m.step, m.value) for m in history] == [(s, 1.0 / (s + 1)) for s in range(5)]
+    assert run.info.artifact_uri.startswith("mlflow-artifacts:")  # served, not a local path
+    for path, frame in frames.items():
+        back = load_parquet(server, run_id, path)
+        pd.testing.assert_frame_equal(back, frame, check_exact=True)
+
+
+def test_parquet_bad_input_is_named(server: str, experiment: str) -> None:
+    run_id = start_run(server, experiment)
+    frame = pd.DataFrame(np.ones((2, 2)), columns=[0, 1])
+    with pytest.raises(DeeppertError, match="string column names"):
+        log_parquet(server, run_id, frame, "x.parquet")
+    with pytest.raises(DeeppertError, match="relative path ending in .parquet"):
+        log_parquet(server, run_id, frame.rename(columns=str), "../x.parquet")
+    with pytest.raises(DeeppertError, match="no artifact 'missing.parquet'"):
+        load_parquet(server, run_id, "missing.parquet")
+
+
+def test_find_runs_by_tag_status_and_parent(server: str, experiment: str) -> None:
+    parent = start_run(server, experiment, run_name="sweep", tags={"deeppert.sweep": "s1"})
+    key = "deeppert.grid_key"
+    failed = start_run(server, experiment, tags={key: "g1"}, parent_run_id=parent)
+    mark_run_failed(server, failed, reason="worker died")
+    done = start_run(server, experiment, tags={key: "g1"}, parent_run_id=parent)
+    finish_run(server, done)
+    other = start_run(server, experiment, tags={key: "g2"})
+
+    assert {r.info.run_id for r in find_runs_by_tag(server, experiment, key, "g1")} == {
+        failed,
+        done,
+    }
+    assert find_run_by_tag(server, experiment, key, "g1", status="FINISHED").info.run_id == done
+    failed_run = find_run_by_tag(server, experiment, key, "g1", status="FAILED")
+    assert failed_run.info.run_id == failed
+    assert failed_run.data.tags["deeppert.failure"] == "worker died"
+    assert find_run_by_tag(server, experiment, key, "g1", status="RUNNING") is None
+    assert find_run_by_tag(server, experiment, key, "g2", parent_run_id=parent) is None
+    assert find_run_by_tag(server, experiment, key, "g2").info.run_id == other
+    assert find_run_by_tag(server, experiment, key, "g1", parent_run_id=parent) is not None
+    with pytest.raises(DeeppertError, match="quotes"):
+        find_runs_by_tag(server, experiment, key, "it's")
+    with pytest.raises(DeeppertError, match="unknown run status"):
+        find_runs_by_tag(server, experiment, key, "g1", status="DONE")  # type: ignore[arg-type]
+
+
+def test_get_or_create_experiment_is_idempotent_under_races(server: str) -> None:
+    name = f"race-{uuid.uuid4().hex[:8]}"
+    with ThreadPoolExecutor(6) as pool:
+        ids = list(pool.map(lambda _: get_or_create_experiment(server, name), range(6)))
+    assert len(set(ids)) == 1
+    assert tracking_client(server).get_experiment_by_name(name).experiment_id == ids[0]
+
+
+def test_torch_model_registered_alias_resolves_to_same_version(
+    server: str, experiment: str, tmp_path: Path
+) -> None:
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(5, 4), torch.nn.Tanh(), torch.nn.Linear(4, 2))
+    x = np.random.default_rng(1).normal(size=(3, 5)).astype(np.float32)
+    import mlflow
+
+    uris_before = (mlflow.get_tracking_uri(), mlflow.get_registry_uri())
+    run_id = start_run(server, experiment, run_name="trial")
+    logged = log_torch_model(server, run_id, model, name="encoder", input_example=x)
+    finish_run(server, run_id)
+    assert logged.model_uri == f"models:/{logged.model_id}"
+
+    name = f"A375-encoder-{uuid.uuid4().hex[:6]}"
+    v1 = register_logged_model(server, logged.model_uri, name, tags={"model": "ae", "dim": 4})
+    v2 = register_logged_model(server, logged.model_uri, name)
+    assert (v1.version, v2.version) == ("1", "2")
+    assert v1.run_id == run_id and v1.tags == {"model": "ae", "dim": "4"}
+    set_alias(server, name, "current", v1.version)
+
+    resolved = resolve_alias(server, f"{name}@current")
+    assert (resolved.version, resolved.run_id, resolved.source) == (v1.version, run_id, v1.source)
+    assert resolved.model_id == logged.model_id and resolved.alias == "current"
+
+    loaded = load_torch_model(server, f"models:/{name}@current")
+    assert (mlflow.get_tracking_uri(), mlflow.get_registry_uri()) == uris_before  # no leak
+    with torch.no_grad():
+        np.testing.assert_array_equal(
+            loaded(torch.from_numpy(x)).numpy(), model(torch.from_numpy(x)).numpy()
+        )
+    import yaml
+
+    location = tracking_client(server).get_logged_model(logged.model_id).artifact_location
+    assert location.startswith("mlflow-artifacts:")  # served through the server
+    mlmodel = mlflow.artifacts.download_artifacts(
+        artifact_uri=f"{location}/MLmodel", tracking_uri=server, dst_path=str(tmp_path)
+    )
+    signature = yaml.safe_load(Path(mlmodel).read_text())["signature"]
+    assert '"shape": [-1, 5]' in signature["inputs"]
+
+    with pytest.raises(DeeppertError, match=r"no alias 'gone'.*current->v1"):
+        resolve_alias(server, f"{name}@gone")
+    with pytest.raises(DeeppertError, match=rf"no registered model 'absent-model'.*{name}"):
+        resolve_alias(server, "absent-model@current")
+    with pytest.raises(DeeppertError, match="reserved"):
+        set_alias(server, name, "latest", v1.version)
+    with pytest.raises(DeeppertError, match="logged model URI"):
+        register_logged_model(server, "runs:/abc/encoder", name)
+
+
+@pytest.mark.slow
+def test_concurrent_writers_lose_no_metric(server: str, experiment: str) -> None:
+    """8 writers, each its own run, 50 steps x 2 metrics as single requests, all at once."""
+    barrier = threading.Barrier(N_WRITERS)
+    client = tracking_client(server)
+
+    def writer(i: int) -> str:
+        run_id = start_run(server, experiment, tags={"deeppert.grid_key": f"w{i}"})
+        barrier.wait()
+        for step in range(N_STEPS):
+            client.log_metric(run_id, "loss", i + step / 1000, step=step)
+            client.log_metric(run_id, "r2", -i - step / 1000, step=step)
+        finish_run(server, run_id)
+        return run_id
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(N_WRITERS) as pool:
+        run_ids = list(pool.map(writer, range(N_WRITERS)))
+    seconds = time.perf_counter() - t0
+
+    rows = 0
+    for i, run_id in enumerate(run_ids):
+        run = client.get_run(run_id)
+        assert run.info.status == "FINISHED"
+        for name, sign in (("loss", 1), ("r2", -1)):
+            history = sorted(client.get_metric_history(run_id, name), key=lambda m: m.step)
+            expected = [(s, sign * (i + s / 1000)) for s in range(N_STEPS)]
+            assert [(m.step, m.value) for m in history] == expected
+            rows += len(history)
+    assert rows == N_WRITERS * N_STEPS * 2
+    print(
+        f"\nMEASURE concurrency writers={N_WRITERS} rows_back={rows}/{N_WRITERS * N_STEPS * 2} "
+        f"seconds={seconds:.1f} metrics_per_s={rows / seconds:.0f}"
+    )
