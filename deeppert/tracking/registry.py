@@ -25,15 +25,15 @@ from deeppert.errors import DeeppertError
 from deeppert.preprocess import PCAModel
 from deeppert.tracking.client import (
     ModelVersionRef,
+    finish_run,
     load_parquet,
     log_parquet,
+    mark_run_failed,
     register_logged_model,
     resolve_alias,
     set_alias,
     start_run,
     tracking_client,
-    finish_run,
-    mark_run_failed,
 )
 from deeppert.tracking.sweep import TAGS, encoder_model_name, pca_from_frames
 from deeppert.train import TrainConfig, TrainedModels
@@ -71,16 +71,22 @@ class SweepMembers:
     parent_run_id: str
 
 
-def load_sweep_members(uri: str, dataset: str, sweep: str, *, train_config: TrainConfig | None = None) -> SweepMembers:
+def load_sweep_members(
+    uri: str, dataset: str, sweep: str, *, train_config: TrainConfig | None = None
+) -> SweepMembers:
     """Collect the encoders a sweep registered for ``dataset``, with their Parquet artifacts."""
     import mlflow.pytorch
     from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 
     client = tracking_client(uri)
     name = encoder_model_name(dataset)
-    versions = [v for v in client.search_model_versions(f"name = '{name}'") if v.tags.get("sweep") == sweep]
+    versions = [
+        v for v in client.search_model_versions(f"name = '{name}'") if v.tags.get("sweep") == sweep
+    ]
     if not versions:
-        raise DeeppertError(f"no encoder versions of registered model {name!r} carry sweep tag {sweep!r} on {uri}")
+        raise DeeppertError(
+            f"no encoder versions of registered model {name!r} carry sweep tag {sweep!r} on {uri}"
+        )
     versions.sort(key=lambda v: (v.tags["model"], int(v.tags["dim"]), int(v.tags["run"])))
     latents, weights, by_shape = [], [], defaultdict(list)
     parents = set()
@@ -91,17 +97,32 @@ def load_sweep_members(uri: str, dataset: str, sweep: str, *, train_config: Trai
         weights.append(load_parquet(uri, v.run_id, "gene_weights.parquet"))
         with _use_tracking_uri(uri):
             encoder = mlflow.pytorch.load_model(f"models:/{name}/{v.version}", map_location="cpu")
-        by_shape[f"{v.tags['model']}_d{v.tags['dim']}"].append((int(v.tags["run"]), encoder.autoencoder))
+        by_shape[f"{v.tags['model']}_d{v.tags['dim']}"].append(
+            (int(v.tags["run"]), encoder.autoencoder)
+        )
     if len(parents) != 1:
-        raise DeeppertError(f"sweep {sweep!r}: encoder versions come from {len(parents)} parent runs; expected one")
+        raise DeeppertError(
+            f"sweep {sweep!r}: encoder versions come from {len(parents)} parent runs; expected one"
+        )
     parent = parents.pop()
-    pca = pca_from_frames(*(load_parquet(uri, parent, f"pca/{dataset}/{n}.parquet") for n in ("components", "center", "explained_variance")))
+    pca = pca_from_frames(
+        *(
+            load_parquet(uri, parent, f"pca/{dataset}/{n}.parquet")
+            for n in ("components", "center", "explained_variance")
+        )
+    )
     groups = {
-        shape: TrainedModels.from_replicas([m for _, m in sorted(items)], [r for r, _ in sorted(items)], train_config or TrainConfig())
+        shape: TrainedModels.from_replicas(
+            [m for _, m in sorted(items)],
+            [r for r, _ in sorted(items)],
+            train_config or TrainConfig(),
+        )
         for shape, items in by_shape.items()
     }
     frame = pd.concat(latents, axis=1)
-    return SweepMembers(frame, pd.concat(weights, axis=1), groups, pca, [v.version for v in versions], parent)
+    return SweepMembers(
+        frame, pd.concat(weights, axis=1), groups, pca, [v.version for v in versions], parent
+    )
 
 
 class EnsemblePyfunc(mlflow.pyfunc.PythonModel):
@@ -130,12 +151,21 @@ def log_ensemble(
     from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 
     run_id = start_run(
-        uri, experiment_id, run_name=f"ensemble {dataset}",
-        tags={TAGS.role: "ensemble", TAGS.sweep: sweep, TAGS.cell_line: dataset,
-              "deeppert.encoder_versions": ",".join(members.versions),
-              "deeppert.sweep_parent_run": members.parent_run_id},
-        params={**{f"ensemble.{k}": v for k, v in ensemble.config.to_dict().items()},
-                "n_latent_variables": members.latents.shape[1], "n_members": len(members.versions)},
+        uri,
+        experiment_id,
+        run_name=f"ensemble {dataset}",
+        tags={
+            TAGS.role: "ensemble",
+            TAGS.sweep: sweep,
+            TAGS.cell_line: dataset,
+            "deeppert.encoder_versions": ",".join(members.versions),
+            "deeppert.sweep_parent_run": members.parent_run_id,
+        },
+        params={
+            **{f"ensemble.{k}": v for k, v in ensemble.config.to_dict().items()},
+            "n_latent_variables": members.latents.shape[1],
+            "n_members": len(members.versions),
+        },
     )
     try:
         client = tracking_client(uri)
@@ -147,18 +177,25 @@ def log_ensemble(
         log_parquet(uri, run_id, ensemble.weights, "ensemble_weights.parquet")
         log_parquet(uri, run_id, ensemble.embedding, "ensemble_embedding.parquet")
         with tempfile.TemporaryDirectory() as tmp:
-            (Path(tmp) / "stability.json").write_text(json.dumps(stability, indent=2, default=float) + "\n")
+            (Path(tmp) / "stability.json").write_text(
+                json.dumps(stability, indent=2, default=float) + "\n"
+            )
             client.log_artifact(run_id, str(Path(tmp) / "stability.json"))
             model_dir = model.save(Path(tmp) / "ensemble_model")
             example = pd.DataFrame(members.pca.mean[None, :], columns=members.pca.genes)
             with _use_tracking_uri(uri):
                 info = mlflow.pyfunc.log_model(
-                    name="ensemble", python_model=EnsemblePyfunc(), artifacts={"ensemble": str(model_dir)},
-                    input_example=example, run_id=run_id,
+                    name="ensemble",
+                    python_model=EnsemblePyfunc(),
+                    artifacts={"ensemble": str(model_dir)},
+                    input_example=example,
+                    run_id=run_id,
                     pip_requirements=["deeppert", "torch==2.13.0"],
                 )
         name = ensemble_model_name(dataset)
-        version = register_logged_model(uri, info.model_uri, name, tags={"sweep": sweep, "run_id": run_id})
+        version = register_logged_model(
+            uri, info.model_uri, name, tags={"sweep": sweep, "run_id": run_id}
+        )
         set_alias(uri, name, alias, version.version)
         client.set_tag(run_id, "deeppert.ensemble_version", f"{name}/{version.version}")
         finish_run(uri, run_id)
@@ -182,7 +219,9 @@ def load_ensemble_outputs(uri: str, ref: str) -> EnsembleOutputs:
     """Resolve ``name@alias`` and read its run's ensemble Parquet files."""
     version = resolve_alias(uri, ref)
     if version.run_id is None:
-        raise DeeppertError(f"{ref}: model version {version.version} has no source run to read products from")
+        raise DeeppertError(
+            f"{ref}: model version {version.version} has no source run to read products from"
+        )
     return EnsembleOutputs(
         version,
         load_parquet(uri, version.run_id, "ensemble_weights.parquet"),

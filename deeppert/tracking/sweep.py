@@ -323,7 +323,7 @@ def run_trial(
 
         trained, metrics = train_shape(prepared, config, kind, latent_dim, todo, on_epoch=on_epoch)
         attribution = attribute_genes(
-            trained, prepared.x_train, prepared.pca, config=ig or IGConfig()
+            trained, prepared.x_train, prepared.pca, config=config.attribution
         )
         latents = trained.latents_frames(prepared.x_train, prepared.train_ids)
         example = prepared.x_train[:5].astype(np.float32)
