@@ -69,6 +69,8 @@ def _process_uris(tracking_uri: str) -> Iterator[None]:
     with _FLUENT_LOCK:
         old_tracking = tracking_utils._tracking_uri
         old_registry = registry_utils._registry_uri
+        # MLflow's setters also export these for subprocesses; put them back exactly.
+        old_env = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
         tracking_utils.set_tracking_uri(tracking_uri)
         registry_utils.set_registry_uri(tracking_uri)
         try:
@@ -76,6 +78,11 @@ def _process_uris(tracking_uri: str) -> Iterator[None]:
         finally:
             tracking_utils.set_tracking_uri(old_tracking)
             registry_utils._registry_uri = old_registry
+            for key, value in old_env.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
 
 
 @dataclass(frozen=True)
@@ -363,6 +370,9 @@ def log_torch_model(
             pip_requirements=list(pip_requirements),
             tags=dict(tags) if tags else None,
             run_id=run_id,
+            # pickle keeps the module's own class (the ensemble job restacks replicas);
+            # MLflow 3's default, torch.export's pt2, reloads as an anonymous GraphModule.
+            serialization_format="pickle",
         )
     return LoggedModelRef(
         model_uri=info.model_uri, model_id=info.model_id, run_id=run_id, name=name
