@@ -33,7 +33,7 @@ bench: $(STAMP)
 	$(PY) bench/run_all.py
 
 server: $(STAMP)
-	$(PY) -m deeppert.cli server
+	$(PY) -m deeppert server
 
 clean:
 	rm -rf $(VENV) runs mlruns mlartifacts demo_out .pytest_cache

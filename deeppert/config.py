@@ -21,10 +21,13 @@ from typing import Any, Literal, Union, get_args, get_origin
 
 import yaml
 
+from deeppert.attribution import IGConfig
 from deeppert.data.synthetic import SynthConfig
+from deeppert.ensemble import EnsembleConfig
 from deeppert.errors import DeeppertError
 from deeppert.models import MODEL_KINDS, ModelKind
 from deeppert.preprocess import PreprocessConfig
+from deeppert.targets import TargetConfig
 from deeppert.train import TrainConfig
 
 __all__ = [
@@ -125,7 +128,8 @@ class TrackingConfig:
 
 @dataclass(frozen=True)
 class ExperimentConfig:
-    """A whole experiment: data (one or more cell lines), preprocessing, grid, training, sweep."""
+    """A whole experiment: data (cell lines), preprocessing, grid, training, attribution,
+    ensembling, target combination, sweep resources and tracking server."""
 
     name: str = "deeppert"
     datasets: tuple[DataConfig, ...] = (DataConfig(),)
@@ -133,6 +137,9 @@ class ExperimentConfig:
     grid: GridConfig = field(default_factory=GridConfig)
     model: ArchitectureConfig = field(default_factory=ArchitectureConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    attribution: IGConfig = field(default_factory=IGConfig)
+    ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
+    targets: TargetConfig = field(default_factory=TargetConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 

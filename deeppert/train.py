@@ -183,6 +183,28 @@ class TrainedModels:
         history = pd.read_csv(path / "history.csv")
         return cls(module.eval(), model_config, train_config, list(meta["runs"]), history)
 
+    @classmethod
+    def from_replicas(
+        cls,
+        replicas: Sequence[PerturbationAutoencoder],
+        runs: Sequence[int],
+        train_config: TrainConfig,
+    ) -> TrainedModels:
+        """Stack single-model modules (R = 1 each, same architecture) back into one group.
+
+        Used to rebuild a shape's group from encoders pulled one by one from a model registry.
+        """
+        configs = {m.config for m in replicas}
+        if len(configs) != 1:
+            raise DeeppertError(
+                f"cannot stack replicas of different architectures: {sorted(map(str, configs))}"
+            )
+        module = PerturbationAutoencoder(replicas[0].config, replicas=len(replicas))
+        states = [m.state_dict() for m in replicas]
+        module.load_state_dict({k: torch.cat([s[k] for s in states]) for k in states[0]})
+        module = module.to(next(replicas[0].parameters()).dtype).eval()
+        return cls(module, replicas[0].config, train_config, [int(r) for r in runs], pd.DataFrame())
+
 
 def fit(
     x_train: np.ndarray,

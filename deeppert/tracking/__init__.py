@@ -7,6 +7,14 @@ tracking URI explicitly. ``mlflow`` itself is imported lazily, inside the helper
 
 from __future__ import annotations
 
+import os
+
+# Artifact downloads in batch jobs print tqdm bars per file; keep job logs readable.
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+# MLflow's telemetry thread sets and unsets an environment variable that concurrent REST
+# calls read, which raised KeyError('_MLFLOW_TELEMETRY_SESSION_ID') here; it also phones home.
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
 from deeppert.tracking.client import (
     LoggedModelRef,
     ModelVersionRef,

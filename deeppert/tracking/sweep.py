@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 import deeppert
-from deeppert.attribution import IGConfig, attribute_genes
+from deeppert.attribution import attribute_genes
 from deeppert.config import ExperimentConfig
 from deeppert.data import Signatures
 from deeppert.models import MeanEncoder
@@ -235,7 +235,6 @@ def run_trial(
     kind: str,
     latent_dim: int,
     runs: list[int],
-    ig: IGConfig | None = None,
     report: Callable[[dict], None] | None = None,
 ) -> dict[str, float]:
     """Train, attribute and log the grid points ``(dataset, kind, latent_dim, r) for r in runs``.
@@ -324,7 +323,7 @@ def run_trial(
 
         trained, metrics = train_shape(prepared, config, kind, latent_dim, todo, on_epoch=on_epoch)
         attribution = attribute_genes(
-            trained, prepared.x_train, prepared.pca, config=ig or IGConfig()
+            trained, prepared.x_train, prepared.pca, config=config.attribution
         )
         latents = trained.latents_frames(prepared.x_train, prepared.train_ids)
         example = prepared.x_train[:5].astype(np.float32)

@@ -1,0 +1,242 @@
+"""Registry-driven hand-offs between jobs: sweep encoders -> ensemble -> downstream.
+
+The ensemble job reads the sweep's encoder versions from the registry (never hand-copied
+paths), rebuilds the ensemble, and registers it as ``<dataset>-ensemble`` with alias
+``current``: an MLflow pyfunc model that embeds new signatures (PCA -> member encoders ->
+cluster means), with ``labels.parquet``, ``ensemble_weights.parquet`` and
+``ensemble_embedding.parquet`` on the ensemble run. Downstream jobs resolve the alias,
+read those Parquet files, and tag their own runs with the version they used.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow.pyfunc
+import pandas as pd
+
+from deeppert.ensemble import Ensemble, EnsembleModel
+from deeppert.errors import DeeppertError
+from deeppert.preprocess import PCAModel
+from deeppert.tracking.client import (
+    _FLUENT_LOCK,
+    ModelVersionRef,
+    finish_run,
+    load_parquet,
+    log_parquet,
+    mark_run_failed,
+    register_logged_model,
+    resolve_alias,
+    set_alias,
+    start_run,
+    tracking_client,
+)
+from deeppert.tracking.sweep import TAGS, encoder_model_name, pca_from_frames
+from deeppert.train import TrainConfig, TrainedModels
+
+__all__ = [
+    "ensemble_model_name",
+    "SweepMembers",
+    "load_sweep_members",
+    "EnsemblePyfunc",
+    "log_ensemble",
+    "EnsembleOutputs",
+    "load_ensemble_outputs",
+    "lineage_tags",
+]
+
+log = logging.getLogger(__name__)
+
+ENSEMBLE_ALIAS = "current"
+
+
+def ensemble_model_name(dataset: str) -> str:
+    """Registered model holding the ensembles of one cell line."""
+    return f"{dataset}-ensemble"
+
+
+@dataclass
+class SweepMembers:
+    """Everything the ensemble step needs, pulled from one sweep's registered encoders."""
+
+    latents: pd.DataFrame  # training samples x latent variables (all members)
+    gene_weights: pd.DataFrame  # genes x latent variables
+    groups: dict[str, TrainedModels]  # by shape name (e.g. VAE_d10), runs stacked
+    pca: PCAModel
+    versions: list[str]  # encoder model versions used
+    parent_run_id: str
+
+
+def load_sweep_members(
+    uri: str, dataset: str, sweep: str, *, train_config: TrainConfig | None = None
+) -> SweepMembers:
+    """Collect the encoders a sweep registered for ``dataset``, with their Parquet artifacts."""
+    import mlflow.pytorch
+    from mlflow.tracking._tracking_service.utils import _use_tracking_uri
+
+    client = tracking_client(uri)
+    name = encoder_model_name(dataset)
+    versions = [
+        v for v in client.search_model_versions(f"name = '{name}'") if v.tags.get("sweep") == sweep
+    ]
+    if not versions:
+        raise DeeppertError(
+            f"no encoder versions of registered model {name!r} carry sweep tag {sweep!r} on {uri}"
+        )
+    versions.sort(key=lambda v: (v.tags["model"], int(v.tags["dim"]), int(v.tags["run"])))
+    latents, weights, by_shape = [], [], defaultdict(list)
+    parents = set()
+    for v in versions:
+        run = client.get_run(v.run_id)
+        parents.add(run.data.tags.get("mlflow.parentRunId"))
+        latents.append(load_parquet(uri, v.run_id, "latents.parquet"))
+        weights.append(load_parquet(uri, v.run_id, "gene_weights.parquet"))
+        with _use_tracking_uri(uri):
+            encoder = mlflow.pytorch.load_model(f"models:/{name}/{v.version}", map_location="cpu")
+        by_shape[f"{v.tags['model']}_d{v.tags['dim']}"].append(
+            (int(v.tags["run"]), encoder.autoencoder)
+        )
+    if len(parents) != 1:
+        raise DeeppertError(
+            f"sweep {sweep!r}: encoder versions come from {len(parents)} parent runs; expected one"
+        )
+    parent = parents.pop()
+    pca = pca_from_frames(
+        *(
+            load_parquet(uri, parent, f"pca/{dataset}/{n}.parquet")
+            for n in ("components", "center", "explained_variance")
+        )
+    )
+    groups = {
+        shape: TrainedModels.from_replicas(
+            [m for _, m in sorted(items)],
+            [r for r, _ in sorted(items)],
+            train_config or TrainConfig(),
+        )
+        for shape, items in by_shape.items()
+    }
+    frame = pd.concat(latents, axis=1)
+    return SweepMembers(
+        frame, pd.concat(weights, axis=1), groups, pca, [v.version for v in versions], parent
+    )
+
+
+class EnsemblePyfunc(mlflow.pyfunc.PythonModel):
+    """MLflow pyfunc: gene values (rows = signatures, columns = genes) -> ensemble embedding."""
+
+    def load_context(self, context) -> None:
+        self.model = EnsembleModel.load(context.artifacts["ensemble"])
+
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
+        return self.model.embed(model_input)
+
+
+def log_ensemble(
+    uri: str,
+    experiment_id: str,
+    *,
+    dataset: str,
+    sweep: str,
+    ensemble: Ensemble,
+    model: EnsembleModel,
+    members: SweepMembers,
+    stability: dict,
+    alias: str = ENSEMBLE_ALIAS,
+) -> ModelVersionRef:
+    """Log an ensemble run with its Parquet products and register its pyfunc model under ``alias``."""
+    from mlflow.tracking._tracking_service.utils import _use_tracking_uri
+
+    run_id = start_run(
+        uri,
+        experiment_id,
+        run_name=f"ensemble {dataset}",
+        tags={
+            TAGS.role: "ensemble",
+            TAGS.sweep: sweep,
+            TAGS.cell_line: dataset,
+            "deeppert.encoder_versions": ",".join(members.versions),
+            "deeppert.sweep_parent_run": members.parent_run_id,
+        },
+        params={
+            **{f"ensemble.{k}": v for k, v in ensemble.config.to_dict().items()},
+            "n_latent_variables": members.latents.shape[1],
+            "n_members": len(members.versions),
+        },
+    )
+    try:
+        client = tracking_client(uri)
+        client.log_metric(run_id, "n_clusters", ensemble.n_clusters)
+        for key, value in stability.items():
+            if isinstance(value, (int, float)):
+                client.log_metric(run_id, f"stability_{key}", float(value))
+        log_parquet(uri, run_id, ensemble.labels, "labels.parquet")
+        log_parquet(uri, run_id, ensemble.weights, "ensemble_weights.parquet")
+        log_parquet(uri, run_id, ensemble.embedding, "ensemble_embedding.parquet")
+        with tempfile.TemporaryDirectory() as tmp:
+            (Path(tmp) / "stability.json").write_text(
+                json.dumps(stability, indent=2, default=float) + "\n"
+            )
+            client.log_artifact(run_id, str(Path(tmp) / "stability.json"))
+            model_dir = model.save(Path(tmp) / "ensemble_model")
+            example = pd.DataFrame(members.pca.mean[None, :], columns=members.pca.genes)
+            # pyfunc.log_model has no run_id argument: resume the run fluently, under the
+            # lock that keeps other threads' tracking URIs out of the global state.
+            with _FLUENT_LOCK, _use_tracking_uri(uri), mlflow.start_run(run_id=run_id):
+                info = mlflow.pyfunc.log_model(
+                    name="ensemble",
+                    python_model=EnsemblePyfunc(),
+                    artifacts={"ensemble": str(model_dir)},
+                    input_example=example,
+                    pip_requirements=["deeppert", "torch==2.13.0"],
+                )
+        name = ensemble_model_name(dataset)
+        version = register_logged_model(
+            uri, info.model_uri, name, tags={"sweep": sweep, "run_id": run_id}
+        )
+        set_alias(uri, name, alias, version.version)
+        client.set_tag(run_id, "deeppert.ensemble_version", f"{name}/{version.version}")
+        finish_run(uri, run_id)
+    except BaseException as exc:
+        mark_run_failed(uri, run_id, reason=f"{type(exc).__name__}: {exc}")
+        raise
+    return version
+
+
+@dataclass
+class EnsembleOutputs:
+    """An ensemble resolved from the registry: its version and Parquet products."""
+
+    version: ModelVersionRef
+    weights: pd.DataFrame
+    embedding: pd.DataFrame
+    labels: pd.DataFrame
+
+
+def load_ensemble_outputs(uri: str, ref: str) -> EnsembleOutputs:
+    """Resolve ``name@alias`` and read its run's ensemble Parquet files."""
+    version = resolve_alias(uri, ref)
+    if version.run_id is None:
+        raise DeeppertError(
+            f"{ref}: model version {version.version} has no source run to read products from"
+        )
+    return EnsembleOutputs(
+        version,
+        load_parquet(uri, version.run_id, "ensemble_weights.parquet"),
+        load_parquet(uri, version.run_id, "ensemble_embedding.parquet"),
+        load_parquet(uri, version.run_id, "labels.parquet"),
+    )
+
+
+def lineage_tags(outputs: EnsembleOutputs) -> dict[str, str]:
+    """Tags a downstream run carries to name the ensemble version it consumed."""
+    v = outputs.version
+    return {
+        "deeppert.input_model": f"{v.name}/{v.version}",
+        "deeppert.input_alias": f"{v.name}@{v.alias}" if v.alias else "",
+        "deeppert.input_run": v.run_id or "",
+    }

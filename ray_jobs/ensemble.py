@@ -1,0 +1,103 @@
+"""Ensemble job: build each cell line's ensemble from a sweep's registered encoders.
+
+    ray job submit --working-dir . -- python ray_jobs/ensemble.py --config configs/demo.yaml
+
+Selects the sweep's encoder versions from the registry (``<dataset>-encoder``, tag sweep),
+pulls their latents and IG gene weights as Parquet, clusters them (GMeans + KMeans), logs an
+ensemble run with ``labels``, ``ensemble_weights``, ``ensemble_embedding`` (Parquet) and
+``stability.json``, and registers an embedding pyfunc as ``<dataset>-ensemble@current``.
+Cell lines are ensembled in parallel as Ray tasks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import sys
+
+import pandas as pd
+
+from deeppert.config import ExperimentConfig, load_config
+from deeppert.ensemble import EnsembleModel, build_ensemble
+from deeppert.errors import DeeppertError
+from deeppert.stability import stability_report
+from deeppert.tracking.client import check_server, get_or_create_experiment
+from deeppert.tracking.registry import ensemble_model_name, load_sweep_members, log_ensemble
+from deeppert.tracking.sweep import open_sweep
+
+log = logging.getLogger("deeppert.ensemble_job")
+
+
+def ensemble_dataset(config: ExperimentConfig, dataset: str, sweep: str) -> dict:
+    """Build, log and register one cell line's ensemble; returns a summary row."""
+    uri = config.tracking.uri
+    members = load_sweep_members(uri, dataset, sweep, train_config=config.train)
+    log.info(
+        "%s: %d members, %d latent variables",
+        dataset,
+        len(members.versions),
+        members.latents.shape[1],
+    )
+    ensemble = build_ensemble(members.latents, members.gene_weights, config=config.ensemble)
+    runs = sorted({int(c.split("_run")[1].split("_")[0]) for c in members.latents.columns})
+    stability = (
+        stability_report(members.latents, members.gene_weights, config=config.ensemble).to_dict()
+        if len(runs) >= 2
+        else {}
+    )
+    model = EnsembleModel.from_ensemble(ensemble, list(members.groups.values()), members.pca)
+    experiment_id = get_or_create_experiment(uri, config.tracking.experiment)
+    version = log_ensemble(
+        uri,
+        experiment_id,
+        dataset=dataset,
+        sweep=sweep,
+        ensemble=ensemble,
+        model=model,
+        members=members,
+        stability=stability,
+    )
+    return {
+        "dataset": dataset,
+        "latent_variables": members.latents.shape[1],
+        "clusters": ensemble.n_clusters,
+        "stability_ensemble": stability.get("ensemble_median"),
+        "stability_single": stability.get("single_median"),
+        "registered": f"{ensemble_model_name(dataset)}@current -> v{version.version}",
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", required=True, help="the sweep's experiment YAML")
+    parser.add_argument("--tracking-uri", help="override tracking.uri of the config")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        config = load_config(args.config)
+        if args.tracking_uri:
+            config = dataclasses.replace(
+                config, tracking=dataclasses.replace(config.tracking, uri=args.tracking_uri)
+            )
+        check_server(config.tracking.uri)
+        sweep = open_sweep(config).sweep
+        import ray
+
+        if len(config.datasets) > 1:
+            ray.init(address=config.sweep.ray_address, ignore_reinit_error=True)
+            task = ray.remote(ensemble_dataset)
+            rows = ray.get([task.remote(config, d.name, sweep) for d in config.datasets])
+        else:
+            rows = [ensemble_dataset(config, config.datasets[0].name, sweep)]
+    except DeeppertError as exc:
+        print(f"ensemble: error: {exc}", file=sys.stderr)
+        return 2
+    print(pd.DataFrame(rows).to_string(index=False))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
