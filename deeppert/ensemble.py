@@ -1,0 +1,457 @@
+"""Ensembling latent variables of many models (METHOD.md section 4).
+
+Every latent variable of every model (all dims, all runs) is one row of ``V``, its values
+over the training samples the features. :func:`gmeans` chooses the number of clusters
+``L``; ``KMeans(L)`` labels the variables; an ensemble cluster's gene weights are the mean
+of its members' IG gene-weight vectors and its embedding the mean of its members' latent
+values. :class:`EnsembleModel` applies an ensemble to NEW signatures (PCA transform ->
+every member encoder -> per-cluster mean).
+
+Latent variables are sign-ambiguous (a node and its negation carry the same
+information). ``sign_alignment="centroid"`` flips each variable to correlate positively
+with its cluster's centroid (axial k-means: start from the sign of the correlation with
+the variables' first principal axis, then alternate KMeans and sign flips until no sign
+changes; every step lowers the k-means objective, so it terminates). Gene weights are
+mean ``|.|`` and unaffected by a flip; the ensemble embedding averages signed values.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import warnings
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+from scipy.stats import anderson
+from sklearn.cluster import KMeans
+
+from deeppert.atomic import atomic_dir
+from deeppert.errors import DeeppertError
+from deeppert.preprocess import PCAModel
+from deeppert.train import TrainedModels
+
+__all__ = [
+    "EnsembleConfig",
+    "GMeansResult",
+    "Ensemble",
+    "EnsembleModel",
+    "anderson_critical_value",
+    "gmeans",
+    "kmeans_labels",
+    "align_signs",
+    "prepare_variables",
+    "build_ensemble",
+    "parse_variable_name",
+    "cluster_names",
+]
+
+# scipy.stats.anderson's normal-case critical values (15, 10, 5, 2.5, 1 %) before the
+# small-sample correction; scipy deprecates returning them, so they are kept here.
+_AD_NORMAL = (0.561, 0.631, 0.752, 0.873, 1.035)
+_NAME = re.compile(r"^(?P<model>.+)_run(?P<run>\d+)_z(?P<node>\d+)$")
+
+
+@dataclass(frozen=True)
+class EnsembleConfig:
+    """How latent variables are clustered into an ensemble.
+
+    Parameters
+    ----------
+    seed
+        ``random_state`` of every KMeans (GMeans splits and the final labelling).
+    n_init
+        KMeans restarts.
+    strictness
+        Index into Anderson-Darling critical values (15/10/5/2.5/1 %); 3 = 2.5 % (reference).
+    max_depth
+        GMeans depth limit; the root counts as depth 1.
+    n_clusters
+        Fix ``L`` instead of choosing it with GMeans.
+    labelling
+        ``"kmeans"`` (KMeans(L), DeepProfile) or ``"gmeans"`` (the GMeans leaves, reference).
+    scaling
+        ``"standardize"`` each variable over samples before clustering (Euclidean distance
+        then measures correlation; variables of models with different scales mix) or ``"none"``.
+    sign_alignment
+        ``"none"`` or ``"centroid"`` (see the module docstring).
+    max_sign_iter
+        Rounds of sign flipping before giving up (a warning-free cap; converges in a few).
+    """
+
+    seed: int = 0
+    n_init: int = 10
+    strictness: int = 3
+    max_depth: int = 10
+    n_clusters: int | None = None
+    labelling: Literal["kmeans", "gmeans"] = "kmeans"
+    scaling: Literal["standardize", "none"] = "standardize"
+    sign_alignment: Literal["none", "centroid"] = "none"
+    max_sign_iter: int = 50
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.strictness < len(_AD_NORMAL):
+            raise DeeppertError(f"ensemble.strictness must be 0..4, got {self.strictness}")
+        if self.max_depth < 1 or self.n_init < 1:
+            raise DeeppertError("ensemble.max_depth and ensemble.n_init must be positive")
+        if self.n_clusters is not None and self.n_clusters < 1:
+            raise DeeppertError(f"ensemble.n_clusters must be positive, got {self.n_clusters}")
+        if self.labelling not in ("kmeans", "gmeans"):
+            raise DeeppertError(f"ensemble.labelling must be kmeans or gmeans, got {self.labelling!r}")
+        if self.scaling not in ("standardize", "none"):
+            raise DeeppertError(f"ensemble.scaling must be standardize or none, got {self.scaling!r}")
+        if self.sign_alignment not in ("none", "centroid"):
+            raise DeeppertError(f"ensemble.sign_alignment must be none or centroid, got {self.sign_alignment!r}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# -- GMeans -------------------------------------------------------------------------------
+def anderson_critical_value(n: int, strictness: int = 3) -> float:
+    """Critical value of the Anderson-Darling normality test (estimated mean and variance).
+
+    Equals ``scipy.stats.anderson(x).critical_values[strictness]`` for ``len(x) == n``.
+    """
+    return _AD_NORMAL[strictness] / (1.0 + 0.75 / n + 2.25 / n**2)
+
+
+def _anderson_statistic(x: np.ndarray) -> float:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        return float(anderson(x, dist="norm").statistic)
+
+
+@dataclass
+class GMeansResult:
+    """GMeans leaves: ``labels`` (n,) in depth-first leaf order, their depths and centres."""
+
+    labels: np.ndarray
+    n_clusters: int
+    depths: list[int]
+    centers: np.ndarray
+
+
+def _two_means(X: np.ndarray, seed: int, n_init: int) -> tuple[np.ndarray, np.ndarray]:
+    km = KMeans(n_clusters=2, n_init=n_init, random_state=seed).fit(X)
+    labels, centers = km.labels_, km.cluster_centers_
+    if labels.size and labels[0] == 1:  # canonical child order: the one holding the first point first
+        labels, centers = 1 - labels, centers[::-1]
+    return labels, centers
+
+
+def gmeans(
+    X: np.ndarray, *, seed: int = 0, strictness: int = 3, max_depth: int = 10, n_init: int = 10
+) -> GMeansResult:
+    """GMeans (Hamerly & Elkan): split clusters with 2-means until each looks Gaussian.
+
+    A cluster is split in two with ``KMeans(2, n_init, random_state=seed)``; its points are
+    projected on the line joining the two child centres, the projection standardised and
+    tested with Anderson-Darling. The cluster stays whole when the test passes at level
+    ``strictness`` (3 = 2.5 %), when a child would hold <= 1 point, or at ``max_depth``
+    (root = depth 1); otherwise both children are split in turn (neither is abandoned).
+    Deterministic for a given seed.
+    """
+    X = np.asarray(X, dtype=np.float64)
+    if X.ndim != 2 or X.shape[0] < 1:
+        raise DeeppertError(f"gmeans needs a non-empty (points, features) matrix, got {X.shape}")
+    leaves: list[tuple[np.ndarray, int]] = []
+
+    def split(idx: np.ndarray, depth: int) -> None:
+        if depth >= max_depth or idx.size < 4:
+            leaves.append((idx, depth))
+            return
+        pts = X[idx]
+        labels, centers = _two_means(pts, seed, n_init)
+        sizes = np.bincount(labels, minlength=2)
+        if sizes.min() <= 1:
+            leaves.append((idx, depth))
+            return
+        v = centers[1] - centers[0]
+        proj = pts @ v / max(float(v @ v), np.finfo(float).tiny)
+        sd = proj.std()
+        if sd <= 0 or _anderson_statistic((proj - proj.mean()) / sd) < anderson_critical_value(idx.size, strictness):
+            leaves.append((idx, depth))
+            return
+        for child in (0, 1):
+            split(idx[labels == child], depth + 1)
+
+    split(np.arange(X.shape[0]), 1)
+    out = np.empty(X.shape[0], dtype=np.int64)
+    for k, (idx, _) in enumerate(leaves):
+        out[idx] = k
+    centers = np.stack([X[idx].mean(0) for idx, _ in leaves])
+    return GMeansResult(out, len(leaves), [d for _, d in leaves], centers)
+
+
+def _canonical(labels: np.ndarray) -> np.ndarray:
+    """Relabel clusters 0..L-1 by size (descending), ties by first member: seed-free ids."""
+    ids = np.unique(labels)
+    first = {k: int(np.flatnonzero(labels == k)[0]) for k in ids}
+    order = sorted(ids, key=lambda k: (-int((labels == k).sum()), first[k]))
+    remap = {old: new for new, old in enumerate(order)}
+    return np.array([remap[k] for k in labels], dtype=np.int64)
+
+
+def kmeans_labels(X: np.ndarray, n_clusters: int, *, seed: int = 0, n_init: int = 10) -> np.ndarray:
+    """KMeans(L) labels, renumbered canonically (largest cluster first)."""
+    n_clusters = min(n_clusters, len(X))
+    km = KMeans(n_clusters=n_clusters, n_init=n_init, random_state=seed).fit(np.asarray(X, dtype=np.float64))
+    return _canonical(km.labels_)
+
+
+def align_signs(
+    X: np.ndarray, n_clusters: int, *, seed: int = 0, n_init: int = 10, max_iter: int = 50
+) -> tuple[np.ndarray, np.ndarray]:
+    """Axial k-means: signs (+-1 per row) and labels with each row on its centroid's side.
+
+    Start from the sign of each row's projection on the first principal axis of the rows,
+    then alternate KMeans(L) (warm-started) and flipping every row whose negation is closer
+    to a centroid, until no sign changes.
+    """
+    X = np.asarray(X, dtype=np.float64)
+    _, _, vt = np.linalg.svd(X, full_matrices=False)
+    signs = np.where(X @ vt[0] < 0, -1.0, 1.0)
+    n_clusters = min(n_clusters, len(X))
+    km = KMeans(n_clusters=n_clusters, n_init=n_init, random_state=seed).fit(signs[:, None] * X)
+    for _ in range(max_iter):
+        c = km.cluster_centers_
+        sq = (X**2).sum(1, keepdims=True) + (c**2).sum(1)[None]
+        d_pos = (sq - 2 * X @ c.T).min(1)
+        d_neg = (sq + 2 * X @ c.T).min(1)
+        new = np.where(d_neg < d_pos - 1e-12, -1.0, np.where(d_pos < d_neg - 1e-12, 1.0, signs))
+        if np.array_equal(new, signs):
+            break
+        signs = new
+        km = KMeans(n_clusters=n_clusters, init=c, n_init=1, random_state=seed).fit(signs[:, None] * X)
+    return signs, km.labels_
+
+
+def prepare_variables(latents: pd.DataFrame, scaling: str = "standardize") -> np.ndarray:
+    """``V`` (variables, samples) from a samples x variables frame, optionally standardised."""
+    V = latents.to_numpy(dtype=np.float64).T
+    if not np.isfinite(V).all():
+        raise DeeppertError("latent values contain NaN or infinity")
+    if scaling == "standardize":
+        V = V - V.mean(1, keepdims=True)
+        sd = V.std(1, keepdims=True)
+        V = V / np.where(sd > 0, sd, 1.0)
+    return V
+
+
+def cluster_names(n: int) -> list[str]:
+    """``cluster_000`` ... : the ensemble's column / row names."""
+    return [f"cluster_{k:03d}" for k in range(n)]
+
+
+def parse_variable_name(name: str) -> tuple[str, int, int]:
+    """``"VAE_d10_run3_z07"`` -> ``("VAE_d10", 3, 7)`` (model, run, node)."""
+    m = _NAME.match(name)
+    if m is None:
+        raise DeeppertError(f"latent variable name {name!r} is not <model>_run<r>_z<k>")
+    return m["model"], int(m["run"]), int(m["node"])
+
+
+# -- the ensemble --------------------------------------------------------------------------
+@dataclass
+class Ensemble:
+    """An ensemble of latent variables.
+
+    Attributes
+    ----------
+    labels
+        One row per latent variable (index): ``cluster`` (0..L-1), ``cluster_name``, ``sign``.
+    n_clusters
+        ``L``.
+    gmeans_n_clusters
+        What GMeans chose (None when ``config.n_clusters`` fixed L).
+    weights
+        Clusters x genes: mean of the members' gene-weight vectors (None without gene weights).
+    embedding
+        Samples x clusters: mean of the members' (signed) latent values.
+    config
+        The :class:`EnsembleConfig`.
+    """
+
+    labels: pd.DataFrame
+    n_clusters: int
+    gmeans_n_clusters: int | None
+    weights: pd.DataFrame | None
+    embedding: pd.DataFrame
+    config: EnsembleConfig = field(default_factory=EnsembleConfig)
+
+    @property
+    def members(self) -> dict[str, list[str]]:
+        """Cluster name -> its latent variables, in input order."""
+        return {name: list(group.index) for name, group in self.labels.groupby("cluster_name", sort=True)}
+
+    @property
+    def sizes(self) -> pd.Series:
+        return self.labels["cluster_name"].value_counts().reindex(cluster_names(self.n_clusters))
+
+
+def build_ensemble(
+    latents: pd.DataFrame,
+    gene_weights: pd.DataFrame | None = None,
+    *,
+    config: EnsembleConfig | None = None,
+    cluster_on: Literal["latents", "gene_weights"] = "latents",
+) -> Ensemble:
+    """Cluster latent variables and average them into ensemble weights and embedding.
+
+    Parameters
+    ----------
+    latents
+        Samples x latent variables (every model, dim and run side by side; rows aligned by
+        position, so repeated sample ids are fine).
+    gene_weights
+        Genes x latent variables (the IG gene weights of the same variables), optional.
+    config
+        :class:`EnsembleConfig`.
+    cluster_on
+        Cluster the variables' latent values (METHOD.md) or their gene-weight vectors.
+    """
+    config = config or EnsembleConfig()
+    names = list(latents.columns)
+    if len(set(names)) != len(names):
+        raise DeeppertError("latent variable names must be unique")
+    if gene_weights is not None:
+        missing = [v for v in names if v not in gene_weights.columns]
+        if missing:
+            raise DeeppertError(f"gene weights lack {len(missing)} latent variables, e.g. {missing[:3]}")
+    if cluster_on == "gene_weights":
+        if gene_weights is None:
+            raise DeeppertError("cluster_on='gene_weights' needs gene weights")
+        V = prepare_variables(gene_weights[names], config.scaling)
+    else:
+        V = prepare_variables(latents, config.scaling)
+    signs = np.ones(len(names))
+    if config.sign_alignment == "centroid":
+        _, _, vt = np.linalg.svd(V, full_matrices=False)
+        signs = np.where(V @ vt[0] < 0, -1.0, 1.0)
+    chosen = None
+    if config.n_clusters is None or config.labelling == "gmeans":
+        gm = gmeans(signs[:, None] * V, seed=config.seed, strictness=config.strictness,
+                    max_depth=config.max_depth, n_init=config.n_init)
+        chosen = gm.n_clusters
+    L = config.n_clusters if config.n_clusters is not None else chosen
+    if config.labelling == "gmeans":
+        labels = gm.labels
+        if config.sign_alignment == "centroid":  # flip towards the leaf centroid
+            cent = np.stack([(signs[labels == k, None] * V[labels == k]).mean(0) for k in range(gm.n_clusters)])
+            signs = np.where((signs[:, None] * V * cent[labels]).sum(1) < 0, -signs, signs)
+    elif config.sign_alignment == "centroid":
+        signs, labels = align_signs(V, L, seed=config.seed, n_init=config.n_init, max_iter=config.max_sign_iter)
+    else:
+        labels = kmeans_labels(V, L, seed=config.seed, n_init=config.n_init)
+    labels = _canonical(labels)
+    L = int(labels.max()) + 1
+    cnames = cluster_names(L)
+    frame = pd.DataFrame(
+        {"cluster": labels, "cluster_name": [cnames[k] for k in labels], "sign": signs.astype(np.int64)},
+        index=pd.Index(names, name="variable"),
+    )
+    onehot = np.zeros((len(names), L))
+    onehot[np.arange(len(names)), labels] = 1.0
+    onehot /= onehot.sum(0, keepdims=True)
+    values = latents.to_numpy(dtype=np.float64) * signs[None]
+    embedding = pd.DataFrame(values @ onehot, index=latents.index, columns=cnames)
+    weights = None
+    if gene_weights is not None:
+        gw = gene_weights[names].to_numpy(dtype=np.float64)
+        weights = pd.DataFrame((gw @ onehot).T, index=pd.Index(cnames, name="cluster"), columns=gene_weights.index)
+    return Ensemble(frame, L, chosen, weights, embedding, config)
+
+
+# -- applying an ensemble to new signatures -------------------------------------------------
+@dataclass
+class EnsembleModel:
+    """PCA -> every member encoder -> per-cluster mean: embeds signatures not seen in training.
+
+    Attributes
+    ----------
+    pca
+        The PCA model the encoders were trained on.
+    models
+        Trained model groups by name (``TrainedModels.name``, e.g. ``VAE_d10``).
+    labels
+        :attr:`Ensemble.labels` (variable -> cluster, sign); variables must be named
+        ``<model>_run<r>_z<k>`` as :meth:`TrainedModels.node_names` names them.
+    """
+
+    pca: PCAModel
+    models: dict[str, TrainedModels]
+    labels: pd.DataFrame
+
+    def __post_init__(self) -> None:
+        self._index: dict[str, tuple[str, int, int]] = {}
+        for name, tm in self.models.items():
+            for r in range(len(tm.runs)):
+                for k, var in enumerate(tm.node_names(r)):
+                    self._index[var] = (name, r, k)
+        missing = [v for v in self.labels.index if v not in self._index]
+        if missing:
+            raise DeeppertError(f"no trained model provides {len(missing)} ensemble members, e.g. {missing[:3]}")
+
+    @classmethod
+    def from_ensemble(cls, ensemble: Ensemble, models: Sequence[TrainedModels], pca: PCAModel) -> EnsembleModel:
+        """Keep only the models that hold ensemble members."""
+        wanted = {parse_variable_name(v)[0] for v in ensemble.labels.index}
+        return cls(pca, {m.name: m for m in models if m.name in wanted}, ensemble.labels.copy())
+
+    @property
+    def cluster_names(self) -> list[str]:
+        return cluster_names(int(self.labels["cluster"].max()) + 1)
+
+    def embed_pca(self, x_pca: np.ndarray, sample_ids: Sequence[str] | None = None) -> pd.DataFrame:
+        """Ensemble embedding (samples x clusters) of PCA scores ``(n, p)``."""
+        x_pca = np.asarray(x_pca)
+        n = x_pca.shape[0]
+        L = len(self.cluster_names)
+        total = np.zeros((n, L))
+        codes = {name: tm.embed(x_pca) for name, tm in self.models.items()}  # (R, n, d) each
+        for var, row in self.labels.iterrows():
+            name, r, k = self._index[var]
+            total[:, int(row["cluster"])] += row["sign"] * codes[name][r, :, k].astype(np.float64)
+        counts = np.bincount(self.labels["cluster"].to_numpy(), minlength=L)
+        index = pd.Index(list(sample_ids) if sample_ids is not None else range(n), name="sample_id")
+        return pd.DataFrame(total / counts, index=index, columns=self.cluster_names)
+
+    def embed(self, values: np.ndarray | pd.DataFrame, sample_ids: Sequence[str] | None = None) -> pd.DataFrame:
+        """Ensemble embedding of gene values ``(n, genes)`` (a frame is reordered to the PCA genes)."""
+        if isinstance(values, pd.DataFrame):
+            missing = [g for g in self.pca.genes if g not in values.columns]
+            if missing:
+                raise DeeppertError(f"signatures lack {len(missing)} genes of the PCA model, e.g. {missing[:3]}")
+            sample_ids = list(values.index) if sample_ids is None else sample_ids
+            values = values[self.pca.genes].to_numpy(dtype=np.float64)
+        return self.embed_pca(self.pca.transform(values), sample_ids)
+
+    def save(self, path: str | Path) -> Path:
+        """Write ``pca.npz``, ``genes.json``, ``labels.parquet`` and ``models/<name>/`` atomically."""
+        with atomic_dir(path) as tmp:
+            np.savez(tmp / "pca.npz", components=self.pca.components, mean=self.pca.mean,
+                     scale=self.pca.scale, explained_variance_ratio=self.pca.explained_variance_ratio)
+            (tmp / "genes.json").write_text(json.dumps(list(self.pca.genes)) + "\n")
+            self.labels.to_parquet(tmp / "labels.parquet")
+            for name, tm in self.models.items():
+                tm.save(tmp / "models" / name)
+        return Path(path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> EnsembleModel:
+        """Reload what :meth:`save` wrote."""
+        path = Path(path)
+        if not (path / "labels.parquet").is_file():
+            raise DeeppertError(f"{path}: not a saved ensemble model (no labels.parquet)")
+        arrays = np.load(path / "pca.npz")
+        genes = json.loads((path / "genes.json").read_text())
+        pca = PCAModel(arrays["components"], arrays["mean"], arrays["scale"],
+                       arrays["explained_variance_ratio"], list(genes))
+        models = {p.name: TrainedModels.load(p) for p in sorted((path / "models").iterdir()) if p.is_dir()}
+        return cls(pca, models, pd.read_parquet(path / "labels.parquet"))
+
