@@ -1,0 +1,270 @@
+"""`deeppert train` and the run folder it writes: layout, exact reload, bad input leaves nothing."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from deeppert.cli import main
+from deeppert.config import parse_config
+from deeppert.data import SynthConfig, make_synthetic
+from deeppert.errors import DeeppertError
+from deeppert.workspace import (
+    dataset_name,
+    load_pca,
+    load_signatures_of,
+    load_split,
+    load_trained,
+    train_dataset,
+    training_inputs,
+)
+
+CONFIG = """\
+name: tiny
+datasets:
+  - name: s
+    synthetic: {n_samples: 300}
+preprocess: {n_components: 20}
+"""
+ARGS = ["--models", "AE,VAE", "--dims", "5", "--runs", "2", "--epochs", "2"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """Tiny tensors gain nothing from threads; on a loaded 2-core box OpenMP waits cost ~100x."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture
+def train_cli(monkeypatch):
+    """The CLI with only the data and train subcommands (independent of the other steps)."""
+    import deeppert.cli
+
+    monkeypatch.setattr(deeppert.cli, "_COMMAND_MODULES", ("_data", "_train"))
+    return main
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    import deeppert.cli
+
+    tmp = tmp_path_factory.mktemp("train")
+    config = tmp / "tiny.yaml"
+    config.write_text(CONFIG)
+    saved = deeppert.cli._COMMAND_MODULES
+    deeppert.cli._COMMAND_MODULES = ("_data", "_train")
+    try:
+        rc = main(["train", "--config", str(config), "--out", str(tmp / "out"), *ARGS])
+    finally:
+        deeppert.cli._COMMAND_MODULES = saved
+    assert rc == 0
+    return tmp / "out" / "s"
+
+
+def _files(folder) -> set[str]:
+    return {str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()}
+
+
+def test_train_writes_the_documented_run_folder(run_dir):
+    models = {
+        f"models/{m}_d5/{f}"
+        for m in ("AE", "VAE")
+        for f in ("config.json", "state.pt", "history.csv")
+    }
+    latents = {f"latents/{m}_d5_run{r}.parquet" for m in ("AE", "VAE") for r in (0, 1)}
+    baselines = {
+        f"baselines/{b}_d5_{what}.parquet"
+        for b in ("PCA", "ICA", "RP")
+        for what in ("embedding", "gene_weights")
+    }
+    top = {"config.json", "signatures.parquet", "split.json", "metrics.csv", "training_curves.png"}
+    pca = {f"pca/{f}.parquet" for f in ("components", "center", "explained_variance")}
+    assert _files(run_dir) == top | pca | models | latents | baselines
+    # nothing else beside the run folder: no temporary or half-written sibling
+    assert [p.name for p in run_dir.parent.iterdir()] == ["s"]
+
+
+def test_run_folder_contents(run_dir):
+    meta = json.loads((run_dir / "config.json").read_text())
+    assert meta["dataset"] == dataset_name(run_dir) == "s"
+    exp = parse_config(meta["experiment"])  # the resolved config, CLI overrides applied
+    assert exp.grid.models == ("AE", "VAE") and exp.grid.latent_dims == (5,)
+    assert exp.grid.runs == 2 and exp.train.epochs == 2 and exp.preprocess.n_components == 20
+
+    sig = load_signatures_of(run_dir)
+    expected = make_synthetic(SynthConfig(n_samples=300)).signatures
+    assert np.array_equal(sig.values, expected.values)
+    assert list(sig.sample_ids) == list(expected.sample_ids) and sig.genes == expected.genes
+
+    train, val = load_split(run_dir)
+    assert len(train) == 270 and len(val) == 30
+    assert sorted(np.concatenate([train, val]).tolist()) == list(range(300))
+
+    pca = load_pca(run_dir)
+    assert pca.components.shape == (20, 978) and pca.genes == sig.genes
+    np.testing.assert_allclose(pca.components @ pca.components.T, np.eye(20), atol=1e-10)
+    np.testing.assert_allclose(pca.mean, sig.values[train].mean(0), atol=1e-12)
+
+    metrics = pd.read_csv(run_dir / "metrics.csv")
+    assert metrics[["model", "run"]].values.tolist() == [
+        ["AE", 0],
+        ["AE", 1],
+        ["VAE", 0],
+        ["VAE", 1],
+        ["PCA", 0],
+        ["ICA", 0],
+        ["RP", 0],
+    ]
+    assert np.isfinite(metrics[["r2_pca", "r2_genes"]].to_numpy()).all()
+    # a 5-component PCA is the best rank-5 linear map of the training data: sanity of the table
+    assert metrics.loc[metrics.model == "PCA", "r2_genes"].item() > 0.3
+    assert metrics.loc[metrics.model == "VAE", "val_kl"].notna().all()
+
+    weights = pd.read_parquet(run_dir / "baselines" / "ICA_d5_gene_weights.parquet")
+    assert weights.shape == (978, 5) and list(weights.index) == sig.genes
+    emb = pd.read_parquet(run_dir / "baselines" / "PCA_d5_embedding.parquet")
+    assert emb.index.tolist() == sig.sample_ids[train].tolist()
+
+
+def test_reloaded_models_reproduce_the_latents_exactly(run_dir):
+    trained = load_trained(run_dir)
+    assert [t.name for t in trained] == ["AE_d5", "VAE_d5"]
+    x_train, ids = training_inputs(run_dir)
+    assert x_train.shape == (270, 20)
+    for t in trained:
+        assert t.runs == [0, 1]
+        for run, frame in zip(t.runs, t.latents_frames(x_train, ids)):
+            saved = pd.read_parquet(run_dir / "latents" / f"{t.name}_run{run}.parquet")
+            pd.testing.assert_frame_equal(frame, saved, check_exact=True)
+            assert saved.index.name == "sample_id"
+    # the saved VAE latents are the posterior mean: exactly the deterministic embedding
+    vae = trained[1]
+    saved = pd.read_parquet(run_dir / "latents" / "VAE_d5_run1.parquet")
+    assert np.array_equal(saved.to_numpy(), vae.embed(x_train)[1])
+
+
+def test_train_prints_the_held_out_table(tmp_path, train_cli, capsys):
+    config = tmp_path / "tiny.yaml"
+    config.write_text(CONFIG.replace("n_samples: 300", "n_samples: 120"))
+    rc = train_cli(
+        ["train", "--config", str(config), "--out", str(tmp_path / "o"), "--models", "DAE"]
+        + ["--dims", "5", "--runs", "1", "--epochs", "1"]
+    )
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert f"wrote {tmp_path / 'o' / 's'}" in out
+    assert "held-out reconstruction R^2" in out and "DAE" in out and "r2_genes" in out
+
+
+# -- bad input: exit code 2, one clear line, no output folder ------------------------------
+def _csv(tmp_path, values: np.ndarray, name: str = "sig.csv"):
+    genes = make_synthetic(SynthConfig(n_samples=10)).signatures.genes
+    frame = pd.DataFrame(values, columns=genes)
+    frame.insert(0, "sample_id", [f"x{i}" for i in range(len(frame))])
+    path = tmp_path / name
+    frame.to_csv(path, index=False)
+    return path
+
+
+def _config(tmp_path) -> str:
+    path = tmp_path / "tiny.yaml"
+    path.write_text(CONFIG)
+    return str(path)
+
+
+def _bad(train_cli, capsys, argv, out) -> str:
+    rc = train_cli(["train", "--out", str(out), *argv])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert err.startswith("deeppert train: error: ")
+    assert len(err.strip().splitlines()) == 1, err
+    assert not out.exists(), list(out.rglob("*"))
+    return err
+
+
+def test_missing_data_file(tmp_path, train_cli, capsys):
+    missing = tmp_path / "nope.csv"
+    err = _bad(train_cli, capsys, ["--data", str(missing), *ARGS], tmp_path / "out")
+    assert f"{missing}: file not found" in err
+
+
+def test_csv_with_a_nan(tmp_path, train_cli, capsys):
+    values = np.random.default_rng(0).standard_normal((60, 978))
+    values[17, 5] = np.nan
+    path = _csv(tmp_path, values)
+    err = _bad(train_cli, capsys, ["--data", str(path), *ARGS], tmp_path / "out")
+    assert str(path) in err
+    assert "fill" in err.lower()  # points at the explicit fill-with-0 option
+    # and the explicit option makes the same file train
+    out = tmp_path / "ok"
+    argv = ["--config", _config(tmp_path), "--data", str(path), "--fill-missing", *ARGS]
+    rc = train_cli(["train", "--out", str(out), *argv])
+    assert rc == 0 and (out / "sig" / "metrics.csv").is_file()
+
+
+def test_latent_dim_above_n_components(tmp_path, train_cli, capsys):
+    config = tmp_path / "tiny.yaml"
+    config.write_text(CONFIG)
+    argv = ["--config", str(config), "--models", "AE", "--dims", "5,25", "--epochs", "1"]
+    err = _bad(train_cli, capsys, argv, tmp_path / "out")
+    assert "grid.latent_dims [25] exceed preprocess.n_components=20" in err
+
+
+def test_unknown_config_key(tmp_path, train_cli, capsys):
+    config = tmp_path / "tiny.yaml"
+    config.write_text(CONFIG + "train: {epochz: 2}\n")
+    err = _bad(train_cli, capsys, ["--config", str(config), *ARGS], tmp_path / "out")
+    assert f"{config}: train.epochz: unknown key" in err
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--models", "AE,XYZ"], "grid.models: unknown model(s) ['XYZ']"),
+        (["--dims", "5,x"], "--dims must be comma-separated integers"),
+        (["--runs", "0"], "grid.runs must be at least 1"),
+        (["--epochs", "0"], "train.epochs must be positive"),
+    ],
+)
+def test_bad_overrides(tmp_path, train_cli, capsys, argv, message):
+    config = tmp_path / "tiny.yaml"
+    config.write_text(CONFIG)
+    err = _bad(train_cli, capsys, ["--config", str(config), *argv], tmp_path / "out")
+    assert message in err
+
+
+def test_failure_during_training_leaves_no_run_folder(tmp_path, train_cli, capsys):
+    """A loss that overflows float32 fails inside the atomic folder: nothing is left behind."""
+    values = np.random.default_rng(1).standard_normal((60, 978)) * 1e19
+    path = _csv(tmp_path, values)
+    out = tmp_path / "out"
+    argv = ["--config", _config(tmp_path), "--data", str(path), *ARGS]
+    rc = train_cli(["train", "--out", str(out), *argv])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert "loss became non-finite" in err
+    assert not (out / "sig").exists()
+    assert list(out.iterdir()) == []  # no temporary folder either
+
+
+def test_an_existing_run_folder_survives_a_failed_rerun(run_dir, tmp_path):
+    """Re-training into an existing folder replaces it whole or not at all."""
+    import shutil
+
+    copy = tmp_path / "s"
+    shutil.copytree(run_dir, copy)
+    before = {f: (copy / f).read_bytes() for f in _files(copy)}
+    sig = load_signatures_of(copy)
+    sig.values[:] = sig.values * 1e19
+    exp = parse_config(json.loads((copy / "config.json").read_text())["experiment"])
+    with pytest.raises(DeeppertError, match="non-finite"):
+        train_dataset(sig, exp, copy)
+    assert {f: (copy / f).read_bytes() for f in _files(copy)} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s"]
