@@ -1,0 +1,209 @@
+"""``deeppert downstream synergy|toxicity|summarize``: downstream tasks on local files."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from deeppert.errors import DeeppertError
+
+__all__ = ["register"]
+
+log = logging.getLogger(__name__)
+
+
+def _csv_list(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--data-dir", required=True, type=Path, help="the deeppert-seed folder (holds downstream/)"
+    )
+    p.add_argument(
+        "--features", default="raw,pca", type=_csv_list, help="comma list of raw, pca, embedding"
+    )
+    p.add_argument("--pca-components", default=10, type=int)
+    p.add_argument(
+        "--embedding",
+        type=Path,
+        help="CSV/TSV: first column SMILES, then one column per latent "
+        "variable; looked up by structure (needed for --features embedding)",
+    )
+    p.add_argument("--models", default="rf,hgb", type=_csv_list, help="comma list of rf, hgb")
+    p.add_argument("--seeds", default=5, type=int, help="number of seeds (mean +- sd over them)")
+    p.add_argument(
+        "--seed-start", default=0, type=int, help="first seed (to run seeds apart and merge)"
+    )
+    p.add_argument("--folds", default=5, type=int)
+    p.add_argument("--inner-folds", default=3, type=int)
+    p.add_argument("--n-estimators", default=200, type=int, help="trees per random forest")
+    p.add_argument("--grid", default="tiny", choices=["tiny", "small"])
+    p.add_argument("--n-jobs", default=1, type=int)
+    p.add_argument("--splits", type=_csv_list, help="comma list of splits (default: all)")
+    p.add_argument("--no-plots", action="store_true")
+    p.add_argument(
+        "--out", required=True, type=Path, help="output folder (replaced whole, atomically)"
+    )
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "downstream", help="drug synergy and toxicity tasks against raw/PCA baselines"
+    )
+    sub = parser.add_subparsers(dest="downstream_command", required=True, metavar="TASK")
+    syn = sub.add_parser(
+        "synergy", help="O'Neil Loewe synergy (regression + label), drug-disjoint folds"
+    )
+    syn.add_argument("--cell-lines", default="A375,HT29,VCAP", type=_csv_list)
+    _add_common(syn)
+    syn.set_defaults(func=_run_synergy)
+    tox = sub.add_parser(
+        "toxicity", help="HA1E renal / NPC / NEU toxicity, structure and scaffold splits"
+    )
+    tox.add_argument("--sets", default="renal,npc,neu", type=_csv_list)
+    _add_common(tox)
+    tox.set_defaults(func=_run_toxicity)
+    mrg = sub.add_parser("summarize", help="merge the scores of several runs into one table")
+    mrg.add_argument("runs", nargs="+", type=Path, help="output folders of earlier runs")
+    mrg.add_argument("--out", required=True, type=Path)
+    mrg.add_argument("--no-plots", action="store_true")
+    mrg.set_defaults(func=_run_summarize)
+
+
+def _config(args: argparse.Namespace):
+    from deeppert.downstream import EvalConfig
+
+    return EvalConfig(
+        n_folds=args.folds,
+        seeds=tuple(range(args.seed_start, args.seed_start + args.seeds)),
+        models=tuple(args.models),
+        n_estimators=args.n_estimators,
+        inner_folds=args.inner_folds,
+        grid=args.grid,
+        n_jobs=args.n_jobs,
+    )
+
+
+def _embedding_lookup(path: Path, keyed_values: dict[str, np.ndarray]):
+    """An embed_fn that returns the table's row for each signature, found by its structure."""
+    from deeppert.downstream import structure_keys
+
+    if not path.is_file():
+        raise DeeppertError(f"{path}: no such file")
+    table = pd.read_csv(path, sep="\t" if path.suffix.lower() in {".tsv", ".txt"} else ",")
+    keys = structure_keys(table.iloc[:, 0].astype(str), source=f"{path}:{table.columns[0]}")
+    emb = table.iloc[:, 1:].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=float)
+    if emb.shape[1] == 0 or not np.isfinite(emb).all():
+        raise DeeppertError(f"{path}: expected SMILES then finite numeric embedding columns")
+    by_key = {k: emb[i] for i, k in enumerate(keys) if k is not None}
+    missing = sorted(k for k in keyed_values if k not in by_key)
+    if missing:
+        raise DeeppertError(
+            f"{path}: {len(missing)} task structure(s) have no embedding row, e.g. {missing[:3]}"
+        )
+    by_row = {v.tobytes(): by_key[k] for k, v in keyed_values.items()}
+
+    def embed(values: np.ndarray) -> np.ndarray:
+        rows = [by_row.get(np.ascontiguousarray(v).tobytes()) for v in values]
+        if any(r is None for r in rows):
+            raise DeeppertError(
+                f"{path}: {sum(r is None for r in rows)} signature(s) not in the task"
+            )
+        return np.vstack(rows)
+
+    return embed
+
+
+def _featurizers(args: argparse.Namespace, keyed_values: dict[str, np.ndarray]):
+    from deeppert.downstream import embedding_featurizer, pca_featurizer, raw_featurizer
+
+    out = []
+    for name in args.features:
+        if name == "raw":
+            out.append(raw_featurizer())
+        elif name == "pca":
+            out.append(pca_featurizer(args.pca_components))
+        elif name == "embedding":
+            if args.embedding is None:
+                raise DeeppertError("--features embedding needs --embedding FILE")
+            out.append(embedding_featurizer(_embedding_lookup(args.embedding, keyed_values)))
+        else:
+            raise DeeppertError(f"--features: unknown feature set {name!r} (raw, pca, embedding)")
+    if not out:
+        raise DeeppertError("--features: empty list")
+    return out
+
+
+def _finish(results, args: argparse.Namespace, config) -> int:
+    from deeppert.downstream import markdown_table, merge_results, summarize, write_results
+
+    merged = merge_results(results)
+    write_results(
+        merged,
+        args.out,
+        plots=not args.no_plots,
+        config={
+            "eval": config.to_dict(),
+            "features": args.features,
+            "pca_components": args.pca_components,
+            "embedding": args.embedding,
+            "data_dir": args.data_dir,
+        },
+    )
+    print(markdown_table(summarize(merged.scores)), end="")
+    print(f"wrote {args.out}")
+    return 0
+
+
+def _run_synergy(args: argparse.Namespace) -> int:
+    from deeppert.downstream import SYNERGY_SPLITS, evaluate_synergy, load_synergy
+
+    config = _config(args)
+    splits = tuple(args.splits or SYNERGY_SPLITS)
+    results = []
+    for cell_line in args.cell_lines:
+        task = load_synergy(args.data_dir, cell_line)
+        feats = _featurizers(args, dict(zip(task.keys, task.values, strict=True)))
+        results.append(evaluate_synergy(task, feats, config=config, splits=splits))
+    return _finish(results, args, config)
+
+
+def _run_toxicity(args: argparse.Namespace) -> int:
+    from deeppert.downstream import TOXICITY_SPLITS, evaluate_toxicity, load_toxicity
+
+    config = _config(args)
+    splits = tuple(args.splits or TOXICITY_SPLITS)
+    results = []
+    for which in args.sets:
+        task = load_toxicity(args.data_dir, which)
+        feats = _featurizers(args, dict(zip(task.keys, task.values, strict=True)))
+        results.append(evaluate_toxicity(task, feats, config=config, splits=splits))
+    return _finish(results, args, config)
+
+
+def _run_summarize(args: argparse.Namespace) -> int:
+    from deeppert.downstream import (
+        EvaluationResult,
+        markdown_table,
+        merge_results,
+        summarize,
+        write_results,
+    )
+
+    results = []
+    for run in args.runs:
+        for name in ("scores.csv", "predictions.csv"):
+            if not (run / name).is_file():
+                raise DeeppertError(f"{run}: no {name} (not a downstream output folder)")
+        results.append(
+            EvaluationResult(pd.read_csv(run / "scores.csv"), pd.read_csv(run / "predictions.csv"))
+        )
+    merged = merge_results(results)
+    write_results(merged, args.out, plots=not args.no_plots)
+    print(markdown_table(summarize(merged.scores)), end="")
+    return 0

@@ -1,0 +1,332 @@
+"""Tests for deeppert.downstream: structure matching, splits, featurizers, evaluation, CLI."""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import warnings
+from dataclasses import replace
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from deeppert import downstream as ds
+from deeppert.data._signatures import landmark_genes
+from deeppert.downstream._splits import drug_disjoint_splits, drug_folds, scaffold_splits
+from deeppert.errors import DeeppertError
+
+FAST = ds.EvalConfig(seeds=(0,), models=("rf",), n_estimators=15, inner_folds=2)
+
+
+# ---------------------------------------------------------------- synthetic tasks
+def _tox_task(
+    n: int = 120, *, signal: float = 0.0, dup_frac: float = 0.0, seed: int = 0
+) -> ds.ToxicityTask:
+    """n structures, 978 genes with a 3-factor structure; labels follow factor 0 with strength ``signal``.
+
+    ``dup_frac`` of the structures appear twice in the given split, once in Train and once in Test.
+    """
+    rng = np.random.default_rng(seed)
+    factors = rng.normal(size=(n, 3))
+    values = factors @ rng.normal(size=(3, 978)) + rng.normal(size=(n, 978))
+    logits = signal * factors[:, 0] + rng.normal(size=n)
+    labels = (logits > np.median(logits)).astype(int)
+    train = rng.random(n) < 0.75
+    idx, split = list(range(n)), ["Train" if t else "Test" for t in train]
+    for i in np.flatnonzero(rng.random(n) < dup_frac):
+        idx.append(int(i))
+        split.append("Test" if train[i] else "Train")
+    keys = np.asarray(
+        [f"C{'C' * (i % 7)}c1ccc(cc1){'N' * (i // 7)}" for i in range(n)], dtype=object
+    )
+    given = pd.DataFrame({"index": idx, "split": split})
+    return ds.ToxicityTask("toxicity_synthetic", keys, values, labels, given, {"compounds": n})
+
+
+def _syn_task(n_drugs: int = 14, *, seed: int = 0) -> ds.SynergyTask:
+    rng = np.random.default_rng(seed)
+    values = rng.normal(size=(n_drugs, 978))
+    a, b = np.triu_indices(n_drugs, k=1)
+    score = values[a, 0] + values[b, 0] + 0.5 * rng.normal(size=len(a))
+    pairs = pd.DataFrame(
+        {"drug_a": a, "drug_b": b, "synergy": score, "label": (score > 0).astype(int)}
+    )
+    names = tuple(f"D{i}" for i in range(n_drugs))
+    return ds.SynergyTask("synergy_synthetic", names, names, values, pairs, {"pairs": len(a)})
+
+
+# ---------------------------------------------------------------- structure keys
+def test_structure_key_ignores_salt_stereo_and_spelling():
+    base = ds.structure_key("CC(N)C(=O)O")
+    assert base == ds.structure_key("C[C@H](N)C(=O)O.Cl")  # stereo mark and salt
+    assert ds.structure_key("c1ccccc1O") == ds.structure_key("OC1=CC=CC=C1")  # aromatic vs Kekulé
+    assert base != ds.structure_key("CC(N)C(=O)OC")
+
+
+def test_unparsable_smiles_are_warned_with_counts():
+    with pytest.warns(ds.UnmatchedWarning, match=r"2 unparsable SMILES \(1 distinct\).*x2"):
+        keys = ds.structure_keys(["CCO", "not-a-smiles", "not-a-smiles"], source="t.csv:smiles")
+    assert keys[0] == "CCO" and keys[1] is None and keys[2] is None
+
+
+def test_murcko_scaffold():
+    assert ds.murcko_scaffold("CCc1ccccc1") == "c1ccccc1"
+    assert ds.murcko_scaffold("CCO") == ""
+
+
+# ---------------------------------------------------------------- splits
+def test_drug_disjoint_folds_keep_held_out_drugs_out_of_training():
+    task = _syn_task(17)
+    a, b = task.pairs["drug_a"].to_numpy(), task.pairs["drug_b"].to_numpy()
+    fold_of = drug_folds(17, n_folds=5, seed=3)
+    assert sorted(np.bincount(fold_of)) == [3, 3, 3, 4, 4]
+    tested = np.zeros(len(a), dtype=int)
+    for f, (tr, te) in enumerate(drug_disjoint_splits(a, b, fold_of)):
+        held = np.flatnonzero(fold_of == f)
+        assert not np.isin(a[tr], held).any() and not np.isin(b[tr], held).any()
+        assert (np.isin(a[te], held) | np.isin(b[te], held)).all()
+        assert len(np.intersect1d(tr, te)) == 0
+        tested[te] += 1
+    assert tested.min() == 1 and tested.max() == 2  # pairs over two folds are tested twice
+    np.testing.assert_array_equal(tested == 1, fold_of[a] == fold_of[b])
+
+
+def test_scaffold_split_never_shares_a_scaffold():
+    rng = np.random.default_rng(0)
+    scaffolds = rng.integers(0, 30, size=200).astype(str)
+    labels = rng.integers(0, 2, size=200)
+    for tr, te in scaffold_splits(labels, scaffolds, n_folds=5, seed=1):
+        assert not set(scaffolds[tr]) & set(scaffolds[te])
+
+
+# ---------------------------------------------------------------- featurizers
+def test_pca_featurizer_is_fitted_on_training_rows_only():
+    rng = np.random.default_rng(0)
+    train, test = rng.normal(size=(30, 978)), rng.normal(size=(10, 978)) + 5.0
+    transform = ds.pca_featurizer(4).fit(train, seed=0)
+    out = transform(test)
+    assert out.shape == (10, 4)
+    from sklearn.decomposition import PCA
+
+    expected = PCA(4, random_state=0).fit(train).transform(test)
+    np.testing.assert_allclose(np.abs(out), np.abs(expected), rtol=1e-6, atol=1e-8)
+    all_rows = PCA(4, random_state=0).fit(np.vstack([train, test])).transform(test)
+    assert not np.allclose(np.abs(out), np.abs(all_rows), atol=1e-3)
+    assert ds.pca_featurizer(50).fit(train)(test).shape == (10, 30)  # capped at n training rows
+
+
+def test_embedding_featurizer_wraps_a_callable_and_checks_its_shape():
+    w = np.random.default_rng(0).normal(size=(978, 3))
+    feat = ds.embedding_featurizer(lambda v: v @ w, name="ens")
+    x = np.ones((5, 978))
+    np.testing.assert_allclose(feat.fit(x)(x), x @ w)
+    bad = ds.embedding_featurizer(lambda v: v[:2] @ w)
+    with pytest.raises(DeeppertError, match="returned shape"):
+        bad.fit(x)(x)
+    assert isinstance(feat, ds.Featurizer)
+
+
+def test_pair_features_concatenate_in_order():
+    f = np.arange(6.0).reshape(3, 2)
+    np.testing.assert_array_equal(ds.pair_features(f, [0, 2], [1, 0]), [[0, 1, 2, 3], [4, 5, 0, 1]])
+
+
+# ---------------------------------------------------------------- evaluation
+def test_synergy_prediction_does_not_depend_on_pair_order():
+    task = _syn_task(12)
+    swapped = task.pairs.rename(columns={"drug_a": "drug_b", "drug_b": "drug_a"})
+    res1 = ds.evaluate_synergy(task, [ds.pca_featurizer(3)], config=FAST, splits=("drug_disjoint",))
+    res2 = ds.evaluate_synergy(
+        replace(task, pairs=swapped), [ds.pca_featurizer(3)], config=FAST, splits=("drug_disjoint",)
+    )
+    np.testing.assert_allclose(res1.predictions["y_pred"], res2.predictions["y_pred"])
+
+
+def test_synergy_scores_carry_counts_and_both_unseen_is_a_subset():
+    task = _syn_task(15)
+    res = ds.evaluate_synergy(task, [ds.raw_featurizer(), ds.pca_featurizer(3)], config=FAST)
+    sc = res.scores
+    assert set(sc["split"]) == {"drug_disjoint", "both_unseen", "random_leaky"}
+    assert set(sc["metric"]) == {"pearson_r", "rmse", "roc_auc", "pr_auc"}
+    assert (sc.loc[sc["split"] != "both_unseen", "n"] == task.n_pairs).all()
+    both = sc.loc[sc["split"] == "both_unseen", "n"]
+    assert (both > 0).all() and (both < task.n_pairs).all()
+    # the signal (gene 0 of both drugs) is learnable under the drug-disjoint split
+    r = sc.query("split == 'drug_disjoint' and metric == 'pearson_r' and feature_set == 'raw'")[
+        "value"
+    ]
+    assert (r > 0.3).all()
+
+
+def test_toxicity_learns_a_real_signal():
+    res = ds.evaluate_toxicity(
+        _tox_task(150, signal=3.0), [ds.raw_featurizer()], config=FAST, splits=("structure",)
+    )
+    auc = res.scores.query("metric == 'roc_auc'")["value"].iloc[0]
+    assert auc > 0.75
+    assert res.scores["n"].iloc[0] == 150
+
+
+@pytest.mark.slow
+def test_label_shuffle_falls_to_chance_and_the_leaky_split_does_not():
+    """>= 20 shuffles of a 500-compound set through evaluate_toxicity: mean ROC-AUC 0.5 +- 0.05.
+
+    The same shuffled labels under the given split with duplicated structures on both sides
+    score well above chance: the check can see a leak when there is one.
+    """
+    base = _tox_task(500, signal=3.0, dup_frac=0.5)
+    cfg = ds.EvalConfig(seeds=(0,), models=("rf",), n_estimators=20, inner_folds=2)
+    honest, leaky = [], []
+    for s in range(20):
+        task = ds.with_permuted_labels(base, seed=100 + s)
+        cfg_s = replace(cfg, seeds=(s,))
+        res = ds.evaluate_toxicity(
+            task, [ds.pca_featurizer(5)], config=cfg_s, splits=("structure",)
+        )
+        auc = res.scores.query("metric == 'roc_auc'")
+        assert auc["n"].iloc[0] == 500
+        honest.append(auc["value"].iloc[0])
+        if s < 3:
+            res = ds.evaluate_toxicity(
+                task, [ds.raw_featurizer()], config=cfg_s, splits=("given_leaky",)
+            )
+            leaky.append(res.scores.query("metric == 'roc_auc'")["value"].iloc[0])
+    assert abs(np.mean(honest) - 0.5) < 0.05, honest
+    assert np.mean(leaky) > 0.65, leaky
+
+
+def test_permuted_labels_keep_the_label_counts():
+    task = _tox_task(50)
+    perm = ds.with_permuted_labels(task, seed=1)
+    assert perm.labels.sum() == task.labels.sum() and not np.array_equal(perm.labels, task.labels)
+
+
+def test_bad_inputs_raise():
+    with pytest.raises(DeeppertError, match="no feature sets"):
+        ds.evaluate_toxicity(_tox_task(30), [], config=FAST)
+    with pytest.raises(DeeppertError, match="models"):
+        ds.EvalConfig(models=("svm",))  # type: ignore[arg-type]
+    with pytest.raises(DeeppertError, match="single class"):
+        ds.pooled_metrics(np.ones(5), np.linspace(0, 1, 5), "classification")
+
+
+def _write_synergy_folder(root, *, smiles_for_signature):
+    folder = root / "downstream" / "drug_combination"
+    folder.mkdir(parents=True)
+    genes = list(landmark_genes())
+    rng = np.random.default_rng(0)
+    sig = pd.DataFrame(rng.normal(size=(len(smiles_for_signature), 978)), columns=genes)
+    sig.insert(0, "canonical_smiles", smiles_for_signature)
+    sig["dose"] = 1.0
+    sig.to_csv(folder / "TEST_COMBINATION.csv", index=False)
+    pd.DataFrame({"drug_name": ["ETHANOL", "PHENOL"], "smiles": ["OCC", "Oc1ccccc1.Cl"]}).to_csv(
+        folder / "oneil_drug_two_smiles.csv", index=False
+    )
+    pd.DataFrame(
+        {
+            "drug_a_name": ["ETHANOL"],
+            "drug_b_name": ["PHENOL"],
+            "cell_line": ["TEST"],
+            "synergy": [1.5],
+            "label": [1],
+        }
+    ).to_csv(folder / "label_oneil_loewe.csv", index=False)
+
+
+def test_synergy_loader_matches_by_structure_and_warns(tmp_path):
+    _write_synergy_folder(tmp_path, smiles_for_signature=["CCO", "OC1=CC=CC=C1", "CCCCCC"])
+    with pytest.warns(ds.UnmatchedWarning, match="1 signatures.*CCCCCC"):
+        task = ds.load_synergy(tmp_path, "TEST")
+    assert task.drugs == ("ETHANOL", "PHENOL") and task.n_pairs == 1
+
+
+def test_synergy_loader_empty_task_is_an_error(tmp_path):
+    _write_synergy_folder(tmp_path, smiles_for_signature=["CCO", "CCCCCC"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ds.UnmatchedWarning)
+        with pytest.raises(DeeppertError, match="no TEST pair has signatures for both drugs"):
+            ds.load_synergy(tmp_path, "TEST")
+
+
+def test_public_api_keyword_only_after_three_positionals():
+    for name in ds.__all__:
+        obj = getattr(ds, name)
+        if inspect.isfunction(obj):
+            params = inspect.signature(obj).parameters.values()
+            positional = [
+                p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+            ]
+            assert len(positional) <= 3, name
+
+
+# ---------------------------------------------------------------- real data
+@pytest.mark.realdata
+@pytest.mark.parametrize(
+    ("cell_line", "n_drugs", "n_pairs"), [("A375", 22, 153), ("HT29", 21, 134), ("VCAP", 20, 129)]
+)
+def test_real_synergy_matching(seed_data, cell_line, n_drugs, n_pairs):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        task = ds.load_synergy(seed_data, cell_line)
+    msgs = [str(w.message) for w in caught if issubclass(w.category, ds.UnmatchedWarning)]
+    assert not [m for m in msgs if "signatures" in m], msgs  # every signature drug matched a name
+    assert task.counts["signatures"] == n_drugs and len(task.drugs) == n_drugs
+    assert task.n_pairs == n_pairs
+    assert any(
+        "pair members without" in m for m in msgs
+    )  # the other pairs are listed, not dropped silently
+
+
+@pytest.mark.realdata
+def test_real_toxicity_matching_and_leaky_given_split(seed_data):
+    with pytest.warns(ds.UnmatchedWarning):
+        renal = ds.load_toxicity(seed_data, "renal")
+    c = renal.counts
+    assert (c["signatures"], c["signatures_matched"], c["compounds"]) == (196, 195, 194)
+    assert (c["label_rows"], c["label_structures"], c["label_structures_in_train_and_test"]) == (
+        823,
+        195,
+        96,
+    )
+    assert len(set(renal.keys)) == renal.n_compounds
+    for which, n, both in (("npc", 124, 2), ("neu", 63, 4)):
+        task = ds.load_toxicity(seed_data, which)
+        assert task.counts["signatures_matched"] == n == task.n_compounds
+        assert task.counts["label_structures_in_train_and_test"] == both
+
+
+@pytest.mark.realdata
+@pytest.mark.slow
+def test_cli_toxicity_writes_tables_and_plots(seed_data, tmp_path):
+    from deeppert.cli import _downstream
+
+    parser = argparse.ArgumentParser()
+    _downstream.register(parser.add_subparsers(dest="command"))
+    out = tmp_path / "tox"
+    args = parser.parse_args(
+        [
+            "downstream",
+            "toxicity",
+            "--data-dir",
+            str(seed_data),
+            "--sets",
+            "neu",
+            "--models",
+            "rf",
+            "--seeds",
+            "2",
+            "--n-estimators",
+            "15",
+            "--out",
+            str(out),
+        ]
+    )
+    assert args.func(args) == 0
+    summary = pd.read_csv(out / "summary.csv")
+    assert set(summary["split"]) == {"structure", "scaffold", "given_leaky"}
+    assert (summary["n_seeds"] == 2).all()
+    assert (summary.loc[summary["split"] == "structure", "n"] == 63).all()
+    assert (out / "summary.md").read_text().startswith("| task |")
+    assert (out / "summary_roc_auc.png").stat().st_size > 1000
+    assert (out / "roc_toxicity_neu_structure_rf.png").is_file()
