@@ -160,8 +160,13 @@ class ExperimentConfig:
         return json.loads(json.dumps(asdict(self)))
 
     def sha256(self) -> str:
-        """Hash of the resolved config: the key that tells two sweeps' trials apart."""
-        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()
+        """Hash of what determines the results: the key that tells two sweeps' trials apart.
+
+        ``tracking`` (where results are logged) and ``sweep`` (how trials are scheduled) are
+        left out, so pointing the same experiment at another server or cluster resumes it.
+        """
+        science = {k: v for k, v in self.to_dict().items() if k not in ("tracking", "sweep")}
+        return hashlib.sha256(json.dumps(science, sort_keys=True).encode()).hexdigest()
 
 
 def load_config(path: str | Path) -> ExperimentConfig:

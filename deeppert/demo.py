@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 import requests
+import yaml
 
 from deeppert.config import load_config
 from deeppert.data.synthetic import SynthConfig, make_synthetic, write_synthetic
@@ -31,6 +32,16 @@ REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "demo_out"
 CONFIG = REPO / "configs" / "demo.yaml"
 DISEASE = SynthConfig().disease
+_PORT_FLAGS = (
+    "--port",
+    "--object-manager-port",
+    "--node-manager-port",
+    "--ray-client-server-port",
+    "--dashboard-agent-listen-port",
+    "--dashboard-agent-grpc-port",
+    "--runtime-env-agent-port",
+    "--metrics-export-port",
+)
 
 log = logging.getLogger("deeppert.demo")
 
@@ -128,6 +139,12 @@ def main() -> int:
     log.info("step 1/5: synthetic data with planted programs -> %s", OUT / "synth")
     synth = make_synthetic(SynthConfig(n_samples=2000, n_programs=5, seed=0))
     write_synthetic(synth, OUT / "synth")
+    # Jobs run in an uploaded copy of the repo without demo_out/ (.rayignore), so the config
+    # they read names the data by absolute path (on a cluster: a shared file system).
+    raw = yaml.safe_load(CONFIG.read_text())
+    raw["datasets"][0]["path"] = str(OUT / "synth" / "signatures.parquet")
+    job_config = OUT / "demo.yaml"
+    job_config.write_text(yaml.safe_dump(raw, sort_keys=False))
 
     port = free_port()
     server = TrackingServer(ServerConfig(data_dir=str(OUT / "mlflow"), port=port))
@@ -140,14 +157,12 @@ def main() -> int:
         log.info("step 3/5: local Ray head node (dashboard on 127.0.0.1:%d)", dash_port)
         # --block keeps the head in the foreground of its own process group, so the demo stops
         # exactly the cluster it started (`ray stop` would stop every Ray on the machine).
-        # An explicit GCS port: Ray's default, 6379, is Redis's, often taken on a dev machine.
+        # Explicit ports: the GCS default, 6379, is Redis's, often taken on a dev machine.
         head_cmd = [
             "ray",
             "start",
             "--head",
             "--block",
-            "--port",
-            str(free_port()),
             "--node-ip-address",
             "127.0.0.1",
             "--num-cpus",
@@ -158,6 +173,9 @@ def main() -> int:
             "127.0.0.1",
             "--dashboard-port",
             str(dash_port),
+            # Every other fixed default port too: a second Ray on the machine (a test run, a
+            # notebook) would otherwise hold the job agent's port and submissions would hang.
+            *[arg for flag in _PORT_FLAGS for arg in (flag, str(free_port()))],
             "--disable-usage-stats",
         ]
         log.info("$ %s", " ".join(head_cmd))
@@ -180,11 +198,9 @@ def main() -> int:
             ".",
             "--",
         ]
-        common = ["--config", "configs/demo.yaml", "--tracking-uri", uri]
+        common = ["--config", str(job_config), "--tracking-uri", uri]
         log.info("step 4/5: sweep, ensemble and target-combination jobs via `ray job submit`")
-        # Jobs run in an uploaded copy of the repo without demo_out/ (.rayignore): absolute paths.
-        data = f"SYN1={OUT / 'synth' / 'signatures.parquet'}"
-        _submit([*submit, "python", "ray_jobs/sweep.py", *common, "--dataset-path", data], env=env)
+        _submit([*submit, "python", "ray_jobs/sweep.py", *common], env=env)
         _submit([*submit, "python", "ray_jobs/ensemble.py", *common], env=env)
         _submit(
             [

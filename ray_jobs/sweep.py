@@ -110,7 +110,10 @@ def run_sweep(config: ExperimentConfig, *, storage_path: str | None = None) -> p
         trainable,
         param_space={"trial": tune.grid_search(plan)},
         tune_config=tune.TuneConfig(
-            max_concurrent_trials=config.sweep.max_concurrent_trials or None
+            max_concurrent_trials=config.sweep.max_concurrent_trials or None,
+            # One actor process per trial would re-import torch + mlflow every time
+            # (bench/bench_sweep.py); trials all ask for the same resources, so reuse them.
+            reuse_actors=True,
         ),
         run_config=tune.RunConfig(
             name=f"{ctx.sweep}-{time.strftime('%Y%m%d-%H%M%S')}",
@@ -151,33 +154,11 @@ def run_sweep(config: ExperimentConfig, *, storage_path: str | None = None) -> p
     return pd.DataFrame(rows)
 
 
-def with_dataset_paths(config: ExperimentConfig, overrides: list[str]) -> ExperimentConfig:
-    """Apply ``NAME=PATH`` overrides to the config's datasets (unknown names are an error)."""
-    paths = {}
-    for item in overrides:
-        name, sep, path = item.partition("=")
-        if not sep or not path:
-            raise DeeppertError(f"--dataset-path expects NAME=PATH, got {item!r}")
-        config.dataset(name)  # raises naming the valid datasets
-        paths[name] = path
-    datasets = tuple(
-        dataclasses.replace(d, path=paths.get(d.name, d.path)) for d in config.datasets
-    )
-    return dataclasses.replace(config, datasets=datasets)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", required=True, help="experiment YAML")
     parser.add_argument("--tracking-uri", help="override tracking.uri of the config")
     parser.add_argument("--storage-path", help="Tune's results folder (default ~/ray_results)")
-    parser.add_argument(
-        "--dataset-path",
-        action="append",
-        default=[],
-        metavar="NAME=PATH",
-        help="override a dataset's path (repeatable); paths must be readable where the job runs",
-    )
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -188,7 +169,6 @@ def main(argv: list[str] | None = None) -> int:
             config = dataclasses.replace(
                 config, tracking=dataclasses.replace(config.tracking, uri=args.tracking_uri)
             )
-        config = with_dataset_paths(config, args.dataset_path)
         table = run_sweep(config, storage_path=args.storage_path)
     except DeeppertError as exc:
         print(f"sweep: error: {exc}", file=sys.stderr)
