@@ -25,7 +25,11 @@ def _add_common(p: argparse.ArgumentParser) -> None:
         "--data-dir", required=True, type=Path, help="the deeppert-seed folder (holds downstream/)"
     )
     p.add_argument(
-        "--features", default="raw,pca", type=_csv_list, help="comma list of raw, pca, embedding"
+        "--features",
+        default="raw,pca",
+        type=_csv_list,
+        help="comma list of raw, pca, embedding (the --embedding table), single, ensemble "
+        "(single/ensemble need --ensemble or --ensemble-dir)",
     )
     p.add_argument("--pca-components", default=10, type=int)
     p.add_argument(
@@ -34,6 +38,17 @@ def _add_common(p: argparse.ArgumentParser) -> None:
         help="CSV/TSV: first column SMILES, then one column per latent "
         "variable; looked up by structure (needed for --features embedding)",
     )
+    src = p.add_mutually_exclusive_group()
+    src.add_argument(
+        "--ensemble", metavar="NAME@ALIAS", help="registered ensemble (needs --tracking-uri)"
+    )
+    src.add_argument(
+        "--ensemble-dir",
+        type=Path,
+        help="a saved EnsembleModel folder, e.g. RUN_DIR/ensemble/model",
+    )
+    p.add_argument("--tracking-uri", help="MLflow server holding --ensemble")
+    p.add_argument("--member", help="model group for --features single (default: largest)")
     p.add_argument("--models", default="rf,hgb", type=_csv_list, help="comma list of rf, hgb")
     p.add_argument("--seeds", default=5, type=int, help="number of seeds (mean +- sd over them)")
     p.add_argument(
@@ -119,8 +134,38 @@ def _embedding_lookup(path: Path, keyed_values: dict[str, np.ndarray]):
     return embed
 
 
+def load_ensemble_source(ensemble: str | None, ensemble_dir: Path | None, tracking_uri: str | None):
+    """The EnsembleModel named by ``--ensemble NAME@ALIAS`` or ``--ensemble-dir``, or None."""
+    from deeppert.ensemble import EnsembleModel
+
+    if ensemble_dir is not None:
+        return EnsembleModel.load(ensemble_dir)
+    if ensemble is None:
+        return None
+    if not tracking_uri:
+        raise DeeppertError("--ensemble NAME@ALIAS needs --tracking-uri URI")
+    from deeppert.tracking.client import check_server
+    from deeppert.tracking.registry import load_ensemble_model
+
+    check_server(tracking_uri)
+    return load_ensemble_model(tracking_uri, ensemble)
+
+
+def _ensemble_model(args: argparse.Namespace):
+    if not hasattr(args, "_ensemble_model"):
+        args._ensemble_model = load_ensemble_source(
+            args.ensemble, args.ensemble_dir, args.tracking_uri
+        )
+    return args._ensemble_model
+
+
 def _featurizers(args: argparse.Namespace, keyed_values: dict[str, np.ndarray]):
     from deeppert.downstream import embedding_featurizer, pca_featurizer, raw_featurizer
+    from deeppert.downstream._pooled import (
+        default_member_group,
+        ensemble_embed_fn,
+        member_embed_fn,
+    )
 
     out = []
     for name in args.features:
@@ -132,8 +177,23 @@ def _featurizers(args: argparse.Namespace, keyed_values: dict[str, np.ndarray]):
             if args.embedding is None:
                 raise DeeppertError("--features embedding needs --embedding FILE")
             out.append(embedding_featurizer(_embedding_lookup(args.embedding, keyed_values)))
+        elif name in ("single", "ensemble"):
+            model = _ensemble_model(args)
+            if model is None:
+                raise DeeppertError(f"--features {name} needs --ensemble or --ensemble-dir")
+            if name == "ensemble":
+                out.append(embedding_featurizer(ensemble_embed_fn(model), name="ensemble"))
+            else:
+                group = args.member or default_member_group(model)
+                out.append(
+                    embedding_featurizer(
+                        member_embed_fn(model, group, 0), name=f"single_{group}_run0"
+                    )
+                )
         else:
-            raise DeeppertError(f"--features: unknown feature set {name!r} (raw, pca, embedding)")
+            raise DeeppertError(
+                f"--features: unknown feature set {name!r} (raw, pca, embedding, single, ensemble)"
+            )
     if not out:
         raise DeeppertError("--features: empty list")
     return out
@@ -152,6 +212,8 @@ def _finish(results, args: argparse.Namespace, config) -> int:
             "features": args.features,
             "pca_components": args.pca_components,
             "embedding": args.embedding,
+            "ensemble": args.ensemble,
+            "ensemble_dir": args.ensemble_dir,
             "data_dir": args.data_dir,
         },
     )

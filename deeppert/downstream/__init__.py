@@ -48,6 +48,7 @@ from deeppert.downstream._features import (
     pca_featurizer,
     raw_featurizer,
 )
+from deeppert.downstream._pooled import ensemble_feature_sets, pooled_signatures
 from deeppert.downstream._report import markdown_table, merge_results, summarize, write_results
 
 __all__ = [
@@ -79,4 +80,6 @@ __all__ = [
     "markdown_table",
     "merge_results",
     "write_results",
+    "pooled_signatures",
+    "ensemble_feature_sets",
 ]

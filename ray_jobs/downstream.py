@@ -1,0 +1,241 @@
+"""Downstream job: synergy and toxicity x feature sets, scored against raw genes and PCA.
+
+    ray job submit --working-dir . -- python ray_jobs/downstream.py \
+        --config configs/seed_pooled.yaml --ensemble seed-pooled-ensemble@current \
+        --data-dir ../shared/data/deeppert-seed
+
+Resolves ``--ensemble NAME@ALIAS`` in the registry (lineage), loads its pyfunc model pinned
+to the resolved version, and builds four feature sets: (a) raw 978 genes, (b) PCA refitted
+per fold, (c) one trained model of the ensemble (largest member group, replica 0), (d) the
+ensemble embedding. Synergy (A375, HT29, VCAP) and toxicity (renal, npc, neu) x feature sets
+run in parallel as Ray tasks; each is logged as an MLflow run (role ``downstream``, tagged
+with the ensemble version) holding scores and predictions as Parquet and summary metrics.
+
+``--build-pooled OUT.parquet`` instead writes the 446 pooled signatures the
+``seed-pooled`` ensemble is trained on (no labels read). Full flow (configs/seed_pooled.yaml):
+build-pooled -> ray_jobs/sweep.py -> ray_jobs/ensemble.py -> this job. That ensemble is
+unsupervised but transductive: it was trained on the same signatures the tasks embed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import os
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from deeppert.config import load_config
+from deeppert.errors import DeeppertError
+
+log = logging.getLogger("deeppert.downstream_job")
+
+TRANSDUCTIVE_NOTE = (
+    "note: the ensemble is unsupervised (no synergy/toxicity label was used to train it) but "
+    "transductive when it is seed-pooled-ensemble: trained on the same 446 signatures the "
+    "tasks embed."
+)
+
+
+def run_one(
+    kind: str, which: str, featurizer, data_dir: str, eval_config, splits=None
+) -> tuple[str, str, object]:
+    """One task x one feature set (a Ray task): returns (task kind, name, EvaluationResult)."""
+    import torch
+
+    from deeppert import downstream as ds
+
+    torch.set_num_threads(1)
+    if kind == "synergy":
+        task = ds.load_synergy(data_dir, which)
+        res = ds.evaluate_synergy(
+            task, [featurizer], config=eval_config, splits=splits or ds.SYNERGY_SPLITS
+        )
+    else:
+        task = ds.load_toxicity(data_dir, which)
+        res = ds.evaluate_toxicity(
+            task, [featurizer], config=eval_config, splits=splits or ds.TOXICITY_SPLITS
+        )
+    return kind, which, res
+
+
+def log_downstream_run(uri, experiment_id, outputs, kind, which, featurizer, result, eval_config):
+    """One MLflow run per task x feature set: lineage tags, Parquet scores, summary metrics."""
+    from deeppert.downstream import summarize
+    from deeppert.tracking.client import (
+        finish_run,
+        log_parquet,
+        mark_run_failed,
+        start_run,
+        tracking_client,
+    )
+    from deeppert.tracking.registry import lineage_tags
+    from deeppert.tracking.sweep import TAGS
+
+    run_id = start_run(
+        uri,
+        experiment_id,
+        run_name=f"downstream {kind} {which} {featurizer.name}",
+        tags={
+            TAGS.role: "downstream",
+            "deeppert.task": f"{kind}_{which}",
+            "deeppert.feature_set": featurizer.name,
+            **lineage_tags(outputs),
+        },
+        params={
+            **{f"eval.{k}": v for k, v in eval_config.to_dict().items()},
+            **{f"features.{k}": v for k, v in featurizer.to_dict().items()},
+        },
+    )
+    try:
+        log_parquet(uri, run_id, result.scores, "scores.parquet")
+        log_parquet(uri, run_id, result.predictions, "predictions.parquet")
+        summary = summarize(result.scores)
+        client = tracking_client(uri)
+        for r in summary.itertuples(index=False):
+            key = f"{r.target}.{r.split}.{r.model}.{r.metric}"
+            client.log_metric(run_id, f"{key}.mean", float(r.mean))
+            if r.sd == r.sd:  # not NaN
+                client.log_metric(run_id, f"{key}.sd", float(r.sd))
+            client.log_metric(run_id, f"{key}.n", float(r.n))
+        finish_run(uri, run_id)
+    except BaseException as exc:
+        mark_run_failed(uri, run_id, reason=f"{type(exc).__name__}: {exc}")
+        raise
+    return run_id
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", help="experiment YAML (tracking section)")
+    parser.add_argument("--tracking-uri", help="override tracking.uri of the config")
+    parser.add_argument("--ensemble", help="registry alias NAME@ALIAS")
+    parser.add_argument("--data-dir", required=True, type=Path, help="the deeppert-seed folder")
+    parser.add_argument(
+        "--build-pooled", type=Path, metavar="OUT.parquet", help="write the pooled signatures"
+    )
+    parser.add_argument("--synergy", default="A375,HT29,VCAP", help="cell lines ('' = none)")
+    parser.add_argument("--toxicity", default="renal,npc,neu", help="sets ('' = none)")
+    parser.add_argument("--pca-components", default=10, type=int)
+    parser.add_argument("--member", help="model group for the single-model features")
+    parser.add_argument("--models", default="rf", help="comma list of rf, hgb")
+    parser.add_argument("--seeds", default=3, type=int)
+    parser.add_argument("--n-estimators", default=100, type=int)
+    parser.add_argument("--folds", default=5, type=int)
+    parser.add_argument("--inner-folds", default=3, type=int)
+    parser.add_argument("--num-cpus", default=2, type=int, help="local Ray size when no cluster")
+    parser.add_argument("--out", type=Path, help="also write scores/summary here")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        if args.build_pooled:
+            from deeppert.data._io import save_signatures
+            from deeppert.downstream import pooled_signatures
+
+            sig = pooled_signatures(args.data_dir)
+            save_signatures(sig, args.build_pooled)
+            counts = sig.metadata["cell_line"].value_counts().to_dict()
+            print(f"wrote {args.build_pooled}: {sig.n_samples} signatures x {sig.n_genes} genes")
+            print(f"cell lines: {counts}; no labels read")
+            return 0
+        if not args.config or not args.ensemble:
+            raise DeeppertError("--config and --ensemble are required (or --build-pooled)")
+        return _evaluate(args)
+    except DeeppertError as exc:
+        print(f"downstream: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _evaluate(args) -> int:
+    from deeppert import downstream as ds
+    from deeppert.downstream._pooled import ensemble_feature_sets
+    from deeppert.tracking.client import check_server, get_or_create_experiment
+    from deeppert.tracking.registry import load_ensemble_model, load_ensemble_outputs
+
+    config = load_config(args.config)
+    if args.tracking_uri:
+        config = dataclasses.replace(
+            config, tracking=dataclasses.replace(config.tracking, uri=args.tracking_uri)
+        )
+    uri = config.tracking.uri
+    check_server(uri)
+    outputs = load_ensemble_outputs(uri, args.ensemble)
+    model = load_ensemble_model(uri, outputs.version)
+    log.info(
+        "ensemble %s -> %s (run %s)", args.ensemble, outputs.version.uri, outputs.version.run_id
+    )
+    feats = ensemble_feature_sets(model, pca_components=args.pca_components, group=args.member)
+    eval_config = ds.EvalConfig(
+        n_folds=args.folds,
+        seeds=tuple(range(args.seeds)),
+        models=tuple(m.strip() for m in args.models.split(",") if m.strip()),
+        n_estimators=args.n_estimators,
+        inner_folds=args.inner_folds,
+    )
+    jobs = [("synergy", c.strip()) for c in args.synergy.split(",") if c.strip()]
+    jobs += [("toxicity", t.strip()) for t in args.toxicity.split(",") if t.strip()]
+    if not jobs:
+        raise DeeppertError("no task: --synergy and --toxicity are both empty")
+    import ray
+
+    if not ray.is_initialized():
+        address = config.sweep.ray_address or os.environ.get("RAY_ADDRESS")
+        if address:
+            ray.init(address=address)
+        else:
+            ray.init(address="local", num_cpus=args.num_cpus)
+    task = ray.remote(num_cpus=1)(run_one)
+    data_dir = str(args.data_dir.resolve())
+    feats_ref = {f.name: ray.put(f) for f in feats}
+    pending = {
+        task.remote(kind, which, feats_ref[f.name], data_dir, eval_config): (kind, which, f)
+        for kind, which in jobs
+        for f in feats
+    }
+    experiment_id = get_or_create_experiment(uri, config.tracking.experiment)
+    results = []
+    while pending:
+        done, _ = ray.wait(list(pending), num_returns=1)
+        kind, which, feat = pending.pop(done[0])
+        _, _, res = ray.get(done[0])
+        run_id = log_downstream_run(
+            uri, experiment_id, outputs, kind, which, feat, res, eval_config
+        )
+        log.info("%s %s %s: logged run %s", kind, which, feat.name, run_id)
+        results.append(res)
+    merged = ds.merge_results(results)
+    summary = ds.summarize(merged.scores)
+    if args.out:
+        ds.write_results(
+            merged,
+            args.out,
+            plots=False,
+            config={
+                "ensemble": args.ensemble,
+                "model_version": outputs.version.uri,
+                "eval": eval_config.to_dict(),
+            },
+        )
+    order = {f.name: i for i, f in enumerate(feats)}
+    summary = summary.sort_values(
+        ["task", "target", "split", "metric", "model", "feature_set"],
+        key=lambda s: s.map(order) if s.name == "feature_set" else s,
+        kind="stable",
+    )
+    print(f"ensemble {args.ensemble} -> {outputs.version.uri}; {TRANSDUCTIVE_NOTE}")
+    print(
+        f"eval: models {eval_config.models}, {eval_config.n_estimators} trees, "
+        f"seeds {list(eval_config.seeds)}, {eval_config.n_folds} folds"
+    )
+    print(ds.markdown_table(summary), end="")
+    return 0
+
+
+if __name__ == "__main__":
+    pd.set_option("display.width", 200)
+    sys.exit(main())
