@@ -19,18 +19,25 @@ import sys
 import pandas as pd
 
 from deeppert.config import ExperimentConfig, load_config
-from deeppert.ensemble import EnsembleModel, build_ensemble
+from deeppert.ensemble import Ensemble, EnsembleModel, build_ensemble
 from deeppert.errors import DeeppertError
 from deeppert.stability import stability_report
 from deeppert.tracking.client import check_server, get_or_create_experiment
 from deeppert.tracking.registry import ensemble_model_name, load_sweep_members, log_ensemble
-from deeppert.tracking.sweep import open_sweep
+from deeppert.tracking.sweep import sweep_name
 
 log = logging.getLogger("deeppert.ensemble_job")
 
 
-def ensemble_dataset(config: ExperimentConfig, dataset: str, sweep: str) -> dict:
-    """Build, log and register one cell line's ensemble; returns a summary row."""
+def ensemble_dataset(
+    config: ExperimentConfig, dataset: str, sweep: str, *, with_ensemble: bool = False
+) -> dict | tuple[dict, Ensemble]:
+    """Build, log and register one cell line's ensemble; returns a summary row.
+
+    With ``with_ensemble=True`` returns ``(row, ensemble)``: the in-memory
+    :class:`~deeppert.ensemble.Ensemble` whose frames were logged (tests compare them with
+    what a reader fetches by alias).
+    """
     uri = config.tracking.uri
     members = load_sweep_members(uri, dataset, sweep, train_config=config.train)
     log.info(
@@ -58,7 +65,7 @@ def ensemble_dataset(config: ExperimentConfig, dataset: str, sweep: str) -> dict
         members=members,
         stability=stability,
     )
-    return {
+    row = {
         "dataset": dataset,
         "latent_variables": members.latents.shape[1],
         "clusters": ensemble.n_clusters,
@@ -66,6 +73,7 @@ def ensemble_dataset(config: ExperimentConfig, dataset: str, sweep: str) -> dict
         "stability_single": stability.get("single_median"),
         "registered": f"{ensemble_model_name(dataset)}@current -> v{version.version}",
     }
+    return (row, ensemble) if with_ensemble else row
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -83,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
                 config, tracking=dataclasses.replace(config.tracking, uri=args.tracking_uri)
             )
         check_server(config.tracking.uri)
-        sweep = open_sweep(config).sweep
+        sweep = sweep_name(config)  # read only: never reopen the sweep's parent run
         import ray
 
         if len(config.datasets) > 1:

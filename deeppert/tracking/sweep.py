@@ -54,6 +54,7 @@ __all__ = [
     "data_sha256",
     "code_version",
     "open_sweep",
+    "sweep_name",
     "log_dataset",
     "finished_grid_keys",
     "run_trial",
@@ -131,6 +132,15 @@ class SweepContext:
         return asdict(self)
 
 
+def sweep_name(config: ExperimentConfig) -> str:
+    """The sweep's identity (tag ``deeppert.sweep``): config name + config hash prefix.
+
+    Readers (the ensemble job) use this instead of :func:`open_sweep`, which (re)opens the
+    parent run as RUNNING and would leave it dangling.
+    """
+    return f"{config.name}-{config.sha256()[:12]}"
+
+
 def open_sweep(config: ExperimentConfig, *, version: str | None = None) -> SweepContext:
     """Find or create the sweep's parent run (keyed by sweep name + config hash).
 
@@ -141,7 +151,7 @@ def open_sweep(config: ExperimentConfig, *, version: str | None = None) -> Sweep
     check_server(uri)
     experiment_id = get_or_create_experiment(uri, config.tracking.experiment)
     config_sha = config.sha256()
-    sweep = f"{config.name}-{config_sha[:12]}"
+    sweep = sweep_name(config)
     parents = [
         r
         for r in find_runs_by_tag(uri, experiment_id, TAGS.sweep, sweep)

@@ -1,0 +1,460 @@
+"""The platform end to end: Ray Tune sweep -> registry -> ensemble job -> targets job.
+
+A real local Ray cluster (one per module, 2 CPUs) and real MLflow server processes (SQLite
+file and PostgreSQL backends). One sweep per backend, 8 trials at 0.25 CPU each logging at
+once, serves both the artifact-contract checks and the concurrency count; the ensemble and
+targets jobs then run on its registered encoders. Bad-input exits are checked too.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import psycopg2
+import pytest
+import torch
+import yaml
+
+from deeppert.cli._train import load_dataset
+from deeppert.config import ExperimentConfig, parse_config
+from deeppert.data.synthetic import make_synthetic, write_synthetic
+from deeppert.tracking.client import (
+    find_runs_by_tag,
+    load_parquet,
+    load_torch_model,
+    tracking_client,
+)
+from deeppert.tracking.registry import load_ensemble_outputs
+from deeppert.tracking.server import ServerConfig, TrackingServer, ensure_database, free_port
+from deeppert.tracking.sweep import TAGS, data_sha256, grid_key, pca_from_frames, sweep_name
+from deeppert.workspace import prepare
+from ray_jobs import ensemble as ensemble_job
+from ray_jobs import sweep as sweep_job
+from ray_jobs import targets as targets_job
+
+pytestmark = [pytest.mark.ray, pytest.mark.mlflow, pytest.mark.slow, pytest.mark.timeout(600)]
+
+REPO = Path(__file__).resolve().parents[1]
+SMOKE = REPO / "configs" / "smoke.yaml"
+EPOCHS = 3
+PER_EPOCH = ("loss", "reconstruction", "kl", "beta", "lr")
+DISEASE = "Synthetic Disease"
+
+
+def sweep_raw(uri: str, name: str, **overrides) -> dict:
+    """smoke.yaml as a mapping, pointed at ``uri``: 2 models x 2 dims x 2 runs = 8 trials."""
+    raw = yaml.safe_load(SMOKE.read_text())
+    raw["name"] = name
+    raw["grid"] = {"models": ["AE", "VAE"], "latent_dims": [3, 4], "runs": 2, "baselines": False}
+    raw["train"] = {**raw.get("train", {}), "epochs": EPOCHS}
+    raw["sweep"] = {"cpus_per_trial": 0.25, "seeds_per_trial": 1, "max_failures": 2}
+    raw["tracking"] = {"uri": uri, "experiment": name}
+    # 3 epochs leave latents too noisy for GMeans to split; fix L so the targets step has
+    # more than one cluster to pair up.
+    raw["ensemble"] = {"n_clusters": 4}
+    for section, values in overrides.items():
+        raw[section] = {**raw.get(section, {}), **values}
+    return raw
+
+
+def expected_keys(config: ExperimentConfig) -> set[str]:
+    return {
+        grid_key(d.name, m, dim, r)
+        for d in config.datasets
+        for m in config.grid.models
+        for dim in config.grid.latent_dims
+        for r in range(config.grid.runs)
+    }
+
+
+def child_runs(uri: str, experiment_id: str, parent_run_id: str) -> list:
+    client = tracking_client(uri)
+    return client.search_runs(
+        [experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}'"
+    )
+
+
+def sweep_parent(uri: str, config: ExperimentConfig) -> SimpleNamespace:
+    """The sweep's parent run, looked up read-only (open_sweep would set it RUNNING again)."""
+    experiment_id = (
+        tracking_client(uri).get_experiment_by_name(config.tracking.experiment).experiment_id
+    )
+    parents = [
+        r
+        for r in find_runs_by_tag(uri, experiment_id, TAGS.sweep, sweep_name(config))
+        if r.data.tags.get(TAGS.role) == "sweep"
+    ]
+    assert len(parents) == 1, f"expected one parent run, found {len(parents)}"
+    return SimpleNamespace(
+        experiment_id=experiment_id,
+        parent_run_id=parents[0].info.run_id,
+        sweep=sweep_name(config),
+        code_version=parents[0].data.tags[TAGS.code_version],
+    )
+
+
+def max_overlap(runs: list) -> int:
+    """Most child runs whose [start, end] intervals overlap at one instant."""
+    events = sorted([(r.info.start_time, 1) for r in runs] + [(r.info.end_time, -1) for r in runs])
+    best = live = 0
+    for _, step in events:
+        live += step
+        best = max(best, live)
+    return best
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    """One local Ray instance (2 CPUs) for the module; run_sweep reuses it."""
+    import ray
+
+    for attempt in (1, 2):  # a raylet can miss Ray's 30 s start window on a loaded machine
+        try:
+            ray.init(num_cpus=2, address="local", include_dashboard=False, log_to_driver=False)
+            break
+        except Exception:
+            ray.shutdown()
+            if attempt == 2:
+                raise
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def sqlite_server(tmp_path_factory):
+    with TrackingServer(
+        ServerConfig(data_dir=str(tmp_path_factory.mktemp("mlflow-sqlite")), port=0)
+    ) as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def postgres_server(postgres_uri, tmp_path_factory):
+    name = f"deeppert_platform_{uuid.uuid4().hex[:10]}"
+    db_uri = postgres_uri.rsplit("/", 1)[0] + f"/{name}"
+    assert ensure_database(db_uri)
+    try:
+        config = ServerConfig(
+            data_dir=str(tmp_path_factory.mktemp("mlflow-pg")), backend_store_uri=db_uri, port=0
+        )
+        with TrackingServer(config) as srv:
+            yield srv
+    finally:
+        conn = psycopg2.connect(postgres_uri)
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.close()
+
+
+@pytest.fixture(scope="module")
+def pairs_dir(tmp_path_factory) -> Path:
+    config = parse_config(sweep_raw("http://unused", "pairs"))
+    out = tmp_path_factory.mktemp("synth") / "synth"
+    write_synthetic(make_synthetic(config.datasets[0].synthetic), out)
+    return out / "target_pairs"
+
+
+def run_platform(server: TrackingServer, backend: str, tmp: Path, pairs: Path) -> dict:
+    """Sweep -> ensemble -> targets on ``server``; returns what the checks need."""
+    raw = sweep_raw(server.url, f"platform-{backend}")
+    config = parse_config(raw)
+    config_path = tmp / "config.yaml"
+    config_path.write_text(yaml.safe_dump(raw))
+    t0 = time.perf_counter()
+    table = sweep_job.run_sweep(config, storage_path=str(tmp / "tune"))
+    sweep_s = time.perf_counter() - t0
+    ctx = sweep_parent(server.url, config)
+    t0 = time.perf_counter()
+    row, ensemble = ensemble_job.ensemble_dataset(
+        config, config.datasets[0].name, ctx.sweep, with_ensemble=True
+    )
+    ensemble_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    rc = targets_job.main(
+        ["--config", str(config_path), "--disease", DISEASE, "--pairs-dir", str(pairs)]
+    )
+    targets_s = time.perf_counter() - t0
+    print(
+        f"\nMEASURE platform {backend}: sweep {sweep_s:.1f}s ({len(table)} trials), "
+        f"ensemble {ensemble_s:.1f}s, targets {targets_s:.1f}s"
+    )
+    return {
+        "config": config,
+        "config_path": config_path,
+        "table": table,
+        "ctx": ctx,
+        "row": row,
+        "ensemble": ensemble,
+        "targets_rc": rc,
+    }
+
+
+@pytest.fixture(scope="module")
+def sqlite_platform(ray_cluster, sqlite_server, tmp_path_factory, pairs_dir):
+    return run_platform(sqlite_server, "sqlite", tmp_path_factory.mktemp("sqlite"), pairs_dir)
+
+
+@pytest.fixture(scope="module")
+def postgres_platform(ray_cluster, postgres_server, tmp_path_factory, pairs_dir):
+    return run_platform(postgres_server, "postgres", tmp_path_factory.mktemp("pg"), pairs_dir)
+
+
+def check_contract(server: TrackingServer, out: dict) -> None:
+    """Every artifact of the contract is there for every grid point, and consistent."""
+    uri, config, ctx = server.url, out["config"], out["ctx"]
+    client = tracking_client(uri)
+    dataset = config.datasets[0]
+    signatures = load_dataset(dataset)
+    prepared = prepare(signatures, config)
+
+    assert len(out["table"]) == 8, "one Tune trial per grid point (seeds_per_trial: 1)"
+    parent = client.get_run(ctx.parent_run_id)
+    assert parent.info.status == "FINISHED"
+    assert parent.data.tags[TAGS.role] == "sweep"
+    pca = pca_from_frames(
+        *(
+            load_parquet(uri, ctx.parent_run_id, f"pca/{dataset.name}/{n}.parquet")
+            for n in ("components", "center", "explained_variance")
+        )
+    )
+    np.testing.assert_allclose(pca.components, prepared.pca.components, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(pca.mean, prepared.pca.mean, rtol=0, atol=1e-12)
+    assert pca.genes == prepared.pca.genes
+
+    runs = child_runs(uri, ctx.experiment_id, ctx.parent_run_id)
+    assert sorted(r.data.tags[TAGS.grid_key] for r in runs) == sorted(expected_keys(config))
+    assert {r.info.status for r in runs} == {"FINISHED"}
+    sha = data_sha256(signatures)
+    versions = {
+        v.run_id: v
+        for v in client.search_model_versions(f"name = '{dataset.name}-encoder'")
+        if v.tags.get("sweep") == ctx.sweep
+    }
+    assert len(versions) == 8
+    x = torch.as_tensor(prepared.x_train, dtype=torch.float32)
+    for run in runs:
+        tags, params = run.data.tags, run.data.params
+        kind, dim, r = tags[TAGS.model], int(tags[TAGS.latent_dim]), int(tags[TAGS.run])
+        assert tags[TAGS.role] == "trial" and tags[TAGS.sweep] == ctx.sweep
+        assert tags[TAGS.cell_line] == dataset.name
+        assert tags[TAGS.data_sha] == sha
+        assert tags[TAGS.config_sha] == config.sha256()
+        assert tags[TAGS.code_version] == ctx.code_version
+        assert params["model"] == kind and int(params["latent_dim"]) == dim
+        assert int(params["run"]) == r and int(params["seed"]) == 123456 * r
+        assert int(params["epochs"]) == EPOCHS
+        assert int(params["pca_components"]) == config.preprocess.n_components
+        assert params["pca_artifact"] == f"runs:/{ctx.parent_run_id}/pca/{dataset.name}"
+        for name in ("r2_pca", "r2_genes"):
+            assert np.isfinite(run.data.metrics[name])
+        latents = load_parquet(uri, run.info.run_id, "latents.parquet")
+        weights = load_parquet(uri, run.info.run_id, "gene_weights.parquet")
+        assert latents.shape == (len(prepared.train_ids), dim)
+        assert latents.index.tolist() == prepared.train_ids
+        assert weights.shape == (len(signatures.genes), dim)
+        assert weights.index.tolist() == list(signatures.genes)
+        assert list(weights.columns) == list(latents.columns)
+        assert latents.columns[0].startswith(f"{kind}_d{dim}_run{r}_")
+        version = versions[run.info.run_id]
+        assert version.tags["model"] == kind and int(version.tags["dim"]) == dim
+        assert int(version.tags["run"]) == r and version.tags["sweep"] == ctx.sweep
+        assert tags["deeppert.encoder_version"] == version.version
+        # The registered encoder reproduces the logged latents.
+        encoder = load_torch_model(uri, f"models:/{dataset.name}-encoder/{version.version}")
+        with torch.no_grad():
+            z = encoder(x).numpy()
+        np.testing.assert_allclose(z, latents.to_numpy(), rtol=1e-4, atol=1e-4)
+
+
+def check_concurrency(server: TrackingServer, out: dict, backend: str) -> None:
+    """Every per-epoch metric of every child run has exactly EPOCHS rows, steps 0..EPOCHS-1."""
+    uri, ctx = server.url, out["ctx"]
+    client = tracking_client(uri)
+    runs = child_runs(uri, ctx.experiment_id, ctx.parent_run_id)
+    total = 0
+    for run in runs:
+        for name in PER_EPOCH:
+            history = client.get_metric_history(run.info.run_id, name)
+            assert sorted(m.step for m in history) == list(range(EPOCHS)), (run.info.run_id, name)
+            assert all(np.isfinite(m.value) for m in history)
+            total += len(history)
+    assert total == len(runs) * len(PER_EPOCH) * EPOCHS == 8 * 5 * EPOCHS
+    overlap = max_overlap(runs)
+    log = server.log_tail(400)
+    print(
+        f"\nMEASURE concurrency {backend}: {len(runs)} trials at 0.25 CPU, "
+        f"{overlap} child runs open at once, {total} per-epoch metric rows counted back "
+        f"(expected {8 * 5 * EPOCHS})"
+    )
+    assert overlap >= 4, "trials should have logged concurrently"
+    assert "Traceback" not in log, log[-3000:]
+
+
+def check_registry_handoff(server: TrackingServer, out: dict) -> None:
+    """Ensemble registered under @current; a reader gets the job's frames back exactly."""
+    uri, ctx = server.url, out["ctx"]
+    dataset = out["config"].datasets[0].name
+    ensemble = out["ensemble"]
+    outputs = load_ensemble_outputs(uri, f"{dataset}-ensemble@current")
+    pd.testing.assert_frame_equal(outputs.weights, ensemble.weights)
+    pd.testing.assert_frame_equal(outputs.embedding, ensemble.embedding)
+    pd.testing.assert_frame_equal(outputs.labels, ensemble.labels)
+    assert outputs.version.alias == "current"
+    assert out["row"]["registered"].endswith(f"v{outputs.version.version}")
+    client = tracking_client(uri)
+    ens_run = client.get_run(outputs.version.run_id)
+    assert ens_run.data.tags[TAGS.role] == "ensemble"
+    assert ens_run.data.tags[TAGS.sweep] == ctx.sweep
+    assert len(ens_run.data.tags["deeppert.encoder_versions"].split(",")) == 8
+    # Lineage: the targets job's run names the version it consumed.
+    assert out["targets_rc"] == 0
+    targets = client.search_runs(
+        [ctx.experiment_id], filter_string=f"tags.`{TAGS.role}` = 'targets'"
+    )
+    assert len(targets) == 1
+    tags = targets[0].data.tags
+    assert targets[0].info.status == "FINISHED"
+    assert tags["deeppert.input_model"] == f"{dataset}-ensemble/{outputs.version.version}"
+    assert tags["deeppert.input_run"] == outputs.version.run_id
+    assert tags["deeppert.input_alias"] == f"{dataset}-ensemble@current"
+    assert client.get_metric_history(targets[0].info.run_id, "match_rate")
+    # Reading the sweep never reopened its parent run.
+    assert client.get_run(ctx.parent_run_id).info.status == "FINISHED"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=pd.errors.EmptyDataError,
+    reason="TrainedModels.from_replicas keeps an empty history; EnsembleModel.save writes it "
+    "as an empty history.csv that TrainedModels.load cannot read (EmptyDataError), so the "
+    "registered pyfunc does not load (deeppert/train.py, reported)",
+)
+def test_registered_ensemble_pyfunc_embeds_new_signatures(sqlite_server, sqlite_platform):
+    import mlflow.pyfunc
+
+    from deeppert.tracking.client import _process_uris
+
+    out = sqlite_platform
+    config = out["config"]
+    signatures = load_dataset(config.datasets[0])
+    prepared = prepare(signatures, config)
+    frame = pd.DataFrame(
+        signatures.values[prepared.train_idx[:16]],
+        index=pd.Index(prepared.train_ids[:16], name="sample_id"),
+        columns=list(signatures.genes),
+    )
+    with _process_uris(sqlite_server.url):
+        model = mlflow.pyfunc.load_model(f"models:/{config.datasets[0].name}-ensemble@current")
+    embedded = model.predict(frame)
+    expected = out["ensemble"].embedding.loc[frame.index]
+    np.testing.assert_allclose(embedded.to_numpy(), expected.to_numpy(), rtol=1e-4, atol=1e-4)
+
+
+def test_sqlite_sweep_logs_every_artifact_of_the_contract(sqlite_server, sqlite_platform):
+    check_contract(sqlite_server, sqlite_platform)
+
+
+def test_sqlite_eight_concurrent_trials_lose_no_metric(sqlite_server, sqlite_platform):
+    check_concurrency(sqlite_server, sqlite_platform, "sqlite")
+
+
+def test_sqlite_ensemble_by_alias_and_targets_lineage(sqlite_server, sqlite_platform):
+    check_registry_handoff(sqlite_server, sqlite_platform)
+
+
+def test_targets_job_missing_alias_exits_2_naming_it(
+    sqlite_server, sqlite_platform, pairs_dir, capsys
+):
+    out = sqlite_platform
+    dataset = out["config"].datasets[0].name
+    ref = f"{dataset}-ensemble@prod"  # the model exists; this alias does not
+    rc = targets_job.main(
+        [
+            "--config",
+            str(out["config_path"]),
+            "--ensemble",
+            ref,
+            "--disease",
+            DISEASE,
+            "--pairs-dir",
+            str(pairs_dir),
+        ]
+    )
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert "'prod'" in err and ref in err and "current->v" in err, err
+
+
+def test_rerunning_a_finished_sweep_trains_nothing(sqlite_server, sqlite_platform):
+    out = sqlite_platform
+    before = child_runs(sqlite_server.url, out["ctx"].experiment_id, out["ctx"].parent_run_id)
+    table = sweep_job.run_sweep(out["config"])
+    after = child_runs(sqlite_server.url, out["ctx"].experiment_id, out["ctx"].parent_run_id)
+    assert table.empty
+    assert sorted(r.info.run_id for r in after) == sorted(r.info.run_id for r in before)
+
+
+@pytest.mark.postgres
+def test_postgres_sweep_logs_every_artifact_of_the_contract(postgres_server, postgres_platform):
+    check_contract(postgres_server, postgres_platform)
+
+
+@pytest.mark.postgres
+def test_postgres_eight_concurrent_trials_lose_no_metric(postgres_server, postgres_platform):
+    check_concurrency(postgres_server, postgres_platform, "postgres")
+
+
+@pytest.mark.postgres
+def test_postgres_ensemble_by_alias_and_targets_lineage(postgres_server, postgres_platform):
+    check_registry_handoff(postgres_server, postgres_platform)
+
+
+# --- bad input: clear message, exit 2, fast --------------------------------------------------
+
+
+def test_sweep_unknown_config_key_exits_2_naming_it(tmp_path: Path, capsys) -> None:
+    raw = sweep_raw("http://127.0.0.1:1", "bad")
+    raw["sweep"]["cpus_per_trail"] = 1
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    assert sweep_job.main(["--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "sweep.cpus_per_trail: unknown key" in err, err
+
+
+@pytest.mark.parametrize("job", [sweep_job, ensemble_job], ids=["sweep", "ensemble"])
+def test_unreachable_tracking_server_exits_2_naming_the_uri(job, tmp_path: Path, capsys) -> None:
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    t0 = time.perf_counter()
+    rc = job.main(["--config", str(SMOKE), "--tracking-uri", url])
+    elapsed = time.perf_counter() - t0
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert url in err and "unreachable" in err, err
+    assert elapsed < 10, f"took {elapsed:.1f}s to give up on a closed port"
+
+
+def test_targets_job_unreachable_server_exits_2(tmp_path: Path, capsys) -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    rc = targets_job.main(
+        [
+            "--config",
+            str(SMOKE),
+            "--tracking-uri",
+            url,
+            "--disease",
+            DISEASE,
+            "--pairs-dir",
+            str(tmp_path),
+        ]
+    )
+    assert rc == 2
+    assert url in capsys.readouterr().err
