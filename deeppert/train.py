@@ -32,6 +32,7 @@ __all__ = ["TrainConfig", "seed_for_run", "TrainedModels", "fit"]
 log = logging.getLogger(__name__)
 
 EpochCallback = Callable[[int, pd.DataFrame], None]
+HISTORY_COLUMNS = ("epoch", "run", "loss", "reconstruction", "kl", "beta", "lr")
 
 
 def seed_for_run(run: int) -> int:
@@ -203,7 +204,9 @@ class TrainedModels:
         states = [m.state_dict() for m in replicas]
         module.load_state_dict({k: torch.cat([s[k] for s in states]) for k in states[0]})
         module = module.to(next(replicas[0].parameters()).dtype).eval()
-        return cls(module, replicas[0].config, train_config, [int(r) for r in runs], pd.DataFrame())
+        # No training history travels with a registry copy; keep the columns so save/load round-trip.
+        history = pd.DataFrame(columns=list(HISTORY_COLUMNS))
+        return cls(module, replicas[0].config, train_config, [int(r) for r in runs], history)
 
 
 def fit(

@@ -330,13 +330,6 @@ def check_registry_handoff(server: TrackingServer, out: dict) -> None:
     assert client.get_run(ctx.parent_run_id).info.status == "FINISHED"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=pd.errors.EmptyDataError,
-    reason="TrainedModels.from_replicas keeps an empty history; EnsembleModel.save writes it "
-    "as an empty history.csv that TrainedModels.load cannot read (EmptyDataError), so the "
-    "registered pyfunc does not load (deeppert/train.py, reported)",
-)
 def test_registered_ensemble_pyfunc_embeds_new_signatures(sqlite_server, sqlite_platform):
     import mlflow.pyfunc
 
