@@ -42,7 +42,13 @@ log = logging.getLogger("deeppert.sweep")
 
 
 def _trainable(
-    trial_config: dict, *, prepared: dict, config: ExperimentConfig, ctx: SweepContext, shas: dict
+    trial_config: dict,
+    *,
+    prepared: dict,
+    config: ExperimentConfig,
+    ctx: SweepContext,
+    shas: dict,
+    inputs: dict,
 ) -> None:
     import torch
     from ray import tune
@@ -64,6 +70,7 @@ def _trainable(
         latent_dim=t["latent_dim"],
         runs=list(t["runs"]),
         report=lambda m: tune.report(m) if (m["epoch"] + 1) % 10 == 0 else None,
+        data_input=inputs[t["dataset"]],
     )
     tune.report({**metrics, "done": 1})
 
@@ -89,21 +96,25 @@ def run_sweep(config: ExperimentConfig, *, storage_path: str | None = None) -> p
     if not plan:
         finish_run(ctx.tracking_uri, ctx.parent_run_id)
         return pd.DataFrame()
-    prepared, shas = {}, {}
+    prepared, shas, inputs = {}, {}, {}
     for dataset in config.datasets:
         if not any(t["dataset"] == dataset.name for t in plan):
             continue
         signatures = load_dataset(dataset)
         prepared[dataset.name] = prepare(signatures, config)
         shas[dataset.name] = data_sha256(signatures)
-        log_dataset(ctx, dataset.name, prepared[dataset.name], shas[dataset.name])
+        inputs[dataset.name] = log_dataset(
+            ctx, dataset.name, prepared[dataset.name], shas[dataset.name], source=dataset.path
+        )
 
     if not ray.is_initialized():
         ray.init(
             address=config.sweep.ray_address or os.environ.get("RAY_ADDRESS"), log_to_driver=True
         )
     trainable = tune.with_resources(
-        tune.with_parameters(_trainable, prepared=prepared, config=config, ctx=ctx, shas=shas),
+        tune.with_parameters(
+            _trainable, prepared=prepared, config=config, ctx=ctx, shas=shas, inputs=inputs
+        ),
         {"cpu": config.sweep.cpus_per_trial, "gpu": config.sweep.gpus_per_trial},
     )
     tuner = tune.Tuner(

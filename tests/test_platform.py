@@ -232,6 +232,13 @@ def check_contract(server: TrackingServer, out: dict) -> None:
     runs = child_runs(uri, ctx.experiment_id, ctx.parent_run_id)
     assert sorted(r.data.tags[TAGS.grid_key] for r in runs) == sorted(expected_keys(config))
     assert {r.info.status for r in runs} == {"FINISHED"}
+    # The signature matrix is recorded as an MLflow dataset input, once per run, same digest.
+    digests = set()
+    for run in [parent, *runs]:
+        inputs = client.get_run(run.info.run_id).inputs.dataset_inputs
+        assert [i.dataset.name for i in inputs] == [dataset.name]
+        digests.add(inputs[0].dataset.digest)
+    assert len(digests) == 1
     sha = data_sha256(signatures)
     versions = {
         v.run_id: v
@@ -451,3 +458,40 @@ def test_targets_job_unreachable_server_exits_2(tmp_path: Path, capsys) -> None:
     )
     assert rc == 2
     assert url in capsys.readouterr().err
+
+
+def test_cli_targets_reads_weights_by_registry_alias(
+    sqlite_server, sqlite_platform, pairs_dir, tmp_path
+):
+    """`deeppert targets --weights NAME@ALIAS` gives the same pairs as the in-memory ensemble."""
+    from deeppert.cli import main
+    from deeppert.targets import TargetConfig, load_known_pairs, predict_targets
+
+    out = sqlite_platform
+    dataset = out["config"].datasets[0].name
+    rc = main(
+        [
+            "targets",
+            "--weights",
+            f"{dataset}-ensemble@current",
+            "--tracking-uri",
+            sqlite_server.url,
+            "--pairs-dir",
+            str(pairs_dir),
+            "--disease",
+            DISEASE,
+            "--out",
+            str(tmp_path / "t"),
+            "--no-plots",
+            "--permutations",
+            "20",
+        ]
+    )
+    assert rc == 0
+    written = pd.read_csv(tmp_path / "t" / "target_combinations.csv")
+    config = TargetConfig(plots=False, permutations=20)
+    expected = predict_targets(
+        out["ensemble"].weights, config=config, known=load_known_pairs(pairs_dir), disease=DISEASE
+    )
+    assert list(written["GeneA"]) == list(expected.pairs["GeneA"])
+    np.testing.assert_allclose(written["Total_Score"], expected.pairs["Total_Score"], rtol=1e-9)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import time
+from pathlib import Path
 
 from deeppert.errors import DeeppertError
 
@@ -20,10 +22,33 @@ def parse_threshold(text: str) -> float | str:
     try:
         value = float(text)
     except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1] or 'auto', got {text!r}") from exc
+        raise argparse.ArgumentTypeError(
+            f"expected a number in [0, 1] or 'auto', got {text!r}"
+        ) from exc
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError(f"threshold must be in [0, 1], got {value}")
     return value
+
+
+def _weights(ref: str, tracking_uri: str | None):
+    """Weights from a file, or from a registered ensemble's run when ``ref`` is NAME@ALIAS."""
+    from deeppert.targets import load_weights
+
+    if Path(ref).exists() or "@" not in ref:
+        return load_weights(ref)
+    if not tracking_uri:
+        raise DeeppertError(
+            f"--weights {ref!r} is a registry alias: pass --tracking-uri (or set MLFLOW_TRACKING_URI)"
+        )
+    from deeppert.tracking.client import check_server
+    from deeppert.tracking.registry import load_ensemble_outputs
+
+    check_server(tracking_uri)
+    outputs = load_ensemble_outputs(tracking_uri, ref)
+    print(
+        f"weights: {ref} -> {outputs.version.name} version {outputs.version.version} (run {outputs.version.run_id})"
+    )
+    return outputs.weights
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -37,24 +62,58 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "--n-pairs 50. Outputs are written atomically into --out."
         ),
     )
-    p.add_argument("--weights", required=True, metavar="FILE",
-                   help="ensemble gene weights, clusters x genes (TSV/CSV/Parquet; 'dose' dropped)")
-    p.add_argument("--pairs-dir", metavar="DIR",
-                   help="folder with the three known-pair tables (needed with --disease / --all-diseases)")
+    p.add_argument(
+        "--weights",
+        required=True,
+        metavar="FILE|NAME@ALIAS",
+        help="ensemble gene weights, clusters x genes (TSV/CSV/Parquet; 'dose' dropped), "
+        "or a registered ensemble such as A549-ensemble@current (needs --tracking-uri)",
+    )
+    p.add_argument(
+        "--tracking-uri",
+        default=os.environ.get("MLFLOW_TRACKING_URI"),
+        help="MLflow server for NAME@ALIAS weights (default: $MLFLOW_TRACKING_URI)",
+    )
+    p.add_argument(
+        "--pairs-dir",
+        metavar="DIR",
+        help="folder with the three known-pair tables (needed with --disease / --all-diseases)",
+    )
     p.add_argument("--disease", help="fd_name of the known pairs (candidates and evaluation)")
-    p.add_argument("--gene-list", metavar="FILE",
-                   help="candidate genes (CSV/TSV/TXT; SYMBOL column or first column)")
-    p.add_argument("--all-diseases", action="store_true",
-                   help="run every disease with >= --min-pairs known pairs into one table")
-    p.add_argument("--min-pairs", type=int, default=20, help="known pairs a disease needs (default 20)")
+    p.add_argument(
+        "--gene-list",
+        metavar="FILE",
+        help="candidate genes (CSV/TSV/TXT; SYMBOL column or first column)",
+    )
+    p.add_argument(
+        "--all-diseases",
+        action="store_true",
+        help="run every disease with >= --min-pairs known pairs into one table",
+    )
+    p.add_argument(
+        "--min-pairs", type=int, default=20, help="known pairs a disease needs (default 20)"
+    )
     p.add_argument("--n-clusters", type=int, default=4, help="gene clusters (default 4)")
     p.add_argument("--top-genes", type=int, default=50, help="top genes clustered (default 50)")
-    p.add_argument("--threshold", type=parse_threshold, default=0.8,
-                   help="|Pearson r| threshold or 'auto' (default 0.8)")
+    p.add_argument(
+        "--threshold",
+        type=parse_threshold,
+        default=0.8,
+        help="|Pearson r| threshold or 'auto' (default 0.8)",
+    )
     p.add_argument("--n-pairs", type=int, default=100, help="pairs reported (default 100)")
-    p.add_argument("--mode", choices=("default", "reference"), default="default",
-                   help="'reference' reproduces the published script's quirks (default: default)")
-    p.add_argument("--permutations", type=int, default=1000, help="label permutations for the null (default 1000)")
+    p.add_argument(
+        "--mode",
+        choices=("default", "reference"),
+        default="default",
+        help="'reference' reproduces the published script's quirks (default: default)",
+    )
+    p.add_argument(
+        "--permutations",
+        type=int,
+        default=1000,
+        help="label permutations for the null (default 1000)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the permutation null (default 0)")
     p.add_argument("--no-plots", action="store_true", help="skip the heatmap and match-rate plots")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (replaced whole)")
@@ -66,7 +125,6 @@ def run(args: argparse.Namespace) -> int:
     from deeppert.targets import (
         TargetConfig,
         load_known_pairs,
-        load_weights,
         predict_targets,
         read_gene_list,
         run_all_diseases,
@@ -93,9 +151,13 @@ def run(args: argparse.Namespace) -> int:
     )
     check_out_dir(args.out)
     start = time.perf_counter()
-    weights = load_weights(args.weights)
+    weights = _weights(args.weights, args.tracking_uri)
     known = load_known_pairs(args.pairs_dir) if args.pairs_dir else None
-    inputs = {"weights": str(args.weights), "pairs_dir": args.pairs_dir, "gene_list": args.gene_list}
+    inputs = {
+        "weights": str(args.weights),
+        "pairs_dir": args.pairs_dir,
+        "gene_list": args.gene_list,
+    }
 
     if args.all_diseases:
         table = run_all_diseases(weights, known, config=config, min_pairs=args.min_pairs)
@@ -117,14 +179,29 @@ def run(args: argparse.Namespace) -> int:
     result = predict_targets(weights, config=config, known=known, disease=args.disease, genes=genes)
     seconds = time.perf_counter() - start
     write_target_outputs(result, args.out, extra={"inputs": inputs, "seconds": round(seconds, 3)})
-    print(f"candidates in weights: {len(result.candidates)}; chosen {result.chosen_cluster} "
-          f"with {len(result.cluster_candidates)}: {', '.join(result.cluster_candidates)}")
-    print(f"target columns: {result.target_columns[0]} (max), {result.target_columns[1]} (min); "
-          f"threshold {result.threshold}; {len(result.pairs)} pairs")
+    print(
+        f"candidates in weights: {len(result.candidates)}; chosen {result.chosen_cluster} "
+        f"with {len(result.cluster_candidates)}: {', '.join(result.cluster_candidates)}"
+    )
+    print(
+        f"target columns: {result.target_columns[0]} (max), {result.target_columns[1]} (min); "
+        f"threshold {result.threshold}; {len(result.pairs)} pairs"
+    )
     print(result.pairs.head(5).to_string(index=False))
     if result.match_statistics is not None:
         merged = result.match_statistics.merge(result.significance, on="TOP_N")
-        print(merged[["TOP_N", "Total_Pairs", "Matched_Pairs", "Match_Rate", "Chance_Rate_Cluster",
-                      "P_Hypergeom_Cluster", "P_Permutation"]].to_string(index=False))
+        print(
+            merged[
+                [
+                    "TOP_N",
+                    "Total_Pairs",
+                    "Matched_Pairs",
+                    "Match_Rate",
+                    "Chance_Rate_Cluster",
+                    "P_Hypergeom_Cluster",
+                    "P_Permutation",
+                ]
+            ].to_string(index=False)
+        )
     print(f"wrote {args.out} ({seconds:.1f} s)")
     return 0

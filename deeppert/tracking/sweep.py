@@ -23,6 +23,7 @@ import subprocess
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -182,15 +183,35 @@ def _flat_params(config: ExperimentConfig) -> dict[str, str]:
     return {k: str(v)[:500] for k, v in flat.items()}
 
 
-def log_dataset(ctx: SweepContext, dataset: str, prepared: Prepared, sha: str) -> None:
-    """Log a cell line's PCA model once on the parent run (``pca/<dataset>/*.parquet``)."""
+def log_dataset(
+    ctx: SweepContext, dataset: str, prepared: Prepared, sha: str, *, source: str | None = None
+) -> Any:
+    """Log a cell line's inputs once on the parent run; return its MLflow dataset entity.
+
+    The PCA model goes to ``pca/<dataset>/*.parquet``; the signature matrix is recorded as an
+    MLflow dataset input (``mlflow.data.from_pandas``: name, digest, schema, source), which
+    every trial run of that cell line logs again (:func:`run_trial` ``data_input``).
+    """
+    import warnings
+
+    import mlflow.data
+    from mlflow.entities import DatasetInput, InputTag
+
+    with warnings.catch_warnings():  # a file path "can be interpreted in multiple ways"
+        warnings.simplefilter("ignore", UserWarning)
+        frame = prepared.signatures.to_frame().reset_index()
+        entity = mlflow.data.from_pandas(frame, source=source, name=dataset)._to_mlflow_entity()
     client = tracking_client(ctx.tracking_uri)
     existing = {a.path for a in client.list_artifacts(ctx.parent_run_id, f"pca/{dataset}")}
-    if f"pca/{dataset}/components.parquet" in existing:
-        return
-    for name, frame in _pca_frames(prepared.pca).items():
-        log_parquet(ctx.tracking_uri, ctx.parent_run_id, frame, f"pca/{dataset}/{name}.parquet")
-    client.set_tag(ctx.parent_run_id, f"deeppert.data_sha256.{dataset}", sha)
+    if f"pca/{dataset}/components.parquet" not in existing:
+        for name, table in _pca_frames(prepared.pca).items():
+            log_parquet(ctx.tracking_uri, ctx.parent_run_id, table, f"pca/{dataset}/{name}.parquet")
+        client.set_tag(ctx.parent_run_id, f"deeppert.data_sha256.{dataset}", sha)
+        client.log_inputs(
+            ctx.parent_run_id,
+            datasets=[DatasetInput(entity, [InputTag("mlflow.data.context", "training")])],
+        )
+    return entity
 
 
 def _pca_frames(pca: PCAModel) -> dict[str, pd.DataFrame]:
@@ -246,6 +267,7 @@ def run_trial(
     latent_dim: int,
     runs: list[int],
     report: Callable[[dict], None] | None = None,
+    data_input: Any = None,
 ) -> dict[str, float]:
     """Train, attribute and log the grid points ``(dataset, kind, latent_dim, r) for r in runs``.
 
@@ -315,6 +337,12 @@ def run_trial(
                 },
             )
         client = tracking_client(uri)
+        if data_input is not None:
+            from mlflow.entities import DatasetInput, InputTag
+
+            tag = [InputTag("mlflow.data.context", "training")]
+            for run_id in run_ids.values():
+                client.log_inputs(run_id, datasets=[DatasetInput(data_input, tag)])
 
         def on_epoch(epoch: int, frame: pd.DataFrame) -> None:
             from mlflow.entities import Metric
