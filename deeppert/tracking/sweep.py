@@ -371,7 +371,7 @@ def run_trial(
             log_parquet(uri, run_id, attribution.frame(r), "gene_weights.parquet")
             row = metrics[metrics["run"] == run].iloc[0]
             client.log_batch(run_id, metrics=_held_out_metrics(row, attribution, r))
-            encoder = MeanEncoder(trained.module, r).float()
+            encoder = MeanEncoder(trained.module, r).float().cpu()  # GPU trials log a CPU model
             ref = log_torch_model(uri, run_id, encoder, name="encoder", input_example=example)
             tags = {
                 "sweep": ctx.sweep,
