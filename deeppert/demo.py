@@ -123,6 +123,8 @@ def main() -> int:
         level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S"
     )
     start = time.time()
+    # SIGTERM (e.g. a CI timeout) unwinds like Ctrl-C, so the finally block stops what we started.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     bin_dir = Path(sys.executable).parent
     env = {
         **os.environ,

@@ -19,17 +19,14 @@ unsupervised but transductive: it was trained on the same signatures the tasks e
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
 import logging
-import os
 import sys
 from pathlib import Path
 
 import pandas as pd
 
-from deeppert.config import load_config
 from deeppert.errors import DeeppertError
+from ray_jobs._common import connect_ray, job_config, job_parser, run_job
 
 log = logging.getLogger("deeppert.downstream_job")
 
@@ -109,9 +106,7 @@ def log_downstream_run(uri, experiment_id, outputs, kind, which, featurizer, res
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", help="experiment YAML (tracking section)")
-    parser.add_argument("--tracking-uri", help="override tracking.uri of the config")
+    parser = job_parser(__doc__, config_required=False)
     parser.add_argument("--ensemble", help="registry alias NAME@ALIAS")
     parser.add_argument("--data-dir", required=True, type=Path, help="the deeppert-seed folder")
     parser.add_argument(
@@ -129,26 +124,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num-cpus", default=2, type=int, help="local Ray size when no cluster")
     parser.add_argument("--out", type=Path, help="also write scores/summary here")
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    return run_job(
+        "downstream", lambda: _build_pooled(args) if args.build_pooled else _evaluate(args)
     )
-    try:
-        if args.build_pooled:
-            from deeppert.data._io import save_signatures
-            from deeppert.downstream import pooled_signatures
 
-            sig = pooled_signatures(args.data_dir)
-            save_signatures(sig, args.build_pooled)
-            counts = sig.metadata["cell_line"].value_counts().to_dict()
-            print(f"wrote {args.build_pooled}: {sig.n_samples} signatures x {sig.n_genes} genes")
-            print(f"cell lines: {counts}; no labels read")
-            return 0
-        if not args.config or not args.ensemble:
-            raise DeeppertError("--config and --ensemble are required (or --build-pooled)")
-        return _evaluate(args)
-    except DeeppertError as exc:
-        print(f"downstream: error: {exc}", file=sys.stderr)
-        return 2
+
+def _build_pooled(args) -> int:
+    from deeppert.data._io import save_signatures
+    from deeppert.downstream import pooled_signatures
+
+    sig = pooled_signatures(args.data_dir)
+    save_signatures(sig, args.build_pooled)
+    counts = sig.metadata["cell_line"].value_counts().to_dict()
+    print(f"wrote {args.build_pooled}: {sig.n_samples} signatures x {sig.n_genes} genes")
+    print(f"cell lines: {counts}; no labels read")
+    return 0
 
 
 def _evaluate(args) -> int:
@@ -157,11 +147,9 @@ def _evaluate(args) -> int:
     from deeppert.tracking.client import check_server, get_or_create_experiment
     from deeppert.tracking.registry import load_ensemble_model, load_ensemble_outputs
 
-    config = load_config(args.config)
-    if args.tracking_uri:
-        config = dataclasses.replace(
-            config, tracking=dataclasses.replace(config.tracking, uri=args.tracking_uri)
-        )
+    if not args.config or not args.ensemble:
+        raise DeeppertError("--config and --ensemble are required (or --build-pooled)")
+    config = job_config(args)
     uri = config.tracking.uri
     check_server(uri)
     outputs = load_ensemble_outputs(uri, args.ensemble)
@@ -183,12 +171,7 @@ def _evaluate(args) -> int:
         raise DeeppertError("no task: --synergy and --toxicity are both empty")
     import ray
 
-    if not ray.is_initialized():
-        address = config.sweep.ray_address or os.environ.get("RAY_ADDRESS")
-        if address:
-            ray.init(address=address)
-        else:
-            ray.init(address="local", num_cpus=args.num_cpus)
+    connect_ray(config, num_cpus=args.num_cpus)
     task = ray.remote(num_cpus=1)(run_one)
     data_dir = str(args.data_dir.resolve())
     feats_ref = {f.name: ray.put(f) for f in feats}

@@ -11,20 +11,18 @@ Cell lines are ensembled in parallel as Ray tasks.
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
 import logging
 import sys
 
 import pandas as pd
 
-from deeppert.config import ExperimentConfig, load_config
+from deeppert.config import ExperimentConfig
 from deeppert.ensemble import Ensemble, EnsembleModel, build_ensemble
-from deeppert.errors import DeeppertError
 from deeppert.stability import stability_report
 from deeppert.tracking.client import check_server, get_or_create_experiment
 from deeppert.tracking.registry import ensemble_model_name, load_sweep_members, log_ensemble
 from deeppert.tracking.sweep import sweep_name
+from ray_jobs._common import connect_ray, job_config, job_parser, run_job
 
 log = logging.getLogger("deeppert.ensemble_job")
 
@@ -77,34 +75,24 @@ def ensemble_dataset(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", required=True, help="the sweep's experiment YAML")
-    parser.add_argument("--tracking-uri", help="override tracking.uri of the config")
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    try:
-        config = load_config(args.config)
-        if args.tracking_uri:
-            config = dataclasses.replace(
-                config, tracking=dataclasses.replace(config.tracking, uri=args.tracking_uri)
-            )
+    args = job_parser(__doc__).parse_args(argv)
+
+    def body() -> int:
+        config = job_config(args)
         check_server(config.tracking.uri)
         sweep = sweep_name(config)  # read only: never reopen the sweep's parent run
-        import ray
-
         if len(config.datasets) > 1:
-            ray.init(address=config.sweep.ray_address, ignore_reinit_error=True)
+            import ray
+
+            connect_ray(config)
             task = ray.remote(ensemble_dataset)
             rows = ray.get([task.remote(config, d.name, sweep) for d in config.datasets])
         else:
             rows = [ensemble_dataset(config, config.datasets[0].name, sweep)]
-    except DeeppertError as exc:
-        print(f"ensemble: error: {exc}", file=sys.stderr)
-        return 2
-    print(pd.DataFrame(rows).to_string(index=False))
-    return 0
+        print(pd.DataFrame(rows).to_string(index=False))
+        return 0
+
+    return run_job("ensemble", body)
 
 
 if __name__ == "__main__":

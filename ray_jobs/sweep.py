@@ -14,17 +14,15 @@ are retried up to ``sweep.max_failures`` times.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import logging
-import os
 import sys
 import time
 
 import pandas as pd
 
 from deeppert.cli._train import load_dataset
-from deeppert.config import ExperimentConfig, load_config
+from deeppert.config import ExperimentConfig
 from deeppert.errors import DeeppertError
 from deeppert.tracking.client import finish_run, mark_run_failed
 from deeppert.tracking.sweep import (
@@ -37,6 +35,7 @@ from deeppert.tracking.sweep import (
     trial_plan,
 )
 from deeppert.workspace import prepare
+from ray_jobs._common import connect_ray, job_config, job_parser, run_job
 
 log = logging.getLogger("deeppert.sweep")
 
@@ -77,7 +76,6 @@ def _trainable(
 
 def run_sweep(config: ExperimentConfig, *, storage_path: str | None = None) -> pd.DataFrame:
     """Run (or resume) the sweep of ``config``; returns one row per trial that ran."""
-    import ray
     from ray import tune
 
     ctx = open_sweep(config)
@@ -107,10 +105,7 @@ def run_sweep(config: ExperimentConfig, *, storage_path: str | None = None) -> p
             ctx, dataset.name, prepared[dataset.name], shas[dataset.name], source=dataset.path
         )
 
-    if not ray.is_initialized():
-        ray.init(
-            address=config.sweep.ray_address or os.environ.get("RAY_ADDRESS"), log_to_driver=True
-        )
+    connect_ray(config)
     trainable = tune.with_resources(
         tune.with_parameters(
             _trainable, prepared=prepared, config=config, ctx=ctx, shas=shas, inputs=inputs
@@ -166,29 +161,19 @@ def run_sweep(config: ExperimentConfig, *, storage_path: str | None = None) -> p
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", required=True, help="experiment YAML")
-    parser.add_argument("--tracking-uri", help="override tracking.uri of the config")
+    parser = job_parser(__doc__)
     parser.add_argument("--storage-path", help="Tune's results folder (default ~/ray_results)")
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    try:
-        config = load_config(args.config)
-        if args.tracking_uri:
-            config = dataclasses.replace(
-                config, tracking=dataclasses.replace(config.tracking, uri=args.tracking_uri)
-            )
-        table = run_sweep(config, storage_path=args.storage_path)
-    except DeeppertError as exc:
-        print(f"sweep: error: {exc}", file=sys.stderr)
-        return 2
-    if table.empty:
-        print("sweep: every grid point already has a finished run; nothing to do")
-    else:
-        print(table.round(4).to_string(index=False))
-    return 0
+
+    def body() -> int:
+        table = run_sweep(job_config(args), storage_path=args.storage_path)
+        if table.empty:
+            print("sweep: every grid point already has a finished run; nothing to do")
+        else:
+            print(table.round(4).to_string(index=False))
+        return 0
+
+    return run_job("sweep", body)
 
 
 if __name__ == "__main__":

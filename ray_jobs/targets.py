@@ -10,15 +10,10 @@ run holding the output tables and plots, tagged with the model version it consum
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
-import logging
 import sys
 import tempfile
 from pathlib import Path
 
-from deeppert.config import load_config
-from deeppert.errors import DeeppertError
 from deeppert.targets import load_known_pairs, predict_targets, write_target_outputs
 from deeppert.tracking.client import (
     check_server,
@@ -30,14 +25,11 @@ from deeppert.tracking.client import (
 )
 from deeppert.tracking.registry import ensemble_model_name, lineage_tags, load_ensemble_outputs
 from deeppert.tracking.sweep import TAGS
+from ray_jobs._common import job_config, job_parser, run_job
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--config", required=True, help="experiment YAML (tracking + targets sections)"
-    )
-    parser.add_argument("--tracking-uri", help="override tracking.uri of the config")
+    parser = job_parser(__doc__)
     parser.add_argument(
         "--ensemble", help="registry alias NAME@ALIAS (default <first dataset>-ensemble@current)"
     )
@@ -47,56 +39,40 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--out", type=Path, help="also write the outputs to this local folder")
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    return run_job("targets", lambda: _predict(args))
+
+
+def _predict(args) -> int:
+    config = job_config(args)
+    uri = config.tracking.uri
+    check_server(uri)
+    ref = args.ensemble or f"{ensemble_model_name(config.datasets[0].name)}@current"
+    known = load_known_pairs(args.pairs_dir)
+    outputs = load_ensemble_outputs(uri, ref)
+    result = predict_targets(
+        outputs.weights, config=config.targets, known=known, disease=args.disease
+    )
+    experiment_id = get_or_create_experiment(uri, config.tracking.experiment)
+    run_id = start_run(
+        uri,
+        experiment_id,
+        run_name=f"targets {args.disease}",
+        tags={TAGS.role: "targets", "deeppert.disease": args.disease, **lineage_tags(outputs)},
+        params={f"targets.{k}": v for k, v in config.targets.to_dict().items()},
     )
     try:
-        config = load_config(args.config)
-        if args.tracking_uri:
-            config = dataclasses.replace(
-                config, tracking=dataclasses.replace(config.tracking, uri=args.tracking_uri)
-            )
-        uri = config.tracking.uri
-        check_server(uri)
-        ref = args.ensemble or f"{ensemble_model_name(config.datasets[0].name)}@current"
-        known = load_known_pairs(args.pairs_dir)
-        outputs = load_ensemble_outputs(uri, ref)
-        result = predict_targets(
-            outputs.weights, config=config.targets, known=known, disease=args.disease
-        )
-        experiment_id = get_or_create_experiment(uri, config.tracking.experiment)
-        run_id = start_run(
-            uri,
-            experiment_id,
-            run_name=f"targets {args.disease}",
-            tags={TAGS.role: "targets", "deeppert.disease": args.disease, **lineage_tags(outputs)},
-            params={f"targets.{k}": v for k, v in config.targets.to_dict().items()},
-        )
-        try:
-            client = tracking_client(uri)
-            with tempfile.TemporaryDirectory() as tmp:
-                folder = write_target_outputs(
-                    result,
-                    Path(tmp) / "targets",
-                    extra={"ensemble": ref, "model_version": outputs.version.version},
-                )
-                client.log_artifacts(run_id, str(folder), "targets")
-                if args.out:
-                    write_target_outputs(
-                        result,
-                        args.out,
-                        extra={"ensemble": ref, "model_version": outputs.version.version},
-                    )
-            stats = result.match_statistics.set_index("TOP_N")["Match_Rate"]
-            for top_n, rate in stats.items():
-                client.log_metric(run_id, "match_rate", float(rate), step=int(top_n))
-            finish_run(uri, run_id)
-        except BaseException as exc:
-            mark_run_failed(uri, run_id, reason=f"{type(exc).__name__}: {exc}")
-            raise
-    except DeeppertError as exc:
-        print(f"targets: error: {exc}", file=sys.stderr)
-        return 2
+        client = tracking_client(uri)
+        extra = {"ensemble": ref, "model_version": outputs.version.version}
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = write_target_outputs(result, args.out or Path(tmp) / "targets", extra=extra)
+            client.log_artifacts(run_id, str(folder), "targets")
+        stats = result.match_statistics.set_index("TOP_N")["Match_Rate"]
+        for top_n, rate in stats.items():
+            client.log_metric(run_id, "match_rate", float(rate), step=int(top_n))
+        finish_run(uri, run_id)
+    except BaseException as exc:
+        mark_run_failed(uri, run_id, reason=f"{type(exc).__name__}: {exc}")
+        raise
     print(f"ensemble {ref} (version {outputs.version.version}); disease {args.disease!r}")
     print(result.pairs.head(10).to_string(index=False))
     print(result.match_statistics.to_string(index=False))

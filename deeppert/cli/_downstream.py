@@ -222,30 +222,28 @@ def _finish(results, args: argparse.Namespace, config) -> int:
     return 0
 
 
+def _run_tasks(args: argparse.Namespace, load, evaluate, default_splits, names) -> int:
+    """Load each named task, evaluate every feature set on it, write the merged results."""
+    config = _config(args)
+    splits = tuple(args.splits or default_splits)
+    results = []
+    for name in names:
+        task = load(args.data_dir, name)
+        feats = _featurizers(args, dict(zip(task.keys, task.values, strict=True)))
+        results.append(evaluate(task, feats, config=config, splits=splits))
+    return _finish(results, args, config)
+
+
 def _run_synergy(args: argparse.Namespace) -> int:
     from deeppert.downstream import SYNERGY_SPLITS, evaluate_synergy, load_synergy
 
-    config = _config(args)
-    splits = tuple(args.splits or SYNERGY_SPLITS)
-    results = []
-    for cell_line in args.cell_lines:
-        task = load_synergy(args.data_dir, cell_line)
-        feats = _featurizers(args, dict(zip(task.keys, task.values, strict=True)))
-        results.append(evaluate_synergy(task, feats, config=config, splits=splits))
-    return _finish(results, args, config)
+    return _run_tasks(args, load_synergy, evaluate_synergy, SYNERGY_SPLITS, args.cell_lines)
 
 
 def _run_toxicity(args: argparse.Namespace) -> int:
     from deeppert.downstream import TOXICITY_SPLITS, evaluate_toxicity, load_toxicity
 
-    config = _config(args)
-    splits = tuple(args.splits or TOXICITY_SPLITS)
-    results = []
-    for which in args.sets:
-        task = load_toxicity(args.data_dir, which)
-        feats = _featurizers(args, dict(zip(task.keys, task.values, strict=True)))
-        results.append(evaluate_toxicity(task, feats, config=config, splits=splits))
-    return _finish(results, args, config)
+    return _run_tasks(args, load_toxicity, evaluate_toxicity, TOXICITY_SPLITS, args.sets)
 
 
 def _run_summarize(args: argparse.Namespace) -> int:

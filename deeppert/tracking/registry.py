@@ -247,44 +247,16 @@ def load_ensemble_model(uri: str, ref: str | ModelVersionRef) -> EnsembleModel:
     """The :class:`EnsembleModel` behind a registered ensemble pyfunc (``name@alias`` or a version).
 
     Loads ``models:/<name>/<version>`` (pinned, so a moving alias cannot swap it mid-job)
-    through ``mlflow.pyfunc`` and unwraps the :class:`EnsemblePyfunc`. Ensembles built from
-    registry encoders carry empty ``history.csv`` files that ``TrainedModels.load`` cannot
-    parse; for those the model's files are downloaded and loaded with the empty histories
-    read as empty tables (logged as a warning).
+    through ``mlflow.pyfunc`` and unwraps the :class:`EnsemblePyfunc`.
     """
     from mlflow.tracking._tracking_service.utils import _use_tracking_uri
-    from pandas.errors import EmptyDataError
 
     version = resolve_alias(uri, ref) if isinstance(ref, str) else ref
-    try:
-        with _FLUENT_LOCK, _use_tracking_uri(uri):
-            pyfunc = mlflow.pyfunc.load_model(version.uri)
-    except EmptyDataError:
-        log.warning(
-            "%s: empty history.csv in the saved ensemble; loading its files directly", version.uri
-        )
-        return _load_ensemble_files(uri, version)
+    with _FLUENT_LOCK, _use_tracking_uri(uri):
+        pyfunc = mlflow.pyfunc.load_model(version.uri)
     inner = pyfunc.unwrap_python_model()
     if not isinstance(getattr(inner, "model", None), EnsembleModel):
         raise DeeppertError(
             f"{version.uri}: not a deeppert ensemble pyfunc ({type(inner).__name__})"
         )
     return inner.model
-
-
-def _load_ensemble_files(uri: str, version: ModelVersionRef) -> EnsembleModel:
-    """Download a registered ensemble pyfunc and load its saved EnsembleModel folder."""
-    import mlflow.artifacts
-    from mlflow.tracking._tracking_service.utils import _use_tracking_uri
-
-    with tempfile.TemporaryDirectory() as tmp:
-        with _FLUENT_LOCK, _use_tracking_uri(uri):
-            local = Path(mlflow.artifacts.download_artifacts(version.uri, dst_path=tmp))
-        found = sorted(local.rglob("labels.parquet"))
-        if not found:
-            raise DeeppertError(f"{version.uri}: no saved ensemble model (labels.parquet) inside")
-        folder = found[0].parent
-        for hist in folder.glob("models/*/history.csv"):
-            if not hist.read_text().strip():
-                hist.write_text("epoch\n")
-        return EnsembleModel.load(folder)

@@ -1,0 +1,57 @@
+"""What every job shares: config and tracking flags, logging, the Ray connection, the exit code."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import os
+import sys
+from collections.abc import Callable
+
+from deeppert.config import ExperimentConfig, load_config
+from deeppert.errors import DeeppertError
+
+__all__ = ["job_parser", "job_config", "connect_ray", "run_job"]
+
+
+def job_parser(doc: str, *, config_required: bool = True) -> argparse.ArgumentParser:
+    """A parser with the job's first docstring line and the shared ``--config``/``--tracking-uri``."""
+    parser = argparse.ArgumentParser(description=doc.strip().splitlines()[0])
+    parser.add_argument(
+        "--config", required=config_required, help="experiment YAML (configs/*.yaml)"
+    )
+    parser.add_argument("--tracking-uri", help="override tracking.uri of the config")
+    return parser
+
+
+def job_config(args: argparse.Namespace) -> ExperimentConfig:
+    """The validated config of ``--config``, with ``--tracking-uri`` applied."""
+    config = load_config(args.config)
+    if args.tracking_uri:
+        tracking = dataclasses.replace(config.tracking, uri=args.tracking_uri)
+        config = dataclasses.replace(config, tracking=tracking)
+    return config
+
+
+def connect_ray(config: ExperimentConfig, *, num_cpus: int | None = None) -> None:
+    """Join ``sweep.ray_address`` / ``$RAY_ADDRESS`` (set inside ``ray job submit``), else start
+    a private local Ray: never attach silently to some other cluster running on the machine."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = config.sweep.ray_address or os.environ.get("RAY_ADDRESS") or "local"
+    ray.init(address=address, num_cpus=num_cpus if address == "local" else None)
+
+
+def run_job(name: str, body: Callable[[], int]) -> int:
+    """Run ``body`` with job logging; bad input becomes one ``<name>: error:`` line and exit 2."""
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        return body()
+    except DeeppertError as exc:
+        print(f"{name}: error: {exc}", file=sys.stderr)
+        return 2
