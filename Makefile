@@ -29,8 +29,12 @@ test-fast: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check deeppert ray_jobs mlflow_server tests bench
 
+# Speed as ratios against a reference in the same process; results land in bench/results/.
 bench: $(STAMP)
-	$(PY) bench/run_all.py
+	$(PY) bench/bench_training.py
+	$(PY) bench/bench_attribution.py
+	$(PY) bench/bench_targets.py --permutations 1000
+	$(PY) bench/bench_sweep.py
 
 server: $(STAMP)
 	$(PY) -m deeppert server
