@@ -37,8 +37,11 @@ def main() -> dict:
     assert all((f.index == ids).all() for f in frames), "row order differs between files"
     latents = pd.concat([f.set_axis(ids, axis=0) for f in frames], axis=1)
     V = prepare_variables(latents)
-    out: dict = {"n_variables": V.shape[0], "n_samples": V.shape[1],
-                 "duplicate_row_ids": int(ids.duplicated().sum())}
+    out: dict = {
+        "n_variables": V.shape[0],
+        "n_samples": V.shape[1],
+        "duplicate_row_ids": int(ids.duplicated().sum()),
+    }
     for sa in ("none", "centroid"):
         runs = {}
         for seed in range(5):
@@ -48,8 +51,12 @@ def main() -> dict:
         out[f"sign_{sa}"] = {
             "L_per_seed": [runs[s].n_clusters for s in runs],
             "cluster_sizes_seed0": runs[0].sizes.tolist(),
-            "ari_pairs_min": min(adjusted_rand_score(a, b) for a, b in itertools.combinations(labels, 2)),
-            "ari_pairs_mean": float(np.mean([adjusted_rand_score(a, b) for a, b in itertools.combinations(labels, 2)])),
+            "ari_pairs_min": min(
+                adjusted_rand_score(a, b) for a, b in itertools.combinations(labels, 2)
+            ),
+            "ari_pairs_mean": float(
+                np.mean([adjusted_rand_score(a, b) for a, b in itertools.combinations(labels, 2)])
+            ),
         }
     gm = [gmeans(V, seed=s) for s in range(5)]
     out["gmeans_leaves_per_seed"] = [g.n_clusters for g in gm]
@@ -58,14 +65,21 @@ def main() -> dict:
     by_run = {r: [c for c in d5 if f"_run{r}_" in c] for r in range(5)}
     best = []
     for a, b in itertools.combinations(range(5), 2):
-        m = match_rows(latents[by_run[a]].to_numpy().T, latents[by_run[b]].to_numpy().T, absolute=True)
+        m = match_rows(
+            latents[by_run[a]].to_numpy().T, latents[by_run[b]].to_numpy().T, absolute=True
+        )
         best.extend(m.corr.tolist())
     C = np.abs(correlation_matrix(V, V))
     np.fill_diagonal(C, np.nan)
-    out["best_match_abs_corr_between_d5_runs"] = {"median": float(np.median(best)), "max": float(np.max(best)),
-                                                  "min": float(np.min(best))}
-    out["max_abs_corr_any_other_variable"] = {"median": float(np.nanmedian(np.nanmax(C, 1))),
-                                              "max": float(np.nanmax(C))}
+    out["best_match_abs_corr_between_d5_runs"] = {
+        "median": float(np.median(best)),
+        "max": float(np.max(best)),
+        "min": float(np.min(best)),
+    }
+    out["max_abs_corr_any_other_variable"] = {
+        "median": float(np.nanmedian(np.nanmax(C, 1))),
+        "max": float(np.nanmax(C)),
+    }
     out["variable_std"] = {"min": float(latents.std().min()), "max": float(latents.std().max())}
     print(json.dumps(out, indent=2))
     dest = ROOT / "bench" / "results" / "a549_ensemble.json"

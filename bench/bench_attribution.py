@@ -43,7 +43,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--genes", type=int, default=978)
     parser.add_argument("--train-epochs", type=int, default=3)
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "attribution.json"))
+    parser.add_argument(
+        "--out", default=str(Path(__file__).parent / "results" / "attribution.json")
+    )
     args = parser.parse_args(argv)
     device = torch.device(args.device)
 
@@ -51,11 +53,17 @@ def main(argv: list[str] | None = None) -> dict:
     p, d = 100, 50
     scale = np.linspace(3.0, 0.3, p)
     x_train = (rng.normal(size=(4000, p)) * scale).astype(np.float32)
-    trained = fit(x_train, ModelConfig(kind="VAE", latent_dim=d, n_inputs=p),
-                  TrainConfig(epochs=args.train_epochs), runs=[0])  # brief: BN stats non-trivial
+    trained = fit(
+        x_train,
+        ModelConfig(kind="VAE", latent_dim=d, n_inputs=p),
+        TrainConfig(epochs=args.train_epochs),
+        runs=[0],
+    )  # brief: BN stats non-trivial
     module = trained.module.to(device).eval()
     comps = np.linalg.qr(rng.normal(size=(args.genes, p)))[0].T  # orthonormal (p, genes)
-    x = torch.as_tensor((rng.normal(size=(args.samples, p)) * scale).astype(np.float32), device=device)
+    x = torch.as_tensor(
+        (rng.normal(size=(args.samples, p)) * scale).astype(np.float32), device=device
+    )
 
     integrated_gradients(module, x[:64], n_steps=args.steps)  # warm-up
     _sync(device)
@@ -73,7 +81,9 @@ def main(argv: list[str] | None = None) -> dict:
     rel_gw = float((np.abs(gw_fast - gw_ref) / gw_ref.max(0, keepdims=True)).max())
     rel_ig = float(((fast - ref).abs().max() / ref.abs().max()).item())
 
-    x_full = torch.as_tensor((rng.normal(size=(args.full_samples, p)) * scale).astype(np.float32), device=device)
+    x_full = torch.as_tensor(
+        (rng.normal(size=(args.full_samples, p)) * scale).astype(np.float32), device=device
+    )
     _sync(device)
     t0 = time.perf_counter()
     result = attribute_genes(module, x_full, comps, config=IGConfig(n_steps=args.steps))
@@ -82,7 +92,9 @@ def main(argv: list[str] | None = None) -> dict:
 
     out = {
         "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
+        "device_name": torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else platform.processor() or platform.machine(),
         "torch_threads": torch.get_num_threads(),
         "encoder": "VAE p=100 h=250/100 d=50",
         "samples": args.samples,

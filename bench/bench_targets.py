@@ -11,7 +11,9 @@ import sys
 import time
 from pathlib import Path
 
-SEED = Path(__file__).resolve().parents[2] / "shared" / "data" / "deeppert-seed" / "target_combination"
+SEED = (
+    Path(__file__).resolve().parents[2] / "shared" / "data" / "deeppert-seed" / "target_combination"
+)
 OV7 = "OV7_DeepProfile_Ensemble_Gene_Importance_Weights_95L.tsv"
 
 
@@ -39,7 +41,10 @@ def main(argv: list[str] | None = None) -> int:
     known = load_known_pairs(SEED)
     load_s = time.perf_counter() - t0
     rows = [("load weights + known pairs", load_s, "")]
-    for label, make in (("evaluation", TargetConfig.evaluation), ("prediction", TargetConfig.prediction)):
+    for label, make in (
+        ("evaluation", TargetConfig.evaluation),
+        ("prediction", TargetConfig.prediction),
+    ):
         cfg = make(permutations=args.permutations, seed=args.seed)
         times = []
         for _ in range(args.repeats):
@@ -53,10 +58,17 @@ def main(argv: list[str] | None = None) -> int:
     cfg = TargetConfig.prediction(permutations=args.permutations, seed=args.seed)
     t = time.perf_counter()
     table = run_all_diseases(weights, known, config=cfg, min_pairs=20)
-    rows.append(("all diseases (>= 20 pairs), prediction mode", time.perf_counter() - t,
-                 f"{len(table)} diseases, {(table['status'] == 'ok').sum()} ok"))
+    rows.append(
+        (
+            "all diseases (>= 20 pairs), prediction mode",
+            time.perf_counter() - t,
+            f"{len(table)} diseases, {(table['status'] == 'ok').sum()} ok",
+        )
+    )
 
-    print(f"permutations={args.permutations}, best of {args.repeats} for single runs (no plots, no writes)")
+    print(
+        f"permutations={args.permutations}, best of {args.repeats} for single runs (no plots, no writes)"
+    )
     print(f"{'task':48s} {'seconds':>9s}  note")
     for name, sec, note in rows:
         print(f"{name:48s} {sec:9.3f}  {note}")

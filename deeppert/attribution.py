@@ -116,7 +116,9 @@ def quadrature(
     """captum's quadrature (alphas, weights), each ``(n_steps,)``: the same nodes as the reference."""
     step_sizes, alphas = approximation_parameters(method)
     a = torch.as_tensor(np.asarray(alphas(n_steps), dtype=np.float64), dtype=dtype, device=device)
-    w = torch.as_tensor(np.asarray(step_sizes(n_steps), dtype=np.float64), dtype=dtype, device=device)
+    w = torch.as_tensor(
+        np.asarray(step_sizes(n_steps), dtype=np.float64), dtype=dtype, device=device
+    )
     return a, w
 
 
@@ -157,7 +159,13 @@ def _piecewise_layers(module: PerturbationAutoencoder, rows: slice) -> list[_Lay
     for lin, bn in zip(body[0::2], body[1::2], strict=True):
         if not isinstance(lin, StackedLinear) or not isinstance(bn, StackedBatchNorm):
             return None
-        stats = (bn.weight[rows], bn.bias[rows], bn.running_mean[rows], bn.running_var[rows], bn.eps)
+        stats = (
+            bn.weight[rows],
+            bn.bias[rows],
+            bn.running_mean[rows],
+            bn.running_var[rows],
+            bn.eps,
+        )
         out.append(_Layer(lin.weight[rows], lin.bias[rows], stats))
     out.append(_Layer(head.weight[rows], head.bias[rows]))
     return out
@@ -171,7 +179,9 @@ def _replica_rows(model: Encoder, replica: ReplicaSel) -> tuple[slice, bool]:
         return slice(0, R), True
     if replica is None:
         if R != 1:
-            raise DeeppertError(f"the encoder holds {R} replicas: pass replica=<index> or replica='all'")
+            raise DeeppertError(
+                f"the encoder holds {R} replicas: pass replica=<index> or replica='all'"
+            )
         return slice(0, 1), False
     if not 0 <= int(replica) < R:
         raise DeeppertError(f"replica {replica} out of range for {R} replicas")
@@ -218,13 +228,20 @@ def _as_inputs(model: Encoder, inputs, baselines) -> tuple[torch.Tensor, torch.T
         if x0.ndim == 1:
             x0 = x0.expand_as(x)
         if x0.shape != x.shape:
-            raise DeeppertError(f"baselines of shape {tuple(x0.shape)} do not match inputs {tuple(x.shape)}")
+            raise DeeppertError(
+                f"baselines of shape {tuple(x0.shape)} do not match inputs {tuple(x.shape)}"
+            )
     return x, x0
 
 
 # -- the three algorithms, on one chunk -------------------------------------------------
-def _ig_exact_chunk(layers: list[_Layer], x: torch.Tensor, x0: torch.Tensor,
-                    alphas: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+def _ig_exact_chunk(
+    layers: list[_Layer],
+    x: torch.Tensor,
+    x0: torch.Tensor,
+    alphas: torch.Tensor,
+    weights: torch.Tensor,
+) -> torch.Tensor:
     """IG (R, B, p, d) of all nodes for one chunk (B, p), via path-averaged ReLU masks."""
     R = layers[0].weight.shape[0]
     S, (B, p) = alphas.shape[0], x.shape
@@ -254,8 +271,14 @@ def _ig_exact_chunk(layers: list[_Layer], x: torch.Tensor, x0: torch.Tensor,
     return diff.view(1, B, p, 1) * jac
 
 
-def _ig_autograd_chunk(forward: Callable[[torch.Tensor], torch.Tensor], R: int, x: torch.Tensor,
-                       x0: torch.Tensor, alphas: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+def _ig_autograd_chunk(
+    forward: Callable[[torch.Tensor], torch.Tensor],
+    R: int,
+    x: torch.Tensor,
+    x0: torch.Tensor,
+    alphas: torch.Tensor,
+    weights: torch.Tensor,
+) -> torch.Tensor:
     """IG (R, B, p, d) by batched Jacobians at every quadrature node."""
     S, (B, p) = alphas.shape[0], x.shape
     diff = x - x0
@@ -324,16 +347,24 @@ def integrated_gradients(
     _check_knobs(n_steps, method, algorithm)
     if algorithm == "captum":
         return captum_integrated_gradients(
-            model, inputs, baselines=baselines, n_steps=n_steps, method=method,
+            model,
+            inputs,
+            baselines=baselines,
+            n_steps=n_steps,
+            method=method,
             internal_batch_size=internal_batch_size,
-            return_convergence_delta=return_convergence_delta, replica=replica,
+            return_convergence_delta=return_convergence_delta,
+            replica=replica,
         )
     rows, keep_axis = _replica_rows(model, replica)
     x, x0 = _as_inputs(model, inputs, baselines)
-    chunk = _DEFAULT_CHUNK if internal_batch_size is None else max(1, internal_batch_size // n_steps)
+    chunk = (
+        _DEFAULT_CHUNK if internal_batch_size is None else max(1, internal_batch_size // n_steps)
+    )
     attributions, deltas = [], []
-    for part in _ig_chunks(model, rows, x, x0, n_steps, method, chunk, algorithm,
-                           with_delta=return_convergence_delta):
+    for part in _ig_chunks(
+        model, rows, x, x0, n_steps, method, chunk, algorithm, with_delta=return_convergence_delta
+    ):
         attributions.append(part[0])
         deltas.append(part[1])
     ig = torch.cat(attributions, dim=1)
@@ -344,13 +375,27 @@ def integrated_gradients(
     return (ig, delta) if return_convergence_delta else ig
 
 
-def _ig_chunks(model: Encoder, rows: slice, x: torch.Tensor, x0: torch.Tensor, n_steps: int,
-               method: str, chunk: int, algorithm: str, *, with_delta: bool):
+def _ig_chunks(
+    model: Encoder,
+    rows: slice,
+    x: torch.Tensor,
+    x0: torch.Tensor,
+    n_steps: int,
+    method: str,
+    chunk: int,
+    algorithm: str,
+    *,
+    with_delta: bool,
+):
     """Yield (IG (R, B, p, d), delta (R, B, d) or None, outputs (R, B, d)) per chunk of samples."""
     module = _unwrap(model)
-    layers = _piecewise_layers(module, rows) if isinstance(module, PerturbationAutoencoder) else None
+    layers = (
+        _piecewise_layers(module, rows) if isinstance(module, PerturbationAutoencoder) else None
+    )
     if algorithm == "exact" and layers is None:
-        raise DeeppertError("the exact IG path needs an encoder Linear-BN-ReLU(-Linear-BN-ReLU)-Linear")
+        raise DeeppertError(
+            "the exact IG path needs an encoder Linear-BN-ReLU(-Linear-BN-ReLU)-Linear"
+        )
     use_exact = layers is not None and algorithm in ("auto", "exact")
     forward = _forward_fn(model, rows)
     R = rows.stop - rows.start
@@ -418,7 +463,11 @@ def captum_integrated_gradients(
             nodes, deltas = [], []
             for k in range(d):
                 res = ig.attribute(
-                    x, baselines=x0, target=k, n_steps=n_steps, method=method,
+                    x,
+                    baselines=x0,
+                    target=k,
+                    n_steps=n_steps,
+                    method=method,
                     internal_batch_size=internal_batch_size,
                     return_convergence_delta=return_convergence_delta,
                 )
@@ -455,7 +504,9 @@ def gene_weights(attributions: torch.Tensor | np.ndarray, pca: PCAModel | np.nda
     ig = torch.as_tensor(attributions)
     comps = torch.as_tensor(_components(pca), dtype=ig.dtype, device=ig.device)
     if ig.shape[-2] != comps.shape[0]:
-        raise DeeppertError(f"attributions over {ig.shape[-2]} inputs, PCA has {comps.shape[0]} components")
+        raise DeeppertError(
+            f"attributions over {ig.shape[-2]} inputs, PCA has {comps.shape[0]} components"
+        )
     genes = torch.matmul(ig.transpose(-1, -2), comps)  # (..., n, d, genes)
     return genes.abs().mean(-3).transpose(-1, -2).cpu().numpy().astype(np.float64)
 
@@ -497,8 +548,9 @@ class GeneAttribution:
 
     def frame(self, r: int) -> pd.DataFrame:
         """Replica ``r``'s weights: rows = genes, columns = node names."""
-        return pd.DataFrame(self.weights[r], index=pd.Index(self.genes, name="gene"),
-                            columns=self.node_names[r])
+        return pd.DataFrame(
+            self.weights[r], index=pd.Index(self.genes, name="gene"), columns=self.node_names[r]
+        )
 
 
 def attribute_genes(
@@ -523,28 +575,55 @@ def attribute_genes(
     x, x0 = _as_inputs(model, inputs, baselines)
     comps = torch.as_tensor(_components(pca), dtype=x.dtype, device=x.device)
     if comps.shape[0] != x.shape[1]:
-        raise DeeppertError(f"inputs have {x.shape[1]} PCA scores, PCA has {comps.shape[0]} components")
+        raise DeeppertError(
+            f"inputs have {x.shape[1]} PCA scores, PCA has {comps.shape[0]} components"
+        )
     if genes is None:
-        genes = list(pca.genes) if isinstance(pca, PCAModel) else [f"g{j}" for j in range(comps.shape[1])]
+        genes = (
+            list(pca.genes)
+            if isinstance(pca, PCAModel)
+            else [f"g{j}" for j in range(comps.shape[1])]
+        )
     R, n = module.replicas, x.shape[0]
     d = module.config.latent_dim
     if config.algorithm == "captum":  # the reference, not streamed: small inputs only
         ig, delta = captum_integrated_gradients(
-            model, x, baselines=x0, n_steps=config.n_steps, method=config.method,
-            return_convergence_delta=True, replica="all")
+            model,
+            x,
+            baselines=x0,
+            n_steps=config.n_steps,
+            method=config.method,
+            return_convergence_delta=True,
+            replica="all",
+        )
         with torch.no_grad():
             out = _forward_fn(model, slice(0, R))(x.unsqueeze(0).expand(R, -1, -1))
         weights = gene_weights(ig, comps.cpu().numpy())
         names, runs = _names_runs(model, R, d)
-        return GeneAttribution(weights, list(genes), names, runs,
-                               delta.abs().amax(1).double().cpu().numpy(),
-                               (out.amax(1) - out.amin(1)).double().cpu().numpy(), config)
+        return GeneAttribution(
+            weights,
+            list(genes),
+            names,
+            runs,
+            delta.abs().amax(1).double().cpu().numpy(),
+            (out.amax(1) - out.amin(1)).double().cpu().numpy(),
+            config,
+        )
     total = torch.zeros(R, d, comps.shape[1], dtype=torch.float64, device=x.device)
     max_delta = torch.zeros(R, d, dtype=torch.float64, device=x.device)
     lo = torch.full((R, d), float("inf"), dtype=torch.float64, device=x.device)
     hi = torch.full((R, d), float("-inf"), dtype=torch.float64, device=x.device)
-    for ig, delta, out in _ig_chunks(model, slice(0, R), x, x0, config.n_steps, config.method,
-                                     config.chunk_size, config.algorithm, with_delta=True):
+    for ig, delta, out in _ig_chunks(
+        model,
+        slice(0, R),
+        x,
+        x0,
+        config.n_steps,
+        config.method,
+        config.chunk_size,
+        config.algorithm,
+        with_delta=True,
+    ):
         with torch.no_grad():
             for r in range(R):  # one replica at a time keeps (B, d, genes) the largest tensor
                 total[r] += torch.matmul(ig[r].transpose(-1, -2), comps).abs().sum(0).double()
@@ -553,8 +632,9 @@ def attribute_genes(
             hi = torch.maximum(hi, out.amax(1).double())
     weights = (total / n).transpose(-1, -2).cpu().numpy()
     names, runs = _names_runs(model, R, d)
-    return GeneAttribution(weights, list(genes), names, runs, max_delta.cpu().numpy(),
-                           (hi - lo).cpu().numpy(), config)
+    return GeneAttribution(
+        weights, list(genes), names, runs, max_delta.cpu().numpy(), (hi - lo).cpu().numpy(), config
+    )
 
 
 def _names_runs(model: Encoder, R: int, d: int) -> tuple[list[list[str]], list[int]]:

@@ -101,11 +101,17 @@ class EnsembleConfig:
         if self.n_clusters is not None and self.n_clusters < 1:
             raise DeeppertError(f"ensemble.n_clusters must be positive, got {self.n_clusters}")
         if self.labelling not in ("kmeans", "gmeans"):
-            raise DeeppertError(f"ensemble.labelling must be kmeans or gmeans, got {self.labelling!r}")
+            raise DeeppertError(
+                f"ensemble.labelling must be kmeans or gmeans, got {self.labelling!r}"
+            )
         if self.scaling not in ("standardize", "none"):
-            raise DeeppertError(f"ensemble.scaling must be standardize or none, got {self.scaling!r}")
+            raise DeeppertError(
+                f"ensemble.scaling must be standardize or none, got {self.scaling!r}"
+            )
         if self.sign_alignment not in ("none", "centroid"):
-            raise DeeppertError(f"ensemble.sign_alignment must be none or centroid, got {self.sign_alignment!r}")
+            raise DeeppertError(
+                f"ensemble.sign_alignment must be none or centroid, got {self.sign_alignment!r}"
+            )
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -139,7 +145,9 @@ class GMeansResult:
 def _two_means(X: np.ndarray, seed: int, n_init: int) -> tuple[np.ndarray, np.ndarray]:
     km = KMeans(n_clusters=2, n_init=n_init, random_state=seed).fit(X)
     labels, centers = km.labels_, km.cluster_centers_
-    if labels.size and labels[0] == 1:  # canonical child order: the one holding the first point first
+    if (
+        labels.size and labels[0] == 1
+    ):  # canonical child order: the one holding the first point first
         labels, centers = 1 - labels, centers[::-1]
     return labels, centers
 
@@ -174,7 +182,9 @@ def gmeans(
         v = centers[1] - centers[0]
         proj = pts @ v / max(float(v @ v), np.finfo(float).tiny)
         sd = proj.std()
-        if sd <= 0 or _anderson_statistic((proj - proj.mean()) / sd) < anderson_critical_value(idx.size, strictness):
+        if sd <= 0 or _anderson_statistic((proj - proj.mean()) / sd) < anderson_critical_value(
+            idx.size, strictness
+        ):
             leaves.append((idx, depth))
             return
         for child in (0, 1):
@@ -200,7 +210,9 @@ def _canonical(labels: np.ndarray) -> np.ndarray:
 def kmeans_labels(X: np.ndarray, n_clusters: int, *, seed: int = 0, n_init: int = 10) -> np.ndarray:
     """KMeans(L) labels, renumbered canonically (largest cluster first)."""
     n_clusters = min(n_clusters, len(X))
-    km = KMeans(n_clusters=n_clusters, n_init=n_init, random_state=seed).fit(np.asarray(X, dtype=np.float64))
+    km = KMeans(n_clusters=n_clusters, n_init=n_init, random_state=seed).fit(
+        np.asarray(X, dtype=np.float64)
+    )
     return _canonical(km.labels_)
 
 
@@ -227,7 +239,9 @@ def align_signs(
         if np.array_equal(new, signs):
             break
         signs = new
-        km = KMeans(n_clusters=n_clusters, init=c, n_init=1, random_state=seed).fit(signs[:, None] * X)
+        km = KMeans(n_clusters=n_clusters, init=c, n_init=1, random_state=seed).fit(
+            signs[:, None] * X
+        )
     return signs, km.labels_
 
 
@@ -287,7 +301,10 @@ class Ensemble:
     @property
     def members(self) -> dict[str, list[str]]:
         """Cluster name -> its latent variables, in input order."""
-        return {name: list(group.index) for name, group in self.labels.groupby("cluster_name", sort=True)}
+        return {
+            name: list(group.index)
+            for name, group in self.labels.groupby("cluster_name", sort=True)
+        }
 
     @property
     def sizes(self) -> pd.Series:
@@ -322,7 +339,9 @@ def build_ensemble(
     if gene_weights is not None:
         missing = [v for v in names if v not in gene_weights.columns]
         if missing:
-            raise DeeppertError(f"gene weights lack {len(missing)} latent variables, e.g. {missing[:3]}")
+            raise DeeppertError(
+                f"gene weights lack {len(missing)} latent variables, e.g. {missing[:3]}"
+            )
     if cluster_on == "gene_weights":
         if gene_weights is None:
             raise DeeppertError("cluster_on='gene_weights' needs gene weights")
@@ -335,24 +354,37 @@ def build_ensemble(
         signs = np.where(V @ vt[0] < 0, -1.0, 1.0)
     chosen = None
     if config.n_clusters is None or config.labelling == "gmeans":
-        gm = gmeans(signs[:, None] * V, seed=config.seed, strictness=config.strictness,
-                    max_depth=config.max_depth, n_init=config.n_init)
+        gm = gmeans(
+            signs[:, None] * V,
+            seed=config.seed,
+            strictness=config.strictness,
+            max_depth=config.max_depth,
+            n_init=config.n_init,
+        )
         chosen = gm.n_clusters
     L = config.n_clusters if config.n_clusters is not None else chosen
     if config.labelling == "gmeans":
         labels = gm.labels
         if config.sign_alignment == "centroid":  # flip towards the leaf centroid
-            cent = np.stack([(signs[labels == k, None] * V[labels == k]).mean(0) for k in range(gm.n_clusters)])
+            cent = np.stack(
+                [(signs[labels == k, None] * V[labels == k]).mean(0) for k in range(gm.n_clusters)]
+            )
             signs = np.where((signs[:, None] * V * cent[labels]).sum(1) < 0, -signs, signs)
     elif config.sign_alignment == "centroid":
-        signs, labels = align_signs(V, L, seed=config.seed, n_init=config.n_init, max_iter=config.max_sign_iter)
+        signs, labels = align_signs(
+            V, L, seed=config.seed, n_init=config.n_init, max_iter=config.max_sign_iter
+        )
     else:
         labels = kmeans_labels(V, L, seed=config.seed, n_init=config.n_init)
     labels = _canonical(labels)
     L = int(labels.max()) + 1
     cnames = cluster_names(L)
     frame = pd.DataFrame(
-        {"cluster": labels, "cluster_name": [cnames[k] for k in labels], "sign": signs.astype(np.int64)},
+        {
+            "cluster": labels,
+            "cluster_name": [cnames[k] for k in labels],
+            "sign": signs.astype(np.int64),
+        },
         index=pd.Index(names, name="variable"),
     )
     onehot = np.zeros((len(names), L))
@@ -363,7 +395,9 @@ def build_ensemble(
     weights = None
     if gene_weights is not None:
         gw = gene_weights[names].to_numpy(dtype=np.float64)
-        weights = pd.DataFrame((gw @ onehot).T, index=pd.Index(cnames, name="cluster"), columns=gene_weights.index)
+        weights = pd.DataFrame(
+            (gw @ onehot).T, index=pd.Index(cnames, name="cluster"), columns=gene_weights.index
+        )
     return Ensemble(frame, L, chosen, weights, embedding, config)
 
 
@@ -395,10 +429,14 @@ class EnsembleModel:
                     self._index[var] = (name, r, k)
         missing = [v for v in self.labels.index if v not in self._index]
         if missing:
-            raise DeeppertError(f"no trained model provides {len(missing)} ensemble members, e.g. {missing[:3]}")
+            raise DeeppertError(
+                f"no trained model provides {len(missing)} ensemble members, e.g. {missing[:3]}"
+            )
 
     @classmethod
-    def from_ensemble(cls, ensemble: Ensemble, models: Sequence[TrainedModels], pca: PCAModel) -> EnsembleModel:
+    def from_ensemble(
+        cls, ensemble: Ensemble, models: Sequence[TrainedModels], pca: PCAModel
+    ) -> EnsembleModel:
         """Keep only the models that hold ensemble members."""
         wanted = {parse_variable_name(v)[0] for v in ensemble.labels.index}
         return cls(pca, {m.name: m for m in models if m.name in wanted}, ensemble.labels.copy())
@@ -421,12 +459,16 @@ class EnsembleModel:
         index = pd.Index(list(sample_ids) if sample_ids is not None else range(n), name="sample_id")
         return pd.DataFrame(total / counts, index=index, columns=self.cluster_names)
 
-    def embed(self, values: np.ndarray | pd.DataFrame, sample_ids: Sequence[str] | None = None) -> pd.DataFrame:
+    def embed(
+        self, values: np.ndarray | pd.DataFrame, sample_ids: Sequence[str] | None = None
+    ) -> pd.DataFrame:
         """Ensemble embedding of gene values ``(n, genes)`` (a frame is reordered to the PCA genes)."""
         if isinstance(values, pd.DataFrame):
             missing = [g for g in self.pca.genes if g not in values.columns]
             if missing:
-                raise DeeppertError(f"signatures lack {len(missing)} genes of the PCA model, e.g. {missing[:3]}")
+                raise DeeppertError(
+                    f"signatures lack {len(missing)} genes of the PCA model, e.g. {missing[:3]}"
+                )
             sample_ids = list(values.index) if sample_ids is None else sample_ids
             values = values[self.pca.genes].to_numpy(dtype=np.float64)
         return self.embed_pca(self.pca.transform(values), sample_ids)
@@ -434,8 +476,13 @@ class EnsembleModel:
     def save(self, path: str | Path) -> Path:
         """Write ``pca.npz``, ``genes.json``, ``labels.parquet`` and ``models/<name>/`` atomically."""
         with atomic_dir(path) as tmp:
-            np.savez(tmp / "pca.npz", components=self.pca.components, mean=self.pca.mean,
-                     scale=self.pca.scale, explained_variance_ratio=self.pca.explained_variance_ratio)
+            np.savez(
+                tmp / "pca.npz",
+                components=self.pca.components,
+                mean=self.pca.mean,
+                scale=self.pca.scale,
+                explained_variance_ratio=self.pca.explained_variance_ratio,
+            )
             (tmp / "genes.json").write_text(json.dumps(list(self.pca.genes)) + "\n")
             self.labels.to_parquet(tmp / "labels.parquet")
             for name, tm in self.models.items():
@@ -450,8 +497,14 @@ class EnsembleModel:
             raise DeeppertError(f"{path}: not a saved ensemble model (no labels.parquet)")
         arrays = np.load(path / "pca.npz")
         genes = json.loads((path / "genes.json").read_text())
-        pca = PCAModel(arrays["components"], arrays["mean"], arrays["scale"],
-                       arrays["explained_variance_ratio"], list(genes))
-        models = {p.name: TrainedModels.load(p) for p in sorted((path / "models").iterdir()) if p.is_dir()}
+        pca = PCAModel(
+            arrays["components"],
+            arrays["mean"],
+            arrays["scale"],
+            arrays["explained_variance_ratio"],
+            list(genes),
+        )
+        models = {
+            p.name: TrainedModels.load(p) for p in sorted((path / "models").iterdir()) if p.is_dir()
+        }
         return cls(pca, models, pd.read_parquet(path / "labels.parquet"))
-

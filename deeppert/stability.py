@@ -108,8 +108,11 @@ def stability_report(
     ``i``-th run of B for every model; correlations of all matched node pairs are pooled.
     """
     config = config or EnsembleConfig()
-    meta = pd.DataFrame([parse_variable_name(v) for v in latents.columns],
-                        index=latents.columns, columns=["model", "run", "node"])
+    meta = pd.DataFrame(
+        [parse_variable_name(v) for v in latents.columns],
+        index=latents.columns,
+        columns=["model", "run", "node"],
+    )
     if runs_a is None or runs_b is None:
         runs_a, runs_b = split_runs(meta["run"].tolist())
     if set(runs_a) & set(runs_b):
@@ -135,7 +138,11 @@ def stability_report(
     return StabilityReport(
         ensemble_median=m.median,
         single_median=float(np.median(pooled)) if pooled else float("nan"),
-        runs_a=list(runs_a), runs_b=list(runs_b),
-        n_clusters_a=ens[0].n_clusters, n_clusters_b=ens[1].n_clusters,
-        ensemble_corr=m.corr.tolist(), single_corr=single, config=config.to_dict(),
+        runs_a=list(runs_a),
+        runs_b=list(runs_b),
+        n_clusters_a=ens[0].n_clusters,
+        n_clusters_b=ens[1].n_clusters,
+        ensemble_corr=m.corr.tolist(),
+        single_corr=single,
+        config=config.to_dict(),
     )

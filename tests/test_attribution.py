@@ -33,7 +33,12 @@ def data() -> tuple[np.ndarray, np.ndarray]:
 def trained(request, data):
     """Two replicas trained briefly so the BatchNorm running statistics are not the defaults."""
     x, _ = data
-    tm = fit(x, ModelConfig(kind=request.param, latent_dim=5, n_inputs=P), TrainConfig(epochs=4), runs=[0, 1])
+    tm = fit(
+        x,
+        ModelConfig(kind=request.param, latent_dim=5, n_inputs=P),
+        TrainConfig(epochs=4),
+        runs=[0, 1],
+    )
     bn = tm.module.encoder[1]
     assert not torch.allclose(bn.running_var, torch.ones_like(bn.running_var))
     return tm
@@ -50,7 +55,9 @@ def test_fast_matches_captum_gene_weights(trained, data):
     x, comps = data
     xs = torch.as_tensor(x[:N])
     fast, delta = integrated_gradients(trained, xs, replica=1, return_convergence_delta=True)
-    ref, ref_delta = captum_integrated_gradients(trained, xs, replica=1, return_convergence_delta=True)
+    ref, ref_delta = captum_integrated_gradients(
+        trained, xs, replica=1, return_convergence_delta=True
+    )
     assert fast.shape == ref.shape == (N, P, 5)
     gw, gw_ref = gene_weights(fast, comps), gene_weights(ref, comps)
     assert gw.shape == (GENES, 5)
@@ -72,7 +79,9 @@ def test_autograd_fallback_matches_captum(trained, data):
 
 def test_callable_model_uses_autograd():
     torch.manual_seed(0)
-    net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3)).double()
+    net = torch.nn.Sequential(
+        torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3)
+    ).double()
     x = torch.randn(10, 4, dtype=torch.float64)
     ig, delta = integrated_gradients(net, x, n_steps=200, return_convergence_delta=True)
     ref = captum_integrated_gradients(net, x, n_steps=200)
@@ -88,15 +97,18 @@ def test_completeness_at_1000_steps(trained, data):
     module = trained.module
     xs = torch.as_tensor(x[:N])
     x0 = None
-    _, delta = integrated_gradients(module, xs, baselines=x0, replica="all", n_steps=1000,
-                                    return_convergence_delta=True)
+    _, delta = integrated_gradients(
+        module, xs, baselines=x0, replica="all", n_steps=1000, return_convergence_delta=True
+    )
     z = module.encode_mean(xs.unsqueeze(0).expand(2, -1, -1)).numpy()  # (R, n, d)
     out_range = z.max(1) - z.min(1)  # (R, d)
     rel = delta.abs().amax(1).numpy() / out_range
     assert rel.max() <= 1e-3
     # at 50 steps the ReLU kinks leave a visible quadrature error: completeness is a
     # property of the quadrature, not of the code
-    _, d50 = integrated_gradients(module, xs, baselines=x0, replica="all", return_convergence_delta=True)
+    _, d50 = integrated_gradients(
+        module, xs, baselines=x0, replica="all", return_convergence_delta=True
+    )
     assert d50.abs().max() > delta.abs().max()
 
 

@@ -40,8 +40,14 @@ def test_gmeans_finds_planted_blobs(k):
     """2-D Gaussian blobs of 200 points. (At the reference's 2.5 % level GMeans over-splits
     small blobs in many dimensions: the 2-means direction of a Gaussian sample is not a
     Gaussian projection. 10-D blobs of 60 points gave 13 leaves for 6 blobs.)"""
-    X, truth = make_blobs(n_samples=200 * k, centers=k, n_features=2, cluster_std=1.0,
-                          center_box=(-20, 20), random_state=k)
+    X, truth = make_blobs(
+        n_samples=200 * k,
+        centers=k,
+        n_features=2,
+        cluster_std=1.0,
+        center_box=(-20, 20),
+        random_state=k,
+    )
     res = gmeans(X, seed=0)
     assert abs(res.n_clusters - k) <= 1
     if k > 1:
@@ -80,11 +86,15 @@ def _frames(rng, n_samples=300):
 def test_sign_alignment_merges_negated_copies():
     latents, gw, truth, sign = _frames(np.random.default_rng(1))
     plain = build_ensemble(latents, gw, config=EnsembleConfig(n_clusters=3))
-    aligned = build_ensemble(latents, gw, config=EnsembleConfig(n_clusters=3, sign_alignment="centroid"))
+    aligned = build_ensemble(
+        latents, gw, config=EnsembleConfig(n_clusters=3, sign_alignment="centroid")
+    )
     assert adjusted_rand_score(truth, aligned.labels["cluster"]) == 1.0
     assert adjusted_rand_score(truth, plain.labels["cluster"]) < 1.0  # v and -v kept apart
     s = aligned.labels["sign"].to_numpy()
-    for k in range(3):  # within a cluster the chosen signs agree with the planted ones up to one flip
+    for k in range(
+        3
+    ):  # within a cluster the chosen signs agree with the planted ones up to one flip
         prod = s[truth == k] * sign[truth == k]
         assert abs(prod.sum()) == prod.size
     # GMeans on the aligned variables finds the three factors
@@ -94,7 +104,9 @@ def test_sign_alignment_merges_negated_copies():
 
 def test_weights_and_embedding_are_member_means():
     latents, gw, _, _ = _frames(np.random.default_rng(2))
-    ens = build_ensemble(latents, gw, config=EnsembleConfig(n_clusters=4, sign_alignment="centroid"))
+    ens = build_ensemble(
+        latents, gw, config=EnsembleConfig(n_clusters=4, sign_alignment="centroid")
+    )
     assert ens.weights.shape == (4, 12) and ens.embedding.shape == (300, 4)
     assert ens.sizes.is_monotonic_decreasing
     for name, members in ens.members.items():
@@ -124,15 +136,21 @@ def planted():
     rng = np.random.default_rng(0)
     member = np.zeros((M, G), bool)
     for m in range(M):
-        member[m, m * SIZE:(m + 1) * SIZE] = True
+        member[m, m * SIZE : (m + 1) * SIZE] = True
     load = member * rng.uniform(0.5, 1.5, size=(M, G))
-    act = rng.normal(size=(N, M)) * np.array([3.0, 2.4, 1.8, 1.3]) * np.eye(M)[rng.integers(0, M, N)]
+    act = (
+        rng.normal(size=(N, M)) * np.array([3.0, 2.4, 1.8, 1.3]) * np.eye(M)[rng.integers(0, M, N)]
+    )
     X = act @ load + rng.normal(scale=0.5, size=(N, G))
     genes = [f"g{j}" for j in range(G)]
     pca = fit_pca(X[:1000], genes, 20)
     x = pca.transform(X[:1000]).astype(np.float32)
-    tm = fit(x, ModelConfig(kind="VAE", latent_dim=5, n_inputs=20),
-             TrainConfig(epochs=40, batch_size=32, kl_kappa=0.1), runs=range(8))
+    tm = fit(
+        x,
+        ModelConfig(kind="VAE", latent_dim=5, n_inputs=20),
+        TrainConfig(epochs=40, batch_size=32, kl_kappa=0.1),
+        runs=range(8),
+    )
     ga = attribute_genes(tm, x, pca)
     z = tm.embed(x)
     latents = pd.concat([pd.DataFrame(z[r], columns=tm.node_names(r)) for r in range(8)], axis=1)
@@ -141,13 +159,17 @@ def planted():
 
 
 def _module_auroc(member, weights: pd.DataFrame) -> np.ndarray:
-    return np.array([max(roc_auc_score(member[m], w) for w in weights.to_numpy()) for m in range(M)])
+    return np.array(
+        [max(roc_auc_score(member[m], w) for w in weights.to_numpy()) for m in range(M)]
+    )
 
 
 @pytest.mark.slow
 def test_planted_modules_recovered(planted):
     config = EnsembleConfig(n_clusters=M)
-    ens = build_ensemble(planted["latents"], planted["gw"], config=config, cluster_on="gene_weights")
+    ens = build_ensemble(
+        planted["latents"], planted["gw"], config=config, cluster_on="gene_weights"
+    )
     auroc = _module_auroc(planted["member"], ens.weights)
     assert auroc.min() >= 0.9, auroc
     # a random gene-weight matrix of the same shape does not pass: the test can fail
@@ -157,10 +179,14 @@ def test_planted_modules_recovered(planted):
 
 @pytest.mark.slow
 def test_ensemble_model_embeds_new_signatures(planted, tmp_path):
-    ens = build_ensemble(planted["latents"], planted["gw"], config=EnsembleConfig(sign_alignment="centroid"))
+    ens = build_ensemble(
+        planted["latents"], planted["gw"], config=EnsembleConfig(sign_alignment="centroid")
+    )
     model = EnsembleModel.from_ensemble(ens, [planted["tm"]], planted["pca"])
     train = pd.DataFrame(planted["X"][:1000], columns=planted["genes"])
-    np.testing.assert_allclose(model.embed(train).to_numpy(), ens.embedding.to_numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        model.embed(train).to_numpy(), ens.embedding.to_numpy(), rtol=1e-5, atol=1e-5
+    )
     model.save(tmp_path / "ens")
     again = EnsembleModel.load(tmp_path / "ens")
     new = pd.DataFrame(planted["X"][1000:], columns=planted["genes"])[planted["genes"][::-1]]

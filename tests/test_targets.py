@@ -43,7 +43,9 @@ OV7 = "OV7_DeepProfile_Ensemble_Gene_Importance_Weights_95L.tsv"
 def weights_from(rows: list[tuple[str, list[float]]]) -> pd.DataFrame:
     """clusters x genes frame from (gene, values per cluster) rows."""
     values = np.array([v for _, v in rows], dtype=float).T
-    return pd.DataFrame(values, index=[str(i) for i in range(values.shape[0])], columns=[g for g, _ in rows])
+    return pd.DataFrame(
+        values, index=[str(i) for i in range(values.shape[0])], columns=[g for g, _ in rows]
+    )
 
 
 def fillers(rng: np.random.Generator, n: int, width: int) -> list[tuple[str, list[float]]]:
@@ -63,7 +65,11 @@ def summary_target_weights() -> pd.DataFrame:
     """G genes are the most important overall but only middling in each cluster column."""
     rng = np.random.default_rng(1)
     rows = [(f"G{i}", [5 + 0.2 * rng.random() for _ in range(3)]) for i in range(5)]
-    rows += [(f"H{j}{i}", [10 * (k == j) + 0.1 * rng.random() for k in range(3)]) for j in range(3) for i in range(3)]
+    rows += [
+        (f"H{j}{i}", [10 * (k == j) + 0.1 * rng.random() for k in range(3)])
+        for j in range(3)
+        for i in range(3)
+    ]
     return weights_from(rows + fillers(rng, 5, 3))
 
 
@@ -71,7 +77,10 @@ def plot_cut_weights() -> pd.DataFrame:
     """60 top genes: 50 strong A genes and 10 weaker C genes forming their own gene cluster."""
     rng = np.random.default_rng(2)
     rows = [(f"A{i}", [10 + rng.random(), 1 + rng.random(), 1 + rng.random()]) for i in range(50)]
-    rows += [(f"C{i}", [0.1 * rng.random(), 5 + 0.1 * rng.random(), 5 + 0.1 * rng.random()]) for i in range(10)]
+    rows += [
+        (f"C{i}", [0.1 * rng.random(), 5 + 0.1 * rng.random(), 5 + 0.1 * rng.random()])
+        for i in range(10)
+    ]
     rows += [("Y1", [0, 4, 4.1]), ("Y2", [0.05, 4.1, 4]), ("Y3", [0.02, 3.9, 3.95])]
     return weights_from(rows + fillers(rng, 10, 3))
 
@@ -80,10 +89,16 @@ def planted_weights(seed: int = 3, n_genes: int = 120, n_clusters: int = 8) -> p
     """Random weights with gene symbols GENE0.. (enough rows for permutations)."""
     rng = np.random.default_rng(seed)
     values = rng.gamma(2.0, 1.0, size=(n_clusters, n_genes))
-    return pd.DataFrame(values, index=[str(i) for i in range(n_clusters)], columns=[f"GENE{i}" for i in range(n_genes)])
+    return pd.DataFrame(
+        values,
+        index=[str(i) for i in range(n_clusters)],
+        columns=[f"GENE{i}" for i in range(n_genes)],
+    )
 
 
-def known_tables(pairs: dict[str, list[tuple[str, str]]]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+def known_tables(
+    pairs: dict[str, list[tuple[str, str]]],
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """The three known-pair tables for {disease: [(gene1, gene2), ...]}."""
     info, mapping, trials = [], [], []
     for d, (disease, plist) in enumerate(pairs.items()):
@@ -91,7 +106,9 @@ def known_tables(pairs: dict[str, list[tuple[str, str]]]) -> tuple[pd.DataFrame,
             tpid, dcid = f"TP{d:02d}{p:04d}", f"DC{d:02d}{p:04d}"
             info.append({"tpid": tpid, "tp_name": f"{a};{b}", "genename1": a, "genename2": b})
             mapping.append({"dcid": dcid, "tpid": tpid})
-            trials.append({"dcid": dcid, "dc_name": "x;y", "fd_name": disease, "maxphase": "Phase 1"})
+            trials.append(
+                {"dcid": dcid, "dc_name": "x;y", "fd_name": disease, "maxphase": "Phase 1"}
+            )
     return pd.DataFrame(info), pd.DataFrame(mapping), pd.DataFrame(trials)
 
 
@@ -118,7 +135,13 @@ def test_config_presets_and_validation() -> None:
     assert (ev.n_clusters, ev.top_genes, ev.threshold, ev.n_pairs) == (4, 50, 0.8, 100)
     assert (pr.n_clusters, pr.top_genes, pr.threshold, pr.n_pairs) == (4, 50, "auto", 50)
     assert json.loads(json.dumps(pr.to_dict()))["threshold"] == "auto"
-    for bad in ({"threshold": 1.5}, {"n_clusters": 1}, {"mode": "ref"}, {"n_pairs": 0}, {"top_genes": 2}):
+    for bad in (
+        {"threshold": 1.5},
+        {"n_clusters": 1},
+        {"mode": "ref"},
+        {"n_pairs": 0},
+        {"top_genes": 2},
+    ):
         with pytest.raises(DeeppertError):
             TargetConfig(**bad)
 
@@ -185,7 +208,10 @@ def test_quirk_first_95_columns_lets_summary_columns_into_assignment() -> None:
     w = summary_leak_weights()
     runs = {
         mode: predict_targets(
-            w, config=TargetConfig(n_clusters=2, top_genes=10, threshold=0.0, mode=mode, permutations=0),
+            w,
+            config=TargetConfig(
+                n_clusters=2, top_genes=10, threshold=0.0, mode=mode, permutations=0
+            ),
             genes=["X1", "X2", "X3"],
         )
         for mode in ("default", "reference")
@@ -193,7 +219,9 @@ def test_quirk_first_95_columns_lets_summary_columns_into_assignment() -> None:
     for mode, res in runs.items():
         assert set(res.prepared.clusters_full) == {"Cluster 1", "Cluster 2"}
         home_a = next(n for n, g in res.prepared.clusters.items() if "A0" in g)
-        expected = home_a if mode == "default" else next(n for n in res.prepared.clusters if n != home_a)
+        expected = (
+            home_a if mode == "default" else next(n for n in res.prepared.clusters if n != home_a)
+        )
         assert set(res.assignments["Assigned_Cluster"]) == {expected}, mode
     assert runs["reference"].prepared.assignment_columns == ("0", "1", *SUMMARY_COLUMNS)
     assert runs["default"].prepared.assignment_columns == ("0", "1")
@@ -203,7 +231,9 @@ def test_quirk_more_than_95_clusters_reference_uses_first_95() -> None:
     w = planted_weights(n_genes=40, n_clusters=100)
     ref = prepare_weights(w, TargetConfig(top_genes=20, mode="reference"))
     assert ref.assignment_columns == tuple(str(i) for i in range(95))
-    assert prepare_weights(w, TargetConfig(top_genes=20)).assignment_columns == tuple(str(i) for i in range(100))
+    assert prepare_weights(w, TargetConfig(top_genes=20)).assignment_columns == tuple(
+        str(i) for i in range(100)
+    )
 
 
 def test_quirk_target_columns_among_summary_columns() -> None:
@@ -217,7 +247,9 @@ def test_quirk_target_columns_among_summary_columns() -> None:
     assert dflt.target_columns[0] not in SUMMARY_COLUMNS
     table = ref.prepared.table
     g0, g1 = ref.pairs.iloc[0][["GeneA", "GeneB"]].str.upper()
-    assert ref.pairs["ClustA_Score"].iloc[0] == pytest.approx(table.loc[g0, ref.target_columns[0]] + table.loc[g1, ref.target_columns[0]])
+    assert ref.pairs["ClustA_Score"].iloc[0] == pytest.approx(
+        table.loc[g0, ref.target_columns[0]] + table.loc[g1, ref.target_columns[0]]
+    )
     assert not np.allclose(ref.pairs["ClustA_Score"], dflt.pairs["ClustA_Score"])
 
 
@@ -226,7 +258,10 @@ def test_quirk_plots_cut_clusters_to_top_50_rows_only_in_reference_mode() -> Non
     genes = ["Y1", "Y2", "Y3"]
     res = {
         (mode, plots): predict_targets(
-            w, config=TargetConfig(n_clusters=2, top_genes=60, threshold=0.0, mode=mode, plots=plots, permutations=0),
+            w,
+            config=TargetConfig(
+                n_clusters=2, top_genes=60, threshold=0.0, mode=mode, plots=plots, permutations=0
+            ),
             genes=genes,
         )
         for mode in ("default", "reference")
@@ -251,7 +286,9 @@ def test_chance_rate_and_hypergeom_by_hand() -> None:
     assert hypergeom_pvalue(2, 3, 10, 4) == pytest.approx(exact, rel=1e-12)
     assert hypergeom_pvalue(0, 3, 10, 4) == pytest.approx(1.0)
     assert math.isnan(hypergeom_pvalue(1, 0, 10, 4))
-    np.testing.assert_allclose(empirical_pvalues(np.array([3, 0]), np.array([[3, 1], [1, 0], [4, 0]])), [3 / 4, 1.0])
+    np.testing.assert_allclose(
+        empirical_pvalues(np.array([3, 0]), np.array([[3, 1], [1, 0], [4, 0]])), [3 / 4, 1.0]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -259,8 +296,12 @@ def planted() -> dict[str, object]:
     """A run whose top-10 pairs are declared known (signal) and one with random known pairs."""
     w = planted_weights()
     genes = [f"GENE{i}" for i in range(0, 120, 3)]
-    cfg = TargetConfig(n_clusters=3, top_genes=30, threshold=0.0, n_pairs=100, permutations=200, seed=7)
-    first = predict_targets(w, config=TargetConfig(**{**cfg.to_dict(), "permutations": 0, "top_ns": (10,)}), genes=genes)
+    cfg = TargetConfig(
+        n_clusters=3, top_genes=30, threshold=0.0, n_pairs=100, permutations=200, seed=7
+    )
+    first = predict_targets(
+        w, config=TargetConfig(**{**cfg.to_dict(), "permutations": 0, "top_ns": (10,)}), genes=genes
+    )
     top = list(zip(first.pairs["GeneA"][:10], first.pairs["GeneB"][:10], strict=True))
     rng = np.random.default_rng(11)
     random_pairs = [tuple(rng.choice(genes, 2, replace=False)) for _ in range(10)]
@@ -277,8 +318,16 @@ def test_permutation_null_detects_planted_signal_and_is_seeded(planted: dict) ->
     assert s.loc[10, "P_Hypergeom_Cluster"] < 1e-6
     again = predict_targets(w, config=cfg, known=known, disease="Signal", genes=genes)
     pd.testing.assert_frame_equal(sig.significance, again.significance)
-    other = predict_targets(w, config=TargetConfig(**{**cfg.to_dict(), "seed": 8}), known=known, disease="Signal", genes=genes)
-    assert not np.array_equal(sig.significance["Null_Mean_Matches"], other.significance["Null_Mean_Matches"])
+    other = predict_targets(
+        w,
+        config=TargetConfig(**{**cfg.to_dict(), "seed": 8}),
+        known=known,
+        disease="Signal",
+        genes=genes,
+    )
+    assert not np.array_equal(
+        sig.significance["Null_Mean_Matches"], other.significance["Null_Mean_Matches"]
+    )
     noise = predict_targets(w, config=cfg, known=known, disease="Noise", genes=genes)
     assert noise.significance["P_Permutation"].min() > 0.05
     m = noise.match_statistics
@@ -297,31 +346,78 @@ def test_all_diseases_table(planted: dict) -> None:
 
 
 # ----------------------------------------------------------------------------- outputs and CLI
-def test_cli_writes_every_output(tmp_path: Path, planted: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cli_writes_every_output(
+    tmp_path: Path, planted: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
     planted["w"].to_csv(tmp_path / "w.tsv", sep="\t")
     write_tables(tmp_path / "pairs", known_tables({"Signal": planted["top"]}))
     out = tmp_path / "out"
-    rc = run_cli(["--weights", str(tmp_path / "w.tsv"), "--pairs-dir", str(tmp_path / "pairs"), "--disease", "signal",
-                  "--n-clusters", "3", "--top-genes", "30", "--threshold", "0", "--permutations", "20",
-                  "--out", str(out)], monkeypatch)
+    rc = run_cli(
+        [
+            "--weights",
+            str(tmp_path / "w.tsv"),
+            "--pairs-dir",
+            str(tmp_path / "pairs"),
+            "--disease",
+            "signal",
+            "--n-clusters",
+            "3",
+            "--top-genes",
+            "30",
+            "--threshold",
+            "0",
+            "--permutations",
+            "20",
+            "--out",
+            str(out),
+        ],
+        monkeypatch,
+    )
     assert rc == 0
     files = set(leftovers(out))
-    assert {"target_combinations.csv", "match_statistics.csv", "match_significance.csv", "summary.json",
-            "gene_cluster_heatmap.svg", "gene_cluster_heatmap.png", "match_rate.svg", "match_rate.png"} <= files
+    assert {
+        "target_combinations.csv",
+        "match_statistics.csv",
+        "match_significance.csv",
+        "summary.json",
+        "gene_cluster_heatmap.svg",
+        "gene_cluster_heatmap.png",
+        "match_rate.svg",
+        "match_rate.png",
+    } <= files
     assert list(pd.read_csv(out / "target_combinations.csv").columns) == list(PAIR_COLUMNS)
     assert list(pd.read_csv(out / "match_statistics.csv").columns) == list(MATCH_COLUMNS)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["disease"] == "Signal" and summary["config"]["permutations"] == 20
     assert (out / "gene_cluster_heatmap.png").read_bytes()[:4] == b"\x89PNG"
     # --no-plots, rerun into the same folder: replaced whole
-    rc = run_cli(["--weights", str(tmp_path / "w.tsv"), "--pairs-dir", str(tmp_path / "pairs"), "--disease", "Signal",
-                  "--n-clusters", "3", "--top-genes", "30", "--permutations", "0", "--no-plots", "--out", str(out)],
-                 monkeypatch)
+    rc = run_cli(
+        [
+            "--weights",
+            str(tmp_path / "w.tsv"),
+            "--pairs-dir",
+            str(tmp_path / "pairs"),
+            "--disease",
+            "Signal",
+            "--n-clusters",
+            "3",
+            "--top-genes",
+            "30",
+            "--permutations",
+            "0",
+            "--no-plots",
+            "--out",
+            str(out),
+        ],
+        monkeypatch,
+    )
     assert rc == 0 and not (out / "match_rate.png").exists()
     assert leftovers(tmp_path) == ["out", "pairs", "w.tsv"]
 
 
-def _bad_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, argv: list[str]) -> str:
+def _bad_cli(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, argv: list[str]
+) -> str:
     out = tmp_path / "out"
     before = leftovers(tmp_path)
     rc = run_cli([*argv, "--out", str(out)], monkeypatch)
@@ -334,7 +430,10 @@ def _bad_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.Cap
 @pytest.fixture()
 def cli_inputs(tmp_path: Path) -> list[str]:
     planted_weights().to_csv(tmp_path / "w.tsv", sep="\t")
-    write_tables(tmp_path / "pairs", known_tables({"Ovarian Cancer": [("GENE1", "GENE2")], "Lung Cancer": [("NOPE1", "NOPE2")]}))
+    write_tables(
+        tmp_path / "pairs",
+        known_tables({"Ovarian Cancer": [("GENE1", "GENE2")], "Lung Cancer": [("NOPE1", "NOPE2")]}),
+    )
     return ["--weights", str(tmp_path / "w.tsv"), "--pairs-dir", str(tmp_path / "pairs")]
 
 
@@ -348,21 +447,37 @@ def test_bad_no_candidate_in_weights(tmp_path, monkeypatch, capsys, cli_inputs) 
     assert "no candidate gene" in err and "Lung Cancer" in err
 
 
-def test_bad_fewer_than_two_candidates_per_cluster(tmp_path, monkeypatch, capsys, cli_inputs) -> None:
+def test_bad_fewer_than_two_candidates_per_cluster(
+    tmp_path, monkeypatch, capsys, cli_inputs
+) -> None:
     w = planted_weights()
     prep = prepare_weights(w, TargetConfig())
-    one_each = [next(g for g, c in zip(prep.genes, prep.row_cluster, strict=True) if c == k) for k in range(len(prep.cluster_names))]
+    one_each = [
+        next(g for g, c in zip(prep.genes, prep.row_cluster, strict=True) if c == k)
+        for k in range(len(prep.cluster_names))
+    ]
     (tmp_path / "genes.csv").write_text("SYMBOL\n" + "\n".join(one_each) + "\n")
-    err = _bad_cli(tmp_path, monkeypatch, capsys, [*cli_inputs[:2], "--gene-list", str(tmp_path / "genes.csv")])
+    err = _bad_cli(
+        tmp_path, monkeypatch, capsys, [*cli_inputs[:2], "--gene-list", str(tmp_path / "genes.csv")]
+    )
     assert "fewer than 2 candidate genes" in err
 
 
-def test_bad_gene_list_warns_and_needs_two(tmp_path, monkeypatch, capsys, caplog, cli_inputs) -> None:
+def test_bad_gene_list_warns_and_needs_two(
+    tmp_path, monkeypatch, capsys, caplog, cli_inputs
+) -> None:
     (tmp_path / "genes.txt").write_text("SYMBOL\nGENE5\nNOTAGENE\nALSO_MISSING\n")
     with caplog.at_level(logging.WARNING):
-        err = _bad_cli(tmp_path, monkeypatch, capsys, [*cli_inputs[:2], "--gene-list", str(tmp_path / "genes.txt")])
+        err = _bad_cli(
+            tmp_path,
+            monkeypatch,
+            capsys,
+            [*cli_inputs[:2], "--gene-list", str(tmp_path / "genes.txt")],
+        )
     assert "only 1 gene of the gene list" in err
-    assert any("NOTAGENE" in r.getMessage() and "ALSO_MISSING" in r.getMessage() for r in caplog.records)
+    assert any(
+        "NOTAGENE" in r.getMessage() and "ALSO_MISSING" in r.getMessage() for r in caplog.records
+    )
 
 
 def test_bad_malformed_table(tmp_path, monkeypatch, capsys, cli_inputs) -> None:
@@ -372,7 +487,9 @@ def test_bad_malformed_table(tmp_path, monkeypatch, capsys, cli_inputs) -> None:
     assert TRIALS_FILE in err and "fd_name" in err
 
 
-def test_bad_disease_without_pairs_dir_and_nonempty_out(tmp_path, monkeypatch, capsys, cli_inputs) -> None:
+def test_bad_disease_without_pairs_dir_and_nonempty_out(
+    tmp_path, monkeypatch, capsys, cli_inputs
+) -> None:
     err = _bad_cli(tmp_path, monkeypatch, capsys, [*cli_inputs[:2], "--disease", "Ovarian Cancer"])
     assert "--pairs-dir" in err
     precious = tmp_path / "precious"
@@ -388,8 +505,11 @@ def test_public_functions_keyword_only_after_three_positional() -> None:
     for name in t.__all__:
         obj = getattr(t, name)
         if inspect.isfunction(obj):
-            positional = [p for p in inspect.signature(obj).parameters.values()
-                          if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+            positional = [
+                p
+                for p in inspect.signature(obj).parameters.values()
+                if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+            ]
             assert len(positional) <= 4, name  # write helpers take (result, out) + one table
 
 
@@ -402,13 +522,22 @@ def ov7(seed_data: Path) -> dict[str, object]:
 
 @pytest.mark.realdata
 def test_reference_prediction_mode_equals_published(ov7: dict, tmp_path: Path) -> None:
-    res = predict_targets(ov7["w"], config=TargetConfig.prediction(mode="reference", permutations=100),
-                          known=ov7["known"], disease="Ovarian Cancer")
+    res = predict_targets(
+        ov7["w"],
+        config=TargetConfig.prediction(mode="reference", permutations=100),
+        known=ov7["known"],
+        disease="Ovarian Cancer",
+    )
     pub = ov7["folder"] / "published_ovarian"
     published = pd.read_csv(pub / "target_combinations.csv", float_precision="round_trip")
     assert list(res.pairs.columns) == list(published.columns) == list(PAIR_COLUMNS)
-    assert res.pairs[["GeneA", "GeneB"]].values.tolist() == published[["GeneA", "GeneB"]].values.tolist()
-    np.testing.assert_allclose(res.pairs.iloc[:, 2:].to_numpy(), published.iloc[:, 2:].to_numpy(), rtol=0, atol=1e-9)
+    assert (
+        res.pairs[["GeneA", "GeneB"]].values.tolist()
+        == published[["GeneA", "GeneB"]].values.tolist()
+    )
+    np.testing.assert_allclose(
+        res.pairs.iloc[:, 2:].to_numpy(), published.iloc[:, 2:].to_numpy(), rtol=0, atol=1e-9
+    )
     stats = pd.read_csv(pub / "match_statistics.csv", float_precision="round_trip")
     pd.testing.assert_frame_equal(res.match_statistics, stats, check_exact=True)
     write_target_outputs(res, tmp_path / "out")
@@ -420,8 +549,12 @@ def test_reference_prediction_mode_equals_published(ov7: dict, tmp_path: Path) -
 @pytest.mark.realdata
 def test_evaluation_mode_and_default_vs_reference_on_ov7(ov7: dict) -> None:
     runs = {
-        mode: predict_targets(ov7["w"], config=TargetConfig.evaluation(mode=mode, permutations=50),
-                              known=ov7["known"], disease="Ovarian Cancer")
+        mode: predict_targets(
+            ov7["w"],
+            config=TargetConfig.evaluation(mode=mode, permutations=50),
+            known=ov7["known"],
+            disease="Ovarian Cancer",
+        )
         for mode in ("reference", "default")
     }
     ref, dflt = runs["reference"], runs["default"]
@@ -440,6 +573,10 @@ def test_nash_gene_list_reads_bom_and_names_missing(seed_data: Path, ov7: dict, 
     assert genes[0] == "ACACB" and len(genes) == 12
     with caplog.at_level(logging.WARNING):
         res = predict_targets(ov7["w"], config=TargetConfig.prediction(permutations=0), genes=genes)
-    assert set(res.candidates) == {"HMGCR", "PPARD", "PPARG"}  # the weights' spelling in default mode
+    assert set(res.candidates) == {
+        "HMGCR",
+        "PPARD",
+        "PPARG",
+    }  # the weights' spelling in default mode
     assert len(res.pairs) == 3 and res.match_statistics is None
     assert any("FXR" in r.getMessage() and "SCD1" in r.getMessage() for r in caplog.records)

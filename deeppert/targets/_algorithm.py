@@ -88,7 +88,9 @@ class TargetConfig:
             )
         if self.threshold != "auto":
             if isinstance(self.threshold, str) or not 0.0 <= float(self.threshold) <= 1.0:
-                raise DeeppertError(f"threshold must be in [0, 1] or 'auto', got {self.threshold!r}")
+                raise DeeppertError(
+                    f"threshold must be in [0, 1] or 'auto', got {self.threshold!r}"
+                )
         if self.n_pairs < 1:
             raise DeeppertError(f"n_pairs must be >= 1, got {self.n_pairs}")
         if self.permutations < 0:
@@ -194,7 +196,9 @@ def scale_importance(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(scaled, index=table.index, columns=table.columns)
 
 
-def cluster_top_genes(scaled: pd.DataFrame, *, top_genes: int, n_clusters: int) -> dict[str, list[str]]:
+def cluster_top_genes(
+    scaled: pd.DataFrame, *, top_genes: int, n_clusters: int
+) -> dict[str, list[str]]:
     """Step 3: Ward linkage on the scaled rows (all columns) of the top genes, cut to k clusters.
 
     Top genes are ranked by scaled Total_Importance. Returns ``{"Cluster <label>": genes}``
@@ -203,7 +207,9 @@ def cluster_top_genes(scaled: pd.DataFrame, *, top_genes: int, n_clusters: int) 
     if top_genes > len(scaled):
         raise DeeppertError(f"top_genes={top_genes} exceeds the {len(scaled)} genes of the weights")
     top = scaled.sort_values("Total_Importance", ascending=False).index[:top_genes]
-    labels = fcluster(linkage(scaled.loc[top].to_numpy(), method="ward"), t=n_clusters, criterion="maxclust")
+    labels = fcluster(
+        linkage(scaled.loc[top].to_numpy(), method="ward"), t=n_clusters, criterion="maxclust"
+    )
     clusters: dict[str, list[str]] = {}
     for gene, label in zip(top, labels, strict=True):
         clusters.setdefault(f"Cluster {label}", []).append(str(gene))
@@ -224,7 +230,9 @@ def prepare_weights(weights: pd.DataFrame, config: TargetConfig) -> PreparedWeig
         )
     table = scale_importance(gene_importance(weights))
     cluster_columns = tuple(c for c in table.columns if c not in SUMMARY_COLUMNS)
-    clusters_full = cluster_top_genes(table, top_genes=config.top_genes, n_clusters=config.n_clusters)
+    clusters_full = cluster_top_genes(
+        table, top_genes=config.top_genes, n_clusters=config.n_clusters
+    )
     reference = config.mode == "reference"
     if reference and config.plots:
         shown = set(table.index[:REFERENCE_PLOT_ROWS])

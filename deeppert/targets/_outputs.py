@@ -42,7 +42,9 @@ def check_out_dir(out: str | os.PathLike) -> Path:
     return out
 
 
-def write_target_outputs(result: TargetResult, out: str | os.PathLike, *, extra: dict | None = None) -> Path:
+def write_target_outputs(
+    result: TargetResult, out: str | os.PathLike, *, extra: dict | None = None
+) -> Path:
     """Write one run (a :class:`TargetResult`) into ``out``, replacing an earlier output whole.
 
     Files: target_combinations.csv, match_statistics.csv (METHOD.md columns) and
@@ -64,11 +66,17 @@ def write_target_outputs(result: TargetResult, out: str | os.PathLike, *, extra:
             result.match_statistics.to_csv(tmp / "match_statistics.csv", index=False)
             result.significance.to_csv(tmp / "match_significance.csv", index=False)
         if result.config.plots:
-            fig = plot_gene_clusters(result.prepared, title=f"Gene importance across clusters ({label})")
+            fig = plot_gene_clusters(
+                result.prepared, title=f"Gene importance across clusters ({label})"
+            )
             for ext in ("svg", "png"):
                 fig.savefig(tmp / f"gene_cluster_heatmap.{ext}", dpi=150, bbox_inches="tight")
             if result.match_statistics is not None:
-                fig = plot_match_rate(result.match_statistics, result.significance, title=f"{label}: match rate vs TOP_N")
+                fig = plot_match_rate(
+                    result.match_statistics,
+                    result.significance,
+                    title=f"{label}: match rate vs TOP_N",
+                )
                 for ext in ("svg", "png"):
                     fig.savefig(tmp / f"match_rate.{ext}", dpi=150, bbox_inches="tight")
         write_json(summary, tmp / "summary.json")

@@ -71,7 +71,11 @@ def merge_known_pairs(
     whose gene names or disease are missing cannot be used and are removed.
     """
     sources = sources or {}
-    for name, frame in ((PAIR_INFO_FILE, pair_info), (MAPPING_FILE, mapping), (TRIALS_FILE, trials)):
+    for name, frame in (
+        (PAIR_INFO_FILE, pair_info),
+        (MAPPING_FILE, mapping),
+        (TRIALS_FILE, trials),
+    ):
         where = sources.get(name, name)
         missing = [c for c in _REQUIRED[name] if c not in frame.columns]
         if missing:

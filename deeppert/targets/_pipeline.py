@@ -30,7 +30,13 @@ from deeppert.targets._stats import (
     permutation_null,
 )
 
-__all__ = ["TargetResult", "MATCH_COLUMNS", "ALL_DISEASE_COLUMNS", "predict_targets", "run_all_diseases"]
+__all__ = [
+    "TargetResult",
+    "MATCH_COLUMNS",
+    "ALL_DISEASE_COLUMNS",
+    "predict_targets",
+    "run_all_diseases",
+]
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +117,8 @@ class TargetResult:
         if self.significance is not None and self.match_statistics is not None:
             merged = self.match_statistics.merge(self.significance, on="TOP_N")
             out["match"] = [
-                {k: _nan_to_none(v) for k, v in row.items()} for row in merged.to_dict(orient="records")
+                {k: _nan_to_none(v) for k, v in row.items()}
+                for row in merged.to_dict(orient="records")
             ]
         return out
 
@@ -122,7 +129,9 @@ def _nan_to_none(value: object) -> object:
     return value.item() if isinstance(value, np.generic) else value
 
 
-def _ensure_prepared(weights: pd.DataFrame | PreparedWeights, config: TargetConfig) -> PreparedWeights:
+def _ensure_prepared(
+    weights: pd.DataFrame | PreparedWeights, config: TargetConfig
+) -> PreparedWeights:
     if isinstance(weights, PreparedWeights):
         made = weights.config
         diff = [f for f in _PREP_FIELDS if getattr(made, f) != getattr(config, f)]
@@ -175,14 +184,27 @@ def predict_targets(
     rows, missing = match_candidates(prepared, candidate_genes)
     source = "the gene list" if genes is not None else f"the known pairs of {disease!r}"
     if len(rows) == 0:
-        raise DeeppertError(f"no candidate gene of {source} is in the weights ({len(candidate_genes)} tried)")
+        raise DeeppertError(
+            f"no candidate gene of {source} is in the weights ({len(candidate_genes)} tried)"
+        )
     if genes is not None:
         if missing:
-            log.warning("%d gene(s) of the gene list are not in the weights: %s", len(missing), ", ".join(missing))
+            log.warning(
+                "%d gene(s) of the gene list are not in the weights: %s",
+                len(missing),
+                ", ".join(missing),
+            )
         if len(rows) < 2:
-            raise DeeppertError(f"only {len(rows)} gene of the gene list is in the weights; need >= 2")
+            raise DeeppertError(
+                f"only {len(rows)} gene of the gene list is in the weights; need >= 2"
+            )
     else:
-        log.info("%d of %d candidate genes of %r are in the weights", len(rows), len(candidate_genes), disease)
+        log.info(
+            "%d of %d candidate genes of %r are in the weights",
+            len(rows),
+            len(candidate_genes),
+            disease,
+        )
 
     threshold = auto_threshold(len(rows)) if config.threshold == "auto" else float(config.threshold)
     selection = select_pairs(prepared, rows, threshold=threshold, n_pairs=config.n_pairs)
@@ -226,7 +248,12 @@ def predict_targets(
         totals = np.minimum(np.asarray(top_ns), len(pairs))
         rate = np.where(totals > 0, matched / np.maximum(totals, 1), 0.0)
         match_stats = pd.DataFrame(
-            {"TOP_N": list(top_ns), "Total_Pairs": totals, "Matched_Pairs": matched, "Match_Rate": rate},
+            {
+                "TOP_N": list(top_ns),
+                "Total_Pairs": totals,
+                "Matched_Pairs": matched,
+                "Match_Rate": rate,
+            },
             columns=list(MATCH_COLUMNS),
         )
         null = permutation_null(
@@ -244,12 +271,15 @@ def predict_targets(
                 "TOP_N": list(top_ns),
                 "Chance_Rate_Cluster": k_cluster / m_cluster if m_cluster else np.nan,
                 "Chance_Rate_Overall": k_all / m_all if m_all else np.nan,
-                "Expected_Matches_Cluster": totals * (k_cluster / m_cluster if m_cluster else np.nan),
+                "Expected_Matches_Cluster": totals
+                * (k_cluster / m_cluster if m_cluster else np.nan),
                 "P_Hypergeom_Cluster": [
-                    hypergeom_pvalue(int(x), int(n), m_cluster, k_cluster) for x, n in zip(matched, totals, strict=True)
+                    hypergeom_pvalue(int(x), int(n), m_cluster, k_cluster)
+                    for x, n in zip(matched, totals, strict=True)
                 ],
                 "P_Hypergeom_Overall": [
-                    hypergeom_pvalue(int(x), int(n), m_all, k_all) for x, n in zip(matched, totals, strict=True)
+                    hypergeom_pvalue(int(x), int(n), m_all, k_all)
+                    for x, n in zip(matched, totals, strict=True)
                 ],
                 "Null_Mean_Matches": null.mean(axis=0) if len(null) else np.nan,
                 "P_Permutation": empirical_pvalues(matched, null),
@@ -326,7 +356,10 @@ def run_all_diseases(
         raise DeeppertError(f"no disease has >= {min_pairs} known pairs")
     rows = []
     for disease in names:
-        row: dict[str, object] = {"disease": disease, "known_pairs": len(known_pair_keys(known, disease))}
+        row: dict[str, object] = {
+            "disease": disease,
+            "known_pairs": len(known_pair_keys(known, disease)),
+        }
         try:
             res = predict_targets(prepared, config=run_config, known=known, disease=disease)
         except DeeppertError as exc:
@@ -359,6 +392,14 @@ def run_all_diseases(
     if ok.any():
         q[ok] = false_discovery_control(p[ok].to_numpy())
     table["q_perm_100"] = q
-    for col in ("candidates", "cluster_genes", "cluster_candidates", "pairs", "matched_10", "matched_50", "matched_100"):
+    for col in (
+        "candidates",
+        "cluster_genes",
+        "cluster_candidates",
+        "pairs",
+        "matched_10",
+        "matched_50",
+        "matched_100",
+    ):
         table[col] = table[col].astype("Int64")
     return table

@@ -41,7 +41,12 @@ def plot_gene_clusters(prepared: PreparedWeights, *, title: str = "") -> Figure:
     values = frame.to_numpy()
     fig = Figure(figsize=(12, 12))
     grid = fig.add_gridspec(
-        2, 5, width_ratios=(1.2, 0.25, 10, 1.4, 0.3), height_ratios=(4, 1.2), wspace=0.02, hspace=0.15
+        2,
+        5,
+        width_ratios=(1.2, 0.25, 10, 1.4, 0.3),
+        height_ratios=(4, 1.2),
+        wspace=0.02,
+        hspace=0.15,
     )
     ax_den = fig.add_subplot(grid[0, 0])
     ax_strip = fig.add_subplot(grid[0, 1])
@@ -51,19 +56,33 @@ def plot_gene_clusters(prepared: PreparedWeights, *, title: str = "") -> Figure:
 
     order = np.arange(len(frame))
     if len(frame) > 2:
-        den = dendrogram(linkage(values, method="ward"), orientation="left", no_labels=True, ax=ax_den,
-                         color_threshold=0, above_threshold_color="#555555")
+        den = dendrogram(
+            linkage(values, method="ward"),
+            orientation="left",
+            no_labels=True,
+            ax=ax_den,
+            color_threshold=0,
+            above_threshold_color="#555555",
+        )
         order = np.asarray(den["leaves"])[::-1]
     ax_den.set_axis_off()
     member_of = {g: name for name, genes in prepared.clusters.items() for g in genes}
     names = list(prepared.clusters)
-    colours = {name: _PALETTE[i % len(_PALETTE)] for i, name in enumerate(sorted(names, key=_cluster_key))}
-    strip = [[_hex_rgb(colours.get(member_of.get(str(g), ""), "#ffffff"))] for g in frame.index[order]]
+    colours = {
+        name: _PALETTE[i % len(_PALETTE)] for i, name in enumerate(sorted(names, key=_cluster_key))
+    }
+    strip = [
+        [_hex_rgb(colours.get(member_of.get(str(g), ""), "#ffffff"))] for g in frame.index[order]
+    ]
     ax_strip.imshow(np.array(strip), aspect="auto", interpolation="nearest")
     ax_strip.set_axis_off()
-    im = ax_heat.imshow(values[order], aspect="auto", cmap="viridis", interpolation="nearest", vmin=0, vmax=1)
+    im = ax_heat.imshow(
+        values[order], aspect="auto", cmap="viridis", interpolation="nearest", vmin=0, vmax=1
+    )
     ax_heat.set_yticks(np.arange(len(frame)))
-    ax_heat.set_yticklabels([str(g) for g in frame.index[order]], fontsize=max(4, min(9, 400 // max(len(frame), 1))))
+    ax_heat.set_yticklabels(
+        [str(g) for g in frame.index[order]], fontsize=max(4, min(9, 400 // max(len(frame), 1)))
+    )
     ax_heat.yaxis.tick_right()
     ax_heat.set_xticks([])
     ax_heat.set_xlabel(f"{frame.shape[1]} columns (ensemble clusters)")
@@ -83,11 +102,15 @@ def plot_gene_clusters(prepared: PreparedWeights, *, title: str = "") -> Figure:
     ax_trend.set_ylabel("Mean score")
     ax_trend.legend(title="Gene clusters", fontsize=8, frameon=False, loc="upper right")
     ax_trend.grid(axis="y", linestyle=":", color="lightgray")
-    fig.suptitle(title or "Gene importance across ensemble clusters", fontsize=16, fontweight="bold")
+    fig.suptitle(
+        title or "Gene importance across ensemble clusters", fontsize=16, fontweight="bold"
+    )
     return fig
 
 
-def plot_match_rate(match_statistics: pd.DataFrame, significance: pd.DataFrame, *, title: str = "") -> Figure:
+def plot_match_rate(
+    match_statistics: pd.DataFrame, significance: pd.DataFrame, *, title: str = ""
+) -> Figure:
     """Match rate vs top N, with the chance rates (chosen cluster, overall) and the permutation mean."""
     fig = Figure(figsize=(9, 5.5))
     ax = fig.add_subplot()
@@ -96,15 +119,24 @@ def plot_match_rate(match_statistics: pd.DataFrame, significance: pd.DataFrame, 
     rate_c = float(significance["Chance_Rate_Cluster"].iloc[0])
     rate_o = float(significance["Chance_Rate_Overall"].iloc[0])
     if np.isfinite(rate_c):
-        ax.axhline(rate_c, color="#d62728", linestyle="--", label=f"chance, chosen cluster ({rate_c:.3f})")
+        ax.axhline(
+            rate_c, color="#d62728", linestyle="--", label=f"chance, chosen cluster ({rate_c:.3f})"
+        )
     if np.isfinite(rate_o):
-        ax.axhline(rate_o, color="#7f7f7f", linestyle=":", label=f"chance, all candidates ({rate_o:.3f})")
+        ax.axhline(
+            rate_o, color="#7f7f7f", linestyle=":", label=f"chance, all candidates ({rate_o:.3f})"
+        )
     totals = match_statistics["Total_Pairs"].to_numpy()
     null_mean = significance["Null_Mean_Matches"].to_numpy(dtype=float)
     if np.isfinite(null_mean).all():
         with np.errstate(invalid="ignore", divide="ignore"):
-            ax.plot(n, np.where(totals > 0, null_mean / totals, np.nan), color="#2ca02c", linestyle="-.",
-                    label="permutation null, mean")
+            ax.plot(
+                n,
+                np.where(totals > 0, null_mean / totals, np.nan),
+                color="#2ca02c",
+                linestyle="-.",
+                label="permutation null, mean",
+            )
     ax.set_xlabel("TOP_N")
     ax.set_ylabel("Match rate")
     ax.set_ylim(bottom=0)
