@@ -307,6 +307,14 @@ def _frames(score_rows: list[dict], pred_parts: list[pd.DataFrame]) -> Evaluatio
     return EvaluationResult(pd.DataFrame(score_rows), pd.concat(pred_parts, ignore_index=True))
 
 
+def _score_rows(key: dict, y, pred, target, *, seed: int, n_compounds: int) -> list[dict]:
+    """One score row per pooled metric of ``pred`` against ``y``, with the counts beside it."""
+    return [
+        {**key, "metric": m, "seed": seed, "value": v, "n": len(y), "n_compounds": n_compounds}
+        for m, v in pooled_metrics(y, pred, target).items()
+    ]
+
+
 def evaluate_synergy(
     task: SynergyTask,
     featurizers: Sequence[Featurizer],
@@ -368,19 +376,9 @@ def evaluate_synergy(
                                 model=kind,
                                 split=split,
                             )
-                            for metric, value in pooled_metrics(
-                                y[mask], pred[mask], target
-                            ).items():
-                                score_rows.append(
-                                    {
-                                        **key,
-                                        "metric": metric,
-                                        "seed": seed,
-                                        "value": value,
-                                        "n": int(mask.sum()),
-                                        "n_compounds": drugs_in,
-                                    }
-                                )
+                            score_rows += _score_rows(
+                                key, y[mask], pred[mask], target, seed=seed, n_compounds=drugs_in
+                            )
                             pred_parts.append(
                                 pd.DataFrame(
                                     {
@@ -481,19 +479,9 @@ def evaluate_toxicity(
                         split=split,
                     )
                     n_comp = len(np.unique(rows[mask]))
-                    for metric, value in pooled_metrics(
-                        yy[mask], pred[mask], "classification"
-                    ).items():
-                        score_rows.append(
-                            {
-                                **key,
-                                "metric": metric,
-                                "seed": seed,
-                                "value": value,
-                                "n": int(mask.sum()),
-                                "n_compounds": n_comp,
-                            }
-                        )
+                    score_rows += _score_rows(
+                        key, yy[mask], pred[mask], "classification", seed=seed, n_compounds=n_comp
+                    )
                     pred_parts.append(
                         pd.DataFrame(
                             {

@@ -24,16 +24,17 @@ def _save(fig: plt.Figure, path: Path) -> Path:
     return path
 
 
+def _select(predictions: pd.DataFrame, **equal: str) -> pd.DataFrame:
+    """Rows of ``predictions`` whose columns equal the given values."""
+    mask = np.logical_and.reduce([predictions[col] == value for col, value in equal.items()])
+    return predictions[mask]
+
+
 def plot_roc_curves(
     predictions: pd.DataFrame, path: str | Path, *, task: str, split: str, model: str
 ) -> Path:
     """ROC curves of ``task`` under ``split`` for ``model``, one per feature set (first seed)."""
-    sel = predictions[
-        (predictions["task"] == task)
-        & (predictions["split"] == split)
-        & (predictions["model"] == model)
-        & (predictions["target"] == "label")
-    ]
+    sel = _select(predictions, task=task, split=split, model=model, target="label")
     fig, ax = plt.subplots(figsize=(4.5, 4.5))
     seed = sel["seed"].min()
     for name, part in sel[sel["seed"] == seed].groupby("feature_set", sort=True):
@@ -53,12 +54,7 @@ def plot_synergy_scatter(
     predictions: pd.DataFrame, path: str | Path, *, task: str, split: str, model: str
 ) -> Path:
     """Predicted vs observed Loewe synergy, one panel per feature set (first seed)."""
-    sel = predictions[
-        (predictions["task"] == task)
-        & (predictions["split"] == split)
-        & (predictions["model"] == model)
-        & (predictions["target"] == "loewe")
-    ]
+    sel = _select(predictions, task=task, split=split, model=model, target="loewe")
     sets = sorted(sel["feature_set"].unique())
     fig, axes = plt.subplots(
         1, max(len(sets), 1), figsize=(4 * max(len(sets), 1), 4), squeeze=False
