@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import numpy as np
+import pandas as pd
 from sklearn.decomposition import PCA
 from sklearn.metrics import r2_score
 
@@ -70,6 +71,36 @@ class PCAModel:
                 f"PCA expects (n, {len(self.genes)}) gene values, got shape {values.shape}"
             )
         return ((values - self.mean) / self.scale) @ self.components.T
+
+    def to_frames(self) -> dict[str, pd.DataFrame]:
+        """The model as three tables (``components``, ``center``, ``explained_variance``),
+        the form it is stored in as Parquet, in a run folder or on an MLflow run."""
+        names = [f"PC{i + 1:03d}" for i in range(self.n_components)]
+        return {
+            "components": pd.DataFrame(
+                self.components, index=pd.Index(names, name="component"), columns=self.genes
+            ),
+            "center": pd.DataFrame(
+                {"mean": self.mean, "scale": self.scale}, index=pd.Index(self.genes, name="gene")
+            ),
+            "explained_variance": pd.DataFrame(
+                {"explained_variance_ratio": self.explained_variance_ratio},
+                index=pd.Index(names, name="component"),
+            ),
+        }
+
+    @classmethod
+    def from_frames(
+        cls, components: pd.DataFrame, center: pd.DataFrame, explained_variance: pd.DataFrame
+    ) -> PCAModel:
+        """Rebuild a model from the tables of :meth:`to_frames`."""
+        return cls(
+            components.to_numpy(),
+            center["mean"].to_numpy(),
+            center["scale"].to_numpy(),
+            explained_variance["explained_variance_ratio"].to_numpy(),
+            list(components.columns),
+        )
 
     def inverse_transform(self, scores: np.ndarray) -> np.ndarray:
         """PCA scores (n, p) -> gene values (n, genes)."""

@@ -253,32 +253,19 @@ def _require(run_dir: Path, rel: str) -> Path:
 def save_pca(pca: PCAModel, folder: Path) -> None:
     """Write a PCA model as three Parquet tables into ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)
-    names = [f"PC{i + 1:03d}" for i in range(pca.n_components)]
-    pd.DataFrame(
-        pca.components, index=pd.Index(names, name="component"), columns=pca.genes
-    ).to_parquet(folder / "components.parquet")
-    pd.DataFrame(
-        {"mean": pca.mean, "scale": pca.scale}, index=pd.Index(pca.genes, name="gene")
-    ).to_parquet(folder / "center.parquet")
-    pd.DataFrame(
-        {"explained_variance_ratio": pca.explained_variance_ratio},
-        index=pd.Index(names, name="component"),
-    ).to_parquet(folder / "explained_variance.parquet")
+    for name, table in pca.to_frames().items():
+        table.to_parquet(folder / f"{name}.parquet")
 
 
 def load_pca(run_dir: str | Path) -> PCAModel:
     """The PCA model of a run folder (or of a folder written by :func:`save_pca`)."""
     run_dir = Path(run_dir)
     folder = run_dir / "pca" if (run_dir / "pca").is_dir() else run_dir
-    comps = pd.read_parquet(_require(folder, "components.parquet"))
-    center = pd.read_parquet(_require(folder, "center.parquet"))
-    evr = pd.read_parquet(_require(folder, "explained_variance.parquet"))
-    return PCAModel(
-        comps.to_numpy(),
-        center["mean"].to_numpy(),
-        center["scale"].to_numpy(),
-        evr["explained_variance_ratio"].to_numpy(),
-        list(comps.columns),
+    return PCAModel.from_frames(
+        *(
+            pd.read_parquet(_require(folder, f"{name}.parquet"))
+            for name in ("components", "center", "explained_variance")
+        )
     )
 
 

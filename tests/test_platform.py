@@ -23,6 +23,7 @@ import yaml
 from deeppert.cli._train import load_dataset
 from deeppert.config import ExperimentConfig, parse_config
 from deeppert.data.synthetic import make_synthetic, write_synthetic
+from deeppert.preprocess import PCAModel
 from deeppert.tracking.client import (
     find_runs_by_tag,
     load_parquet,
@@ -31,7 +32,7 @@ from deeppert.tracking.client import (
 )
 from deeppert.tracking.registry import load_ensemble_outputs
 from deeppert.tracking.server import ServerConfig, TrackingServer, ensure_database, free_port
-from deeppert.tracking.sweep import TAGS, data_sha256, grid_key, pca_from_frames, sweep_name
+from deeppert.tracking.sweep import TAGS, data_sha256, grid_key, sweep_name
 from deeppert.workspace import prepare
 from ray_jobs import ensemble as ensemble_job
 from ray_jobs import sweep as sweep_job
@@ -219,7 +220,7 @@ def check_contract(server: TrackingServer, out: dict) -> None:
     parent = client.get_run(ctx.parent_run_id)
     assert parent.info.status == "FINISHED"
     assert parent.data.tags[TAGS.role] == "sweep"
-    pca = pca_from_frames(
+    pca = PCAModel.from_frames(
         *(
             load_parquet(uri, ctx.parent_run_id, f"pca/{dataset.name}/{n}.parquet")
             for n in ("components", "center", "explained_variance")

@@ -36,7 +36,7 @@ from deeppert.tracking.client import (
     start_run,
     tracking_client,
 )
-from deeppert.tracking.sweep import TAGS, encoder_model_name, pca_from_frames
+from deeppert.tracking.sweep import TAGS, encoder_model_name
 from deeppert.train import TrainConfig, TrainedModels
 
 __all__ = [
@@ -107,7 +107,7 @@ def load_sweep_members(
             f"sweep {sweep!r}: encoder versions come from {len(parents)} parent runs; expected one"
         )
     parent = parents.pop()
-    pca = pca_from_frames(
+    pca = PCAModel.from_frames(
         *(
             load_parquet(uri, parent, f"pca/{dataset}/{n}.parquet")
             for n in ("components", "center", "explained_variance")

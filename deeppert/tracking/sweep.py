@@ -33,7 +33,6 @@ from deeppert.attribution import attribute_genes
 from deeppert.config import ExperimentConfig
 from deeppert.data import Signatures
 from deeppert.models import MeanEncoder
-from deeppert.preprocess import PCAModel
 from deeppert.tracking.client import (
     check_server,
     find_runs_by_tag,
@@ -60,7 +59,6 @@ __all__ = [
     "finished_grid_keys",
     "run_trial",
     "encoder_model_name",
-    "pca_from_frames",
     "trial_plan",
 ]
 
@@ -204,7 +202,7 @@ def log_dataset(
     client = tracking_client(ctx.tracking_uri)
     existing = {a.path for a in client.list_artifacts(ctx.parent_run_id, f"pca/{dataset}")}
     if f"pca/{dataset}/components.parquet" not in existing:
-        for name, table in _pca_frames(prepared.pca).items():
+        for name, table in prepared.pca.to_frames().items():
             log_parquet(ctx.tracking_uri, ctx.parent_run_id, table, f"pca/{dataset}/{name}.parquet")
         client.set_tag(ctx.parent_run_id, f"deeppert.data_sha256.{dataset}", sha)
         client.log_inputs(
@@ -212,35 +210,6 @@ def log_dataset(
             datasets=[DatasetInput(entity, [InputTag("mlflow.data.context", "training")])],
         )
     return entity
-
-
-def _pca_frames(pca: PCAModel) -> dict[str, pd.DataFrame]:
-    names = [f"PC{i + 1:03d}" for i in range(pca.n_components)]
-    return {
-        "components": pd.DataFrame(
-            pca.components, index=pd.Index(names, name="component"), columns=pca.genes
-        ),
-        "center": pd.DataFrame(
-            {"mean": pca.mean, "scale": pca.scale}, index=pd.Index(pca.genes, name="gene")
-        ),
-        "explained_variance": pd.DataFrame(
-            {"explained_variance_ratio": pca.explained_variance_ratio},
-            index=pd.Index(names, name="component"),
-        ),
-    }
-
-
-def pca_from_frames(
-    components: pd.DataFrame, center: pd.DataFrame, explained: pd.DataFrame
-) -> PCAModel:
-    """Rebuild a :class:`PCAModel` from the three Parquet frames logged by :func:`log_dataset`."""
-    return PCAModel(
-        components.to_numpy(),
-        center["mean"].to_numpy(),
-        center["scale"].to_numpy(),
-        explained["explained_variance_ratio"].to_numpy(),
-        list(components.columns),
-    )
 
 
 def finished_grid_keys(ctx: SweepContext) -> set[str]:
