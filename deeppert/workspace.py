@@ -30,13 +30,15 @@ import pandas as pd
 from deeppert.atomic import atomic_dir
 from deeppert.baselines import BASELINE_KINDS, fit_baseline
 from deeppert.config import DataConfig, ExperimentConfig
-from deeppert.data import Signatures
+from deeppert.data import Signatures, load_signatures
+from deeppert.data.synthetic import make_synthetic
 from deeppert.errors import DeeppertError
 from deeppert.models import ModelConfig
 from deeppert.preprocess import PCAModel, fit_pca, split_indices
 from deeppert.train import TrainedModels, fit
 
 __all__ = [
+    "load_dataset",
     "train_dataset",
     "train_shape",
     "prepare",
@@ -51,6 +53,18 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+
+def load_dataset(dataset: DataConfig) -> Signatures:
+    """The signature matrix a dataset entry describes (a file, or synthetic data)."""
+    if dataset.path is None:
+        return make_synthetic(dataset.synthetic).signatures
+    return load_signatures(
+        dataset.path,
+        format=dataset.format,
+        cell_line=dataset.cell_line,
+        fill_missing=dataset.fill_missing,
+    )
 
 
 class Prepared:

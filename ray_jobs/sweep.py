@@ -21,7 +21,6 @@ import time
 
 import pandas as pd
 
-from deeppert.cli._train import load_dataset
 from deeppert.config import ExperimentConfig
 from deeppert.errors import DeeppertError
 from deeppert.tracking.client import finish_run, mark_run_failed
@@ -34,7 +33,7 @@ from deeppert.tracking.sweep import (
     run_trial,
     trial_plan,
 )
-from deeppert.workspace import prepare
+from deeppert.workspace import load_dataset, prepare
 from ray_jobs._common import connect_ray, job_config, job_parser, run_job
 
 log = logging.getLogger("deeppert.sweep")

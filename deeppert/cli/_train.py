@@ -7,11 +7,9 @@ import dataclasses
 from pathlib import Path
 
 from deeppert.config import DataConfig, ExperimentConfig, GridConfig, load_config
-from deeppert.data import Signatures, load_signatures
-from deeppert.data.synthetic import make_synthetic
 from deeppert.errors import DeeppertError
 
-__all__ = ["register", "load_dataset"]
+__all__ = ["register"]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -69,20 +67,8 @@ def _overrides(config: ExperimentConfig, args: argparse.Namespace) -> Experiment
     return config
 
 
-def load_dataset(dataset: DataConfig) -> Signatures:
-    """The signature matrix a dataset entry describes (a file, or synthetic data)."""
-    if dataset.path is None:
-        return make_synthetic(dataset.synthetic).signatures
-    return load_signatures(
-        dataset.path,
-        format=dataset.format,
-        cell_line=dataset.cell_line,
-        fill_missing=dataset.fill_missing,
-    )
-
-
 def run(args: argparse.Namespace) -> int:
-    from deeppert.workspace import train_dataset
+    from deeppert.workspace import load_dataset, train_dataset
 
     config = load_config(args.config) if args.config else ExperimentConfig()
     config = _overrides(config, args)
