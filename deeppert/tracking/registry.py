@@ -44,6 +44,7 @@ __all__ = [
     "SweepMembers",
     "load_sweep_members",
     "EnsemblePyfunc",
+    "check_signature_frame",
     "log_ensemble",
     "EnsembleOutputs",
     "load_ensemble_outputs",
@@ -134,7 +135,43 @@ class EnsemblePyfunc(mlflow.pyfunc.PythonModel):
         self.model = EnsembleModel.load(context.artifacts["ensemble"])
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
-        return self.model.embed(model_input)
+        """Embed ``model_input``; a malformed request raises MLflow's INVALID_PARAMETER_VALUE,
+        which ``mlflow models serve`` answers with HTTP 400 and the message (not a 500)."""
+        return self.model.embed(check_signature_frame(model_input, self.model.pca.genes))
+
+
+def check_signature_frame(frame: object, genes: list[str]) -> pd.DataFrame:
+    """``frame`` as a float frame over ``genes``, or MlflowException(INVALID_PARAMETER_VALUE)
+    naming what is wrong: not a table, missing genes, non-numeric or non-finite values."""
+    import numpy as np
+    from mlflow.exceptions import MlflowException
+
+    def bad(message: str) -> MlflowException:
+        return MlflowException.invalid_parameter_value(f"ensemble input: {message}")
+
+    if isinstance(frame, np.ndarray):
+        if frame.ndim != 2 or frame.shape[1] != len(genes):
+            raise bad(f"expected a (n, {len(genes)}) array of gene values, got {frame.shape}")
+        frame = pd.DataFrame(frame, columns=genes)
+    if not isinstance(frame, pd.DataFrame):
+        raise bad(f"expected a table of signatures x genes, got {type(frame).__name__}")
+    if len(frame) == 0:
+        raise bad("no signatures (0 rows)")
+    missing = [g for g in genes if g not in frame.columns]
+    if missing:
+        raise bad(f"{len(missing)} of {len(genes)} genes missing, e.g. {missing[:5]}")
+    try:
+        values = frame[genes].astype(np.float64)
+    except (TypeError, ValueError) as exc:
+        raise bad(f"gene values must be numbers: {exc}") from exc
+    finite = np.isfinite(values.to_numpy())
+    if not finite.all():
+        row, col = np.argwhere(~finite)[0]
+        raise bad(
+            f"{int((~finite).sum())} non-finite values (NaN/inf), first at row {values.index[row]!r},"
+            f" gene {genes[col]!r}"
+        )
+    return values
 
 
 def log_ensemble(
