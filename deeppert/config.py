@@ -27,6 +27,7 @@ from deeppert.ensemble import EnsembleConfig
 from deeppert.errors import DeeppertError
 from deeppert.models import MODEL_KINDS, ModelKind
 from deeppert.preprocess import PreprocessConfig
+from deeppert.search import SearchConfig
 from deeppert.targets import TargetConfig
 from deeppert.train import TrainConfig
 
@@ -142,6 +143,7 @@ class ExperimentConfig:
     targets: TargetConfig = field(default_factory=TargetConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    search: SearchConfig | None = None  # optional model search (ray_jobs/search.py)
 
     def __post_init__(self) -> None:
         names = [d.name for d in self.datasets]
@@ -166,6 +168,8 @@ class ExperimentConfig:
         left out, so pointing the same experiment at another server or cluster resumes it.
         """
         science = {k: v for k, v in self.to_dict().items() if k not in ("tracking", "sweep")}
+        if science.get("search") is None:  # configs without a search keep their hash
+            science.pop("search", None)
         return hashlib.sha256(json.dumps(science, sort_keys=True).encode()).hexdigest()
 
 
