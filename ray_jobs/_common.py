@@ -12,7 +12,7 @@ from collections.abc import Callable
 from deeppert.config import ExperimentConfig, load_config
 from deeppert.errors import DeeppertError
 
-__all__ = ["job_parser", "job_config", "connect_ray", "run_job"]
+__all__ = ["job_parser", "job_config", "check_ray_address", "connect_ray", "run_job"]
 
 
 def job_parser(doc: str, *, config_required: bool = True) -> argparse.ArgumentParser:
@@ -34,6 +34,21 @@ def job_config(args: argparse.Namespace) -> ExperimentConfig:
     return config
 
 
+def check_ray_address(config: ExperimentConfig, *, timeout: float = 5.0) -> None:
+    """Fail fast (DeeppertError naming it) when an explicit ``host:port`` / ``ray://host:port``
+    Ray address does not accept connections: ``ray.init`` would retry for minutes."""
+    import socket
+
+    address = config.sweep.ray_address or os.environ.get("RAY_ADDRESS") or "local"
+    if address in ("local", "auto") or ":" not in address:
+        return
+    host, _, port = address.split("://", 1)[-1].rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except (OSError, ValueError) as exc:
+        raise DeeppertError(f"Ray cluster at {address} is unreachable: {exc}") from exc
+
+
 def connect_ray(config: ExperimentConfig, *, num_cpus: int | None = None) -> None:
     """Join ``sweep.ray_address`` / ``$RAY_ADDRESS`` (set inside ``ray job submit``), else start
     a private local Ray: never attach silently to some other cluster running on the machine."""
@@ -41,6 +56,7 @@ def connect_ray(config: ExperimentConfig, *, num_cpus: int | None = None) -> Non
 
     if ray.is_initialized():
         return
+    check_ray_address(config)
     address = config.sweep.ray_address or os.environ.get("RAY_ADDRESS") or "local"
     ray.init(address=address, num_cpus=num_cpus if address == "local" else None)
 

@@ -34,7 +34,7 @@ from deeppert.tracking.sweep import (
     trial_plan,
 )
 from deeppert.workspace import load_dataset, prepare
-from ray_jobs._common import connect_ray, job_config, job_parser, run_job
+from ray_jobs._common import check_ray_address, connect_ray, job_config, job_parser, run_job
 
 log = logging.getLogger("deeppert.sweep")
 
@@ -48,6 +48,7 @@ def _trainable(
     shas: dict,
     inputs: dict,
 ) -> None:
+    import ray
     import torch
     from ray import tune
 
@@ -69,6 +70,7 @@ def _trainable(
         runs=list(t["runs"]),
         report=lambda m: tune.report(m) if (m["epoch"] + 1) % 10 == 0 else None,
         data_input=inputs[t["dataset"]],
+        tags={"deeppert.ray_node_id": ray.get_runtime_context().get_node_id()},
     )
     tune.report({**metrics, "done": 1})
 
@@ -77,6 +79,7 @@ def run_sweep(config: ExperimentConfig, *, storage_path: str | None = None) -> p
     """Run (or resume) the sweep of ``config``; returns one row per trial that ran."""
     from ray import tune
 
+    check_ray_address(config)  # before any work: an unreachable cluster fails in seconds
     ctx = open_sweep(config)
     log.info("sweep %s: parent run %s on %s", ctx.sweep, ctx.parent_run_id, ctx.tracking_uri)
     done = finished_grid_keys(ctx)

@@ -237,10 +237,12 @@ def run_trial(
     runs: list[int],
     report: Callable[[dict], None] | None = None,
     data_input: Any = None,
+    tags: dict[str, str] | None = None,
 ) -> dict[str, float]:
     """Train, attribute and log the grid points ``(dataset, kind, latent_dim, r) for r in runs``.
 
     Returns the mean held-out metrics of the runs it trained (empty when all were done).
+    ``tags`` are added to every trial run it starts.
     """
     uri = ctx.tracking_uri
     todo: list[int] = []
@@ -285,6 +287,7 @@ def run_trial(
                     TAGS.model: kind,
                     TAGS.latent_dim: latent_dim,
                     TAGS.run: run,
+                    **(tags or {}),  # e.g. deeppert.ray_node_id from the Ray job
                 },
                 params={
                     "model": kind,
