@@ -184,6 +184,8 @@ def train_with_validation(
     with _capture_module() as seen:
 
         def callback(epoch: int, frame: pd.DataFrame) -> None:
+            if not seen:
+                raise DeeppertError("fit() ran an epoch without calling its autoencoder")
             module = seen[0]
             view = TrainedModels(module, model_config, config.train, [run], frame)
             module.eval()
