@@ -1,4 +1,4 @@
-"""Benchmark: R seeds of one shape trained vectorised vs one by one (issue 2).
+"""Benchmark: R seeds of one shape trained vectorised vs one by one.
 
 Same process, same data, same epochs. For each model shape (default VAE d=50 and AE d=50 on
 p=100 PCA inputs of a synthetic 15,000 x 978 matrix) it times

@@ -1,4 +1,4 @@
-"""Integrated Gradients of every latent node, mapped to genes (METHOD.md section 3).
+"""Integrated Gradients of every latent node, mapped to genes (docs/method.md section 3).
 
 For latent node ``k`` and sample ``x`` with baseline ``x0`` (0 = the PCA mean)::
 
@@ -24,7 +24,7 @@ Completeness, ``sum_j IG_kj(x) = z_k(x) - z_k(x0)``, holds only up to the quadra
 (ReLU kinks make 50 steps inexact); every algorithm returns that error on request.
 
 Genes: ``G = IG (n x p) @ components (p x genes)``; a node's gene weight vector is the mean
-over samples of ``|G|`` (METHOD.md's definition; with a standardised PCA the ``scale``
+over samples of ``|G|`` (docs/method.md's definition; with a standardised PCA the ``scale``
 vector is not applied). :func:`attribute_genes` streams this per chunk of samples, so
 ``(n, p, d)`` is never held in full.
 """

@@ -1,4 +1,4 @@
-"""One parameterised autoencoder covering AE, DAE and VAE (METHOD.md section 2).
+"""One parameterised autoencoder covering AE, DAE and VAE (docs/method.md section 2).
 
 The module holds ``R`` replicas of the same architecture side by side: every weight has a
 leading replica axis and every layer is a batched matmul, so R seeds train in one pass.
@@ -166,7 +166,7 @@ def _dropout(h: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
 
 
 class PerturbationAutoencoder(nn.Module):
-    """R replicas of the AE / DAE / VAE of METHOD.md section 2, as one module.
+    """R replicas of the AE / DAE / VAE of docs/method.md section 2, as one module.
 
     Inputs are ``(R, batch, p)``: replica ``r`` sees ``x[r]``. Use :meth:`encode_mean` for the
     embedding (the VAE's posterior mean, never a sample) and :meth:`replica` to cut one model out.

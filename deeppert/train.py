@@ -1,6 +1,6 @@
 """The one training loop: R seeds of one architecture trained in a single vectorised pass.
 
-Training plan (METHOD.md section 2): Adam, learning rate cosine-annealed per epoch from
+Training plan (docs/method.md section 2): Adam, learning rate cosine-annealed per epoch from
 ``lr_max`` to ``lr_min`` over a restarting ``cycle_epochs`` cycle, minibatches of 256
 shuffled each epoch, VAE beta warmed up from ``beta_start`` by ``kl_kappa`` per epoch to 1.
 Run ``r`` uses seed ``123456 * r``; all its random draws (initialisation, shuffling,
@@ -42,7 +42,7 @@ def seed_for_run(run: int) -> int:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Optimisation settings; defaults are METHOD.md's (``beta_start=1`` mimics the reference)."""
+    """Optimisation settings; defaults are docs/method.md's (``beta_start=1`` mimics the reference)."""
 
     epochs: int = 100
     batch_size: int = 256

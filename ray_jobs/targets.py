@@ -4,7 +4,7 @@
         --disease "Synthetic Disease" --pairs-dir demo_out/synth/target_pairs
 
 Reads ``ensemble_weights.parquet`` of ``<dataset>-ensemble@current`` (or ``--ensemble
-NAME@ALIAS``), runs METHOD.md section 5 with the config's ``targets`` section, and logs a
+NAME@ALIAS``), runs docs/method.md section 5 with the config's ``targets`` section, and logs a
 run holding the output tables and plots, tagged with the model version it consumed.
 """
 

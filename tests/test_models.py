@@ -1,4 +1,4 @@
-"""The replicated AE / DAE / VAE module: layers against torch's, METHOD.md widths, init, noise."""
+"""The replicated AE / DAE / VAE module: layers against torch's, docs/method.md widths, init, noise."""
 
 from __future__ import annotations
 
@@ -101,7 +101,7 @@ def test_stacked_layers_keep_replicas_independent():
     assert not torch.allclose(bn2.running_mean[0], bn.running_mean[0])
 
 
-# -- architecture (METHOD.md section 2) --------------------------------------------------
+# -- architecture (docs/method.md section 2) --------------------------------------------------
 @pytest.mark.parametrize(
     "d, expected",
     [(5, (100, 25)), (10, (250, 50)), (25, (250, 100)), (50, (250, 100)), (2, (250, 100))],
@@ -150,7 +150,7 @@ def test_default_vae_decoder_is_mirrored():
 
 
 def _sequential_reference(m: PerturbationAutoencoder, r: int):
-    """Plain torch.nn encoder/decoder built from METHOD.md, holding replica r's weights."""
+    """Plain torch.nn encoder/decoder built from docs/method.md, holding replica r's weights."""
 
     def lin(s: StackedLinear) -> nn.Linear:
         out = nn.Linear(s.weight.shape[1], s.weight.shape[2]).double()

@@ -221,7 +221,7 @@ def test_fit_rejects_bad_shapes(x_small):
         TrainConfig(epochs=0)
 
 
-# -- the pinned configuration (issue 2: held-out gene-space R^2 >= 0.9 x signal fraction) ----
+# -- the pinned configuration (bar: held-out gene-space R^2 >= 0.9 x signal fraction) --------
 PINNED_EPOCHS = 25  # measured (1 thread): AE 0.594, DAE 0.593, VAE 0.579 vs bar 0.54
 
 

@@ -47,7 +47,7 @@ def write_target_outputs(
 ) -> Path:
     """Write one run (a :class:`TargetResult`) into ``out``, replacing an earlier output whole.
 
-    Files: target_combinations.csv, match_statistics.csv (METHOD.md columns) and
+    Files: target_combinations.csv, match_statistics.csv (docs/method.md columns) and
     match_significance.csv (chance rates, p-values) when a disease was evaluated,
     candidate_assignments.csv, summary.json, and with ``config.plots`` the gene-cluster
     heatmap and the match-rate plot as SVG and PNG.

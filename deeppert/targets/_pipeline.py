@@ -48,7 +48,7 @@ _PREP_FIELDS = ("n_clusters", "top_genes", "mode", "plots")
 class TargetResult:
     """Outcome of one run.
 
-    ``pairs`` has the METHOD.md columns of target_combinations.csv; ``match_statistics``
+    ``pairs`` has the docs/method.md columns of target_combinations.csv; ``match_statistics``
     those of match_statistics.csv and ``significance`` the chance rates and p-values per
     top N (both ``None`` without a disease to evaluate against).
     """
