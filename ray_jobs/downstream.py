@@ -69,17 +69,17 @@ def log_downstream_run(uri, experiment_id, outputs, kind, which, featurizer, res
         start_run,
         tracking_client,
     )
+    from deeppert.tracking.contract import ARTIFACTS, ROLES, TAGS
     from deeppert.tracking.registry import lineage_tags
-    from deeppert.tracking.sweep import TAGS
 
     run_id = start_run(
         uri,
         experiment_id,
         run_name=f"downstream {kind} {which} {featurizer.name}",
         tags={
-            TAGS.role: "downstream",
-            "deeppert.task": f"{kind}_{which}",
-            "deeppert.feature_set": featurizer.name,
+            TAGS.role: ROLES.downstream,
+            TAGS.task: f"{kind}_{which}",
+            TAGS.feature_set: featurizer.name,
             **lineage_tags(outputs),
         },
         params={
@@ -88,8 +88,8 @@ def log_downstream_run(uri, experiment_id, outputs, kind, which, featurizer, res
         },
     )
     try:
-        log_parquet(uri, run_id, result.scores, "scores.parquet")
-        log_parquet(uri, run_id, result.predictions, "predictions.parquet")
+        log_parquet(uri, run_id, result.scores, ARTIFACTS.scores)
+        log_parquet(uri, run_id, result.predictions, ARTIFACTS.predictions)
         summary = summarize(result.scores)
         client = tracking_client(uri)
         for r in summary.itertuples(index=False):

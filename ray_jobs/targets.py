@@ -23,8 +23,8 @@ from deeppert.tracking.client import (
     start_run,
     tracking_client,
 )
+from deeppert.tracking.contract import ARTIFACTS, ENSEMBLE_ALIAS, ROLES, TAGS
 from deeppert.tracking.registry import ensemble_model_name, lineage_tags, load_ensemble_outputs
-from deeppert.tracking.sweep import TAGS
 from ray_jobs._common import job_config, job_parser, run_job
 
 
@@ -46,7 +46,7 @@ def _predict(args) -> int:
     config = job_config(args)
     uri = config.tracking.uri
     check_server(uri)
-    ref = args.ensemble or f"{ensemble_model_name(config.datasets[0].name)}@current"
+    ref = args.ensemble or f"{ensemble_model_name(config.datasets[0].name)}@{ENSEMBLE_ALIAS}"
     known = load_known_pairs(args.pairs_dir)
     outputs = load_ensemble_outputs(uri, ref)
     result = predict_targets(
@@ -57,15 +57,17 @@ def _predict(args) -> int:
         uri,
         experiment_id,
         run_name=f"targets {args.disease}",
-        tags={TAGS.role: "targets", "deeppert.disease": args.disease, **lineage_tags(outputs)},
+        tags={TAGS.role: ROLES.targets, TAGS.disease: args.disease, **lineage_tags(outputs)},
         params={f"targets.{k}": v for k, v in config.targets.to_dict().items()},
     )
     try:
         client = tracking_client(uri)
         extra = {"ensemble": ref, "model_version": outputs.version.version}
         with tempfile.TemporaryDirectory() as tmp:
-            folder = write_target_outputs(result, args.out or Path(tmp) / "targets", extra=extra)
-            client.log_artifacts(run_id, str(folder), "targets")
+            folder = write_target_outputs(
+                result, args.out or Path(tmp) / ARTIFACTS.targets, extra=extra
+            )
+            client.log_artifacts(run_id, str(folder), ARTIFACTS.targets)
         stats = result.match_statistics.set_index("TOP_N")["Match_Rate"]
         for top_n, rate in stats.items():
             client.log_metric(run_id, "match_rate", float(rate), step=int(top_n))

@@ -23,6 +23,7 @@ import pandas as pd
 import requests
 
 from deeppert.errors import DeeppertError
+from deeppert.tracking.contract import TAGS
 
 if TYPE_CHECKING:
     import numpy as np
@@ -53,7 +54,7 @@ __all__ = [
 
 RunStatus = Literal["RUNNING", "SCHEDULED", "FINISHED", "FAILED", "KILLED"]
 _RUN_STATUSES = ("RUNNING", "SCHEDULED", "FINISHED", "FAILED", "KILLED")
-FAILURE_TAG = "deeppert.failure"
+FAILURE_TAG = TAGS.failure
 
 # mlflow.pytorch.log_model and the models:/ downloader resolve the tracking and registry URIs
 # from process-global state; this lock keeps threads from seeing each other's URIs.
