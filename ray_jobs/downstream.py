@@ -62,17 +62,11 @@ def run_one(
 def log_downstream_run(uri, experiment_id, outputs, kind, which, featurizer, result, eval_config):
     """One MLflow run per task x feature set: lineage tags, Parquet scores, summary metrics."""
     from deeppert.downstream import summarize
-    from deeppert.tracking.client import (
-        finish_run,
-        log_parquet,
-        mark_run_failed,
-        start_run,
-        tracking_client,
-    )
+    from deeppert.tracking.client import log_parquet, tracked_run, tracking_client
     from deeppert.tracking.contract import ARTIFACTS, ROLES, TAGS
     from deeppert.tracking.registry import lineage_tags
 
-    run_id = start_run(
+    with tracked_run(
         uri,
         experiment_id,
         run_name=f"downstream {kind} {which} {featurizer.name}",
@@ -86,8 +80,7 @@ def log_downstream_run(uri, experiment_id, outputs, kind, which, featurizer, res
             **{f"eval.{k}": v for k, v in eval_config.to_dict().items()},
             **{f"features.{k}": v for k, v in featurizer.to_dict().items()},
         },
-    )
-    try:
+    ) as run_id:
         log_parquet(uri, run_id, result.scores, ARTIFACTS.scores)
         log_parquet(uri, run_id, result.predictions, ARTIFACTS.predictions)
         summary = summarize(result.scores)
@@ -98,10 +91,6 @@ def log_downstream_run(uri, experiment_id, outputs, kind, which, featurizer, res
             if r.sd == r.sd:  # not NaN
                 client.log_metric(run_id, f"{key}.sd", float(r.sd))
             client.log_metric(run_id, f"{key}.n", float(r.n))
-        finish_run(uri, run_id)
-    except BaseException as exc:
-        mark_run_failed(uri, run_id, reason=f"{type(exc).__name__}: {exc}")
-        raise
     return run_id
 
 

@@ -17,10 +17,8 @@ from pathlib import Path
 from deeppert.targets import load_known_pairs, predict_targets, write_target_outputs
 from deeppert.tracking.client import (
     check_server,
-    finish_run,
     get_or_create_experiment,
-    mark_run_failed,
-    start_run,
+    tracked_run,
     tracking_client,
 )
 from deeppert.tracking.contract import ARTIFACTS, ENSEMBLE_ALIAS, ROLES, TAGS
@@ -53,14 +51,13 @@ def _predict(args) -> int:
         outputs.weights, config=config.targets, known=known, disease=args.disease
     )
     experiment_id = get_or_create_experiment(uri, config.tracking.experiment)
-    run_id = start_run(
+    with tracked_run(
         uri,
         experiment_id,
         run_name=f"targets {args.disease}",
         tags={TAGS.role: ROLES.targets, TAGS.disease: args.disease, **lineage_tags(outputs)},
         params={f"targets.{k}": v for k, v in config.targets.to_dict().items()},
-    )
-    try:
+    ) as run_id:
         client = tracking_client(uri)
         extra = {"ensemble": ref, "model_version": outputs.version.version}
         with tempfile.TemporaryDirectory() as tmp:
@@ -71,10 +68,6 @@ def _predict(args) -> int:
         stats = result.match_statistics.set_index("TOP_N")["Match_Rate"]
         for top_n, rate in stats.items():
             client.log_metric(run_id, "match_rate", float(rate), step=int(top_n))
-        finish_run(uri, run_id)
-    except BaseException as exc:
-        mark_run_failed(uri, run_id, reason=f"{type(exc).__name__}: {exc}")
-        raise
     print(f"ensemble {ref} (version {outputs.version.version}); disease {args.disease!r}")
     print(result.pairs.head(10).to_string(index=False))
     print(result.match_statistics.to_string(index=False))

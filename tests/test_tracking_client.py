@@ -32,6 +32,7 @@ from deeppert.tracking import (
     resolve_alias,
     set_alias,
     start_run,
+    tracked_run,
     tracking_client,
 )
 
@@ -139,6 +140,21 @@ def test_parquet_bad_input_is_named(server: str, experiment: str) -> None:
         log_parquet(server, run_id, frame.rename(columns=str), "../x.parquet")
     with pytest.raises(DeeppertError, match="no artifact 'missing.parquet'"):
         load_parquet(server, run_id, "missing.parquet")
+
+
+def test_tracked_run_finishes_or_fails_and_reraises(server: str, experiment: str) -> None:
+    client = tracking_client(server)
+    with tracked_run(server, experiment, tags={"deeppert.grid_key": "ok"}, params={"a": 1}) as ok:
+        assert client.get_run(ok).info.status == "RUNNING"
+    done = client.get_run(ok)
+    assert done.info.status == "FINISHED" and done.data.params == {"a": "1"}
+
+    with pytest.raises(KeyError, match="boom"):
+        with tracked_run(server, experiment, run_name="bad") as bad:
+            raise KeyError("boom")
+    failed = client.get_run(bad)
+    assert failed.info.status == "FAILED"
+    assert failed.data.tags["deeppert.failure"] == "KeyError: 'boom'"
 
 
 def test_find_runs_by_tag_status_and_parent(server: str, experiment: str) -> None:

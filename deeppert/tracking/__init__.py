@@ -33,6 +33,7 @@ from deeppert.tracking.client import (
     resolve_alias,
     set_alias,
     start_run,
+    tracked_run,
     tracking_client,
 )
 from deeppert.tracking.server import ServerConfig, TrackingServer, ensure_database, free_port
@@ -59,5 +60,6 @@ __all__ = [
     "resolve_alias",
     "set_alias",
     "start_run",
+    "tracked_run",
     "tracking_client",
 ]

@@ -39,6 +39,7 @@ __all__ = [
     "check_server",
     "get_or_create_experiment",
     "start_run",
+    "tracked_run",
     "find_runs_by_tag",
     "find_run_by_tag",
     "finish_run",
@@ -229,6 +230,37 @@ def start_run(
     if params:
         client.log_batch(run_id, params=[Param(str(k), str(v)) for k, v in params.items()])
     return run_id
+
+
+@contextlib.contextmanager
+def tracked_run(
+    tracking_uri: str,
+    experiment_id: str,
+    *,
+    run_name: str | None = None,
+    tags: Mapping[str, Any] | None = None,
+    params: Mapping[str, Any] | None = None,
+    parent_run_id: str | None = None,
+) -> Iterator[str]:
+    """The run lifecycle: start a run (as :func:`start_run`), yield its id, mark it FINISHED.
+
+    On any exception in the block (``KeyboardInterrupt`` included) the run is marked FAILED
+    with the exception as the reason (:func:`mark_run_failed`) and the exception re-raised.
+    """
+    run_id = start_run(
+        tracking_uri,
+        experiment_id,
+        run_name=run_name,
+        tags=tags,
+        params=params,
+        parent_run_id=parent_run_id,
+    )
+    try:
+        yield run_id
+        finish_run(tracking_uri, run_id)
+    except BaseException as exc:
+        mark_run_failed(tracking_uri, run_id, reason=f"{type(exc).__name__}: {exc}")
+        raise
 
 
 def find_runs_by_tag(

@@ -26,14 +26,12 @@ from deeppert.preprocess import PCAModel
 from deeppert.tracking.client import (
     _FLUENT_LOCK,
     ModelVersionRef,
-    finish_run,
     load_parquet,
     log_parquet,
-    mark_run_failed,
     register_logged_model,
     resolve_alias,
     set_alias,
-    start_run,
+    tracked_run,
     tracking_client,
 )
 from deeppert.tracking.contract import (
@@ -155,7 +153,7 @@ def log_ensemble(
     """Log an ensemble run with its Parquet products and register its pyfunc model under ``alias``."""
     from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 
-    run_id = start_run(
+    with tracked_run(
         uri,
         experiment_id,
         run_name=f"ensemble {dataset}",
@@ -171,8 +169,7 @@ def log_ensemble(
             "n_latent_variables": members.latents.shape[1],
             "n_members": len(members.versions),
         },
-    )
-    try:
+    ) as run_id:
         client = tracking_client(uri)
         client.log_metric(run_id, "n_clusters", ensemble.n_clusters)
         for key, value in stability.items():
@@ -204,10 +201,6 @@ def log_ensemble(
         )
         set_alias(uri, name, alias, version.version)
         client.set_tag(run_id, TAGS.ensemble_version, f"{name}/{version.version}")
-        finish_run(uri, run_id)
-    except BaseException as exc:
-        mark_run_failed(uri, run_id, reason=f"{type(exc).__name__}: {exc}")
-        raise
     return version
 
 
