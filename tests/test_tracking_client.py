@@ -19,7 +19,6 @@ from deeppert.errors import DeeppertError
 from deeppert.tracking import (
     ServerConfig,
     TrackingServer,
-    find_run_by_tag,
     find_runs_by_tag,
     finish_run,
     get_or_create_experiment,
@@ -170,14 +169,18 @@ def test_find_runs_by_tag_status_and_parent(server: str, experiment: str) -> Non
         failed,
         done,
     }
-    assert find_run_by_tag(server, experiment, key, "g1", status="FINISHED").info.run_id == done
-    failed_run = find_run_by_tag(server, experiment, key, "g1", status="FAILED")
+
+    def ids(value: str, **narrow) -> list[str]:
+        return [r.info.run_id for r in find_runs_by_tag(server, experiment, key, value, **narrow)]
+
+    assert ids("g1", status="FINISHED") == [done]
+    (failed_run,) = find_runs_by_tag(server, experiment, key, "g1", status="FAILED")
     assert failed_run.info.run_id == failed
     assert failed_run.data.tags["deeppert.failure"] == "worker died"
-    assert find_run_by_tag(server, experiment, key, "g1", status="RUNNING") is None
-    assert find_run_by_tag(server, experiment, key, "g2", parent_run_id=parent) is None
-    assert find_run_by_tag(server, experiment, key, "g2").info.run_id == other
-    assert find_run_by_tag(server, experiment, key, "g1", parent_run_id=parent) is not None
+    assert ids("g1", status="RUNNING") == []
+    assert ids("g2", parent_run_id=parent) == []
+    assert ids("g2") == [other]
+    assert set(ids("g1", parent_run_id=parent)) == {done, failed}
     with pytest.raises(DeeppertError, match="quotes"):
         find_runs_by_tag(server, experiment, key, "it's")
     with pytest.raises(DeeppertError, match="unknown run status"):

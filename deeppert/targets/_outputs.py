@@ -14,19 +14,7 @@ from deeppert.errors import DeeppertError
 if TYPE_CHECKING:
     from deeppert.targets._pipeline import TargetResult
 
-__all__ = ["OUTPUT_FILES", "write_target_outputs", "write_all_diseases", "check_out_dir"]
-
-OUTPUT_FILES = (
-    "target_combinations.csv",
-    "match_statistics.csv",
-    "match_significance.csv",
-    "candidate_assignments.csv",
-    "gene_cluster_heatmap.svg",
-    "gene_cluster_heatmap.png",
-    "match_rate.svg",
-    "match_rate.png",
-    "summary.json",
-)
+__all__ = ["write_target_outputs", "write_all_diseases", "check_out_dir"]
 
 
 def check_out_dir(out: str | os.PathLike) -> Path:

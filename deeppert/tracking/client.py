@@ -41,7 +41,6 @@ __all__ = [
     "start_run",
     "tracked_run",
     "find_runs_by_tag",
-    "find_run_by_tag",
     "finish_run",
     "mark_run_failed",
     "log_parquet",
@@ -303,22 +302,6 @@ def find_runs_by_tag(
         token = page.token
         if not token:
             return runs
-
-
-def find_run_by_tag(
-    tracking_uri: str,
-    experiment_id: str,
-    key: str,
-    value: str,
-    *,
-    status: RunStatus | None = None,
-    parent_run_id: str | None = None,
-) -> Run | None:
-    """The newest run matching :func:`find_runs_by_tag`, or ``None``."""
-    runs = find_runs_by_tag(
-        tracking_uri, experiment_id, key, value, status=status, parent_run_id=parent_run_id
-    )
-    return runs[0] if runs else None
 
 
 def finish_run(tracking_uri: str, run_id: str) -> None:
