@@ -38,7 +38,6 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 import torch
-from captum.attr._utils.approximation_methods import approximation_parameters
 
 from deeppert.errors import DeeppertError
 from deeppert.models import PerturbationAutoencoder, StackedBatchNorm, StackedLinear
@@ -113,12 +112,35 @@ def _check_knobs(n_steps: int, method: str, algorithm: str) -> None:
 def quadrature(
     n_steps: int, method: IGMethod = "gausslegendre", *, dtype=torch.float64, device=None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """captum's quadrature (alphas, weights), each ``(n_steps,)``: the same nodes as the reference."""
-    step_sizes, alphas = approximation_parameters(method)
-    a = torch.as_tensor(np.asarray(alphas(n_steps), dtype=np.float64), dtype=dtype, device=device)
-    w = torch.as_tensor(
-        np.asarray(step_sizes(n_steps), dtype=np.float64), dtype=dtype, device=device
-    )
+    """captum's quadrature (alphas, weights) on [0, 1], each ``(n_steps,)``.
+
+    The same nodes and weights captum's ``IntegratedGradients`` uses (its builders are not
+    public API, so they are written out here; ``tests/test_attribution.py`` checks they agree
+    with the installed captum): Gauss-Legendre from :func:`numpy.polynomial.legendre.leggauss`
+    mapped from [-1, 1], Riemann rules as ``torch.linspace`` in the default dtype, as captum
+    computes them.
+    """
+    _check_knobs(n_steps, method, "auto")
+    if method == "gausslegendre":
+        nodes, weights = np.polynomial.legendre.leggauss(n_steps)
+        alphas, steps = 0.5 * (1.0 + nodes), 0.5 * weights
+    else:
+        if n_steps < 2:
+            raise DeeppertError(f"ig.n_steps must be >= 2 for {method}, got {n_steps}")
+        n = n_steps
+        rule = method.removeprefix("riemann_")
+        lo, hi = {
+            "trapezoid": (0.0, 1.0),
+            "left": (0.0, 1.0 - 1.0 / n),
+            "middle": (1.0 / (2 * n), 1.0 - 1.0 / (2 * n)),
+            "right": (1.0 / n, 1.0),
+        }[rule]
+        alphas = np.asarray(torch.linspace(lo, hi, n).tolist())
+        steps = np.full(n, 1.0 / n)
+        if rule == "trapezoid":
+            steps[[0, -1]] /= 2
+    a = torch.as_tensor(np.asarray(alphas, dtype=np.float64), dtype=dtype, device=device)
+    w = torch.as_tensor(np.asarray(steps, dtype=np.float64), dtype=dtype, device=device)
     return a, w
 
 

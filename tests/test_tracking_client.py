@@ -34,6 +34,7 @@ from deeppert.tracking import (
     tracked_run,
     tracking_client,
 )
+from deeppert.tracking.client import dataset_entity
 
 pytestmark = [pytest.mark.mlflow, pytest.mark.timeout(600)]
 
@@ -139,6 +140,17 @@ def test_parquet_bad_input_is_named(server: str, experiment: str) -> None:
         log_parquet(server, run_id, frame.rename(columns=str), "../x.parquet")
     with pytest.raises(DeeppertError, match="no artifact 'missing.parquet'"):
         load_parquet(server, run_id, "missing.parquet")
+
+
+def test_dataset_entity_equals_mlflows_own() -> None:
+    """The public-API entity matches MLflow's private ``_to_mlflow_entity`` (the assumption)."""
+    import mlflow.data
+
+    frame = pd.DataFrame({"g1": [0.5, 1.5], "g2": [2.0, -1.0]}, index=["a", "b"]).reset_index()
+    ds = mlflow.data.from_pandas(frame, source="/data/x.parquet", name="X")
+    ours, theirs = dataset_entity(ds), ds._to_mlflow_entity()
+    assert ours.to_dictionary() == theirs.to_dictionary()
+    assert ours.name == "X" and ours.schema and ours.profile
 
 
 def test_tracked_run_finishes_or_fails_and_reraises(server: str, experiment: str) -> None:

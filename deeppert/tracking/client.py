@@ -45,6 +45,7 @@ __all__ = [
     "mark_run_failed",
     "log_parquet",
     "load_parquet",
+    "dataset_entity",
     "log_torch_model",
     "load_torch_model",
     "register_logged_model",
@@ -353,6 +354,22 @@ def load_parquet(tracking_uri: str, run_id: str, artifact_path: str) -> pd.DataF
     with tempfile.TemporaryDirectory(prefix="deeppert-parquet-") as tmp:
         local = client.download_artifacts(run_id, artifact_path, dst_path=tmp)
         return pd.read_parquet(local)
+
+
+def dataset_entity(dataset: Any) -> Any:
+    """The ``mlflow.entities.Dataset`` of an ``mlflow.data`` dataset (e.g. ``from_pandas``),
+    for :meth:`MlflowClient.log_inputs`, built from its public ``to_dict()``."""
+    from mlflow.entities import Dataset
+
+    d = dataset.to_dict()
+    return Dataset(
+        name=d["name"],
+        digest=d["digest"],
+        source_type=d["source_type"],
+        source=d["source"],
+        schema=d.get("schema"),
+        profile=d.get("profile"),
+    )
 
 
 def log_torch_model(

@@ -35,6 +35,7 @@ from deeppert.data import Signatures
 from deeppert.models import MeanEncoder
 from deeppert.tracking.client import (
     check_server,
+    dataset_entity,
     find_runs_by_tag,
     finish_run,
     get_or_create_experiment,
@@ -186,7 +187,7 @@ def log_dataset(
     with warnings.catch_warnings():  # a file path "can be interpreted in multiple ways"
         warnings.simplefilter("ignore", UserWarning)
         frame = prepared.signatures.to_frame().reset_index()
-        entity = mlflow.data.from_pandas(frame, source=source, name=dataset)._to_mlflow_entity()
+        entity = dataset_entity(mlflow.data.from_pandas(frame, source=source, name=dataset))
     client = tracking_client(ctx.tracking_uri)
     existing = {a.path for a in client.list_artifacts(ctx.parent_run_id, pca_folder(dataset))}
     if pca_artifact(dataset, "components") not in existing:
