@@ -33,7 +33,6 @@ from deeppert.config import DataConfig, ExperimentConfig
 from deeppert.data import Signatures, load_signatures
 from deeppert.data.synthetic import make_synthetic
 from deeppert.errors import DeeppertError
-from deeppert.models import ModelConfig
 from deeppert.preprocess import PCAModel, fit_pca, split_indices
 from deeppert.train import TrainedModels, fit
 
@@ -103,15 +102,7 @@ def train_shape(
     on_epoch=None,
 ) -> tuple[TrainedModels, pd.DataFrame]:
     """Train the runs ``runs`` of one (kind, latent dim) vectorised; return models + held-out metrics."""
-    arch = config.model
-    model_config = ModelConfig(
-        kind=kind,
-        latent_dim=latent_dim,
-        n_inputs=prepared.pca.n_components,
-        dropout=arch.dropout,
-        dae_noise_std=arch.dae_noise_std,
-        vae_decoder=arch.vae_decoder,
-    )
+    model_config = config.model.build(kind, latent_dim, prepared.pca.n_components)
     trained = fit(prepared.x_train, model_config, config.train, runs, on_epoch=on_epoch)
     if len(prepared.val_idx):
         metrics = trained.evaluate(

@@ -86,3 +86,16 @@ def test_jobs_spell_no_contract_string():
         # a code literal "name" (ruff writes double quotes), not a ``"name"`` docstring example
         found += [f"{path.name}: {n}" for n in names if re.search(f'(?<!`)"{re.escape(n)}"', text)]
     assert found == []
+
+
+def test_trial_params_are_the_contracts_and_come_from_the_dataclasses():
+    from deeppert.config import parse_config
+    from deeppert.tracking.sweep import trial_params
+    from deeppert.train import seed_for_run
+
+    config = parse_config({"train": {"cycle_epochs": 7}, "model": {"dropout": 0.25}})
+    params = trial_params(config, "VAE", 10, 3, n_inputs=40, pca_artifact="runs:/p/pca/X")
+    assert tuple(params) == TRIAL_PARAMS
+    assert params["seed"] == seed_for_run(3) == 123456 * 3
+    assert params["lr_cycle_epochs"] == 7 and params["dropout"] == 0.25
+    assert params["pca_components"] == 40 and params["vae_decoder"] == "mirrored"

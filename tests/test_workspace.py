@@ -260,3 +260,22 @@ def test_an_existing_run_folder_survives_a_failed_rerun(run_dir, tmp_path):
         train_dataset(sig, exp, copy)
     assert {f: (copy / f).read_bytes() for f in _files(copy)} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s"]
+
+
+def test_attribute_takes_its_settings_from_config_then_flags(run_dir, tmp_path):
+    """`deeppert attribute`: IGConfig defaults, overridden by --config's section, then by flags."""
+    import shutil
+
+    from deeppert.attribution import IGConfig
+
+    work = tmp_path / "run"
+    shutil.copytree(run_dir, work)
+    assert main(["attribute", str(work)]) == 0
+    written = json.loads((work / "gene_weights" / "ig_config.json").read_text())
+    assert written == IGConfig().to_dict()
+
+    config = tmp_path / "ig.yaml"
+    config.write_text("attribution: {n_steps: 7, chunk_size: 64, method: riemann_trapezoid}\n")
+    assert main(["attribute", str(work), "--config", str(config), "--steps", "9"]) == 0
+    written = json.loads((work / "gene_weights" / "ig_config.json").read_text())
+    assert written == IGConfig(n_steps=9, chunk_size=64, method="riemann_trapezoid").to_dict()

@@ -60,6 +60,7 @@ from deeppert.tracking.contract import (
     pca_artifact,
     pca_folder,
 )
+from deeppert.train import seed_for_run
 from deeppert.workspace import Prepared, train_shape
 
 __all__ = [
@@ -75,6 +76,7 @@ __all__ = [
     "run_trial",
     "encoder_model_name",
     "trial_plan",
+    "trial_params",
 ]
 
 log = logging.getLogger(__name__)
@@ -275,24 +277,14 @@ def run_trial(
                     TAGS.latent_dim: latent_dim,
                     TAGS.run: run,
                 },
-                params={
-                    "model": kind,
-                    "latent_dim": latent_dim,
-                    "run": run,
-                    "seed": 123456 * run,
-                    "pca_components": prepared.pca.n_components,
-                    "epochs": config.train.epochs,
-                    "batch_size": config.train.batch_size,
-                    "lr_max": config.train.lr_max,
-                    "lr_min": config.train.lr_min,
-                    "lr_cycle_epochs": config.train.cycle_epochs,
-                    "beta_start": config.train.beta_start,
-                    "kl_kappa": config.train.kl_kappa,
-                    "dropout": config.model.dropout,
-                    "dae_noise_std": config.model.dae_noise_std,
-                    "vae_decoder": config.model.vae_decoder,
-                    "pca_artifact": f"runs:/{ctx.parent_run_id}/{pca_folder(dataset)}",
-                },
+                params=trial_params(
+                    config,
+                    kind,
+                    latent_dim,
+                    run,
+                    n_inputs=prepared.pca.n_components,
+                    pca_artifact=f"runs:/{ctx.parent_run_id}/{pca_folder(dataset)}",
+                ),
             )
         client = tracking_client(uri)
         if data_input is not None:
@@ -352,6 +344,42 @@ def run_trial(
         raise
     means = metrics[[c for c in ("r2_pca", "r2_genes") if c in metrics]].mean().to_dict()
     return {k: float(v) for k, v in means.items()}
+
+
+# TrainConfig fields logged under another name, and those that are not trial params.
+_TRAIN_PARAM_NAMES = {"cycle_epochs": "lr_cycle_epochs"}
+_TRAIN_NOT_PARAMS = ("dtype", "device")
+
+
+def trial_params(
+    config: ExperimentConfig,
+    kind: str,
+    latent_dim: int,
+    run: int,
+    *,
+    n_inputs: int,
+    pca_artifact: str,
+) -> dict[str, Any]:
+    """MLflow params of one trial run (names: ``contract.TRIAL_PARAMS``), from the dataclasses.
+
+    The grid point and its seed, the PCA size, every training knob of ``config.train`` but
+    dtype/device, and every architecture knob of ``config.model``.
+    """
+    train = {
+        _TRAIN_PARAM_NAMES.get(k, k): v
+        for k, v in config.train.to_dict().items()
+        if k not in _TRAIN_NOT_PARAMS
+    }
+    return {
+        "model": kind,
+        "latent_dim": latent_dim,
+        "run": run,
+        "seed": seed_for_run(run),
+        "pca_components": n_inputs,
+        **train,
+        **config.model.to_dict(),
+        "pca_artifact": pca_artifact,
+    }
 
 
 def _held_out_metrics(row: pd.Series, attribution, r: int) -> list:
