@@ -383,10 +383,9 @@ def integrated_gradients(
     chunk = (
         _DEFAULT_CHUNK if internal_batch_size is None else max(1, internal_batch_size // n_steps)
     )
+    config = IGConfig(n_steps=n_steps, method=method, chunk_size=chunk, algorithm=algorithm)
     attributions, deltas = [], []
-    for part in _ig_chunks(
-        model, rows, x, x0, n_steps, method, chunk, algorithm, with_delta=return_convergence_delta
-    ):
+    for part in _ig_chunks(model, rows, x, x0, config, with_delta=return_convergence_delta):
         attributions.append(part[0])
         deltas.append(part[1])
     ig = torch.cat(attributions, dim=1)
@@ -402,14 +401,16 @@ def _ig_chunks(
     rows: slice,
     x: torch.Tensor,
     x0: torch.Tensor,
-    n_steps: int,
-    method: str,
-    chunk: int,
-    algorithm: str,
+    config: IGConfig,
     *,
     with_delta: bool,
 ):
-    """Yield (IG (R, B, p, d), delta (R, B, d) or None, outputs (R, B, d)) per chunk of samples."""
+    """Yield (IG (R, B, p, d), delta (R, B, d) or None, outputs (R, B, d)) per chunk of samples.
+
+    ``rows`` selects the replicas, ``x``/``x0`` are the inputs and baselines; ``config`` gives
+    the quadrature, the chunk size (samples per chunk) and the algorithm.
+    """
+    algorithm = config.algorithm
     module = _unwrap(model)
     layers = (
         _piecewise_layers(module, rows) if isinstance(module, PerturbationAutoencoder) else None
@@ -421,12 +422,12 @@ def _ig_chunks(
     use_exact = layers is not None and algorithm in ("auto", "exact")
     forward = _forward_fn(model, rows)
     R = rows.stop - rows.start
-    alphas, weights = quadrature(n_steps, method, dtype=x.dtype, device=x.device)
+    alphas, weights = quadrature(config.n_steps, config.method, dtype=x.dtype, device=x.device)
     was_training = isinstance(module, torch.nn.Module) and module.training
     if isinstance(module, torch.nn.Module):
         module.eval()
     try:
-        for sl in _chunks(x.shape[0], chunk):
+        for sl in _chunks(x.shape[0], config.chunk_size):
             xb, x0b = x[sl], x0[sl]
             if use_exact:
                 with torch.no_grad():
@@ -635,17 +636,7 @@ def attribute_genes(
     max_delta = torch.zeros(R, d, dtype=torch.float64, device=x.device)
     lo = torch.full((R, d), float("inf"), dtype=torch.float64, device=x.device)
     hi = torch.full((R, d), float("-inf"), dtype=torch.float64, device=x.device)
-    for ig, delta, out in _ig_chunks(
-        model,
-        slice(0, R),
-        x,
-        x0,
-        config.n_steps,
-        config.method,
-        config.chunk_size,
-        config.algorithm,
-        with_delta=True,
-    ):
+    for ig, delta, out in _ig_chunks(model, slice(0, R), x, x0, config, with_delta=True):
         with torch.no_grad():
             for r in range(R):  # one replica at a time keeps (B, d, genes) the largest tensor
                 total[r] += torch.matmul(ig[r].transpose(-1, -2), comps).abs().sum(0).double()
