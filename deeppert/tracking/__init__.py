@@ -1,8 +1,9 @@
 """MLflow tracking for deeppert: the only package that imports ``mlflow``.
 
 ``server`` starts and stops a tracking server process; ``client`` holds the helpers jobs use
-to log and read runs, Parquet artifacts and registry aliases. Every helper takes the
-tracking URI explicitly. ``mlflow`` itself is imported lazily, inside the helpers.
+to log and read runs, Parquet artifacts and registry aliases; ``contract`` names every tag,
+param and artifact jobs exchange. Every helper takes the tracking URI explicitly. ``mlflow``
+itself is imported lazily, inside the helpers.
 """
 
 from __future__ import annotations
