@@ -20,6 +20,7 @@ from typing import Literal
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from deeppert import rng
 from deeppert.errors import DeeppertError
@@ -163,16 +164,21 @@ class StackedBatchNorm(nn.Module):
         self.register_buffer("running_var", torch.ones(replicas, 1, n))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.training:
-            mean = x.mean(dim=1, keepdim=True)
-            var = x.var(dim=1, unbiased=False, keepdim=True)
-            with torch.no_grad():
-                n = x.shape[1]
-                self.running_mean.lerp_(mean, self.momentum)
-                self.running_var.lerp_(var * n / max(n - 1, 1), self.momentum)
-        else:
-            mean, var = self.running_mean, self.running_var
-        return (x - mean) * torch.rsqrt(var + self.eps) * self.weight + self.bias
+        # torch's fused batch_norm kernel over R * n channels: the batch axis first, then
+        # (replica, feature) flattened into channels, a copy of x; the result is handed back
+        # as an (R, B, n) view. Each channel's statistics are those of its own replica.
+        R, B, n = x.shape
+        y = F.batch_norm(
+            x.transpose(0, 1).reshape(B, R * n),
+            self.running_mean.view(R * n),
+            self.running_var.view(R * n),
+            self.weight.view(R * n),
+            self.bias.view(R * n),
+            training=self.training,
+            momentum=self.momentum,
+            eps=self.eps,
+        )
+        return y.view(B, R, n).transpose(0, 1)
 
 
 def _dropout(h: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:

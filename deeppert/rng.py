@@ -92,6 +92,9 @@ def normal(bits_a: torch.Tensor, bits_b: torch.Tensor, dtype: torch.dtype) -> to
 
 
 def dropout_mask(bits: torch.Tensor, keep: float, dtype: torch.dtype) -> torch.Tensor:
-    """Inverted-dropout mask: ``1 / keep`` with probability ``keep`` (to 2**-24), else 0."""
-    threshold = round(keep * (1 << 24))
-    return (_top24(bits) < threshold).to(dtype).mul_(1.0 / keep)
+    """Inverted-dropout mask: ``1 / keep`` with probability ``keep`` (to 2**-32), else 0.
+
+    The int32 patterns are uniform on [-2**31, 2**31), so one signed comparison decides.
+    """
+    threshold = round(keep * (1 << 32)) - (1 << 31)
+    return (bits < threshold).to(dtype).mul_(1.0 / keep)
