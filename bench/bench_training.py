@@ -54,6 +54,7 @@ import torch
 from deeppert.data.synthetic import SynthConfig, make_synthetic
 from deeppert.models import ModelConfig, PerturbationAutoencoder, StackedLinear
 from deeppert.preprocess import fit_pca, split_indices
+from deeppert.rng import random_bits, replica_keys
 from deeppert.train import TrainConfig, fit
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -227,6 +228,10 @@ def equality_check(device: torch.device) -> dict:
             "max_abs_embedding_diff": float(np.abs(group - alone).max()),
             "embedding_scale": float(np.abs(alone).max()),
         }
+    # the counter-based streams are the same numbers on every device
+    keys = replica_keys([0, 123456, 246912])
+    bits = random_bits(keys.to(device), 5, 3, 100_000).cpu()
+    out["random_bits_equal_to_cpu"] = bool(torch.equal(bits, random_bits(keys, 5, 3, 100_000)))
     return out
 
 
@@ -387,6 +392,9 @@ def main(argv: list[str] | None = None) -> dict:
             f"{g['estimated_one_by_one_grid_hours']:.2f} h one by one"
         )
     for kind, v in result["float64_equality_group_vs_alone"].items():
+        if not isinstance(v, dict):
+            print(f"{kind}: {v}")
+            continue
         print(
             f"float64 {kind}: group of 3 vs alone, max |embedding diff| "
             f"{v['max_abs_embedding_diff']:.1e} (scale {v['embedding_scale']:.1f})"
