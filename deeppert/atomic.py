@@ -20,7 +20,6 @@ __all__ = [
     "atomic_path",
     "atomic_dir",
     "write_parquet",
-    "write_csv",
     "write_json",
 ]
 
@@ -69,13 +68,6 @@ def write_parquet(frame: pd.DataFrame, path: str | os.PathLike) -> Path:
     """Write ``frame`` (index kept) to Parquet atomically."""
     with atomic_path(path) as tmp:
         frame.to_parquet(tmp, index=True)
-    return Path(path)
-
-
-def write_csv(frame: pd.DataFrame, path: str | os.PathLike, *, index: bool = False) -> Path:
-    """Write ``frame`` to CSV atomically."""
-    with atomic_path(path) as tmp:
-        frame.to_csv(tmp, index=index)
     return Path(path)
 
 

@@ -1,4 +1,4 @@
-"""Integrated Gradients of every latent node, mapped to genes (METHOD.md section 3).
+"""Integrated Gradients of every latent node, mapped to genes (docs/method.md section 3).
 
 For latent node ``k`` and sample ``x`` with baseline ``x0`` (0 = the PCA mean)::
 
@@ -24,7 +24,7 @@ Completeness, ``sum_j IG_kj(x) = z_k(x) - z_k(x0)``, holds only up to the quadra
 (ReLU kinks make 50 steps inexact); every algorithm returns that error on request.
 
 Genes: ``G = IG (n x p) @ components (p x genes)``; a node's gene weight vector is the mean
-over samples of ``|G|`` (METHOD.md's definition; with a standardised PCA the ``scale``
+over samples of ``|G|`` (docs/method.md's definition; with a standardised PCA the ``scale``
 vector is not applied). :func:`attribute_genes` streams this per chunk of samples, so
 ``(n, p, d)`` is never held in full.
 """
@@ -38,7 +38,6 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 import torch
-from captum.attr._utils.approximation_methods import approximation_parameters
 
 from deeppert.errors import DeeppertError
 from deeppert.models import PerturbationAutoencoder, StackedBatchNorm, StackedLinear
@@ -113,12 +112,35 @@ def _check_knobs(n_steps: int, method: str, algorithm: str) -> None:
 def quadrature(
     n_steps: int, method: IGMethod = "gausslegendre", *, dtype=torch.float64, device=None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """captum's quadrature (alphas, weights), each ``(n_steps,)``: the same nodes as the reference."""
-    step_sizes, alphas = approximation_parameters(method)
-    a = torch.as_tensor(np.asarray(alphas(n_steps), dtype=np.float64), dtype=dtype, device=device)
-    w = torch.as_tensor(
-        np.asarray(step_sizes(n_steps), dtype=np.float64), dtype=dtype, device=device
-    )
+    """captum's quadrature (alphas, weights) on [0, 1], each ``(n_steps,)``.
+
+    The same nodes and weights captum's ``IntegratedGradients`` uses (its builders are not
+    public API, so they are written out here; ``tests/test_attribution.py`` checks they agree
+    with the installed captum): Gauss-Legendre from :func:`numpy.polynomial.legendre.leggauss`
+    mapped from [-1, 1], Riemann rules as ``torch.linspace`` in the default dtype, as captum
+    computes them.
+    """
+    _check_knobs(n_steps, method, "auto")
+    if method == "gausslegendre":
+        nodes, weights = np.polynomial.legendre.leggauss(n_steps)
+        alphas, steps = 0.5 * (1.0 + nodes), 0.5 * weights
+    else:
+        if n_steps < 2:
+            raise DeeppertError(f"ig.n_steps must be >= 2 for {method}, got {n_steps}")
+        n = n_steps
+        rule = method.removeprefix("riemann_")
+        lo, hi = {
+            "trapezoid": (0.0, 1.0),
+            "left": (0.0, 1.0 - 1.0 / n),
+            "middle": (1.0 / (2 * n), 1.0 - 1.0 / (2 * n)),
+            "right": (1.0 / n, 1.0),
+        }[rule]
+        alphas = np.asarray(torch.linspace(lo, hi, n).tolist())
+        steps = np.full(n, 1.0 / n)
+        if rule == "trapezoid":
+            steps[[0, -1]] /= 2
+    a = torch.as_tensor(np.asarray(alphas, dtype=np.float64), dtype=dtype, device=device)
+    w = torch.as_tensor(np.asarray(steps, dtype=np.float64), dtype=dtype, device=device)
     return a, w
 
 
@@ -361,10 +383,9 @@ def integrated_gradients(
     chunk = (
         _DEFAULT_CHUNK if internal_batch_size is None else max(1, internal_batch_size // n_steps)
     )
+    config = IGConfig(n_steps=n_steps, method=method, chunk_size=chunk, algorithm=algorithm)
     attributions, deltas = [], []
-    for part in _ig_chunks(
-        model, rows, x, x0, n_steps, method, chunk, algorithm, with_delta=return_convergence_delta
-    ):
+    for part in _ig_chunks(model, rows, x, x0, config, with_delta=return_convergence_delta):
         attributions.append(part[0])
         deltas.append(part[1])
     ig = torch.cat(attributions, dim=1)
@@ -380,14 +401,16 @@ def _ig_chunks(
     rows: slice,
     x: torch.Tensor,
     x0: torch.Tensor,
-    n_steps: int,
-    method: str,
-    chunk: int,
-    algorithm: str,
+    config: IGConfig,
     *,
     with_delta: bool,
 ):
-    """Yield (IG (R, B, p, d), delta (R, B, d) or None, outputs (R, B, d)) per chunk of samples."""
+    """Yield (IG (R, B, p, d), delta (R, B, d) or None, outputs (R, B, d)) per chunk of samples.
+
+    ``rows`` selects the replicas, ``x``/``x0`` are the inputs and baselines; ``config`` gives
+    the quadrature, the chunk size (samples per chunk) and the algorithm.
+    """
+    algorithm = config.algorithm
     module = _unwrap(model)
     layers = (
         _piecewise_layers(module, rows) if isinstance(module, PerturbationAutoencoder) else None
@@ -399,12 +422,12 @@ def _ig_chunks(
     use_exact = layers is not None and algorithm in ("auto", "exact")
     forward = _forward_fn(model, rows)
     R = rows.stop - rows.start
-    alphas, weights = quadrature(n_steps, method, dtype=x.dtype, device=x.device)
+    alphas, weights = quadrature(config.n_steps, config.method, dtype=x.dtype, device=x.device)
     was_training = isinstance(module, torch.nn.Module) and module.training
     if isinstance(module, torch.nn.Module):
         module.eval()
     try:
-        for sl in _chunks(x.shape[0], chunk):
+        for sl in _chunks(x.shape[0], config.chunk_size):
             xb, x0b = x[sl], x0[sl]
             if use_exact:
                 with torch.no_grad():
@@ -613,17 +636,7 @@ def attribute_genes(
     max_delta = torch.zeros(R, d, dtype=torch.float64, device=x.device)
     lo = torch.full((R, d), float("inf"), dtype=torch.float64, device=x.device)
     hi = torch.full((R, d), float("-inf"), dtype=torch.float64, device=x.device)
-    for ig, delta, out in _ig_chunks(
-        model,
-        slice(0, R),
-        x,
-        x0,
-        config.n_steps,
-        config.method,
-        config.chunk_size,
-        config.algorithm,
-        with_delta=True,
-    ):
+    for ig, delta, out in _ig_chunks(model, slice(0, R), x, x0, config, with_delta=True):
         with torch.no_grad():
             for r in range(R):  # one replica at a time keeps (B, d, genes) the largest tensor
                 total[r] += torch.matmul(ig[r].transpose(-1, -2), comps).abs().sum(0).double()

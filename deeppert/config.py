@@ -2,9 +2,11 @@
 
 One file in ``configs/`` describes one experiment. Every section is the config dataclass of
 the component it drives (``model`` -> :class:`~deeppert.models.ModelConfig` fields, ``train``
--> :class:`~deeppert.train.TrainConfig`, ...), so the same ``to_dict()`` becomes MLflow params
-and Ray Tune's search space. An unknown key, a wrong type or a bad value raises
-:class:`~deeppert.errors.DeeppertError` naming it, e.g. ``config.yaml: train.epochz: unknown key``.
+-> :class:`~deeppert.train.TrainConfig`, ...), so a knob is declared once, on its component's
+dataclass; ``to_dict()`` becomes the sweep parent run's MLflow params (flattened) and the
+config hash. (Ray Tune's search space is the sweep's trial plan, not this dict.) An unknown
+key, a wrong type or a bad value raises :class:`~deeppert.errors.DeeppertError` naming it,
+e.g. ``config.yaml: train.epochz: unknown key``.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from deeppert.attribution import IGConfig
 from deeppert.data.synthetic import SynthConfig
 from deeppert.ensemble import EnsembleConfig
 from deeppert.errors import DeeppertError
-from deeppert.models import MODEL_KINDS, ModelKind
+from deeppert.models import MODEL_KINDS, ModelConfig, ModelKind
 from deeppert.preprocess import PreprocessConfig
 from deeppert.search import SearchConfig
 from deeppert.targets import TargetConfig
@@ -61,7 +63,7 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class GridConfig:
-    """The model x latent dim x run grid; runs are numbered 0 .. runs-1 (seed 123456 * run)."""
+    """The model x latent dim x run grid; runs are numbered 0 .. runs-1 (seed: ``seed_for_run``)."""
 
     models: tuple[ModelKind, ...] = ("AE", "DAE", "VAE")
     latent_dims: tuple[int, ...] = (5, 10, 25, 50)
@@ -83,16 +85,39 @@ class GridConfig:
         return asdict(self)
 
 
-@dataclass(frozen=True)
-class ArchitectureConfig:
-    """Architecture knobs shared by every grid point (kind and latent dim come from the grid)."""
+# ModelConfig fields set per grid point (by the grid and the PCA size), not in the YAML.
+GRID_POINT_FIELDS = ("kind", "latent_dim", "n_inputs")
 
-    dropout: float = 0.1
-    dae_noise_std: float = 1.0
-    vae_decoder: Literal["mirrored", "reference"] = "mirrored"
 
-    def to_dict(self) -> dict:
-        return asdict(self)
+def _architecture_post_init(self) -> None:
+    ModelConfig(**self.to_dict())  # ModelConfig's own validation, one place
+
+
+def _architecture_build(self, kind: ModelKind, latent_dim: int, n_inputs: int) -> ModelConfig:
+    """The :class:`ModelConfig` of one grid point."""
+    return ModelConfig(kind=kind, latent_dim=latent_dim, n_inputs=n_inputs, **self.to_dict())
+
+
+_MODEL_HINTS = typing.get_type_hints(ModelConfig)
+# The ``model:`` section: every ModelConfig field but the per-grid-point ones, with the same
+# types, defaults and validation, so a new architecture knob is declared once, on ModelConfig.
+ArchitectureConfig = dataclasses.make_dataclass(
+    "ArchitectureConfig",
+    [
+        (f.name, _MODEL_HINTS[f.name], field(default=f.default))
+        for f in dataclasses.fields(ModelConfig)
+        if f.name not in GRID_POINT_FIELDS
+    ],
+    frozen=True,
+    namespace={
+        "__module__": __name__,
+        "__doc__": "Architecture knobs shared by every grid point: ModelConfig's fields but "
+        f"{', '.join(GRID_POINT_FIELDS)} (set per grid point).",
+        "__post_init__": _architecture_post_init,
+        "to_dict": lambda self: asdict(self),
+        "build": _architecture_build,
+    },
+)
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from deeppert.config import load_config
 from deeppert.data.synthetic import SynthConfig, make_synthetic, write_synthetic
 from deeppert.errors import DeeppertError
 from deeppert.tracking.client import tracking_client
+from deeppert.tracking.contract import ROLES, TAGS
 from deeppert.tracking.server import ServerConfig, TrackingServer, free_port
 
 REPO = Path(__file__).resolve().parents[1]
@@ -99,13 +100,14 @@ def _summary(uri: str, experiment: str) -> pd.DataFrame:
     client = tracking_client(uri)
     exp = client.get_experiment_by_name(experiment)
     runs = client.search_runs(
-        [exp.experiment_id], "tags.`deeppert.role` = 'trial' and attributes.status = 'FINISHED'"
+        [exp.experiment_id],
+        f"tags.`{TAGS.role}` = '{ROLES.trial}' and attributes.status = 'FINISHED'",
     )
     rows = [
         {
-            "model": r.data.tags["deeppert.model"],
-            "latent_dim": int(r.data.tags["deeppert.latent_dim"]),
-            "run": int(r.data.tags["deeppert.run"]),
+            "model": r.data.tags[TAGS.model],
+            "latent_dim": int(r.data.tags[TAGS.latent_dim]),
+            "run": int(r.data.tags[TAGS.run]),
             "r2_pca": r.data.metrics.get("r2_pca"),
             "r2_genes": r.data.metrics.get("r2_genes"),
         }

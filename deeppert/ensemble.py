@@ -1,4 +1,4 @@
-"""Ensembling latent variables of many models (METHOD.md section 4).
+"""Ensembling latent variables of many models (docs/method.md section 4).
 
 Every latent variable of every model (all dims, all runs) is one row of ``V``, its values
 over the training samples the features. :func:`gmeans` chooses the number of clusters
@@ -330,7 +330,7 @@ def build_ensemble(
     config
         :class:`EnsembleConfig`.
     cluster_on
-        Cluster the variables' latent values (METHOD.md) or their gene-weight vectors.
+        Cluster the variables' latent values (docs/method.md) or their gene-weight vectors.
     """
     config = config or EnsembleConfig()
     names = list(latents.columns)

@@ -1,12 +1,14 @@
-"""One parameterised autoencoder covering AE, DAE and VAE (METHOD.md section 2).
+"""One parameterised autoencoder covering AE, DAE and VAE (docs/method.md section 2).
 
 The module holds ``R`` replicas of the same architecture side by side: every weight has a
 leading replica axis and every layer is a batched matmul, so R seeds train in one pass.
 ``R = 1`` is an ordinary single model. The module is pure math (scvi-tools style): it
-draws no random numbers itself. Initial weights, dropout masks, DAE input noise and VAE
-reparameterisation noise are drawn per replica from that replica's own
-``torch.Generator`` (:func:`init_parameters`, :func:`draw_noise`), so replica ``r``
-trained in a group of R is the same model as replica ``r`` trained alone.
+draws no random numbers itself. Initial weights come from each replica's own
+``torch.Generator`` (:func:`init_parameters`, once per fit); dropout masks, DAE input noise
+and VAE reparameterisation noise come from the counter-based streams of
+:mod:`deeppert.rng`, drawn for all replicas (and several steps) in one batched operation
+(:func:`draw_noise`). Either way replica ``r`` trained in a group of R is the same model as
+replica ``r`` trained alone.
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ from typing import Literal
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
+from deeppert import rng
 from deeppert.errors import DeeppertError
 
 __all__ = [
@@ -31,6 +35,7 @@ __all__ = [
     "StackedBatchNorm",
     "PerturbationAutoencoder",
     "init_parameters",
+    "noise_width",
     "draw_noise",
     "MeanEncoder",
 ]
@@ -100,12 +105,22 @@ class ModelConfig:
 
 @dataclass
 class Noise:
-    """Random tensors for one minibatch of R replicas, each ``(R, batch, width)``; None when unused."""
+    """Random tensors for R replicas, each ``(R, batch, width)``; None when unused.
+
+    :func:`draw_noise` returns a block of several steps, each field ``(R, steps, batch,
+    width)``; :meth:`step` cuts out one minibatch.
+    """
 
     input_noise: torch.Tensor | None = None
     encoder_dropout: torch.Tensor | None = None
     decoder_dropout: torch.Tensor | None = None
     eps: torch.Tensor | None = None
+
+    def step(self, k: int, rows: int) -> Noise:
+        """Step ``k`` of a block, first ``rows`` rows (a short last minibatch): views, no copies."""
+        return Noise(
+            **{name: None if t is None else t[:, k, :rows] for name, t in vars(self).items()}
+        )
 
 
 @dataclass
@@ -149,16 +164,21 @@ class StackedBatchNorm(nn.Module):
         self.register_buffer("running_var", torch.ones(replicas, 1, n))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.training:
-            mean = x.mean(dim=1, keepdim=True)
-            var = x.var(dim=1, unbiased=False, keepdim=True)
-            with torch.no_grad():
-                n = x.shape[1]
-                self.running_mean.lerp_(mean, self.momentum)
-                self.running_var.lerp_(var * n / max(n - 1, 1), self.momentum)
-        else:
-            mean, var = self.running_mean, self.running_var
-        return (x - mean) * torch.rsqrt(var + self.eps) * self.weight + self.bias
+        # torch's fused batch_norm kernel over R * n channels: the batch axis first, then
+        # (replica, feature) flattened into channels, a copy of x; the result is handed back
+        # as an (R, B, n) view. Each channel's statistics are those of its own replica.
+        R, B, n = x.shape
+        y = F.batch_norm(
+            x.transpose(0, 1).reshape(B, R * n),
+            self.running_mean.view(R * n),
+            self.running_var.view(R * n),
+            self.weight.view(R * n),
+            self.bias.view(R * n),
+            training=self.training,
+            momentum=self.momentum,
+            eps=self.eps,
+        )
+        return y.view(B, R, n).transpose(0, 1)
 
 
 def _dropout(h: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -166,7 +186,7 @@ def _dropout(h: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
 
 
 class PerturbationAutoencoder(nn.Module):
-    """R replicas of the AE / DAE / VAE of METHOD.md section 2, as one module.
+    """R replicas of the AE / DAE / VAE of docs/method.md section 2, as one module.
 
     Inputs are ``(R, batch, p)``: replica ``r`` sees ``x[r]``. Use :meth:`encode_mean` for the
     embedding (the VAE's posterior mean, never a sample) and :meth:`replica` to cut one model out.
@@ -305,45 +325,64 @@ def init_parameters(module: PerturbationAutoencoder, generators: Sequence[torch.
             layer.bias.zero_()
 
 
+def _noise_fields(config: ModelConfig) -> list[tuple[str, int]]:
+    """(field, width) in the fixed order their bits sit in a row of the random block."""
+    p, d = config.n_inputs, config.latent_dim
+    h1, _ = config.hidden
+    dropout = config.kind in ("AE", "DAE") and config.dropout > 0
+    fields = []
+    if config.kind == "DAE":
+        fields.append(("input_noise", p))
+    if dropout:
+        fields.append(("encoder_dropout", h1))
+    if config.kind == "VAE":
+        fields.append(("eps", d))
+    if dropout:
+        fields.append(("decoder_dropout", h1))
+    return fields
+
+
+def noise_width(config: ModelConfig) -> int:
+    """Random 32-bit words per training row (a normal takes two: Box-Muller)."""
+    return sum(2 * w if name in ("input_noise", "eps") else w for name, w in _noise_fields(config))
+
+
 def draw_noise(
     config: ModelConfig,
-    generators: Sequence[torch.Generator],
+    keys: torch.Tensor,
+    first_step: int,
+    n_steps: int,
     batch_size: int,
     *,
     dtype: torch.dtype = torch.float32,
-    device: torch.device | str = "cpu",
 ) -> Noise:
-    """Training-time random tensors for one minibatch, replica ``r`` from ``generators[r]``.
+    """Training-time random tensors for ``n_steps`` minibatches of R replicas, one batched draw.
 
-    The draw order per replica is fixed (input noise, encoder dropout, eps, decoder dropout),
-    so the stream of replica r does not depend on how many replicas train beside it.
+    ``keys`` (R,) int32 are the replicas' stream keys (:func:`deeppert.rng.replica_keys`);
+    the tensors live on ``keys.device``, each field ``(R, n_steps, batch_size, width)``.
+    Row ``i`` of step ``t`` uses words ``[i * W, (i + 1) * W)`` of that step's stream (W =
+    :func:`noise_width`), so the numbers of a replica depend neither on its neighbours nor
+    on how many steps are drawn at once.
     """
-    p, d = config.n_inputs, config.latent_dim
-    h1, _ = config.hidden
+    width = noise_width(config)
+    if width == 0:
+        return Noise()
+    bits = rng.random_bits(keys, first_step, n_steps, batch_size * width)
+    bits = bits.view(len(keys), n_steps, batch_size, width)
     keep = 1.0 - config.dropout
-    per_replica: list[dict[str, torch.Tensor]] = []
-    for gen in generators:
-        draws: dict[str, torch.Tensor] = {}
-        if config.kind == "DAE":
-            draws["input_noise"] = (
-                torch.randn(batch_size, p, generator=gen, dtype=dtype) * config.dae_noise_std
-            )
-        if config.kind in ("AE", "DAE") and config.dropout > 0:
-            draws["encoder_dropout"] = (
-                torch.bernoulli(torch.full((batch_size, h1), keep, dtype=dtype), generator=gen)
-                / keep
-            )
-        if config.kind == "VAE":
-            draws["eps"] = torch.randn(batch_size, d, generator=gen, dtype=dtype)
-        if config.kind in ("AE", "DAE") and config.dropout > 0:
-            draws["decoder_dropout"] = (
-                torch.bernoulli(torch.full((batch_size, h1), keep, dtype=dtype), generator=gen)
-                / keep
-            )
-        per_replica.append(draws)
-    return Noise(
-        **{k: torch.stack([dr[k] for dr in per_replica]).to(device) for k in per_replica[0]}
-    )
+    out: dict[str, torch.Tensor] = {}
+    col = 0
+    for name, w in _noise_fields(config):
+        if name in ("input_noise", "eps"):
+            z = rng.normal(bits[..., col : col + w], bits[..., col + w : col + 2 * w], dtype)
+            if name == "input_noise" and config.dae_noise_std != 1.0:
+                z = z.mul_(config.dae_noise_std)
+            out[name] = z
+            col += 2 * w
+        else:
+            out[name] = rng.dropout_mask(bits[..., col : col + w], keep, dtype)
+            col += w
+    return Noise(**out)
 
 
 class MeanEncoder(nn.Module):

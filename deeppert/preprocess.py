@@ -1,4 +1,4 @@
-"""Train/validation split and PCA fitted on the training split (METHOD.md section 1).
+"""Train/validation split and PCA fitted on the training split (docs/method.md section 1).
 
 The PCA components are kept: attributions computed in PCA space are mapped back to genes
 through them, and reconstructions are mapped back to gene space to score held-out R^2.

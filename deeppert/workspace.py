@@ -33,7 +33,6 @@ from deeppert.config import DataConfig, ExperimentConfig
 from deeppert.data import Signatures, load_signatures
 from deeppert.data.synthetic import make_synthetic
 from deeppert.errors import DeeppertError
-from deeppert.models import ModelConfig
 from deeppert.preprocess import PCAModel, fit_pca, split_indices
 from deeppert.train import TrainedModels, fit
 
@@ -49,7 +48,6 @@ __all__ = [
     "load_signatures_of",
     "load_split",
     "training_inputs",
-    "dataset_name",
 ]
 
 log = logging.getLogger(__name__)
@@ -104,15 +102,7 @@ def train_shape(
     on_epoch=None,
 ) -> tuple[TrainedModels, pd.DataFrame]:
     """Train the runs ``runs`` of one (kind, latent dim) vectorised; return models + held-out metrics."""
-    arch = config.model
-    model_config = ModelConfig(
-        kind=kind,
-        latent_dim=latent_dim,
-        n_inputs=prepared.pca.n_components,
-        dropout=arch.dropout,
-        dae_noise_std=arch.dae_noise_std,
-        vae_decoder=arch.vae_decoder,
-    )
+    model_config = config.model.build(kind, latent_dim, prepared.pca.n_components)
     trained = fit(prepared.x_train, model_config, config.train, runs, on_epoch=on_epoch)
     if len(prepared.val_idx):
         metrics = trained.evaluate(
@@ -235,12 +225,10 @@ def _baseline_metrics(base, prepared: Prepared) -> pd.DataFrame:
 
 
 def _plot_curves(history: pd.DataFrame, path: Path) -> None:
-    import matplotlib
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig = Figure(figsize=(7, 4))
+    ax = fig.subplots()
     for (name, run), frame in history.groupby(["model", "run"]):
         ax.plot(frame["epoch"] + 1, frame["loss"], lw=0.8, label=f"{name} run {run}")
     ax.set_xlabel("epoch")
@@ -251,7 +239,6 @@ def _plot_curves(history: pd.DataFrame, path: Path) -> None:
         ax.legend(fontsize=6)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 # -- reading a run folder back ----------------------------------------------------------
@@ -309,8 +296,3 @@ def training_inputs(run_dir: str | Path) -> tuple[np.ndarray, list[str]]:
     train_idx, _ = load_split(run_dir)
     pca = load_pca(run_dir)
     return pca.transform(sig.values[train_idx]), sig.sample_ids[train_idx].tolist()
-
-
-def dataset_name(run_dir: str | Path) -> str:
-    """The dataset (cell line) name a run folder was trained on."""
-    return json.loads(_require(Path(run_dir), "config.json").read_text())["dataset"]

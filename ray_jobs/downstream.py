@@ -62,34 +62,27 @@ def run_one(
 def log_downstream_run(uri, experiment_id, outputs, kind, which, featurizer, result, eval_config):
     """One MLflow run per task x feature set: lineage tags, Parquet scores, summary metrics."""
     from deeppert.downstream import summarize
-    from deeppert.tracking.client import (
-        finish_run,
-        log_parquet,
-        mark_run_failed,
-        start_run,
-        tracking_client,
-    )
+    from deeppert.tracking.client import log_parquet, tracked_run, tracking_client
+    from deeppert.tracking.contract import ARTIFACTS, ROLES, TAGS
     from deeppert.tracking.registry import lineage_tags
-    from deeppert.tracking.sweep import TAGS
 
-    run_id = start_run(
+    with tracked_run(
         uri,
         experiment_id,
         run_name=f"downstream {kind} {which} {featurizer.name}",
         tags={
-            TAGS.role: "downstream",
-            "deeppert.task": f"{kind}_{which}",
-            "deeppert.feature_set": featurizer.name,
+            TAGS.role: ROLES.downstream,
+            TAGS.task: f"{kind}_{which}",
+            TAGS.feature_set: featurizer.name,
             **lineage_tags(outputs),
         },
         params={
             **{f"eval.{k}": v for k, v in eval_config.to_dict().items()},
             **{f"features.{k}": v for k, v in featurizer.to_dict().items()},
         },
-    )
-    try:
-        log_parquet(uri, run_id, result.scores, "scores.parquet")
-        log_parquet(uri, run_id, result.predictions, "predictions.parquet")
+    ) as run_id:
+        log_parquet(uri, run_id, result.scores, ARTIFACTS.scores)
+        log_parquet(uri, run_id, result.predictions, ARTIFACTS.predictions)
         summary = summarize(result.scores)
         client = tracking_client(uri)
         for r in summary.itertuples(index=False):
@@ -98,10 +91,6 @@ def log_downstream_run(uri, experiment_id, outputs, kind, which, featurizer, res
             if r.sd == r.sd:  # not NaN
                 client.log_metric(run_id, f"{key}.sd", float(r.sd))
             client.log_metric(run_id, f"{key}.n", float(r.n))
-        finish_run(uri, run_id)
-    except BaseException as exc:
-        mark_run_failed(uri, run_id, reason=f"{type(exc).__name__}: {exc}")
-        raise
     return run_id
 
 

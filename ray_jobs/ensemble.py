@@ -20,6 +20,7 @@ from deeppert.config import ExperimentConfig
 from deeppert.ensemble import Ensemble, EnsembleModel, build_ensemble
 from deeppert.stability import stability_report
 from deeppert.tracking.client import check_server, get_or_create_experiment
+from deeppert.tracking.contract import ENSEMBLE_ALIAS
 from deeppert.tracking.registry import ensemble_model_name, load_sweep_members, log_ensemble
 from deeppert.tracking.sweep import sweep_name
 from ray_jobs._common import connect_ray, job_config, job_parser, run_job
@@ -69,7 +70,7 @@ def ensemble_dataset(
         "clusters": ensemble.n_clusters,
         "stability_ensemble": stability.get("ensemble_median"),
         "stability_single": stability.get("single_median"),
-        "registered": f"{ensemble_model_name(dataset)}@current -> v{version.version}",
+        "registered": f"{ensemble_model_name(dataset)}@{ENSEMBLE_ALIAS} -> v{version.version}",
     }
     return (row, ensemble) if with_ensemble else row
 

@@ -4,7 +4,7 @@
         --disease "Synthetic Disease" --pairs-dir demo_out/synth/target_pairs
 
 Reads ``ensemble_weights.parquet`` of ``<dataset>-ensemble@current`` (or ``--ensemble
-NAME@ALIAS``), runs METHOD.md section 5 with the config's ``targets`` section, and logs a
+NAME@ALIAS``), runs docs/method.md section 5 with the config's ``targets`` section, and logs a
 run holding the output tables and plots, tagged with the model version it consumed.
 """
 
@@ -17,14 +17,12 @@ from pathlib import Path
 from deeppert.targets import load_known_pairs, predict_targets, write_target_outputs
 from deeppert.tracking.client import (
     check_server,
-    finish_run,
     get_or_create_experiment,
-    mark_run_failed,
-    start_run,
+    tracked_run,
     tracking_client,
 )
+from deeppert.tracking.contract import ARTIFACTS, ENSEMBLE_ALIAS, ROLES, TAGS
 from deeppert.tracking.registry import ensemble_model_name, lineage_tags, load_ensemble_outputs
-from deeppert.tracking.sweep import TAGS
 from ray_jobs._common import job_config, job_parser, run_job
 
 
@@ -46,33 +44,30 @@ def _predict(args) -> int:
     config = job_config(args)
     uri = config.tracking.uri
     check_server(uri)
-    ref = args.ensemble or f"{ensemble_model_name(config.datasets[0].name)}@current"
+    ref = args.ensemble or f"{ensemble_model_name(config.datasets[0].name)}@{ENSEMBLE_ALIAS}"
     known = load_known_pairs(args.pairs_dir)
     outputs = load_ensemble_outputs(uri, ref)
     result = predict_targets(
         outputs.weights, config=config.targets, known=known, disease=args.disease
     )
     experiment_id = get_or_create_experiment(uri, config.tracking.experiment)
-    run_id = start_run(
+    with tracked_run(
         uri,
         experiment_id,
         run_name=f"targets {args.disease}",
-        tags={TAGS.role: "targets", "deeppert.disease": args.disease, **lineage_tags(outputs)},
+        tags={TAGS.role: ROLES.targets, TAGS.disease: args.disease, **lineage_tags(outputs)},
         params={f"targets.{k}": v for k, v in config.targets.to_dict().items()},
-    )
-    try:
+    ) as run_id:
         client = tracking_client(uri)
         extra = {"ensemble": ref, "model_version": outputs.version.version}
         with tempfile.TemporaryDirectory() as tmp:
-            folder = write_target_outputs(result, args.out or Path(tmp) / "targets", extra=extra)
-            client.log_artifacts(run_id, str(folder), "targets")
+            folder = write_target_outputs(
+                result, args.out or Path(tmp) / ARTIFACTS.targets, extra=extra
+            )
+            client.log_artifacts(run_id, str(folder), ARTIFACTS.targets)
         stats = result.match_statistics.set_index("TOP_N")["Match_Rate"]
         for top_n, rate in stats.items():
             client.log_metric(run_id, "match_rate", float(rate), step=int(top_n))
-        finish_run(uri, run_id)
-    except BaseException as exc:
-        mark_run_failed(uri, run_id, reason=f"{type(exc).__name__}: {exc}")
-        raise
     print(f"ensemble {ref} (version {outputs.version.version}); disease {args.disease!r}")
     print(result.pairs.head(10).to_string(index=False))
     print(result.match_statistics.to_string(index=False))

@@ -1,4 +1,4 @@
-"""Shared fixtures: small synthetic data built once per session, the real-data path, PostgreSQL."""
+"""Shared fixtures: one torch thread, a SQLite tracking server, the real-data path, PostgreSQL."""
 
 from __future__ import annotations
 
@@ -10,6 +10,31 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 SEED_DATA = REPO.parent / "shared" / "data" / "deeppert-seed"
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny tensors gain nothing from threads; on a loaded 2-core box OpenMP waits cost ~100x.
+
+    Use per module: ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``.
+    """
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def sqlite_server(tmp_path_factory):
+    """A tracking server on a fresh SQLite file, for one test module."""
+    from deeppert.tracking.server import ServerConfig, TrackingServer
+
+    with TrackingServer(
+        ServerConfig(data_dir=str(tmp_path_factory.mktemp("mlflow-sqlite")), port=0)
+    ) as srv:
+        yield srv
 
 
 @pytest.fixture(scope="session")

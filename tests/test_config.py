@@ -176,3 +176,20 @@ def test_sha256_is_stable_and_tracks_content(tmp_path):
     assert c.sha256() != a.sha256()
     # to_dict is plain JSON (tuples as lists), so the hash survives a round trip
     assert parse_config(a.to_dict()).sha256() == a.sha256()
+
+
+def test_architecture_section_is_model_config_less_the_grid_point():
+    import dataclasses
+
+    from deeppert.config import GRID_POINT_FIELDS, ArchitectureConfig, parse_config
+    from deeppert.errors import DeeppertError
+    from deeppert.models import ModelConfig
+
+    model = {f.name: f.default for f in dataclasses.fields(ModelConfig)}
+    arch = {f.name: f.default for f in dataclasses.fields(ArchitectureConfig)}
+    assert arch == {k: v for k, v in model.items() if k not in GRID_POINT_FIELDS}
+    assert ArchitectureConfig().build("AE", 5, 30) == ModelConfig(
+        kind="AE", latent_dim=5, n_inputs=30
+    )
+    with pytest.raises(DeeppertError, match="model: dropout must be in"):
+        parse_config({"model": {"dropout": 1.5}})

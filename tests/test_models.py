@@ -1,4 +1,4 @@
-"""The replicated AE / DAE / VAE module: layers against torch's, METHOD.md widths, init, noise."""
+"""The replicated AE / DAE / VAE module: layers against torch's, docs/method.md widths, init, noise."""
 
 from __future__ import annotations
 
@@ -18,16 +18,11 @@ from deeppert.models import (
     draw_noise,
     hidden_sizes,
     init_parameters,
+    noise_width,
 )
+from deeppert.rng import replica_keys
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny tensors gain nothing from threads; on a loaded 2-core box OpenMP waits cost ~100x."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _gens(*seeds: int) -> list[torch.Generator]:
@@ -101,7 +96,7 @@ def test_stacked_layers_keep_replicas_independent():
     assert not torch.allclose(bn2.running_mean[0], bn.running_mean[0])
 
 
-# -- architecture (METHOD.md section 2) --------------------------------------------------
+# -- architecture (docs/method.md section 2) --------------------------------------------------
 @pytest.mark.parametrize(
     "d, expected",
     [(5, (100, 25)), (10, (250, 50)), (25, (250, 100)), (50, (250, 100)), (2, (250, 100))],
@@ -150,7 +145,7 @@ def test_default_vae_decoder_is_mirrored():
 
 
 def _sequential_reference(m: PerturbationAutoencoder, r: int):
-    """Plain torch.nn encoder/decoder built from METHOD.md, holding replica r's weights."""
+    """Plain torch.nn encoder/decoder built from docs/method.md, holding replica r's weights."""
 
     def lin(s: StackedLinear) -> nn.Linear:
         out = nn.Linear(s.weight.shape[1], s.weight.shape[2]).double()
@@ -264,8 +259,9 @@ def test_init_of_a_replica_does_not_depend_on_its_neighbours():
 @pytest.mark.parametrize("kind", ["AE", "DAE", "VAE"])
 def test_draw_noise_of_a_replica_does_not_depend_on_its_neighbours(kind):
     cfg = ModelConfig(kind=kind, latent_dim=5, n_inputs=20)
-    group = draw_noise(cfg, _gens(11, 22, 33), 16, dtype=torch.float64)
-    alone = draw_noise(cfg, _gens(22), 16, dtype=torch.float64)
+    # steps 3..5 for three replicas in one draw vs step 4 of the middle one alone
+    group = draw_noise(cfg, replica_keys([11, 22, 33]), 3, 3, 16, dtype=torch.float64)
+    alone = draw_noise(cfg, replica_keys([22]), 4, 1, 16, dtype=torch.float64)
     fields = ("input_noise", "encoder_dropout", "decoder_dropout", "eps")
     present = [f for f in fields if getattr(group, f) is not None]
     expected = {
@@ -274,20 +270,24 @@ def test_draw_noise_of_a_replica_does_not_depend_on_its_neighbours(kind):
         "VAE": ["eps"],
     }[kind]
     assert present == expected
+    g_step, a_step = group.step(1, 10), alone.step(0, 10)
     for f in present:
         g, a = getattr(group, f), getattr(alone, f)
-        assert g.shape[0] == 3 and a.shape[0] == 1 and g.shape[1] == 16
-        assert torch.equal(g[1], a[0])
-        assert not torch.equal(g[0], g[1])
+        assert g.shape[:3] == (3, 3, 16) and a.shape[:3] == (1, 1, 16)
+        assert getattr(g_step, f).shape[:2] == (3, 10)
+        assert torch.equal(getattr(g_step, f)[1], getattr(a_step, f)[0])
+        assert not torch.equal(g[0, 1], g[1, 1])  # replicas differ
+        assert not torch.equal(g[1, 0], g[1, 1])  # steps differ
 
 
 def test_noise_distributions():
-    cfg = ModelConfig(kind="DAE", latent_dim=5, n_inputs=50, dropout=0.1, dae_noise_std=1.0)
-    noise = draw_noise(cfg, _gens(5), 2000, dtype=torch.float64)
-    # DAE input noise: N(0, 1.0^2) on the PCA inputs
+    cfg = ModelConfig(kind="DAE", latent_dim=5, n_inputs=50, dropout=0.1, dae_noise_std=2.0)
+    assert noise_width(cfg) == 2 * 50 + 100 + 100
+    noise = draw_noise(cfg, replica_keys([5]), 0, 1, 2000, dtype=torch.float64).step(0, 2000)
+    # DAE input noise: N(0, 2.0^2) on the PCA inputs
     assert noise.input_noise.shape == (1, 2000, 50)
-    assert abs(noise.input_noise.std().item() - 1.0) < 0.02
-    assert abs(noise.input_noise.mean().item()) < 0.02
+    assert abs(noise.input_noise.std().item() - 2.0) < 0.04
+    assert abs(noise.input_noise.mean().item()) < 0.04
     # inverted dropout masks: values 0 or 1/0.9, kept with probability 0.9, width h1 = 100
     for mask in (noise.encoder_dropout, noise.decoder_dropout):
         assert mask.shape == (1, 2000, 100)
@@ -295,7 +295,12 @@ def test_noise_distributions():
         assert values == {0.0, 1 / 0.9}
         assert abs((mask > 0).double().mean().item() - 0.9) < 0.01
     assert not torch.equal(noise.encoder_dropout, noise.decoder_dropout)
-    none = draw_noise(ModelConfig(kind="AE", latent_dim=5, n_inputs=50, dropout=0.0), _gens(5), 4)
+    vae = draw_noise(ModelConfig(kind="VAE", latent_dim=7), replica_keys([5]), 0, 1, 4000)
+    assert vae.eps.shape == (1, 1, 4000, 7) and vae.eps.dtype == torch.float32
+    assert abs(vae.eps.std().item() - 1.0) < 0.02
+    none = draw_noise(
+        ModelConfig(kind="AE", latent_dim=5, n_inputs=50, dropout=0.0), replica_keys([5]), 0, 1, 4
+    )
     assert none.encoder_dropout is None and none.decoder_dropout is None
 
 

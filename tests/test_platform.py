@@ -128,14 +128,6 @@ def ray_cluster():
 
 
 @pytest.fixture(scope="module")
-def sqlite_server(tmp_path_factory):
-    with TrackingServer(
-        ServerConfig(data_dir=str(tmp_path_factory.mktemp("mlflow-sqlite")), port=0)
-    ) as srv:
-        yield srv
-
-
-@pytest.fixture(scope="module")
 def postgres_server(postgres_uri, tmp_path_factory):
     name = f"deeppert_platform_{uuid.uuid4().hex[:10]}"
     db_uri = postgres_uri.rsplit("/", 1)[0] + f"/{name}"

@@ -19,7 +19,6 @@ from deeppert.errors import DeeppertError
 from deeppert.tracking import (
     ServerConfig,
     TrackingServer,
-    find_run_by_tag,
     find_runs_by_tag,
     finish_run,
     get_or_create_experiment,
@@ -32,8 +31,10 @@ from deeppert.tracking import (
     resolve_alias,
     set_alias,
     start_run,
+    tracked_run,
     tracking_client,
 )
+from deeppert.tracking.client import dataset_entity
 
 pytestmark = [pytest.mark.mlflow, pytest.mark.timeout(600)]
 
@@ -141,6 +142,32 @@ def test_parquet_bad_input_is_named(server: str, experiment: str) -> None:
         load_parquet(server, run_id, "missing.parquet")
 
 
+def test_dataset_entity_equals_mlflows_own() -> None:
+    """The public-API entity matches MLflow's private ``_to_mlflow_entity`` (the assumption)."""
+    import mlflow.data
+
+    frame = pd.DataFrame({"g1": [0.5, 1.5], "g2": [2.0, -1.0]}, index=["a", "b"]).reset_index()
+    ds = mlflow.data.from_pandas(frame, source="/data/x.parquet", name="X")
+    ours, theirs = dataset_entity(ds), ds._to_mlflow_entity()
+    assert ours.to_dictionary() == theirs.to_dictionary()
+    assert ours.name == "X" and ours.schema and ours.profile
+
+
+def test_tracked_run_finishes_or_fails_and_reraises(server: str, experiment: str) -> None:
+    client = tracking_client(server)
+    with tracked_run(server, experiment, tags={"deeppert.grid_key": "ok"}, params={"a": 1}) as ok:
+        assert client.get_run(ok).info.status == "RUNNING"
+    done = client.get_run(ok)
+    assert done.info.status == "FINISHED" and done.data.params == {"a": "1"}
+
+    with pytest.raises(KeyError, match="boom"):
+        with tracked_run(server, experiment, run_name="bad") as bad:
+            raise KeyError("boom")
+    failed = client.get_run(bad)
+    assert failed.info.status == "FAILED"
+    assert failed.data.tags["deeppert.failure"] == "KeyError: 'boom'"
+
+
 def test_find_runs_by_tag_status_and_parent(server: str, experiment: str) -> None:
     parent = start_run(server, experiment, run_name="sweep", tags={"deeppert.sweep": "s1"})
     key = "deeppert.grid_key"
@@ -154,14 +181,18 @@ def test_find_runs_by_tag_status_and_parent(server: str, experiment: str) -> Non
         failed,
         done,
     }
-    assert find_run_by_tag(server, experiment, key, "g1", status="FINISHED").info.run_id == done
-    failed_run = find_run_by_tag(server, experiment, key, "g1", status="FAILED")
+
+    def ids(value: str, **narrow) -> list[str]:
+        return [r.info.run_id for r in find_runs_by_tag(server, experiment, key, value, **narrow)]
+
+    assert ids("g1", status="FINISHED") == [done]
+    (failed_run,) = find_runs_by_tag(server, experiment, key, "g1", status="FAILED")
     assert failed_run.info.run_id == failed
     assert failed_run.data.tags["deeppert.failure"] == "worker died"
-    assert find_run_by_tag(server, experiment, key, "g1", status="RUNNING") is None
-    assert find_run_by_tag(server, experiment, key, "g2", parent_run_id=parent) is None
-    assert find_run_by_tag(server, experiment, key, "g2").info.run_id == other
-    assert find_run_by_tag(server, experiment, key, "g1", parent_run_id=parent) is not None
+    assert ids("g1", status="RUNNING") == []
+    assert ids("g2", parent_run_id=parent) == []
+    assert ids("g2") == [other]
+    assert set(ids("g1", parent_run_id=parent)) == {done, failed}
     with pytest.raises(DeeppertError, match="quotes"):
         find_runs_by_tag(server, experiment, key, "it's")
     with pytest.raises(DeeppertError, match="unknown run status"):

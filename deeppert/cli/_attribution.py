@@ -21,6 +21,7 @@ import torch
 
 from deeppert.atomic import atomic_dir
 from deeppert.attribution import IGConfig, attribute_genes
+from deeppert.cli._flags import add_config_flag, add_dataclass_flags, apply_flags, config_section
 from deeppert.ensemble import EnsembleConfig, EnsembleModel, build_ensemble
 from deeppert.errors import DeeppertError
 from deeppert.stability import split_runs, stability_report
@@ -30,6 +31,20 @@ __all__ = ["register", "run_attribute", "run_ensemble"]
 
 log = logging.getLogger(__name__)
 
+# IGConfig fields of `deeppert attribute` and their flags; defaults come from IGConfig.
+_IG_FLAGS = {
+    "n_steps": "--steps",
+    "method": "--method",
+    "chunk_size": "--chunk-size",
+    "algorithm": "--algorithm",
+}
+_IG_HELP = {
+    "n_steps": "quadrature steps",
+    "method": "captum's quadrature rule",
+    "chunk_size": "samples per chunk",
+    "algorithm": "exact (fast path), autograd or captum; auto = exact where possible",
+}
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -38,10 +53,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Write RUN_DIR/gene_weights/<model>_run<r>.parquet (genes x nodes).",
     )
     p.add_argument("run_dir", type=Path)
-    p.add_argument("--steps", type=int, default=50, help="quadrature steps (default 50)")
-    p.add_argument("--method", default="gausslegendre", help="captum quadrature rule")
-    p.add_argument("--chunk-size", type=int, default=256, help="samples per chunk")
-    p.add_argument("--algorithm", default="auto", choices=["auto", "exact", "autograd", "captum"])
+    add_config_flag(p, "attribution")
+    add_dataclass_flags(p, IGConfig, _IG_FLAGS, help=_IG_HELP)
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.set_defaults(func=run_attribute)
 
@@ -63,9 +76,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run_attribute(args: argparse.Namespace) -> int:
     run_dir: Path = args.run_dir
-    config = IGConfig(
-        n_steps=args.steps, method=args.method, chunk_size=args.chunk_size, algorithm=args.algorithm
-    )
+    config = apply_flags(config_section(args, "attribution", IGConfig), args, _IG_FLAGS)
     pca = load_pca(run_dir)
     x_pca, _ = training_inputs(run_dir)
     device = torch.device(args.device)

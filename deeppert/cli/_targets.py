@@ -54,7 +54,7 @@ def _weights(ref: str, tracking_uri: str | None):
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "targets",
-        help="predict target-gene combinations from ensemble gene weights (METHOD.md section 5)",
+        help="predict target-gene combinations from ensemble gene weights (docs/method.md section 5)",
         description=(
             "Cluster the top genes of an ensemble gene-weight matrix, place the candidate genes "
             "of a disease (or a gene list) in the gene clusters and rank correlated pairs. "

@@ -1,26 +1,26 @@
-"""Figures for the downstream results (matplotlib, Agg backend, PNG)."""
+"""Figures for the downstream results (PNG).
+
+Built on :class:`matplotlib.figure.Figure` directly (no pyplot state, no backend switch on
+import, no display needed).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from sklearn.metrics import roc_curve
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from sklearn.metrics import roc_curve  # noqa: E402
-
-from deeppert.atomic import atomic_path  # noqa: E402
+from deeppert.atomic import atomic_path
 
 __all__ = ["plot_roc_curves", "plot_synergy_scatter", "plot_summary_bars"]
 
 
-def _save(fig: plt.Figure, path: Path) -> Path:
+def _save(fig: Figure, path: Path) -> Path:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
-    plt.close(fig)
     return path
 
 
@@ -35,7 +35,8 @@ def plot_roc_curves(
 ) -> Path:
     """ROC curves of ``task`` under ``split`` for ``model``, one per feature set (first seed)."""
     sel = _select(predictions, task=task, split=split, model=model, target="label")
-    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    fig = Figure(figsize=(4.5, 4.5))
+    ax = fig.subplots()
     seed = sel["seed"].min()
     for name, part in sel[sel["seed"] == seed].groupby("feature_set", sort=True):
         fpr, tpr, _ = roc_curve(part["y_true"], part["y_pred"])
@@ -56,9 +57,8 @@ def plot_synergy_scatter(
     """Predicted vs observed Loewe synergy, one panel per feature set (first seed)."""
     sel = _select(predictions, task=task, split=split, model=model, target="loewe")
     sets = sorted(sel["feature_set"].unique())
-    fig, axes = plt.subplots(
-        1, max(len(sets), 1), figsize=(4 * max(len(sets), 1), 4), squeeze=False
-    )
+    fig = Figure(figsize=(4 * max(len(sets), 1), 4))
+    axes = fig.subplots(1, max(len(sets), 1), squeeze=False)
     seed = sel["seed"].min()
     for ax, name in zip(axes[0], sets, strict=False):
         part = sel[(sel["feature_set"] == name) & (sel["seed"] == seed)]
@@ -83,7 +83,8 @@ def plot_summary_bars(summary: pd.DataFrame, path: str | Path, *, metric: str = 
     groups = list(dict.fromkeys(sel.sort_values(["task", "split", "model"])["group"]))
     sets = sorted(sel["feature_set"].unique())
     width = 0.8 / max(len(sets), 1)
-    fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(groups)), 4))
+    fig = Figure(figsize=(max(6, 0.9 * len(groups)), 4))
+    ax = fig.subplots()
     x = np.arange(len(groups))
     for i, name in enumerate(sets):
         part = sel[sel["feature_set"] == name].set_index("group").reindex(groups)

@@ -1,4 +1,4 @@
-"""Target combination (METHOD.md section 5): predict drug-target gene pairs from ensemble weights.
+"""Target combination (docs/method.md section 5): predict drug-target gene pairs from ensemble weights.
 
 Pure compute: reads files only in the ``load_*``/``read_*`` helpers and writes only in
 ``write_*``. The main entry for in-memory weights (e.g. read from a registry) is

@@ -1,4 +1,4 @@
-"""The target-combination algorithm of METHOD.md section 5, as pure functions.
+"""The target-combination algorithm of docs/method.md section 5, as pure functions.
 
 Steps 1-3 (importance summary, MinMax scaling, Ward clustering of the top genes) depend on
 the weights only and are computed once by :func:`prepare_weights`; steps 4-7 depend on the

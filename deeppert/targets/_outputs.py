@@ -14,19 +14,7 @@ from deeppert.errors import DeeppertError
 if TYPE_CHECKING:
     from deeppert.targets._pipeline import TargetResult
 
-__all__ = ["OUTPUT_FILES", "write_target_outputs", "write_all_diseases", "check_out_dir"]
-
-OUTPUT_FILES = (
-    "target_combinations.csv",
-    "match_statistics.csv",
-    "match_significance.csv",
-    "candidate_assignments.csv",
-    "gene_cluster_heatmap.svg",
-    "gene_cluster_heatmap.png",
-    "match_rate.svg",
-    "match_rate.png",
-    "summary.json",
-)
+__all__ = ["write_target_outputs", "write_all_diseases", "check_out_dir"]
 
 
 def check_out_dir(out: str | os.PathLike) -> Path:
@@ -47,7 +35,7 @@ def write_target_outputs(
 ) -> Path:
     """Write one run (a :class:`TargetResult`) into ``out``, replacing an earlier output whole.
 
-    Files: target_combinations.csv, match_statistics.csv (METHOD.md columns) and
+    Files: target_combinations.csv, match_statistics.csv (docs/method.md columns) and
     match_significance.csv (chance rates, p-values) when a disease was evaluated,
     candidate_assignments.csv, summary.json, and with ``config.plots`` the gene-cluster
     heatmap and the match-rate plot as SVG and PNG.

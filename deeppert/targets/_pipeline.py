@@ -13,6 +13,7 @@ from scipy.stats import false_discovery_control
 from deeppert.errors import DeeppertError
 from deeppert.targets._algorithm import (
     PAIR_COLUMNS,
+    PairSelection,
     PreparedWeights,
     TargetConfig,
     auto_threshold,
@@ -48,7 +49,7 @@ _PREP_FIELDS = ("n_clusters", "top_genes", "mode", "plots")
 class TargetResult:
     """Outcome of one run.
 
-    ``pairs`` has the METHOD.md columns of target_combinations.csv; ``match_statistics``
+    ``pairs`` has the docs/method.md columns of target_combinations.csv; ``match_statistics``
     those of match_statistics.csv and ``significance`` the chance rates and p-values per
     top N (both ``None`` without a disease to evaluate against).
     """
@@ -179,7 +180,70 @@ def predict_targets(
         disease = resolve_disease(known, disease)
         keys = known_pair_keys(known, disease)
     prepared = _ensure_prepared(weights, config)
+    rows, missing, source = _candidate_rows(prepared, known, disease, genes)
+    threshold = auto_threshold(len(rows)) if config.threshold == "auto" else float(config.threshold)
+    selection = select_pairs(prepared, rows, threshold=threshold, n_pairs=config.n_pairs)
+    names, assignments = _assignments(prepared, rows, config.mode)
+    if selection is None:
+        counts = assignments["Assigned_Cluster"].value_counts().to_dict()
+        raise DeeppertError(
+            f"fewer than 2 candidate genes of {source} in every gene cluster ({counts}); "
+            "try fewer clusters or more top genes"
+        )
+    chosen = prepared.cluster_names[selection.chosen]
+    pairs = _pairs_frame(selection, names)
+    if pairs.empty:
+        log.warning("no pair of %s reaches |r| >= %s in %s", source, threshold, chosen)
 
+    known_mat = known_matrix(names, keys or frozenset())
+    k_cluster, m_cluster, _ = chance_rate(known_mat, selection.members)
+    k_all, m_all, _ = chance_rate(known_mat)
+    match_stats = significance = None
+    if keys is not None:
+        match_stats = _match_statistics(selection, known_mat, config.top_ns, len(pairs))
+        null = permutation_null(
+            prepared,
+            len(rows),
+            known_mat,
+            threshold=threshold,
+            n_pairs=config.n_pairs,
+            top_ns=config.top_ns,
+            permutations=config.permutations,
+            seed=config.seed,
+        )
+        significance = _significance(match_stats, null, (k_cluster, m_cluster), (k_all, m_all))
+    return TargetResult(
+        config=config,
+        disease=disease,
+        candidates=tuple(names),
+        missing_genes=tuple(missing) if genes is not None else (),
+        assignments=assignments,
+        chosen_cluster=chosen,
+        cluster_candidates=tuple(names[i] for i in selection.members),
+        target_columns=prepared.target_columns[chosen],
+        threshold=threshold,
+        pairs=pairs,
+        match_statistics=match_stats,
+        significance=significance,
+        known_pairs=len(keys) if keys is not None else 0,
+        known_in_cluster=k_cluster,
+        cluster_candidate_pairs=m_cluster,
+        known_among_candidates=k_all,
+        candidate_pairs=m_all,
+        prepared=prepared,
+    )
+
+
+def _candidate_rows(
+    prepared: PreparedWeights,
+    known: pd.DataFrame | None,
+    disease: str | None,
+    genes: Sequence[str] | None,
+) -> tuple[np.ndarray, list[str], str]:
+    """Step 4 (matching): rows of the candidate genes, the absent genes, and where they came from.
+
+    Candidates are the user's gene list, else every gene of the disease's known pairs.
+    """
     candidate_genes = list(genes) if genes is not None else disease_genes(known, disease)  # type: ignore[arg-type]
     rows, missing = match_candidates(prepared, candidate_genes)
     source = "the gene list" if genes is not None else f"the known pairs of {disease!r}"
@@ -205,24 +269,26 @@ def predict_targets(
             len(candidate_genes),
             disease,
         )
+    return rows, missing, source
 
-    threshold = auto_threshold(len(rows)) if config.threshold == "auto" else float(config.threshold)
-    selection = select_pairs(prepared, rows, threshold=threshold, n_pairs=config.n_pairs)
+
+def _assignments(
+    prepared: PreparedWeights, rows: np.ndarray, mode: str
+) -> tuple[list[str], pd.DataFrame]:
+    """Candidate names as the outputs spell them (lower-cased in reference mode) and the
+    gene cluster each was assigned to (step 4)."""
     gene_names = prepared.genes
-    if config.mode == "reference":
+    if mode == "reference":
         names = [gene_names[r].lower() for r in rows]
     else:
         names = [gene_names[r] for r in rows]
     assigned = [prepared.cluster_names[c] for c in prepared.row_cluster[rows]]
-    assignments = pd.DataFrame({"Gene": names, "Assigned_Cluster": assigned})
-    if selection is None:
-        counts = assignments["Assigned_Cluster"].value_counts().to_dict()
-        raise DeeppertError(
-            f"fewer than 2 candidate genes of {source} in every gene cluster ({counts}); "
-            "try fewer clusters or more top genes"
-        )
-    chosen = prepared.cluster_names[selection.chosen]
-    pairs = pd.DataFrame(
+    return names, pd.DataFrame({"Gene": names, "Assigned_Cluster": assigned})
+
+
+def _pairs_frame(selection: PairSelection, names: list[str]) -> pd.DataFrame:
+    """Step 6's ranked pairs as target_combinations.csv has them."""
+    return pd.DataFrame(
         {
             "GeneA": [names[i] for i in selection.first],
             "GeneB": [names[i] for i in selection.second],
@@ -234,76 +300,58 @@ def predict_targets(
         },
         columns=list(PAIR_COLUMNS),
     )
-    if pairs.empty:
-        log.warning("no pair of %s reaches |r| >= %s in %s", source, threshold, chosen)
 
-    known_mat = known_matrix(names, keys or frozenset())
-    k_cluster, m_cluster, _ = chance_rate(known_mat, selection.members)
-    k_all, m_all, _ = chance_rate(known_mat)
-    match_stats = significance = None
-    if keys is not None:
-        ids = np.arange(len(rows))
-        top_ns = config.top_ns
-        matched = matches_at(selection, known_mat, ids, top_ns)
-        totals = np.minimum(np.asarray(top_ns), len(pairs))
-        rate = np.where(totals > 0, matched / np.maximum(totals, 1), 0.0)
-        match_stats = pd.DataFrame(
-            {
-                "TOP_N": list(top_ns),
-                "Total_Pairs": totals,
-                "Matched_Pairs": matched,
-                "Match_Rate": rate,
-            },
-            columns=list(MATCH_COLUMNS),
-        )
-        null = permutation_null(
-            prepared,
-            len(rows),
-            known_mat,
-            threshold=threshold,
-            n_pairs=config.n_pairs,
-            top_ns=top_ns,
-            permutations=config.permutations,
-            seed=config.seed,
-        )
-        significance = pd.DataFrame(
-            {
-                "TOP_N": list(top_ns),
-                "Chance_Rate_Cluster": k_cluster / m_cluster if m_cluster else np.nan,
-                "Chance_Rate_Overall": k_all / m_all if m_all else np.nan,
-                "Expected_Matches_Cluster": totals
-                * (k_cluster / m_cluster if m_cluster else np.nan),
-                "P_Hypergeom_Cluster": [
-                    hypergeom_pvalue(int(x), int(n), m_cluster, k_cluster)
-                    for x, n in zip(matched, totals, strict=True)
-                ],
-                "P_Hypergeom_Overall": [
-                    hypergeom_pvalue(int(x), int(n), m_all, k_all)
-                    for x, n in zip(matched, totals, strict=True)
-                ],
-                "Null_Mean_Matches": null.mean(axis=0) if len(null) else np.nan,
-                "P_Permutation": empirical_pvalues(matched, null),
-            }
-        )
-    return TargetResult(
-        config=config,
-        disease=disease,
-        candidates=tuple(names),
-        missing_genes=tuple(missing) if genes is not None else (),
-        assignments=assignments,
-        chosen_cluster=chosen,
-        cluster_candidates=tuple(names[i] for i in selection.members),
-        target_columns=prepared.target_columns[chosen],
-        threshold=threshold,
-        pairs=pairs,
-        match_statistics=match_stats,
-        significance=significance,
-        known_pairs=len(keys) if keys is not None else 0,
-        known_in_cluster=k_cluster,
-        cluster_candidate_pairs=m_cluster,
-        known_among_candidates=k_all,
-        candidate_pairs=m_all,
-        prepared=prepared,
+
+def _match_statistics(
+    selection: PairSelection, known_mat: np.ndarray, top_ns: tuple[int, ...], n_found: int
+) -> pd.DataFrame:
+    """Step 7: matched known pairs among the top N found pairs (match_statistics.csv)."""
+    ids = np.arange(known_mat.shape[0])
+    matched = matches_at(selection, known_mat, ids, top_ns)
+    totals = np.minimum(np.asarray(top_ns), n_found)
+    rate = np.where(totals > 0, matched / np.maximum(totals, 1), 0.0)
+    return pd.DataFrame(
+        {
+            "TOP_N": list(top_ns),
+            "Total_Pairs": totals,
+            "Matched_Pairs": matched,
+            "Match_Rate": rate,
+        },
+        columns=list(MATCH_COLUMNS),
+    )
+
+
+def _significance(
+    match_stats: pd.DataFrame,
+    null: np.ndarray,
+    cluster: tuple[int, int],
+    overall: tuple[int, int],
+) -> pd.DataFrame:
+    """Chance rates, hypergeometric tails and permutation p-values per top N.
+
+    ``cluster`` and ``overall`` are (known pairs, all pairs) among the chosen cluster's
+    candidates and among all candidates; ``null`` the permutation matches per top N.
+    """
+    (k_cluster, m_cluster), (k_all, m_all) = cluster, overall
+    matched = match_stats["Matched_Pairs"].to_numpy()
+    totals = match_stats["Total_Pairs"].to_numpy()
+    return pd.DataFrame(
+        {
+            "TOP_N": match_stats["TOP_N"].tolist(),
+            "Chance_Rate_Cluster": k_cluster / m_cluster if m_cluster else np.nan,
+            "Chance_Rate_Overall": k_all / m_all if m_all else np.nan,
+            "Expected_Matches_Cluster": totals * (k_cluster / m_cluster if m_cluster else np.nan),
+            "P_Hypergeom_Cluster": [
+                hypergeom_pvalue(int(x), int(n), m_cluster, k_cluster)
+                for x, n in zip(matched, totals, strict=True)
+            ],
+            "P_Hypergeom_Overall": [
+                hypergeom_pvalue(int(x), int(n), m_all, k_all)
+                for x, n in zip(matched, totals, strict=True)
+            ],
+            "Null_Mean_Matches": null.mean(axis=0) if len(null) else np.nan,
+            "P_Permutation": empirical_pvalues(matched, null),
+        }
     )
 
 

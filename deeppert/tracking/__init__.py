@@ -1,8 +1,9 @@
 """MLflow tracking for deeppert: the only package that imports ``mlflow``.
 
 ``server`` starts and stops a tracking server process; ``client`` holds the helpers jobs use
-to log and read runs, Parquet artifacts and registry aliases. Every helper takes the
-tracking URI explicitly. ``mlflow`` itself is imported lazily, inside the helpers.
+to log and read runs, Parquet artifacts and registry aliases; ``contract`` names every tag,
+param and artifact jobs exchange. Every helper takes the tracking URI explicitly. ``mlflow``
+itself is imported lazily, inside the helpers.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from deeppert.tracking.client import (
     ModelVersionRef,
     RunStatus,
     check_server,
-    find_run_by_tag,
     find_runs_by_tag,
     finish_run,
     get_or_create_experiment,
@@ -33,6 +33,7 @@ from deeppert.tracking.client import (
     resolve_alias,
     set_alias,
     start_run,
+    tracked_run,
     tracking_client,
 )
 from deeppert.tracking.server import ServerConfig, TrackingServer, ensure_database, free_port
@@ -45,7 +46,6 @@ __all__ = [
     "TrackingServer",
     "check_server",
     "ensure_database",
-    "find_run_by_tag",
     "find_runs_by_tag",
     "finish_run",
     "free_port",
@@ -59,5 +59,6 @@ __all__ = [
     "resolve_alias",
     "set_alias",
     "start_run",
+    "tracked_run",
     "tracking_client",
 ]

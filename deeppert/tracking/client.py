@@ -23,6 +23,7 @@ import pandas as pd
 import requests
 
 from deeppert.errors import DeeppertError
+from deeppert.tracking.contract import TAGS
 
 if TYPE_CHECKING:
     import numpy as np
@@ -38,12 +39,13 @@ __all__ = [
     "check_server",
     "get_or_create_experiment",
     "start_run",
+    "tracked_run",
     "find_runs_by_tag",
-    "find_run_by_tag",
     "finish_run",
     "mark_run_failed",
     "log_parquet",
     "load_parquet",
+    "dataset_entity",
     "log_torch_model",
     "load_torch_model",
     "register_logged_model",
@@ -53,7 +55,7 @@ __all__ = [
 
 RunStatus = Literal["RUNNING", "SCHEDULED", "FINISHED", "FAILED", "KILLED"]
 _RUN_STATUSES = ("RUNNING", "SCHEDULED", "FINISHED", "FAILED", "KILLED")
-FAILURE_TAG = "deeppert.failure"
+FAILURE_TAG = TAGS.failure
 
 # mlflow.pytorch.log_model and the models:/ downloader resolve the tracking and registry URIs
 # from process-global state; this lock keeps threads from seeing each other's URIs.
@@ -230,6 +232,37 @@ def start_run(
     return run_id
 
 
+@contextlib.contextmanager
+def tracked_run(
+    tracking_uri: str,
+    experiment_id: str,
+    *,
+    run_name: str | None = None,
+    tags: Mapping[str, Any] | None = None,
+    params: Mapping[str, Any] | None = None,
+    parent_run_id: str | None = None,
+) -> Iterator[str]:
+    """The run lifecycle: start a run (as :func:`start_run`), yield its id, mark it FINISHED.
+
+    On any exception in the block (``KeyboardInterrupt`` included) the run is marked FAILED
+    with the exception as the reason (:func:`mark_run_failed`) and the exception re-raised.
+    """
+    run_id = start_run(
+        tracking_uri,
+        experiment_id,
+        run_name=run_name,
+        tags=tags,
+        params=params,
+        parent_run_id=parent_run_id,
+    )
+    try:
+        yield run_id
+        finish_run(tracking_uri, run_id)
+    except BaseException as exc:
+        mark_run_failed(tracking_uri, run_id, reason=f"{type(exc).__name__}: {exc}")
+        raise
+
+
 def find_runs_by_tag(
     tracking_uri: str,
     experiment_id: str,
@@ -270,22 +303,6 @@ def find_runs_by_tag(
         token = page.token
         if not token:
             return runs
-
-
-def find_run_by_tag(
-    tracking_uri: str,
-    experiment_id: str,
-    key: str,
-    value: str,
-    *,
-    status: RunStatus | None = None,
-    parent_run_id: str | None = None,
-) -> Run | None:
-    """The newest run matching :func:`find_runs_by_tag`, or ``None``."""
-    runs = find_runs_by_tag(
-        tracking_uri, experiment_id, key, value, status=status, parent_run_id=parent_run_id
-    )
-    return runs[0] if runs else None
 
 
 def finish_run(tracking_uri: str, run_id: str) -> None:
@@ -337,6 +354,22 @@ def load_parquet(tracking_uri: str, run_id: str, artifact_path: str) -> pd.DataF
     with tempfile.TemporaryDirectory(prefix="deeppert-parquet-") as tmp:
         local = client.download_artifacts(run_id, artifact_path, dst_path=tmp)
         return pd.read_parquet(local)
+
+
+def dataset_entity(dataset: Any) -> Any:
+    """The ``mlflow.entities.Dataset`` of an ``mlflow.data`` dataset (e.g. ``from_pandas``),
+    for :meth:`MlflowClient.log_inputs`, built from its public ``to_dict()``."""
+    from mlflow.entities import Dataset
+
+    d = dataset.to_dict()
+    return Dataset(
+        name=d["name"],
+        digest=d["digest"],
+        source_type=d["source_type"],
+        source=d["source"],
+        schema=d.get("schema"),
+        profile=d.get("profile"),
+    )
 
 
 def log_torch_model(

@@ -26,17 +26,25 @@ from deeppert.preprocess import PCAModel
 from deeppert.tracking.client import (
     _FLUENT_LOCK,
     ModelVersionRef,
-    finish_run,
     load_parquet,
     log_parquet,
-    mark_run_failed,
     register_logged_model,
     resolve_alias,
     set_alias,
-    start_run,
+    tracked_run,
     tracking_client,
 )
-from deeppert.tracking.sweep import TAGS, encoder_model_name
+from deeppert.tracking.contract import (
+    ARTIFACTS,
+    ENSEMBLE_ALIAS,
+    PCA_TABLES,
+    ROLES,
+    TAGS,
+    VERSION_TAGS,
+    encoder_model_name,
+    ensemble_model_name,
+    pca_artifact,
+)
 from deeppert.train import TrainConfig, TrainedModels
 
 __all__ = [
@@ -53,13 +61,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-ENSEMBLE_ALIAS = "current"
-
-
-def ensemble_model_name(dataset: str) -> str:
-    """Registered model holding the ensembles of one cell line."""
-    return f"{dataset}-ensemble"
 
 
 @dataclass
@@ -84,24 +85,27 @@ def load_sweep_members(
     client = tracking_client(uri)
     name = encoder_model_name(dataset)
     versions = [
-        v for v in client.search_model_versions(f"name = '{name}'") if v.tags.get("sweep") == sweep
+        v
+        for v in client.search_model_versions(f"name = '{name}'")
+        if v.tags.get(VERSION_TAGS.sweep) == sweep
     ]
     if not versions:
         raise DeeppertError(
             f"no encoder versions of registered model {name!r} carry sweep tag {sweep!r} on {uri}"
         )
-    versions.sort(key=lambda v: (v.tags["model"], int(v.tags["dim"]), int(v.tags["run"])))
+    vt = VERSION_TAGS
+    versions.sort(key=lambda v: (v.tags[vt.model], int(v.tags[vt.dim]), int(v.tags[vt.run])))
     latents, weights, by_shape = [], [], defaultdict(list)
     parents = set()
     for v in versions:
         run = client.get_run(v.run_id)
         parents.add(run.data.tags.get("mlflow.parentRunId"))
-        latents.append(load_parquet(uri, v.run_id, "latents.parquet"))
-        weights.append(load_parquet(uri, v.run_id, "gene_weights.parquet"))
+        latents.append(load_parquet(uri, v.run_id, ARTIFACTS.latents))
+        weights.append(load_parquet(uri, v.run_id, ARTIFACTS.gene_weights))
         with _use_tracking_uri(uri):
             encoder = mlflow.pytorch.load_model(f"models:/{name}/{v.version}", map_location="cpu")
-        by_shape[f"{v.tags['model']}_d{v.tags['dim']}"].append(
-            (int(v.tags["run"]), encoder.autoencoder)
+        by_shape[f"{v.tags[vt.model]}_d{v.tags[vt.dim]}"].append(
+            (int(v.tags[vt.run]), encoder.autoencoder)
         )
     if len(parents) != 1:
         raise DeeppertError(
@@ -109,10 +113,7 @@ def load_sweep_members(
         )
     parent = parents.pop()
     pca = PCAModel.from_frames(
-        *(
-            load_parquet(uri, parent, f"pca/{dataset}/{n}.parquet")
-            for n in ("components", "center", "explained_variance")
-        )
+        *(load_parquet(uri, parent, pca_artifact(dataset, n)) for n in PCA_TABLES)
     )
     groups = {
         shape: TrainedModels.from_replicas(
@@ -189,44 +190,43 @@ def log_ensemble(
     """Log an ensemble run with its Parquet products and register its pyfunc model under ``alias``."""
     from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 
-    run_id = start_run(
+    with tracked_run(
         uri,
         experiment_id,
         run_name=f"ensemble {dataset}",
         tags={
-            TAGS.role: "ensemble",
+            TAGS.role: ROLES.ensemble,
             TAGS.sweep: sweep,
             TAGS.cell_line: dataset,
-            "deeppert.encoder_versions": ",".join(members.versions),
-            "deeppert.sweep_parent_run": members.parent_run_id,
+            TAGS.encoder_versions: ",".join(members.versions),
+            TAGS.sweep_parent_run: members.parent_run_id,
         },
         params={
             **{f"ensemble.{k}": v for k, v in ensemble.config.to_dict().items()},
             "n_latent_variables": members.latents.shape[1],
             "n_members": len(members.versions),
         },
-    )
-    try:
+    ) as run_id:
         client = tracking_client(uri)
         client.log_metric(run_id, "n_clusters", ensemble.n_clusters)
         for key, value in stability.items():
             if isinstance(value, (int, float)):
                 client.log_metric(run_id, f"stability_{key}", float(value))
-        log_parquet(uri, run_id, ensemble.labels, "labels.parquet")
-        log_parquet(uri, run_id, ensemble.weights, "ensemble_weights.parquet")
-        log_parquet(uri, run_id, ensemble.embedding, "ensemble_embedding.parquet")
+        log_parquet(uri, run_id, ensemble.labels, ARTIFACTS.labels)
+        log_parquet(uri, run_id, ensemble.weights, ARTIFACTS.ensemble_weights)
+        log_parquet(uri, run_id, ensemble.embedding, ARTIFACTS.ensemble_embedding)
         with tempfile.TemporaryDirectory() as tmp:
-            (Path(tmp) / "stability.json").write_text(
+            (Path(tmp) / ARTIFACTS.stability).write_text(
                 json.dumps(stability, indent=2, default=float) + "\n"
             )
-            client.log_artifact(run_id, str(Path(tmp) / "stability.json"))
+            client.log_artifact(run_id, str(Path(tmp) / ARTIFACTS.stability))
             model_dir = model.save(Path(tmp) / "ensemble_model")
             example = pd.DataFrame(members.pca.mean[None, :], columns=members.pca.genes)
             # pyfunc.log_model has no run_id argument: resume the run fluently, under the
             # lock that keeps other threads' tracking URIs out of the global state.
             with _FLUENT_LOCK, _use_tracking_uri(uri), mlflow.start_run(run_id=run_id):
                 info = mlflow.pyfunc.log_model(
-                    name="ensemble",
+                    name=ARTIFACTS.ensemble_model,
                     python_model=EnsemblePyfunc(),
                     artifacts={"ensemble": str(model_dir)},
                     input_example=example,
@@ -234,14 +234,10 @@ def log_ensemble(
                 )
         name = ensemble_model_name(dataset)
         version = register_logged_model(
-            uri, info.model_uri, name, tags={"sweep": sweep, "run_id": run_id}
+            uri, info.model_uri, name, tags={VERSION_TAGS.sweep: sweep, VERSION_TAGS.run_id: run_id}
         )
         set_alias(uri, name, alias, version.version)
-        client.set_tag(run_id, "deeppert.ensemble_version", f"{name}/{version.version}")
-        finish_run(uri, run_id)
-    except BaseException as exc:
-        mark_run_failed(uri, run_id, reason=f"{type(exc).__name__}: {exc}")
-        raise
+        client.set_tag(run_id, TAGS.ensemble_version, f"{name}/{version.version}")
     return version
 
 
@@ -264,9 +260,9 @@ def load_ensemble_outputs(uri: str, ref: str) -> EnsembleOutputs:
         )
     return EnsembleOutputs(
         version,
-        load_parquet(uri, version.run_id, "ensemble_weights.parquet"),
-        load_parquet(uri, version.run_id, "ensemble_embedding.parquet"),
-        load_parquet(uri, version.run_id, "labels.parquet"),
+        load_parquet(uri, version.run_id, ARTIFACTS.ensemble_weights),
+        load_parquet(uri, version.run_id, ARTIFACTS.ensemble_embedding),
+        load_parquet(uri, version.run_id, ARTIFACTS.labels),
     )
 
 
@@ -274,9 +270,9 @@ def lineage_tags(outputs: EnsembleOutputs) -> dict[str, str]:
     """Tags a downstream run carries to name the ensemble version it consumed."""
     v = outputs.version
     return {
-        "deeppert.input_model": f"{v.name}/{v.version}",
-        "deeppert.input_alias": f"{v.name}@{v.alias}" if v.alias else "",
-        "deeppert.input_run": v.run_id or "",
+        TAGS.input_model: f"{v.name}/{v.version}",
+        TAGS.input_alias: f"{v.name}@{v.alias}" if v.alias else "",
+        TAGS.input_run: v.run_id or "",
     }
 
 

@@ -35,6 +35,7 @@ from deeppert.data import Signatures
 from deeppert.models import MeanEncoder
 from deeppert.tracking.client import (
     check_server,
+    dataset_entity,
     find_runs_by_tag,
     finish_run,
     get_or_create_experiment,
@@ -45,6 +46,21 @@ from deeppert.tracking.client import (
     start_run,
     tracking_client,
 )
+from deeppert.tracking.contract import (
+    ARTIFACTS,
+    EPOCH_METRICS,
+    HELD_OUT_METRICS,
+    IG_METRIC,
+    ROLES,
+    TAGS,
+    VERSION_TAGS,
+    dataset_sha_tag,
+    encoder_model_name,
+    grid_key,
+    pca_artifact,
+    pca_folder,
+)
+from deeppert.train import seed_for_run
 from deeppert.workspace import Prepared, train_shape
 
 __all__ = [
@@ -60,35 +76,10 @@ __all__ = [
     "run_trial",
     "encoder_model_name",
     "trial_plan",
+    "trial_params",
 ]
 
 log = logging.getLogger(__name__)
-
-
-class TAGS:
-    """Tag names of the artifact contract (docs/architecture.md)."""
-
-    role = "deeppert.role"
-    sweep = "deeppert.sweep"
-    grid_key = "deeppert.grid_key"
-    cell_line = "deeppert.cell_line"
-    data_sha = "deeppert.data_sha256"
-    config_sha = "deeppert.config_sha256"
-    code_version = "deeppert.code_version"
-    worker = "deeppert.worker"
-    model = "deeppert.model"
-    latent_dim = "deeppert.latent_dim"
-    run = "deeppert.run"
-
-
-def grid_key(dataset: str, kind: str, latent_dim: int, run: int) -> str:
-    """The deterministic key of one grid point, e.g. ``A549/VAE/d10/run3``."""
-    return f"{dataset}/{kind}/d{latent_dim}/run{run}"
-
-
-def encoder_model_name(dataset: str) -> str:
-    """Registered model that holds every encoder of one cell line (one version per trial run)."""
-    return f"{dataset}-encoder"
 
 
 def data_sha256(signatures: Signatures) -> str:
@@ -154,7 +145,7 @@ def open_sweep(config: ExperimentConfig, *, version: str | None = None) -> Sweep
     parents = [
         r
         for r in find_runs_by_tag(uri, experiment_id, TAGS.sweep, sweep)
-        if r.data.tags.get(TAGS.role) == "sweep"
+        if r.data.tags.get(TAGS.role) == ROLES.sweep
     ]
     parent = parents[0] if parents else None
     if parent is None:
@@ -163,7 +154,7 @@ def open_sweep(config: ExperimentConfig, *, version: str | None = None) -> Sweep
             experiment_id,
             run_name=f"sweep {config.name}",
             tags={
-                TAGS.role: "sweep",
+                TAGS.role: ROLES.sweep,
                 TAGS.sweep: sweep,
                 TAGS.config_sha: config_sha,
                 TAGS.code_version: version or code_version(),
@@ -198,13 +189,13 @@ def log_dataset(
     with warnings.catch_warnings():  # a file path "can be interpreted in multiple ways"
         warnings.simplefilter("ignore", UserWarning)
         frame = prepared.signatures.to_frame().reset_index()
-        entity = mlflow.data.from_pandas(frame, source=source, name=dataset)._to_mlflow_entity()
+        entity = dataset_entity(mlflow.data.from_pandas(frame, source=source, name=dataset))
     client = tracking_client(ctx.tracking_uri)
-    existing = {a.path for a in client.list_artifacts(ctx.parent_run_id, f"pca/{dataset}")}
-    if f"pca/{dataset}/components.parquet" not in existing:
+    existing = {a.path for a in client.list_artifacts(ctx.parent_run_id, pca_folder(dataset))}
+    if pca_artifact(dataset, "components") not in existing:
         for name, table in prepared.pca.to_frames().items():
-            log_parquet(ctx.tracking_uri, ctx.parent_run_id, table, f"pca/{dataset}/{name}.parquet")
-        client.set_tag(ctx.parent_run_id, f"deeppert.data_sha256.{dataset}", sha)
+            log_parquet(ctx.tracking_uri, ctx.parent_run_id, table, pca_artifact(dataset, name))
+        client.set_tag(ctx.parent_run_id, dataset_sha_tag(dataset), sha)
         client.log_inputs(
             ctx.parent_run_id,
             datasets=[DatasetInput(entity, [InputTag("mlflow.data.context", "training")])],
@@ -220,7 +211,7 @@ def finished_grid_keys(ctx: SweepContext) -> set[str]:
     return {
         r.data.tags[TAGS.grid_key]
         for r in runs
-        if r.data.tags.get(TAGS.role) == "trial"
+        if r.data.tags.get(TAGS.role) == ROLES.trial
         and r.data.tags.get(TAGS.config_sha) == ctx.config_sha
     }
 
@@ -276,7 +267,7 @@ def run_trial(
                 run_name=f"{dataset} {kind} d{latent_dim} run{run}",
                 parent_run_id=ctx.parent_run_id,
                 tags={
-                    TAGS.role: "trial",
+                    TAGS.role: ROLES.trial,
                     TAGS.sweep: ctx.sweep,
                     TAGS.grid_key: grid_key(dataset, kind, latent_dim, run),
                     TAGS.cell_line: dataset,
@@ -289,24 +280,14 @@ def run_trial(
                     TAGS.run: run,
                     **(tags or {}),  # e.g. deeppert.ray_node_id from the Ray job
                 },
-                params={
-                    "model": kind,
-                    "latent_dim": latent_dim,
-                    "run": run,
-                    "seed": 123456 * run,
-                    "pca_components": prepared.pca.n_components,
-                    "epochs": config.train.epochs,
-                    "batch_size": config.train.batch_size,
-                    "lr_max": config.train.lr_max,
-                    "lr_min": config.train.lr_min,
-                    "lr_cycle_epochs": config.train.cycle_epochs,
-                    "beta_start": config.train.beta_start,
-                    "kl_kappa": config.train.kl_kappa,
-                    "dropout": config.model.dropout,
-                    "dae_noise_std": config.model.dae_noise_std,
-                    "vae_decoder": config.model.vae_decoder,
-                    "pca_artifact": f"runs:/{ctx.parent_run_id}/pca/{dataset}",
-                },
+                params=trial_params(
+                    config,
+                    kind,
+                    latent_dim,
+                    run,
+                    n_inputs=prepared.pca.n_components,
+                    pca_artifact=f"runs:/{ctx.parent_run_id}/{pca_folder(dataset)}",
+                ),
             )
         client = tracking_client(uri)
         if data_input is not None:
@@ -325,7 +306,7 @@ def run_trial(
                     run_ids[row.run],
                     metrics=[
                         Metric(name, float(getattr(row, name)), stamp, epoch)
-                        for name in ("loss", "reconstruction", "kl", "beta", "lr")
+                        for name in EPOCH_METRICS
                     ],
                 )
             if report is not None:
@@ -339,23 +320,25 @@ def run_trial(
         example = prepared.x_train[:5].astype(np.float32)
         for r, run in enumerate(trained.runs):
             run_id = run_ids[run]
-            log_parquet(uri, run_id, latents[r], "latents.parquet")
-            log_parquet(uri, run_id, attribution.frame(r), "gene_weights.parquet")
+            log_parquet(uri, run_id, latents[r], ARTIFACTS.latents)
+            log_parquet(uri, run_id, attribution.frame(r), ARTIFACTS.gene_weights)
             row = metrics[metrics["run"] == run].iloc[0]
             client.log_batch(run_id, metrics=_held_out_metrics(row, attribution, r))
             encoder = MeanEncoder(trained.module, r).float().cpu()  # GPU trials log a CPU model
-            ref = log_torch_model(uri, run_id, encoder, name="encoder", input_example=example)
+            ref = log_torch_model(
+                uri, run_id, encoder, name=ARTIFACTS.encoder, input_example=example
+            )
             tags = {
-                "sweep": ctx.sweep,
-                "model": kind,
-                "dim": latent_dim,
-                "run": run,
-                "grid_key": grid_key(dataset, kind, latent_dim, run),
+                VERSION_TAGS.sweep: ctx.sweep,
+                VERSION_TAGS.model: kind,
+                VERSION_TAGS.dim: latent_dim,
+                VERSION_TAGS.run: run,
+                VERSION_TAGS.grid_key: grid_key(dataset, kind, latent_dim, run),
             }
             version = register_logged_model(
                 uri, ref.model_uri, encoder_model_name(dataset), tags=tags
             )
-            client.set_tag(run_id, "deeppert.encoder_version", version.version)
+            client.set_tag(run_id, TAGS.encoder_version, version.version)
             finish_run(uri, run_id)
             run_ids.pop(run)
     except BaseException as exc:
@@ -366,16 +349,48 @@ def run_trial(
     return {k: float(v) for k, v in means.items()}
 
 
+# TrainConfig fields logged under another name, and those that are not trial params.
+_TRAIN_PARAM_NAMES = {"cycle_epochs": "lr_cycle_epochs"}
+_TRAIN_NOT_PARAMS = ("dtype", "device")
+
+
+def trial_params(
+    config: ExperimentConfig,
+    kind: str,
+    latent_dim: int,
+    run: int,
+    *,
+    n_inputs: int,
+    pca_artifact: str,
+) -> dict[str, Any]:
+    """MLflow params of one trial run (names: ``contract.TRIAL_PARAMS``), from the dataclasses.
+
+    The grid point and its seed, the PCA size, every training knob of ``config.train`` but
+    dtype/device, and every architecture knob of ``config.model``.
+    """
+    train = {
+        _TRAIN_PARAM_NAMES.get(k, k): v
+        for k, v in config.train.to_dict().items()
+        if k not in _TRAIN_NOT_PARAMS
+    }
+    return {
+        "model": kind,
+        "latent_dim": latent_dim,
+        "run": run,
+        "seed": seed_for_run(run),
+        "pca_components": n_inputs,
+        **train,
+        **config.model.to_dict(),
+        "pca_artifact": pca_artifact,
+    }
+
+
 def _held_out_metrics(row: pd.Series, attribution, r: int) -> list:
     from mlflow.entities import Metric
 
     stamp = pd.Timestamp.now().value // 1_000_000
-    values = {
-        k: float(row[k])
-        for k in ("r2_pca", "r2_genes", "val_reconstruction", "val_kl", "val_neg_elbo")
-        if k in row
-    }
-    values["ig_max_rel_completeness_error"] = float(np.max(attribution.relative_delta[r]))
+    values = {k: float(row[k]) for k in HELD_OUT_METRICS if k in row}
+    values[IG_METRIC] = float(np.max(attribution.relative_delta[r]))
     return [Metric(k, v, stamp, 0) for k, v in values.items()]
 
 

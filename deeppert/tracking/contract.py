@@ -1,0 +1,179 @@
+"""The artifact contract: every name one job writes to MLflow and the next one reads.
+
+Tags, role values, params, metrics, artifact paths, registered-model names, model-version
+tags and the registry alias live here and nowhere else; jobs import these constants instead
+of spelling the strings. ``docs/architecture.md`` ("Artifact contract") describes the same
+names, and ``tests/test_contract.py`` checks that the two list the same ones.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "TAGS",
+    "ROLES",
+    "ARTIFACTS",
+    "VERSION_TAGS",
+    "ENSEMBLE_ALIAS",
+    "PCA_TABLES",
+    "TRIAL_PARAMS",
+    "EPOCH_METRICS",
+    "HELD_OUT_METRICS",
+    "IG_METRIC",
+    "grid_key",
+    "dataset_sha_tag",
+    "pca_folder",
+    "pca_artifact",
+    "encoder_model_name",
+    "ensemble_model_name",
+    "tag_names",
+    "role_names",
+    "artifact_names",
+]
+
+
+class TAGS:
+    """Run tag names (all under the ``deeppert.`` prefix)."""
+
+    # every run the platform starts
+    role = "deeppert.role"
+    failure = "deeppert.failure"  # the reason a run was marked FAILED
+    # sweep parent and trial runs
+    sweep = "deeppert.sweep"
+    config_sha = "deeppert.config_sha256"
+    code_version = "deeppert.code_version"
+    grid_key = "deeppert.grid_key"
+    cell_line = "deeppert.cell_line"
+    data_sha = "deeppert.data_sha256"  # parent: one tag per dataset, see dataset_sha_tag
+    worker = "deeppert.worker"
+    model = "deeppert.model"
+    latent_dim = "deeppert.latent_dim"
+    run = "deeppert.run"
+    encoder_version = "deeppert.encoder_version"
+    # ensemble runs
+    encoder_versions = "deeppert.encoder_versions"
+    sweep_parent_run = "deeppert.sweep_parent_run"
+    ensemble_version = "deeppert.ensemble_version"
+    # downstream runs (targets, downstream): the ensemble version they consumed
+    input_model = "deeppert.input_model"
+    input_alias = "deeppert.input_alias"
+    input_run = "deeppert.input_run"
+    disease = "deeppert.disease"
+    task = "deeppert.task"
+    feature_set = "deeppert.feature_set"
+
+
+class ROLES:
+    """Values of :attr:`TAGS.role`."""
+
+    sweep = "sweep"
+    trial = "trial"
+    ensemble = "ensemble"
+    targets = "targets"
+    downstream = "downstream"
+
+
+class ARTIFACTS:
+    """Artifact paths inside a run (files, logged models and folders)."""
+
+    # trial runs
+    latents = "latents.parquet"
+    gene_weights = "gene_weights.parquet"
+    encoder = "encoder"  # logged PyTorch model
+    # ensemble runs
+    labels = "labels.parquet"
+    ensemble_weights = "ensemble_weights.parquet"
+    ensemble_embedding = "ensemble_embedding.parquet"
+    stability = "stability.json"
+    ensemble_model = "ensemble"  # logged pyfunc model
+    # targets runs
+    targets = "targets"  # folder of the target-combination outputs
+    # downstream runs
+    scores = "scores.parquet"
+    predictions = "predictions.parquet"
+
+
+class VERSION_TAGS:
+    """Tags on registered model versions (encoder versions: all but run_id; ensemble: sweep, run_id)."""
+
+    sweep = "sweep"
+    model = "model"
+    dim = "dim"
+    run = "run"
+    grid_key = "grid_key"
+    run_id = "run_id"
+
+
+ENSEMBLE_ALIAS = "current"  # MLflow reserves "latest"
+PCA_TABLES = ("components", "center", "explained_variance")  # PCAModel.to_frames keys
+
+TRIAL_PARAMS = (
+    "model",
+    "latent_dim",
+    "run",
+    "seed",
+    "pca_components",
+    "epochs",
+    "batch_size",
+    "lr_max",
+    "lr_min",
+    "lr_cycle_epochs",
+    "beta_start",
+    "kl_kappa",
+    "dropout",
+    "dae_noise_std",
+    "vae_decoder",
+    "pca_artifact",
+)
+EPOCH_METRICS = ("loss", "reconstruction", "kl", "beta", "lr")
+HELD_OUT_METRICS = ("r2_pca", "r2_genes", "val_reconstruction", "val_kl", "val_neg_elbo")
+IG_METRIC = "ig_max_rel_completeness_error"
+
+
+def grid_key(dataset: str, kind: str, latent_dim: int, run: int) -> str:
+    """The deterministic key of one grid point, e.g. ``A549/VAE/d10/run3``."""
+    return f"{dataset}/{kind}/d{latent_dim}/run{run}"
+
+
+def dataset_sha_tag(dataset: str) -> str:
+    """The sweep parent's tag holding one dataset's content hash."""
+    return f"{TAGS.data_sha}.{dataset}"
+
+
+def pca_folder(dataset: str) -> str:
+    """Folder of one dataset's PCA tables on the sweep parent run."""
+    return f"pca/{dataset}"
+
+
+def pca_artifact(dataset: str, table: str) -> str:
+    """Path of one PCA table (one of :data:`PCA_TABLES`) on the sweep parent run."""
+    return f"{pca_folder(dataset)}/{table}.parquet"
+
+
+def encoder_model_name(dataset: str) -> str:
+    """Registered model that holds every encoder of one cell line (one version per trial run)."""
+    return f"{dataset}-encoder"
+
+
+def ensemble_model_name(dataset: str) -> str:
+    """Registered model holding the ensembles of one cell line."""
+    return f"{dataset}-ensemble"
+
+
+def _values(cls: type) -> set[str]:
+    return {v for k, v in vars(cls).items() if not k.startswith("_") and isinstance(v, str)}
+
+
+def tag_names() -> set[str]:
+    """Every run tag name of the contract."""
+    return _values(TAGS)
+
+
+def role_names() -> set[str]:
+    """Every role value."""
+    return _values(ROLES)
+
+
+def artifact_names() -> set[str]:
+    """Every artifact file name of the contract (``.parquet`` / ``.json``), PCA tables included."""
+    files = {a for a in _values(ARTIFACTS) if a.endswith((".parquet", ".json"))}
+    return files | {f"{t}.parquet" for t in PCA_TABLES}

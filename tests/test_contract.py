@@ -1,0 +1,101 @@
+"""The artifact contract: deeppert/tracking/contract.py and docs/architecture.md list the same names,
+and the jobs use the constants instead of spelling the strings."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from deeppert.tracking import contract
+from deeppert.tracking.contract import (
+    ARTIFACTS,
+    EPOCH_METRICS,
+    HELD_OUT_METRICS,
+    IG_METRIC,
+    TRIAL_PARAMS,
+    VERSION_TAGS,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def section() -> str:
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    start = text.index("## Artifact contract")
+    end = text.index("\n## ", start + 1)
+    return text[start:end]
+
+
+def _ticked(section: str) -> set[str]:
+    return set(re.findall(r"`([^`]+)`", section))
+
+
+def test_tags_match(section):
+    documented = set(re.findall(r"`(deeppert\.[a-z0-9_]+)", section))
+    assert documented == contract.tag_names()
+
+
+def test_roles_match(section):
+    listed = re.search(r"`deeppert\.role` \(([^)]*)\)", section).group(1)
+    assert set(re.findall(r"`([a-z_]+)`", listed)) == contract.role_names()
+
+
+def test_artifact_files_match(section):
+    documented = set(re.findall(r"`([a-z_]+\.(?:parquet|json))`", section))
+    assert documented == contract.artifact_names()
+
+
+def test_trial_params_match(section):
+    line = re.search(r"- params: (.*?)\n- metrics", section, re.S).group(1)
+    assert tuple(p.strip() for p in line.replace("\n", " ").split(",")) == TRIAL_PARAMS
+
+
+def test_metrics_models_and_version_tags_documented(section):
+    ticked = _ticked(section)
+    names = [*EPOCH_METRICS, *HELD_OUT_METRICS, IG_METRIC]
+    names += [v for k, v in vars(VERSION_TAGS).items() if not k.startswith("_")]
+    names += [ARTIFACTS.encoder, ARTIFACTS.ensemble_model, f"{ARTIFACTS.targets}/"]
+    assert [n for n in names if n not in ticked] == []
+    assert contract.encoder_model_name("<dataset>") in ticked
+    assert contract.ensemble_model_name("<dataset>") in ticked
+    assert contract.ENSEMBLE_ALIAS in ticked
+
+
+def test_grid_key_and_pca_paths():
+    assert contract.grid_key("A549", "VAE", 10, 3) == "A549/VAE/d10/run3"
+    assert contract.pca_artifact("A549", "center") == "pca/A549/center.parquet"
+    assert contract.dataset_sha_tag("A549") == "deeppert.data_sha256.A549"
+
+
+def test_jobs_spell_no_contract_string():
+    """Outside contract.py, no job module writes a contract name as a string literal."""
+    names = contract.tag_names() | contract.artifact_names()
+    files = [
+        *(ROOT / "deeppert" / "tracking").glob("*.py"),
+        *(ROOT / "ray_jobs").glob("*.py"),
+        ROOT / "deeppert" / "demo.py",
+    ]
+    found = []
+    for path in files:
+        if path.name == "contract.py":
+            continue
+        text = re.sub(r"getLogger\([^)]*\)", "", path.read_text())  # logger names are not tags
+        # a code literal "name" (ruff writes double quotes), not a ``"name"`` docstring example
+        found += [f"{path.name}: {n}" for n in names if re.search(f'(?<!`)"{re.escape(n)}"', text)]
+    assert found == []
+
+
+def test_trial_params_are_the_contracts_and_come_from_the_dataclasses():
+    from deeppert.config import parse_config
+    from deeppert.tracking.sweep import trial_params
+    from deeppert.train import seed_for_run
+
+    config = parse_config({"train": {"cycle_epochs": 7}, "model": {"dropout": 0.25}})
+    params = trial_params(config, "VAE", 10, 3, n_inputs=40, pca_artifact="runs:/p/pca/X")
+    assert tuple(params) == TRIAL_PARAMS
+    assert params["seed"] == seed_for_run(3) == 123456 * 3
+    assert params["lr_cycle_epochs"] == 7 and params["dropout"] == 0.25
+    assert params["pca_components"] == 40 and params["vae_decoder"] == "mirrored"
