@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 
 from deeppert.errors import DeeppertError
-from deeppert.models import ModelConfig, PerturbationAutoencoder
+from deeppert.models import PerturbationAutoencoder
 from deeppert.train import TrainedModels, fit
 
 __all__ = [
@@ -171,14 +171,7 @@ def train_with_validation(
     ``r2_pca`` / ``r2_genes`` (evaluated in eval mode; no random numbers drawn)."""
     if not len(prepared.val_idx):
         raise DeeppertError("search needs held-out rows: set preprocess.val_fraction > 0")
-    model_config = ModelConfig(
-        kind=kind,
-        latent_dim=latent_dim,
-        n_inputs=prepared.pca.n_components,
-        dropout=config.model.dropout,
-        dae_noise_std=config.model.dae_noise_std,
-        vae_decoder=config.model.vae_decoder,
-    )
+    model_config = config.model.build(kind, latent_dim, prepared.pca.n_components)
     held_out_genes = prepared.signatures.values[prepared.val_idx]
 
     with _capture_module() as seen:
