@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -113,7 +114,10 @@ def train_shape(
         dae_noise_std=arch.dae_noise_std,
         vae_decoder=arch.vae_decoder,
     )
-    trained = fit(prepared.x_train, model_config, config.train, runs, on_epoch=on_epoch)
+    x_val = prepared.x_val if len(prepared.val_idx) else None
+    trained = fit(
+        prepared.x_train, model_config, config.train, runs, on_epoch=on_epoch, x_val=x_val
+    )
     if len(prepared.val_idx):
         metrics = trained.evaluate(
             prepared.x_val, prepared.signatures.values[prepared.val_idx], prepared.pca
@@ -208,6 +212,19 @@ def _log_epoch(trained_name: str, every: int):
             log.info("  %s epoch %d: mean loss %.4g", trained_name, epoch + 1, frame["loss"].mean())
 
     return callback
+
+
+def baseline_metrics(prepared: Prepared, kinds: Sequence[str], dims: Sequence[int]) -> pd.DataFrame:
+    """Held-out R^2 of the linear baselines ``kinds`` (e.g. PCA, ICA) at latent sizes ``dims``."""
+    frames = [
+        _baseline_metrics(
+            fit_baseline(kind, prepared.x_train, prepared.pca, dim, sample_ids=prepared.train_ids),
+            prepared,
+        )
+        for kind in kinds
+        for dim in dims
+    ]
+    return pd.concat(frames, ignore_index=True)
 
 
 def _baseline_metrics(base, prepared: Prepared) -> pd.DataFrame:

@@ -19,22 +19,20 @@ import hashlib
 import logging
 import os
 import socket
-import subprocess
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-import deeppert
 from deeppert.attribution import attribute_genes
 from deeppert.config import ExperimentConfig
 from deeppert.data import Signatures
 from deeppert.models import MeanEncoder
 from deeppert.tracking.client import (
     check_server,
+    code_version,
     find_runs_by_tag,
     finish_run,
     get_or_create_experiment,
@@ -100,22 +98,6 @@ def data_sha256(signatures: Signatures) -> str:
     return h.hexdigest()
 
 
-def code_version() -> str:
-    """``git describe`` of the checkout when available, else the package version."""
-    root = Path(deeppert.__file__).resolve().parents[1]
-    try:
-        out = subprocess.run(
-            ["git", "-C", str(root), "describe", "--always", "--dirty"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=True,
-        )
-        return f"{deeppert.__version__}+{out.stdout.strip()}"
-    except (OSError, subprocess.SubprocessError):
-        return deeppert.__version__
-
-
 @dataclass(frozen=True)
 class SweepContext:
     """What every trial needs to log into the right place; small and picklable."""
@@ -162,6 +144,7 @@ def open_sweep(config: ExperimentConfig, *, version: str | None = None) -> Sweep
             uri,
             experiment_id,
             run_name=f"sweep {config.name}",
+            description=_sweep_description(config),
             tags={
                 TAGS.role: "sweep",
                 TAGS.sweep: sweep,
@@ -173,7 +156,27 @@ def open_sweep(config: ExperimentConfig, *, version: str | None = None) -> Sweep
     else:
         parent_id = parent.info.run_id
         tracking_client(uri).update_run(parent_id, status="RUNNING")
+    log_config(uri, parent_id, config)
     return SweepContext(uri, experiment_id, parent_id, sweep, config_sha, version or code_version())
+
+
+def _sweep_description(config: ExperimentConfig) -> str:
+    grid = config.grid
+    return (
+        f"Sweep {config.name}: {', '.join(grid.models)} x latent dims "
+        f"{', '.join(map(str, grid.latent_dims))} x {grid.runs} runs on "
+        f"{', '.join(d.name for d in config.datasets)}; the report (summary metrics, figures "
+        "under report/) replaces this text when the sweep finishes. Config: config.yaml."
+    )
+
+
+def log_config(uri: str, run_id: str, config: ExperimentConfig) -> None:
+    """The resolved config as ``config.yaml`` on the parent run (read back by ``load_config``)."""
+    import yaml
+
+    client = tracking_client(uri)
+    if not any(a.path == "config.yaml" for a in client.list_artifacts(run_id)):
+        client.log_text(run_id, yaml.safe_dump(config.to_dict(), sort_keys=False), "config.yaml")
 
 
 def _flat_params(config: ExperimentConfig) -> dict[str, str]:
@@ -271,8 +274,14 @@ def run_trial(
             run_ids[run] = start_run(
                 uri,
                 ctx.experiment_id,
-                run_name=f"{dataset} {kind} d{latent_dim} run{run}",
+                run_name=f"{kind} d{latent_dim} r{run}",
                 parent_run_id=ctx.parent_run_id,
+                description=(
+                    f"{kind} autoencoder, {latent_dim} latent dims, run {run} "
+                    f"(seed {123456 * run}) on cell line {dataset}; one grid point of sweep "
+                    f"{ctx.sweep}. Encoder: logged model 'encoder'; latents.parquet, "
+                    "gene_weights.parquet (IG)."
+                ),
                 tags={
                     TAGS.role: "trial",
                     TAGS.sweep: ctx.sweep,
@@ -322,7 +331,8 @@ def run_trial(
                     run_ids[row.run],
                     metrics=[
                         Metric(name, float(getattr(row, name)), stamp, epoch)
-                        for name in ("loss", "reconstruction", "kl", "beta", "lr")
+                        for name in EPOCH_METRICS
+                        if name in frame
                     ],
                 )
             if report is not None:
@@ -363,15 +373,25 @@ def run_trial(
     return {k: float(v) for k, v in means.items()}
 
 
+# Per-epoch series of a trial; the val_* terms are on the held-out rows (train.held_out_loss).
+EPOCH_METRICS = (
+    "loss",
+    "reconstruction",
+    "kl",
+    "beta",
+    "lr",
+    "val_loss",
+    "val_reconstruction",
+    "val_kl",
+)
+
+
 def _held_out_metrics(row: pd.Series, attribution, r: int) -> list:
     from mlflow.entities import Metric
 
     stamp = pd.Timestamp.now().value // 1_000_000
-    values = {
-        k: float(row[k])
-        for k in ("r2_pca", "r2_genes", "val_reconstruction", "val_kl", "val_neg_elbo")
-        if k in row
-    }
+    # val_reconstruction and val_kl are already per-epoch series (last step = final model).
+    values = {k: float(row[k]) for k in ("r2_pca", "r2_genes", "val_neg_elbo") if k in row}
     values["ig_max_rel_completeness_error"] = float(np.max(attribution.relative_delta[r]))
     return [Metric(k, v, stamp, 0) for k, v in values.items()]
 
