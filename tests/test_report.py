@@ -114,3 +114,44 @@ def test_report_figures_have_the_planted_lines(tmp_path) -> None:
         fig.savefig(tmp_path / name, dpi=100)
         plt.close(fig)
         assert (tmp_path / name).stat().st_size > 5000
+
+
+def test_ensemble_top_genes_and_figures_show_the_planted_programs(tmp_path) -> None:
+    import matplotlib.pyplot as plt
+
+    from deeppert.ensemble import EnsembleConfig, build_ensemble
+    from deeppert.ensemble_figures import ensemble_figures, top_genes
+
+    rng = np.random.default_rng(0)
+    n, genes = 300, [f"G{j}" for j in range(30)]
+    programs = rng.normal(size=(n, 2))
+    columns, latents, weights = [], [], []
+    for run in range(4):
+        for k in range(2):  # node k of every run follows program k; program k drives genes 3k..3k+2
+            columns.append(f"AE_d2_run{run}_z{k}")
+            latents.append(programs[:, k] + 0.05 * rng.normal(size=n))
+            w = 0.01 * rng.normal(size=len(genes))
+            w[3 * k : 3 * k + 3] = [3.0, -2.0, 1.0]
+            weights.append(w)
+    latents = pd.DataFrame(np.array(latents).T, columns=columns)
+    weights = pd.DataFrame(np.array(weights).T, index=genes, columns=columns)
+    ens = build_ensemble(latents, weights, config=EnsembleConfig(n_clusters=2))
+    table = top_genes(ens, 3)
+    assert len(table) == 6 and list(table["rank"]) == [1, 2, 3] * 2
+    tops = {frozenset(t["gene"]) for _, t in table.groupby("cluster")}
+    assert tops == {frozenset({"G0", "G1", "G2"}), frozenset({"G3", "G4", "G5"})}
+    signs = table.groupby("cluster")["weight"].apply(lambda w: tuple(np.sign(w).abs()))
+    assert all(s == (1.0, 1.0, 1.0) for s in signs)
+    stability = {"ensemble_corr": [0.9, 0.95], "single_corr": {"AE_d2": [0.5, 0.7]},
+                 "ensemble_median": 0.925, "single_median": 0.6}  # fmt: skip
+    figures = ensemble_figures(ens, stability)
+    assert set(figures) == {"cluster_sizes.png", "stability.png", "top_genes_heatmap.png"}
+    heat = figures["top_genes_heatmap.png"].axes[0]
+    shown = [t.get_text() for t in heat.get_xticklabels()]  # top 5 of each cluster
+    assert set(shown) >= {f"G{j}" for j in range(6)} and len(shown) <= 10
+    bars = [p.get_height() for p in figures["cluster_sizes.png"].axes[0].patches]
+    assert sorted(bars) == [4, 4]
+    for name, fig in figures.items():
+        fig.savefig(tmp_path / name, dpi=100)
+        plt.close(fig)
+    assert "stability.png" not in ensemble_figures(ens, None)

@@ -15,7 +15,6 @@ import json
 import logging
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 
@@ -161,37 +160,12 @@ def run_ensemble(args: argparse.Namespace) -> int:
 
 
 def _plots(ens, stability: dict | None, folder: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
+    """The ensemble's figures (:mod:`deeppert.ensemble_figures`) and top-20 genes table."""
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(max(4, 0.25 * ens.n_clusters + 2), 3))
-    ax.bar(np.arange(ens.n_clusters), ens.sizes.to_numpy())
-    ax.set_xlabel("ensemble cluster")
-    ax.set_ylabel("latent variables")
-    ax.set_title(f"L = {ens.n_clusters}")
-    fig.tight_layout()
-    fig.savefig(folder / "cluster_sizes.png", dpi=120)
-    plt.close(fig)
-    if stability and "ensemble_corr" in stability:
-        fig, ax = plt.subplots(figsize=(4, 3))
-        single = [c for v in stability["single_corr"].values() for c in v]
-        bins = np.linspace(min([*stability["ensemble_corr"], *single, 0.0]), 1, 30)
-        ax.hist(
-            single,
-            bins=bins,
-            alpha=0.6,
-            label=f"single models (median {stability['single_median']:.2f})",
-        )
-        ax.hist(
-            stability["ensemble_corr"],
-            bins=bins,
-            alpha=0.6,
-            label=f"ensembles (median {stability['ensemble_median']:.2f})",
-        )
-        ax.set_xlabel("matched gene-weight correlation")
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(folder / "stability.png", dpi=120)
+    from deeppert.ensemble_figures import ensemble_figures, top_genes
+
+    for name, fig in ensemble_figures(ens, stability).items():
+        fig.savefig(folder / name, dpi=120)
         plt.close(fig)
+    top_genes(ens, 20).to_csv(folder / "top_genes.csv", index=False)

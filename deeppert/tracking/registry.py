@@ -36,6 +36,7 @@ from deeppert.tracking.client import (
     start_run,
     tracking_client,
 )
+from deeppert.tracking.report import log_ensemble_figures
 from deeppert.tracking.sweep import TAGS, encoder_model_name
 from deeppert.train import TrainConfig, TrainedModels
 
@@ -183,6 +184,7 @@ def log_ensemble(
                 json.dumps(stability, indent=2, default=float) + "\n"
             )
             client.log_artifact(run_id, str(Path(tmp) / "stability.json"))
+            log_ensemble_figures(uri, run_id, ensemble, stability)
             model_dir = model.save(Path(tmp) / "ensemble_model")
             example = pd.DataFrame(members.pca.mean[None, :], columns=members.pca.genes)
             # pyfunc.log_model has no run_id argument: resume the run fluently, under the

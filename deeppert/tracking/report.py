@@ -40,6 +40,7 @@ __all__ = [
     "summary_markdown",
     "report_figures",
     "log_sweep_report",
+    "log_ensemble_figures",
 ]
 
 log = logging.getLogger(__name__)
@@ -370,3 +371,18 @@ def _as_image(fig):
     fig.savefig(buffer, format="png", dpi=100)
     buffer.seek(0)
     return Image.open(buffer).convert("RGB")
+
+
+def log_ensemble_figures(uri: str, run_id: str, ensemble, stability: dict | None) -> None:
+    """Log the ensemble's figures (:mod:`deeppert.ensemble_figures`) and ``top_genes.csv``."""
+    import matplotlib.pyplot as plt
+
+    from deeppert.ensemble_figures import ensemble_figures, top_genes
+    from deeppert.tracking.client import tracking_client
+
+    client = tracking_client(uri)
+    for name, fig in ensemble_figures(ensemble, stability).items():
+        client.log_figure(run_id, fig, name)
+        client.log_image(run_id, _as_image(fig), key=name.removesuffix(".png"), step=0)
+        plt.close(fig)
+    client.log_text(run_id, top_genes(ensemble, 20).to_csv(index=False), "top_genes.csv")
