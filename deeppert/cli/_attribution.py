@@ -14,16 +14,13 @@ import argparse
 import json
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
-import torch
-
-from deeppert.atomic import atomic_dir
-from deeppert.attribution import IGConfig, attribute_genes
-from deeppert.ensemble import EnsembleConfig, EnsembleModel, build_ensemble
+from deeppert.cli._inputs import require_dir
 from deeppert.errors import DeeppertError
-from deeppert.stability import split_runs, stability_report
-from deeppert.workspace import load_pca, load_trained, training_inputs
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["register", "run_attribute", "run_ensemble"]
 
@@ -62,6 +59,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run_attribute(args: argparse.Namespace) -> int:
     run_dir: Path = args.run_dir
+    require_dir(run_dir, "run folder")
+    import pandas as pd
+    import torch
+
+    from deeppert.atomic import atomic_dir
+    from deeppert.attribution import IGConfig, attribute_genes
+    from deeppert.workspace import load_pca, load_trained, training_inputs
+
     config = IGConfig(
         n_steps=args.steps, method=args.method, chunk_size=args.chunk_size, algorithm=args.algorithm
     )
@@ -102,6 +107,8 @@ def run_attribute(args: argparse.Namespace) -> int:
 
 
 def _read_folder(folder: Path, what: str) -> pd.DataFrame:
+    import pandas as pd
+
     files = sorted(folder.glob("*.parquet"))
     if not files:
         raise DeeppertError(f"{folder}: no {what} Parquet files (run the previous step first)")
@@ -115,6 +122,12 @@ def _read_folder(folder: Path, what: str) -> pd.DataFrame:
 
 def run_ensemble(args: argparse.Namespace) -> int:
     run_dir: Path = args.run_dir
+    require_dir(run_dir, "run folder")
+    from deeppert.atomic import atomic_dir
+    from deeppert.ensemble import EnsembleConfig, EnsembleModel, build_ensemble
+    from deeppert.stability import split_runs, stability_report
+    from deeppert.workspace import load_pca, load_trained
+
     config = EnsembleConfig(
         seed=args.seed,
         n_clusters=args.n_clusters,
