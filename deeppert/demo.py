@@ -242,7 +242,7 @@ def main() -> int:
         f"  MLflow UI:        deeppert server --data-dir {OUT / 'mlflow'} --port {port}  then open http://127.0.0.1:{port}"
     )
     print(
-        f"                    (runs under experiment '{config.tracking.experiment}'; models SYN1-encoder, SYN1-ensemble@current)"
+        f"                    (runs under experiment '{config.tracking.experiment}'; models SYN1-encoder-<MODEL>-d<dim>@best, SYN1-ensemble@current)"
     )
     print(
         f"  target outputs:   {OUT / 'targets'} (target_combinations.csv, match_statistics.csv, heatmap, match-rate plot)"

@@ -20,6 +20,7 @@ The folder is written atomically: it appears whole when training succeeds, never
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from collections.abc import Sequence
@@ -36,6 +37,7 @@ from deeppert.data.synthetic import make_synthetic
 from deeppert.errors import DeeppertError
 from deeppert.models import ModelConfig
 from deeppert.preprocess import PCAModel, fit_pca, split_indices
+from deeppert.progress import Progress
 from deeppert.train import TrainedModels, fit
 
 __all__ = [
@@ -147,7 +149,8 @@ def train_dataset(
         raise DeeppertError(
             f"grid.latent_dims {too_big} exceed preprocess.n_components={prepared.pca.n_components}"
         )
-    with atomic_dir(out_dir) as tmp:
+    with contextlib.ExitStack() as stack:
+        tmp = stack.enter_context(atomic_dir(out_dir))
         (tmp / "config.json").write_text(
             json.dumps({"dataset": dataset.name, "experiment": config.to_dict()}, indent=2) + "\n"
         )
@@ -159,24 +162,18 @@ def train_dataset(
         save_pca(prepared.pca, tmp / "pca")
         all_metrics, histories = [], []
         shapes = [(k, d) for k in grid.models for d in grid.latent_dims]
-        for i, (kind, dim) in enumerate(shapes, 1):
-            log.info(
-                "[%d/%d] training %s d=%d, runs %s, %d epochs",
-                i,
-                len(shapes),
-                kind,
-                dim,
-                runs,
-                config.train.epochs,
-            )
+        bar = stack.enter_context(
+            Progress(len(shapes) * config.train.epochs, f"training {dataset.name}", unit="epoch")
+        )
+        for kind, dim in shapes:
             trained, metrics = train_shape(
                 prepared,
                 config,
                 kind,
                 dim,
                 runs,
-                on_epoch=_log_epoch(
-                    trained_name=f"{kind}_d{dim}", every=max(1, config.train.epochs // 5)
+                on_epoch=lambda _, frame, name=f"{kind}_d{dim}": bar.update(
+                    1, model=name, loss=float(frame["loss"].mean())
                 ),
             )
             trained.save(tmp / "models" / trained.name)
@@ -204,14 +201,6 @@ def train_dataset(
         metrics.to_csv(tmp / "metrics.csv", index=False)
         _plot_curves(pd.concat(histories, ignore_index=True), tmp / "training_curves.png")
     return metrics
-
-
-def _log_epoch(trained_name: str, every: int):
-    def callback(epoch: int, frame: pd.DataFrame) -> None:
-        if (epoch + 1) % every == 0:
-            log.info("  %s epoch %d: mean loss %.4g", trained_name, epoch + 1, frame["loss"].mean())
-
-    return callback
 
 
 def baseline_metrics(prepared: Prepared, kinds: Sequence[str], dims: Sequence[int]) -> pd.DataFrame:

@@ -266,8 +266,8 @@ def check_contract(server: TrackingServer, out: dict) -> None:
     sha = data_sha256(signatures)
     versions = {
         v.run_id: v
-        for v in client.search_model_versions(f"name = '{dataset.name}-encoder'")
-        if v.tags.get("sweep") == ctx.sweep
+        for v in client.search_model_versions(f"tags.sweep = '{ctx.sweep}'")
+        if v.name.startswith(f"{dataset.name}-encoder-")
     }
     assert len(versions) == 8
     x = torch.as_tensor(prepared.x_train, dtype=torch.float32)
@@ -299,7 +299,8 @@ def check_contract(server: TrackingServer, out: dict) -> None:
         assert int(version.tags["run"]) == r and version.tags["sweep"] == ctx.sweep
         assert tags["deeppert.encoder_version"] == version.version
         # The registered encoder reproduces the logged latents.
-        encoder = load_torch_model(uri, f"models:/{dataset.name}-encoder/{version.version}")
+        assert version.name == f"{dataset.name}-encoder-{kind}-d{dim}"
+        encoder = load_torch_model(uri, f"models:/{version.name}/{version.version}")
         with torch.no_grad():
             z = encoder(x).numpy()
         np.testing.assert_allclose(z, latents.to_numpy(), rtol=1e-4, atol=1e-4)
@@ -337,6 +338,13 @@ def check_report(client, uri: str, config: ExperimentConfig, ctx, parent) -> Non
     }
     config_yaml = client.download_artifacts(ctx.parent_run_id, "config.yaml")
     assert parse_config(yaml.safe_load(Path(config_yaml).read_text())) == config
+    # Each shape's registered encoder points @best at its best run of this sweep.
+    for kind in config.grid.models:
+        for dim in config.grid.latent_dims:
+            best = client.get_model_version_by_alias(f"{dataset}-encoder-{kind}-d{dim}", "best")
+            assert float(best.tags["r2_genes"]) == pytest.approx(
+                metrics[f"r2_genes_best/{dataset}/{kind}_d{dim}"], abs=1e-4
+            )
     experiment = client.get_experiment(ctx.experiment_id)
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
 

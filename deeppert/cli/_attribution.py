@@ -65,6 +65,7 @@ def run_attribute(args: argparse.Namespace) -> int:
 
     from deeppert.atomic import atomic_dir
     from deeppert.attribution import IGConfig, attribute_genes
+    from deeppert.progress import Progress
     from deeppert.workspace import load_pca, load_trained, training_inputs
 
     config = IGConfig(
@@ -74,8 +75,12 @@ def run_attribute(args: argparse.Namespace) -> int:
     x_pca, _ = training_inputs(run_dir)
     device = torch.device(args.device)
     rows = []
-    with atomic_dir(run_dir / "gene_weights") as tmp:
-        for trained in load_trained(run_dir):
+    models = load_trained(run_dir)
+    with (
+        atomic_dir(run_dir / "gene_weights") as tmp,
+        Progress(sum(len(t.runs) for t in models), "attributing", unit="run") as bar,
+    ):
+        for trained in models:
             trained.module.to(
                 device=device,
                 dtype=torch.float32 if trained.train_config.dtype == "float32" else torch.float64,
@@ -94,11 +99,10 @@ def run_attribute(args: argparse.Namespace) -> int:
                             "relative_delta": result.relative_delta[r, k],
                         }
                     )
-            log.info(
-                "%s: %d runs attributed, max relative completeness error %.2e",
-                trained.name,
+            bar.update(
                 len(result.runs),
-                float(result.relative_delta.max()),
+                model=trained.name,
+                max_rel_error=float(result.relative_delta.max()),
             )
         pd.DataFrame(rows).to_csv(tmp / "completeness.csv", index=False)
         (tmp / "ig_config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")

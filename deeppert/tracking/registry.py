@@ -37,7 +37,7 @@ from deeppert.tracking.client import (
     tracking_client,
 )
 from deeppert.tracking.report import log_ensemble_figures
-from deeppert.tracking.sweep import TAGS, encoder_model_name
+from deeppert.tracking.sweep import TAGS, encoder_model_prefix
 from deeppert.train import TrainConfig, TrainedModels
 
 __all__ = [
@@ -70,7 +70,7 @@ class SweepMembers:
     gene_weights: pd.DataFrame  # genes x latent variables
     groups: dict[str, TrainedModels]  # by shape name (e.g. VAE_d10), runs stacked
     pca: PCAModel
-    versions: list[str]  # encoder model versions used
+    versions: list[str]  # encoder model versions used, as <name>/<version>
     parent_run_id: str
 
 
@@ -82,13 +82,15 @@ def load_sweep_members(
     from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 
     client = tracking_client(uri)
-    name = encoder_model_name(dataset)
+    prefix = encoder_model_prefix(dataset)
     versions = [
-        v for v in client.search_model_versions(f"name = '{name}'") if v.tags.get("sweep") == sweep
+        v
+        for v in client.search_model_versions(f"name LIKE '{prefix}%' and tags.sweep = '{sweep}'")
+        if v.name.startswith(prefix)
     ]
     if not versions:
         raise DeeppertError(
-            f"no encoder versions of registered model {name!r} carry sweep tag {sweep!r} on {uri}"
+            f"no encoder versions of registered models {prefix}* carry sweep tag {sweep!r} on {uri}"
         )
     versions.sort(key=lambda v: (v.tags["model"], int(v.tags["dim"]), int(v.tags["run"])))
     latents, weights, by_shape = [], [], defaultdict(list)
@@ -99,7 +101,7 @@ def load_sweep_members(
         latents.append(load_parquet(uri, v.run_id, "latents.parquet"))
         weights.append(load_parquet(uri, v.run_id, "gene_weights.parquet"))
         with _use_tracking_uri(uri):
-            encoder = mlflow.pytorch.load_model(f"models:/{name}/{v.version}", map_location="cpu")
+            encoder = mlflow.pytorch.load_model(f"models:/{v.name}/{v.version}", map_location="cpu")
         by_shape[f"{v.tags['model']}_d{v.tags['dim']}"].append(
             (int(v.tags["run"]), encoder.autoencoder)
         )
@@ -124,7 +126,12 @@ def load_sweep_members(
     }
     frame = pd.concat(latents, axis=1)
     return SweepMembers(
-        frame, pd.concat(weights, axis=1), groups, pca, [v.version for v in versions], parent
+        frame,
+        pd.concat(weights, axis=1),
+        groups,
+        pca,
+        [f"{v.name}/{v.version}" for v in versions],
+        parent,
     )
 
 

@@ -12,7 +12,9 @@ sweep's FINISHED trial runs back from the server and logs, on the parent run:
   loss per trial, seed agreement per shape), each also logged as an MLflow image so the run's
   charts show it;
 - ``report/summary.md`` and ``report/trials.csv`` (one row per trial), and the summary table
-  as the run's description, which the run page renders.
+  as the run's description, which the run page renders;
+- alias ``best`` on each shape's registered encoder (``<dataset>-encoder-<MODEL>-d<dim>``),
+  pointing at the version of the run with the best held-out R^2 in this sweep.
 
 The numbers come from :func:`summarise` and :func:`seed_agreement`, plain functions on
 tables, so they are tested without a server.
@@ -41,11 +43,13 @@ __all__ = [
     "report_figures",
     "log_sweep_report",
     "log_ensemble_figures",
+    "set_best_aliases",
 ]
 
 log = logging.getLogger(__name__)
 
 BASELINES = ("PCA", "ICA")
+BEST_ALIAS = "best"
 
 
 @dataclass
@@ -81,10 +85,11 @@ def trial_table(runs) -> pd.DataFrame:
                 "loss": metrics.get("loss", np.nan),
                 "val_loss": metrics.get("val_loss", np.nan),
                 "run_id": r.info.run_id,
+                "encoder_version": tags.get("deeppert.encoder_version"),
             }
         )
     columns = ["dataset", "model", "latent_dim", "run", "r2_genes", "r2_pca", "loss", "val_loss"]
-    frame = pd.DataFrame(rows, columns=[*columns, "run_id"])
+    frame = pd.DataFrame(rows, columns=[*columns, "run_id", "encoder_version"])
     return frame.sort_values(["dataset", "model", "latent_dim", "run"], ignore_index=True)
 
 
@@ -350,8 +355,9 @@ def log_sweep_report(ctx, config: ExperimentConfig) -> SweepReport | None:
     client.set_tag(run_id, MLFLOW_RUN_NOTE, markdown)
     client.log_text(run_id, markdown, "report/summary.md")
     buffer = io.StringIO()
-    report.trials.drop(columns="run_id").to_csv(buffer, index=False)
+    report.trials.drop(columns=["run_id", "encoder_version"]).to_csv(buffer, index=False)
     client.log_text(run_id, buffer.getvalue(), "report/trials.csv")
+    set_best_aliases(uri, report)
     for name, fig in report_figures(report).items():
         client.log_figure(run_id, fig, f"report/{name}")
         client.log_image(run_id, _as_image(fig), key=f"report/{name.removesuffix('.png')}", step=0)
@@ -361,6 +367,19 @@ def log_sweep_report(ctx, config: ExperimentConfig) -> SweepReport | None:
         ctx.sweep, run_id, best["model"], best["latent_dim"], best["r2_genes_mean"],
     )  # fmt: skip
     return report
+
+
+def set_best_aliases(uri: str, report: SweepReport) -> None:
+    """Point ``<dataset>-encoder-<MODEL>-d<dim>@best`` at the shape's best run of this sweep."""
+    from deeppert.tracking.client import set_alias
+    from deeppert.tracking.sweep import encoder_model_name
+
+    trials = report.trials.dropna(subset=["r2_genes", "encoder_version"])
+    for (dataset, model, dim), group in trials.groupby(["dataset", "model", "latent_dim"]):
+        best = group.loc[group["r2_genes"].idxmax()]
+        set_alias(
+            uri, encoder_model_name(dataset, model, int(dim)), BEST_ALIAS, best["encoder_version"]
+        )
 
 
 def _as_image(fig):

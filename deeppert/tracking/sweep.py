@@ -7,7 +7,7 @@ under the sweep's parent run, found again by its ``deeppert.grid_key`` tag. A tr
 2. skips grid points that already have a FINISHED run with the same config hash,
 3. trains the remaining runs of its shape vectorised, logging per-epoch metrics,
 4. computes IG gene weights, logs latents and gene weights as Parquet, the encoder as an
-   MLflow PyTorch model registered as a version of ``<dataset>-encoder``,
+   MLflow PyTorch model registered as a version of ``<dataset>-encoder-<MODEL>-d<dim>``,
 5. marks each run FINISHED only when all of that is logged (FAILED on any exception).
 
 Nothing here imports Ray: ``ray_jobs/sweep.py`` calls :func:`run_trial` from a Tune trainable.
@@ -57,6 +57,7 @@ __all__ = [
     "finished_grid_keys",
     "run_trial",
     "encoder_model_name",
+    "encoder_model_prefix",
     "trial_plan",
 ]
 
@@ -84,9 +85,15 @@ def grid_key(dataset: str, kind: str, latent_dim: int, run: int) -> str:
     return f"{dataset}/{kind}/d{latent_dim}/run{run}"
 
 
-def encoder_model_name(dataset: str) -> str:
-    """Registered model that holds every encoder of one cell line (one version per trial run)."""
-    return f"{dataset}-encoder"
+def encoder_model_prefix(dataset: str) -> str:
+    """What the registered encoder names of one cell line start with (they sort together)."""
+    return f"{dataset}-encoder-"
+
+
+def encoder_model_name(dataset: str, kind: str, latent_dim: int) -> str:
+    """Registered model of one shape, e.g. ``A549-encoder-VAE-d10``: one version per run and
+    sweep, alias ``best`` on the best held-out R^2 of the latest sweep (docs/architecture.md)."""
+    return f"{encoder_model_prefix(dataset)}{kind}-d{latent_dim}"
 
 
 def data_sha256(signatures: Signatures) -> str:
@@ -358,9 +365,10 @@ def run_trial(
                 "dim": latent_dim,
                 "run": run,
                 "grid_key": grid_key(dataset, kind, latent_dim, run),
+                **({"r2_genes": f"{row['r2_genes']:.4f}"} if "r2_genes" in row else {}),
             }
             version = register_logged_model(
-                uri, ref.model_uri, encoder_model_name(dataset), tags=tags
+                uri, ref.model_uri, encoder_model_name(dataset, kind, latent_dim), tags=tags
             )
             client.set_tag(run_id, "deeppert.encoder_version", version.version)
             finish_run(uri, run_id)
