@@ -43,6 +43,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "predict target-gene combinations from ensemble gene weights (METHOD.md section 5)",
     ),
     "downstream": ("_downstream", "drug synergy and toxicity tasks against raw/PCA baselines"),
+    "cluster": (
+        "_cluster",
+        "start/stop a local Ray head + MLflow server on free ports; submit jobs to it",
+    ),
 }
 
 

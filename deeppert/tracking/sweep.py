@@ -276,6 +276,9 @@ def run_trial(
         return {}
 
     run_ids: dict[int, str] = {}
+    # Trials run in Ray workers (argv[0] = Ray's default_worker.py): name the sweep's entry point.
+    parent_tags = tracking_client(uri).get_run(ctx.parent_run_id).data.tags
+    source = {k: v for k, v in parent_tags.items() if k == "mlflow.source.name"}
     try:
         for run in todo:
             run_ids[run] = start_run(
@@ -290,6 +293,7 @@ def run_trial(
                     "gene_weights.parquet (IG)."
                 ),
                 tags={
+                    **source,
                     TAGS.role: "trial",
                     TAGS.sweep: ctx.sweep,
                     TAGS.grid_key: grid_key(dataset, kind, latent_dim, run),
