@@ -31,6 +31,7 @@ from pathlib import Path
 import requests
 
 from deeppert.errors import DeeppertError
+from deeppert.tracking.client import ui_url
 from deeppert.tracking.server import free_port
 
 __all__ = [
@@ -74,6 +75,7 @@ class ClusterInfo:
             f"export RAY_ADDRESS={self.ray_address}\n"
             f"export MLFLOW_TRACKING_URI={self.tracking_uri}\n"
             "export RAY_AUTH_MODE=disabled\n"
+            f"# MLflow UI: {ui_url(self.tracking_uri)}\n"
         )
 
 

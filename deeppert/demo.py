@@ -24,7 +24,7 @@ from deeppert.cluster import job_env, start_ray_head, stop_group, submit_command
 from deeppert.config import load_config
 from deeppert.data.synthetic import SynthConfig, make_synthetic, write_synthetic
 from deeppert.errors import DeeppertError
-from deeppert.tracking.client import tracking_client
+from deeppert.tracking.client import tracking_client, ui_url
 from deeppert.tracking.server import ServerConfig, TrackingServer, free_port
 
 REPO = Path(__file__).resolve().parents[1]
@@ -152,7 +152,8 @@ def main() -> int:
         server.stop()
     print(f"\nDemo finished in {time.time() - start:.0f} s. Where to look:")
     print(
-        f"  MLflow UI:        deeppert server --data-dir {OUT / 'mlflow'} --port {port}  then open http://127.0.0.1:{port}"
+        f"  MLflow UI:        deeppert server --data-dir {OUT / 'mlflow'} --port {port}  then open "
+        f"{ui_url(f'http://127.0.0.1:{port}')}"
     )
     print(
         f"                    (runs under experiment '{config.tracking.experiment}'; models SYN1-encoder-<MODEL>-d<dim>@best, SYN1-ensemble@current)"

@@ -46,6 +46,7 @@ __all__ = [
     "git_commit",
     "code_version",
     "source_tags",
+    "ui_url",
     "start_run",
     "find_runs_by_tag",
     "find_run_by_tag",
@@ -197,6 +198,18 @@ def check_server(tracking_uri: str, *, timeout: float = 5.0) -> None:
             f"MLflow tracking server at {tracking_uri} answered HTTP {api.status_code} "
             f"to an experiment search: {api.text[:200]}"
         )
+
+
+def ui_url(tracking_uri: str, experiment_id: str | None = None, run_id: str | None = None) -> str:
+    """A browser link to the MLflow UI that opens in the model-training view.
+
+    MLflow 3.17's UI keeps one global GenAI / model-training switch per browser (GenAI until
+    changed); the ``workflowType`` query parameter selects model training for the link.
+    """
+    route = "/experiments"
+    if experiment_id is not None:
+        route += f"/{experiment_id}" + (f"/runs/{run_id}" if run_id else "/runs")
+    return f"{tracking_uri.rstrip('/')}/#{route}?workflowType=machine_learning"
 
 
 def get_or_create_experiment(tracking_uri: str, name: str) -> str:

@@ -310,7 +310,7 @@ def log_sweep_report(ctx, config: ExperimentConfig) -> SweepReport | None:
     from mlflow.entities import Metric
     from mlflow.utils.mlflow_tags import MLFLOW_RUN_NOTE
 
-    from deeppert.tracking.client import find_runs_by_tag, tracking_client
+    from deeppert.tracking.client import find_runs_by_tag, tracking_client, ui_url
 
     uri = ctx.tracking_uri
     runs = [
@@ -363,8 +363,9 @@ def log_sweep_report(ctx, config: ExperimentConfig) -> SweepReport | None:
         client.log_image(run_id, _as_image(fig), key=f"report/{name.removesuffix('.png')}", step=0)
         plt.close(fig)
     log.info(
-        "sweep %s: report on parent run %s (best %s d%d, R^2 %.3f)",
+        "sweep %s: report on parent run %s (best %s d%d, R^2 %.3f); %s",
         ctx.sweep, run_id, best["model"], best["latent_dim"], best["r2_genes_mean"],
+        ui_url(uri, ctx.experiment_id, run_id),
     )  # fmt: skip
     return report
 

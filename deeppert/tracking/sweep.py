@@ -187,7 +187,13 @@ def log_config(uri: str, run_id: str, config: ExperimentConfig) -> None:
 
 
 def _flat_params(config: ExperimentConfig) -> dict[str, str]:
-    flat = pd.json_normalize(config.to_dict(), sep=".").iloc[0].to_dict()
+    """The config as ``section.key`` params; datasets as ``datasets.<name>.<key>`` (not a blob).
+
+    The whole config is also the parent's ``config.yaml`` artifact.
+    """
+    raw = config.to_dict()
+    raw["datasets"] = {d.pop("name"): d for d in raw["datasets"]}
+    flat = pd.json_normalize(raw, sep=".").iloc[0].to_dict()
     return {k: str(v)[:500] for k, v in flat.items()}
 
 
