@@ -19,6 +19,7 @@ No Ray or MLflow import here: both run as subprocesses.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -36,6 +37,7 @@ from deeppert.tracking.server import free_port
 
 __all__ = [
     "ClusterInfo",
+    "free_ports",
     "job_env",
     "ray_head_command",
     "start_ray_head",
@@ -89,8 +91,24 @@ def job_env(base: dict | None = None) -> dict:
     return env
 
 
+def free_ports(n: int, exclude: tuple[int, ...] = ()) -> list[int]:
+    """``n`` distinct free TCP ports on 127.0.0.1 (held open together, so none repeats)."""
+    import socket
+
+    with contextlib.ExitStack() as stack:
+        ports: list[int] = []
+        while len(ports) < n:
+            sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+            if port not in exclude:
+                ports.append(port)
+        return ports
+
+
 def ray_head_command(dashboard_port: int, num_cpus: int) -> list[str]:
-    """``ray start --head --block`` on 127.0.0.1 with every port picked free."""
+    """``ray start --head --block`` on 127.0.0.1 with every port picked free and distinct."""
+    ports = free_ports(len(_PORT_FLAGS), exclude=(dashboard_port,))
     ray = str(Path(sys.executable).parent / "ray")
     return [
         ray if Path(ray).exists() else "ray",
@@ -102,7 +120,7 @@ def ray_head_command(dashboard_port: int, num_cpus: int) -> list[str]:
         "--include-dashboard", "true",
         "--dashboard-host", "127.0.0.1",
         "--dashboard-port", str(dashboard_port),
-        *[arg for flag in _PORT_FLAGS for arg in (flag, str(free_port()))],
+        *[arg for flag, port in zip(_PORT_FLAGS, ports) for arg in (flag, str(port))],
         "--disable-usage-stats",
     ]  # fmt: skip
 
