@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import signal
 import subprocess
@@ -19,13 +18,13 @@ import time
 from pathlib import Path
 
 import pandas as pd
-import requests
 import yaml
 
+from deeppert.cluster import job_env, start_ray_head, stop_group, submit_command
 from deeppert.config import load_config
 from deeppert.data.synthetic import SynthConfig, make_synthetic, write_synthetic
 from deeppert.errors import DeeppertError
-from deeppert.tracking.client import tracking_client
+from deeppert.tracking.client import tracking_client, ui_url
 from deeppert.tracking.contract import ROLES, TAGS
 from deeppert.tracking.server import ServerConfig, TrackingServer, free_port
 
@@ -33,16 +32,6 @@ REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "demo_out"
 CONFIG = REPO / "configs" / "demo.yaml"
 DISEASE = SynthConfig().disease
-_PORT_FLAGS = (
-    "--port",
-    "--object-manager-port",
-    "--node-manager-port",
-    "--ray-client-server-port",
-    "--dashboard-agent-listen-port",
-    "--dashboard-agent-grpc-port",
-    "--runtime-env-agent-port",
-    "--metrics-export-port",
-)
 
 log = logging.getLogger("deeppert.demo")
 
@@ -64,36 +53,6 @@ def _submit(cmd: list[str], *, env: dict, attempts: int = 20) -> None:
             raise subprocess.CalledProcessError(proc.returncode, cmd)
         log.info("Ray's job agent is still starting; retrying in 5 s")
         time.sleep(5)
-
-
-def _wait_for_dashboard(port: int, head: subprocess.Popen, timeout: float = 120.0) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if head.poll() is not None:
-            raise DeeppertError(
-                f"Ray head exited with code {head.returncode}; see {OUT / 'ray_head.log'}"
-            )
-        try:
-            if requests.get(f"http://127.0.0.1:{port}/api/version", timeout=2).ok:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(1)
-    raise DeeppertError(f"Ray dashboard did not answer on port {port} within {timeout:.0f} s")
-
-
-def _stop_group(proc: subprocess.Popen) -> None:
-    """SIGTERM the process group (head, raylet, GCS, dashboard), SIGKILL it after 30 s."""
-    for sig, wait in ((signal.SIGTERM, 30), (signal.SIGKILL, 10)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=wait)
-            return
-        except subprocess.TimeoutExpired:
-            continue
 
 
 def _summary(uri: str, experiment: str) -> pd.DataFrame:
@@ -127,16 +86,9 @@ def main() -> int:
     start = time.time()
     # SIGTERM (e.g. a CI timeout) unwinds like Ctrl-C, so the finally block stops what we started.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    bin_dir = Path(sys.executable).parent
-    env = {
-        **os.environ,
-        "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
-        "PYTHONUNBUFFERED": "1",
-        # The demo's Ray head listens on 127.0.0.1 only. Token authentication (switched on by
-        # default for local clusters once ~/.ray/auth_token exists) is turned off explicitly for
-        # head and client alike, so the two agree; a shared cluster should use RAY_AUTH_MODE=token.
-        "RAY_AUTH_MODE": "disabled",
-    }
+    # Venv first on PATH (the jobs' `python`), Ray token auth off for head and client alike
+    # (the head listens on 127.0.0.1 only); see deeppert.cluster.
+    env = job_env()
     config = load_config(CONFIG)
     shutil.rmtree(OUT, ignore_errors=True)
 
@@ -157,58 +109,19 @@ def main() -> int:
         log.info("step 2/5: MLflow tracking server (SQLite, served artifacts)")
         server.start()
         uri = server.url
-        dash_port = free_port()
-        log.info("step 3/5: local Ray head node (dashboard on 127.0.0.1:%d)", dash_port)
-        # --block keeps the head in the foreground of its own process group, so the demo stops
-        # exactly the cluster it started (`ray stop` would stop every Ray on the machine).
-        # Explicit ports: the GCS default, 6379, is Redis's, often taken on a dev machine.
-        head_cmd = [
-            "ray",
-            "start",
-            "--head",
-            "--block",
-            "--node-ip-address",
-            "127.0.0.1",
-            "--num-cpus",
-            "2",
-            "--include-dashboard",
-            "true",
-            "--dashboard-host",
-            "127.0.0.1",
-            "--dashboard-port",
-            str(dash_port),
-            # Every other fixed default port too: a second Ray on the machine (a test run, a
-            # notebook) would otherwise hold the job agent's port and submissions would hang.
-            *[arg for flag in _PORT_FLAGS for arg in (flag, str(free_port()))],
-            "--disable-usage-stats",
-        ]
-        log.info("$ %s", " ".join(head_cmd))
-        head = subprocess.Popen(
-            head_cmd,
-            cwd=REPO,
-            env=env,
-            start_new_session=True,
-            stdout=(OUT / "ray_head.log").open("wb"),
-            stderr=subprocess.STDOUT,
-        )
-        _wait_for_dashboard(dash_port, head)
-        submit = [
-            "ray",
-            "job",
-            "submit",
-            "--address",
-            f"http://127.0.0.1:{dash_port}",
-            "--working-dir",
-            ".",
-            "--",
-        ]
+        log.info("step 3/5: local Ray head node on free ports (deeppert.cluster)")
+        head, address = start_ray_head(OUT, num_cpus=2, cwd=REPO)
+        log.info("Ray job server at %s", address)
+
+        def submit(*entrypoint: str) -> list[str]:
+            return submit_command(address, list(entrypoint))
+
         common = ["--config", str(job_config), "--tracking-uri", uri]
         log.info("step 4/5: sweep, ensemble and target-combination jobs via `ray job submit`")
-        _submit([*submit, "python", "ray_jobs/sweep.py", *common], env=env)
-        _submit([*submit, "python", "ray_jobs/ensemble.py", *common], env=env)
+        _submit(submit("python", "ray_jobs/sweep.py", *common), env=env)
+        _submit(submit("python", "ray_jobs/ensemble.py", *common), env=env)
         _submit(
-            [
-                *submit,
+            submit(
                 "python",
                 "ray_jobs/targets.py",
                 *common,
@@ -218,7 +131,7 @@ def main() -> int:
                 str(OUT / "synth" / "target_pairs"),
                 "--out",
                 str(OUT / "targets"),
-            ],
+            ),
             env=env,
         )
 
@@ -237,14 +150,15 @@ def main() -> int:
         return 1
     finally:
         if head is not None:
-            _stop_group(head)
+            stop_group(head.pid)
         server.stop()
     print(f"\nDemo finished in {time.time() - start:.0f} s. Where to look:")
     print(
-        f"  MLflow UI:        deeppert server --data-dir {OUT / 'mlflow'} --port {port}  then open http://127.0.0.1:{port}"
+        f"  MLflow UI:        deeppert server --data-dir {OUT / 'mlflow'} --port {port}  then open "
+        f"{ui_url(f'http://127.0.0.1:{port}')}"
     )
     print(
-        f"                    (runs under experiment '{config.tracking.experiment}'; models SYN1-encoder, SYN1-ensemble@current)"
+        f"                    (runs under experiment '{config.tracking.experiment}'; models SYN1-encoder-<MODEL>-d<dim>@best, SYN1-ensemble@current)"
     )
     print(
         f"  target outputs:   {OUT / 'targets'} (target_combinations.csv, match_statistics.csv, heatmap, match-rate plot)"

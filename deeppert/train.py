@@ -231,11 +231,13 @@ def fit(
     runs: Sequence[int],
     *,
     on_epoch: EpochCallback | None = None,
+    x_val: np.ndarray | None = None,
 ) -> TrainedModels:
     """Train one replica per run in ``runs`` on PCA scores ``x_train`` (n, p), all at once.
 
     ``on_epoch(epoch, frame)`` is called after each epoch with one row per run (loss terms,
-    beta, learning rate): the hook for progress bars and experiment trackers.
+    beta, learning rate; with ``x_val``, the held-out terms of :func:`held_out_loss` too):
+    the hook for progress bars and experiment trackers.
     """
     runs = [int(r) for r in runs]
     if not runs:
@@ -312,6 +314,8 @@ def fit(
                 "lr": lr,
             }
         )
+        if x_val is not None:
+            epoch_frame = epoch_frame.assign(**held_out_loss(module, x_val, beta))
         records.append(epoch_frame)
         if on_epoch is not None:
             on_epoch(epoch, epoch_frame)
@@ -324,3 +328,29 @@ def fit(
     return TrainedModels(
         module, model_config, train_config, runs, pd.concat(records, ignore_index=True)
     )
+
+
+@torch.no_grad()
+def held_out_loss(
+    module: PerturbationAutoencoder, x_val: np.ndarray, beta: float
+) -> dict[str, np.ndarray]:
+    """Per-run held-out loss terms ``val_loss``, ``val_reconstruction``, ``val_kl`` (R,).
+
+    Eval mode (BatchNorm running statistics, no dropout or noise, the VAE decoded from its
+    posterior mean), so it draws no random numbers and leaves training untouched.
+    """
+    was_training = module.training
+    param = next(module.parameters())
+    x = torch.as_tensor(np.asarray(x_val), dtype=param.dtype, device=param.device)
+    x = x.unsqueeze(0).expand(module.replicas, -1, -1)
+    module.eval()
+    try:
+        inf = module.inference(x)
+        terms = module.loss(x, inf, module.generative(inf["z_mean"]), beta)
+    finally:
+        module.train(was_training)
+    return {
+        "val_loss": terms.loss.double().cpu().numpy(),
+        "val_reconstruction": terms.reconstruction.double().cpu().numpy(),
+        "val_kl": terms.kl.double().cpu().numpy(),
+    }

@@ -20,8 +20,10 @@ The folder is written atomically: it appears whole when training succeeds, never
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +36,7 @@ from deeppert.data import Signatures, load_signatures
 from deeppert.data.synthetic import make_synthetic
 from deeppert.errors import DeeppertError
 from deeppert.preprocess import PCAModel, fit_pca, split_indices
+from deeppert.progress import Progress
 from deeppert.train import TrainedModels, fit
 
 __all__ = [
@@ -103,7 +106,10 @@ def train_shape(
 ) -> tuple[TrainedModels, pd.DataFrame]:
     """Train the runs ``runs`` of one (kind, latent dim) vectorised; return models + held-out metrics."""
     model_config = config.model.build(kind, latent_dim, prepared.pca.n_components)
-    trained = fit(prepared.x_train, model_config, config.train, runs, on_epoch=on_epoch)
+    x_val = prepared.x_val if len(prepared.val_idx) else None
+    trained = fit(
+        prepared.x_train, model_config, config.train, runs, on_epoch=on_epoch, x_val=x_val
+    )
     if len(prepared.val_idx):
         metrics = trained.evaluate(
             prepared.x_val, prepared.signatures.values[prepared.val_idx], prepared.pca
@@ -133,7 +139,8 @@ def train_dataset(
         raise DeeppertError(
             f"grid.latent_dims {too_big} exceed preprocess.n_components={prepared.pca.n_components}"
         )
-    with atomic_dir(out_dir) as tmp:
+    with contextlib.ExitStack() as stack:
+        tmp = stack.enter_context(atomic_dir(out_dir))
         (tmp / "config.json").write_text(
             json.dumps({"dataset": dataset.name, "experiment": config.to_dict()}, indent=2) + "\n"
         )
@@ -145,24 +152,18 @@ def train_dataset(
         save_pca(prepared.pca, tmp / "pca")
         all_metrics, histories = [], []
         shapes = [(k, d) for k in grid.models for d in grid.latent_dims]
-        for i, (kind, dim) in enumerate(shapes, 1):
-            log.info(
-                "[%d/%d] training %s d=%d, runs %s, %d epochs",
-                i,
-                len(shapes),
-                kind,
-                dim,
-                runs,
-                config.train.epochs,
-            )
+        bar = stack.enter_context(
+            Progress(len(shapes) * config.train.epochs, f"training {dataset.name}", unit="epoch")
+        )
+        for kind, dim in shapes:
             trained, metrics = train_shape(
                 prepared,
                 config,
                 kind,
                 dim,
                 runs,
-                on_epoch=_log_epoch(
-                    trained_name=f"{kind}_d{dim}", every=max(1, config.train.epochs // 5)
+                on_epoch=lambda _, frame, name=f"{kind}_d{dim}": bar.update(
+                    1, model=name, loss=float(frame["loss"].mean())
                 ),
             )
             trained.save(tmp / "models" / trained.name)
@@ -192,12 +193,17 @@ def train_dataset(
     return metrics
 
 
-def _log_epoch(trained_name: str, every: int):
-    def callback(epoch: int, frame: pd.DataFrame) -> None:
-        if (epoch + 1) % every == 0:
-            log.info("  %s epoch %d: mean loss %.4g", trained_name, epoch + 1, frame["loss"].mean())
-
-    return callback
+def baseline_metrics(prepared: Prepared, kinds: Sequence[str], dims: Sequence[int]) -> pd.DataFrame:
+    """Held-out R^2 of the linear baselines ``kinds`` (e.g. PCA, ICA) at latent sizes ``dims``."""
+    frames = [
+        _baseline_metrics(
+            fit_baseline(kind, prepared.x_train, prepared.pca, dim, sample_ids=prepared.train_ids),
+            prepared,
+        )
+        for kind in kinds
+        for dim in dims
+    ]
+    return pd.concat(frames, ignore_index=True)
 
 
 def _baseline_metrics(base, prepared: Prepared) -> pd.DataFrame:

@@ -58,7 +58,15 @@ def connect_ray(config: ExperimentConfig, *, num_cpus: int | None = None) -> Non
         return
     check_ray_address(config)
     address = config.sweep.ray_address or os.environ.get("RAY_ADDRESS") or "local"
-    ray.init(address=address, num_cpus=num_cpus if address == "local" else None)
+    try:
+        ray.init(address=address, num_cpus=num_cpus if address == "local" else None)
+    except Exception as exc:  # ConnectionError, AuthenticationError, ...: Ray's own types
+        reason = (str(exc).strip().splitlines() or [""])[0][:300]
+        raise DeeppertError(
+            f"cannot join Ray at {address!r} ({type(exc).__name__}: {reason}); start a head "
+            "with `deeppert cluster start --dir DIR`, and give head and client the same "
+            "RAY_AUTH_MODE"
+        ) from exc
 
 
 def run_job(name: str, body: Callable[[], int]) -> int:

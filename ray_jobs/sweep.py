@@ -24,6 +24,7 @@ import pandas as pd
 from deeppert.config import ExperimentConfig
 from deeppert.errors import DeeppertError
 from deeppert.tracking.client import finish_run, mark_run_failed
+from deeppert.tracking.report import log_sweep_report
 from deeppert.tracking.sweep import (
     SweepContext,
     data_sha256,
@@ -94,6 +95,7 @@ def run_sweep(config: ExperimentConfig, *, storage_path: str | None = None) -> p
         "%d of %d grid points already finished; %d trials to run", len(done), n_points, len(plan)
     )
     if not plan:
+        log_sweep_report(ctx, config)  # a resumed, complete sweep refreshes its report
         finish_run(ctx.tracking_uri, ctx.parent_run_id)
         return pd.DataFrame()
     prepared, shas, inputs = {}, {}, {}
@@ -145,6 +147,7 @@ def run_sweep(config: ExperimentConfig, *, storage_path: str | None = None) -> p
         raise DeeppertError(
             f"sweep {ctx.sweep}: {len(errors)} trial(s) failed after retries; first: {errors[0]}"
         )
+    log_sweep_report(ctx, config)
     finish_run(ctx.tracking_uri, ctx.parent_run_id)
     rows = []
     for result in results:

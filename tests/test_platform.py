@@ -42,7 +42,16 @@ pytestmark = [pytest.mark.ray, pytest.mark.mlflow, pytest.mark.slow, pytest.mark
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "configs" / "smoke.yaml"
 EPOCHS = 3
-PER_EPOCH = ("loss", "reconstruction", "kl", "beta", "lr")
+PER_EPOCH = (
+    "loss",
+    "reconstruction",
+    "kl",
+    "beta",
+    "lr",
+    "val_loss",
+    "val_reconstruction",
+    "val_kl",
+)
 DISEASE = "Synthetic Disease"
 
 
@@ -220,8 +229,23 @@ def check_contract(server: TrackingServer, out: dict) -> None:
     np.testing.assert_allclose(pca.components, prepared.pca.components, rtol=0, atol=1e-12)
     np.testing.assert_allclose(pca.mean, prepared.pca.mean, rtol=0, atol=1e-12)
     assert pca.genes == prepared.pca.genes
+    check_report(client, uri, config, ctx, parent)
 
     runs = child_runs(uri, ctx.experiment_id, ctx.parent_run_id)
+    # Each trial's encoder is a logged model of that trial, in the sweep's experiment; the
+    # Default experiment holds none (MLflow's log_model(run_id=...) alone put them there).
+    assert client.search_logged_models(experiment_ids=["0"]) == []
+    for run in runs:
+        outputs = client.get_run(run.info.run_id).outputs.model_outputs
+        assert len(outputs) == 1, run.info.run_name
+        encoder = client.get_logged_model(outputs[0].model_id)
+        assert (encoder.name, encoder.experiment_id) == ("encoder", ctx.experiment_id)
+        tags = run.data.tags
+        assert run.info.run_name == (
+            f"{tags[TAGS.model]} d{tags[TAGS.latent_dim]} r{tags[TAGS.run]}"
+        )
+        assert tags["mlflow.note.content"].startswith(f"{tags[TAGS.model]} autoencoder")
+        assert tags["mlflow.source.name"] and tags["mlflow.user"]
     assert sorted(r.data.tags[TAGS.grid_key] for r in runs) == sorted(expected_keys(config))
     assert {r.info.status for r in runs} == {"FINISHED"}
     # The signature matrix is recorded as an MLflow dataset input, once per run, same digest.
@@ -234,8 +258,8 @@ def check_contract(server: TrackingServer, out: dict) -> None:
     sha = data_sha256(signatures)
     versions = {
         v.run_id: v
-        for v in client.search_model_versions(f"name = '{dataset.name}-encoder'")
-        if v.tags.get("sweep") == ctx.sweep
+        for v in client.search_model_versions(f"tags.sweep = '{ctx.sweep}'")
+        if v.name.startswith(f"{dataset.name}-encoder-")
     }
     assert len(versions) == 8
     x = torch.as_tensor(prepared.x_train, dtype=torch.float32)
@@ -267,10 +291,54 @@ def check_contract(server: TrackingServer, out: dict) -> None:
         assert int(version.tags["run"]) == r and version.tags["sweep"] == ctx.sweep
         assert tags["deeppert.encoder_version"] == version.version
         # The registered encoder reproduces the logged latents.
-        encoder = load_torch_model(uri, f"models:/{dataset.name}-encoder/{version.version}")
+        assert version.name == f"{dataset.name}-encoder-{kind}-d{dim}"
+        encoder = load_torch_model(uri, f"models:/{version.name}/{version.version}")
         with torch.no_grad():
             z = encoder(x).numpy()
         np.testing.assert_allclose(z, latents.to_numpy(), rtol=1e-4, atol=1e-4)
+
+
+def check_report(client, uri: str, config: ExperimentConfig, ctx, parent) -> None:
+    """The sweep report on the parent: summary metrics, figures, summary.md, config.yaml."""
+    metrics, tags = parent.data.metrics, parent.data.tags
+    dataset = config.datasets[0].name
+    trials = child_runs(uri, ctx.experiment_id, ctx.parent_run_id)
+    for kind in config.grid.models:
+        for dim in config.grid.latent_dims:
+            r2 = [
+                r.data.metrics["r2_genes"]
+                for r in trials
+                if r.data.tags[TAGS.model] == kind and int(r.data.tags[TAGS.latent_dim]) == dim
+            ]
+            shape = f"{dataset}/{kind}_d{dim}"
+            assert metrics[f"r2_genes_best/{shape}"] == pytest.approx(max(r2))
+            assert metrics[f"r2_genes_mean/{shape}"] == pytest.approx(np.mean(r2))
+            assert metrics[f"r2_genes_sd/{shape}"] == pytest.approx(np.std(r2, ddof=1))
+            assert 0 <= metrics[f"seed_agreement/{shape}"] <= 1 + 1e-9
+    best = max((m for m in metrics if m.startswith("r2_genes_mean/")), key=lambda m: metrics[m])
+    assert metrics["best_r2_genes"] == pytest.approx(metrics[best])
+    kind, dim = best.rsplit("/", 1)[1].split("_d")
+    assert tags["deeppert.best_shape"] == f"{dataset}/{kind}/d{dim}"
+    assert "Best by mean held-out gene-space R^2" in tags["mlflow.note.content"]
+    report = {a.path for a in client.list_artifacts(ctx.parent_run_id, "report")}
+    assert report >= {
+        "report/r2_vs_latent_dim.png",
+        "report/final_loss_per_trial.png",
+        "report/seed_agreement.png",
+        "report/summary.md",
+        "report/trials.csv",
+    }
+    config_yaml = client.download_artifacts(ctx.parent_run_id, "config.yaml")
+    assert parse_config(yaml.safe_load(Path(config_yaml).read_text())) == config
+    # Each shape's registered encoder points @best at its best run of this sweep.
+    for kind in config.grid.models:
+        for dim in config.grid.latent_dims:
+            best = client.get_model_version_by_alias(f"{dataset}-encoder-{kind}-d{dim}", "best")
+            assert float(best.tags["r2_genes"]) == pytest.approx(
+                metrics[f"r2_genes_best/{dataset}/{kind}_d{dim}"], abs=1e-4
+            )
+    experiment = client.get_experiment(ctx.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
 
 
 def check_concurrency(server: TrackingServer, out: dict, backend: str) -> None:
@@ -285,13 +353,13 @@ def check_concurrency(server: TrackingServer, out: dict, backend: str) -> None:
             assert sorted(m.step for m in history) == list(range(EPOCHS)), (run.info.run_id, name)
             assert all(np.isfinite(m.value) for m in history)
             total += len(history)
-    assert total == len(runs) * len(PER_EPOCH) * EPOCHS == 8 * 5 * EPOCHS
+    assert total == len(runs) * len(PER_EPOCH) * EPOCHS == 8 * 8 * EPOCHS
     overlap = max_overlap(runs)
     log = server.log_tail(400)
     print(
         f"\nMEASURE concurrency {backend}: {len(runs)} trials at 0.25 CPU, "
         f"{overlap} child runs open at once, {total} per-epoch metric rows counted back "
-        f"(expected {8 * 5 * EPOCHS})"
+        f"(expected {8 * 8 * EPOCHS})"
     )
     assert overlap >= 4, "trials should have logged concurrently"
     assert "Traceback" not in log, log[-3000:]

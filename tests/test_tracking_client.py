@@ -34,7 +34,7 @@ from deeppert.tracking import (
     tracked_run,
     tracking_client,
 )
-from deeppert.tracking.client import dataset_entity
+from deeppert.tracking.client import code_version, dataset_entity
 
 pytestmark = [pytest.mark.mlflow, pytest.mark.timeout(600)]
 
@@ -122,6 +122,12 @@ def test_run_logs_params_metrics_and_parquet_that_read_back_identically(
     run = client.get_run(run_id)
     assert run.info.status == "FINISHED"
     assert run.data.params == {"model": "vae", "latent_dim": "8", "lr": "0.001"}
+    # Standard source tags (the UI's Source / User / Git commit) and the model-training view.
+    assert run.data.tags["mlflow.source.type"] == "JOB" and run.data.tags["mlflow.user"]
+    assert run.data.tags["mlflow.source.name"]
+    assert run.data.tags["mlflow.source.git.commit"] == code_identity_commit()
+    kind = client.get_experiment(experiment).tags["mlflow.experimentKind"]
+    assert kind == "custom_model_development"
     assert run.data.tags["deeppert.grid_key"] == "A375/vae/8/0"
     history = client.get_metric_history(run_id, "train_loss")
     assert [(m.step, m.value) for m in history] == [(s, 1.0 / (s + 1)) for s in range(5)]
@@ -129,6 +135,28 @@ def test_run_logs_params_metrics_and_parquet_that_read_back_identically(
     for path, frame in frames.items():
         back = load_parquet(server, run_id, path)
         pd.testing.assert_frame_equal(back, frame, check_exact=True)
+
+
+def code_identity_commit() -> str:
+    """HEAD of this checkout, as git itself reports it."""
+    import subprocess
+
+    return subprocess.run(
+        ["git", "rev-parse", "HEAD"],
+        cwd=Path(__file__).parents[1],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+
+
+def test_description_and_code_version(server: str, experiment: str) -> None:
+    run_id = start_run(server, experiment, run_name="VAE d10 r2", description="one trial")
+    run = tracking_client(server).get_run(run_id)
+    assert run.data.tags["mlflow.note.content"] == "one trial"
+    assert run.info.run_name == "VAE d10 r2"
+    # A real code version: the checkout's commit, not the bare package version.
+    assert code_version().split("+g")[1][:12] == code_identity_commit()[:12]
 
 
 def test_parquet_bad_input_is_named(server: str, experiment: str) -> None:
@@ -220,6 +248,16 @@ def test_torch_model_registered_alias_resolves_to_same_version(
     logged = log_torch_model(server, run_id, model, name="encoder", input_example=x)
     finish_run(server, run_id)
     assert logged.model_uri == f"models:/{logged.model_id}"
+    # The logged model lives in the run's experiment (MLflow's log_model(run_id=...) alone
+    # put it in Default), is READY, and the run lists it as an output.
+    client = tracking_client(server)
+    stored = client.get_logged_model(logged.model_id)
+    assert stored.experiment_id == experiment and stored.source_run_id == run_id
+    assert str(stored.status) in ("READY", "LoggedModelStatus.READY")
+    outputs = client.get_run(run_id).outputs
+    assert [m.model_id for m in outputs.model_outputs] == [logged.model_id]
+    in_default = client.search_logged_models(experiment_ids=["0"])
+    assert logged.model_id not in {m.model_id for m in in_default}
 
     name = f"A375-encoder-{uuid.uuid4().hex[:6]}"
     v1 = register_logged_model(server, logged.model_uri, name, tags={"model": "ae", "dim": 4})

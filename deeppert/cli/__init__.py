@@ -3,6 +3,10 @@
 Each ``deeppert/cli/_<name>.py`` module exposes ``register(subparsers)``, which adds its
 subcommand(s) with ``set_defaults(func=...)``; ``func(args)`` returns an exit code.
 Bad input (:class:`~deeppert.errors.DeeppertError`) becomes one line on stderr and exit 2.
+
+Only the module of the command being run is imported: the others appear in ``deeppert
+--help`` through :data:`COMMANDS`, so ``--help`` and input errors answer without importing
+torch, pandas or MLflow (a test checks the table against the modules' own help lines).
 """
 
 from __future__ import annotations
@@ -15,26 +19,61 @@ from collections.abc import Sequence
 
 from deeppert.errors import DeeppertError
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "COMMANDS"]
 
-# Modules under deeppert/cli that contribute subcommands, in help order.
-_COMMAND_MODULES = ("_data", "_train", "_attribution", "_server", "_targets", "_downstream")
+# command -> (module under deeppert/cli that registers it, its one-line help), in help order.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "synth": (
+        "_data",
+        "write a synthetic L1000-like matrix with planted modules and its ground truth",
+    ),
+    "info": ("_data", "describe a signature file (rows, genes, ids, value range)"),
+    "train": (
+        "_train",
+        "train the AE/DAE/VAE x latent dim x run grid; writes one run folder per dataset",
+    ),
+    "attribute": ("_attribution", "Integrated Gradients gene weights of every trained latent node"),
+    "ensemble": (
+        "_attribution",
+        "GMeans + KMeans ensemble of all latent variables, with stability",
+    ),
+    "server": ("_server", "run an MLflow tracking server (served artifacts) until Ctrl-C"),
+    "targets": (
+        "_targets",
+        "predict target-gene combinations from ensemble gene weights (METHOD.md section 5)",
+    ),
+    "downstream": ("_downstream", "drug synergy and toxicity tasks against raw/PCA baselines"),
+    "cluster": (
+        "_cluster",
+        "start/stop a local Ray head + MLflow server on free ports; submit jobs to it",
+    ),
+}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The parser, with the full subparser of the command named in ``argv`` only."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    wanted = COMMANDS[command][0] if command in COMMANDS else None
     parser = argparse.ArgumentParser(
         prog="deeppert",
         description="Interpretable drug-perturbation embeddings: train, attribute, ensemble, analyse.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name in _COMMAND_MODULES:
-        importlib.import_module(f"deeppert.cli.{name}").register(sub)
+    for name, (module, help_line) in COMMANDS.items():
+        if name in sub.choices:
+            continue
+        if module == wanted:
+            importlib.import_module(f"deeppert.cli.{module}").register(sub)
+        else:
+            sub.add_parser(name, help=help_line, add_help=False)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,

@@ -14,18 +14,15 @@ import argparse
 import json
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-import pandas as pd
-import torch
-
-from deeppert.atomic import atomic_dir
-from deeppert.attribution import IGConfig, attribute_genes
 from deeppert.cli._flags import add_config_flag, add_dataclass_flags, apply_flags, config_section
-from deeppert.ensemble import EnsembleConfig, EnsembleModel, build_ensemble
+from deeppert.cli._inputs import require_dir
 from deeppert.errors import DeeppertError
-from deeppert.stability import split_runs, stability_report
-from deeppert.workspace import load_pca, load_trained, training_inputs
+from deeppert.ig_config import IGConfig
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["register", "run_attribute", "run_ensemble"]
 
@@ -76,13 +73,26 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run_attribute(args: argparse.Namespace) -> int:
     run_dir: Path = args.run_dir
+    require_dir(run_dir, "run folder")
+    import pandas as pd
+    import torch
+
+    from deeppert.atomic import atomic_dir
+    from deeppert.attribution import attribute_genes
+    from deeppert.progress import Progress
+    from deeppert.workspace import load_pca, load_trained, training_inputs
+
     config = apply_flags(config_section(args, "attribution", IGConfig), args, _IG_FLAGS)
     pca = load_pca(run_dir)
     x_pca, _ = training_inputs(run_dir)
     device = torch.device(args.device)
     rows = []
-    with atomic_dir(run_dir / "gene_weights") as tmp:
-        for trained in load_trained(run_dir):
+    models = load_trained(run_dir)
+    with (
+        atomic_dir(run_dir / "gene_weights") as tmp,
+        Progress(sum(len(t.runs) for t in models), "attributing", unit="run") as bar,
+    ):
+        for trained in models:
             trained.module.to(
                 device=device,
                 dtype=torch.float32 if trained.train_config.dtype == "float32" else torch.float64,
@@ -101,11 +111,10 @@ def run_attribute(args: argparse.Namespace) -> int:
                             "relative_delta": result.relative_delta[r, k],
                         }
                     )
-            log.info(
-                "%s: %d runs attributed, max relative completeness error %.2e",
-                trained.name,
+            bar.update(
                 len(result.runs),
-                float(result.relative_delta.max()),
+                model=trained.name,
+                max_rel_error=float(result.relative_delta.max()),
             )
         pd.DataFrame(rows).to_csv(tmp / "completeness.csv", index=False)
         (tmp / "ig_config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
@@ -114,6 +123,8 @@ def run_attribute(args: argparse.Namespace) -> int:
 
 
 def _read_folder(folder: Path, what: str) -> pd.DataFrame:
+    import pandas as pd
+
     files = sorted(folder.glob("*.parquet"))
     if not files:
         raise DeeppertError(f"{folder}: no {what} Parquet files (run the previous step first)")
@@ -127,6 +138,12 @@ def _read_folder(folder: Path, what: str) -> pd.DataFrame:
 
 def run_ensemble(args: argparse.Namespace) -> int:
     run_dir: Path = args.run_dir
+    require_dir(run_dir, "run folder")
+    from deeppert.atomic import atomic_dir
+    from deeppert.ensemble import EnsembleConfig, EnsembleModel, build_ensemble
+    from deeppert.stability import split_runs, stability_report
+    from deeppert.workspace import load_pca, load_trained
+
     config = EnsembleConfig(
         seed=args.seed,
         n_clusters=args.n_clusters,
@@ -172,37 +189,12 @@ def run_ensemble(args: argparse.Namespace) -> int:
 
 
 def _plots(ens, stability: dict | None, folder: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
+    """The ensemble's figures (:mod:`deeppert.ensemble_figures`) and top-20 genes table."""
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(max(4, 0.25 * ens.n_clusters + 2), 3))
-    ax.bar(np.arange(ens.n_clusters), ens.sizes.to_numpy())
-    ax.set_xlabel("ensemble cluster")
-    ax.set_ylabel("latent variables")
-    ax.set_title(f"L = {ens.n_clusters}")
-    fig.tight_layout()
-    fig.savefig(folder / "cluster_sizes.png", dpi=120)
-    plt.close(fig)
-    if stability and "ensemble_corr" in stability:
-        fig, ax = plt.subplots(figsize=(4, 3))
-        single = [c for v in stability["single_corr"].values() for c in v]
-        bins = np.linspace(min([*stability["ensemble_corr"], *single, 0.0]), 1, 30)
-        ax.hist(
-            single,
-            bins=bins,
-            alpha=0.6,
-            label=f"single models (median {stability['single_median']:.2f})",
-        )
-        ax.hist(
-            stability["ensemble_corr"],
-            bins=bins,
-            alpha=0.6,
-            label=f"ensembles (median {stability['ensemble_median']:.2f})",
-        )
-        ax.set_xlabel("matched gene-weight correlation")
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(folder / "stability.png", dpi=120)
+    from deeppert.ensemble_figures import ensemble_figures, top_genes
+
+    for name, fig in ensemble_figures(ens, stability).items():
+        fig.savefig(folder / name, dpi=120)
         plt.close(fig)
+    top_genes(ens, 20).to_csv(folder / "top_genes.csv", index=False)

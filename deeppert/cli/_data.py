@@ -7,8 +7,6 @@ import json
 import logging
 from dataclasses import fields
 
-from deeppert.data import SynthConfig, describe, load_signatures, make_synthetic, write_synthetic
-
 __all__ = ["register"]
 
 log = logging.getLogger(__name__)
@@ -38,6 +36,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Write DIR/signatures.parquet, DIR/ground_truth/ and DIR/target_pairs/ atomically.",
     )
     synth.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    from deeppert.data.synthetic import SynthConfig
+
     defaults = SynthConfig()
     types = {f.name: f.type for f in fields(SynthConfig)}
     for name in _SYNTH_FLAGS:
@@ -67,6 +67,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _synth(args: argparse.Namespace) -> int:
+    from deeppert.data import SynthConfig, make_synthetic, write_synthetic
+
     cfg = SynthConfig(**{name: getattr(args, name) for name in _SYNTH_FLAGS})
     data = make_synthetic(cfg)
     out = write_synthetic(data, args.out)
@@ -79,6 +81,8 @@ def _synth(args: argparse.Namespace) -> int:
 
 
 def _info(args: argparse.Namespace) -> int:
+    from deeppert.data import describe, load_signatures
+
     sig = load_signatures(
         args.path,
         format=args.format,

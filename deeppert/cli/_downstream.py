@@ -226,11 +226,15 @@ def _run_tasks(args: argparse.Namespace, load, evaluate, default_splits, names) 
     """Load each named task, evaluate every feature set on it, write the merged results."""
     config = _config(args)
     splits = tuple(args.splits or default_splits)
+    from deeppert.progress import Progress
+
     results = []
-    for name in names:
-        task = load(args.data_dir, name)
-        feats = _featurizers(args, dict(zip(task.keys, task.values, strict=True)))
-        results.append(evaluate(task, feats, config=config, splits=splits))
+    with Progress(len(names), f"downstream {args.downstream_command}", unit="task") as bar:
+        for name in names:
+            task = load(args.data_dir, name)
+            feats = _featurizers(args, dict(zip(task.keys, task.values, strict=True)))
+            results.append(evaluate(task, feats, config=config, splits=splits))
+            bar.update(1, task=name)
     return _finish(results, args, config)
 
 

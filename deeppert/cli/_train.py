@@ -5,9 +5,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from deeppert.config import DataConfig, ExperimentConfig, GridConfig, load_config
+from deeppert.cli._inputs import require_file
 from deeppert.errors import DeeppertError
+
+if TYPE_CHECKING:
+    from deeppert.config import ExperimentConfig
 
 __all__ = ["register"]
 
@@ -39,6 +43,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _overrides(config: ExperimentConfig, args: argparse.Namespace) -> ExperimentConfig:
+    from deeppert.config import DataConfig, GridConfig
+
     grid = config.grid
     if args.models:
         grid = dataclasses.replace(grid, models=tuple(m.strip() for m in args.models.split(",")))
@@ -68,6 +74,10 @@ def _overrides(config: ExperimentConfig, args: argparse.Namespace) -> Experiment
 
 
 def run(args: argparse.Namespace) -> int:
+    # Named files are checked before torch and pandas load, so a typo fails in well under 1 s.
+    require_file(args.config, "--config")
+    require_file(args.data, "--data")
+    from deeppert.config import ExperimentConfig, load_config
     from deeppert.workspace import load_dataset, train_dataset
 
     config = load_config(args.config) if args.config else ExperimentConfig()

@@ -10,8 +10,13 @@ with a message listing what does exist.
 from __future__ import annotations
 
 import contextlib
+import functools
+import getpass
+import hashlib
 import os
 import posixpath
+import subprocess
+import sys
 import tempfile
 import threading
 from collections.abc import Iterator, Mapping, Sequence
@@ -38,6 +43,11 @@ __all__ = [
     "tracking_client",
     "check_server",
     "get_or_create_experiment",
+    "EXPERIMENT_KIND",
+    "git_commit",
+    "code_version",
+    "source_tags",
+    "ui_url",
     "start_run",
     "tracked_run",
     "find_runs_by_tag",
@@ -56,6 +66,15 @@ __all__ = [
 RunStatus = Literal["RUNNING", "SCHEDULED", "FINISHED", "FAILED", "KILLED"]
 _RUN_STATUSES = ("RUNNING", "SCHEDULED", "FINISHED", "FAILED", "KILLED")
 FAILURE_TAG = TAGS.failure
+
+# MLflow 3's UI picks the experiment page (model training vs GenAI "Evaluations") from this tag;
+# the value is the UI's ExperimentKind.CUSTOM_MODEL_DEVELOPMENT.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+# Set on the job's environment (e.g. `ray job submit --runtime-env-json`) when the code runs
+# from a copy without .git, such as Ray's uploaded working directory.
+GIT_COMMIT_ENV = "DEEPPERT_GIT_COMMIT"
+_REPO_ROOT = Path(__file__).resolve().parents[2]
 
 # mlflow.pytorch.log_model and the models:/ downloader resolve the tracking and registry URIs
 # from process-global state; this lock keeps threads from seeing each other's URIs.
@@ -183,8 +202,24 @@ def check_server(tracking_uri: str, *, timeout: float = 5.0) -> None:
         )
 
 
+def ui_url(tracking_uri: str, experiment_id: str | None = None, run_id: str | None = None) -> str:
+    """A browser link to the MLflow UI that opens in the model-training view.
+
+    MLflow 3.17's UI keeps one global GenAI / model-training switch per browser (GenAI until
+    changed); the ``workflowType`` query parameter selects model training for the link.
+    """
+    route = "/experiments"
+    if experiment_id is not None:
+        route += f"/{experiment_id}" + (f"/runs/{run_id}" if run_id else "/runs")
+    return f"{tracking_uri.rstrip('/')}/#{route}?workflowType=machine_learning"
+
+
 def get_or_create_experiment(tracking_uri: str, name: str) -> str:
-    """Id of the experiment called ``name``, created when missing (safe under races)."""
+    """Id of the experiment called ``name``, created when missing (safe under races).
+
+    The experiment carries tag ``mlflow.experimentKind = custom_model_development``, so the
+    MLflow UI opens it in the model-training view (runs, metrics, models), not the GenAI one.
+    """
     from mlflow.exceptions import MlflowException
 
     client = tracking_client(tracking_uri)
@@ -194,14 +229,91 @@ def get_or_create_experiment(tracking_uri: str, name: str) -> str:
             raise DeeppertError(
                 f"experiment {name!r} at {tracking_uri} is deleted; restore it or pick another name"
             )
+        if EXPERIMENT_KIND_TAG not in (found.tags or {}):
+            client.set_experiment_tag(found.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
         return found.experiment_id
     try:
-        return client.create_experiment(name)
+        return client.create_experiment(name, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
     except MlflowException as exc:
         if exc.error_code != "RESOURCE_ALREADY_EXISTS":
             raise
         # Another job created it between our lookup and create.
         return client.get_experiment_by_name(name).experiment_id
+
+
+@functools.cache
+def git_commit() -> str | None:
+    """The commit of the checkout this code runs from (``+dirty`` with local changes), or None.
+
+    ``$DEEPPERT_GIT_COMMIT`` wins: Ray uploads the working directory without ``.git``.
+    """
+    if os.environ.get(GIT_COMMIT_ENV):
+        return os.environ[GIT_COMMIT_ENV]
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(_REPO_ROOT), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(_REPO_ROOT), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return f"{head}+dirty" if dirty else head
+
+
+@functools.cache
+def code_version() -> str:
+    """What identifies the code that ran: the git commit, else a hash of the package sources.
+
+    ``<package version>+g<commit[:12]>`` from a checkout; ``<package version>+src<sha[:12]>``
+    (SHA-256 over every ``.py`` of ``deeppert/`` and ``ray_jobs/``) from a copy without git.
+    """
+    import deeppert
+
+    commit = git_commit()
+    if commit:
+        return (
+            f"{deeppert.__version__}+g{commit[:12]}{'.dirty' if commit.endswith('+dirty') else ''}"
+        )
+    h = hashlib.sha256()
+    for folder in ("deeppert", "ray_jobs"):
+        for path in sorted((_REPO_ROOT / folder).rglob("*.py")):
+            h.update(path.relative_to(_REPO_ROOT).as_posix().encode() + b"\x00")
+            h.update(path.read_bytes())
+    return f"{deeppert.__version__}+src{h.hexdigest()[:12]}"
+
+
+def source_tags() -> dict[str, str]:
+    """MLflow's standard source tags for a run started by this process.
+
+    ``mlflow.source.name`` (the entry script), ``mlflow.source.type`` (JOB),
+    ``mlflow.user`` and, from a git checkout, ``mlflow.source.git.commit``; the UI shows them
+    as the run's Source, User and Git commit.
+    """
+    from mlflow.utils import mlflow_tags as t
+
+    script = Path(sys.argv[0]) if sys.argv and sys.argv[0] else None
+    try:
+        name = script.resolve().relative_to(_REPO_ROOT).as_posix() if script else "python"
+    except ValueError:
+        name = script.name if script else "python"
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    tags = {t.MLFLOW_SOURCE_NAME: name, t.MLFLOW_SOURCE_TYPE: "JOB", t.MLFLOW_USER: user}
+    commit = git_commit()
+    if commit:
+        tags[t.MLFLOW_GIT_COMMIT] = commit.removesuffix("+dirty")
+    return tags
 
 
 def start_run(
@@ -212,17 +324,22 @@ def start_run(
     tags: Mapping[str, Any] | None = None,
     params: Mapping[str, Any] | None = None,
     parent_run_id: str | None = None,
+    description: str | None = None,
 ) -> str:
     """Create a RUNNING run (a child of ``parent_run_id`` when given); returns its id.
 
-    The run stays RUNNING until :func:`finish_run` or :func:`mark_run_failed`; no fluent
-    "active run" is involved, so any thread or process can finish it.
+    The run carries :func:`source_tags` and, when given, ``description`` as its MLflow
+    description (``mlflow.note.content``). It stays RUNNING until :func:`finish_run` or
+    :func:`mark_run_failed`; no fluent "active run" is involved, so any thread or process can
+    finish it.
     """
     from mlflow.entities import Param
-    from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+    from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NOTE
 
     client = tracking_client(tracking_uri)
-    all_tags = {str(k): str(v) for k, v in (tags or {}).items()}
+    all_tags = {**source_tags(), **{str(k): str(v) for k, v in (tags or {}).items()}}
+    if description:
+        all_tags[MLFLOW_RUN_NOTE] = description
     if parent_run_id is not None:
         all_tags[MLFLOW_PARENT_RUN_ID] = parent_run_id
     run = client.create_run(experiment_id, run_name=run_name, tags=all_tags)
@@ -382,7 +499,7 @@ def log_torch_model(
     pip_requirements: Sequence[str] | None = None,
     tags: Mapping[str, Any] | None = None,
 ) -> LoggedModelRef:
-    """Log ``model`` as an MLflow PyTorch model linked to ``run_id``.
+    """Log ``model`` as an MLflow PyTorch model of ``run_id``, in that run's experiment.
 
     The signature is inferred from ``input_example`` (a float32 array of a few samples).
     ``pip_requirements`` defaults to the running torch and numpy versions, which skips
@@ -395,14 +512,25 @@ def log_torch_model(
 
     if pip_requirements is None:
         pip_requirements = [f"torch=={torch.__version__.split('+')[0]}", f"numpy=={np.__version__}"]
+    client = tracking_client(tracking_uri)
+    run = client.get_run(run_id)
+    # log_model(run_id=...) alone creates the logged model in the process's active experiment
+    # (Default), not the run's: the run would list no model. Create it in the run's experiment.
+    pending = client.create_logged_model(
+        experiment_id=run.info.experiment_id,
+        name=name,
+        source_run_id=run_id,
+        tags={str(k): str(v) for k, v in (tags or {}).items()} or None,
+        params=dict(run.data.params) or None,
+    )
     with _process_uris(tracking_uri):
         info = mlflow.pytorch.log_model(
             model,
             name=name,
             input_example=input_example,
             pip_requirements=list(pip_requirements),
-            tags=dict(tags) if tags else None,
             run_id=run_id,
+            model_id=pending.model_id,
             # pickle keeps the module's own class (the ensemble job restacks replicas);
             # MLflow 3's default, torch.export's pt2, reloads as an anonymous GraphModule.
             serialization_format="pickle",

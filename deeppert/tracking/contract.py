@@ -23,6 +23,7 @@ __all__ = [
     "dataset_sha_tag",
     "pca_folder",
     "pca_artifact",
+    "encoder_model_prefix",
     "encoder_model_name",
     "ensemble_model_name",
     "tag_names",
@@ -100,6 +101,7 @@ class VERSION_TAGS:
     dim = "dim"
     run = "run"
     grid_key = "grid_key"
+    r2_genes = "r2_genes"  # encoder versions: held-out gene-space R^2 of the run
     run_id = "run_id"
 
 
@@ -124,8 +126,9 @@ TRIAL_PARAMS = (
     "vae_decoder",
     "pca_artifact",
 )
-EPOCH_METRICS = ("loss", "reconstruction", "kl", "beta", "lr")
-HELD_OUT_METRICS = ("r2_pca", "r2_genes", "val_reconstruction", "val_kl", "val_neg_elbo")
+# per-epoch series; the val_* terms are on the held-out rows (train.held_out_loss)
+EPOCH_METRICS = ("loss", "reconstruction", "kl", "beta", "lr", "val_loss", "val_reconstruction", "val_kl")
+HELD_OUT_METRICS = ("r2_pca", "r2_genes", "val_neg_elbo")
 IG_METRIC = "ig_max_rel_completeness_error"
 
 
@@ -149,9 +152,15 @@ def pca_artifact(dataset: str, table: str) -> str:
     return f"{pca_folder(dataset)}/{table}.parquet"
 
 
-def encoder_model_name(dataset: str) -> str:
-    """Registered model that holds every encoder of one cell line (one version per trial run)."""
-    return f"{dataset}-encoder"
+def encoder_model_prefix(dataset: str) -> str:
+    """What the registered encoder names of one cell line start with (they sort together)."""
+    return f"{dataset}-encoder-"
+
+
+def encoder_model_name(dataset: str, kind: str, latent_dim: int) -> str:
+    """Registered model of one shape, e.g. ``A549-encoder-VAE-d10``: one version per run and
+    sweep, alias ``best`` on the best held-out R^2 of the latest sweep (docs/architecture.md)."""
+    return f"{encoder_model_prefix(dataset)}{kind}-d{latent_dim}"
 
 
 def ensemble_model_name(dataset: str) -> str:

@@ -41,10 +41,11 @@ from deeppert.tracking.contract import (
     ROLES,
     TAGS,
     VERSION_TAGS,
-    encoder_model_name,
+    encoder_model_prefix,
     ensemble_model_name,
     pca_artifact,
 )
+from deeppert.tracking.report import log_ensemble_figures
 from deeppert.train import TrainConfig, TrainedModels
 
 __all__ = [
@@ -71,7 +72,7 @@ class SweepMembers:
     gene_weights: pd.DataFrame  # genes x latent variables
     groups: dict[str, TrainedModels]  # by shape name (e.g. VAE_d10), runs stacked
     pca: PCAModel
-    versions: list[str]  # encoder model versions used
+    versions: list[str]  # encoder model versions used, as <name>/<version>
     parent_run_id: str
 
 
@@ -83,15 +84,17 @@ def load_sweep_members(
     from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 
     client = tracking_client(uri)
-    name = encoder_model_name(dataset)
+    prefix = encoder_model_prefix(dataset)
     versions = [
         v
-        for v in client.search_model_versions(f"name = '{name}'")
-        if v.tags.get(VERSION_TAGS.sweep) == sweep
+        for v in client.search_model_versions(
+            f"name LIKE '{prefix}%' and tags.{VERSION_TAGS.sweep} = '{sweep}'"
+        )
+        if v.name.startswith(prefix)
     ]
     if not versions:
         raise DeeppertError(
-            f"no encoder versions of registered model {name!r} carry sweep tag {sweep!r} on {uri}"
+            f"no encoder versions of registered models {prefix}* carry sweep tag {sweep!r} on {uri}"
         )
     vt = VERSION_TAGS
     versions.sort(key=lambda v: (v.tags[vt.model], int(v.tags[vt.dim]), int(v.tags[vt.run])))
@@ -103,7 +106,7 @@ def load_sweep_members(
         latents.append(load_parquet(uri, v.run_id, ARTIFACTS.latents))
         weights.append(load_parquet(uri, v.run_id, ARTIFACTS.gene_weights))
         with _use_tracking_uri(uri):
-            encoder = mlflow.pytorch.load_model(f"models:/{name}/{v.version}", map_location="cpu")
+            encoder = mlflow.pytorch.load_model(f"models:/{v.name}/{v.version}", map_location="cpu")
         by_shape[f"{v.tags[vt.model]}_d{v.tags[vt.dim]}"].append(
             (int(v.tags[vt.run]), encoder.autoencoder)
         )
@@ -125,7 +128,12 @@ def load_sweep_members(
     }
     frame = pd.concat(latents, axis=1)
     return SweepMembers(
-        frame, pd.concat(weights, axis=1), groups, pca, [v.version for v in versions], parent
+        frame,
+        pd.concat(weights, axis=1),
+        groups,
+        pca,
+        [f"{v.name}/{v.version}" for v in versions],
+        parent,
     )
 
 
@@ -220,6 +228,7 @@ def log_ensemble(
                 json.dumps(stability, indent=2, default=float) + "\n"
             )
             client.log_artifact(run_id, str(Path(tmp) / ARTIFACTS.stability))
+            log_ensemble_figures(uri, run_id, ensemble, stability)
             model_dir = model.save(Path(tmp) / "ensemble_model")
             example = pd.DataFrame(members.pca.mean[None, :], columns=members.pca.genes)
             # pyfunc.log_model has no run_id argument: resume the run fluently, under the

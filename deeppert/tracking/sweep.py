@@ -7,7 +7,7 @@ under the sweep's parent run, found again by its ``deeppert.grid_key`` tag. A tr
 2. skips grid points that already have a FINISHED run with the same config hash,
 3. trains the remaining runs of its shape vectorised, logging per-epoch metrics,
 4. computes IG gene weights, logs latents and gene weights as Parquet, the encoder as an
-   MLflow PyTorch model registered as a version of ``<dataset>-encoder``,
+   MLflow PyTorch model registered as a version of ``<dataset>-encoder-<MODEL>-d<dim>``,
 5. marks each run FINISHED only when all of that is logged (FAILED on any exception).
 
 Nothing here imports Ray: ``ray_jobs/sweep.py`` calls :func:`run_trial` from a Tune trainable.
@@ -19,22 +19,20 @@ import hashlib
 import logging
 import os
 import socket
-import subprocess
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-import deeppert
 from deeppert.attribution import attribute_genes
 from deeppert.config import ExperimentConfig
 from deeppert.data import Signatures
 from deeppert.models import MeanEncoder
 from deeppert.tracking.client import (
     check_server,
+    code_version,
     dataset_entity,
     find_runs_by_tag,
     finish_run,
@@ -56,6 +54,7 @@ from deeppert.tracking.contract import (
     VERSION_TAGS,
     dataset_sha_tag,
     encoder_model_name,
+    encoder_model_prefix,
     grid_key,
     pca_artifact,
     pca_folder,
@@ -75,6 +74,7 @@ __all__ = [
     "finished_grid_keys",
     "run_trial",
     "encoder_model_name",
+    "encoder_model_prefix",
     "trial_plan",
     "trial_params",
 ]
@@ -89,22 +89,6 @@ def data_sha256(signatures: Signatures) -> str:
     h.update("\x00".join(signatures.sample_ids.tolist()).encode())
     h.update("\x00".join(signatures.genes).encode())
     return h.hexdigest()
-
-
-def code_version() -> str:
-    """``git describe`` of the checkout when available, else the package version."""
-    root = Path(deeppert.__file__).resolve().parents[1]
-    try:
-        out = subprocess.run(
-            ["git", "-C", str(root), "describe", "--always", "--dirty"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=True,
-        )
-        return f"{deeppert.__version__}+{out.stdout.strip()}"
-    except (OSError, subprocess.SubprocessError):
-        return deeppert.__version__
 
 
 @dataclass(frozen=True)
@@ -153,6 +137,7 @@ def open_sweep(config: ExperimentConfig, *, version: str | None = None) -> Sweep
             uri,
             experiment_id,
             run_name=f"sweep {config.name}",
+            description=_sweep_description(config),
             tags={
                 TAGS.role: ROLES.sweep,
                 TAGS.sweep: sweep,
@@ -164,11 +149,37 @@ def open_sweep(config: ExperimentConfig, *, version: str | None = None) -> Sweep
     else:
         parent_id = parent.info.run_id
         tracking_client(uri).update_run(parent_id, status="RUNNING")
+    log_config(uri, parent_id, config)
     return SweepContext(uri, experiment_id, parent_id, sweep, config_sha, version or code_version())
 
 
+def _sweep_description(config: ExperimentConfig) -> str:
+    grid = config.grid
+    return (
+        f"Sweep {config.name}: {', '.join(grid.models)} x latent dims "
+        f"{', '.join(map(str, grid.latent_dims))} x {grid.runs} runs on "
+        f"{', '.join(d.name for d in config.datasets)}; the report (summary metrics, figures "
+        "under report/) replaces this text when the sweep finishes. Config: config.yaml."
+    )
+
+
+def log_config(uri: str, run_id: str, config: ExperimentConfig) -> None:
+    """The resolved config as ``config.yaml`` on the parent run (read back by ``load_config``)."""
+    import yaml
+
+    client = tracking_client(uri)
+    if not any(a.path == "config.yaml" for a in client.list_artifacts(run_id)):
+        client.log_text(run_id, yaml.safe_dump(config.to_dict(), sort_keys=False), "config.yaml")
+
+
 def _flat_params(config: ExperimentConfig) -> dict[str, str]:
-    flat = pd.json_normalize(config.to_dict(), sep=".").iloc[0].to_dict()
+    """The config as ``section.key`` params; datasets as ``datasets.<name>.<key>`` (not a blob).
+
+    The whole config is also the parent's ``config.yaml`` artifact.
+    """
+    raw = config.to_dict()
+    raw["datasets"] = {d.pop("name"): d for d in raw["datasets"]}
+    flat = pd.json_normalize(raw, sep=".").iloc[0].to_dict()
     return {k: str(v)[:500] for k, v in flat.items()}
 
 
@@ -259,14 +270,24 @@ def run_trial(
         return {}
 
     run_ids: dict[int, str] = {}
+    # Trials run in Ray workers (argv[0] = Ray's default_worker.py): name the sweep's entry point.
+    parent_tags = tracking_client(uri).get_run(ctx.parent_run_id).data.tags
+    source = {k: v for k, v in parent_tags.items() if k == "mlflow.source.name"}
     try:
         for run in todo:
             run_ids[run] = start_run(
                 uri,
                 ctx.experiment_id,
-                run_name=f"{dataset} {kind} d{latent_dim} run{run}",
+                run_name=f"{kind} d{latent_dim} r{run}",
                 parent_run_id=ctx.parent_run_id,
+                description=(
+                    f"{kind} autoencoder, {latent_dim} latent dims, run {run} "
+                    f"(seed {123456 * run}) on cell line {dataset}; one grid point of sweep "
+                    f"{ctx.sweep}. Encoder: logged model 'encoder'; latents.parquet, "
+                    "gene_weights.parquet (IG)."
+                ),
                 tags={
+                    **source,
                     TAGS.role: ROLES.trial,
                     TAGS.sweep: ctx.sweep,
                     TAGS.grid_key: grid_key(dataset, kind, latent_dim, run),
@@ -307,6 +328,7 @@ def run_trial(
                     metrics=[
                         Metric(name, float(getattr(row, name)), stamp, epoch)
                         for name in EPOCH_METRICS
+                        if name in frame
                     ],
                 )
             if report is not None:
@@ -334,9 +356,10 @@ def run_trial(
                 VERSION_TAGS.dim: latent_dim,
                 VERSION_TAGS.run: run,
                 VERSION_TAGS.grid_key: grid_key(dataset, kind, latent_dim, run),
+                **({VERSION_TAGS.r2_genes: f"{row['r2_genes']:.4f}"} if "r2_genes" in row else {}),
             }
             version = register_logged_model(
-                uri, ref.model_uri, encoder_model_name(dataset), tags=tags
+                uri, ref.model_uri, encoder_model_name(dataset, kind, latent_dim), tags=tags
             )
             client.set_tag(run_id, TAGS.encoder_version, version.version)
             finish_run(uri, run_id)

@@ -1,0 +1,283 @@
+"""A private local platform: one Ray head and one MLflow server on free ports, started and stopped.
+
+``deeppert cluster start --dir DIR`` (and ``make demo``) use this. What it gets right, each
+of which broke a README followed by hand:
+
+- every Ray port is picked free (the GCS default 6379 is Redis's, taken on many machines);
+- the head runs with this interpreter's ``bin/`` first on ``PATH``, so ``python`` in
+  ``ray job submit -- python ...`` is the venv's, not the system one;
+- ``RAY_AUTH_MODE=disabled`` for head and client alike (Ray switches token authentication
+  on when ``~/.ray/auth_token`` exists, and head and client then disagree); the head listens on
+  127.0.0.1 only;
+- each process runs in its own session and is stopped by process group, never with
+  ``ray stop`` (which would stop every Ray on the machine).
+
+``DIR/cluster.json`` records the processes and addresses; ``DIR/env.sh`` holds the exports
+(``RAY_ADDRESS``, ``MLFLOW_TRACKING_URI``, ``RAY_AUTH_MODE``) to ``source`` in a shell.
+No Ray or MLflow import here: both run as subprocesses.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import requests
+
+from deeppert.errors import DeeppertError
+from deeppert.tracking.client import ui_url
+from deeppert.tracking.server import free_port
+
+__all__ = [
+    "ClusterInfo",
+    "free_ports",
+    "job_env",
+    "ray_head_command",
+    "start_ray_head",
+    "start_cluster",
+    "stop_cluster",
+    "stop_group",
+    "wait_for_dashboard",
+    "check_ray_address",
+    "submit_command",
+]
+
+_PORT_FLAGS = (
+    "--port",
+    "--object-manager-port",
+    "--node-manager-port",
+    "--ray-client-server-port",
+    "--dashboard-agent-listen-port",
+    "--dashboard-agent-grpc-port",
+    "--runtime-env-agent-port",
+    "--metrics-export-port",
+)
+
+
+@dataclass
+class ClusterInfo:
+    """What ``deeppert cluster start`` started: addresses and process-group ids."""
+
+    ray_address: str  # the job-submission (dashboard) address for `ray job submit`
+    tracking_uri: str
+    ray_pid: int
+    server_pid: int
+    folder: str
+
+    def exports(self) -> str:
+        """Shell lines that point ``ray job submit`` and the jobs at this cluster."""
+        return (
+            f"export RAY_ADDRESS={self.ray_address}\n"
+            f"export MLFLOW_TRACKING_URI={self.tracking_uri}\n"
+            "export RAY_AUTH_MODE=disabled\n"
+            f"# MLflow UI: {ui_url(self.tracking_uri)}\n"
+        )
+
+
+def job_env(base: dict | None = None) -> dict:
+    """Environment for the head and for ``ray job submit``: venv first on PATH, auth off."""
+    env = dict(os.environ if base is None else base)
+    bin_dir = str(Path(sys.executable).parent)
+    env["PATH"] = f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"
+    env["PYTHONUNBUFFERED"] = "1"
+    env["RAY_AUTH_MODE"] = "disabled"
+    return env
+
+
+def free_ports(n: int, exclude: tuple[int, ...] = ()) -> list[int]:
+    """``n`` distinct free TCP ports on 127.0.0.1 (held open together, so none repeats)."""
+    import socket
+
+    with contextlib.ExitStack() as stack:
+        ports: list[int] = []
+        while len(ports) < n:
+            sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+            if port not in exclude:
+                ports.append(port)
+        return ports
+
+
+def ray_head_command(dashboard_port: int, num_cpus: int) -> list[str]:
+    """``ray start --head --block`` on 127.0.0.1 with every port picked free and distinct."""
+    ports = free_ports(len(_PORT_FLAGS), exclude=(dashboard_port,))
+    ray = str(Path(sys.executable).parent / "ray")
+    return [
+        ray if Path(ray).exists() else "ray",
+        "start",
+        "--head",
+        "--block",
+        "--node-ip-address", "127.0.0.1",
+        "--num-cpus", str(num_cpus),
+        "--include-dashboard", "true",
+        "--dashboard-host", "127.0.0.1",
+        "--dashboard-port", str(dashboard_port),
+        *[arg for flag, port in zip(_PORT_FLAGS, ports) for arg in (flag, str(port))],
+        "--disable-usage-stats",
+    ]  # fmt: skip
+
+
+def start_ray_head(folder: Path, *, num_cpus: int, cwd: Path | None = None) -> tuple:
+    """Start a Ray head in its own session; returns ``(Popen, dashboard address)`` once it answers."""
+    port = free_port()
+    log = (folder / "ray_head.log").open("wb")
+    proc = subprocess.Popen(
+        ray_head_command(port, num_cpus),
+        cwd=cwd,
+        env=job_env(),
+        start_new_session=True,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_for_dashboard(port, proc, folder / "ray_head.log")
+    except BaseException:
+        stop_group(proc.pid)
+        raise
+    return proc, f"http://127.0.0.1:{port}"
+
+
+def wait_for_dashboard(port: int, proc: subprocess.Popen, log: Path, timeout: float = 120.0):
+    """Wait until the head's job server answers on ``port``; DeeppertError if the head died."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise DeeppertError(f"Ray head exited with code {proc.returncode}; see {log}")
+        try:
+            if requests.get(f"http://127.0.0.1:{port}/api/version", timeout=2).ok:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(1)
+    raise DeeppertError(f"Ray dashboard did not answer on port {port} within {timeout:.0f} s")
+
+
+def stop_group(pid: int, grace: float = 30.0) -> None:
+    """SIGTERM the process group ``pid`` leads, SIGKILL it after ``grace`` seconds."""
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 10.0)):
+        try:
+            os.killpg(pid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.time() + wait
+        while time.time() < deadline:
+            try:
+                os.killpg(pid, 0)
+            except ProcessLookupError:
+                return
+            _reap(pid)
+            time.sleep(0.2)
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
+def start_cluster(folder: str | Path, *, num_cpus: int = 2) -> ClusterInfo:
+    """Start an MLflow server (SQLite under ``folder``) and a Ray head; write cluster.json, env.sh."""
+    folder = Path(folder).resolve()
+    state = folder / "cluster.json"
+    if state.exists():
+        raise DeeppertError(
+            f"{state} exists: a cluster was started there; `deeppert cluster stop --dir {folder}` first"
+        )
+    folder.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    server_log = (folder / "mlflow_server.log").open("wb")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "deeppert", "server", "--data-dir", str(folder / "mlflow"),
+         "--port", str(port)],
+        env=job_env(),
+        start_new_session=True,
+        stdout=server_log,
+        stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        _wait_for_server(uri, server, folder / "mlflow_server.log")
+        ray, address = start_ray_head(folder, num_cpus=num_cpus)
+    except BaseException:
+        stop_group(server.pid)
+        raise
+    info = ClusterInfo(address, uri, ray.pid, server.pid, str(folder))
+    state.write_text(json.dumps(asdict(info), indent=2) + "\n")
+    (folder / "env.sh").write_text(info.exports())
+    return info
+
+
+def _wait_for_server(uri: str, proc: subprocess.Popen, log: Path, timeout: float = 120.0) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise DeeppertError(f"MLflow server exited with code {proc.returncode}; see {log}")
+        try:
+            if requests.get(f"{uri}/health", timeout=2).ok:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(1)
+    raise DeeppertError(f"MLflow server did not answer at {uri} within {timeout:.0f} s; see {log}")
+
+
+def stop_cluster(folder: str | Path) -> ClusterInfo:
+    """Stop what :func:`start_cluster` started in ``folder`` (by process group) and forget it."""
+    state = Path(folder).resolve() / "cluster.json"
+    if not state.is_file():
+        raise DeeppertError(f"no cluster started in {Path(folder).resolve()} (no cluster.json)")
+    info = ClusterInfo(**json.loads(state.read_text()))
+    stop_group(info.ray_pid)
+    stop_group(info.server_pid)
+    state.unlink()
+    return info
+
+
+def check_ray_address(address: str, *, timeout: float = 5.0) -> None:
+    """Raise a one-line :class:`DeeppertError` unless a Ray job server answers at ``address``."""
+    base = address.rstrip("/")
+    if not base.startswith(("http://", "https://")):
+        raise DeeppertError(
+            f"Ray address {address!r} is not a job-submission address (http://host:dashboard-port)"
+        )
+    try:
+        answer = requests.get(f"{base}/api/version", timeout=timeout)
+    except requests.RequestException as exc:
+        raise DeeppertError(
+            f"no Ray head answers at {address} ({type(exc).__name__}); start one with "
+            "`deeppert cluster start --dir DIR` and use the RAY_ADDRESS it prints"
+        ) from exc
+    if answer.status_code in (401, 403):
+        raise DeeppertError(
+            f"Ray head at {address} refused the request (HTTP {answer.status_code}): token "
+            "authentication differs between head and client; set RAY_AUTH_MODE the same on both "
+            "(deeppert cluster start uses RAY_AUTH_MODE=disabled)"
+        )
+    if not answer.ok:
+        raise DeeppertError(f"Ray head at {address} answered HTTP {answer.status_code}")
+
+
+def submit_command(address: str, entrypoint: list[str]) -> list[str]:
+    """``ray job submit`` of ``entrypoint`` from the repository root, with the git commit.
+
+    Ray uploads the working directory without ``.git``; the commit travels as
+    ``$DEEPPERT_GIT_COMMIT`` so runs still record the code version that ran.
+    """
+    from deeppert.tracking.client import GIT_COMMIT_ENV, git_commit
+
+    ray = str(Path(sys.executable).parent / "ray")
+    command = [ray if Path(ray).exists() else "ray", "job", "submit", "--address", address]
+    command += ["--working-dir", "."]
+    commit = git_commit()
+    if commit:
+        command += ["--runtime-env-json", json.dumps({"env_vars": {GIT_COMMIT_ENV: commit}})]
+    return [*command, "--", *entrypoint]

@@ -1,0 +1,64 @@
+"""Integrated Gradients settings (:class:`IGConfig`), in a module without torch.
+
+:mod:`deeppert.attribution` re-exports everything here; the command line reads the knobs and
+their defaults from this dataclass without importing torch (``deeppert attribute --help``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+from deeppert.errors import DeeppertError
+
+__all__ = ["IGMethod", "IGAlgorithm", "IGConfig"]
+
+IGMethod = Literal[
+    "gausslegendre", "riemann_trapezoid", "riemann_left", "riemann_right", "riemann_middle"
+]
+IGAlgorithm = Literal["auto", "exact", "autograd", "captum"]
+
+_METHODS = ("gausslegendre", "riemann_trapezoid", "riemann_left", "riemann_right", "riemann_middle")
+_ALGORITHMS = ("auto", "exact", "autograd", "captum")
+_DEFAULT_CHUNK = 256
+
+
+@dataclass(frozen=True)
+class IGConfig:
+    """Integrated Gradients settings.
+
+    Parameters
+    ----------
+    n_steps
+        Quadrature nodes along the path (reference: 50).
+    method
+        captum's quadrature rule; the default is captum's default.
+    chunk_size
+        Samples per chunk: bounds memory (the exact path holds ``chunk x h1 x h2`` path
+        averages and ``chunk x genes x d`` gene attributions at a time).
+    algorithm
+        ``"auto"`` (exact where the encoder shape allows, else autograd), ``"exact"``,
+        ``"autograd"`` or ``"captum"``.
+    """
+
+    n_steps: int = 50
+    method: IGMethod = "gausslegendre"
+    chunk_size: int = _DEFAULT_CHUNK
+    algorithm: IGAlgorithm = "auto"
+
+    def __post_init__(self) -> None:
+        _check_knobs(self.n_steps, self.method, self.algorithm)
+        if self.chunk_size < 1:
+            raise DeeppertError(f"ig.chunk_size must be positive, got {self.chunk_size}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _check_knobs(n_steps: int, method: str, algorithm: str) -> None:
+    if n_steps < 1:
+        raise DeeppertError(f"ig.n_steps must be positive, got {n_steps}")
+    if method not in _METHODS:
+        raise DeeppertError(f"ig.method must be one of {_METHODS}, got {method!r}")
+    if algorithm not in _ALGORITHMS:
+        raise DeeppertError(f"ig.algorithm must be one of {_ALGORITHMS}, got {algorithm!r}")

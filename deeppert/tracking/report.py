@@ -1,0 +1,408 @@
+"""The sweep report on the parent run: what a user asks first, answered in the MLflow UI.
+
+Once a sweep finishes (and again on every resume) :func:`log_sweep_report` reads the
+sweep's FINISHED trial runs back from the server and logs, on the parent run:
+
+- summary metrics ``<stat>/<dataset>/<MODEL>_d<dim>`` for stat in ``r2_genes_best``,
+  ``r2_genes_mean``, ``r2_genes_sd`` (held-out gene-space R^2 over runs) and
+  ``seed_agreement`` (best-match |r| of latent nodes between runs), the linear baselines as
+  ``r2_genes/<dataset>/<PCA|ICA>_d<dim>``, and ``best_r2_genes`` with tag
+  ``deeppert.best_shape`` for the best (dataset, model, dim) by mean R^2;
+- figures under ``report/`` (R^2 against latent dim with error bars and baselines, final
+  loss per trial, seed agreement per shape), each also logged as an MLflow image so the run's
+  charts show it;
+- ``report/summary.md`` and ``report/trials.csv`` (one row per trial), and the summary table
+  as the run's description, which the run page renders;
+- alias ``best`` on each shape's registered encoder (``<dataset>-encoder-<MODEL>-d<dim>``),
+  pointing at the version of the run with the best held-out R^2 in this sweep.
+
+The numbers come from :func:`summarise` and :func:`seed_agreement`, plain functions on
+tables, so they are tested without a server.
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from deeppert.config import ExperimentConfig
+from deeppert.stability import match_rows
+
+__all__ = [
+    "SweepReport",
+    "trial_table",
+    "summarise",
+    "seed_agreement",
+    "baseline_table",
+    "summary_markdown",
+    "report_figures",
+    "log_sweep_report",
+    "log_ensemble_figures",
+    "set_best_aliases",
+]
+
+log = logging.getLogger(__name__)
+
+BASELINES = ("PCA", "ICA")
+BEST_ALIAS = "best"
+
+
+@dataclass
+class SweepReport:
+    """The tables behind the report: trials, per-shape summary, baselines, seed agreement."""
+
+    trials: (
+        pd.DataFrame
+    )  # dataset, model, latent_dim, run, r2_genes, r2_pca, loss, val_loss, run_id
+    summary: pd.DataFrame  # one row per (dataset, model, latent_dim)
+    baselines: pd.DataFrame  # dataset, model (PCA/ICA), latent_dim, r2_genes
+    agreement: pd.DataFrame  # dataset, model, latent_dim, run_a, run_b, agreement
+
+    @property
+    def best(self) -> pd.Series:
+        """The (dataset, model, dim) row with the highest mean held-out gene-space R^2."""
+        return self.summary.loc[self.summary["r2_genes_mean"].idxmax()]
+
+
+def trial_table(runs) -> pd.DataFrame:
+    """One row per FINISHED trial run (MLflow ``Run`` objects): grid point and final metrics."""
+    rows = []
+    for r in runs:
+        tags, metrics = r.data.tags, r.data.metrics
+        rows.append(
+            {
+                "dataset": tags["deeppert.cell_line"],
+                "model": tags["deeppert.model"],
+                "latent_dim": int(tags["deeppert.latent_dim"]),
+                "run": int(tags["deeppert.run"]),
+                "r2_genes": metrics.get("r2_genes", np.nan),
+                "r2_pca": metrics.get("r2_pca", np.nan),
+                "loss": metrics.get("loss", np.nan),
+                "val_loss": metrics.get("val_loss", np.nan),
+                "run_id": r.info.run_id,
+                "encoder_version": tags.get("deeppert.encoder_version"),
+            }
+        )
+    columns = ["dataset", "model", "latent_dim", "run", "r2_genes", "r2_pca", "loss", "val_loss"]
+    frame = pd.DataFrame(rows, columns=[*columns, "run_id", "encoder_version"])
+    return frame.sort_values(["dataset", "model", "latent_dim", "run"], ignore_index=True)
+
+
+def seed_agreement(latents: dict[int, pd.DataFrame]) -> pd.DataFrame:
+    """Agreement of every pair of runs of one shape: mean best-match |r| of their latent nodes.
+
+    ``latents`` maps run -> (samples x nodes) frame on the same samples. Nodes are matched
+    one to one (Hungarian, on |Pearson r|, since a latent node's sign is arbitrary); 1 means
+    every node of one run has an exact (possibly sign-flipped) twin in the other.
+    """
+    rows = []
+    for a, b in itertools.combinations(sorted(latents), 2):
+        za, zb = latents[a], latents[b]
+        common = za.index.intersection(zb.index)
+        matching = match_rows(
+            za.loc[common].to_numpy().T, zb.loc[common].to_numpy().T, absolute=True
+        )
+        rows.append({"run_a": a, "run_b": b, "agreement": float(np.mean(matching.corr))})
+    return pd.DataFrame(rows, columns=["run_a", "run_b", "agreement"])
+
+
+def summarise(trials: pd.DataFrame, agreement: pd.DataFrame) -> pd.DataFrame:
+    """Per (dataset, model, dim): runs, best / mean / sd of held-out gene R^2, seed agreement."""
+    keys = ["dataset", "model", "latent_dim"]
+    summary = trials.groupby(keys, as_index=False).agg(
+        runs=("run", "count"),
+        r2_genes_best=("r2_genes", "max"),
+        r2_genes_mean=("r2_genes", "mean"),
+        r2_genes_sd=("r2_genes", "std"),
+    )
+    if len(agreement):
+        per_shape = agreement.groupby(keys, as_index=False).agg(
+            seed_agreement=("agreement", "mean")
+        )
+        summary = summary.merge(per_shape, on=keys, how="left")
+    else:
+        summary["seed_agreement"] = np.nan
+    return summary
+
+
+def baseline_table(config: ExperimentConfig, datasets: list[str]) -> pd.DataFrame:
+    """Held-out gene-space R^2 of the PCA and ICA baselines at the grid's latent dims.
+
+    Same data, split and PCA as the trials (``workspace.prepare`` is deterministic).
+    Empty when ``grid.baselines`` is off.
+    """
+    from deeppert.workspace import baseline_metrics, load_dataset, prepare
+
+    frames = []
+    if config.grid.baselines:
+        for name in datasets:
+            prepared = prepare(load_dataset(config.dataset(name)), config)
+            if not len(prepared.val_idx):
+                continue
+            dims = [d for d in config.grid.latent_dims if d <= prepared.pca.n_components]
+            table = baseline_metrics(prepared, BASELINES, dims)
+            frames.append(table.assign(dataset=name))
+    if not frames:
+        return pd.DataFrame(columns=["dataset", "model", "latent_dim", "r2_genes"])
+    return pd.concat(frames, ignore_index=True)[["dataset", "model", "latent_dim", "r2_genes"]]
+
+
+def summary_markdown(report: SweepReport, title: str) -> str:
+    """A short markdown summary: the best shape, then one table row per shape."""
+    best = report.best
+    lines = [
+        f"**{title}**: {len(report.trials)} trial runs. Best by mean held-out gene-space R^2: "
+        f"**{best['model']} d{best['latent_dim']}** on {best['dataset']} "
+        f"({best['r2_genes_mean']:.3f} ± {_fmt(best['r2_genes_sd'])} over {best['runs']} runs).",
+        "",
+        "| cell line | model | dim | runs | best R² | mean R² | sd | seed agreement |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for row in report.summary.itertuples():
+        lines.append(
+            f"| {row.dataset} | {row.model} | {row.latent_dim} | {row.runs} | "
+            f"{row.r2_genes_best:.3f} | {row.r2_genes_mean:.3f} | {_fmt(row.r2_genes_sd)} | "
+            f"{_fmt(row.seed_agreement)} |"
+        )
+    for row in report.baselines.itertuples():
+        lines.append(
+            f"| {row.dataset} | {row.model} (baseline) | {row.latent_dim} | 1 | "
+            f"{row.r2_genes:.3f} | {row.r2_genes:.3f} | - | - |"
+        )
+    lines += [
+        "",
+        "R² is gene-space reconstruction of the held-out signatures; seed agreement is the mean "
+        "best-match |r| of latent nodes between runs (1 = the same nodes). Figures: `report/`.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _fmt(value: float) -> str:
+    return "-" if value is None or not np.isfinite(value) else f"{value:.3f}"
+
+
+def report_figures(report: SweepReport) -> dict:
+    """The report's matplotlib figures by artifact file name (caller closes them)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figures = {}
+    datasets = sorted(report.trials["dataset"].unique())
+    models = sorted(report.trials["model"].unique())
+    colours = dict(zip(models, plt.cm.tab10.colors))
+    base_style = {"PCA": ("0.35", "--", "s"), "ICA": ("0.6", ":", "^")}
+
+    # 1. held-out R^2 against latent dim, one line per model, error bars over runs.
+    fig, axes = plt.subplots(1, len(datasets), figsize=(5.5 * len(datasets), 4), squeeze=False)
+    for ax, dataset in zip(axes[0], datasets):
+        summary = report.summary[report.summary["dataset"] == dataset]
+        for model in models:
+            s = summary[summary["model"] == model].sort_values("latent_dim")
+            ax.errorbar(
+                s["latent_dim"], s["r2_genes_mean"], yerr=s["r2_genes_sd"].fillna(0),
+                marker="o", capsize=4, color=colours[model], label=f"{model} (mean ± sd)",
+            )  # fmt: skip
+        base = report.baselines[report.baselines["dataset"] == dataset]
+        for kind, b in base.groupby("model"):
+            colour, style, marker = base_style.get(kind, ("0.5", "-.", "x"))
+            b = b.sort_values("latent_dim")
+            ax.plot(
+                b["latent_dim"], b["r2_genes"], linestyle=style, marker=marker,
+                color=colour, label=f"{kind} baseline",
+            )  # fmt: skip
+        dims = sorted(report.trials["latent_dim"].unique())
+        ax.set_xticks(dims)
+        ax.set_xlabel("latent dimension")
+        ax.set_ylabel("held-out gene-space R²")
+        ax.set_title(f"{dataset}: reconstruction by latent size")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    figures["r2_vs_latent_dim.png"] = fig
+
+    # 2. final training and validation loss per trial.
+    trials = report.trials.assign(shape=lambda t: t["model"] + " d" + t["latent_dim"].astype(str))
+    shapes = list(dict.fromkeys(trials.sort_values(["model", "latent_dim"])["shape"]))
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.9 * len(shapes) + 2), 4))
+    x = {s: i for i, s in enumerate(shapes)}
+    jitter = np.linspace(-0.15, 0.15, max(2, trials["run"].nunique()))
+    run_pos = {r: jitter[i] for i, r in enumerate(sorted(trials["run"].unique()))}
+    for column, marker, label in (
+        ("loss", "o", "training loss"),
+        ("val_loss", "x", "held-out loss"),
+    ):
+        if trials[column].notna().any():
+            pos = [x[s] + run_pos[r] for s, r in zip(trials["shape"], trials["run"])]
+            ax.scatter(pos, trials[column], marker=marker, label=label, alpha=0.8)
+    ax.set_xticks(range(len(shapes)), shapes, rotation=30 if len(shapes) > 6 else 0)
+    ax.set_ylabel("final-epoch loss")
+    ax.set_title("final loss per trial (one point per run)")
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    figures["final_loss_per_trial.png"] = fig
+
+    # 3. seed agreement per shape.
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.9 * len(shapes) + 2), 4))
+    if len(report.agreement):
+        agreement = report.agreement.assign(
+            shape=lambda t: t["model"] + " d" + t["latent_dim"].astype(str)
+        )
+        means = agreement.groupby("shape")["agreement"].mean().reindex(shapes)
+        ax.bar(range(len(shapes)), means.to_numpy(), color="0.8", label="mean over run pairs")
+        ax.scatter(
+            [x[s] for s in agreement["shape"]], agreement["agreement"], color="C3", zorder=3,
+            s=14, label="one pair of runs",
+        )  # fmt: skip
+        for i, value in enumerate(means.to_numpy()):
+            if not np.isfinite(value):
+                ax.text(i, 0.5, "one run:\nno pair", ha="center", fontsize=8, color="0.4")
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2)
+    else:
+        ax.text(
+            0.5, 0.5, "one run per shape: nothing to compare", ha="center", transform=ax.transAxes
+        )
+    ax.set_xticks(range(len(shapes)), shapes, rotation=30 if len(shapes) > 6 else 0)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlim(-0.6, len(shapes) - 0.4)
+    ax.set_ylabel("best-match |r| of latent nodes\n(1 = runs learn the same nodes)")
+    ax.set_title("seed agreement per shape")
+    ax.grid(alpha=0.3, axis="y")
+    fig.tight_layout()
+    figures["seed_agreement.png"] = fig
+    return figures
+
+
+def build_report(uri: str, runs, config: ExperimentConfig) -> SweepReport:
+    """Tables of the report from the sweep's FINISHED trial runs (latents read for agreement)."""
+    from deeppert.tracking.client import load_parquet
+
+    trials = trial_table(runs)
+    parts = []
+    for (dataset, model, dim), group in trials.groupby(["dataset", "model", "latent_dim"]):
+        if len(group) < 2:
+            continue
+        latents = {
+            int(row.run): load_parquet(uri, row.run_id, "latents.parquet")
+            for row in group.itertuples()
+        }
+        parts.append(seed_agreement(latents).assign(dataset=dataset, model=model, latent_dim=dim))
+    agreement = (
+        pd.concat(parts, ignore_index=True)
+        if parts
+        else pd.DataFrame(columns=["run_a", "run_b", "agreement", "dataset", "model", "latent_dim"])
+    )
+    summary = summarise(trials, agreement)
+    baselines = baseline_table(config, sorted(trials["dataset"].unique()))
+    return SweepReport(trials, summary, baselines, agreement)
+
+
+def log_sweep_report(ctx, config: ExperimentConfig) -> SweepReport | None:
+    """Compute the report of sweep ``ctx`` and log it on its parent run (None: no trials yet)."""
+    import matplotlib.pyplot as plt
+    from mlflow.entities import Metric
+    from mlflow.utils.mlflow_tags import MLFLOW_RUN_NOTE
+
+    from deeppert.tracking.client import find_runs_by_tag, tracking_client, ui_url
+
+    uri = ctx.tracking_uri
+    runs = [
+        r
+        for r in find_runs_by_tag(
+            uri,
+            ctx.experiment_id,
+            "deeppert.sweep",
+            ctx.sweep,
+            status="FINISHED",
+            parent_run_id=ctx.parent_run_id,
+        )  # fmt: skip
+        if r.data.tags.get("deeppert.role") == "trial"
+        and r.data.tags.get("deeppert.config_sha256") == ctx.config_sha
+    ]
+    if not runs:
+        log.info("sweep %s: no finished trials yet; no report", ctx.sweep)
+        return None
+    report = build_report(uri, runs, config)
+    client = tracking_client(uri)
+    run_id = ctx.parent_run_id
+    stamp = pd.Timestamp.now().value // 1_000_000
+    metrics = []
+    for row in report.summary.itertuples():
+        shape = f"{row.dataset}/{row.model}_d{row.latent_dim}"
+        for stat in ("r2_genes_best", "r2_genes_mean", "r2_genes_sd", "seed_agreement"):
+            value = getattr(row, stat)
+            if value is not None and np.isfinite(value):
+                metrics.append(Metric(f"{stat}/{shape}", float(value), stamp, 0))
+    for row in report.baselines.itertuples():
+        shape = f"{row.dataset}/{row.model}_d{row.latent_dim}"
+        metrics.append(Metric(f"r2_genes/{shape}", float(row.r2_genes), stamp, 0))
+    best = report.best
+    metrics.append(Metric("best_r2_genes", float(best["r2_genes_mean"]), stamp, 0))
+    metrics.append(Metric("finished_trials", float(len(report.trials)), stamp, 0))
+    for start in range(0, len(metrics), 1000):  # log_batch takes at most 1000 metrics
+        client.log_batch(run_id, metrics=metrics[start : start + 1000])
+    client.set_tag(
+        run_id, "deeppert.best_shape", f"{best['dataset']}/{best['model']}/d{best['latent_dim']}"
+    )
+    markdown = summary_markdown(report, f"Sweep {ctx.sweep}")
+    client.set_tag(run_id, MLFLOW_RUN_NOTE, markdown)
+    client.log_text(run_id, markdown, "report/summary.md")
+    buffer = io.StringIO()
+    report.trials.drop(columns=["run_id", "encoder_version"]).to_csv(buffer, index=False)
+    client.log_text(run_id, buffer.getvalue(), "report/trials.csv")
+    set_best_aliases(uri, report)
+    for name, fig in report_figures(report).items():
+        client.log_figure(run_id, fig, f"report/{name}")
+        client.log_image(run_id, _as_image(fig), key=f"report/{name.removesuffix('.png')}", step=0)
+        plt.close(fig)
+    log.info(
+        "sweep %s: report on parent run %s (best %s d%d, R^2 %.3f); %s",
+        ctx.sweep, run_id, best["model"], best["latent_dim"], best["r2_genes_mean"],
+        ui_url(uri, ctx.experiment_id, run_id),
+    )  # fmt: skip
+    return report
+
+
+def set_best_aliases(uri: str, report: SweepReport) -> None:
+    """Point ``<dataset>-encoder-<MODEL>-d<dim>@best`` at the shape's best run of this sweep."""
+    from deeppert.tracking.client import set_alias
+    from deeppert.tracking.sweep import encoder_model_name
+
+    trials = report.trials.dropna(subset=["r2_genes", "encoder_version"])
+    for (dataset, model, dim), group in trials.groupby(["dataset", "model", "latent_dim"]):
+        best = group.loc[group["r2_genes"].idxmax()]
+        set_alias(
+            uri, encoder_model_name(dataset, model, int(dim)), BEST_ALIAS, best["encoder_version"]
+        )
+
+
+def _as_image(fig):
+    """``fig`` rendered to a PIL image (what ``MlflowClient.log_image`` takes for a keyed image)."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    buffer.seek(0)
+    return Image.open(buffer).convert("RGB")
+
+
+def log_ensemble_figures(uri: str, run_id: str, ensemble, stability: dict | None) -> None:
+    """Log the ensemble's figures (:mod:`deeppert.ensemble_figures`) and ``top_genes.csv``."""
+    import matplotlib.pyplot as plt
+
+    from deeppert.ensemble_figures import ensemble_figures, top_genes
+    from deeppert.tracking.client import tracking_client
+
+    client = tracking_client(uri)
+    for name, fig in ensemble_figures(ensemble, stability).items():
+        client.log_figure(run_id, fig, name)
+        client.log_image(run_id, _as_image(fig), key=name.removesuffix(".png"), step=0)
+        plt.close(fig)
+    client.log_text(run_id, top_genes(ensemble, 20).to_csv(index=False), "top_genes.csv")

@@ -1,0 +1,157 @@
+"""The sweep report's numbers and figures, on planted tables (no server)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import matplotlib
+import numpy as np
+import pandas as pd
+import pytest
+
+from deeppert.tracking.report import (
+    SweepReport,
+    report_figures,
+    seed_agreement,
+    summarise,
+    summary_markdown,
+    trial_table,
+)
+
+matplotlib.use("Agg")
+
+
+def _latents(rng: np.random.Generator, n: int = 200, d: int = 4) -> pd.DataFrame:
+    index = pd.Index([f"s{i}" for i in range(n)], name="sample_id")
+    return pd.DataFrame(rng.normal(size=(n, d)), index=index)
+
+
+def test_seed_agreement_finds_permuted_sign_flipped_twins_and_not_noise() -> None:
+    rng = np.random.default_rng(0)
+    a = _latents(rng)
+    # Run 1: the same nodes, permuted, sign-flipped and rescaled: agreement exactly 1.
+    twin = -3.0 * a.iloc[:, [2, 0, 3, 1]].set_axis(range(4), axis=1)
+    noise = _latents(rng)  # independent nodes: |r| of chance, about 1/sqrt(n) scale
+    table = seed_agreement({0: a, 1: twin, 2: noise})
+    by_pair = table.set_index(["run_a", "run_b"])["agreement"]
+    assert by_pair[(0, 1)] == pytest.approx(1.0, abs=1e-12)
+    assert by_pair[(0, 2)] < 0.2 and by_pair[(1, 2)] < 0.2
+    assert len(table) == 3
+
+
+def _run(model: str, dim: int, run: int, r2: float, loss: float) -> SimpleNamespace:
+    return SimpleNamespace(
+        data=SimpleNamespace(
+            tags={
+                "deeppert.cell_line": "SYN1",
+                "deeppert.model": model,
+                "deeppert.latent_dim": str(dim),
+                "deeppert.run": str(run),
+            },
+            metrics={"r2_genes": r2, "r2_pca": r2 + 0.1, "loss": loss, "val_loss": loss * 1.1},
+        ),
+        info=SimpleNamespace(run_id=f"{model}{dim}{run}"),
+    )
+
+
+def _report() -> SweepReport:
+    runs = [
+        _run("AE", 5, 0, 0.30, 1.0),
+        _run("AE", 5, 1, 0.34, 0.9),
+        _run("VAE", 5, 0, 0.50, 0.8),
+        _run("VAE", 5, 1, 0.40, 0.7),
+        _run("VAE", 10, 0, 0.60, 0.5),
+    ]
+    trials = trial_table(runs)
+    agreement = pd.DataFrame(
+        {
+            "run_a": [0, 0],
+            "run_b": [1, 1],
+            "agreement": [0.9, 0.7],
+            "dataset": "SYN1",
+            "model": ["AE", "VAE"],
+            "latent_dim": [5, 5],
+        }
+    )
+    baselines = pd.DataFrame(
+        {"dataset": "SYN1", "model": ["PCA", "PCA", "ICA"], "latent_dim": [5, 10, 5],
+         "r2_genes": [0.45, 0.65, 0.44]}
+    )  # fmt: skip
+    return SweepReport(trials, summarise(trials, agreement), baselines, agreement)
+
+
+def test_summary_is_best_mean_sd_per_shape_and_picks_the_best_mean() -> None:
+    report = _report()
+    s = report.summary.set_index(["model", "latent_dim"])
+    assert s.loc[("AE", 5), "r2_genes_best"] == pytest.approx(0.34)
+    assert s.loc[("AE", 5), "r2_genes_mean"] == pytest.approx(0.32)
+    assert s.loc[("VAE", 5), "r2_genes_sd"] == pytest.approx(np.std([0.5, 0.4], ddof=1))
+    assert s.loc[("VAE", 5), "seed_agreement"] == pytest.approx(0.7)
+    assert np.isnan(s.loc[("VAE", 10), "r2_genes_sd"])  # one run: no spread, not zero
+    assert np.isnan(s.loc[("VAE", 10), "seed_agreement"])
+    assert (report.best["model"], report.best["latent_dim"]) == ("VAE", 10)
+    markdown = summary_markdown(report, "Sweep t")
+    assert "**VAE d10** on SYN1 (0.600 ± - over 1 runs)" in markdown
+    assert "| SYN1 | AE | 5 | 2 | 0.340 | 0.320 | 0.028 | 0.900 |" in markdown
+    assert "| SYN1 | PCA (baseline) | 10 | 1 | 0.650 |" in markdown
+
+
+def test_report_figures_have_the_planted_lines(tmp_path) -> None:
+    import matplotlib.pyplot as plt
+
+    figures = report_figures(_report())
+    assert set(figures) == {
+        "r2_vs_latent_dim.png",
+        "final_loss_per_trial.png",
+        "seed_agreement.png",
+    }
+    ax = figures["r2_vs_latent_dim.png"].axes[0]
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert sorted(labels) == ["AE (mean ± sd)", "ICA baseline", "PCA baseline", "VAE (mean ± sd)"]
+    pca_line = next(line for line in ax.get_lines() if line.get_label() == "PCA baseline")
+    np.testing.assert_allclose(pca_line.get_ydata(), [0.45, 0.65])
+    for name, fig in figures.items():
+        fig.savefig(tmp_path / name, dpi=100)
+        plt.close(fig)
+        assert (tmp_path / name).stat().st_size > 5000
+
+
+def test_ensemble_top_genes_and_figures_show_the_planted_programs(tmp_path) -> None:
+    import matplotlib.pyplot as plt
+
+    from deeppert.ensemble import EnsembleConfig, build_ensemble
+    from deeppert.ensemble_figures import ensemble_figures, top_genes
+
+    rng = np.random.default_rng(0)
+    n, genes = 300, [f"G{j}" for j in range(30)]
+    programs = rng.normal(size=(n, 2))
+    columns, latents, weights = [], [], []
+    for run in range(4):
+        for k in range(2):  # node k of every run follows program k; program k drives genes 3k..3k+2
+            columns.append(f"AE_d2_run{run}_z{k}")
+            latents.append(programs[:, k] + 0.05 * rng.normal(size=n))
+            w = 0.01 * rng.normal(size=len(genes))
+            w[3 * k : 3 * k + 3] = [3.0, -2.0, 1.0]
+            weights.append(w)
+    latents = pd.DataFrame(np.array(latents).T, columns=columns)
+    weights = pd.DataFrame(np.array(weights).T, index=genes, columns=columns)
+    ens = build_ensemble(latents, weights, config=EnsembleConfig(n_clusters=2))
+    table = top_genes(ens, 3)
+    assert len(table) == 6 and list(table["rank"]) == [1, 2, 3] * 2
+    tops = {frozenset(t["gene"]) for _, t in table.groupby("cluster")}
+    assert tops == {frozenset({"G0", "G1", "G2"}), frozenset({"G3", "G4", "G5"})}
+    signs = table.groupby("cluster")["weight"].apply(lambda w: tuple(np.sign(w).abs()))
+    assert all(s == (1.0, 1.0, 1.0) for s in signs)
+    stability = {"ensemble_corr": [0.9, 0.95], "single_corr": {"AE_d2": [0.5, 0.7]},
+                 "ensemble_median": 0.925, "single_median": 0.6}  # fmt: skip
+    figures = ensemble_figures(ens, stability)
+    assert set(figures) == {"cluster_sizes.png", "stability.png", "top_genes_heatmap.png"}
+    heat = figures["top_genes_heatmap.png"].axes[0]
+    shown = [t.get_text() for t in heat.get_xticklabels()]  # top 5 of each cluster
+    assert set(shown) >= {f"G{j}" for j in range(6)} and len(shown) <= 10
+    bars = [p.get_height() for p in figures["cluster_sizes.png"].axes[0].patches]
+    assert sorted(bars) == [4, 4]
+    for name, fig in figures.items():
+        fig.savefig(tmp_path / name, dpi=100)
+        plt.close(fig)
+    assert "stability.png" not in ensemble_figures(ens, None)
