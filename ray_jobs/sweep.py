@@ -24,6 +24,7 @@ import pandas as pd
 from deeppert.config import ExperimentConfig
 from deeppert.errors import DeeppertError
 from deeppert.tracking.client import finish_run, mark_run_failed
+from deeppert.tracking.contract import TAGS
 from deeppert.tracking.report import log_sweep_report
 from deeppert.tracking.sweep import (
     SweepContext,
@@ -71,7 +72,7 @@ def _trainable(
         runs=list(t["runs"]),
         report=lambda m: tune.report(m) if (m["epoch"] + 1) % 10 == 0 else None,
         data_input=inputs[t["dataset"]],
-        tags={"deeppert.ray_node_id": ray.get_runtime_context().get_node_id()},
+        tags={TAGS.ray_node_id: ray.get_runtime_context().get_node_id()},
     )
     tune.report({**metrics, "done": 1})
 

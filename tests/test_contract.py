@@ -59,7 +59,7 @@ def test_metrics_models_and_version_tags_documented(section):
     names += [v for k, v in vars(VERSION_TAGS).items() if not k.startswith("_")]
     names += [ARTIFACTS.encoder, ARTIFACTS.ensemble_model, f"{ARTIFACTS.targets}/"]
     assert [n for n in names if n not in ticked] == []
-    assert contract.encoder_model_name("<dataset>") in ticked
+    assert contract.encoder_model_name("<dataset>", "<MODEL>", "<dim>") in ticked
     assert contract.ensemble_model_name("<dataset>") in ticked
     assert contract.ENSEMBLE_ALIAS in ticked
 

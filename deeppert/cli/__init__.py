@@ -40,7 +40,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "server": ("_server", "run an MLflow tracking server (served artifacts) until Ctrl-C"),
     "targets": (
         "_targets",
-        "predict target-gene combinations from ensemble gene weights (METHOD.md section 5)",
+        "predict target-gene combinations from ensemble gene weights (docs/method.md section 5)",
     ),
     "downstream": ("_downstream", "drug synergy and toxicity tasks against raw/PCA baselines"),
     "cluster": (

@@ -14,6 +14,7 @@ __all__ = [
     "ARTIFACTS",
     "VERSION_TAGS",
     "ENSEMBLE_ALIAS",
+    "BEST_ALIAS",
     "PCA_TABLES",
     "TRIAL_PARAMS",
     "EPOCH_METRICS",
@@ -50,6 +51,12 @@ class TAGS:
     latent_dim = "deeppert.latent_dim"
     run = "deeppert.run"
     encoder_version = "deeppert.encoder_version"
+    ray_node_id = "deeppert.ray_node_id"  # the Ray node a trial ran on
+    best_shape = "deeppert.best_shape"  # parent: the sweep report's best <dataset>/<MODEL>/d<dim>
+    # model-search runs (ray_jobs/search.py)
+    tune_trial = "deeppert.tune_trial"
+    stop_reason = "deeppert.stop_reason"
+    best_config = "deeppert.best_config"
     # ensemble runs
     encoder_versions = "deeppert.encoder_versions"
     sweep_parent_run = "deeppert.sweep_parent_run"
@@ -106,6 +113,7 @@ class VERSION_TAGS:
 
 
 ENSEMBLE_ALIAS = "current"  # MLflow reserves "latest"
+BEST_ALIAS = "best"  # encoder versions: each shape's best held-out R^2 in the latest sweep
 PCA_TABLES = ("components", "center", "explained_variance")  # PCAModel.to_frames keys
 
 TRIAL_PARAMS = (
@@ -127,7 +135,16 @@ TRIAL_PARAMS = (
     "pca_artifact",
 )
 # per-epoch series; the val_* terms are on the held-out rows (train.held_out_loss)
-EPOCH_METRICS = ("loss", "reconstruction", "kl", "beta", "lr", "val_loss", "val_reconstruction", "val_kl")
+EPOCH_METRICS = (
+    "loss",
+    "reconstruction",
+    "kl",
+    "beta",
+    "lr",
+    "val_loss",
+    "val_reconstruction",
+    "val_kl",
+)
 HELD_OUT_METRICS = ("r2_pca", "r2_genes", "val_neg_elbo")
 IG_METRIC = "ig_max_rel_completeness_error"
 

@@ -32,6 +32,7 @@ import pandas as pd
 
 from deeppert.config import ExperimentConfig
 from deeppert.stability import match_rows
+from deeppert.tracking.contract import ARTIFACTS, BEST_ALIAS, ROLES, TAGS
 
 __all__ = [
     "SweepReport",
@@ -49,7 +50,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 BASELINES = ("PCA", "ICA")
-BEST_ALIAS = "best"
 
 
 @dataclass
@@ -76,16 +76,16 @@ def trial_table(runs) -> pd.DataFrame:
         tags, metrics = r.data.tags, r.data.metrics
         rows.append(
             {
-                "dataset": tags["deeppert.cell_line"],
-                "model": tags["deeppert.model"],
-                "latent_dim": int(tags["deeppert.latent_dim"]),
-                "run": int(tags["deeppert.run"]),
+                "dataset": tags[TAGS.cell_line],
+                "model": tags[TAGS.model],
+                "latent_dim": int(tags[TAGS.latent_dim]),
+                "run": int(tags[TAGS.run]),
                 "r2_genes": metrics.get("r2_genes", np.nan),
                 "r2_pca": metrics.get("r2_pca", np.nan),
                 "loss": metrics.get("loss", np.nan),
                 "val_loss": metrics.get("val_loss", np.nan),
                 "run_id": r.info.run_id,
-                "encoder_version": tags.get("deeppert.encoder_version"),
+                "encoder_version": tags.get(TAGS.encoder_version),
             }
         )
     columns = ["dataset", "model", "latent_dim", "run", "r2_genes", "r2_pca", "loss", "val_loss"]
@@ -290,7 +290,7 @@ def build_report(uri: str, runs, config: ExperimentConfig) -> SweepReport:
         if len(group) < 2:
             continue
         latents = {
-            int(row.run): load_parquet(uri, row.run_id, "latents.parquet")
+            int(row.run): load_parquet(uri, row.run_id, ARTIFACTS.latents)
             for row in group.itertuples()
         }
         parts.append(seed_agreement(latents).assign(dataset=dataset, model=model, latent_dim=dim))
@@ -318,13 +318,13 @@ def log_sweep_report(ctx, config: ExperimentConfig) -> SweepReport | None:
         for r in find_runs_by_tag(
             uri,
             ctx.experiment_id,
-            "deeppert.sweep",
+            TAGS.sweep,
             ctx.sweep,
             status="FINISHED",
             parent_run_id=ctx.parent_run_id,
         )  # fmt: skip
-        if r.data.tags.get("deeppert.role") == "trial"
-        and r.data.tags.get("deeppert.config_sha256") == ctx.config_sha
+        if r.data.tags.get(TAGS.role) == ROLES.trial
+        and r.data.tags.get(TAGS.config_sha) == ctx.config_sha
     ]
     if not runs:
         log.info("sweep %s: no finished trials yet; no report", ctx.sweep)
@@ -349,7 +349,7 @@ def log_sweep_report(ctx, config: ExperimentConfig) -> SweepReport | None:
     for start in range(0, len(metrics), 1000):  # log_batch takes at most 1000 metrics
         client.log_batch(run_id, metrics=metrics[start : start + 1000])
     client.set_tag(
-        run_id, "deeppert.best_shape", f"{best['dataset']}/{best['model']}/d{best['latent_dim']}"
+        run_id, TAGS.best_shape, f"{best['dataset']}/{best['model']}/d{best['latent_dim']}"
     )
     markdown = summary_markdown(report, f"Sweep {ctx.sweep}")
     client.set_tag(run_id, MLFLOW_RUN_NOTE, markdown)

@@ -32,7 +32,7 @@ __all__ = [
     "close_search",
 ]
 
-STOP_REASON = "deeppert.stop_reason"
+STOP_REASON = TAGS.stop_reason
 
 
 @dataclass(frozen=True)
@@ -96,8 +96,8 @@ def start_search_trial(
             TAGS.model: kind,
             TAGS.latent_dim: latent_dim,
             TAGS.run: run,
-            "deeppert.tune_trial": trial_id,
-            **({"deeppert.ray_node_id": node_id} if node_id else {}),
+            TAGS.tune_trial: trial_id,
+            **({TAGS.ray_node_id: node_id} if node_id else {}),
         },
         params={"model": kind, "latent_dim": latent_dim, "run": run, **values},
     )
@@ -146,7 +146,7 @@ def close_search(
         )
         end_search_trial(ctx.tracking_uri, run.info.run_id, status=end, reason=reason)
     if best is not None:
-        client.set_tag(ctx.parent_run_id, "deeppert.best_config", json.dumps(best, sort_keys=True))
+        client.set_tag(ctx.parent_run_id, TAGS.best_config, json.dumps(best, sort_keys=True))
     import time
 
     from mlflow.entities import Metric
