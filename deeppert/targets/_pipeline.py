@@ -257,11 +257,8 @@ def predict_targets(
             columns=list(MATCH_COLUMNS),
         )
         null = permutation_null(
-            prepared,
-            len(rows),
+            selection,
             known_mat,
-            threshold=threshold,
-            n_pairs=config.n_pairs,
             top_ns=top_ns,
             permutations=config.permutations,
             seed=config.seed,
