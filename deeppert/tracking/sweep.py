@@ -369,7 +369,7 @@ def _held_out_metrics(row: pd.Series, attribution, r: int) -> list:
     stamp = pd.Timestamp.now().value // 1_000_000
     values = {
         k: float(row[k])
-        for k in ("r2_pca", "r2_genes", "val_reconstruction", "val_kl", "val_neg_elbo")
+        for k in ("r2_pca", "r2_genes", "val_reconstruction", "val_kl", "val_sse_plus_kl")
         if k in row
     }
     values["ig_max_rel_completeness_error"] = float(np.max(attribution.relative_delta[r]))
