@@ -325,9 +325,11 @@ def _fit_plan(
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Fit one model per fold of ``plan`` and predict that fold's test rows of every split.
 
-    ``design(transform, train_rows, test_rows | None)`` builds (X, y, inner folds) for
-    training or X for testing. Returns per split the prediction and the fold of every row
-    (-1 where the split does not test it); a row tested twice within a split is an error.
+    ``design`` (:class:`_PairDesign` or :class:`_RowDesign`) gives the signatures an inductive
+    featurizer is fitted on (``fit_rows``), the training matrix with its inner folds
+    (``train``) and the test predictions (``predict``); a transductive featurizer is fitted on
+    ``values``. Returns per split the prediction and the fold of every row (-1 where the
+    split does not test it); a row tested twice within a split is an error.
     """
     preds = {split: np.full(len(y), np.nan) for _, tests in plan[:1] for split in tests}
     folds = {split: np.full(len(y), -1) for split in preds}
