@@ -1,7 +1,10 @@
 """Time ``deeppert.targets`` on the OV7 weights: one disease and the all-diseases table.
 
-Usage: ``.venv/bin/python bench/bench_targets.py [--permutations 1000] [--repeats 3]``.
-Reads ../shared/data/deeppert-seed/target_combination; exits 0 with a message when absent.
+Usage: ``.venv/bin/python bench/bench_targets.py [--permutations 1000] [--repeats 3]
+[--table bench/results/targets_all_diseases]``. ``--table STEM`` also writes the all-diseases
+table (candidate-relabelling permutation p, hypergeometric p, Benjamini-Hochberg q) as
+``STEM.csv`` and ``STEM.md``. Reads ../shared/data/deeppert-seed/target_combination; exits 0
+with a message when absent.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--permutations", type=int, default=1000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--table", type=Path, help="write the all-diseases table to STEM.csv/.md")
     args = parser.parse_args(argv)
     if not (SEED / OV7).is_file():
         print(f"bench_targets: real data not found at {SEED}; nothing to time")
@@ -66,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     )
 
+    if args.table:
+        _write_table(table, args.table, args.permutations)
     print(
         f"permutations={args.permutations}, best of {args.repeats} for single runs (no plots, no writes)"
     )
@@ -73,6 +79,34 @@ def main(argv: list[str] | None = None) -> int:
     for name, sec, note in rows:
         print(f"{name:48s} {sec:9.3f}  {note}")
     return 0
+
+
+def _write_table(table, stem: Path, permutations: int) -> None:
+    """The all-diseases table as CSV and as a markdown table sorted by p_perm_100."""
+    from deeppert.atomic import atomic_path
+
+    with atomic_path(stem.with_suffix(".csv")) as tmp:
+        table.to_csv(tmp, index=False)
+    ok = table[table["status"] == "ok"].sort_values("p_perm_100", kind="stable")
+    lines = [
+        f"OV7 weights, prediction mode, {permutations} permutations (candidate relabelling), "
+        "BH over p_perm_100.",
+        "",
+        "| disease | known | cand. | in cluster | pairs | matched@10/50/100 | chance (overall) "
+        "| p_hyp@50 | p_hyp@100 | p_perm@50 | p_perm@100 | q_perm@100 |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in ok.itertuples(index=False):
+        lines.append(
+            f"| {r.disease} | {r.known_pairs} | {r.candidates} | {r.cluster_candidates} | {r.pairs} "
+            f"| {r.matched_10}/{r.matched_50}/{r.matched_100} | {r.chance_rate_overall:.3f} "
+            f"| {r.p_hypergeom_50:.3g} | {r.p_hypergeom_100:.3g} | {r.p_perm_50:.3g} "
+            f"| {r.p_perm_100:.3g} | {r.q_perm_100:.3g} |"
+        )
+    for r in table[table["status"] != "ok"].itertuples(index=False):
+        lines.append(f"| {r.disease} | {r.known_pairs} | failed: {r.status} |" + " |" * 9)
+    with atomic_path(stem.with_suffix(".md")) as tmp:
+        tmp.write_text("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

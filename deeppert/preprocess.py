@@ -7,6 +7,7 @@ through them, and reconstructions are mapped back to gene space to score held-ou
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -15,23 +16,38 @@ from sklearn.metrics import r2_score
 
 from deeppert.errors import DeeppertError
 
-__all__ = ["PreprocessConfig", "PCAModel", "split_indices", "fit_pca", "r2_score_flat"]
+__all__ = [
+    "PreprocessConfig",
+    "PCAModel",
+    "split_indices",
+    "resolve_split",
+    "fit_pca",
+    "r2_score_flat",
+]
 
 
 @dataclass(frozen=True)
 class PreprocessConfig:
-    """PCA size, held-out fraction and split seed; gene-wise standardisation is opt-in."""
+    """PCA size, held-out fraction and split seed; gene-wise standardisation is opt-in.
+
+    ``split``: ``"auto"`` groups the validation split by sample id when ids repeat (a
+    compound profiled twice never sits on both sides), else splits rows; ``"grouped"`` and
+    ``"rows"`` force one or the other.
+    """
 
     n_components: int = 100
     val_fraction: float = 0.1
     split_seed: int = 0
     standardize: bool = False
+    split: Literal["auto", "grouped", "rows"] = "auto"
 
     def __post_init__(self) -> None:
         if self.n_components < 1:
             raise DeeppertError(f"n_components must be positive, got {self.n_components}")
         if not 0.0 <= self.val_fraction < 1.0:
             raise DeeppertError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        if self.split not in ("auto", "grouped", "rows"):
+            raise DeeppertError(f"split must be one of auto, grouped, rows; got {self.split!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -107,12 +123,37 @@ class PCAModel:
         return (np.asarray(scores, dtype=np.float64) @ self.components) * self.scale + self.mean
 
 
-def split_indices(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Seeded random split of ``range(n)`` into sorted (train, validation) positions."""
+def split_indices(
+    n: int, val_fraction: float, seed: int, *, groups: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded random split of ``range(n)`` into sorted (train, validation) positions.
+
+    With ``groups`` (one label per row, e.g. the sample id), whole groups go to one side:
+    groups are taken in a seeded random order until the validation side holds at least
+    ``round(n * val_fraction)`` rows.
+    """
     rng = np.random.default_rng(seed)
-    order = rng.permutation(n)
     n_val = int(round(n * val_fraction))
-    return np.sort(order[n_val:]), np.sort(order[:n_val])
+    if groups is None:
+        order = rng.permutation(n)
+        return np.sort(order[n_val:]), np.sort(order[:n_val])
+    groups = np.asarray(groups)
+    if len(groups) != n:
+        raise DeeppertError(f"split: {len(groups)} group labels for {n} rows")
+    _, code = np.unique(groups, return_inverse=True)
+    sizes = np.bincount(code)
+    order = rng.permutation(len(sizes))
+    taken = order[: int(np.searchsorted(np.cumsum(sizes[order]), n_val)) + 1] if n_val else []
+    val = np.isin(code, taken)
+    return np.flatnonzero(~val), np.flatnonzero(val)
+
+
+def resolve_split(config: PreprocessConfig, sample_ids: np.ndarray) -> str:
+    """``"grouped_by_id"`` or ``"rows"``: what ``config.split`` means for these ids."""
+    repeats = len(sample_ids) != len(np.unique(np.asarray(sample_ids)))
+    if config.split == "grouped" or (config.split == "auto" and repeats):
+        return "grouped_by_id"
+    return "rows"
 
 
 def fit_pca(

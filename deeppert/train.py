@@ -152,7 +152,9 @@ class TrainedModels:
                 terms = self.module.loss(x, inf, self.module.generative(inf["z_mean"]))
             frame["val_reconstruction"] = terms.reconstruction.cpu().numpy()
             frame["val_kl"] = terms.kl.cpu().numpy()
-            frame["val_neg_elbo"] = frame["val_reconstruction"] + frame["val_kl"]
+            # summed squared error of the mean code's reconstruction + KL (the training loss at
+            # beta = 1); not an ELBO: no Gaussian likelihood, no sampled code
+            frame["val_sse_plus_kl"] = frame["val_reconstruction"] + frame["val_kl"]
         return frame
 
     def latents_frames(self, x_pca: np.ndarray, sample_ids: Sequence[str]) -> list[pd.DataFrame]:

@@ -6,7 +6,7 @@
     run_dir/
       config.json            the resolved experiment config and the dataset's name
       signatures.parquet     the input matrix (sample ids, genes, values)
-      split.json             train / validation row positions
+      split.json             train / validation row positions, "split": grouped_by_id or rows
       pca/                   components.parquet (p x genes), center.parquet (mean, scale per gene),
                              explained_variance.parquet
       models/<KIND>_d<dim>/  TrainedModels.save(): config.json, state.pt, history.csv
@@ -35,7 +35,7 @@ from deeppert.config import DataConfig, ExperimentConfig
 from deeppert.data import Signatures, load_signatures
 from deeppert.data.synthetic import make_synthetic
 from deeppert.errors import DeeppertError
-from deeppert.preprocess import PCAModel, fit_pca, split_indices
+from deeppert.preprocess import PCAModel, fit_pca, resolve_split, split_indices
 from deeppert.progress import Progress
 from deeppert.train import TrainedModels, fit
 
@@ -74,8 +74,13 @@ class Prepared:
     def __init__(self, signatures: Signatures, config: ExperimentConfig) -> None:
         pre = config.preprocess
         self.signatures = signatures
+        # "grouped_by_id" when ids repeat (default): a repeated compound never straddles the split
+        self.split = resolve_split(pre, signatures.sample_ids)
         self.train_idx, self.val_idx = split_indices(
-            signatures.n_samples, pre.val_fraction, pre.split_seed
+            signatures.n_samples,
+            pre.val_fraction,
+            pre.split_seed,
+            groups=signatures.sample_ids if self.split == "grouped_by_id" else None,
         )
         if len(self.train_idx) < 2:
             raise DeeppertError(
@@ -116,7 +121,7 @@ def train_shape(
         )
     else:
         metrics = pd.DataFrame({"model": kind, "latent_dim": latent_dim, "run": runs})
-    return trained, metrics
+    return trained, metrics.assign(split=prepared.split)
 
 
 def train_dataset(
@@ -146,7 +151,13 @@ def train_dataset(
         )
         signatures.to_frame().to_parquet(tmp / "signatures.parquet")
         (tmp / "split.json").write_text(
-            json.dumps({"train": prepared.train_idx.tolist(), "val": prepared.val_idx.tolist()})
+            json.dumps(
+                {
+                    "split": prepared.split,
+                    "train": prepared.train_idx.tolist(),
+                    "val": prepared.val_idx.tolist(),
+                }
+            )
             + "\n"
         )
         save_pca(prepared.pca, tmp / "pca")
@@ -225,6 +236,7 @@ def _baseline_metrics(base, prepared: Prepared) -> pd.DataFrame:
                     prepared.signatures.values[prepared.val_idx],
                     prepared.pca.inverse_transform(recon),
                 ),
+                "split": prepared.split,
             }
         ]
     )

@@ -7,7 +7,10 @@
 Resolves ``--ensemble NAME@ALIAS`` in the registry (lineage), loads its pyfunc model pinned
 to the resolved version, and builds four feature sets: (a) raw 978 genes, (b) PCA refitted
 per fold, (c) one trained model of the ensemble (largest member group, replica 0), (d) the
-ensemble embedding. Synergy (A375, HT29, VCAP) and toxicity (renal, npc, neu) x feature sets
+ensemble embedding. PCA runs in both featurizer settings (inductive: fitted on the training
+fold's signatures; transductive: on all of the task's signatures); the two embeddings are
+transductive only (refitting an ensemble per fold is not done: see docs/downstream.md).
+Synergy (A375, HT29, VCAP) and toxicity (renal, npc, neu) x feature sets
 run in parallel as Ray tasks; each is logged as an MLflow run (role ``downstream``, tagged
 with the ensemble version) holding scores and predictions as Parquet and summary metrics.
 
@@ -33,7 +36,7 @@ log = logging.getLogger("deeppert.downstream_job")
 TRANSDUCTIVE_NOTE = (
     "note: the ensemble is unsupervised (no synergy/toxicity label was used to train it) but "
     "transductive when it is seed-pooled-ensemble: trained on the same 446 signatures the "
-    "tasks embed."
+    "tasks embed; compare it with the transductive PCA row."
 )
 
 
@@ -86,7 +89,7 @@ def log_downstream_run(uri, experiment_id, outputs, kind, which, featurizer, res
         summary = summarize(result.scores)
         client = tracking_client(uri)
         for r in summary.itertuples(index=False):
-            key = f"{r.target}.{r.split}.{r.model}.{r.metric}"
+            key = f"{r.target}.{r.split}.{r.setting}.{r.model}.{r.metric}"
             client.log_metric(run_id, f"{key}.mean", float(r.mean))
             if r.sd == r.sd:  # not NaN
                 client.log_metric(run_id, f"{key}.sd", float(r.sd))
@@ -110,6 +113,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n-estimators", default=100, type=int)
     parser.add_argument("--folds", default=5, type=int)
     parser.add_argument("--inner-folds", default=3, type=int)
+    parser.add_argument(
+        "--settings", default="inductive,transductive", help="featurizer settings (PCA)"
+    )
+    parser.add_argument("--hgb-max-iter", default=100, type=int)
     parser.add_argument("--num-cpus", default=2, type=int, help="local Ray size when no cluster")
     parser.add_argument("--out", type=Path, help="also write scores/summary here")
     args = parser.parse_args(argv)
@@ -153,6 +160,8 @@ def _evaluate(args) -> int:
         models=tuple(m.strip() for m in args.models.split(",") if m.strip()),
         n_estimators=args.n_estimators,
         inner_folds=args.inner_folds,
+        hgb_max_iter=args.hgb_max_iter,
+        settings=tuple(s.strip() for s in args.settings.split(",") if s.strip()),
     )
     jobs = [("synergy", c.strip()) for c in args.synergy.split(",") if c.strip()]
     jobs += [("toxicity", t.strip()) for t in args.toxicity.split(",") if t.strip()]
@@ -195,7 +204,7 @@ def _evaluate(args) -> int:
         )
     order = {f.name: i for i, f in enumerate(feats)}
     summary = summary.sort_values(
-        ["task", "target", "split", "metric", "model", "feature_set"],
+        ["task", "target", "split", "metric", "model", "feature_set", "setting"],
         key=lambda s: s.map(order) if s.name == "feature_set" else s,
         kind="stable",
     )

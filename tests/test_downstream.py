@@ -13,7 +13,12 @@ import pytest
 
 from deeppert import downstream as ds
 from deeppert.data._signatures import landmark_genes
-from deeppert.downstream._splits import drug_disjoint_splits, drug_folds, scaffold_splits
+from deeppert.downstream._splits import (
+    drug_folds,
+    drug_split_folds,
+    inner_drug_splits,
+    scaffold_splits,
+)
 from deeppert.errors import DeeppertError
 
 FAST = ds.EvalConfig(seeds=(0,), models=("rf",), n_estimators=15, inner_folds=2)
@@ -73,23 +78,56 @@ def test_unparsable_smiles_are_warned_with_counts():
 def test_murcko_scaffold():
     assert ds.murcko_scaffold("CCc1ccccc1") == "c1ccccc1"
     assert ds.murcko_scaffold("CCO") == ""
+    # plain, not generic: atom types are kept (a generic scaffold would make both C1CCCCC1)
+    assert ds.murcko_scaffold("CCc1ccncc1") == "c1ccncc1"
 
 
 # ---------------------------------------------------------------- splits
-def test_drug_disjoint_folds_keep_held_out_drugs_out_of_training():
+def test_drug_split_folds_test_every_pair_once_with_its_unseen_drugs_out_of_training():
     task = _syn_task(17)
     a, b = task.pairs["drug_a"].to_numpy(), task.pairs["drug_b"].to_numpy()
     fold_of = drug_folds(17, n_folds=5, seed=3)
     assert sorted(np.bincount(fold_of)) == [3, 3, 3, 4, 4]
+    folds = drug_split_folds(a, b, fold_of, seed=3)
     tested = np.zeros(len(a), dtype=int)
-    for f, (tr, te) in enumerate(drug_disjoint_splits(a, b, fold_of)):
+    unseen_a = np.zeros(len(a), dtype=int)
+    for f, fold in enumerate(folds):
         held = np.flatnonzero(fold_of == f)
+        np.testing.assert_array_equal(fold.held_out, held)
+        tr = fold.train
         assert not np.isin(a[tr], held).any() and not np.isin(b[tr], held).any()
-        assert (np.isin(a[te], held) | np.isin(b[te], held)).all()
-        assert len(np.intersect1d(tr, te)) == 0
-        tested[te] += 1
-    assert tested.min() == 1 and tested.max() == 2  # pairs over two folds are tested twice
-    np.testing.assert_array_equal(tested == 1, fold_of[a] == fold_of[b])
+        one, both = fold.one_unseen, fold.both_unseen
+        assert (np.isin(a[one], held) ^ np.isin(b[one], held)).all()  # exactly one unseen
+        assert (np.isin(a[both], held) & np.isin(b[both], held)).all()
+        tested[one] += 1
+        tested[both] += 1
+        unseen_a[one] += np.isin(a[one], held)
+    assert (tested == 1).all()  # every pair by exactly one fold model
+    cross = fold_of[a] != fold_of[b]
+    # the coin picks either drug as the unseen one, not always the same side
+    assert 0.3 < unseen_a[cross].mean() < 0.7
+    # seeded: same seed, same assignment; another seed, another
+    again = drug_split_folds(a, b, fold_of, seed=3)
+    assert all(
+        np.array_equal(x.one_unseen, y.one_unseen) for x, y in zip(folds, again, strict=True)
+    )
+    other = drug_split_folds(a, b, fold_of, seed=4)
+    assert not all(
+        np.array_equal(x.one_unseen, y.one_unseen) for x, y in zip(folds, other, strict=True)
+    )
+
+
+def test_inner_drug_splits_are_grouped_by_drug():
+    task = _syn_task(12)
+    a, b = task.pairs["drug_a"].to_numpy(), task.pairs["drug_b"].to_numpy()
+    inner = inner_drug_splits(a, b, n_folds=3, seed=0)
+    assert len(inner) == 3
+    for tr, va in inner:
+        val_drugs = set(a[va]) | set(b[va])
+        train_drugs = set(a[tr]) | set(b[tr])
+        # every validation pair holds a drug the inner training pairs never hold
+        assert all(x not in train_drugs or y not in train_drugs for x, y in zip(a[va], b[va]))
+        assert val_drugs - train_drugs
 
 
 def test_scaffold_split_never_shares_a_scaffold():
@@ -136,27 +174,70 @@ def test_pair_features_concatenate_in_order():
 def test_synergy_prediction_does_not_depend_on_pair_order():
     task = _syn_task(12)
     swapped = task.pairs.rename(columns={"drug_a": "drug_b", "drug_b": "drug_a"})
-    res1 = ds.evaluate_synergy(task, [ds.pca_featurizer(3)], config=FAST, splits=("drug_disjoint",))
+    cfg = replace(FAST, settings=("inductive",))
+    res1 = ds.evaluate_synergy(task, [ds.pca_featurizer(3)], config=cfg, splits=("one_unseen",))
     res2 = ds.evaluate_synergy(
-        replace(task, pairs=swapped), [ds.pca_featurizer(3)], config=FAST, splits=("drug_disjoint",)
+        replace(task, pairs=swapped), [ds.pca_featurizer(3)], config=cfg, splits=("one_unseen",)
     )
     np.testing.assert_allclose(res1.predictions["y_pred"], res2.predictions["y_pred"])
 
 
-def test_synergy_scores_carry_counts_and_both_unseen_is_a_subset():
+def test_synergy_scores_carry_counts_settings_and_fold_provenance():
     task = _syn_task(15)
     res = ds.evaluate_synergy(task, [ds.raw_featurizer(), ds.pca_featurizer(3)], config=FAST)
     sc = res.scores
-    assert set(sc["split"]) == {"drug_disjoint", "both_unseen", "random_leaky"}
+    assert set(sc["split"]) == {"one_unseen", "both_unseen", "random_leaky"}
     assert set(sc["metric"]) == {"pearson_r", "rmse", "roc_auc", "pr_auc"}
-    assert (sc.loc[sc["split"] != "both_unseen", "n"] == task.n_pairs).all()
-    both = sc.loc[sc["split"] == "both_unseen", "n"]
-    assert (both > 0).all() and (both < task.n_pairs).all()
-    # the signal (gene 0 of both drugs) is learnable under the drug-disjoint split
-    r = sc.query("split == 'drug_disjoint' and metric == 'pearson_r' and feature_set == 'raw'")[
+    assert set(zip(sc["feature_set"], sc["setting"], strict=True)) == {
+        ("raw", "none"),
+        ("pca", "inductive"),
+        ("pca", "transductive"),
+    }
+    assert (sc["aggregate"] == "fold_mean").all()
+    assert (sc.loc[sc["split"] == "random_leaky", "n"] == task.n_pairs).all()
+    one = sc.loc[sc["split"] == "one_unseen", "n"].to_numpy()
+    both = sc.loc[sc["split"] == "both_unseen", "n"].to_numpy()
+    assert (both > 0).all() and (one + both == task.n_pairs).all()
+    # fold provenance: every prediction row's fold trained on pairs other than the row
+    f = res.folds
+    for split, part in res.predictions.groupby("split"):
+        for fold, rows in part.groupby("fold"):
+            train = f[(f["split"] == split) & (f["fold"] == fold) & (f["role"] == "train")]
+            assert not set(rows["sample"]) & set(train["sample"])
+    # the signal (gene 0 of both drugs) is learnable when one drug is unseen
+    r = sc.query("split == 'one_unseen' and metric == 'pearson_r' and feature_set == 'raw'")[
         "value"
     ]
     assert (r > 0.3).all()
+
+
+def test_pca_transductive_setting_fits_on_all_signatures_and_inductive_on_training_drugs():
+    """A recording featurizer sees all 12 drugs per fit when transductive, the training drugs otherwise."""
+    task = _syn_task(12)
+    seen: list[int] = []
+
+    class Recording:
+        name = "rec"
+
+        def fit(self, train_values, *, seed=0):
+            seen.append(len(train_values))
+            return lambda v: v[:, :3]
+
+        def to_dict(self):
+            return {"name": self.name}
+
+    ds.evaluate_synergy(
+        task,
+        [Recording()],
+        config=replace(FAST, settings=("transductive",)),
+        splits=("one_unseen",),
+    )
+    assert set(seen) == {12}
+    seen.clear()
+    ds.evaluate_synergy(
+        task, [Recording()], config=replace(FAST, settings=("inductive",)), splits=("one_unseen",)
+    )
+    assert max(seen) < 12
 
 
 def test_toxicity_learns_a_real_signal():
@@ -176,7 +257,9 @@ def test_label_shuffle_falls_to_chance_and_the_leaky_split_does_not():
     score well above chance: the check can see a leak when there is one.
     """
     base = _tox_task(500, signal=3.0, dup_frac=0.5)
-    cfg = ds.EvalConfig(seeds=(0,), models=("rf",), n_estimators=20, inner_folds=2)
+    cfg = ds.EvalConfig(
+        seeds=(0,), models=("rf",), n_estimators=20, inner_folds=2, settings=("inductive",)
+    )
     honest, leaky = [], []
     for s in range(20):
         task = ds.with_permuted_labels(base, seed=100 + s)

@@ -101,13 +101,15 @@ def test_ensemble_featurizers_shape_and_determinism(tiny_model):
 
 
 def test_ensemble_features_run_through_toxicity_evaluation(tiny_model):
+    """Labels set by the ensemble's own first cluster: its features must find them, and a
+    featurizer that cannot see the cluster (shuffled labels) must not."""
     model, X = tiny_model
-    rng = np.random.default_rng(1)
     n = 60
     keys = np.asarray(
         [f"C{'C' * (i % 6)}c1ccc(cc1){'N' * (i // 6)}" for i in range(n)], dtype=object
     )
-    labels = (X[:n] @ rng.normal(size=978) > 0).astype(int)
+    cluster0 = ensemble_embed_fn(model)(X[:n])[:, 0]
+    labels = (cluster0 > np.median(cluster0)).astype(int)
     given = pd.DataFrame({"index": range(n), "split": ["Train"] * 45 + ["Test"] * 15})
     task = ds.ToxicityTask("toxicity_synthetic", keys, X[:n], labels, given, {"compounds": n})
     config = ds.EvalConfig(seeds=(0,), models=("rf",), n_estimators=10, inner_folds=2, n_folds=3)
@@ -115,8 +117,17 @@ def test_ensemble_features_run_through_toxicity_evaluation(tiny_model):
         task, ensemble_feature_sets(model)[2:], config=config, splits=("structure",)
     )
     assert set(res.scores["feature_set"]) == {"single_AE_d3_run0", "ensemble"}
+    assert set(res.scores["setting"]) == {"transductive"}
     assert (res.scores["n"] == n).all()
-    assert res.scores["value"].between(0, 1).all()
+    auc = res.scores[res.scores["metric"] == "roc_auc"].set_index("feature_set")["value"]
+    assert auc["ensemble"] > 0.8, auc
+    shuffled = ds.evaluate_toxicity(
+        ds.with_permuted_labels(task, seed=5),
+        ensemble_feature_sets(model)[3:],
+        config=config,
+        splits=("structure",),
+    )
+    assert shuffled.scores.query("metric == 'roc_auc'")["value"].iloc[0] < 0.7
 
 
 @pytest.mark.realdata
@@ -161,9 +172,12 @@ def test_cli_ensemble_dir_end_to_end(seed_data, tiny_model, tmp_path):
     )
     assert args.func(args) == 0
     summary = pd.read_csv(out / "summary.csv")
-    assert set(summary["feature_set"]) == {"raw", "single_AE_d3_run0", "ensemble"}
+    assert set(zip(summary["feature_set"], summary["setting"], strict=True)) == {
+        ("raw", "none"),
+        ("single_AE_d3_run0", "transductive"),
+        ("ensemble", "transductive"),
+    }
     assert (summary["n"] == 63).all()
-    assert summary["mean"].between(0, 1).all()
     # asking for ensemble features with no ensemble source is an error, not a silent skip
     bad = parser.parse_args(
         [

@@ -290,44 +290,90 @@ def test_chance_rate_and_hypergeom_by_hand() -> None:
     )
 
 
+def covarying_case(kind: str, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Weights (20 cluster columns) and known pairs where the truth is set, not read off the algorithm.
+
+    ``counter``: 39 candidates C0..C38 share one profile (all their pairs have r ~ 1) and 60
+    random pairs among them are known (disease "Counter"); nothing links the known pairs to
+    the ranking. ``planted``: 16 co-varying candidates C0..C15 (one profile + 5 % noise) and
+    24 unrelated candidates C16..C39; "Signal" knows 20 random pairs among the co-varying and
+    20 among the unrelated; "Noise" knows 40 random pairs among all 40. Both cases add 200
+    unrelated genes G0.. (normal rows).
+    """
+    rng = np.random.default_rng(seed)
+    n_cols = 20
+    other = rng.normal(size=(200, n_cols))
+    profile = rng.gamma(2.0, 1.0, size=n_cols)
+
+    def draw(pool: list[tuple[str, str]], k: int) -> list[tuple[str, str]]:
+        return [pool[i] for i in rng.choice(len(pool), k, replace=False)]
+
+    def pairs_of(names: list[str]) -> list[tuple[str, str]]:
+        return [(a, b) for i, a in enumerate(names) for b in names[i + 1 :]]
+
+    if kind == "counter":
+        cand = profile + 1e-3 * rng.random((39, n_cols))
+        names = [f"C{i}" for i in range(39)]
+        diseases = {"Counter": draw(pairs_of(names), 60)}
+    else:
+        cand = np.vstack([profile + 0.05 * rng.random((16, n_cols)), rng.normal(size=(24, n_cols))])
+        names = [f"C{i}" for i in range(40)]
+        diseases = {
+            "Signal": draw(pairs_of(names[:16]), 20) + draw(pairs_of(names[16:]), 20),
+            "Noise": draw(pairs_of(names), 40),
+        }
+    genes = names + [f"G{i}" for i in range(len(other))]
+    w = pd.DataFrame(
+        np.vstack([cand, other]).T, index=[str(i) for i in range(n_cols)], columns=genes
+    )
+    return w, merge_known_pairs(*known_tables(diseases))
+
+
+NULL_CFG = TargetConfig(
+    n_clusters=4, top_genes=50, threshold=0.8, n_pairs=100, permutations=300, seed=0
+)
+
+
+def test_permutation_null_is_not_fooled_by_candidates_that_resemble_each_other() -> None:
+    """The issue's counter-example: 7/100 matched against a chance rate of 8.5 %.
+
+    The old null (random rows of the whole matrix) gave p = 0.0033 here, the smallest
+    possible with 300 permutations; relabelling the candidates gives what the hypergeometric
+    tail says, and its mean is the chance rate times N.
+    """
+    w, known = covarying_case("counter")
+    res = predict_targets(w, config=NULL_CFG, known=known, disease="Counter")
+    row = res.match_statistics.merge(res.significance, on="TOP_N").set_index("TOP_N").loc[100]
+    assert row["Matched_Pairs"] == 7 and row["Total_Pairs"] == 100
+    assert row["P_Permutation"] > 0.2
+    assert abs(row["P_Permutation"] - row["P_Hypergeom_Overall"]) < 0.1
+    assert row["Null_Mean_Matches"] == pytest.approx(100 * res.chance_rate_overall, abs=1.0)
+
+
 @pytest.fixture(scope="module")
 def planted() -> dict[str, object]:
-    """A run whose top-10 pairs are declared known (signal) and one with random known pairs."""
-    w = planted_weights()
-    genes = [f"GENE{i}" for i in range(0, 120, 3)]
-    cfg = TargetConfig(
-        n_clusters=3, top_genes=30, threshold=0.0, n_pairs=100, permutations=200, seed=7
-    )
-    first = predict_targets(
-        w, config=TargetConfig(**{**cfg.to_dict(), "permutations": 0, "top_ns": (10,)}), genes=genes
-    )
-    top = list(zip(first.pairs["GeneA"][:10], first.pairs["GeneB"][:10], strict=True))
-    rng = np.random.default_rng(11)
-    random_pairs = [tuple(rng.choice(genes, 2, replace=False)) for _ in range(10)]
-    known = merge_known_pairs(*known_tables({"Signal": top, "Noise": random_pairs}))
-    return {"w": w, "genes": genes, "cfg": cfg, "known": known, "top": top}
+    """Known pairs placed among truly co-varying candidates (Signal) or at random (Noise)."""
+    w, known = covarying_case("planted")
+    sig = known[known["fd_name"] == "Signal"]
+    signal = list(zip(sig["genename1"], sig["genename2"], strict=True))
+    return {"w": w, "cfg": NULL_CFG, "known": known, "signal": signal}
 
 
 def test_permutation_null_detects_planted_signal_and_is_seeded(planted: dict) -> None:
-    w, genes, cfg, known = planted["w"], planted["genes"], planted["cfg"], planted["known"]
-    sig = predict_targets(w, config=cfg, known=known, disease="Signal", genes=genes)
-    assert sig.match_statistics.loc[0, "Matched_Pairs"] == 10
-    s = sig.significance.set_index("TOP_N")
-    assert s.loc[10, "P_Permutation"] < 0.02
-    assert s.loc[10, "P_Hypergeom_Cluster"] < 1e-6
-    again = predict_targets(w, config=cfg, known=known, disease="Signal", genes=genes)
+    w, cfg, known = planted["w"], planted["cfg"], planted["known"]
+    sig = predict_targets(w, config=cfg, known=known, disease="Signal")
+    s = sig.match_statistics.merge(sig.significance, on="TOP_N").set_index("TOP_N")
+    assert s.loc[100, "Matched_Pairs"] >= 15  # chance: ~6 of 100
+    assert (s.loc[20:, "P_Permutation"] < 0.01).all()  # top 10: 0.013 (10 pairs only)
+    again = predict_targets(w, config=cfg, known=known, disease="Signal")
     pd.testing.assert_frame_equal(sig.significance, again.significance)
     other = predict_targets(
-        w,
-        config=TargetConfig(**{**cfg.to_dict(), "seed": 8}),
-        known=known,
-        disease="Signal",
-        genes=genes,
+        w, config=TargetConfig(**{**cfg.to_dict(), "seed": 8}), known=known, disease="Signal"
     )
     assert not np.array_equal(
         sig.significance["Null_Mean_Matches"], other.significance["Null_Mean_Matches"]
     )
-    noise = predict_targets(w, config=cfg, known=known, disease="Noise", genes=genes)
+    noise = predict_targets(w, config=cfg, known=known, disease="Noise")
     assert noise.significance["P_Permutation"].min() > 0.05
     m = noise.match_statistics
     assert list(m.columns) == list(MATCH_COLUMNS)
@@ -335,11 +381,36 @@ def test_permutation_null_detects_planted_signal_and_is_seeded(planted: dict) ->
     np.testing.assert_allclose(m["Match_Rate"], m["Matched_Pairs"] / m["Total_Pairs"])
 
 
+def test_permutation_null_by_hand() -> None:
+    """Two selected pairs, known pair (0, 1): a relabelling hits it with probability 2/6 per pair."""
+    from deeppert.targets import permutation_null
+    from deeppert.targets._algorithm import PairSelection
+
+    known = known_matrix(["a", "b", "c", "d"], frozenset({("A", "B")}))
+    sel = PairSelection(
+        chosen=0,
+        members=np.arange(4),
+        first=np.array([0, 2]),
+        second=np.array([1, 3]),
+        score_a=np.zeros(2),
+        score_b=np.zeros(2),
+        total=np.zeros(2),
+        corr=np.ones(2),
+    )
+    null = permutation_null(sel, known, top_ns=(1, 2, 5), permutations=6000, seed=0)
+    assert null.shape == (6000, 3) and (null[:, 2] == null[:, 1]).all()  # N capped at 2 pairs
+    # P(pair (0,1) known after relabelling) = 1/6; two disjoint pairs: E[matches] = 2/6
+    assert null[:, 0].mean() == pytest.approx(1 / 6, abs=0.02)
+    assert null[:, 1].mean() == pytest.approx(2 / 6, abs=0.03)
+    assert null[:, 1].max() == 1  # one known pair can match at most once
+
+
 def test_all_diseases_table(planted: dict) -> None:
     table = run_all_diseases(planted["w"], planted["known"], config=planted["cfg"], min_pairs=5)
     assert sorted(table["disease"]) == ["Noise", "Signal"]
     row = table.set_index("disease").loc["Signal"]
-    assert row["matched_10"] == 10 and row["status"] == "ok" and row["p_perm_10"] < 0.02
+    assert row["status"] == "ok" and row["matched_100"] >= 15 and row["p_perm_100"] < 0.01
+    assert row["q_perm_100"] <= 2 * row["p_perm_100"]  # BH with 2 tests
     with pytest.raises(DeeppertError, match=">= 50 known pairs"):
         run_all_diseases(planted["w"], planted["known"], config=planted["cfg"], min_pairs=50)
 
@@ -349,7 +420,10 @@ def test_cli_writes_every_output(
     tmp_path: Path, planted: dict, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     planted["w"].to_csv(tmp_path / "w.tsv", sep="\t")
-    write_tables(tmp_path / "pairs", known_tables({"Signal": planted["top"]}))
+    write_tables(
+        tmp_path / "pairs",
+        known_tables({"Signal": planted["signal"]}),
+    )
     out = tmp_path / "out"
     rc = run_cli(
         [
@@ -360,11 +434,11 @@ def test_cli_writes_every_output(
             "--disease",
             "signal",
             "--n-clusters",
-            "3",
+            "4",
             "--top-genes",
-            "30",
+            "50",
             "--threshold",
-            "0",
+            "0.8",
             "--permutations",
             "20",
             "--out",
@@ -399,9 +473,9 @@ def test_cli_writes_every_output(
             "--disease",
             "Signal",
             "--n-clusters",
-            "3",
+            "4",
             "--top-genes",
-            "30",
+            "50",
             "--permutations",
             "0",
             "--no-plots",

@@ -191,7 +191,7 @@ def test_evaluate_reports_held_out_r2(x_small):
     trained = fit(x_tr, _cfg("VAE"), TrainConfig(epochs=2, batch_size=64), [0, 1])
     m = trained.evaluate(x_va, genes[va], pca)
     assert m["run"].tolist() == [0, 1]
-    for col in ("r2_pca", "r2_genes", "val_reconstruction", "val_kl", "val_neg_elbo"):
+    for col in ("r2_pca", "r2_genes", "val_reconstruction", "val_kl", "val_sse_plus_kl"):
         assert np.isfinite(m[col]).all(), col
     # the gene-space R^2 is an R^2 of the held-out gene values
     x_hat = trained.reconstruct(x_va)[0]

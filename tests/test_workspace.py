@@ -105,6 +105,7 @@ def test_run_folder_contents(run_dir):
         ["RP", 0],
     ]
     assert np.isfinite(metrics[["r2_pca", "r2_genes"]].to_numpy()).all()
+    assert (metrics["split"] == "rows").all()  # synthetic ids are unique: a plain row split
     # a 5-component PCA is the best rank-5 linear map of the training data: sanity of the table
     assert metrics.loc[metrics.model == "PCA", "r2_genes"].item() > 0.3
     assert metrics.loc[metrics.model == "VAE", "val_kl"].notna().all()
@@ -269,3 +270,24 @@ def test_attribute_takes_its_settings_from_config_then_flags(run_dir, tmp_path):
     assert main(["attribute", str(work), "--config", str(config), "--steps", "9"]) == 0
     written = json.loads((work / "gene_weights" / "ig_config.json").read_text())
     assert written == IGConfig(n_steps=9, chunk_size=64, method="riemann_trapezoid").to_dict()
+
+
+def test_validation_split_is_grouped_by_id_when_ids_repeat():
+    """A549-like data repeats ids: no id may sit on both sides of the held-out split."""
+    from deeppert.preprocess import PreprocessConfig, resolve_split, split_indices
+
+    rng = np.random.default_rng(0)
+    ids = np.array([f"BRD-{i}" for i in rng.integers(0, 400, size=1000)])  # many repeats
+    tr, va = split_indices(len(ids), 0.1, 3, groups=ids)
+    assert not set(ids[tr]) & set(ids[va])
+    assert sorted(np.concatenate([tr, va]).tolist()) == list(range(1000))
+    assert 100 <= len(va) < 100 + np.unique(ids, return_counts=True)[1].max()
+    # a plain row split of the same ids does leak: that is what the grouping prevents
+    tr_rows, va_rows = split_indices(len(ids), 0.1, 3)
+    assert set(ids[tr_rows]) & set(ids[va_rows])
+    assert resolve_split(PreprocessConfig(), ids) == "grouped_by_id"
+    assert resolve_split(PreprocessConfig(), np.unique(ids)) == "rows"
+    assert resolve_split(PreprocessConfig(split="rows"), ids) == "rows"
+    assert resolve_split(PreprocessConfig(split="grouped"), np.unique(ids)) == "grouped_by_id"
+    with pytest.raises(DeeppertError, match="split must be one of"):
+        PreprocessConfig(split="random")

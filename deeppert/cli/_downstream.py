@@ -60,6 +60,13 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--grid", default="tiny", choices=["tiny", "small"])
     p.add_argument("--n-jobs", default=1, type=int)
     p.add_argument("--splits", type=_csv_list, help="comma list of splits (default: all)")
+    p.add_argument(
+        "--settings",
+        default="inductive,transductive",
+        type=_csv_list,
+        help="featurizer settings for PCA: inductive (training fold's signatures), "
+        "transductive (all of the task's signatures; labels never used)",
+    )
     p.add_argument("--no-plots", action="store_true")
     p.add_argument(
         "--out", required=True, type=Path, help="output folder (replaced whole, atomically)"
@@ -101,6 +108,7 @@ def _config(args: argparse.Namespace):
         inner_folds=args.inner_folds,
         grid=args.grid,
         n_jobs=args.n_jobs,
+        settings=tuple(args.settings),
     )
 
 
@@ -176,7 +184,12 @@ def _featurizers(args: argparse.Namespace, keyed_values: dict[str, np.ndarray]):
         elif name == "embedding":
             if args.embedding is None:
                 raise DeeppertError("--features embedding needs --embedding FILE")
-            out.append(embedding_featurizer(_embedding_lookup(args.embedding, keyed_values)))
+            # a given table: how its model saw these signatures is not known here
+            out.append(
+                embedding_featurizer(
+                    _embedding_lookup(args.embedding, keyed_values), setting="given"
+                )
+            )
         elif name in ("single", "ensemble"):
             model = _ensemble_model(args)
             if model is None:
@@ -261,11 +274,13 @@ def _run_summarize(args: argparse.Namespace) -> int:
 
     results = []
     for run in args.runs:
-        for name in ("scores.csv", "predictions.csv"):
+        for name in ("scores.csv", "predictions.csv", "folds.csv"):
             if not (run / name).is_file():
                 raise DeeppertError(f"{run}: no {name} (not a downstream output folder)")
         results.append(
-            EvaluationResult(pd.read_csv(run / "scores.csv"), pd.read_csv(run / "predictions.csv"))
+            EvaluationResult(
+                *(pd.read_csv(run / f"{n}.csv") for n in ("scores", "predictions", "folds"))
+            )
         )
     merged = merge_results(results)
     write_results(merged, args.out, plots=not args.no_plots)

@@ -90,9 +90,12 @@ def run(args: argparse.Namespace) -> int:
         tables.append(metrics.assign(dataset=dataset.name))
         print(f"wrote {out}")
     for table in tables:
+        if "r2_genes" not in table:  # val_fraction 0: no held-out rows to score
+            continue
         summary = table.groupby(["dataset", "model", "latent_dim"])[["r2_pca", "r2_genes"]].agg(
             ["mean", "std"]
         )
-        print("\nheld-out reconstruction R^2 (mean, sd over runs)")
+        split = ", ".join(sorted(set(table["split"])))
+        print(f"\nheld-out reconstruction R^2 (mean, sd over runs; validation split: {split})")
         print(summary.round(4).to_string())
     return 0

@@ -1,9 +1,11 @@
 """Downstream tasks: drug synergy (O'Neil, Loewe) and toxicity (HA1E renal, NPC, NEU).
 
-Signatures become features through a :class:`Featurizer` (raw genes, PCA refitted per fold,
-or any embedding callable); models (RandomForest, HistGradientBoosting, tuned by inner CV)
-are scored on pooled out-of-fold predictions under drug-/structure-/scaffold-disjoint
-splits, with the leaky reference splits reported beside them for comparison only.
+Signatures become features through a :class:`Featurizer` (raw genes, PCA fitted per fold
+(inductive) or on all of the task's signatures (transductive), or any embedding callable);
+models (RandomForest, HistGradientBoosting, tuned by an inner CV grouped by drug/structure)
+are scored on out-of-fold predictions, each made by exactly one fold model, under
+one-drug-unseen / both-drugs-unseen / structure / scaffold splits, with the leaky reference
+splits reported beside them for comparison only.
 
 Typical use::
 
@@ -32,12 +34,14 @@ from deeppert.downstream._datasets import (
     read_signature_csv,
 )
 from deeppert.downstream._evaluate import (
+    SETTINGS,
     SYNERGY_SPLITS,
     TOXICITY_SPLITS,
     EvalConfig,
     EvaluationResult,
     evaluate_synergy,
     evaluate_toxicity,
+    fold_mean_metrics,
     pooled_metrics,
     with_permuted_labels,
 )
@@ -68,6 +72,7 @@ __all__ = [
     "pca_featurizer",
     "embedding_featurizer",
     "pair_features",
+    "SETTINGS",
     "SYNERGY_SPLITS",
     "TOXICITY_SPLITS",
     "EvalConfig",
@@ -75,6 +80,7 @@ __all__ = [
     "evaluate_synergy",
     "evaluate_toxicity",
     "pooled_metrics",
+    "fold_mean_metrics",
     "with_permuted_labels",
     "summarize",
     "markdown_table",

@@ -75,7 +75,11 @@ def structure_keys(smiles: Iterable[str], *, source: str) -> list[str | None]:
 
 
 def murcko_scaffold(key: str) -> str:
-    """Generic Bemis-Murcko scaffold SMILES of a structure key (``""`` for acyclic molecules)."""
+    """Plain Bemis-Murcko scaffold SMILES of a structure key (``""`` for acyclic molecules).
+
+    Ring systems and linkers keep their atom types and bond orders (not the generic,
+    all-carbon single-bond framework), so pyridine and benzene rings are different scaffolds.
+    """
     mol = Chem.MolFromSmiles(key)
     if mol is None:
         raise DeeppertError(f"murcko_scaffold: cannot parse structure key {key!r}")

@@ -1,14 +1,20 @@
-"""Models, inner-CV tuning, pooled out-of-fold predictions and metrics for the downstream tasks.
+"""Models, inner-CV tuning, out-of-fold predictions and metrics for the downstream tasks.
 
-One code path serves the real tasks and the label-shuffle check: featurizers are fitted on
-each fold's training rows, hyper-parameters are chosen by an inner cross-validation grouped
-by pair/structure, out-of-fold predictions are pooled, and metrics are computed once on the
-pool, always with the sample counts beside them.
+One code path serves the real tasks and the controls: every prediction row comes from exactly
+one fold model (recorded in ``fold``, with each fold's training rows in
+``EvaluationResult.folds``); hyper-parameters are chosen by an inner cross-validation grouped
+by drug (synergy) or structure/scaffold (toxicity). Unsupervised featurizers are fitted either
+on the training fold's signatures (``inductive``) or on all of the task's signatures
+(``transductive``; labels are never used). Synergy metrics are the mean over folds of each
+fold's metric (pooling across folds would mix in the differences between the fold models'
+training means); toxicity metrics are computed on the pooled out-of-fold predictions. Sample
+counts are always reported beside the values.
 """
 
 from __future__ import annotations
 
 import logging
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Literal
@@ -32,8 +38,9 @@ from deeppert.downstream._datasets import SynergyTask, ToxicityTask
 from deeppert.downstream._features import Featurizer, pair_features
 from deeppert.downstream._splits import (
     Fold,
-    drug_disjoint_splits,
     drug_folds,
+    drug_split_folds,
+    inner_drug_splits,
     random_pair_splits,
     scaffold_splits,
     structure_splits,
@@ -43,6 +50,8 @@ from deeppert.errors import DeeppertError
 __all__ = [
     "ModelName",
     "Target",
+    "Setting",
+    "SETTINGS",
     "EvalConfig",
     "EvaluationResult",
     "SYNERGY_SPLITS",
@@ -51,15 +60,18 @@ __all__ = [
     "evaluate_toxicity",
     "with_permuted_labels",
     "pooled_metrics",
+    "fold_mean_metrics",
 ]
 
 log = logging.getLogger(__name__)
 
 ModelName = Literal["rf", "hgb"]
 Target = Literal["regression", "classification"]
-SynergySplit = Literal["drug_disjoint", "both_unseen", "random_leaky"]
+Setting = Literal["inductive", "transductive"]
+SETTINGS: tuple[Setting, ...] = ("inductive", "transductive")
+SynergySplit = Literal["one_unseen", "both_unseen", "random_leaky"]
 ToxicitySplit = Literal["structure", "scaffold", "given_leaky"]
-SYNERGY_SPLITS: tuple[SynergySplit, ...] = ("drug_disjoint", "both_unseen", "random_leaky")
+SYNERGY_SPLITS: tuple[SynergySplit, ...] = ("one_unseen", "both_unseen", "random_leaky")
 TOXICITY_SPLITS: tuple[ToxicitySplit, ...] = ("structure", "scaffold", "given_leaky")
 
 
@@ -71,6 +83,11 @@ class EvalConfig:
     ----------
     n_folds
         Outer folds (synergy: drug folds, each holding out ~1/n_folds of the drugs).
+    settings
+        How featurizers that learn from signatures are fitted: ``inductive`` (the training
+        fold's signatures only) and/or ``transductive`` (all of the task's signatures, test
+        rows included; labels never). Featurizers that learn nothing per fold (raw genes, a
+        pre-trained embedding) carry their own fixed setting.
     seeds
         One full cross-validation per seed (fold assignment and model seed); metrics are
         reported as mean +- sd over seeds.
@@ -81,7 +98,7 @@ class EvalConfig:
     hgb_max_iter
         Boosting iterations.
     inner_folds
-        Inner CV folds for the hyper-parameter grid (grouped by pair / structure / scaffold).
+        Inner CV folds for the hyper-parameter grid (grouped by drug / structure / scaffold).
     grid
         ``"tiny"``: 2 combinations per model (RF min_samples_leaf 1/5, HGB learning rate
         0.05/0.15); ``"small"``: 2 x 2 (adds RF max_depth, HGB max_leaf_nodes).
@@ -90,6 +107,7 @@ class EvalConfig:
     """
 
     n_folds: int = 5
+    settings: tuple[Setting, ...] = SETTINGS
     seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
     models: tuple[ModelName, ...] = ("rf", "hgb")
     n_estimators: int = 200
@@ -105,6 +123,11 @@ class EvalConfig:
             )
         if not self.seeds:
             raise DeeppertError("EvalConfig: at least one seed")
+        if not self.settings or any(s not in SETTINGS for s in self.settings):
+            raise DeeppertError(
+                f"EvalConfig: settings must be a non-empty subset of {list(SETTINGS)}, "
+                f"got {list(self.settings)}"
+            )
         bad = [m for m in self.models if m not in ("rf", "hgb")]
         if bad or not self.models:
             raise DeeppertError(
@@ -114,21 +137,26 @@ class EvalConfig:
     def to_dict(self) -> dict[str, object]:
         d = asdict(self)
         d["seeds"] = list(self.seeds)
+        d["settings"] = list(self.settings)
         d["models"] = list(self.models)
         return d
 
 
 @dataclass(frozen=True)
 class EvaluationResult:
-    """Per-seed scores and the pooled out-of-fold predictions behind them.
+    """Per-seed scores, the out-of-fold predictions behind them, and which fold made each.
 
-    ``scores``: one row per task, target, feature_set, model, split, metric, seed with
-    ``value``, ``n`` (pairs or compounds scored) and ``n_compounds`` (drugs/compounds in them).
-    ``predictions``: task, target, feature_set, model, split, seed, sample, y_true, y_pred.
+    ``scores``: one row per task, target, feature_set, setting, model, split, metric, seed
+    with ``value``, ``n`` (pairs or compounds scored), ``n_compounds`` (drugs/compounds in
+    them), ``n_folds`` (folds that could be scored) and ``aggregate`` (``fold_mean`` or
+    ``pooled``). ``predictions``: task, target, feature_set, setting, model, split, seed,
+    fold, sample, y_true, y_pred. ``folds``: task, split, seed, fold, sample, role
+    (``train``/``test``): the rows each fold model was trained on and tested on.
     """
 
     scores: pd.DataFrame
     predictions: pd.DataFrame
+    folds: pd.DataFrame
 
 
 def _grid(kind: ModelName, size: str) -> dict[str, list]:
@@ -164,17 +192,10 @@ def _estimator(kind: ModelName, target: Target, seed: int, cfg: EvalConfig) -> B
     )
 
 
-def _fit(
-    kind: ModelName,
-    target: Target,
-    X: np.ndarray,
-    y: np.ndarray,
-    groups: np.ndarray,
-    seed: int,
-    cfg: EvalConfig,
-):
-    """Tune on an inner CV grouped by ``groups`` (no group on both sides), refit on all of X."""
-    n_groups = len(np.unique(groups))
+def _grouped_inner(
+    target: Target, y: np.ndarray, groups: np.ndarray, seed: int, cfg: EvalConfig
+) -> list[Fold]:
+    """Inner CV folds with no group (structure, scaffold) on both sides."""
     if target == "classification":
         if len(np.unique(y)) < 2:
             raise DeeppertError(
@@ -182,30 +203,52 @@ def _fit(
             )
         per_class = min(len(np.unique(groups[y == c])) for c in np.unique(y))
         k = min(cfg.inner_folds, per_class)
-        if k < 2:
-            raise DeeppertError(
-                "a training fold has fewer than 2 groups of one class: cannot tune by inner CV"
-            )
-        cv = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
-        scoring = "roc_auc"
+        cv = StratifiedGroupKFold(n_splits=max(k, 2), shuffle=True, random_state=seed)
     else:
-        k = min(cfg.inner_folds, n_groups)
-        if k < 2:
-            raise DeeppertError("a training fold has fewer than 2 groups: cannot tune by inner CV")
-        cv = GroupKFold(n_splits=k, shuffle=True, random_state=seed)
-        scoring = "neg_root_mean_squared_error"
+        k = min(cfg.inner_folds, len(np.unique(groups)))
+        cv = GroupKFold(n_splits=max(k, 2), shuffle=True, random_state=seed)
+    if k < 2:
+        raise DeeppertError("a training fold has fewer than 2 groups: cannot tune by inner CV")
+    return list(cv.split(np.zeros(len(y)), y, groups))
+
+
+def _fit(
+    kind: ModelName,
+    target: Target,
+    X: np.ndarray,
+    y: np.ndarray,
+    inner: list[Fold],
+    seed: int,
+    cfg: EvalConfig,
+):
+    """Tune on the given inner folds, refit the best grid point on all of X.
+
+    For classification, inner folds with one class on either side are dropped.
+    """
+    if target == "classification":
+        if len(np.unique(y)) < 2:
+            raise DeeppertError(
+                f"a training fold holds a single class ({int(y[0])}); too few samples of the other"
+            )
+        inner = [
+            (tr, va)
+            for tr, va in inner
+            if len(np.unique(y[tr])) == 2 and len(np.unique(y[va])) == 2
+        ]
+    if not inner:
+        raise DeeppertError("a training fold has too few groups to tune by inner CV")
     search = GridSearchCV(
         _estimator(kind, target, seed, cfg),
         _grid(kind, cfg.grid),
-        scoring=scoring,
-        cv=cv,
+        scoring="roc_auc" if target == "classification" else "neg_root_mean_squared_error",
+        cv=inner,
         n_jobs=cfg.n_jobs,
         error_score="raise",
         refit=True,
     )
     # one OpenMP thread: HGB otherwise oversubscribes a shared machine badly
     with threadpool_limits(limits=1, user_api="openmp"):
-        search.fit(X, y, groups=groups)
+        search.fit(X, y)
     return search.best_estimator_
 
 
@@ -238,61 +281,124 @@ def pooled_metrics(y_true: np.ndarray, y_pred: np.ndarray, target: Target) -> di
     return {"pearson_r": r, "rmse": rmse}
 
 
-def _synergy_oof(
-    task: SynergyTask,
-    featurizer: Featurizer,
-    kind: ModelName,
-    target: Target,
-    y: np.ndarray,
-    folds: list[Fold],
-    seed: int,
-    cfg: EvalConfig,
-) -> np.ndarray:
-    """Pooled out-of-fold predictions per pair (mean over the folds that test it)."""
-    a, b = task.pairs["drug_a"].to_numpy(), task.pairs["drug_b"].to_numpy()
-    # one canonical orientation, so the fitted model cannot depend on how a file orders a pair
-    a, b = np.minimum(a, b), np.maximum(a, b)
-    total, count = np.zeros(len(y)), np.zeros(len(y))
-    for tr, te in folds:
-        if len(te) == 0:
+def fold_mean_metrics(
+    y_true: np.ndarray, y_pred: np.ndarray, fold: np.ndarray, *, target: Target
+) -> tuple[dict[str, float], int]:
+    """Each metric computed within every fold, then averaged over the folds that can be scored.
+
+    A fold is skipped when it holds < 3 samples, one class, or constant values. Returns the
+    metrics (NaN when no fold can be scored) and the number of folds scored.
+    """
+    y_true, y_pred, fold = np.asarray(y_true), np.asarray(y_pred), np.asarray(fold)
+    names = ("roc_auc", "pr_auc") if target == "classification" else ("pearson_r", "rmse")
+    values: dict[str, list[float]] = defaultdict(list)
+    scored = 0
+    for f in np.unique(fold):
+        m = fold == f
+        try:
+            met = pooled_metrics(y_true[m], y_pred[m], target)
+        except DeeppertError:
             continue
-        train_drugs = np.unique(np.concatenate([a[tr], b[tr]]))
-        transform = featurizer.fit(task.values[train_drugs], seed=seed)
-        feats = transform(task.values)
-        X = np.vstack([pair_features(feats, a[tr], b[tr]), pair_features(feats, b[tr], a[tr])])
-        model = _fit(kind, target, X, np.tile(y[tr], 2), np.tile(tr, 2), seed, cfg)
-        pred = 0.5 * (
-            _predict(model, pair_features(feats, a[te], b[te]), target)
-            + _predict(model, pair_features(feats, b[te], a[te]), target)
-        )
-        total[te] += pred
-        count[te] += 1
-    out = np.full(len(y), np.nan)
-    np.divide(total, count, out=out, where=count > 0)
-    return out
+        if not all(np.isfinite(v) for v in met.values()):
+            continue
+        scored += 1
+        for k, v in met.items():
+            values[k].append(v)
+    return {k: float(np.mean(values[k])) if values[k] else float("nan") for k in names}, scored
 
 
-def _rows_oof(
+#: one plan = per fold, the training rows and the test rows of each split it scores
+Plan = list[tuple[np.ndarray, dict[str, np.ndarray]]]
+
+
+def _fit_plan(
     values: np.ndarray,
-    y: np.ndarray,
-    groups: np.ndarray,
+    fit_all: bool,
     featurizer: Featurizer,
     kind: ModelName,
     target: Target,
-    folds: list[Fold],
+    y: np.ndarray,
+    plan: Plan,
+    design,
     seed: int,
     cfg: EvalConfig,
-) -> np.ndarray:
-    """Pooled out-of-fold predictions per row (rows tested more than once are averaged)."""
-    total, count = np.zeros(len(y)), np.zeros(len(y))
-    for tr, te in folds:
-        transform = featurizer.fit(values[tr], seed=seed)
-        model = _fit(kind, target, transform(values[tr]), y[tr], groups[tr], seed, cfg)
-        total[te] += _predict(model, transform(values[te]), target)
-        count[te] += 1
-    out = np.full(len(y), np.nan)
-    np.divide(total, count, out=out, where=count > 0)
-    return out
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Fit one model per fold of ``plan`` and predict that fold's test rows of every split.
+
+    ``design`` (:class:`_PairDesign` or :class:`_RowDesign`) gives the signatures an inductive
+    featurizer is fitted on (``fit_rows``), the training matrix with its inner folds
+    (``train``) and the test predictions (``predict``); a transductive featurizer is fitted on
+    ``values``. Returns per split the prediction and the fold of every row (-1 where the
+    split does not test it); a row tested twice within a split is an error.
+    """
+    preds = {split: np.full(len(y), np.nan) for _, tests in plan[:1] for split in tests}
+    folds = {split: np.full(len(y), -1) for split in preds}
+    for f, (tr, tests) in enumerate(plan):
+        if all(len(te) == 0 for te in tests.values()):
+            continue
+        transform = featurizer.fit(values if fit_all else design.fit_rows(tr), seed=seed)
+        X, yy, inner = design.train(transform, tr, y, seed)
+        model = _fit(kind, target, X, yy, inner, seed, cfg)
+        for split, te in tests.items():
+            if len(te) == 0:
+                continue
+            if (folds[split][te] >= 0).any():
+                raise DeeppertError(f"split {split!r}: a row is tested by two fold models")
+            preds[split][te] = design.predict(model, transform, te, target)
+            folds[split][te] = f
+    return preds, folds
+
+
+@dataclass(frozen=True)
+class _PairDesign:
+    """Pair rows -> features: drug A ++ drug B, training on both orders, predicting their mean."""
+
+    values: np.ndarray
+    a: np.ndarray
+    b: np.ndarray
+    inner_folds: int
+
+    def fit_rows(self, tr: np.ndarray) -> np.ndarray:
+        return self.values[np.unique(np.concatenate([self.a[tr], self.b[tr]]))]
+
+    def train(self, transform, tr, y, seed):
+        feats = transform(self.values)
+        a, b = self.a[tr], self.b[tr]
+        X = np.vstack([pair_features(feats, a, b), pair_features(feats, b, a)])
+        n = len(tr)
+        inner = [
+            (np.concatenate([i, i + n]), np.concatenate([v, v + n]))
+            for i, v in inner_drug_splits(a, b, n_folds=self.inner_folds, seed=seed)
+        ]
+        return X, np.tile(y[tr], 2), inner
+
+    def predict(self, model, transform, te, target):
+        feats = transform(self.values)
+        a, b = self.a[te], self.b[te]
+        return 0.5 * (
+            _predict(model, pair_features(feats, a, b), target)
+            + _predict(model, pair_features(feats, b, a), target)
+        )
+
+
+@dataclass(frozen=True)
+class _RowDesign:
+    """Compound rows -> features; inner CV grouped by structure or scaffold."""
+
+    values: np.ndarray
+    groups: np.ndarray
+    target: Target
+    cfg: EvalConfig
+
+    def fit_rows(self, tr: np.ndarray) -> np.ndarray:
+        return self.values[tr]
+
+    def train(self, transform, tr, y, seed):
+        inner = _grouped_inner(self.target, y[tr], self.groups[tr], seed, self.cfg)
+        return transform(self.values[tr]), y[tr], inner
+
+    def predict(self, model, transform, te, target):
+        return _predict(model, transform(self.values[te]), target)
 
 
 def _check_featurizers(featurizers: Sequence[Featurizer]) -> None:
@@ -303,16 +409,89 @@ def _check_featurizers(featurizers: Sequence[Featurizer]) -> None:
         raise DeeppertError(f"feature set names must be unique, got {names}")
 
 
-def _frames(score_rows: list[dict], pred_parts: list[pd.DataFrame]) -> EvaluationResult:
-    return EvaluationResult(pd.DataFrame(score_rows), pd.concat(pred_parts, ignore_index=True))
+def _settings(featurizer: Featurizer, cfg: EvalConfig) -> list[tuple[str, bool]]:
+    """(setting name, fit on all the task's signatures?) for each way ``featurizer`` is run.
+
+    A featurizer that learns nothing per fold declares ``fixed_setting`` (``"none"`` for raw
+    genes, ``"transductive"`` for an embedding pre-trained on the task's signatures) and runs
+    once; the others run under every setting of ``cfg.settings``.
+    """
+    fixed = getattr(featurizer, "fixed_setting", None)
+    if fixed is not None:
+        return [(str(fixed), False)]
+    return [(s, s == "transductive") for s in cfg.settings]
 
 
-def _score_rows(key: dict, y, pred, target, *, seed: int, n_compounds: int) -> list[dict]:
-    """One score row per pooled metric of ``pred`` against ``y``, with the counts beside it."""
-    return [
-        {**key, "metric": m, "seed": seed, "value": v, "n": len(y), "n_compounds": n_compounds}
-        for m, v in pooled_metrics(y, pred, target).items()
+def _check_splits(splits: Sequence[str], allowed: Sequence[str]) -> None:
+    bad = [s for s in splits if s not in allowed]
+    if bad or not splits:
+        raise DeeppertError(
+            f"splits must be a non-empty subset of {list(allowed)}, got {list(splits)}"
+        )
+
+
+def _fold_rows(task: str, split: str, seed: int, plan: Plan) -> list[pd.DataFrame]:
+    """The provenance table of one plan: each fold's training and test rows for ``split``."""
+    out = []
+    for f, (tr, tests) in enumerate(plan):
+        te = tests[split]
+        out.append(
+            pd.DataFrame(
+                {
+                    "task": task,
+                    "split": split,
+                    "seed": seed,
+                    "fold": f,
+                    "sample": np.concatenate([tr, te]),
+                    "role": ["train"] * len(tr) + ["test"] * len(te),
+                }
+            )
+        )
+    return out
+
+
+def _score_and_predictions(
+    key: dict,
+    y: np.ndarray,
+    pred: np.ndarray,
+    fold: np.ndarray,
+    sample: np.ndarray,
+    target: Target,
+    *,
+    seed: int,
+    n_compounds: int,
+    per_fold: bool,
+) -> tuple[list[dict], pd.DataFrame]:
+    """Score rows (fold mean or pooled, with the counts beside them) and the prediction rows."""
+    if per_fold:
+        metrics, n_folds = fold_mean_metrics(y, pred, fold, target=target)
+    else:
+        metrics, n_folds = pooled_metrics(y, pred, target), len(np.unique(fold))
+    rows = [
+        {
+            **key,
+            "metric": m,
+            "seed": seed,
+            "value": v,
+            "n": len(y),
+            "n_compounds": n_compounds,
+            "n_folds": n_folds,
+            "aggregate": "fold_mean" if per_fold else "pooled",
+        }
+        for m, v in metrics.items()
     ]
+    preds = pd.DataFrame(
+        {**key, "seed": seed, "fold": fold, "sample": sample, "y_true": y, "y_pred": pred}
+    )
+    return rows, preds
+
+
+def _frames(score_rows: list[dict], pred_parts: list[pd.DataFrame], fold_parts) -> EvaluationResult:
+    return EvaluationResult(
+        pd.DataFrame(score_rows),
+        pd.concat(pred_parts, ignore_index=True),
+        pd.concat(fold_parts, ignore_index=True),
+    )
 
 
 def evaluate_synergy(
@@ -321,85 +500,109 @@ def evaluate_synergy(
     *,
     config: EvalConfig = EvalConfig(),
     splits: Sequence[SynergySplit] = SYNERGY_SPLITS,
+    targets: Sequence[str] = ("loewe", "label"),
 ) -> EvaluationResult:
-    """Cross-validate synergy prediction: Loewe score (regression) and its 0/1 label.
+    """Cross-validate synergy prediction: Loewe score (regression) and/or its 0/1 label.
 
     Pair features are drug A ++ drug B; training uses both orders, predictions average the
-    two. Splits: ``drug_disjoint`` (folds over drugs; a test pair holds >= 1 held-out drug,
-    no training pair does; pooled over folds), ``both_unseen`` (the pooled pairs whose two
-    drugs were both held out), ``random_leaky`` (the reference's random folds over pairs).
+    two orders of one model. Drugs are split into ``n_folds`` folds; fold f's model trains on
+    the pairs holding no drug of fold f. Splits:
+
+    - ``one_unseen``: pairs with one drug in a held-out fold and the other seen in training;
+      each is predicted by exactly one fold model (a seeded coin picks which of its two drugs
+      is the unseen one);
+    - ``both_unseen``: pairs whose two drugs sit in one held-out fold, predicted by that fold;
+    - ``random_leaky``: the reference's random folds over pairs (drugs on both sides; for
+      comparison only).
+
+    Each metric is computed within every fold and averaged over the folds (see module doc).
     """
     _check_featurizers(featurizers)
+    _check_splits(splits, SYNERGY_SPLITS)
     if task.n_pairs < config.n_folds:
         raise DeeppertError(
             f"{task.name}: {task.n_pairs} pair(s) is too few for {config.n_folds} folds"
         )
     a, b = task.pairs["drug_a"].to_numpy(), task.pairs["drug_b"].to_numpy()
-    targets: dict[str, tuple[Target, np.ndarray]] = {
+    # one canonical orientation, so the fitted model cannot depend on how a file orders a pair
+    a, b = np.minimum(a, b), np.maximum(a, b)
+    design = _PairDesign(task.values, a, b, config.inner_folds)
+    known: dict[str, tuple[Target, np.ndarray]] = {
         "loewe": ("regression", task.pairs["synergy"].to_numpy(dtype=float)),
         "label": ("classification", task.pairs["label"].to_numpy(dtype=int)),
     }
+    bad = [t for t in targets if t not in known]
+    if bad or not targets:
+        raise DeeppertError(
+            f"targets must be a non-empty subset of loewe, label; got {list(targets)}"
+        )
+    chosen = {t: known[t] for t in targets}
     score_rows: list[dict] = []
     pred_parts: list[pd.DataFrame] = []
+    fold_parts: list[pd.DataFrame] = []
     for seed in config.seeds:
-        fold_of = drug_folds(len(task.drugs), n_folds=config.n_folds, seed=seed)
-        disjoint = drug_disjoint_splits(a, b, fold_of)
-        both_unseen = fold_of[a] == fold_of[b]
-        plans = {
-            "drug_disjoint": disjoint,
-            "random_leaky": random_pair_splits(task.n_pairs, n_folds=config.n_folds, seed=seed),
-        }
+        plans: dict[str, Plan] = {}
+        drug_splits = [s for s in ("one_unseen", "both_unseen") if s in splits]
+        if drug_splits:
+            fold_of = drug_folds(len(task.drugs), n_folds=config.n_folds, seed=seed)
+            plans["drug"] = [
+                (df.train, {s: getattr(df, s) for s in drug_splits})
+                for df in drug_split_folds(a, b, fold_of, seed=seed)
+            ]
+        if "random_leaky" in splits:
+            plans["random"] = [
+                (tr, {"random_leaky": te})
+                for tr, te in random_pair_splits(task.n_pairs, n_folds=config.n_folds, seed=seed)
+            ]
+        for plan in plans.values():
+            for split in plan[0][1]:
+                fold_parts += _fold_rows(task.name, split, seed, plan)
         for featurizer in featurizers:
-            for kind in config.models:
-                for tname, (target, y) in targets.items():
-                    for plan, folds in plans.items():
-                        if plan not in splits and not (
-                            plan == "drug_disjoint" and "both_unseen" in splits
-                        ):
-                            continue
-                        pred = _synergy_oof(task, featurizer, kind, target, y, folds, seed, config)
-                        scored = {plan: np.isfinite(pred)}
-                        if plan == "drug_disjoint":
-                            scored["both_unseen"] = both_unseen & np.isfinite(pred)
-                        for split, mask in scored.items():
-                            if split not in splits:
-                                continue
-                            if not mask.any():
-                                raise DeeppertError(
-                                    f"{task.name}: seed {seed}: no pair scored under split {split!r}"
+            for setting, fit_all in _settings(featurizer, config):
+                for kind in config.models:
+                    for tname, (target, y) in chosen.items():
+                        for plan in plans.values():
+                            preds, folds = _fit_plan(
+                                task.values, fit_all, featurizer, kind, target, y, plan,
+                                design, seed, config,
+                            )  # fmt: skip
+                            for split in preds:
+                                mask = folds[split] >= 0
+                                if not mask.any():
+                                    raise DeeppertError(
+                                        f"{task.name}: seed {seed}: no pair scored under split {split!r}"
+                                    )
+                                key = dict(
+                                    task=task.name,
+                                    target=tname,
+                                    feature_set=featurizer.name,
+                                    setting=setting,
+                                    model=kind,
+                                    split=split,
                                 )
-                            drugs_in = len(np.unique(np.concatenate([a[mask], b[mask]])))
-                            key = dict(
-                                task=task.name,
-                                target=tname,
-                                feature_set=featurizer.name,
-                                model=kind,
-                                split=split,
-                            )
-                            score_rows += _score_rows(
-                                key, y[mask], pred[mask], target, seed=seed, n_compounds=drugs_in
-                            )
-                            pred_parts.append(
-                                pd.DataFrame(
-                                    {
-                                        **key,
-                                        "seed": seed,
-                                        "sample": np.flatnonzero(mask),
-                                        "y_true": y[mask],
-                                        "y_pred": pred[mask],
-                                    }
+                                rows, part = _score_and_predictions(
+                                    key,
+                                    y[mask],
+                                    preds[split][mask],
+                                    folds[split][mask],
+                                    np.flatnonzero(mask),
+                                    target,
+                                    seed=seed,
+                                    n_compounds=len(np.unique(np.concatenate([a[mask], b[mask]]))),
+                                    per_fold=True,
                                 )
-                            )
+                                score_rows += rows
+                                pred_parts.append(part)
                         log.info(
-                            "%s %s %s %s %s seed %d done",
+                            "%s %s %s/%s %s seed %d done",
                             task.name,
                             tname,
                             featurizer.name,
+                            setting,
                             kind,
-                            plan,
                             seed,
                         )
-    return _frames(score_rows, pred_parts)
+    return _frames(score_rows, pred_parts, fold_parts)
 
 
 def evaluate_toxicity(
@@ -413,9 +616,11 @@ def evaluate_toxicity(
 
     Splits: ``structure`` (stratified folds over unique structures), ``scaffold`` (no Murcko
     scaffold on both sides), ``given_leaky`` (the published Train/Test rows as given,
-    duplicates included: reported only for comparison).
+    duplicates included: reported only for comparison). Metrics are computed on the pooled
+    out-of-fold predictions (every compound is predicted by exactly one fold model).
     """
     _check_featurizers(featurizers)
+    _check_splits(splits, TOXICITY_SPLITS)
     if task.n_compounds < config.n_folds:
         raise DeeppertError(
             f"{task.name}: {task.n_compounds} compound(s) is too few for {config.n_folds} folds"
@@ -431,19 +636,14 @@ def evaluate_toxicity(
     given_test = (task.given["split"] == "Test").to_numpy()
     score_rows: list[dict] = []
     pred_parts: list[pd.DataFrame] = []
+    fold_parts: list[pd.DataFrame] = []
     for seed in config.seeds:
-        plans: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, list[Fold]]] = {}
+        plans: dict[str, tuple[np.ndarray, np.ndarray, list[Fold]]] = {}
         if "structure" in splits:
-            plans["structure"] = (
-                ids,
-                y,
-                ids,
-                structure_splits(y, n_folds=config.n_folds, seed=seed),
-            )
+            plans["structure"] = (ids, ids, structure_splits(y, n_folds=config.n_folds, seed=seed))
         if "scaffold" in splits:
             plans["scaffold"] = (
                 ids,
-                y,
                 scaffolds,
                 scaffold_splits(y, scaffolds, n_folds=config.n_folds, seed=seed),
             )
@@ -452,51 +652,54 @@ def evaluate_toxicity(
                 raise DeeppertError(f"{task.name}: the given split needs both Train and Test rows")
             plans["given_leaky"] = (
                 given_idx,
-                y[given_idx],
                 given_idx,
                 [(np.flatnonzero(~given_test), np.flatnonzero(given_test))],
             )
+        for split, (rows, _, folds) in plans.items():
+            plan: Plan = [(rows[tr], {split: rows[te]}) for tr, te in folds]
+            fold_parts += _fold_rows(task.name, split, seed, plan)
         for featurizer in featurizers:
-            for kind in config.models:
-                for split, (rows, yy, groups, folds) in plans.items():
-                    pred = _rows_oof(
-                        task.values[rows],
-                        yy,
-                        groups,
-                        featurizer,
-                        kind,
-                        "classification",
-                        folds,
-                        seed,
-                        config,
-                    )
-                    mask = np.isfinite(pred)
-                    key = dict(
-                        task=task.name,
-                        target="label",
-                        feature_set=featurizer.name,
-                        model=kind,
-                        split=split,
-                    )
-                    n_comp = len(np.unique(rows[mask]))
-                    score_rows += _score_rows(
-                        key, yy[mask], pred[mask], "classification", seed=seed, n_compounds=n_comp
-                    )
-                    pred_parts.append(
-                        pd.DataFrame(
-                            {
-                                **key,
-                                "seed": seed,
-                                "sample": rows[mask],
-                                "y_true": yy[mask],
-                                "y_pred": pred[mask],
-                            }
+            for setting, fit_all in _settings(featurizer, config):
+                for kind in config.models:
+                    for split, (rows, groups, folds) in plans.items():
+                        yy = y[rows]
+                        design = _RowDesign(task.values[rows], groups, "classification", config)
+                        preds, fold_of = _fit_plan(
+                            task.values, fit_all, featurizer, kind, "classification", yy,
+                            [(tr, {split: te}) for tr, te in folds], design, seed, config,
+                        )  # fmt: skip
+                        mask = fold_of[split] >= 0
+                        key = dict(
+                            task=task.name,
+                            target="label",
+                            feature_set=featurizer.name,
+                            setting=setting,
+                            model=kind,
+                            split=split,
                         )
-                    )
-                    log.info(
-                        "%s %s %s %s seed %d done", task.name, featurizer.name, kind, split, seed
-                    )
-    return _frames(score_rows, pred_parts)
+                        srows, part = _score_and_predictions(
+                            key,
+                            yy[mask],
+                            preds[split][mask],
+                            fold_of[split][mask],
+                            rows[mask],
+                            "classification",
+                            seed=seed,
+                            n_compounds=len(np.unique(rows[mask])),
+                            per_fold=False,
+                        )
+                        score_rows += srows
+                        pred_parts.append(part)
+                        log.info(
+                            "%s %s/%s %s %s seed %d done",
+                            task.name,
+                            featurizer.name,
+                            setting,
+                            kind,
+                            split,
+                            seed,
+                        )
+    return _frames(score_rows, pred_parts, fold_parts)
 
 
 def with_permuted_labels(task: SynergyTask | ToxicityTask, seed: int) -> SynergyTask | ToxicityTask:

@@ -1,8 +1,12 @@
 """Feature builders: signatures (n x 978, landmark order) -> model features.
 
-A :class:`Featurizer` is fitted on the training rows of each fold only and returns a plain
-transform callable, so nothing learnt from test rows reaches the features. The embedding
-builder wraps any ``embed_fn(values) -> array``, e.g. an ensemble that embeds new signatures.
+A :class:`Featurizer` is fitted on the signatures the evaluation hands it and returns a plain
+transform callable. The evaluation hands it the training fold's signatures (``inductive``) or
+all of the task's signatures (``transductive``); labels never reach a featurizer. A featurizer
+that learns nothing per fold declares ``fixed_setting`` instead: ``"none"`` for raw genes, and
+for a pre-trained embedding how its model saw the task's signatures (``"transductive"`` for the
+seed-pooled ensemble, trained on all 446 of them). The embedding builder wraps any
+``embed_fn(values) -> array``, e.g. an ensemble that embeds new signatures.
 """
 
 from __future__ import annotations
@@ -33,7 +37,10 @@ Transform = Callable[[np.ndarray], np.ndarray]
 
 @runtime_checkable
 class Featurizer(Protocol):
-    """Builds features from signatures; ``fit`` sees the training rows of one fold only."""
+    """Builds features from signatures; ``fit`` sees the signatures of one setting, never labels.
+
+    Optional attribute ``fixed_setting``: set by featurizers whose ``fit`` learns nothing.
+    """
 
     name: str
 
@@ -57,9 +64,10 @@ def _check(values: np.ndarray, what: str) -> np.ndarray:
 
 @dataclass(frozen=True)
 class RawFeaturizer:
-    """The raw 978 landmark genes, unchanged."""
+    """The raw 978 landmark genes, unchanged (nothing fitted: setting ``none``)."""
 
     name: str = "raw"
+    fixed_setting: str = "none"
 
     def fit(self, train_values: np.ndarray, *, seed: int = 0) -> Transform:
         _check(train_values, "raw features")
@@ -71,7 +79,7 @@ class RawFeaturizer:
 
 @dataclass(frozen=True)
 class PCAFeaturizer:
-    """PCA scores, the PCA fitted on the fold's training rows only.
+    """PCA scores, the PCA fitted on the signatures it is handed (inductive or transductive).
 
     ``n_components`` is capped at ``min(n_train_rows, n_genes)`` (a fold of 16 training
     drugs cannot support more components than that).
@@ -101,11 +109,14 @@ class EmbeddingFeaturizer:
     """Wraps a fixed ``embed_fn(values (n, 978)) -> (n, k)``; ``fit`` learns nothing.
 
     The function must be fitted without the task's labels (an unsupervised model); it is
-    called on each fold's rows and its output shape is checked.
+    called on each fold's rows and its output shape is checked. ``fixed_setting`` says how
+    its model saw the task's signatures: ``"transductive"`` (all of them, e.g. the
+    seed-pooled ensemble) unless the caller knows better (e.g. ``"external"``).
     """
 
     embed_fn: Transform
     name: str = "embedding"
+    fixed_setting: str = "transductive"
 
     def fit(self, train_values: np.ndarray, *, seed: int = 0) -> Transform:
         def transform(values: np.ndarray) -> np.ndarray:
@@ -121,7 +132,12 @@ class EmbeddingFeaturizer:
 
     def to_dict(self) -> dict[str, object]:
         fn = getattr(self.embed_fn, "__qualname__", type(self.embed_fn).__name__)
-        return {"name": self.name, "kind": "embedding", "embed_fn": str(fn)}
+        return {
+            "name": self.name,
+            "kind": "embedding",
+            "embed_fn": str(fn),
+            "setting": self.fixed_setting,
+        }
 
 
 def raw_featurizer() -> RawFeaturizer:
@@ -130,15 +146,20 @@ def raw_featurizer() -> RawFeaturizer:
 
 
 def pca_featurizer(n_components: int = 10, *, name: str = "pca") -> PCAFeaturizer:
-    """PCA with ``n_components``, refitted on the training rows of every fold."""
+    """PCA with ``n_components``, refitted per fold (inductive) or on all signatures (transductive)."""
     return PCAFeaturizer(n_components=n_components, name=name)
 
 
-def embedding_featurizer(embed_fn: Transform, *, name: str = "embedding") -> EmbeddingFeaturizer:
-    """Features from any embedding callable, e.g. an ensemble embedding of new signatures."""
+def embedding_featurizer(
+    embed_fn: Transform, *, name: str = "embedding", setting: str = "transductive"
+) -> EmbeddingFeaturizer:
+    """Features from any embedding callable, e.g. an ensemble embedding of new signatures.
+
+    ``setting`` names how the embedding's model saw the task's signatures (reported as is).
+    """
     if not callable(embed_fn):
         raise DeeppertError(f"embedding featurizer {name!r}: embed_fn is not callable")
-    return EmbeddingFeaturizer(embed_fn=embed_fn, name=name)
+    return EmbeddingFeaturizer(embed_fn=embed_fn, name=name, fixed_setting=setting)
 
 
 def pair_features(drug_features: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:

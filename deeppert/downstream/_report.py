@@ -12,11 +12,11 @@ from deeppert.downstream._evaluate import EvaluationResult
 
 __all__ = ["summarize", "markdown_table", "merge_results", "write_results"]
 
-_KEYS = ["task", "target", "feature_set", "model", "split", "metric"]
+_KEYS = ["task", "target", "feature_set", "setting", "model", "split", "metric"]
 
 
 def summarize(scores: pd.DataFrame) -> pd.DataFrame:
-    """Per task x target x feature set x model x split x metric: mean, sd over seeds, counts.
+    """Per task x target x feature set x setting x model x split x metric: mean, sd over seeds.
 
     ``n`` is the number of pairs/compounds scored (``n_min``/``n_max`` when it varies with
     the seed, as for the both-unseen pairs), ``n_compounds`` the drugs/compounds in them.
@@ -30,21 +30,22 @@ def summarize(scores: pd.DataFrame) -> pd.DataFrame:
         n_min=("n", "min"),
         n_max=("n", "max"),
         n_compounds=("n_compounds", "mean"),
+        n_folds=("n_folds", "mean"),
     ).reset_index()
     return out
 
 
 def markdown_table(summary: pd.DataFrame, *, digits: int = 3) -> str:
-    """One markdown table: task, target, feature set, model, split, metric, mean +- sd, n."""
+    """One markdown table: task, target, feature set, setting, model, split, metric, mean +- sd, n."""
     lines = [
-        "| task | target | features | model | split | metric | mean +- sd | n (pairs/compounds) | drugs/compounds |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| task | target | features | setting | model | split | metric | mean +- sd | n (pairs/compounds) | drugs/compounds |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in summary.itertuples(index=False):
         n = f"{r.n:.0f}" if r.n_min == r.n_max else f"{r.n:.1f} ({r.n_min}-{r.n_max})"
         sd = "" if np.isnan(r.sd) else f" +- {r.sd:.{digits}f}"
         lines.append(
-            f"| {r.task} | {r.target} | {r.feature_set} | {r.model} | {r.split} | {r.metric} | "
+            f"| {r.task} | {r.target} | {r.feature_set} | {r.setting} | {r.model} | {r.split} | {r.metric} | "
             f"{r.mean:.{digits}f}{sd} | {n} | {r.n_compounds:.0f} |"
         )
     return "\n".join(lines) + "\n"
@@ -55,6 +56,7 @@ def merge_results(results: list[EvaluationResult]) -> EvaluationResult:
     return EvaluationResult(
         pd.concat([r.scores for r in results], ignore_index=True),
         pd.concat([r.predictions for r in results], ignore_index=True),
+        pd.concat([r.folds for r in results], ignore_index=True).drop_duplicates(ignore_index=True),
     )
 
 
@@ -64,7 +66,8 @@ def write_results(
     """Write ``out_dir`` atomically (replacing it whole).
 
     Files: ``scores.csv`` (per seed), ``summary.csv`` and ``summary.md`` (mean +- sd with
-    counts), ``predictions.csv`` (pooled out-of-fold), ``config.json`` if given, and with
+    counts), ``predictions.csv`` (out-of-fold, with the fold that made each),
+    ``folds.csv`` (each fold's training and test rows), ``config.json`` if given, and with
     ``plots`` PNGs: ROC curves per task/split/model, synergy scatter per task/split/model,
     and ``summary_roc_auc.png`` / ``summary_pearson_r.png``.
     """
@@ -77,10 +80,17 @@ def write_results(
         summary.to_csv(tmp / "summary.csv", index=False)
         (tmp / "summary.md").write_text(markdown_table(summary))
         result.predictions.to_csv(tmp / "predictions.csv", index=False)
+        result.folds.to_csv(tmp / "folds.csv", index=False)
         if config is not None:
             write_json(config, tmp / "config.json")
         if plots:
-            preds = result.predictions
+            # one curve / panel per feature set and setting
+            preds = result.predictions.assign(
+                feature_set=result.predictions["feature_set"]
+                + " ("
+                + result.predictions["setting"]
+                + ")"
+            )
             combos = preds[["task", "split", "model"]].drop_duplicates().itertuples(index=False)
             for task, split, model in combos:
                 sub = preds[
@@ -95,7 +105,10 @@ def write_results(
                     _plots.plot_synergy_scatter(
                         preds, tmp / f"scatter_{stem}.png", task=task, split=split, model=model
                     )
+            labelled = summary.assign(
+                feature_set=summary["feature_set"] + " (" + summary["setting"] + ")"
+            )
             for metric in ("roc_auc", "pearson_r"):
                 if (summary["metric"] == metric).any():
-                    _plots.plot_summary_bars(summary, tmp / f"summary_{metric}.png", metric=metric)
+                    _plots.plot_summary_bars(labelled, tmp / f"summary_{metric}.png", metric=metric)
     return Path(out_dir)

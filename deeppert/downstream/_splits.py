@@ -5,6 +5,8 @@ A split is a list of ``(train_indices, test_indices)`` folds over the task's sam
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from sklearn.model_selection import KFold, StratifiedGroupKFold, StratifiedKFold
 
@@ -13,7 +15,9 @@ from deeppert.errors import DeeppertError
 __all__ = [
     "Fold",
     "drug_folds",
-    "drug_disjoint_splits",
+    "DrugFold",
+    "drug_split_folds",
+    "inner_drug_splits",
     "random_pair_splits",
     "structure_splits",
     "scaffold_splits",
@@ -33,21 +37,72 @@ def drug_folds(n_drugs: int, *, n_folds: int = 5, seed: int = 0) -> np.ndarray:
     return fold
 
 
-def drug_disjoint_splits(
-    drug_a: np.ndarray, drug_b: np.ndarray, fold_of_drug: np.ndarray
-) -> list[Fold]:
-    """Per drug fold: test pairs hold at least one held-out drug, training pairs none.
+@dataclass(frozen=True)
+class DrugFold:
+    """One drug fold's model and the pairs it alone predicts.
 
-    A pair whose drugs sit in two different folds is tested in both; its pooled prediction
-    is the mean of the two. A pair with both drugs in one fold is tested once, with neither
-    drug seen in training (the "both unseen" subset).
+    ``train``: pairs with neither drug in the held-out fold; ``one_unseen``: pairs with exactly
+    one drug in this fold, assigned to this fold (a pair whose drugs sit in two folds is
+    tested by one of the two fold models, never by both); ``both_unseen``: pairs with both
+    drugs in this fold. Indices are pair rows.
     """
-    fa, fb = fold_of_drug[np.asarray(drug_a)], fold_of_drug[np.asarray(drug_b)]
+
+    held_out: np.ndarray
+    train: np.ndarray
+    one_unseen: np.ndarray
+    both_unseen: np.ndarray
+
+
+def drug_split_folds(
+    drug_a: np.ndarray, drug_b: np.ndarray, fold_of_drug: np.ndarray, *, seed: int = 0
+) -> list[DrugFold]:
+    """Per drug fold: the training pairs (no held-out drug) and the pairs it tests.
+
+    A pair whose drugs sit in two different folds is assigned, by a seeded coin, to the fold
+    of one of its drugs; that fold's model never saw the assigned drug and did see the other.
+    Averaging the two fold models instead would let each model contribute the effect of the
+    drug it had learnt, so a pair would be scored with both drugs' effects learnt.
+    """
+    a, b = np.asarray(drug_a), np.asarray(drug_b)
+    fa, fb = fold_of_drug[a], fold_of_drug[b]
+    coin = np.random.default_rng(seed).random(len(a)) < 0.5
+    assigned = np.where(coin, fa, fb)
     folds = []
     for f in range(int(fold_of_drug.max()) + 1):
-        test = (fa == f) | (fb == f)
-        folds.append((np.flatnonzero(~test), np.flatnonzero(test)))
+        touched = (fa == f) | (fb == f)
+        folds.append(
+            DrugFold(
+                held_out=np.flatnonzero(fold_of_drug == f),
+                train=np.flatnonzero(~touched),
+                one_unseen=np.flatnonzero((fa != fb) & (assigned == f)),
+                both_unseen=np.flatnonzero((fa == f) & (fb == f)),
+            )
+        )
     return folds
+
+
+def inner_drug_splits(
+    drug_a: np.ndarray, drug_b: np.ndarray, *, n_folds: int, seed: int = 0
+) -> list[Fold]:
+    """Inner CV over the pairs of a training set, grouped by drug.
+
+    The training set's drugs are split into ``n_folds`` folds; validation pairs hold a drug of
+    the fold, training pairs none (as the outer one-drug-unseen split). Folds with an empty
+    side are dropped.
+    """
+    a, b = np.asarray(drug_a), np.asarray(drug_b)
+    drugs = np.unique(np.concatenate([a, b]))
+    k = min(n_folds, len(drugs))
+    if k < 2:
+        return []
+    fold_of = np.full(int(drugs.max()) + 1, -1)
+    fold_of[drugs] = drug_folds(len(drugs), n_folds=k, seed=seed)
+    out = []
+    for f in range(k):
+        val = (fold_of[a] == f) | (fold_of[b] == f)
+        if val.any() and not val.all():
+            out.append((np.flatnonzero(~val), np.flatnonzero(val)))
+    return out
 
 
 def random_pair_splits(n_pairs: int, *, n_folds: int = 5, seed: int = 0) -> list[Fold]:

@@ -2,8 +2,8 @@
 
 Steps 1-3 (importance summary, MinMax scaling, Ward clustering of the top genes) depend on
 the weights only and are computed once by :func:`prepare_weights`; steps 4-7 depend on the
-candidate genes and run through :func:`select_pairs`, which the permutation null reuses on
-permuted gene labels so that observed and null statistics come from the same code.
+candidate genes and run through :func:`select_pairs` (the permutation null in ``_stats`` keeps
+its selection fixed and relabels the candidates).
 
 ``mode="reference"`` reproduces the published script's quirks (nearest-centroid assignment
 on the first 95 columns, target columns chosen among all columns including the two summary

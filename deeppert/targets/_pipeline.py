@@ -202,11 +202,8 @@ def predict_targets(
     if keys is not None:
         match_stats = _match_statistics(selection, known_mat, config.top_ns, len(pairs))
         null = permutation_null(
-            prepared,
-            len(rows),
+            selection,
             known_mat,
-            threshold=threshold,
-            n_pairs=config.n_pairs,
             top_ns=config.top_ns,
             permutations=config.permutations,
             seed=config.seed,

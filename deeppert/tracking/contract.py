@@ -145,7 +145,7 @@ EPOCH_METRICS = (
     "val_reconstruction",
     "val_kl",
 )
-HELD_OUT_METRICS = ("r2_pca", "r2_genes", "val_neg_elbo")
+HELD_OUT_METRICS = ("r2_pca", "r2_genes", "val_sse_plus_kl")
 IG_METRIC = "ig_max_rel_completeness_error"
 
 
