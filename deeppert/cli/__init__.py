@@ -19,6 +19,7 @@ __all__ = ["main", "build_parser"]
 
 # Modules under deeppert/cli that contribute subcommands, in help order.
 _COMMAND_MODULES = ("_data", "_train", "_attribution", "_server", "_targets", "_downstream")
+_COMMAND_MODULES += ("_export",)
 
 
 def build_parser() -> argparse.ArgumentParser:

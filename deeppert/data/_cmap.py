@@ -102,7 +102,7 @@ class CMapMatrix:
     sample_ids: np.ndarray
     sample_fields: list[str]
     gene_axis: str
-    _field: Callable[[str], np.ndarray]
+    _field: Callable[[str, np.ndarray | None], np.ndarray]
     _read: Callable[[np.ndarray, np.ndarray], np.ndarray]
     _close: Callable[[], None] = lambda: None
 
@@ -119,12 +119,13 @@ class CMapMatrix:
                 f"{self.source}: no signature metadata field {name!r} "
                 f"(fields: {', '.join(self.sample_fields) or 'none'})"
             )
-        return self._field(name)
+        return self._field(name, None)
 
     def sample_meta(self, positions: np.ndarray) -> pd.DataFrame:
-        """Every signature-axis field at ``positions``, one field at a time (bounded memory)."""
+        """Every signature-axis field at ``positions``, one field at a time; only the values
+        at ``positions`` are decoded (473,647 x 35 strings would not fit the memory bound)."""
         return pd.DataFrame(
-            {name: self._field(name)[positions] for name in self.sample_fields},
+            {name: self._field(name, positions) for name in self.sample_fields},
             index=pd.RangeIndex(len(positions)),
         )
 
@@ -247,18 +248,18 @@ def open_gctx(path: str | os.PathLike, *, gene_hint: Collection[str] = ()) -> CM
                 [k for k in g.keys() if k != "id" and isinstance(g[k], h5py.Dataset)] if g else []
             )
 
-        def field(group: str, name: str, n: int) -> np.ndarray:
+        def field(group: str, name: str, n: int, at: np.ndarray | None = None) -> np.ndarray:
             try:
-                vals = _decode(f[f"{group}/{name}"][()])
+                raw = np.ravel(f[f"{group}/{name}"][()])  # compact bytes; decoded below
             except OSError as exc:
                 raise DeeppertError(
                     f"{source}: cannot read field {group}/{name} (truncated file?): {exc}"
                 ) from exc
-            if len(vals) != n:
+            if len(raw) != n:
                 raise DeeppertError(
-                    f"{source}: field {group}/{name} has {len(vals)} values for {n} ids"
+                    f"{source}: field {group}/{name} has {len(raw)} values for {n} ids"
                 )
-            return vals
+            return _decode(raw if at is None else raw[at])
 
         def small_meta(group: str, n: int, names: list[str]) -> pd.DataFrame:
             return pd.DataFrame({k: field(group, k, n) for k in names}, index=pd.RangeIndex(n))
@@ -297,7 +298,7 @@ def open_gctx(path: str | os.PathLike, *, gene_hint: Collection[str] = ()) -> CM
             sample_ids=sample_ids,
             sample_fields=s_fields,
             gene_axis=gene_axis,
-            _field=lambda name: field(s_group, name, len(sample_ids)),
+            _field=lambda name, at: field(s_group, name, len(sample_ids), at),
             _read=read,
             _close=f.close,
         )
@@ -410,7 +411,7 @@ def read_gct(path: str | os.PathLike, *, gene_hint: Collection[str] = ()) -> CMa
         sample_ids=sample_ids.astype(str),
         sample_fields=list(cmeta),
         gene_axis="row",
-        _field=lambda name: cmeta[name],
+        _field=lambda name, at: cmeta[name] if at is None else cmeta[name][at],
         _read=lambda s, g: values[np.ix_(s, g)],
     )
 
