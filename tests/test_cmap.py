@@ -250,7 +250,10 @@ def test_gct13_row_fields_name_genes(tmp_path):
             lambda ls: [*ls[:5], ls[5].replace("\t1.5\t", "\tn/a\t"), *ls[6:]],
             r"non-numeric value 'n/a' for gene '200001_at' \(line 6\) in signature 's2'",
         ),
-        (lambda ls: ["#1.4", *ls[1:]], r"not a GCT file: first line is '#1.4', expected #1.2 or #1.3"),
+        (
+            lambda ls: ["#1.4", *ls[1:]],
+            r"not a GCT file: first line is '#1.4', expected #1.2 or #1.3",
+        ),
     ],
 )
 def test_gct_header_and_body_errors(tmp_path, edit, message):
@@ -340,3 +343,31 @@ def test_info_cli_on_broad_file(broad, data_cli, capsys):
     assert data_cli(["info", str(path), "--cell-line", "HELA"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no signature has cell_id == 'HELA'" in err[0]
+
+
+def test_cmappy_written_gctx_loads_the_same(tmp_path, monkeypatch):
+    """cmapPy's own writer, where it is installed (4.0.1 needs ``np.string_``, gone in numpy 2)."""
+    monkeypatch.setattr(np, "string_", np.bytes_, raising=False)
+    pytest.importorskip("cmapPy", reason="cmapPy not installed (unmaintained; not a dependency)")
+    from cmapPy.pandasGEXpress import GCToo, write_gctx
+
+    rng = np.random.default_rng(0)
+    data = rng.normal(size=(1000, 12)).astype(np.float32)  # genes x signatures, as cmapPy holds it
+    rm = pd.DataFrame(
+        {
+            "pr_gene_symbol": LM + [f"INF{i}" for i in range(22)],
+            "pr_is_lmark": ["Y"] * 978 + ["N"] * 22,
+        },
+        index=pd.Index(probe_ids(1000), name="rid"),
+    )
+    cm = pd.DataFrame(
+        {"cell_id": "A375", "pert_iname": [f"cpd{i % 5}" for i in range(12)], "pert_dose": 10.0},
+        index=pd.Index([f"S{i}" for i in range(12)], name="cid"),
+    )
+    frame = pd.DataFrame(data, index=rm.index, columns=cm.index)
+    gctoo = GCToo.GCToo(data_df=frame, row_metadata_df=rm, col_metadata_df=cm)
+    write_gctx.write(gctoo, str(tmp_path / "c.gctx"))
+    sig = load_signatures(tmp_path / "c.gctx")
+    assert sig.genes == LM and list(sig.sample_ids) == list(cm.index)
+    np.testing.assert_array_equal(sig.values, data[:978].T)
+    pd.testing.assert_frame_equal(sig.metadata, cm.reset_index(drop=True), check_like=True)
