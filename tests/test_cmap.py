@@ -274,7 +274,11 @@ def test_gct_header_and_body_errors(tmp_path, edit, message):
 
 def test_absent_field_lists_the_fields_present(broad):
     path, *_ = broad
-    with pytest.raises(DeeppertError, match=r"LJP005_L5.gctx: id column 'pert_name' not found"):
+    with pytest.raises(
+        DeeppertError,
+        match=r"LJP005_L5.gctx: id column 'pert_name' not found among the metadata fields "
+        r"\(brew_prefix, cell_id, .*, pert_id, pert_idose, pert_iname, .*x_ss; the file's own ids",
+    ):
         load_signatures(path, id_column="pert_name")
     h5 = path.with_name("nocell.gctx")
     with h5py.File(path) as f, h5py.File(h5, "w") as g:

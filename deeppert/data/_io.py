@@ -527,8 +527,10 @@ def _choose_ids(
         hits = [i for i, name in enumerate(raw.names) if name == id_column]
         if not hits:
             if raw.row_ids is not None:
+                fields = [] if raw.row_meta is None else [str(c) for c in raw.row_meta.columns]
                 raise DeeppertError(
-                    f"{source}: id column {id_column!r} not found (this format carries its own ids)"
+                    f"{source}: id column {id_column!r} not found among the metadata fields "
+                    f"({', '.join(fields) or 'none'}; the file's own ids are used by default)"
                 )
             raise DeeppertError(f"{source}: id column {id_column!r} not found")
         if len(hits) > 1:
