@@ -462,7 +462,17 @@ class EnsembleModel:
     def embed(
         self, values: np.ndarray | pd.DataFrame, sample_ids: Sequence[str] | None = None
     ) -> pd.DataFrame:
-        """Ensemble embedding of gene values ``(n, genes)`` (a frame is reordered to the PCA genes)."""
+        """Ensemble embedding of gene values ``(n, genes)`` (a frame is reordered to the PCA genes).
+
+        An AnnData (samples x genes) is embedded from ``X`` by ``var_names``; the embedding
+        is also stored in it as ``obsm["X_deeppert"]`` and the cluster names in
+        ``uns["deeppert"]["clusters"]`` (scverse conventions)."""
+        if hasattr(values, "obsm") and hasattr(values, "to_df"):  # AnnData, without importing it
+            adata = values
+            out = self.embed(adata.to_df(), sample_ids)
+            adata.obsm["X_deeppert"] = out.to_numpy()
+            adata.uns.setdefault("deeppert", {})["clusters"] = list(out.columns)
+            return out
         if isinstance(values, pd.DataFrame):
             missing = [g for g in self.pca.genes if g not in values.columns]
             if missing:

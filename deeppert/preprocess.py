@@ -170,7 +170,9 @@ def fit_pca(
     mean = values.mean(axis=0)
     scale = values.std(axis=0, ddof=1) if standardize else np.ones(g)
     scale = np.where(scale > 0, scale, 1.0)
-    pca = PCA(n_components=n_components, svd_solver="full").fit((values - mean) / scale)
+    centred = values - mean  # the one n x genes copy: scaled and centred in place from here on
+    centred /= scale
+    pca = PCA(n_components=n_components, svd_solver="full", copy=False).fit(centred)
     return PCAModel(pca.components_, mean, scale, pca.explained_variance_ratio_, list(genes))
 
 

@@ -141,7 +141,8 @@ def test_h5ad_reads_obs_and_var_names(tmp_path):
     np.testing.assert_array_equal(sig.metadata["dose"], np.arange(12.0))
     by_obs = load_signatures(tmp_path / "x.h5ad", id_column="dose")
     assert list(by_obs.sample_ids) == [str(float(i)) for i in range(12)]
-    assert list(by_obs.metadata.columns) == ["NOT_A_LANDMARK"]
+    assert list(by_obs.metadata.columns) == ["NOT_A_LANDMARK", "obs_name"]  # own ids kept
+    assert list(by_obs.metadata["obs_name"]) == list(obs.index)
 
 
 # ----------------------------------------------------------------------------- GCTX + LINCS tables
@@ -283,7 +284,11 @@ def test_lincs_table_errors(tmp_path):
         DeeppertError, match=r"no signatures for cell line 'HEPG2' \(present: A549, MCF7\)"
     ):
         load_signatures(tmp_path / "x.gctx", cell_line="HEPG2", siginfo=tables["siginfo"])
-    with pytest.raises(DeeppertError, match="needs siginfo"):
+    with pytest.raises(
+        DeeppertError,
+        match=r"x.gctx: selecting cell line 'A549' needs a metadata field 'cell_iname' or 'cell_id' "
+        r"or 'cell_line'; fields present: none",
+    ):
         load_signatures(tmp_path / "x.gctx", cell_line="A549")
     pd.DataFrame({"sig_id": SIGS, "pert_type": "trt_cp"}).to_csv(
         tmp_path / "bad.txt", sep="\t", index=False
@@ -435,3 +440,69 @@ def test_real_renal_and_vcap(seed_data):
     assert {"Label", "dose", "SMILES"} <= set(renal.metadata.columns)
     vcap = load_signatures(seed_data / "downstream" / "drug_combination" / "VCAP_COMBINATION.csv")
     assert vcap.genes == LM and "Unnamed: 0" in vcap.metadata.columns
+
+
+# ----------------------------------------------------------------------------- input traps
+
+
+def test_lowercase_landmarks_are_an_error_not_a_numeric_fallback(tmp_path, data_cli, capsys):
+    frame = _frame(genes=[g.lower() for g in GENES])  # every gene column in the wrong case
+    frame.to_csv(tmp_path / "lower.csv", index=False)
+    with pytest.raises(
+        DeeppertError,
+        match=r"lower.csv: 12 column\(s\) are L1000 landmark symbols only when case is ignored "
+        rf"\('{GENES[0].lower()}' for '{GENES[0]}'",
+    ):
+        load_signatures(tmp_path / "lower.csv")  # before: 'dose' silently became a gene
+    mixed = _frame()
+    mixed[GENES[0].lower() + "_x"] = 1.0  # not a landmark in any case: metadata, as before
+    mixed["psme1"] = 0.5
+    mixed.to_csv(tmp_path / "mixed.csv", index=False)
+    with pytest.raises(DeeppertError, match=r"1 column\(s\) are .* \('psme1' for 'PSME1'\)"):
+        load_signatures(tmp_path / "mixed.csv")
+    # the explicit way out: --gene-columns, by list or @file, in the order given
+    names = [g.lower() for g in GENES][::-1]
+    (tmp_path / "genes.txt").write_text("\n".join(names) + "\n")
+    for spec in (",".join(names), f"@{tmp_path / 'genes.txt'}"):
+        assert (
+            data_cli(["info", str(tmp_path / "lower.csv"), "--gene-columns", spec, "--json"]) == 0
+        )
+        d = json.loads(capsys.readouterr().out)
+        assert d["genes"] == 12 and d["first_genes"] == names[:5]
+        assert "dose" in d["metadata_columns"]
+    assert data_cli(["info", str(tmp_path / "lower.csv")]) == 2
+    assert "landmark symbols only when case is ignored" in capsys.readouterr().err
+
+
+def test_text_na_in_a_gene_column_is_not_missing(tmp_path):
+    frame = _frame()
+    text = frame.to_csv(index=False).splitlines()
+    row = text[3].split(",")
+    row[1] = "n/a"  # first gene column of data row 2
+    text[3] = ",".join(row)
+    (tmp_path / "na.csv").write_text("\n".join(text) + "\n")
+    for fill in (False, True):
+        with pytest.raises(
+            DeeppertError,
+            match=rf"na.csv: non-numeric value 'n/a' in gene column '{GENES[0]}' at row 2",
+        ):
+            load_signatures(tmp_path / "na.csv", fill_missing=fill)
+    row[1] = ""  # an empty cell is missing: an error unless filled
+    text[3] = ",".join(row)
+    (tmp_path / "empty.csv").write_text("\n".join(text) + "\n")
+    with pytest.raises(DeeppertError, match=r"1 missing value\(s\) \(NaN\)"):
+        load_signatures(tmp_path / "empty.csv")
+    assert load_signatures(tmp_path / "empty.csv", fill_missing=True).values[2, 0] == 0.0
+
+
+def test_binary_file_named_csv(tmp_path, data_cli, capsys):
+    rng = np.random.default_rng(0)
+    (tmp_path / "garbage.csv").write_bytes(b"\x89PNG\r\n\x1a\n" + rng.bytes(4000))
+    with pytest.raises(
+        DeeppertError,
+        match=r"garbage.csv: not a CSV text file: byte b'\\x89' at offset 0 is not UTF-8",
+    ):
+        load_signatures(tmp_path / "garbage.csv")
+    assert data_cli(["info", str(tmp_path / "garbage.csv")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "garbage.csv: not a CSV text file" in err[0]

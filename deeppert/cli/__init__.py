@@ -27,7 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "_data",
         "write a synthetic L1000-like matrix with planted modules and its ground truth",
     ),
-    "info": ("_data", "describe a signature file (rows, genes, ids, value range)"),
+    "info": ("_data", "describe a signature file (rows, genes, ids, value range, metadata fields)"),
     "train": (
         "_train",
         "train the AE/DAE/VAE x latent dim x run grid; writes one run folder per dataset",
@@ -43,6 +43,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "predict target-gene combinations from ensemble gene weights (docs/method.md section 5)",
     ),
     "downstream": ("_downstream", "drug synergy and toxicity tasks against raw/PCA baselines"),
+    "export": (
+        "_export",
+        "write signatures + ensemble embedding and gene weights as an AnnData .h5ad",
+    ),
     "cluster": (
         "_cluster",
         "start/stop a local Ray head + MLflow server on free ports; submit jobs to it",

@@ -6,8 +6,15 @@ import argparse
 import json
 import logging
 from dataclasses import fields
+from pathlib import Path
+from typing import TYPE_CHECKING, get_args
 
-__all__ = ["register"]
+from deeppert.errors import DeeppertError
+
+if TYPE_CHECKING:
+    from deeppert.data import Signatures
+
+__all__ = ["register", "add_load_arguments", "load_from_args", "gene_list"]
 
 log = logging.getLogger(__name__)
 
@@ -52,18 +59,78 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     synth.set_defaults(func=_synth)
 
     info = subparsers.add_parser(
-        "info", help="describe a signature file (rows, genes, ids, value range)"
+        "info",
+        help="describe a signature file (rows, genes, ids, value range, metadata fields)",
     )
-    info.add_argument("path", help="CSV, TSV, Parquet, h5ad or GCTX file")
+    info.add_argument("path", help="CSV, TSV, Parquet, h5ad, GCT or GCTX file")
     info.add_argument("--json", action="store_true", help="print JSON instead of text")
-    info.add_argument("--format", choices=["csv", "tsv", "parquet", "h5ad", "gctx"], default=None)
-    info.add_argument("--id-column", default=None)
-    info.add_argument("--fill-missing", action="store_true", help="fill missing values with 0")
-    info.add_argument("--cell-line", default=None, help="LINCS cell line (needs --siginfo)")
-    info.add_argument("--siginfo", default=None, help="siginfo_beta.txt / sig_info.txt")
-    info.add_argument("--geneinfo", default=None, help="geneinfo_beta.txt / gene_info.txt")
-    info.add_argument("--compoundinfo", default=None, help="compoundinfo_beta.txt / pert_info.txt")
+    info.add_argument("--top", type=int, default=3, help="most frequent values shown per field")
+    add_load_arguments(info)
     info.set_defaults(func=_info)
+
+
+def add_load_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of :func:`deeppert.data.load_signatures`, shared by commands that read files."""
+    from deeppert.data import Format
+
+    parser.add_argument("--format", choices=list(get_args(Format)), default=None)
+    parser.add_argument(
+        "--id-column",
+        default=None,
+        help="id column; for GCT/GCTX/h5ad a metadata field such as pert_iname or pert_id",
+    )
+    parser.add_argument(
+        "--gene-columns",
+        default=None,
+        metavar="LIST|@FILE",
+        help="gene columns: comma-separated, or @FILE with one name per line",
+    )
+    parser.add_argument("--fill-missing", action="store_true", help="fill missing values with 0")
+    parser.add_argument(
+        "--cell-line", default=None, help="keep one cell line (file metadata, or --siginfo)"
+    )
+    parser.add_argument("--pert-type", default=None, help="keep one perturbation type, e.g. trt_cp")
+    parser.add_argument("--siginfo", default=None, help="siginfo_beta.txt / sig_info.txt")
+    parser.add_argument("--geneinfo", default=None, help="geneinfo_beta.txt / gene_info.txt")
+    parser.add_argument(
+        "--compoundinfo", default=None, help="compoundinfo_beta.txt / pert_info.txt"
+    )
+
+
+def gene_list(spec: str | None) -> list[str] | None:
+    """``--gene-columns``: ``A,B,C`` or ``@file`` (one name per line)."""
+    if spec is None:
+        return None
+    if spec.startswith("@"):
+        path = Path(spec[1:])
+        if not path.is_file():
+            raise DeeppertError(f"{path}: gene list file not found (--gene-columns @FILE)")
+        names = [ln.strip() for ln in path.read_text().splitlines()]
+    else:
+        names = [g.strip() for g in spec.split(",")]
+    names = [g for g in names if g]
+    if not names:
+        raise DeeppertError(f"--gene-columns {spec!r}: no gene names")
+    return names
+
+
+def load_from_args(args: argparse.Namespace, **kwargs) -> Signatures:
+    """:func:`load_signatures` with the options of :func:`add_load_arguments`."""
+    from deeppert.data import load_signatures
+
+    return load_signatures(
+        args.path,
+        format=args.format,
+        id_column=args.id_column,
+        gene_columns=gene_list(args.gene_columns),
+        fill_missing=args.fill_missing,
+        cell_line=args.cell_line,
+        pert_type=args.pert_type,
+        siginfo=args.siginfo,
+        geneinfo=args.geneinfo,
+        compoundinfo=args.compoundinfo,
+        **kwargs,
+    )
 
 
 def _synth(args: argparse.Namespace) -> int:
@@ -81,21 +148,10 @@ def _synth(args: argparse.Namespace) -> int:
 
 
 def _info(args: argparse.Namespace) -> int:
-    from deeppert.data import describe, load_signatures
+    from deeppert.data import describe
 
-    sig = load_signatures(
-        args.path,
-        format=args.format,
-        id_column=args.id_column,
-        fill_missing=args.fill_missing,
-        min_rows=1,
-        min_genes=1,
-        cell_line=args.cell_line,
-        siginfo=args.siginfo,
-        geneinfo=args.geneinfo,
-        compoundinfo=args.compoundinfo,
-    )
-    d = describe(sig)
+    sig = load_from_args(args, min_rows=1, min_genes=1)
+    d = describe(sig, top=args.top)
     if args.json:
         print(json.dumps(d, indent=2))
         return 0
@@ -104,10 +160,17 @@ def _info(args: argparse.Namespace) -> int:
         f"  rows             {d['rows']} ({d['unique_ids']} unique ids, {d['duplicated_id_rows']} rows share an id)"
     )
     print(
-        f"  genes            {d['genes']} ({d['landmark_genes']} L1000 landmarks, coverage {d['landmark_coverage']:.1%})"
+        f"  genes            {d['genes']} ({d['landmark_genes']} L1000 landmarks, coverage {d['landmark_coverage']:.1%}); "
+        f"first {', '.join(d['first_genes'])}"
     )
     print(
         f"  values           min {d['value_min']:.4g}, max {d['value_max']:.4g}, mean {d['value_mean']:.4g}, std {d['value_std']:.4g}"
     )
-    print(f"  metadata columns {', '.join(d['metadata_columns']) or '(none)'}")
+    fields = d["metadata"]
+    print(f"  metadata fields  {len(fields) or '(none)'}")
+    width = max((len(k) for k in fields), default=0)
+    for name, f in fields.items():
+        top = ", ".join(f"{v} ({c})" for v, c in f["top"])
+        missing = f", {f['missing']} missing" if f["missing"] else ""
+        print(f"    {name:<{width}}  {f['distinct']} distinct{missing}: {top}")
     return 0

@@ -1,9 +1,15 @@
-"""Load and save signature matrices: one validation path for CSV, TSV, Parquet, h5ad and GCTX.
+"""Load and save signature matrices: one validation path for CSV, TSV, Parquet, h5ad, GCT and GCTX.
 
 Each format only *reads* its file into a :class:`_Raw` table (column names exactly as in the
 file, repeats included, plus any row ids / row annotations the format carries); everything
 else (choosing gene and id columns, LINCS selection, numeric and finiteness checks, size
-limits) happens once, in :func:`_assemble`.
+limits) happens once, in :func:`_assemble`. GCT/GCTX files carry metadata for both axes, so
+their genes and signatures are chosen from it *before* any value is read (bounded memory on
+full-size Level 5 files), with the same rules, then pass through :func:`_assemble` too.
+
+Missing values: in a text file only an empty cell or ``NaN``/``nan`` is missing (and needs
+``fill_missing``); any other text in a gene column (``n/a``, ``NA``, ``null``) is an error
+naming the cell, so a typo or an export artefact is never silently read as missing.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ import csv
 import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -21,7 +27,15 @@ import numpy as np
 import pandas as pd
 
 from deeppert.atomic import atomic_path
-from deeppert.data._gctx import read_gctx
+from deeppert.data._cmap import (
+    LANDMARK_FIELDS,
+    SYMBOL_FIELDS,
+    CMapMatrix,
+    is_landmark_flag,
+    open_gctx,
+    read_gct,
+    write_gct,
+)
 from deeppert.data._lincs import read_compoundinfo, read_geneinfo, read_siginfo, select_signatures
 from deeppert.data._signatures import Signatures, landmark_genes
 from deeppert.errors import DeeppertError
@@ -30,7 +44,7 @@ __all__ = ["Format", "load_signatures", "save_signatures", "describe", "infer_fo
 
 log = logging.getLogger(__name__)
 
-Format = Literal["csv", "tsv", "parquet", "h5ad", "gctx"]
+Format = Literal["csv", "tsv", "parquet", "h5ad", "gct", "gctx"]
 _SUFFIXES: dict[str, Format] = {
     ".csv": "csv",
     ".tsv": "tsv",
@@ -39,8 +53,14 @@ _SUFFIXES: dict[str, Format] = {
     ".parquet": "parquet",
     ".pq": "parquet",
     ".h5ad": "h5ad",
+    ".gct": "gct",
     ".gctx": "gctx",
 }
+# Metadata fields that name the cell line / perturbation type (LINCS beta, GSE92742, ours).
+CELL_LINE_FIELDS = ("cell_iname", "cell_id", "cell_line")
+PERT_TYPE_FIELDS = ("pert_type",)
+# Text cells read as missing in gene columns (see the module docstring).
+_TEXT_MISSING = ["", "NaN", "nan"]
 # Id column preference when none is named: our own files, then the reference's SMILES index.
 _ID_PREFERENCE = ("sample_id", "canonical_smiles")
 # Key of the Parquet schema metadata that save_signatures writes (genes, id column).
@@ -57,6 +77,7 @@ class _Raw:
     row_meta: pd.DataFrame | None = None  # per-row annotations the format carries (h5ad obs)
     gene_columns: list[str] | None = None  # gene columns the file declares (our Parquet)
     id_column: str | None = None  # id column the file declares (our Parquet)
+    own_ids_as: str = "row_id"  # metadata column for row_ids when an id column replaces them
 
 
 def infer_format(path: str | os.PathLike) -> Format:
@@ -74,28 +95,33 @@ def infer_format(path: str | os.PathLike) -> Format:
 
 
 def _read_text(path: Path, sep: str, str_columns: Sequence[str]) -> _Raw:
-    with open(path, newline="", encoding="utf-8-sig") as fh:
-        try:
-            header = next(csv.reader(fh, delimiter=sep))
-        except StopIteration:
-            raise DeeppertError(f"{path}: file is empty") from None
-    names = [h.strip() or f"Unnamed: {i}" for i, h in enumerate(header)]
-    dtype = {i: str for i, n in enumerate(names) if n in str_columns}
+    kind = "CSV" if sep == "," else "TSV"
     try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            header = next(csv.reader(fh, delimiter=sep))
+        names = [h.strip() or f"Unnamed: {i}" for i, h in enumerate(header)]
+        dtype = {i: str for i, n in enumerate(names) if n in str_columns}
         frame = pd.read_csv(
             path,
             sep=sep,
             header=0,
             names=list(range(len(names))),
             dtype=dtype,
+            keep_default_na=False,
+            na_values=_TEXT_MISSING,
             float_precision="round_trip",
             low_memory=False,
             encoding="utf-8-sig",
         )
-    except (pd.errors.ParserError, ValueError) as exc:
+    except StopIteration:
+        raise DeeppertError(f"{path}: file is empty") from None
+    except UnicodeDecodeError as exc:
         raise DeeppertError(
-            f"{path}: cannot parse as {'CSV' if sep == ',' else 'TSV'}: {exc}"
-        ) from exc
+            f"{path}: not a {kind} text file: byte {exc.object[exc.start : exc.start + 1]!r} "
+            f"at offset {exc.start} is not UTF-8 (binary file?)"
+        ) from None
+    except (pd.errors.ParserError, ValueError, csv.Error) as exc:
+        raise DeeppertError(f"{path}: cannot parse as {kind}: {exc}") from exc
     return _Raw(names, frame)
 
 
@@ -134,6 +160,7 @@ def _read_h5ad(path: Path) -> _Raw:
         pd.DataFrame(x),
         row_ids=np.asarray(adata.obs_names, dtype=str),
         row_meta=meta,
+        own_ids_as="obs_name",
     )
 
 
@@ -150,6 +177,7 @@ def load_signatures(
     min_rows: int = 10,
     min_genes: int = 10,
     cell_line: str | None = None,
+    pert_type: str | None = None,
     siginfo: str | os.PathLike | None = None,
     geneinfo: str | os.PathLike | None = None,
     compoundinfo: str | os.PathLike | None = None,
@@ -159,27 +187,39 @@ def load_signatures(
     Parameters
     ----------
     path
-        CSV, TSV (``.tsv``/``.txt``), Parquet, AnnData ``.h5ad`` or L1000 ``.gctx`` file.
+        CSV, TSV (``.tsv``/``.txt``), Parquet, AnnData ``.h5ad``, CMap ``.gct`` (1.2, 1.3)
+        or ``.gctx`` file.
     format
         Overrides the format inferred from the suffix.
     gene_columns
         The gene columns, in the order wanted. Default: the columns that are L1000
         landmark symbols (or, with ``geneinfo``, landmark Entrez ids or symbols); if there
-        are none, every numeric column (logged). Files written by :func:`save_signatures`
-        name their own gene columns.
+        are none, every numeric column (logged), unless some column names are landmark
+        symbols in the wrong case (an error). GCT/GCTX genes are named by their ids when
+        these are landmark symbols or Entrez ids, else by the ``pr_gene_symbol`` /
+        ``gene_symbol`` field, landmarks by ``pr_is_lmark``. Files written by
+        :func:`save_signatures` name their own gene columns.
     id_column
         Column holding the sample ids. Default: ``sample_id``, else ``canonical_smiles``,
-        else the first non-gene text column, else the row position. h5ad and GCTX carry
-        their own ids (obs names, signature ids). Repeated ids are kept apart.
+        else the first non-gene text column, else the row position. h5ad, GCT and GCTX carry
+        their own ids (obs names, signature ids); naming a metadata field here
+        (``pert_iname``, ``pert_id``) indexes rows by it instead, and the file's own ids go
+        to the metadata (``sig_id`` / ``obs_name``). Repeated ids are kept apart.
     fill_missing
-        Replace missing values (NaN) in gene columns with 0, as the reference did.
-        Infinite values are always an error.
+        Replace missing values (empty or NaN) in gene columns with 0, as the reference did.
+        Infinite values and text such as ``n/a`` are always an error.
     min_rows, min_genes
         Fewer samples or genes than this is an error.
-    cell_line, siginfo
-        LINCS signature info (``siginfo_beta.txt`` / ``sig_info.txt``): keep only compound
-        treatments (``trt_cp``) of ``cell_line`` and add the signature annotations to the
-        metadata. Sample ids must be ``sig_id`` values.
+    cell_line, pert_type
+        Keep only signatures of this cell line / perturbation type (``trt_cp``: compound
+        treatments). Read from ``siginfo`` when given (which then keeps ``trt_cp`` unless
+        ``pert_type`` says otherwise), else from the file's own metadata (GCTX/GCT column
+        fields, h5ad obs, text columns: ``cell_iname``/``cell_id``/``cell_line``,
+        ``pert_type``).
+    siginfo
+        LINCS signature info (``siginfo_beta.txt`` / ``sig_info.txt``): select signatures
+        and add their annotations to the metadata. Sample ids must be ``sig_id`` values.
+        External tables win over the file's own metadata.
     geneinfo
         LINCS gene info (``geneinfo_beta.txt`` / ``gene_info.txt``): keep the landmark
         genes and name them by symbol.
@@ -191,9 +231,12 @@ def load_signatures(
     Raises
     ------
     DeeppertError
-        Naming the file and the row (id and 0-based position) or column at fault: a
-        missing file, a non-numeric or non-finite value in a gene column, duplicated gene
-        columns, too few rows or genes, an unknown id/gene column, bad LINCS tables.
+        Naming the file and the row (id and 0-based position), column or field at fault:
+        a missing or unreadable file, a non-numeric or non-finite value in a gene column,
+        duplicated gene columns, too few rows or genes, an unknown id/gene column or
+        metadata field (the fields present are listed), gene ids in no known naming scheme,
+        a selection matching nothing, GCT header counts disagreeing with the body, bad
+        LINCS tables.
     """
     path = Path(path)
     source = str(path)
@@ -204,10 +247,6 @@ def load_signatures(
         raise DeeppertError(
             f"{source}: unknown format {fmt!r}; use one of {sorted(set(_SUFFIXES.values()))}"
         )
-    if cell_line is not None and siginfo is None:
-        raise DeeppertError(
-            f"{source}: selecting cell line {cell_line!r} needs siginfo (signature info table)"
-        )
     if compoundinfo is not None and siginfo is None:
         raise DeeppertError(
             f"{source}: compoundinfo needs siginfo to map signatures to compounds (pert_id)"
@@ -215,7 +254,10 @@ def load_signatures(
 
     sig_table = None
     if siginfo is not None:
-        sig_table = select_signatures(read_siginfo(siginfo), cell_line, source=str(siginfo))
+        sig_table = select_signatures(
+            read_siginfo(siginfo), cell_line, pert_type=pert_type or "trt_cp", source=str(siginfo)
+        )
+        cell_line = pert_type = None  # done
     gene_table = read_geneinfo(geneinfo) if geneinfo is not None else None
     cpd_table = read_compoundinfo(compoundinfo) if compoundinfo is not None else None
 
@@ -230,16 +272,11 @@ def load_signatures(
         hint = set(landmark_genes())
         if gene_table is not None:
             hint = set(gene_table["gene_id"]) | set(gene_table["gene_symbol"])
-        wanted_genes = list(gene_columns) if gene_columns is not None else None
-        if wanted_genes is None and gene_table is not None:
-            wanted_genes = list(gene_table["gene_id"]) + list(gene_table["gene_symbol"])
-        values, ids, genes = read_gctx(
-            path,
-            sample_ids=None if sig_table is None else sig_table["sig_id"],
-            gene_ids=wanted_genes,
-            gene_hint=hint,
-        )
-        raw = _Raw(genes, pd.DataFrame(values), row_ids=ids)
+        opener = open_gctx if fmt == "gctx" else read_gct
+        with opener(path, gene_hint=hint) as matrix:
+            raw = _read_cmap(matrix, gene_columns, gene_table, sig_table, cell_line, pert_type)
+        gene_columns = None  # chosen and declared in raw
+        cell_line = pert_type = None  # selected before reading
     return _assemble(
         raw,
         source,
@@ -248,10 +285,164 @@ def load_signatures(
         fill_missing=fill_missing,
         min_rows=min_rows,
         min_genes=min_genes,
+        cell_line=cell_line,
+        pert_type=pert_type,
         sig_table=sig_table,
         gene_table=gene_table,
         cpd_table=cpd_table,
     )
+
+
+def _read_cmap(
+    m: CMapMatrix,
+    gene_columns: Sequence[str] | None,
+    gene_table: pd.DataFrame | None,
+    sig_table: pd.DataFrame | None,
+    cell_line: str | None,
+    pert_type: str | None,
+) -> _Raw:
+    """Choose genes and signatures of a GCT/GCTX from its metadata, then read only those."""
+    gene_pos, genes = _cmap_genes(m, gene_columns, gene_table)
+    if sig_table is not None:
+        rows = np.flatnonzero(np.isin(m.sample_ids, sig_table["sig_id"].to_numpy(dtype=object)))
+        if len(rows) == 0:
+            raise DeeppertError(
+                f"{m.source}: no signature id matches a selected sig_id of the signature info table"
+            )
+    else:
+        rows = _select_rows(
+            m.sample_fields, m.sample_field, len(m.sample_ids), cell_line, pert_type, m.source
+        )
+    values = m.read(rows, gene_pos)
+    return _Raw(
+        list(genes),
+        pd.DataFrame(values, copy=False),
+        row_ids=m.sample_ids[rows],
+        row_meta=m.sample_meta(rows) if m.sample_fields else None,
+        gene_columns=list(genes),
+        own_ids_as="sig_id",
+    )
+
+
+def _cmap_genes(
+    m: CMapMatrix, gene_columns: Sequence[str] | None, gene_table: pd.DataFrame | None
+) -> tuple[np.ndarray, list[str]]:
+    """Positions (file order, or the order asked) and names of the genes to read.
+
+    Ids are used as names when they are landmark symbols, known to ``gene_table``, asked for
+    by ``gene_columns``, or all Entrez ids; otherwise the symbol field names the genes and
+    the landmark flag (else membership in the 978) picks them.
+    """
+    ids = m.gene_ids
+    sym_field = next((f for f in SYMBOL_FIELDS if f in m.gene_meta.columns), None)
+    symbols = None if sym_field is None else m.gene_meta[sym_field].astype(str).to_numpy()
+    flag_field = next((f for f in LANDMARK_FIELDS if f in m.gene_meta.columns), None)
+
+    if gene_columns is not None:
+        wanted = [str(g) for g in gene_columns]
+        dup = pd.Index(wanted)[pd.Index(wanted).duplicated()]
+        if len(dup):
+            raise DeeppertError(f"{m.source}: gene column {dup[0]!r} requested twice")
+        for labels in (ids, symbols):
+            if labels is not None and set(wanted) <= set(labels):
+                counts = pd.Index(labels).value_counts()
+                twice = [g for g in wanted if counts[g] > 1]
+                if twice:
+                    raise DeeppertError(f"{m.source}: gene {twice[0]!r} names several rows")
+                return pd.Index(labels).get_indexer(wanted), wanted
+        known = set(ids) | (set(symbols) if symbols is not None else set())
+        missing = [g for g in wanted if g not in known]
+        raise DeeppertError(
+            f"{m.source}: gene(s) not found among the gene ids"
+            f"{' or ' + sym_field if sym_field else ''}: {', '.join(map(repr, missing[:10]))}"
+            f"{' ...' if len(missing) > 10 else ''}"
+        )
+    if gene_table is not None:
+        by_id = dict(zip(gene_table["gene_id"], gene_table["gene_symbol"], strict=True))
+        table_syms = set(gene_table["gene_symbol"])
+        pos = np.flatnonzero([g in by_id or g in table_syms for g in ids])
+        names = [by_id.get(g, g) for g in ids[pos]]
+        if not len(pos) and symbols is not None:
+            pos = np.flatnonzero(np.isin(symbols, list(table_syms)))
+            names = list(symbols[pos])
+        if not len(pos):
+            raise DeeppertError(
+                f"{m.source}: no gene id{' or ' + sym_field if sym_field else ''} matches a "
+                "landmark gene id or symbol of the gene info table"
+            )
+    else:
+        lm = list(landmark_genes())
+        pos = np.flatnonzero(np.isin(ids, lm))
+        names = list(ids[pos])
+        if not len(pos) and symbols is not None:
+            if flag_field is not None:
+                pos = np.flatnonzero(is_landmark_flag(m.gene_meta[flag_field].to_numpy()))
+            else:
+                pos = np.flatnonzero(np.isin(symbols, lm))
+            names = list(symbols[pos])
+            log.info(
+                "%s: genes named by %s%s: %d genes",
+                m.source,
+                sym_field,
+                f", landmarks by {flag_field}" if flag_field else " (landmark symbols)",
+                len(pos),
+            )
+        if not len(pos) and all(g.isdigit() for g in ids):
+            pos, names = np.arange(len(ids)), list(ids)
+            log.info("%s: gene ids are Entrez ids; pass geneinfo to name them by symbol", m.source)
+        if not len(pos):
+            raise DeeppertError(
+                f"{m.source}: gene ids match no naming scheme (neither L1000 landmark symbols "
+                f"nor Entrez ids; first: {', '.join(repr(str(g)) for g in ids[:3])}) and there is no "
+                f"{' / '.join(SYMBOL_FIELDS)} field (gene fields: "
+                f"{', '.join(map(str, m.gene_meta.columns)) or 'none'}); pass geneinfo "
+                "(--geneinfo) or gene_columns (--gene-columns)"
+            )
+    dup = pd.Index(names)[pd.Index(names).duplicated()]
+    if len(dup):
+        where = [int(p) for p, n in zip(pos, names, strict=True) if n == dup[0]]
+        raise DeeppertError(f"{m.source}: gene {dup[0]!r} names several rows (positions {where})")
+    return np.asarray(pos), names
+
+
+def _select_rows(
+    fields: Sequence[str],
+    get: Callable[[str], np.ndarray],
+    n: int,
+    cell_line: str | None,
+    pert_type: str | None,
+    source: str,
+) -> np.ndarray:
+    """Positions of the rows whose metadata has ``cell_line`` and ``pert_type`` (all if None)."""
+    keep = np.ones(n, dtype=bool)
+    for value, options, what in (
+        (cell_line, CELL_LINE_FIELDS, "cell line"),
+        (pert_type, PERT_TYPE_FIELDS, "perturbation type"),
+    ):
+        if value is None:
+            continue
+        field = next((f for f in options if f in fields), None)
+        if field is None:
+            raise DeeppertError(
+                f"{source}: selecting {what} {value!r} needs a metadata field "
+                f"{' or '.join(map(repr, options))}; fields present: "
+                f"{', '.join(map(str, fields)) or 'none'} (or pass siginfo / --siginfo)"
+            )
+        col = pd.Series(get(field)).astype(str).to_numpy()
+        hit = col == value
+        if not hit.any():
+            present = pd.Series(col).value_counts().index[:20]
+            raise DeeppertError(
+                f"{source}: no signature has {field} == {value!r} (present: {', '.join(present)}"
+                f"{' ...' if pd.Series(col).nunique() > 20 else ''})"
+            )
+        keep &= hit
+    rows = np.flatnonzero(keep)
+    if len(rows) == 0:
+        raise DeeppertError(
+            f"{source}: no signature has cell line {cell_line!r} and perturbation type {pert_type!r}"
+        )
+    return rows
 
 
 # ----------------------------------------------------------------------------- the one path
@@ -289,6 +480,15 @@ def _choose_genes(
     else:
         lm = set(landmark_genes())
         chosen = {n for n in names if n in lm}
+        by_lower = {g.lower(): g for g in lm}
+        wrong_case = [n for n in names if n not in lm and n.lower() in by_lower]
+        if wrong_case:
+            raise DeeppertError(
+                f"{source}: {len(wrong_case)} column(s) are L1000 landmark symbols only when case "
+                f"is ignored ({', '.join(f'{n!r} for {by_lower[n.lower()]!r}' for n in wrong_case[:3])}"
+                f"{' ...' if len(wrong_case) > 3 else ''}); rename them to the official symbols, "
+                "or pass gene_columns (--gene-columns) to say which columns are genes"
+            )
         if not chosen:
             chosen = {
                 n
@@ -327,8 +527,10 @@ def _choose_ids(
         hits = [i for i, name in enumerate(raw.names) if name == id_column]
         if not hits:
             if raw.row_ids is not None:
+                fields = [] if raw.row_meta is None else [str(c) for c in raw.row_meta.columns]
                 raise DeeppertError(
-                    f"{source}: id column {id_column!r} not found (this format carries its own ids)"
+                    f"{source}: id column {id_column!r} not found among the metadata fields "
+                    f"({', '.join(fields) or 'none'}; the file's own ids are used by default)"
                 )
             raise DeeppertError(f"{source}: id column {id_column!r} not found")
         if len(hits) > 1:
@@ -373,8 +575,10 @@ def _choose_ids(
 def _numeric(
     frame: pd.DataFrame, names: list[str], ids: np.ndarray, source: str, fill_missing: bool
 ) -> np.ndarray:
-    """Gene columns as float64, with every bad cell reported by column, row and id."""
+    """Gene columns as float (float32 if all are), every bad cell reported by column, row and id."""
     cols = []
+    # float32 sources (GCTX, float32 Parquet) stay float32: exact, and half the memory
+    dtype = np.float32 if all(frame[j].dtype == np.float32 for j in frame.columns) else np.float64
     for j, name in zip(frame.columns, names, strict=True):
         col = frame[j]
         if pd.api.types.is_bool_dtype(col) or not pd.api.types.is_numeric_dtype(col):
@@ -389,8 +593,8 @@ def _numeric(
                     f"at row {r} (id {ids[r]!r})"
                 )
             col = conv
-        cols.append(col.to_numpy(dtype=np.float64, na_value=np.nan))
-    values = np.column_stack(cols) if cols else np.empty((len(ids), 0))
+        cols.append(col.to_numpy(dtype=dtype, na_value=np.nan))
+    values = np.column_stack(cols) if cols else np.empty((len(ids), 0), dtype=dtype)
     inf = np.isinf(values)
     if inf.any():
         r, c = np.argwhere(inf)[0]
@@ -422,14 +626,22 @@ def _assemble(
     sig_table: pd.DataFrame | None,
     gene_table: pd.DataFrame | None,
     cpd_table: pd.DataFrame | None,
+    cell_line: str | None = None,
+    pert_type: str | None = None,
 ) -> Signatures:
     if id_column is not None and raw.row_meta is not None and id_column in raw.row_meta.columns:
-        # h5ad: ids from an obs column instead of obs_names
-        raw = replace(
-            raw,
-            row_ids=raw.row_meta[id_column].astype(str).to_numpy(),
-            row_meta=raw.row_meta.drop(columns=[id_column]),
-        )
+        # h5ad / GCT(X): ids from a metadata field instead of the format's own ids, kept aside
+        col = raw.row_meta[id_column]
+        if col.isna().any():
+            r = int(np.flatnonzero(col.isna().to_numpy())[0])
+            raise DeeppertError(
+                f"{source}: missing value in id field {id_column!r} at row {r} "
+                f"({raw.own_ids_as} {raw.row_ids[r]!r})"
+            )
+        meta = raw.row_meta.drop(columns=[id_column])
+        if raw.row_ids is not None and raw.own_ids_as not in meta.columns:
+            meta.insert(0, raw.own_ids_as, raw.row_ids)
+        raw = replace(raw, row_ids=col.astype(str).to_numpy(), row_meta=meta)
         id_column = None
     gene_pos, genes = _choose_genes(raw, source, gene_columns, gene_table)
     ids, id_pos = _choose_ids(raw, source, id_column, gene_pos)
@@ -440,6 +652,11 @@ def _assemble(
     meta = meta.reset_index(drop=True)
     rows = np.arange(len(ids))
 
+    if sig_table is None and (cell_line is not None or pert_type is not None):
+        rows = _select_rows(
+            list(meta.columns), lambda f: meta[f].to_numpy(), len(ids), cell_line, pert_type, source
+        )
+        meta, ids = meta.iloc[rows].reset_index(drop=True), ids[rows]
     if sig_table is not None:  # ids are LINCS signature ids: select and annotate
         found = pd.Index(sig_table["sig_id"]).get_indexer(ids)
         rows = np.flatnonzero(found >= 0)
@@ -484,9 +701,15 @@ def _assemble(
 
 
 def save_signatures(
-    sig: Signatures, path: str | os.PathLike, *, format: Literal["parquet", "csv"] | None = None
+    sig: Signatures,
+    path: str | os.PathLike,
+    *,
+    format: Literal["parquet", "csv", "gct"] | None = None,
 ) -> Path:
-    """Write ``sig`` atomically to Parquet (or CSV): ``sample_id``, the genes, then the metadata.
+    """Write ``sig`` atomically to Parquet, CSV or GCT 1.3: ids, genes, metadata.
+
+    Parquet and CSV: ``sample_id``, the genes, then the metadata columns. GCT 1.3: genes as
+    rows, signatures as columns, the metadata as column fields (CMap's layout).
 
     Parquet files also record which columns are genes, so they load back exactly (ids,
     repeats included, genes, values) whatever the gene names. A CSV loads back exactly
@@ -495,8 +718,12 @@ def save_signatures(
     """
     path = Path(path)
     fmt = format or infer_format(path)
-    if fmt not in ("parquet", "csv"):
-        raise DeeppertError(f"{path}: save_signatures writes parquet or csv, not {fmt}")
+    if fmt not in ("parquet", "csv", "gct"):
+        raise DeeppertError(f"{path}: save_signatures writes parquet, csv or gct, not {fmt}")
+    if fmt == "gct":
+        with atomic_path(path) as tmp:
+            write_gct(tmp, sig.values, list(sig.sample_ids), sig.genes, sig.metadata)
+        return path
     frame = pd.DataFrame(sig.values, columns=sig.genes)
     frame.insert(0, "sample_id", sig.sample_ids.astype(str))
     if sig.metadata is not None:
@@ -529,8 +756,9 @@ def save_signatures(
     return path
 
 
-def describe(sig: Signatures) -> dict[str, Any]:
-    """A JSON-ready summary for ``deeppert info``: size, repeated ids, landmark coverage, value range."""
+def describe(sig: Signatures, *, top: int = 3) -> dict[str, Any]:
+    """A JSON-ready summary for ``deeppert info``: size, repeated ids, landmark coverage, value
+    range, and per metadata field its distinct values and ``top`` most frequent values."""
     ids = pd.Series(sig.sample_ids)
     lm = set(landmark_genes())
     n_lm = sum(g in lm for g in sig.genes)
@@ -548,5 +776,20 @@ def describe(sig: Signatures) -> dict[str, Any]:
         "value_mean": float(v.mean()) if v.size else None,
         "value_std": float(v.std()) if v.size else None,
         "metadata_columns": [] if sig.metadata is None else [str(c) for c in sig.metadata.columns],
+        "metadata": {} if sig.metadata is None else _field_summary(sig.metadata, top),
         "first_genes": list(sig.genes[:5]),
     }
+
+
+def _field_summary(meta: pd.DataFrame, top: int) -> dict[str, dict[str, Any]]:
+    """Per metadata field: distinct values, missing count and the ``top`` most frequent values."""
+    out = {}
+    for name in meta.columns:
+        col = meta[name]
+        counts = col.astype(str)[col.notna()].value_counts()
+        out[str(name)] = {
+            "distinct": int(col.nunique(dropna=True)),
+            "missing": int(col.isna().sum()),
+            "top": [[str(v), int(c)] for v, c in counts.iloc[:top].items()],
+        }
+    return out

@@ -77,10 +77,20 @@ def read_siginfo(path: str | os.PathLike) -> pd.DataFrame:
 
 
 def select_signatures(
-    siginfo: pd.DataFrame, cell_line: str | None, *, source: str = "signature info"
+    siginfo: pd.DataFrame,
+    cell_line: str | None,
+    *,
+    pert_type: str = "trt_cp",
+    source: str = "signature info",
 ) -> pd.DataFrame:
-    """Rows of ``siginfo`` that are compound treatments (``trt_cp``) in ``cell_line`` (all if None)."""
-    keep = siginfo["pert_type"] == "trt_cp"
+    """Rows of ``siginfo`` of type ``pert_type`` (compound treatments by default) in
+    ``cell_line`` (every cell line if None)."""
+    keep = siginfo["pert_type"] == pert_type
+    if not keep.any():
+        types = sorted(set(siginfo["pert_type"]))
+        raise DeeppertError(
+            f"{source}: no signatures of pert_type {pert_type!r} (present: {', '.join(types[:20])})"
+        )
     if cell_line is not None:
         in_line = siginfo["cell_line"] == cell_line
         if not in_line.any():
@@ -91,12 +101,12 @@ def select_signatures(
             )
         keep &= in_line
     else:
-        log.info("%s: no cell line given, keeping trt_cp signatures of every cell line", source)
+        log.info(
+            "%s: no cell line given, keeping %s signatures of every cell line", source, pert_type
+        )
     out = siginfo[keep]
     if out.empty:
-        raise DeeppertError(
-            f"{source}: no compound (trt_cp) signatures for cell line {cell_line!r}"
-        )
+        raise DeeppertError(f"{source}: no {pert_type} signatures for cell line {cell_line!r}")
     return out.reset_index(drop=True)
 
 

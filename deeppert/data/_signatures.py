@@ -30,7 +30,7 @@ class Signatures:
     Attributes
     ----------
     values
-        ``(n_samples, n_genes)`` float array; finite (validated on construction).
+        ``(n_samples, n_genes)`` float32 or float64 array; finite (validated on construction).
     sample_ids
         ``(n_samples,)`` array of str; duplicates are allowed and kept apart by position.
     genes
@@ -48,7 +48,11 @@ class Signatures:
     source: str = "<memory>"
 
     def __post_init__(self) -> None:
-        self.values = np.asarray(self.values, dtype=np.float64)
+        values = np.asarray(self.values)
+        # float32 (GCTX, float32 Parquet) is kept as it is; everything else becomes float64
+        self.values = (
+            values if values.dtype == np.float32 else values.astype(np.float64, copy=False)
+        )
         self.sample_ids = np.asarray(self.sample_ids).astype(str)
         self.genes = [str(g) for g in self.genes]
         if self.values.ndim != 2:

@@ -283,21 +283,29 @@ def make_synthetic(config: SynthConfig | None = None) -> SyntheticData:
         loadings[j, m] = mag * r_load.choice([-1.0, 1.0], size=len(m))
 
     act = _activities(r_act, cfg)
+    # Two n x g float64 buffers at most (15,000 x 978 is 112 MiB each): centre in place and
+    # form x in the noise buffer; einsum sums products without a temporary.
     signal = act @ loadings
     noise = r_noise.standard_normal((n, g))
-    sc, ec = signal - signal.mean(0), noise - noise.mean(0)
-    v_s, v_e, cross = float((sc * sc).sum()), float((ec * ec).sum()), float((sc * ec).sum())
+    s_mean, e_mean = signal.mean(0), noise.mean(0)
+    signal -= s_mean
+    noise -= e_mean
+    v_s = float(np.einsum("ij,ij->", signal, signal))
+    v_e = float(np.einsum("ij,ij->", noise, noise))
+    cross = float(np.einsum("ij,ij->", signal, noise))
     # Solve ||sc + s*ec||^2 = v_s / f for the noise scale s >= 0.
     f = cfg.signal_fraction
     sigma = (-cross + math.sqrt(cross * cross + v_e * (v_s / f - v_s))) / v_e
-    x = signal + sigma * noise
-    scale = math.sqrt(n * g / float(((x - x.mean(0)) ** 2).sum()))
+    x = noise
+    x *= sigma
+    x += signal  # centred x = centred signal + sigma * centred noise
+    del signal, noise
+    v_x = float(np.einsum("ij,ij->", x, x))
+    scale = math.sqrt(n * g / v_x)
+    realised = v_s / v_x  # invariant under the common rescaling
+    x += s_mean + sigma * e_mean
     x *= scale
     loadings *= scale
-    signal *= scale
-    sc = signal - signal.mean(0)
-    xc = x - x.mean(0)
-    realised = float((sc * sc).sum() / (xc * xc).sum())
 
     ids = np.array([f"SYN{i + 1:06d}" for i in range(n)])
     programs = [f"P{j + 1}" for j in range(k)]
