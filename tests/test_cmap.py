@@ -30,10 +30,8 @@ def broad(tmp_path):
 
 
 @pytest.fixture
-def data_cli(monkeypatch):
-    import deeppert.cli
-
-    monkeypatch.setattr(deeppert.cli, "_COMMAND_MODULES", ("_data",))
+def data_cli():
+    """``deeppert`` in process (only the invoked command's module is imported)."""
     return main
 
 
