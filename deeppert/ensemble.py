@@ -121,9 +121,10 @@ class EnsembleConfig:
 def anderson_critical_value(n: int, strictness: int = 3) -> float:
     """Critical value of the Anderson-Darling normality test (estimated mean and variance).
 
-    Equals ``scipy.stats.anderson(x).critical_values[strictness]`` for ``len(x) == n``.
+    Equals ``scipy.stats.anderson(x).critical_values[strictness]`` for ``len(x) == n``
+    exactly: scipy rounds the corrected value to three decimals, and so does this.
     """
-    return _AD_NORMAL[strictness] / (1.0 + 0.75 / n + 2.25 / n**2)
+    return float(np.around(_AD_NORMAL[strictness] / (1.0 + 0.75 / n + 2.25 / n**2), 3))
 
 
 def _anderson_statistic(x: np.ndarray) -> float:
