@@ -34,7 +34,6 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import silhouette_score
 
 from deeppert.atomic import atomic_dir
-from deeppert.attribution import gene_loadings
 from deeppert.errors import DeeppertError
 from deeppert.preprocess import PCAModel
 from deeppert.train import TrainedModels
@@ -112,6 +111,9 @@ class EnsembleConfig:
         sign-aligned unit vectors, 0..sqrt 2) exceeds this are dropped as unreproducible.
     ica_max_iter
         FastICA iterations per model.
+    ica_max_rows
+        FastICA is fitted on at most this many rows (a seeded subsample), then applied to all:
+        keeps a DeepProfile-sized ensemble (hundreds of models over 15,000 samples) tractable.
     """
 
     method: Literal["gmeans", "consensus"] = "gmeans"
@@ -131,6 +133,7 @@ class EnsembleConfig:
     neighbourhood: float = 0.3
     density_threshold: float = 0.5
     ica_max_iter: int = 1000
+    ica_max_rows: int = 5000
 
     def __post_init__(self) -> None:
         choices = {
@@ -148,7 +151,15 @@ class EnsembleConfig:
                 )
         if not 0 <= self.strictness < len(_AD_NORMAL):
             raise DeeppertError(f"ensemble.strictness must be 0..4, got {self.strictness}")
-        for key in ("n_init", "max_depth", "max_sign_iter", "ica_max_iter", "l_min", "l_max"):
+        for key in (
+            "n_init",
+            "max_depth",
+            "max_sign_iter",
+            "ica_max_iter",
+            "ica_max_rows",
+            "l_min",
+            "l_max",
+        ):
             if getattr(self, key) < 1:
                 raise DeeppertError(f"ensemble.{key} must be positive, got {getattr(self, key)}")
         if self.n_clusters is not None and self.n_clusters < 1:
@@ -483,29 +494,64 @@ def build_ensemble(
 # -- the consensus mode --------------------------------------------------------------------
 @dataclass
 class Components:
-    """Identifiable components of every model run: rotated codes and their signed gene loadings.
+    """Identifiable components of every model run: rotations and signed loadings.
 
     Attributes
     ----------
-    values
-        Samples x components: each component standardised (``<model>_run<r>_ic<k>``).
-    loadings
-        Genes x components: :func:`deeppert.attribution.gene_loadings` of ``values``.
+    names
+        ``<model>_run<r>_ic<k>``, one per component.
+    loadings_pca
+        ``(p, components)``: each component's covariance with the PCA scores. Gene loadings are
+        ``pca.components.T @ loadings_pca`` (:func:`deeppert.attribution.gene_loadings`); the
+        PCA components are orthonormal, so distances and angles between components are the same
+        in these ``p`` coordinates as over genes: the tractable representation to cluster.
     rotations
         ``"<model>_run<r>"`` -> ``(d + 1, r)``: the code's mean, then the map to components.
+    columns
+        ``"<model>_run<r>"`` -> its latent variables (the code's columns, in order).
     """
 
-    values: pd.DataFrame
-    loadings: pd.DataFrame
+    names: list[str]
+    loadings_pca: np.ndarray
     rotations: dict[str, np.ndarray]
+    columns: dict[str, list[str]]
 
     @property
     def n_models(self) -> int:
         return len(self.rotations)
 
+    def gene_loadings(self, pca: PCAModel) -> pd.DataFrame:
+        """Genes x components: signed loadings in gene space."""
+        return pd.DataFrame(
+            pca.components.T @ self.loadings_pca,
+            index=pd.Index(pca.genes, name="gene"),
+            columns=self.names,
+        )
+
+    def values(self, latents: pd.DataFrame, names: Sequence[str] | None = None) -> np.ndarray:
+        """Samples x components (``names``, default all): unit-variance component values."""
+        names = list(self.names if names is None else names)
+        out = np.empty((len(latents), len(names)))
+        wanted: dict[str, list[tuple[int, int]]] = {}
+        for j, name in enumerate(names):
+            key, k = name.rsplit("_ic", 1)
+            wanted.setdefault(key, []).append((j, int(k)))
+        for key, items in wanted.items():
+            rot = self.rotations[key]
+            z = latents[self.columns[key]].to_numpy(dtype=np.float64)
+            comp = (z - rot[0]) @ rot[1:]
+            for j, k in items:
+                out[:, j] = comp[:, k]
+        return out
+
 
 def rotate_code(
-    z: np.ndarray, rotation: str = "ica", *, seed: int = 0, max_iter: int = 1000
+    z: np.ndarray,
+    rotation: str = "ica",
+    *,
+    seed: int = 0,
+    max_iter: int = 1000,
+    max_rows: int | None = None,
 ) -> np.ndarray:
     """``(d + 1, r)``: mean and map of one model's code ``z`` (n, d) to unit-variance components.
 
@@ -517,9 +563,14 @@ def rotate_code(
     z = np.asarray(z, dtype=np.float64)
     mean = z.mean(0)
     zc = z - mean
-    evals, evecs = np.linalg.eigh(np.cov(zc, rowvar=False).reshape(z.shape[1], z.shape[1]))
+    d = z.shape[1]
+    evals, evecs = np.linalg.eigh(np.cov(zc, rowvar=False).reshape(d, d))
     keep = evals > 1e-8 * max(float(evals.max()), np.finfo(float).tiny)
     if rotation == "ica" and keep.sum() > 1:
+        fit_rows = zc
+        if max_rows is not None and len(zc) > max_rows:
+            rows = np.random.default_rng(seed).choice(len(zc), max_rows, replace=False)
+            fit_rows = zc[np.sort(rows)]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
             ica = FastICA(
@@ -527,10 +578,12 @@ def rotate_code(
                 whiten="unit-variance",
                 random_state=seed,
                 max_iter=max_iter,
-            ).fit(zc)
+            ).fit(fit_rows)
         W = ica.components_.T
+    elif rotation == "ica":
+        W = evecs[:, keep]
     else:
-        W = evecs[:, keep] if rotation == "ica" else np.eye(z.shape[1])[:, keep]
+        W = np.eye(d)[:, np.diag(np.cov(zc, rowvar=False).reshape(d, d)) > 0]
     sd = (zc @ W).std(0)
     W = W / np.where(sd > 0, sd, 1.0)
     return np.vstack([mean, W])
@@ -539,36 +592,45 @@ def rotate_code(
 def model_components(
     latents: pd.DataFrame, x_pca: np.ndarray, pca: PCAModel, config: EnsembleConfig
 ) -> Components:
-    """Rotate every model run's code (:func:`rotate_code`) and load the components on genes."""
-    x_pca = np.asarray(x_pca, dtype=np.float64)
-    if x_pca.shape[0] != len(latents):
+    """Rotate every model run's code (:func:`rotate_code`) and load its components on the PCA
+    scores, one model run at a time (the samples x components matrix is never held)."""
+    if x_pca is None or pca is None:
         raise DeeppertError(
-            f"PCA scores have {x_pca.shape[0]} rows, latents {len(latents)}: not the same samples"
+            "ensemble.method = consensus needs the PCA scores and PCA model of the latents"
         )
+    x = np.asarray(x_pca, dtype=np.float64)
+    if x.shape[0] != len(latents):
+        raise DeeppertError(
+            f"PCA scores have {x.shape[0]} rows, latents {len(latents)}: not the same samples"
+        )
+    if x.shape[1] != pca.n_components:
+        raise DeeppertError(f"PCA scores have {x.shape[1]} columns, PCA has {pca.n_components}")
+    xc = x - x.mean(0)
     groups: dict[str, list[str]] = {}
     for name in latents.columns:
         model, run, _ = parse_variable_name(name)
         groups.setdefault(f"{model}_run{run}", []).append(name)
-    values, names, rotations = [], [], {}
+    loads, names, rotations = [], [], {}
     for key, cols in groups.items():
         z = latents[cols].to_numpy(dtype=np.float64)
         if not np.isfinite(z).all():
             raise DeeppertError(f"latent values of {key} contain NaN or infinity")
-        rot = rotate_code(z, config.rotation, seed=config.seed, max_iter=config.ica_max_iter)
+        rot = rotate_code(
+            z,
+            config.rotation,
+            seed=config.seed,
+            max_iter=config.ica_max_iter,
+            max_rows=config.ica_max_rows,
+        )
         rotations[key] = rot
-        values.append((z - rot[0]) @ rot[1:])
+        S = (z - rot[0]) @ rot[1:]
+        loads.append(xc.T @ (S - S.mean(0)) / len(S))
         names += [f"{key}_ic{k:02d}" for k in range(rot.shape[1])]
-    S = np.hstack(values)
-    B = gene_loadings(S, x_pca, pca)
-    return Components(
-        pd.DataFrame(S, index=latents.index, columns=names),
-        pd.DataFrame(B, index=pd.Index(pca.genes, name="gene"), columns=names),
-        rotations,
-    )
+    return Components(names, np.hstack(loads), rotations, groups)
 
 
 def local_density(profiles: np.ndarray, n_neighbours: int, *, chunk: int = 2048) -> np.ndarray:
-    """Mean distance of each unit-normalised profile to its ``n_neighbours`` nearest others.
+    """Mean distance of each unit-normalised profile (row) to its ``n_neighbours`` nearest others.
 
     Distance between rows ``u, v`` is ``sqrt(2 - 2 |u . v|)``: the Euclidean distance after
     aligning signs. Computed in row chunks, so ``(m, m)`` is never held.
@@ -593,16 +655,24 @@ def _unit_rows(M: np.ndarray) -> np.ndarray:
     return M / np.where(norm > 0, norm, 1.0)
 
 
-def _unexplained(x: np.ndarray, E: np.ndarray) -> float:
-    """Fraction of the variance of ``x`` (n, p) a least-squares fit on ``E`` (n, L) leaves."""
-    xc, Ec = x - x.mean(0), E - E.mean(0)
-    coef, *_ = np.linalg.lstsq(Ec, xc, rcond=None)
-    return float(((xc - Ec @ coef) ** 2).sum() / max((xc**2).sum(), np.finfo(float).tiny))
+def _medians(P: np.ndarray, labels: np.ndarray, L: int) -> np.ndarray:
+    """Per-cluster median of the rows of ``P`` (L x columns)."""
+    return np.stack([np.median(P[labels == c], axis=0) for c in range(L)])
+
+
+def _unexplained(x: np.ndarray, programs: np.ndarray) -> float:
+    """Fraction of the variance of PCA scores ``x`` (n, p) left by least-squares usages of
+    ``programs`` (L, p): cNMF's reconstruction error with the consensus held fixed."""
+    xc = x - x.mean(0)
+    coef, *_ = np.linalg.lstsq(programs.T, xc.T, rcond=None)  # (L, n)
+    resid = xc - coef.T @ programs
+    return float((resid**2).sum() / max((xc**2).sum(), np.finfo(float).tiny))
 
 
 def _consensus_at(
-    U: np.ndarray, S: np.ndarray, x: np.ndarray, L: int, config: EnsembleConfig
+    U: np.ndarray, P: np.ndarray, x: np.ndarray, L: int, config: EnsembleConfig
 ) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Sign-aligned KMeans(L) of unit profiles ``U``; stability and error of that clustering."""
     signs, labels = align_signs(
         U, L, seed=config.seed, n_init=config.n_init, max_iter=config.max_sign_iter
     )
@@ -614,9 +684,7 @@ def _consensus_at(
         if 1 < L < len(A)
         else float("nan")
     )
-    onehot = np.zeros((len(labels), L))
-    onehot[np.arange(len(labels)), labels] = 1.0 / np.bincount(labels)[labels]
-    error = _unexplained(x, (S * signs) @ onehot)
+    error = _unexplained(x, _medians(signs[:, None] * P, labels, L))
     sizes = np.bincount(labels, minlength=L)
     return (
         signs,
@@ -637,23 +705,26 @@ def consensus_ensemble(
     1. Each model run's code is rotated to independent axes (:func:`rotate_code`; an
        autoencoder's code is defined only up to an invertible map, so its raw nodes are
        arbitrary mixtures of programs that differ from run to run).
-    2. Each component gets signed gene loadings through the linear PCA map
-       (:func:`deeppert.attribution.gene_loadings`), L2-normalised.
+    2. Each component gets signed loadings through the linear PCA map (its covariance with
+       the PCA scores; over genes that is :func:`deeppert.attribution.gene_loadings`), compared
+       as unit vectors in the ``p`` PCA coordinates (an isometry of gene space).
     3. cNMF-style filter: components whose mean sign-aligned distance to their
        ``neighbourhood x n_models`` nearest neighbours exceeds ``density_threshold`` are
-       dropped (they are not reproduced by other runs).
+       dropped (no other run reproduces them).
     4. For every L in ``l_min..l_max``: sign-aligned KMeans (:func:`align_signs`); stability =
-       silhouette of that clustering (cNMF's stability), error = fraction of PCA-score
-       variance the L cluster embeddings leave unexplained. L = the most stable (the smaller on
-       ties) unless ``n_clusters`` fixes it; the curve is ``Ensemble.selection``.
-    5. Cluster gene weights = per-cluster median of the members' sign-aligned loadings (robust
-       to stragglers), signed so the largest |weight| is positive; embedding = per-cluster mean
-       of the sign-aligned component values.
+       silhouette of that clustering (cNMF's stability), error = fraction of the PCA-score
+       variance the L consensus programs leave unexplained (least-squares usages). L = the
+       most stable (the smaller on ties) unless ``n_clusters`` fixes it; the curve is
+       ``Ensemble.selection``.
+    5. Cluster gene weights = per-cluster median of the members' sign-aligned gene loadings
+       (robust to stragglers), signed so the largest |weight| is positive; embedding =
+       per-cluster mean of the sign-aligned component values.
     """
     config = config or EnsembleConfig(method="consensus")
     x = np.asarray(x_pca, dtype=np.float64)
     comp = model_components(latents, x, pca, config)
-    U = _unit_rows(comp.loadings.to_numpy().T)
+    P_all = comp.loadings_pca.T  # components x p
+    U = _unit_rows(P_all)
     density = local_density(U, int(round(config.neighbourhood * comp.n_models)))
     keep = density <= config.density_threshold
     if keep.sum() < max(2, config.l_min):
@@ -662,33 +733,35 @@ def consensus_ensemble(
             f"ensemble.density_threshold = {config.density_threshold} (their median local "
             f"distance is {np.median(density):.2f}); raise it or train more runs"
         )
-    U, S = U[keep], comp.values.to_numpy()[:, keep]
-    names = list(comp.values.columns[keep])
+    U, P = U[keep], P_all[keep]
+    names = [n for n, k in zip(comp.names, keep, strict=True) if k]
     if config.n_clusters is not None:
         Ls = [min(config.n_clusters, len(U))]
     else:
         Ls = list(range(config.l_min, min(config.l_max, len(U) - 1) + 1)) or [config.l_min]
     rows, fits = [], {}
     for L in Ls:
-        signs, labels, row = _consensus_at(U, S, x, L, config)
+        signs, labels, row = _consensus_at(U, P, x, L, config)
         rows.append(row)
         fits[L] = (signs, labels)
-    curve = pd.DataFrame(rows).set_index(pd.Index(Ls, name="L_requested"))
-    if config.n_clusters is not None:
-        chosen = Ls[0]
-    else:
-        stab = curve["stability"].fillna(-np.inf).to_numpy()
-        chosen = Ls[int(np.argmax(stab))]  # first maximum: the smaller L on ties
+    curve = pd.DataFrame(rows, index=pd.Index(Ls, name="L_requested"))
+    stab = curve["stability"].fillna(-np.inf).to_numpy()
+    chosen = Ls[int(np.argmax(stab))]  # the first maximum: the smaller L on ties
     curve["chosen"] = curve.index == chosen
     signs, labels = fits[chosen]
     L = int(labels.max()) + 1
-    B = comp.loadings.to_numpy()[:, keep] * signs  # genes x kept, sign-aligned
-    weights = np.stack([np.median(B[:, labels == c], axis=1) for c in range(L)])
+    weights = _medians(signs[:, None] * (P @ pca.components), labels, L)
     flip = np.where(weights[np.arange(L), np.abs(weights).argmax(1)] < 0, -1.0, 1.0)
     weights *= flip[:, None]
     signs = signs * flip[labels]
-    onehot = np.zeros((len(labels), L))
-    onehot[np.arange(len(labels)), labels] = 1.0 / np.bincount(labels)[labels]
+    embedding = np.zeros((len(latents), L))
+    by_run: dict[str, list[int]] = {}
+    for j, name in enumerate(names):
+        by_run.setdefault(name.rsplit("_ic", 1)[0], []).append(j)
+    for idx in by_run.values():  # one model run at a time: samples x components never held
+        values = comp.values(latents, [names[j] for j in idx]) * signs[idx]
+        np.add.at(embedding.T, labels[idx], values.T)
+    embedding /= np.bincount(labels, minlength=L)
     cnames = cluster_names(L)
     frame = pd.DataFrame(
         {
@@ -703,10 +776,8 @@ def consensus_ensemble(
         labels=frame,
         n_clusters=L,
         gmeans_n_clusters=None,
-        weights=pd.DataFrame(
-            weights, index=pd.Index(cnames, name="cluster"), columns=comp.loadings.index
-        ),
-        embedding=pd.DataFrame((S * signs) @ onehot, index=latents.index, columns=cnames),
+        weights=pd.DataFrame(weights, index=pd.Index(cnames, name="cluster"), columns=pca.genes),
+        embedding=pd.DataFrame(embedding, index=latents.index, columns=cnames),
         config=config,
         selection=curve,
         rotations=comp.rotations,

@@ -137,7 +137,7 @@ def stability_report(
     if set(runs_a) & set(runs_b):
         raise DeeppertError(f"seed sets overlap: {sorted(set(runs_a) & set(runs_b))}")
     if consensus:
-        profiles = model_components(latents, x_pca, pca, config).loadings
+        profiles = model_components(latents, x_pca, pca, config).gene_loadings(pca)
         owner = pd.Series([c.rsplit("_ic", 1)[0] for c in profiles.columns], index=profiles.columns)
     else:
         if gene_weights is None:
