@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -322,3 +324,41 @@ def test_bad_ensemble_config_names_the_key(raw, key):
 
     with pytest.raises(DeeppertError, match=key.replace(".", r"\.")):
         parse_config({"ensemble": raw})
+
+
+@pytest.mark.slow
+def test_cli_consensus_writes_curve_and_a_model_that_embeds(tmp_path, capsys):
+    """train -> attribute -> `deeppert ensemble --method consensus`: the selection table and
+    PNG are written, the saved model (with its rotations) reproduces the ensemble embedding,
+    and a bad flag value exits 2 naming the key, leaving no ensemble folder."""
+    from deeppert.cli import main
+    from deeppert.workspace import training_inputs
+
+    torch.set_num_threads(1)
+    config = tmp_path / "tiny.yaml"
+    config.write_text(
+        "name: tiny\ndatasets:\n  - name: s\n    synthetic: {n_samples: 400}\n"
+        "preprocess: {n_components: 20}\n"
+    )
+    args = ["--models", "AE", "--dims", "5", "--runs", "4", "--epochs", "3"]
+    assert main(["train", "--config", str(config), "--out", str(tmp_path / "out"), *args]) == 0
+    run_dir = tmp_path / "out" / "s"
+    assert main(["attribute", str(run_dir), "--steps", "8"]) == 0
+    bad = ["ensemble", str(run_dir), "--method", "consensus", "--l-min", "9", "--l-max", "3"]
+    assert main(bad) == 2
+    assert "ensemble.l_min..l_max is empty" in capsys.readouterr().err
+    assert not (run_dir / "ensemble").exists()
+    assert (
+        main(["ensemble", str(run_dir), "--method", "consensus", "--density-threshold", "1.5"]) == 0
+    )
+    out = run_dir / "ensemble"
+    curve = pd.read_csv(out / "selection.csv")
+    assert {"L", "stability", "error", "chosen"} <= set(curve.columns)
+    assert curve["chosen"].sum() == 1 and (out / "selection.png").is_file()
+    assert (out / "model" / "rotations.npz").is_file()
+    stability = json.loads((out / "stability.json").read_text())
+    assert stability["config"]["method"] == "consensus"  # stability on the same clustering
+    model = EnsembleModel.load(out / "model")
+    x_pca, _ = training_inputs(run_dir)
+    embedding = pd.read_parquet(out / "ensemble_embedding.parquet")
+    np.testing.assert_allclose(model.embed_pca(x_pca).to_numpy(), embedding.to_numpy(), atol=1e-4)
