@@ -61,6 +61,7 @@ __all__ = [
     "captum_integrated_gradients",
     "gene_weights",
     "attribute_genes",
+    "gene_loadings",
 ]
 
 Encoder = PerturbationAutoencoder | TrainedModels | Callable[[torch.Tensor], torch.Tensor]
@@ -612,3 +613,29 @@ def _names_runs(model: Encoder, R: int, d: int) -> tuple[list[list[str]], list[i
     if isinstance(model, TrainedModels):
         return [model.node_names(r) for r in range(R)], list(model.runs)
     return [[f"r{r}_z{k}" for k in range(d)] for r in range(R)], list(range(R))
+
+
+def gene_loadings(codes: np.ndarray, x_pca: np.ndarray, pca: PCAModel | np.ndarray) -> np.ndarray:
+    """Signed gene-space weights ``(genes, d)`` of codes ``(n, d)`` through the linear PCA map.
+
+    Column ``k`` is the covariance of every gene with the standardised code ``k`` over the
+    samples: ``components.T @ cov(x_pca, z_k / sd(z_k))``. The PCA map is linear, so this is
+    exact for the gene values the PCA keeps (``x_pca @ components``), costs one ``(p, d)``
+    product, and keeps a program's direction (a gene that falls when the program rises gets a
+    negative weight), which mean ``|IG|`` loses. Units: gene value per standard deviation of
+    the code (in the PCA's scaled units when it standardises genes).
+    """
+    z = np.asarray(codes, dtype=np.float64)
+    x = np.asarray(x_pca, dtype=np.float64)
+    comps = _components(pca)
+    if z.ndim != 2 or x.ndim != 2 or z.shape[0] != x.shape[0]:
+        raise DeeppertError(
+            f"codes {z.shape} and PCA scores {x.shape} must be (n, d) and (n, p) with the same n"
+        )
+    if x.shape[1] != comps.shape[0]:
+        raise DeeppertError(f"PCA scores have {x.shape[1]} columns, PCA has {comps.shape[0]}")
+    z = z - z.mean(0)
+    sd = z.std(0)
+    z = z / np.where(sd > 0, sd, 1.0)
+    cov = (x - x.mean(0)).T @ z / len(z)  # (p, d)
+    return comps.T @ cov

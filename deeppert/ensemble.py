@@ -29,6 +29,9 @@ import numpy as np
 import pandas as pd
 from scipy.stats import anderson
 from sklearn.cluster import KMeans
+from sklearn.decomposition import FastICA
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.metrics import silhouette_score
 
 from deeppert.atomic import atomic_dir
 from deeppert.errors import DeeppertError
@@ -46,6 +49,11 @@ __all__ = [
     "align_signs",
     "prepare_variables",
     "build_ensemble",
+    "Components",
+    "rotate_code",
+    "model_components",
+    "local_density",
+    "consensus_ensemble",
     "parse_variable_name",
     "cluster_names",
 ]
@@ -53,7 +61,7 @@ __all__ = [
 # scipy.stats.anderson's normal-case critical values (15, 10, 5, 2.5, 1 %) before the
 # small-sample correction; scipy deprecates returning them, so they are kept here.
 _AD_NORMAL = (0.561, 0.631, 0.752, 0.873, 1.035)
-_NAME = re.compile(r"^(?P<model>.+)_run(?P<run>\d+)_z(?P<node>\d+)$")
+_NAME = re.compile(r"^(?P<model>.+)_run(?P<run>\d+)_(?:z|ic)(?P<node>\d+)$")
 
 
 @dataclass(frozen=True)
@@ -62,8 +70,17 @@ class EnsembleConfig:
 
     Parameters
     ----------
+    method
+        ``"gmeans"``: the reference mode (METHOD.md section 4: GMeans chooses L, KMeans(L)
+        labels the raw latent variables). ``"consensus"``: make nodes identifiable first (rotate
+        each model's code to independent axes), then take a cNMF-style consensus of their
+        signed gene loadings with L chosen from a stability-versus-error curve (see
+        :func:`consensus_ensemble`).
+    cluster_on
+        gmeans mode: cluster the variables' latent values (METHOD.md) or their IG gene-weight
+        vectors (``"gene_weights"``).
     seed
-        ``random_state`` of every KMeans (GMeans splits and the final labelling).
+        ``random_state`` of every KMeans (GMeans splits, final labelling) and of FastICA.
     n_init
         KMeans restarts.
     strictness
@@ -71,18 +88,36 @@ class EnsembleConfig:
     max_depth
         GMeans depth limit; the root counts as depth 1.
     n_clusters
-        Fix ``L`` instead of choosing it with GMeans.
+        Fix ``L`` instead of choosing it (GMeans, or the consensus curve).
     labelling
         ``"kmeans"`` (KMeans(L), DeepProfile) or ``"gmeans"`` (the GMeans leaves, reference).
     scaling
         ``"standardize"`` each variable over samples before clustering (Euclidean distance
         then measures correlation; variables of models with different scales mix) or ``"none"``.
     sign_alignment
-        ``"none"`` or ``"centroid"`` (see the module docstring).
+        ``"none"`` or ``"centroid"`` (see the module docstring). The consensus mode always
+        aligns signs.
     max_sign_iter
         Rounds of sign flipping before giving up (a warning-free cap; converges in a few).
+    rotation
+        consensus mode: ``"ica"`` (FastICA on each model's code) or ``"none"`` (raw nodes).
+    l_min, l_max
+        consensus mode: the range of L scanned for the selection curve (inclusive).
+    neighbourhood
+        consensus mode: neighbours counted for a component's local density, as a fraction of
+        the number of models (cNMF's ``local_neighborhood_size``).
+    density_threshold
+        consensus mode: components whose mean distance to those neighbours (Euclidean between
+        sign-aligned unit vectors, 0..sqrt 2) exceeds this are dropped as unreproducible.
+    ica_max_iter
+        FastICA iterations per model.
+    ica_max_rows
+        FastICA is fitted on at most this many rows (a seeded subsample), then applied to all:
+        keeps a DeepProfile-sized ensemble (hundreds of models over 15,000 samples) tractable.
     """
 
+    method: Literal["gmeans", "consensus"] = "gmeans"
+    cluster_on: Literal["latents", "gene_weights"] = "latents"
     seed: int = 0
     n_init: int = 10
     strictness: int = 3
@@ -92,25 +127,54 @@ class EnsembleConfig:
     scaling: Literal["standardize", "none"] = "standardize"
     sign_alignment: Literal["none", "centroid"] = "none"
     max_sign_iter: int = 50
+    rotation: Literal["ica", "none"] = "ica"
+    l_min: int = 2
+    l_max: int = 30
+    neighbourhood: float = 0.3
+    density_threshold: float = 0.5
+    ica_max_iter: int = 1000
+    ica_max_rows: int = 5000
 
     def __post_init__(self) -> None:
+        choices = {
+            "method": ("gmeans", "consensus"),
+            "cluster_on": ("latents", "gene_weights"),
+            "labelling": ("kmeans", "gmeans"),
+            "scaling": ("standardize", "none"),
+            "sign_alignment": ("none", "centroid"),
+            "rotation": ("ica", "none"),
+        }
+        for key, valid in choices.items():
+            if getattr(self, key) not in valid:
+                raise DeeppertError(
+                    f"ensemble.{key} must be one of {list(valid)}, got {getattr(self, key)!r}"
+                )
         if not 0 <= self.strictness < len(_AD_NORMAL):
             raise DeeppertError(f"ensemble.strictness must be 0..4, got {self.strictness}")
-        if self.max_depth < 1 or self.n_init < 1:
-            raise DeeppertError("ensemble.max_depth and ensemble.n_init must be positive")
+        for key in (
+            "n_init",
+            "max_depth",
+            "max_sign_iter",
+            "ica_max_iter",
+            "ica_max_rows",
+            "l_min",
+            "l_max",
+        ):
+            if getattr(self, key) < 1:
+                raise DeeppertError(f"ensemble.{key} must be positive, got {getattr(self, key)}")
         if self.n_clusters is not None and self.n_clusters < 1:
             raise DeeppertError(f"ensemble.n_clusters must be positive, got {self.n_clusters}")
-        if self.labelling not in ("kmeans", "gmeans"):
+        if self.l_max < self.l_min:
             raise DeeppertError(
-                f"ensemble.labelling must be kmeans or gmeans, got {self.labelling!r}"
+                f"ensemble.l_min..l_max is empty: l_min = {self.l_min} > l_max = {self.l_max}"
             )
-        if self.scaling not in ("standardize", "none"):
+        if not 0 < self.neighbourhood <= 1:
             raise DeeppertError(
-                f"ensemble.scaling must be standardize or none, got {self.scaling!r}"
+                f"ensemble.neighbourhood must lie in (0, 1], got {self.neighbourhood}"
             )
-        if self.sign_alignment not in ("none", "centroid"):
+        if self.density_threshold <= 0:
             raise DeeppertError(
-                f"ensemble.sign_alignment must be none or centroid, got {self.sign_alignment!r}"
+                f"ensemble.density_threshold must be positive, got {self.density_threshold}"
             )
 
     def to_dict(self) -> dict:
@@ -121,9 +185,10 @@ class EnsembleConfig:
 def anderson_critical_value(n: int, strictness: int = 3) -> float:
     """Critical value of the Anderson-Darling normality test (estimated mean and variance).
 
-    Equals ``scipy.stats.anderson(x).critical_values[strictness]`` for ``len(x) == n``.
+    Equals ``scipy.stats.anderson(x).critical_values[strictness]`` for ``len(x) == n``
+    exactly: scipy rounds the corrected value to three decimals, and so does this.
     """
-    return _AD_NORMAL[strictness] / (1.0 + 0.75 / n + 2.25 / n**2)
+    return float(np.around(_AD_NORMAL[strictness] / (1.0 + 0.75 / n + 2.25 / n**2), 3))
 
 
 def _anderson_statistic(x: np.ndarray) -> float:
@@ -263,7 +328,10 @@ def cluster_names(n: int) -> list[str]:
 
 
 def parse_variable_name(name: str) -> tuple[str, int, int]:
-    """``"VAE_d10_run3_z07"`` -> ``("VAE_d10", 3, 7)`` (model, run, node)."""
+    """``"VAE_d10_run3_z07"`` -> ``("VAE_d10", 3, 7)`` (model, run, node).
+
+    Rotated components of the consensus mode are named ``<model>_run<r>_ic<k>``.
+    """
     m = _NAME.match(name)
     if m is None:
         raise DeeppertError(f"latent variable name {name!r} is not <model>_run<r>_z<k>")
@@ -289,6 +357,13 @@ class Ensemble:
         Samples x clusters: mean of the members' (signed) latent values.
     config
         The :class:`EnsembleConfig`.
+    selection
+        consensus mode: the L-selection curve, one row per L (``stability``, ``error``, ...).
+    rotations
+        consensus mode: ``"<model>_run<r>"`` -> ``(d + 1, d)`` array: row 0 the code's mean,
+        rows 1.. the map ``W`` with component values ``(z - mean) @ W`` (unit variance).
+    n_dropped
+        consensus mode: components dropped by the density filter.
     """
 
     labels: pd.DataFrame
@@ -297,6 +372,9 @@ class Ensemble:
     weights: pd.DataFrame | None
     embedding: pd.DataFrame
     config: EnsembleConfig = field(default_factory=EnsembleConfig)
+    selection: pd.DataFrame | None = None
+    rotations: dict[str, np.ndarray] | None = None
+    n_dropped: int = 0
 
     @property
     def members(self) -> dict[str, list[str]]:
@@ -316,7 +394,9 @@ def build_ensemble(
     gene_weights: pd.DataFrame | None = None,
     *,
     config: EnsembleConfig | None = None,
-    cluster_on: Literal["latents", "gene_weights"] = "latents",
+    cluster_on: Literal["latents", "gene_weights"] | None = None,
+    x_pca: np.ndarray | None = None,
+    pca: PCAModel | None = None,
 ) -> Ensemble:
     """Cluster latent variables and average them into ensemble weights and embedding.
 
@@ -328,11 +408,21 @@ def build_ensemble(
     gene_weights
         Genes x latent variables (the IG gene weights of the same variables), optional.
     config
-        :class:`EnsembleConfig`.
+        :class:`EnsembleConfig`; ``config.method`` picks the reference or the consensus mode.
     cluster_on
-        Cluster the variables' latent values (docs/method.md) or their gene-weight vectors.
+        Overrides ``config.cluster_on`` (gmeans mode).
+    x_pca, pca
+        The PCA scores the latents were computed from (rows aligned with ``latents``) and the
+        PCA model: the consensus mode needs them for its signed gene loadings.
     """
     config = config or EnsembleConfig()
+    if config.method == "consensus":
+        if x_pca is None or pca is None:
+            raise DeeppertError(
+                "ensemble.method = consensus needs the PCA scores and PCA model of the latents"
+            )
+        return consensus_ensemble(latents, x_pca, pca, config=config)
+    cluster_on = cluster_on or config.cluster_on
     names = list(latents.columns)
     if len(set(names)) != len(names):
         raise DeeppertError("latent variable names must be unique")
@@ -401,6 +491,300 @@ def build_ensemble(
     return Ensemble(frame, L, chosen, weights, embedding, config)
 
 
+# -- the consensus mode --------------------------------------------------------------------
+@dataclass
+class Components:
+    """Identifiable components of every model run: rotations and signed loadings.
+
+    Attributes
+    ----------
+    names
+        ``<model>_run<r>_ic<k>``, one per component.
+    loadings_pca
+        ``(p, components)``: each component's covariance with the PCA scores. Gene loadings are
+        ``pca.components.T @ loadings_pca`` (:func:`deeppert.attribution.gene_loadings`); the
+        PCA components are orthonormal, so distances and angles between components are the same
+        in these ``p`` coordinates as over genes: the tractable representation to cluster.
+    rotations
+        ``"<model>_run<r>"`` -> ``(d + 1, r)``: the code's mean, then the map to components.
+    columns
+        ``"<model>_run<r>"`` -> its latent variables (the code's columns, in order).
+    """
+
+    names: list[str]
+    loadings_pca: np.ndarray
+    rotations: dict[str, np.ndarray]
+    columns: dict[str, list[str]]
+
+    @property
+    def n_models(self) -> int:
+        return len(self.rotations)
+
+    def gene_loadings(self, pca: PCAModel) -> pd.DataFrame:
+        """Genes x components: signed loadings in gene space."""
+        return pd.DataFrame(
+            pca.components.T @ self.loadings_pca,
+            index=pd.Index(pca.genes, name="gene"),
+            columns=self.names,
+        )
+
+    def values(self, latents: pd.DataFrame, names: Sequence[str] | None = None) -> np.ndarray:
+        """Samples x components (``names``, default all): unit-variance component values."""
+        names = list(self.names if names is None else names)
+        out = np.empty((len(latents), len(names)))
+        wanted: dict[str, list[tuple[int, int]]] = {}
+        for j, name in enumerate(names):
+            key, k = name.rsplit("_ic", 1)
+            wanted.setdefault(key, []).append((j, int(k)))
+        for key, items in wanted.items():
+            rot = self.rotations[key]
+            z = latents[self.columns[key]].to_numpy(dtype=np.float64)
+            comp = (z - rot[0]) @ rot[1:]
+            for j, k in items:
+                out[:, j] = comp[:, k]
+        return out
+
+
+def rotate_code(
+    z: np.ndarray,
+    rotation: str = "ica",
+    *,
+    seed: int = 0,
+    max_iter: int = 1000,
+    max_rows: int | None = None,
+) -> np.ndarray:
+    """``(d + 1, r)``: mean and map of one model's code ``z`` (n, d) to unit-variance components.
+
+    ``"ica"`` rotates to FastICA's independent axes (an invertible map of the latent space:
+    the model reconstructs the same, but its axes are no longer arbitrary mixtures);
+    ``"none"`` only standardises. Directions with (numerically) no variance, e.g. collapsed
+    VAE nodes, are left out, so ``r <= d``.
+    """
+    z = np.asarray(z, dtype=np.float64)
+    mean = z.mean(0)
+    zc = z - mean
+    d = z.shape[1]
+    evals, evecs = np.linalg.eigh(np.cov(zc, rowvar=False).reshape(d, d))
+    keep = evals > 1e-8 * max(float(evals.max()), np.finfo(float).tiny)
+    if rotation == "ica" and keep.sum() > 1:
+        fit_rows = zc
+        if max_rows is not None and len(zc) > max_rows:
+            rows = np.random.default_rng(seed).choice(len(zc), max_rows, replace=False)
+            fit_rows = zc[np.sort(rows)]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            ica = FastICA(
+                n_components=int(keep.sum()),
+                whiten="unit-variance",
+                random_state=seed,
+                max_iter=max_iter,
+            ).fit(fit_rows)
+        W = ica.components_.T
+    elif rotation == "ica":
+        W = evecs[:, keep]
+    else:
+        W = np.eye(d)[:, np.diag(np.cov(zc, rowvar=False).reshape(d, d)) > 0]
+    sd = (zc @ W).std(0)
+    W = W / np.where(sd > 0, sd, 1.0)
+    return np.vstack([mean, W])
+
+
+def model_components(
+    latents: pd.DataFrame, x_pca: np.ndarray, pca: PCAModel, config: EnsembleConfig
+) -> Components:
+    """Rotate every model run's code (:func:`rotate_code`) and load its components on the PCA
+    scores, one model run at a time (the samples x components matrix is never held)."""
+    if x_pca is None or pca is None:
+        raise DeeppertError(
+            "ensemble.method = consensus needs the PCA scores and PCA model of the latents"
+        )
+    x = np.asarray(x_pca, dtype=np.float64)
+    if x.shape[0] != len(latents):
+        raise DeeppertError(
+            f"PCA scores have {x.shape[0]} rows, latents {len(latents)}: not the same samples"
+        )
+    if x.shape[1] != pca.n_components:
+        raise DeeppertError(f"PCA scores have {x.shape[1]} columns, PCA has {pca.n_components}")
+    xc = x - x.mean(0)
+    groups: dict[str, list[str]] = {}
+    for name in latents.columns:
+        model, run, _ = parse_variable_name(name)
+        groups.setdefault(f"{model}_run{run}", []).append(name)
+    loads, names, rotations = [], [], {}
+    for key, cols in groups.items():
+        z = latents[cols].to_numpy(dtype=np.float64)
+        if not np.isfinite(z).all():
+            raise DeeppertError(f"latent values of {key} contain NaN or infinity")
+        rot = rotate_code(
+            z,
+            config.rotation,
+            seed=config.seed,
+            max_iter=config.ica_max_iter,
+            max_rows=config.ica_max_rows,
+        )
+        rotations[key] = rot
+        S = (z - rot[0]) @ rot[1:]
+        loads.append(xc.T @ (S - S.mean(0)) / len(S))
+        names += [f"{key}_ic{k:02d}" for k in range(rot.shape[1])]
+    return Components(names, np.hstack(loads), rotations, groups)
+
+
+def local_density(profiles: np.ndarray, n_neighbours: int, *, chunk: int = 2048) -> np.ndarray:
+    """Mean distance of each unit-normalised profile (row) to its ``n_neighbours`` nearest others.
+
+    Distance between rows ``u, v`` is ``sqrt(2 - 2 |u . v|)``: the Euclidean distance after
+    aligning signs. Computed in row chunks, so ``(m, m)`` is never held.
+    """
+    U = _unit_rows(profiles)
+    m = len(U)
+    k = min(max(1, n_neighbours), m - 1)
+    out = np.zeros(m)
+    if k < 1:
+        return out
+    for start in range(0, m, chunk):
+        sim = np.abs(U[start : start + chunk] @ U.T)
+        sim[np.arange(len(sim)), np.arange(start, start + len(sim))] = -np.inf  # not itself
+        top = -np.partition(-sim, k - 1, axis=1)[:, :k]
+        out[start : start + len(sim)] = np.sqrt(np.clip(2 - 2 * top, 0, None)).mean(1)
+    return out
+
+
+def _unit_rows(M: np.ndarray) -> np.ndarray:
+    M = np.asarray(M, dtype=np.float64)
+    norm = np.linalg.norm(M, axis=1, keepdims=True)
+    return M / np.where(norm > 0, norm, 1.0)
+
+
+def _medians(P: np.ndarray, labels: np.ndarray, L: int) -> np.ndarray:
+    """Per-cluster median of the rows of ``P`` (L x columns)."""
+    return np.stack([np.median(P[labels == c], axis=0) for c in range(L)])
+
+
+def _unexplained(x: np.ndarray, programs: np.ndarray) -> float:
+    """Fraction of the variance of PCA scores ``x`` (n, p) left by least-squares usages of
+    ``programs`` (L, p): cNMF's reconstruction error with the consensus held fixed."""
+    xc = x - x.mean(0)
+    coef, *_ = np.linalg.lstsq(programs.T, xc.T, rcond=None)  # (L, n)
+    resid = xc - coef.T @ programs
+    return float((resid**2).sum() / max((xc**2).sum(), np.finfo(float).tiny))
+
+
+def _consensus_at(
+    U: np.ndarray, P: np.ndarray, x: np.ndarray, L: int, config: EnsembleConfig
+) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Sign-aligned KMeans(L) of unit profiles ``U``; stability and error of that clustering."""
+    signs, labels = align_signs(
+        U, L, seed=config.seed, n_init=config.n_init, max_iter=config.max_sign_iter
+    )
+    labels = _canonical(labels)
+    L = int(labels.max()) + 1
+    A = signs[:, None] * U
+    stability = (
+        float(silhouette_score(A, labels, sample_size=min(len(A), 5000), random_state=config.seed))
+        if 1 < L < len(A)
+        else float("nan")
+    )
+    error = _unexplained(x, _medians(signs[:, None] * P, labels, L))
+    sizes = np.bincount(labels, minlength=L)
+    return (
+        signs,
+        labels,
+        {"L": L, "stability": stability, "error": error, "min_size": int(sizes.min())},
+    )
+
+
+def consensus_ensemble(
+    latents: pd.DataFrame,
+    x_pca: np.ndarray,
+    pca: PCAModel,
+    *,
+    config: EnsembleConfig | None = None,
+) -> Ensemble:
+    """Identifiable consensus of many models' latent spaces (``ensemble.method = consensus``).
+
+    1. Each model run's code is rotated to independent axes (:func:`rotate_code`; an
+       autoencoder's code is defined only up to an invertible map, so its raw nodes are
+       arbitrary mixtures of programs that differ from run to run).
+    2. Each component gets signed loadings through the linear PCA map (its covariance with
+       the PCA scores; over genes that is :func:`deeppert.attribution.gene_loadings`), compared
+       as unit vectors in the ``p`` PCA coordinates (an isometry of gene space).
+    3. cNMF-style filter: components whose mean sign-aligned distance to their
+       ``neighbourhood x n_models`` nearest neighbours exceeds ``density_threshold`` are
+       dropped (no other run reproduces them).
+    4. For every L in ``l_min..l_max``: sign-aligned KMeans (:func:`align_signs`); stability =
+       silhouette of that clustering (cNMF's stability), error = fraction of the PCA-score
+       variance the L consensus programs leave unexplained (least-squares usages). L = the
+       most stable (the smaller on ties) unless ``n_clusters`` fixes it; the curve is
+       ``Ensemble.selection``.
+    5. Cluster gene weights = per-cluster median of the members' sign-aligned gene loadings
+       (robust to stragglers), signed so the largest |weight| is positive; embedding =
+       per-cluster mean of the sign-aligned component values.
+    """
+    config = config or EnsembleConfig(method="consensus")
+    x = np.asarray(x_pca, dtype=np.float64)
+    comp = model_components(latents, x, pca, config)
+    P_all = comp.loadings_pca.T  # components x p
+    U = _unit_rows(P_all)
+    density = local_density(U, int(round(config.neighbourhood * comp.n_models)))
+    keep = density <= config.density_threshold
+    if keep.sum() < max(2, config.l_min):
+        raise DeeppertError(
+            f"only {int(keep.sum())} of {len(U)} components are reproduced across runs at "
+            f"ensemble.density_threshold = {config.density_threshold} (their median local "
+            f"distance is {np.median(density):.2f}); raise it or train more runs"
+        )
+    U, P = U[keep], P_all[keep]
+    names = [n for n, k in zip(comp.names, keep, strict=True) if k]
+    if config.n_clusters is not None:
+        Ls = [min(config.n_clusters, len(U))]
+    else:
+        Ls = list(range(config.l_min, min(config.l_max, len(U) - 1) + 1)) or [config.l_min]
+    rows, fits = [], {}
+    for L in Ls:
+        signs, labels, row = _consensus_at(U, P, x, L, config)
+        rows.append(row)
+        fits[L] = (signs, labels)
+    curve = pd.DataFrame(rows, index=pd.Index(Ls, name="L_requested"))
+    stab = curve["stability"].fillna(-np.inf).to_numpy()
+    chosen = Ls[int(np.argmax(stab))]  # the first maximum: the smaller L on ties
+    curve["chosen"] = curve.index == chosen
+    signs, labels = fits[chosen]
+    L = int(labels.max()) + 1
+    weights = _medians(signs[:, None] * (P @ pca.components), labels, L)
+    flip = np.where(weights[np.arange(L), np.abs(weights).argmax(1)] < 0, -1.0, 1.0)
+    weights *= flip[:, None]
+    signs = signs * flip[labels]
+    embedding = np.zeros((len(latents), L))
+    by_run: dict[str, list[int]] = {}
+    for j, name in enumerate(names):
+        by_run.setdefault(name.rsplit("_ic", 1)[0], []).append(j)
+    for idx in by_run.values():  # one model run at a time: samples x components never held
+        values = comp.values(latents, [names[j] for j in idx]) * signs[idx]
+        np.add.at(embedding.T, labels[idx], values.T)
+    embedding /= np.bincount(labels, minlength=L)
+    cnames = cluster_names(L)
+    frame = pd.DataFrame(
+        {
+            "cluster": labels,
+            "cluster_name": [cnames[k] for k in labels],
+            "sign": signs.astype(np.int64),
+            "local_distance": density[keep],
+        },
+        index=pd.Index(names, name="variable"),
+    )
+    return Ensemble(
+        labels=frame,
+        n_clusters=L,
+        gmeans_n_clusters=None,
+        weights=pd.DataFrame(weights, index=pd.Index(cnames, name="cluster"), columns=pca.genes),
+        embedding=pd.DataFrame(embedding, index=latents.index, columns=cnames),
+        config=config,
+        selection=curve,
+        rotations=comp.rotations,
+        n_dropped=int((~keep).sum()),
+    )
+
+
 # -- applying an ensemble to new signatures -------------------------------------------------
 @dataclass
 class EnsembleModel:
@@ -414,18 +798,29 @@ class EnsembleModel:
         Trained model groups by name (``TrainedModels.name``, e.g. ``VAE_d10``).
     labels
         :attr:`Ensemble.labels` (variable -> cluster, sign); variables must be named
-        ``<model>_run<r>_z<k>`` as :meth:`TrainedModels.node_names` names them.
+        ``<model>_run<r>_z<k>`` as :meth:`TrainedModels.node_names` names them, or
+        ``<model>_run<r>_ic<k>`` (consensus components) when ``rotations`` are given.
+    rotations
+        :attr:`Ensemble.rotations` of a consensus ensemble: each model run's code is mapped
+        to its components before the per-cluster mean. None for the reference mode.
     """
 
     pca: PCAModel
     models: dict[str, TrainedModels]
     labels: pd.DataFrame
+    rotations: dict[str, np.ndarray] | None = None
 
     def __post_init__(self) -> None:
         self._index: dict[str, tuple[str, int, int]] = {}
         for name, tm in self.models.items():
-            for r in range(len(tm.runs)):
-                for k, var in enumerate(tm.node_names(r)):
+            for r, run in enumerate(tm.runs):
+                if self.rotations is None:
+                    names = tm.node_names(r)
+                else:
+                    rot = self.rotations.get(f"{name}_run{run}")
+                    n = 0 if rot is None else rot.shape[1]
+                    names = [f"{name}_run{run}_ic{k:02d}" for k in range(n)]
+                for k, var in enumerate(names):
                     self._index[var] = (name, r, k)
         missing = [v for v in self.labels.index if v not in self._index]
         if missing:
@@ -439,7 +834,12 @@ class EnsembleModel:
     ) -> EnsembleModel:
         """Keep only the models that hold ensemble members."""
         wanted = {parse_variable_name(v)[0] for v in ensemble.labels.index}
-        return cls(pca, {m.name: m for m in models if m.name in wanted}, ensemble.labels.copy())
+        return cls(
+            pca,
+            {m.name: m for m in models if m.name in wanted},
+            ensemble.labels.copy(),
+            ensemble.rotations,
+        )
 
     @property
     def cluster_names(self) -> list[str]:
@@ -452,9 +852,19 @@ class EnsembleModel:
         L = len(self.cluster_names)
         total = np.zeros((n, L))
         codes = {name: tm.embed(x_pca) for name, tm in self.models.items()}  # (R, n, d) each
+        if self.rotations is not None:  # consensus: map each run's code to its components
+            codes = {
+                name: [
+                    (z[r].astype(np.float64) - rot[0]) @ rot[1:]
+                    if (rot := self.rotations.get(f"{name}_run{run}")) is not None
+                    else np.zeros((n, 0))
+                    for r, run in enumerate(self.models[name].runs)
+                ]
+                for name, z in codes.items()
+            }
         for var, row in self.labels.iterrows():
             name, r, k = self._index[var]
-            total[:, int(row["cluster"])] += row["sign"] * codes[name][r, :, k].astype(np.float64)
+            total[:, int(row["cluster"])] += row["sign"] * codes[name][r][:, k].astype(np.float64)
         counts = np.bincount(self.labels["cluster"].to_numpy(), minlength=L)
         index = pd.Index(list(sample_ids) if sample_ids is not None else range(n), name="sample_id")
         return pd.DataFrame(total / counts, index=index, columns=self.cluster_names)
@@ -484,7 +894,8 @@ class EnsembleModel:
         return self.embed_pca(self.pca.transform(values), sample_ids)
 
     def save(self, path: str | Path) -> Path:
-        """Write ``pca.npz``, ``genes.json``, ``labels.parquet`` and ``models/<name>/`` atomically."""
+        """Write ``pca.npz``, ``genes.json``, ``labels.parquet``, ``models/<name>/`` (and, for a
+        consensus ensemble, ``rotations.npz``) atomically."""
         with atomic_dir(path) as tmp:
             np.savez(
                 tmp / "pca.npz",
@@ -495,6 +906,8 @@ class EnsembleModel:
             )
             (tmp / "genes.json").write_text(json.dumps(list(self.pca.genes)) + "\n")
             self.labels.to_parquet(tmp / "labels.parquet")
+            if self.rotations is not None:
+                np.savez(tmp / "rotations.npz", **self.rotations)
             for name, tm in self.models.items():
                 tm.save(tmp / "models" / name)
         return Path(path)
@@ -517,4 +930,8 @@ class EnsembleModel:
         models = {
             p.name: TrainedModels.load(p) for p in sorted((path / "models").iterdir()) if p.is_dir()
         }
-        return cls(pca, models, pd.read_parquet(path / "labels.parquet"))
+        rotations = None
+        if (path / "rotations.npz").is_file():
+            with np.load(path / "rotations.npz") as f:
+                rotations = {k: f[k] for k in f.files}
+        return cls(pca, models, pd.read_parquet(path / "labels.parquet"), rotations)

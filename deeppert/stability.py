@@ -1,22 +1,34 @@
-"""Stability of gene weights: ensembles versus single models (DeepProfile's claim).
+"""Stability of gene weights: ensembles versus single models (DeepProfile's claim), and the
+ensemble step as the command line and the Ray job both run it (:func:`ensemble_step`).
 
-(a) Split the runs (seeds) into two disjoint sets, build an ensemble from each, match the
-two sets of ensemble gene-weight vectors one-to-one (Hungarian on Pearson correlation) and
-take the median correlation of the matched pairs. (b) The same for the gene-weight vectors
-of single models with two different seeds (same architecture). DeepProfile's claim is that
-(a) is much higher than (b).
+(a) Split the runs (seeds) into two disjoint sets, build an ensemble from each with the same
+config (mode, ``cluster_on``, every knob), match the two sets of ensemble gene-weight vectors
+one-to-one (Hungarian on Pearson correlation) and take the median correlation of the matched
+pairs. (b) The same for the gene-weight vectors of single models with two different seeds
+(same architecture): their IG gene weights in the reference mode, their rotated components'
+signed loadings in the consensus mode. Signed weights carry an arbitrary sign per component,
+so the consensus mode matches on ``|correlation|``. DeepProfile's claim is that (a) is much
+higher than (b).
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from scipy.optimize import linear_sum_assignment
 
-from deeppert.ensemble import EnsembleConfig, build_ensemble, parse_variable_name
+from deeppert.ensemble import (
+    Ensemble,
+    EnsembleConfig,
+    build_ensemble,
+    model_components,
+    parse_variable_name,
+)
 from deeppert.errors import DeeppertError
+from deeppert.preprocess import PCAModel
 
 __all__ = [
     "Matching",
@@ -25,6 +37,9 @@ __all__ = [
     "match_rows",
     "split_runs",
     "stability_report",
+    "EnsembleStep",
+    "ensemble_step",
+    "plot_selection",
 ]
 
 
@@ -95,19 +110,23 @@ class StabilityReport:
 
 def stability_report(
     latents: pd.DataFrame,
-    gene_weights: pd.DataFrame,
+    gene_weights: pd.DataFrame | None,
     *,
     config: EnsembleConfig | None = None,
     runs_a: list[int] | None = None,
     runs_b: list[int] | None = None,
+    x_pca: np.ndarray | None = None,
+    pca: PCAModel | None = None,
 ) -> StabilityReport:
     """Stability (a) and (b) from latents (samples x variables) and gene weights (genes x variables).
 
     Variables are named ``<model>_run<r>_z<k>``. ``runs_a`` / ``runs_b`` default to
     :func:`split_runs` of all runs. For (b) the ``i``-th run of A is compared with the
     ``i``-th run of B for every model; correlations of all matched node pairs are pooled.
+    ``x_pca`` and ``pca`` are needed by the consensus mode (as for :func:`build_ensemble`).
     """
     config = config or EnsembleConfig()
+    consensus = config.method == "consensus"
     meta = pd.DataFrame(
         [parse_variable_name(v) for v in latents.columns],
         index=latents.columns,
@@ -117,21 +136,39 @@ def stability_report(
         runs_a, runs_b = split_runs(meta["run"].tolist())
     if set(runs_a) & set(runs_b):
         raise DeeppertError(f"seed sets overlap: {sorted(set(runs_a) & set(runs_b))}")
+    if consensus:
+        profiles = model_components(latents, x_pca, pca, config).gene_loadings(pca)
+        owner = pd.Series([c.rsplit("_ic", 1)[0] for c in profiles.columns], index=profiles.columns)
+    else:
+        if gene_weights is None:
+            raise DeeppertError("stability of the gmeans mode needs IG gene weights")
+        profiles = gene_weights
+        owner = pd.Series([c.rsplit("_z", 1)[0] for c in latents.columns], index=latents.columns)
     ens = []
     for runs in (runs_a, runs_b):
         cols = meta.index[meta["run"].isin(runs)]
         if len(cols) == 0:
             raise DeeppertError(f"no latent variables for runs {runs}")
-        ens.append(build_ensemble(latents[cols], gene_weights[cols], config=config))
-    m = match_rows(ens[0].weights.to_numpy(), ens[1].weights.to_numpy())
+        ens.append(
+            build_ensemble(
+                latents[cols],
+                None if gene_weights is None else gene_weights[cols],
+                config=config,
+                x_pca=x_pca,
+                pca=pca,
+            )
+        )
+    m = match_rows(ens[0].weights.to_numpy(), ens[1].weights.to_numpy(), absolute=consensus)
     single: dict[str, list[float]] = {}
-    for model, group in meta.groupby("model"):
+    for model in sorted(meta["model"].unique()):
         pairs = []
         for ra, rb in zip(runs_a, runs_b, strict=False):
-            va = group.index[group["run"] == ra]
-            vb = group.index[group["run"] == rb]
+            va = owner.index[owner == f"{model}_run{ra}"]
+            vb = owner.index[owner == f"{model}_run{rb}"]
             if len(va) and len(vb):
-                pm = match_rows(gene_weights[va].to_numpy().T, gene_weights[vb].to_numpy().T)
+                pm = match_rows(
+                    profiles[va].to_numpy().T, profiles[vb].to_numpy().T, absolute=consensus
+                )
                 pairs.extend(pm.corr.tolist())
         single[str(model)] = pairs
     pooled = [c for v in single.values() for c in v]
@@ -146,3 +183,82 @@ def stability_report(
         single_corr=single,
         config=config.to_dict(),
     )
+
+
+@dataclass
+class EnsembleStep:
+    """What the ensemble step produces: the ensemble and its stability (a dict for JSON)."""
+
+    ensemble: Ensemble
+    stability: dict
+
+    @property
+    def selection(self) -> pd.DataFrame | None:
+        """The consensus mode's L-selection curve (None in the reference mode)."""
+        return self.ensemble.selection
+
+    def summary(self) -> dict:
+        """Small JSON-able summary: L, what chose it, sizes, the config."""
+        ens = self.ensemble
+        return {
+            "method": ens.config.method,
+            "n_clusters": ens.n_clusters,
+            "gmeans_n_clusters": ens.gmeans_n_clusters,
+            "n_variables": len(ens.labels) + ens.n_dropped,
+            "n_dropped": ens.n_dropped,
+            "cluster_sizes": ens.sizes.to_dict(),
+            "config": ens.config.to_dict(),
+        }
+
+
+def ensemble_step(
+    latents: pd.DataFrame,
+    gene_weights: pd.DataFrame | None,
+    *,
+    config: EnsembleConfig,
+    x_pca: np.ndarray | None = None,
+    pca: PCAModel | None = None,
+    stability: bool = True,
+) -> EnsembleStep:
+    """The ensemble step: :func:`build_ensemble` and, on the same config, :func:`stability_report`.
+
+    The command line (``deeppert ensemble``) and the Ray job (``ray_jobs/ensemble.py``) both call
+    this and only read inputs and write outputs. Stability needs at least two runs; with fewer,
+    or with ``stability=False``, the dict says why it was skipped.
+    """
+    ens = build_ensemble(latents, gene_weights, config=config, x_pca=x_pca, pca=pca)
+    runs = sorted({parse_variable_name(c)[1] for c in latents.columns})
+    if not stability:
+        report: dict = {"skipped": "stability not requested"}
+    elif len(runs) < 2:
+        report = {"skipped": f"needs at least two runs, found {runs}"}
+    else:
+        report = stability_report(
+            latents, gene_weights, config=config, x_pca=x_pca, pca=pca
+        ).to_dict()
+    return EnsembleStep(ens, report)
+
+
+def plot_selection(curve: pd.DataFrame, path: str | Path) -> Path:
+    """Stability and error per L (the consensus mode's selection curve), chosen L marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    ax.plot(curve["L"], curve["stability"], "o-", color="C0", label="stability (silhouette)")
+    ax.set_xlabel("L (clusters)")
+    ax.set_ylabel("stability (silhouette)", color="C0")
+    ax2 = ax.twinx()
+    ax2.plot(curve["L"], curve["error"], "s--", color="C1", label="error")
+    ax2.set_ylabel("unexplained PCA variance", color="C1")
+    chosen = curve.loc[curve["chosen"], "L"]
+    for L in chosen:
+        ax.axvline(L, color="grey", lw=1, ls=":")
+    ax.set_title(f"consensus L selection (chosen L = {', '.join(map(str, chosen))})", fontsize=9)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

@@ -3,10 +3,12 @@
     ray job submit --working-dir . -- python ray_jobs/ensemble.py --config configs/demo.yaml
 
 Selects the sweep's encoder versions from the registry (``<dataset>-encoder``, tag sweep),
-pulls their latents and IG gene weights as Parquet, clusters them (GMeans + KMeans), logs an
-ensemble run with ``labels``, ``ensemble_weights``, ``ensemble_embedding`` (Parquet) and
-``stability.json``, and registers an embedding pyfunc as ``<dataset>-ensemble@current``.
-Cell lines are ensembled in parallel as Ray tasks.
+pulls their latents and IG gene weights as Parquet, runs the ensemble step
+(:func:`deeppert.stability.ensemble_step`, the same function as ``deeppert ensemble``, with the
+config's ``ensemble`` section), logs an ensemble run with ``labels``, ``ensemble_weights``,
+``ensemble_embedding`` (Parquet), ``stability.json`` (and the consensus mode's
+``selection.parquet`` / ``selection.png``), and registers an embedding pyfunc as
+``<dataset>-ensemble@current``. Cell lines are ensembled in parallel as Ray tasks.
 """
 
 from __future__ import annotations
@@ -17,12 +19,14 @@ import sys
 import pandas as pd
 
 from deeppert.config import ExperimentConfig
-from deeppert.ensemble import Ensemble, EnsembleModel, build_ensemble
-from deeppert.stability import stability_report
+from deeppert.ensemble import Ensemble, EnsembleModel
+from deeppert.errors import DeeppertError
+from deeppert.stability import ensemble_step
 from deeppert.tracking.client import check_server, get_or_create_experiment
 from deeppert.tracking.contract import ENSEMBLE_ALIAS
 from deeppert.tracking.registry import ensemble_model_name, load_sweep_members, log_ensemble
 from deeppert.tracking.sweep import sweep_name
+from deeppert.workspace import load_dataset, prepare
 from ray_jobs._common import connect_ray, job_config, job_parser, run_job
 
 log = logging.getLogger("deeppert.ensemble_job")
@@ -45,13 +49,22 @@ def ensemble_dataset(
         len(members.versions),
         members.latents.shape[1],
     )
-    ensemble = build_ensemble(members.latents, members.gene_weights, config=config.ensemble)
-    runs = sorted({int(c.split("_run")[1].split("_")[0]) for c in members.latents.columns})
-    stability = (
-        stability_report(members.latents, members.gene_weights, config=config.ensemble).to_dict()
-        if len(runs) >= 2
-        else {}
+    x_pca = None
+    if config.ensemble.method == "consensus":  # signed loadings need the training PCA scores
+        x_pca = prepare(load_dataset(config.dataset(dataset)), config).x_train
+        if len(x_pca) != len(members.latents):
+            raise DeeppertError(
+                f"{dataset}: {len(x_pca)} training rows now, {len(members.latents)} in the "
+                "sweep's latents: the data or the split changed since the sweep"
+            )
+    step = ensemble_step(
+        members.latents,
+        members.gene_weights,
+        config=config.ensemble,
+        x_pca=x_pca,
+        pca=members.pca,
     )
+    ensemble, stability = step.ensemble, step.stability
     model = EnsembleModel.from_ensemble(ensemble, list(members.groups.values()), members.pca)
     experiment_id = get_or_create_experiment(uri, config.tracking.experiment)
     version = log_ensemble(

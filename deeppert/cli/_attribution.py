@@ -4,8 +4,11 @@
 genes, columns = node names) and ``completeness.csv``. ``ensemble RUN_DIR`` reads the
 latents and gene weights and writes ``RUN_DIR/ensemble/``: ``labels.parquet``,
 ``ensemble_weights.parquet`` (clusters x genes), ``ensemble_embedding.parquet`` (samples x
-clusters), ``members.json``, ``stability.json``, ``model/`` (an :class:`EnsembleModel`
-that embeds new signatures) and two plots. Each output folder is written atomically.
+clusters), ``members.json``, ``summary.json``, ``stability.json``, ``model/`` (an
+:class:`EnsembleModel` that embeds new signatures) and plots; the consensus mode adds its
+L-selection curve, ``selection.csv`` and ``selection.png``. The ensemble config is the run's
+(``config.json``, section ``ensemble``) with the command-line flags on top; the step itself is
+:func:`deeppert.stability.ensemble_step`. Each output folder is written atomically.
 """
 
 from __future__ import annotations
@@ -24,7 +27,9 @@ from deeppert.ig_config import IGConfig
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["register", "run_attribute", "run_ensemble"]
+    from deeppert.ensemble import EnsembleConfig
+
+__all__ = ["register", "run_attribute", "run_ensemble", "ensemble_config"]
 
 log = logging.getLogger(__name__)
 
@@ -57,16 +62,22 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     e = sub.add_parser(
         "ensemble",
-        help="GMeans + KMeans ensemble of all latent variables, with stability",
-        description="Write RUN_DIR/ensemble/ (labels, weights, embedding, model, stability).",
+        help="ensemble of all latent variables (GMeans reference or consensus), with stability",
+        description="Write RUN_DIR/ensemble/ (labels, weights, embedding, model, stability). "
+        "Flags override the run's ensemble config; unset flags keep it.",
     )
     e.add_argument("run_dir", type=Path)
-    e.add_argument("--seed", type=int, default=0)
-    e.add_argument("--n-clusters", type=int, help="fix L instead of choosing it with GMeans")
-    e.add_argument("--labelling", default="kmeans", choices=["kmeans", "gmeans"])
-    e.add_argument("--scaling", default="standardize", choices=["standardize", "none"])
-    e.add_argument("--sign-alignment", default="none", choices=["none", "centroid"])
-    e.add_argument("--cluster-on", default="latents", choices=["latents", "gene_weights"])
+    e.add_argument("--method", choices=["gmeans", "consensus"])
+    e.add_argument("--seed", type=int)
+    e.add_argument("--n-clusters", type=int, help="fix L instead of choosing it")
+    e.add_argument("--labelling", choices=["kmeans", "gmeans"])
+    e.add_argument("--scaling", choices=["standardize", "none"])
+    e.add_argument("--sign-alignment", choices=["none", "centroid"])
+    e.add_argument("--cluster-on", choices=["latents", "gene_weights"])
+    e.add_argument("--rotation", choices=["ica", "none"], help="consensus: per-model rotation")
+    e.add_argument("--l-min", type=int, help="consensus: smallest L scanned")
+    e.add_argument("--l-max", type=int, help="consensus: largest L scanned")
+    e.add_argument("--density-threshold", type=float, help="consensus: outlier filter")
     e.add_argument("--no-stability", action="store_true", help="skip the stability report")
     e.set_defaults(func=run_ensemble)
 
@@ -136,54 +147,69 @@ def _read_folder(folder: Path, what: str) -> pd.DataFrame:
     return pd.concat([f.set_axis(index, axis=0) for f in frames], axis=1)
 
 
+_FLAGS = (
+    "method",
+    "seed",
+    "n_clusters",
+    "labelling",
+    "scaling",
+    "sign_alignment",
+    "cluster_on",
+    "rotation",
+    "l_min",
+    "l_max",
+    "density_threshold",
+)
+
+
+def ensemble_config(run_dir: Path, args: argparse.Namespace) -> EnsembleConfig:
+    """The run's ``ensemble`` config section with the flags that were given on top."""
+    from deeppert.config import build_dataclass
+    from deeppert.ensemble import EnsembleConfig
+
+    raw: dict = {}
+    path = run_dir / "config.json"
+    if path.is_file():
+        raw = dict(json.loads(path.read_text()).get("experiment", {}).get("ensemble") or {})
+    raw.update({k: getattr(args, k) for k in _FLAGS if getattr(args, k, None) is not None})
+    return build_dataclass(EnsembleConfig, raw, "ensemble")
+
+
 def run_ensemble(args: argparse.Namespace) -> int:
     run_dir: Path = args.run_dir
     require_dir(run_dir, "run folder")
     from deeppert.atomic import atomic_dir
-    from deeppert.ensemble import EnsembleConfig, EnsembleModel, build_ensemble
-    from deeppert.stability import split_runs, stability_report
-    from deeppert.workspace import load_pca, load_trained
+    from deeppert.ensemble import EnsembleModel
+    from deeppert.stability import ensemble_step, plot_selection
+    from deeppert.workspace import load_pca, load_trained, training_inputs
 
-    config = EnsembleConfig(
-        seed=args.seed,
-        n_clusters=args.n_clusters,
-        labelling=args.labelling,
-        scaling=args.scaling,
-        sign_alignment=args.sign_alignment,
-    )
+    config = ensemble_config(run_dir, args)
     latents = _read_folder(run_dir / "latents", "latent")
     weights = _read_folder(run_dir / "gene_weights", "gene-weight")
-    ens = build_ensemble(latents, weights, config=config, cluster_on=args.cluster_on)
-    model = EnsembleModel.from_ensemble(ens, load_trained(run_dir), load_pca(run_dir))
-    stability = None
-    if not args.no_stability:
-        runs = sorted({int(c.rsplit("_run", 1)[1].split("_z")[0]) for c in latents.columns})
-        if len(runs) >= 2:
-            a, b = split_runs(runs)
-            stability = stability_report(
-                latents, weights, config=config, runs_a=a, runs_b=b
-            ).to_dict()
-        else:
-            stability = {"skipped": f"needs at least two runs, found {runs}"}
+    x_pca, _ = training_inputs(run_dir)
+    pca = load_pca(run_dir)
+    step = ensemble_step(
+        latents, weights, config=config, x_pca=x_pca, pca=pca, stability=not args.no_stability
+    )
+    ens = step.ensemble
+    model = EnsembleModel.from_ensemble(ens, load_trained(run_dir), pca)
     with atomic_dir(run_dir / "ensemble") as tmp:
         ens.labels.to_parquet(tmp / "labels.parquet")
         ens.weights.to_parquet(tmp / "ensemble_weights.parquet")
         ens.embedding.to_parquet(tmp / "ensemble_embedding.parquet")
         (tmp / "members.json").write_text(json.dumps(ens.members, indent=2) + "\n")
-        summary = {
-            "n_clusters": ens.n_clusters,
-            "gmeans_n_clusters": ens.gmeans_n_clusters,
-            "n_variables": len(ens.labels),
-            "cluster_sizes": ens.sizes.to_dict(),
-            "config": config.to_dict(),
-            "cluster_on": args.cluster_on,
-        }
-        (tmp / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-        (tmp / "stability.json").write_text(json.dumps(stability, indent=2, default=float) + "\n")
+        (tmp / "summary.json").write_text(json.dumps(step.summary(), indent=2) + "\n")
+        (tmp / "stability.json").write_text(
+            json.dumps(step.stability, indent=2, default=float) + "\n"
+        )
+        if step.selection is not None:
+            step.selection.to_csv(tmp / "selection.csv")
+            plot_selection(step.selection, tmp / "selection.png")
         model.save(tmp / "model")
-        _plots(ens, stability, tmp)
+        _plots(ens, step.stability, tmp)
     print(
-        f"wrote {run_dir / 'ensemble'}: L = {ens.n_clusters} clusters over {len(ens.labels)} latent variables"
+        f"wrote {run_dir / 'ensemble'}: L = {ens.n_clusters} clusters over {len(ens.labels)} "
+        f"{'components' if config.method == 'consensus' else 'latent variables'}"
     )
     return 0
 

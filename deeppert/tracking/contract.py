@@ -92,6 +92,7 @@ class ARTIFACTS:
     ensemble_weights = "ensemble_weights.parquet"
     ensemble_embedding = "ensemble_embedding.parquet"
     stability = "stability.json"
+    selection = "selection.parquet"  # consensus mode: the L-selection curve (+ selection.png)
     ensemble_model = "ensemble"  # logged pyfunc model
     # targets runs
     targets = "targets"  # folder of the target-combination outputs

@@ -23,6 +23,7 @@ import pandas as pd
 from deeppert.ensemble import Ensemble, EnsembleModel
 from deeppert.errors import DeeppertError
 from deeppert.preprocess import PCAModel
+from deeppert.stability import plot_selection
 from deeppert.tracking.client import (
     _FLUENT_LOCK,
     ModelVersionRef,
@@ -223,6 +224,12 @@ def log_ensemble(
         log_parquet(uri, run_id, ensemble.labels, ARTIFACTS.labels)
         log_parquet(uri, run_id, ensemble.weights, ARTIFACTS.ensemble_weights)
         log_parquet(uri, run_id, ensemble.embedding, ARTIFACTS.ensemble_embedding)
+        if ensemble.selection is not None:  # consensus mode: the L-selection curve
+            log_parquet(uri, run_id, ensemble.selection, ARTIFACTS.selection)
+            with tempfile.TemporaryDirectory() as tmp:
+                client.log_artifact(
+                    run_id, str(plot_selection(ensemble.selection, Path(tmp) / "selection.png"))
+                )
         with tempfile.TemporaryDirectory() as tmp:
             (Path(tmp) / ARTIFACTS.stability).write_text(
                 json.dumps(stability, indent=2, default=float) + "\n"
