@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
+import sys
 import threading
 from types import FrameType
 
@@ -23,6 +25,9 @@ __all__ = ["register"]
 
 _log = logging.getLogger("deeppert.server")
 
+#: Environment variable read for ``--backend-store-uri`` (keeps a password off argv).
+BACKEND_URI_ENV = "DEEPPERT_BACKEND_STORE_URI"
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -37,9 +42,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--backend-store-uri",
-        default=None,
+        default=os.environ.get(BACKEND_URI_ENV),
         help="SQLAlchemy URI, e.g. postgresql://postgres@127.0.0.1:5432/deeppert "
-        "(default: sqlite:///DATA_DIR/mlflow.db; a missing PostgreSQL database is created)",
+        f"(default: ${BACKEND_URI_ENV}, else sqlite:///DATA_DIR/mlflow.db; a missing "
+        "PostgreSQL database is created). Put a URI with a password in "
+        f"${BACKEND_URI_ENV}, not on the command line, where `ps` shows it",
     )
     p.add_argument("--data-dir", default="mlruns", help="server state folder (default: mlruns)")
     p.add_argument(
@@ -58,6 +65,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    uri = args.backend_store_uri
+    if (
+        uri
+        and redact_uri(uri) != uri
+        and any(a.startswith("--backend-store-uri") for a in sys.argv)
+    ):
+        _log.warning(
+            "the backend store URI on the command line carries a password, which `ps` shows to "
+            "every local user; pass it in $%s instead",
+            BACKEND_URI_ENV,
+        )
     config = ServerConfig(
         data_dir=args.data_dir,
         backend_store_uri=args.backend_store_uri,
