@@ -22,9 +22,8 @@ import torch
 from deeppert.atomic import atomic_dir
 from deeppert.attribution import IGConfig, attribute_genes
 from deeppert.ensemble import EnsembleConfig, EnsembleModel, build_ensemble
-from deeppert.errors import DeeppertError
 from deeppert.stability import split_runs, stability_report
-from deeppert.workspace import load_pca, load_trained, training_inputs
+from deeppert.workspace import load_pca, load_trained, read_member_frames, training_inputs
 
 __all__ = ["register", "run_attribute", "run_ensemble"]
 
@@ -102,18 +101,6 @@ def run_attribute(args: argparse.Namespace) -> int:
     return 0
 
 
-def _read_folder(folder: Path, what: str) -> pd.DataFrame:
-    files = sorted(folder.glob("*.parquet"))
-    if not files:
-        raise DeeppertError(f"{folder}: no {what} Parquet files (run the previous step first)")
-    frames = [pd.read_parquet(f) for f in files]
-    n = {len(f) for f in frames}
-    if len(n) != 1:
-        raise DeeppertError(f"{folder}: {what} files have different row counts {sorted(n)}")
-    index = frames[0].index
-    return pd.concat([f.set_axis(index, axis=0) for f in frames], axis=1)
-
-
 def run_ensemble(args: argparse.Namespace) -> int:
     run_dir: Path = args.run_dir
     config = EnsembleConfig(
@@ -123,8 +110,8 @@ def run_ensemble(args: argparse.Namespace) -> int:
         scaling=args.scaling,
         sign_alignment=args.sign_alignment,
     )
-    latents = _read_folder(run_dir / "latents", "latent")
-    weights = _read_folder(run_dir / "gene_weights", "gene-weight")
+    latents = read_member_frames(run_dir, "latents", "latent")
+    weights = read_member_frames(run_dir, "gene_weights", "gene-weight")
     ens = build_ensemble(latents, weights, config=config, cluster_on=args.cluster_on)
     model = EnsembleModel.from_ensemble(ens, load_trained(run_dir), load_pca(run_dir))
     stability = None
