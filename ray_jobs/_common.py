@@ -11,8 +11,9 @@ from collections.abc import Callable
 
 from deeppert.config import ExperimentConfig, load_config
 from deeppert.errors import DeeppertError
+from deeppert.tracking.sweep import first_line
 
-__all__ = ["job_parser", "job_config", "connect_ray", "run_job"]
+__all__ = ["job_parser", "job_config", "connect_ray", "run_job", "apply_retry_budget"]
 
 
 def job_parser(doc: str, *, config_required: bool = True) -> argparse.ArgumentParser:
@@ -31,7 +32,20 @@ def job_config(args: argparse.Namespace) -> ExperimentConfig:
     if args.tracking_uri:
         tracking = dataclasses.replace(config.tracking, uri=args.tracking_uri)
         config = dataclasses.replace(config, tracking=tracking)
+    apply_retry_budget(config)
     return config
+
+
+def apply_retry_budget(config: ExperimentConfig) -> None:
+    """Export ``tracking.http_*`` as MLflow's client retry settings for this process.
+
+    MLflow reads them per request; Ray workers call this too (``ray job submit`` does not
+    hand the driver's environment to them).
+    """
+    t = config.tracking
+    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(t.http_max_retries)
+    os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"] = str(t.http_backoff_factor)
+    os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(t.http_timeout)
 
 
 def connect_ray(config: ExperimentConfig, *, num_cpus: int | None = None) -> None:
@@ -46,7 +60,15 @@ def connect_ray(config: ExperimentConfig, *, num_cpus: int | None = None) -> Non
 
 
 def run_job(name: str, body: Callable[[], int]) -> int:
-    """Run ``body`` with job logging; bad input becomes one ``<name>: error:`` line and exit 2."""
+    """Run ``body`` with job logging; bad input becomes one ``<name>: error:`` line and exit 2.
+
+    So does a tracking server that stays unreachable past the client's retry budget
+    (``tracking.http_max_retries``): MLflow raises ``MlflowException`` (or requests a
+    connection error) and the job says so in one line instead of a traceback.
+    """
+    from mlflow.exceptions import MlflowException
+    from requests import RequestException
+
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -54,4 +76,12 @@ def run_job(name: str, body: Callable[[], int]) -> int:
         return body()
     except DeeppertError as exc:
         print(f"{name}: error: {exc}", file=sys.stderr)
+        return 2
+    except (MlflowException, RequestException) as exc:
+        budget = os.environ.get("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "?")
+        print(
+            f"{name}: error: MLflow tracking request failed after the retry budget "
+            f"(tracking.http_max_retries={budget}): {first_line(exc)}",
+            file=sys.stderr,
+        )
         return 2
