@@ -59,6 +59,14 @@ def connect_ray(config: ExperimentConfig, *, num_cpus: int | None = None) -> Non
     ray.init(address=address, num_cpus=num_cpus if address == "local" else None)
 
 
+def _stop_ray() -> None:
+    """Shut down this job's Ray connection so workers' forwarded log lines are flushed before,
+    not after, the job's final error line."""
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        ray.shutdown()
+
+
 def run_job(name: str, body: Callable[[], int]) -> int:
     """Run ``body`` with job logging; bad input becomes one ``<name>: error:`` line and exit 2.
 
@@ -75,9 +83,11 @@ def run_job(name: str, body: Callable[[], int]) -> int:
     try:
         return body()
     except DeeppertError as exc:
+        _stop_ray()
         print(f"{name}: error: {exc}", file=sys.stderr)
         return 2
     except (MlflowException, RequestException) as exc:
+        _stop_ray()
         budget = os.environ.get("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "?")
         print(
             f"{name}: error: MLflow tracking request failed after the retry budget "

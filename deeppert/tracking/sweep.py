@@ -311,7 +311,7 @@ def run_trial(
             latent_dim=latent_dim, run=run,
         )  # fmt: skip
 
-    pending, frames = list(runs), []
+    pending, frames, announced = list(runs), [], set()
     while pending:
         claimed, busy = claim_grid_points(ctx, {r: keys[r] for r in pending}, create)
         if claimed:
@@ -326,12 +326,15 @@ def run_trial(
                     run_ids=claimed,
                     report=report,
                     data_input=data_input,
-                )  # fmt: skip
+                )
             )
         elif busy:
-            log.info(
-                "%s: trained by a live attempt elsewhere; waiting", ", ".join(keys[r] for r in busy)
-            )
+            if tuple(busy) not in announced:  # once per set of points, not every poll
+                announced.add(tuple(busy))
+                log.info(
+                    "%s: trained by a live attempt elsewhere; waiting",
+                    ", ".join(keys[r] for r in busy),
+                )
             time.sleep(min(5.0, ctx.heartbeat_seconds))
         pending = busy
     if not frames:
