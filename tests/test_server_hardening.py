@@ -179,3 +179,51 @@ def test_database_password_stays_off_disk_and_off_every_command_line(
         with conn.cursor() as cur:
             cur.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
         conn.close()
+
+
+@pytest.mark.parametrize(("default", "bob_reads"), [("READ", 200), ("NO_PERMISSIONS", 403)])
+def test_default_permission_decides_what_other_users_see(
+    tmp_path: Path, default: str, bob_reads: int
+) -> None:
+    """alice's experiment: bob (no grant) reads it only under READ, and never writes to it."""
+    from deeppert.tracking.server import ServerConfig, TrackingServer
+
+    admin = "adm-" + secrets.token_hex(10)
+    env = {
+        **os.environ,
+        "MLFLOW_AUTH_ADMIN_PASSWORD": admin,
+        "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_hex(16),
+    }
+    config = ServerConfig(data_dir=str(tmp_path), port=0, auth=True, default_permission=default)
+    with TrackingServer(config, env=env) as srv:
+        api = f"{srv.url}/api/2.0/mlflow"
+        users = {"alice": "alice-" + secrets.token_hex(8), "bob": "bob-" + secrets.token_hex(8)}
+        for user, pw in users.items():
+            made = requests.post(
+                f"{api}/users/create",
+                json={"username": user, "password": pw},
+                auth=("admin", admin),
+                timeout=30,
+            )
+            assert made.status_code == 200, made.text[:300]
+        alice, bob = ("alice", users["alice"]), ("bob", users["bob"])
+        created = requests.post(
+            f"{api}/experiments/create", json={"name": "alices"}, auth=alice, timeout=30
+        )
+        assert created.status_code == 200, created.text[:300]
+        exp_id = created.json()["experiment_id"]
+        read = requests.get(
+            f"{api}/experiments/get", params={"experiment_id": exp_id}, auth=bob, timeout=30
+        )
+        write = requests.post(
+            f"{api}/runs/create", json={"experiment_id": exp_id}, auth=bob, timeout=30
+        )
+        own = requests.post(
+            f"{api}/runs/create", json={"experiment_id": exp_id}, auth=alice, timeout=30
+        )
+        print(
+            f"\nMEASURE default_permission={default}: bob reads alice's experiment -> HTTP "
+            f"{read.status_code}, bob writes -> HTTP {write.status_code}, alice writes -> HTTP "
+            f"{own.status_code}"
+        )
+        assert (read.status_code, write.status_code, own.status_code) == (bob_reads, 403, 200)

@@ -59,6 +59,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=1, help="uvicorn workers (default: 1)")
     p.add_argument("--auth", action="store_true", help="enable MLflow basic authentication")
     p.add_argument(
+        "--default-permission",
+        default="READ",
+        choices=["READ", "USE", "EDIT", "MANAGE", "NO_PERMISSIONS"],
+        help="with --auth: what users may do where nobody granted them anything (default READ: "
+        "every authenticated user reads every experiment; NO_PERMISSIONS: nothing until granted)",
+    )
+    p.add_argument(
         "--startup-timeout", type=float, default=120.0, help="seconds to wait for /health"
     )
     p.set_defaults(func=_run)
@@ -84,6 +91,7 @@ def _run(args: argparse.Namespace) -> int:
         port=args.port,
         workers=args.workers,
         auth=args.auth,
+        default_permission=args.default_permission,
         startup_timeout=args.startup_timeout,
     )
     stop = threading.Event()

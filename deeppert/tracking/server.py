@@ -52,6 +52,7 @@ MIN_SECRET_LENGTH = 12
 
 _DB_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
 _LOG_TAIL_LINES = 40
+_PERMISSIONS = ("READ", "USE", "EDIT", "MANAGE", "NO_PERMISSIONS")
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,10 @@ class ServerConfig:
     auth
         Run MLflow's basic-auth app; needs the secrets named in :data:`ADMIN_PASSWORD_ENV`
         and :data:`SECRET_KEY_ENV`.
+    default_permission
+        What an authenticated user may do on experiments and models nobody granted them:
+        ``READ`` (MLflow's default: every user reads everything), ``NO_PERMISSIONS``
+        (nothing until granted), ``EDIT`` or ``MANAGE``.
     auth_database_uri
         Users/permissions database; ``None`` means the backend database for server databases
         and ``sqlite:///<data_dir>/basic_auth.db`` for a SQLite backend.
@@ -90,6 +95,7 @@ class ServerConfig:
     workers: int = 1
     auth: bool = False
     auth_database_uri: str | None = None
+    default_permission: str = "READ"
     startup_timeout: float = 120.0
 
     def to_dict(self) -> dict[str, Any]:
@@ -225,6 +231,10 @@ class TrackingServer:
             cfg = self.config = replace(cfg, port=free_port(cfg.host))
         backend = cfg.resolved_backend_store_uri
         _check_backend_uri(backend)
+        if cfg.default_permission not in _PERMISSIONS:
+            raise DeeppertError(
+                f"default permission {cfg.default_permission!r} is not one of {_PERMISSIONS}"
+            )
         env = self._server_env()
         _check_port_free(cfg.host, cfg.port)
         ensure_database(backend)
@@ -380,7 +390,7 @@ class TrackingServer:
         with os.fdopen(fd, "w") as fh:
             fh.write(
                 "[mlflow]\n"
-                "default_permission = READ\n"
+                f"default_permission = {self.config.default_permission}\n"
                 f"database_uri = {_without_password(self.config.resolved_auth_database_uri)}\n"
                 "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
                 "grant_default_workspace_access = false\n"
