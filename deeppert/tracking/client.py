@@ -362,18 +362,28 @@ def log_torch_model(
 
     if pip_requirements is None:
         pip_requirements = [f"torch=={torch.__version__.split('+')[0]}", f"numpy=={np.__version__}"]
+    # With no active run, MLflow files the logged model under the *process's* experiment
+    # (the Default one, id 0) whatever run_id says: a non-admin user gets HTTP 403 there and
+    # the model would sit outside the run's experiment. Point it at the run's experiment.
+    import mlflow.tracking.fluent as fluent  # noqa: PLC0415
+
+    experiment_id = tracking_client(tracking_uri).get_run(run_id).info.experiment_id
     with _process_uris(tracking_uri):
-        info = mlflow.pytorch.log_model(
-            model,
-            name=name,
-            input_example=input_example,
-            pip_requirements=list(pip_requirements),
-            tags=dict(tags) if tags else None,
-            run_id=run_id,
-            # pickle keeps the module's own class (the ensemble job restacks replicas);
-            # MLflow 3's default, torch.export's pt2, reloads as an anonymous GraphModule.
-            serialization_format="pickle",
-        )
+        saved, fluent._active_experiment_id = fluent._active_experiment_id, experiment_id
+        try:
+            info = mlflow.pytorch.log_model(
+                model,
+                name=name,
+                input_example=input_example,
+                pip_requirements=list(pip_requirements),
+                tags=dict(tags) if tags else None,
+                run_id=run_id,
+                # pickle keeps the module's own class (the ensemble job restacks replicas);
+                # MLflow 3's default, torch.export's pt2, reloads as an anonymous GraphModule.
+                serialization_format="pickle",
+            )
+        finally:
+            fluent._active_experiment_id = saved
     return LoggedModelRef(
         model_uri=info.model_uri, model_id=info.model_id, run_id=run_id, name=name
     )
