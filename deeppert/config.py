@@ -130,12 +130,21 @@ class SweepConfig:
     seeds_per_trial: int = 0
     max_failures: int = 2
     max_concurrent_trials: int = 0
+    #: A trial renews tag ``deeppert.heartbeat`` on the runs it trains this often (seconds);
+    #: a RUNNING run whose heartbeat is older than ``claim_stale_seconds`` (or whose worker
+    #: process on this host is gone) is a dead attempt that another trial may take over.
+    heartbeat_seconds: float = 10.0
+    claim_stale_seconds: float = 60.0
 
     def __post_init__(self) -> None:
         if self.cpus_per_trial <= 0 or self.gpus_per_trial < 0:
             raise DeeppertError("sweep.cpus_per_trial must be > 0 and sweep.gpus_per_trial >= 0")
         if self.seeds_per_trial < 0 or self.max_failures < 0:
             raise DeeppertError("sweep.seeds_per_trial and sweep.max_failures must be >= 0")
+        if not 0 < self.heartbeat_seconds < self.claim_stale_seconds:
+            raise DeeppertError(
+                "sweep.heartbeat_seconds must be > 0 and below sweep.claim_stale_seconds"
+            )
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -147,6 +156,19 @@ class TrackingConfig:
 
     uri: str = "http://127.0.0.1:5000"
     experiment: str = "deeppert"
+    #: The client's retry budget for one request to the server (MLflow's
+    #: ``MLFLOW_HTTP_REQUEST_MAX_RETRIES`` / ``_BACKOFF_FACTOR`` / ``_TIMEOUT``): waits of
+    #: factor * 2**k seconds (capped at 120) between tries; the defaults ride out about 4
+    #: minutes of outage. Past it, a job ends with one line and exit code 2.
+    http_max_retries: int = 7
+    http_backoff_factor: int = 2
+    http_timeout: int = 120
+
+    def __post_init__(self) -> None:
+        if self.http_max_retries < 0 or self.http_backoff_factor < 0 or self.http_timeout <= 0:
+            raise DeeppertError(
+                "tracking.http_max_retries and http_backoff_factor must be >= 0, http_timeout > 0"
+            )
 
     def to_dict(self) -> dict:
         return asdict(self)

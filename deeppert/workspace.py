@@ -23,6 +23,8 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -51,6 +53,9 @@ __all__ = [
     "load_signatures_of",
     "load_split",
     "training_inputs",
+    "read_run_parquet",
+    "read_member_frames",
+    "check_output_dir",
 ]
 
 log = logging.getLogger(__name__)
@@ -136,6 +141,7 @@ def train_dataset(
     Returns the held-out metrics table (one row per model and run, baselines included).
     """
     dataset = dataset or config.datasets[0]
+    check_output_dir(out_dir)
     prepared = prepare(signatures, config)
     grid = config.grid
     runs = list(range(grid.runs))
@@ -269,6 +275,73 @@ def _require(run_dir: Path, rel: str) -> Path:
     return path
 
 
+def check_output_dir(out_dir: str | Path) -> None:
+    """Fail before any work when ``out_dir`` cannot become a folder: it, or a parent, is a
+    file, or the nearest existing parent is not writable."""
+    out_dir = Path(out_dir)
+    existing = out_dir
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise DeeppertError(
+            f"cannot write run folder {out_dir}: {existing} exists and is a file, not a folder"
+        )
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".deeppert-write-check-", dir=existing)
+    except OSError as exc:
+        raise DeeppertError(
+            f"cannot write run folder {out_dir}: {existing} is not writable ({exc.strerror})"
+        ) from exc
+    os.close(fd)
+    os.unlink(probe)
+
+
+def read_run_parquet(path: str | Path) -> pd.DataFrame:
+    """``pd.read_parquet`` for run-folder files: a missing, truncated or corrupt file is a
+    :class:`DeeppertError` naming it, not a pyarrow traceback."""
+    import pyarrow as pa
+
+    path = Path(path)
+    if not path.is_file():
+        raise DeeppertError(f"{path}: file missing from the run folder")
+    try:
+        return pd.read_parquet(path)
+    except (pa.ArrowException, OSError) as exc:
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DeeppertError(
+            f"{path}: not a readable Parquet file ({detail}); the run folder is damaged, "
+            "rerun the step that wrote it"
+        ) from exc
+
+
+def read_member_frames(run_dir: str | Path, sub: str, what: str) -> pd.DataFrame:
+    """The per-run frames ``run_dir/<sub>/<KIND>_d<dim>_run<r>.parquet`` of every trained run,
+    side by side (same rows). Every run listed under ``models/`` must have its file: a missing
+    one is an error naming it, never a silently smaller ensemble."""
+    run_dir = Path(run_dir)
+    folder = run_dir / sub
+    if not folder.is_dir():
+        raise DeeppertError(f"{folder}: no {what} folder (run the previous step first)")
+    expected = []
+    for model in sorted(p for p in _require(run_dir, "models").iterdir() if p.is_dir()):
+        meta = json.loads(_require(model, "config.json").read_text())
+        expected += [folder / f"{model.name}_run{r}.parquet" for r in meta["runs"]]
+    missing = [str(p) for p in expected if not p.is_file()]
+    if missing:
+        raise DeeppertError(
+            f"{run_dir}: {len(missing)} of {len(expected)} {what} files missing: "
+            f"{', '.join(missing[:5])}; rerun the step that writes them"
+        )
+    if not expected:
+        raise DeeppertError(f"{folder}: no {what} Parquet files (run the previous step first)")
+    frames = [read_run_parquet(f) for f in expected]
+    n = {len(f) for f in frames}
+    if len(n) != 1:
+        raise DeeppertError(f"{folder}: {what} files have different row counts {sorted(n)}")
+    index = frames[0].index
+    return pd.concat([f.set_axis(index, axis=0) for f in frames], axis=1)
+
+
 def save_pca(pca: PCAModel, folder: Path) -> None:
     """Write a PCA model as three Parquet tables into ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -282,7 +355,7 @@ def load_pca(run_dir: str | Path) -> PCAModel:
     folder = run_dir / "pca" if (run_dir / "pca").is_dir() else run_dir
     return PCAModel.from_frames(
         *(
-            pd.read_parquet(_require(folder, f"{name}.parquet"))
+            read_run_parquet(_require(folder, f"{name}.parquet"))
             for name in ("components", "center", "explained_variance")
         )
     )
@@ -296,7 +369,7 @@ def load_trained(run_dir: str | Path) -> list[TrainedModels]:
 
 def load_signatures_of(run_dir: str | Path) -> Signatures:
     """The input matrix a run folder was trained on."""
-    frame = pd.read_parquet(_require(Path(run_dir), "signatures.parquet"))
+    frame = read_run_parquet(_require(Path(run_dir), "signatures.parquet"))
     return Signatures(
         frame.to_numpy(), frame.index.to_numpy(), list(frame.columns), source=str(run_dir)
     )

@@ -12,9 +12,9 @@ PY="${PYTHON:-.venv/bin/python}"
 args=(--data-dir "${DEEPPERT_SERVER_DIR:-mlruns}"
       --host "${DEEPPERT_SERVER_HOST:-127.0.0.1}"
       --port "${DEEPPERT_SERVER_PORT:-5000}")
-if [[ -n "${DEEPPERT_BACKEND_STORE_URI:-}" ]]; then
-  args+=(--backend-store-uri "$DEEPPERT_BACKEND_STORE_URI")
-fi
+# DEEPPERT_BACKEND_STORE_URI is read by `deeppert server` from the environment: a password in
+# it never appears on a command line (`ps`) nor in the data dir (the server gets PGPASSWORD).
+export DEEPPERT_BACKEND_STORE_URI="${DEEPPERT_BACKEND_STORE_URI:-}"
 if [[ -n "${DEEPPERT_ARTIFACTS_DIR:-}" ]]; then
   args+=(--artifacts-dir "$DEEPPERT_ARTIFACTS_DIR")
 fi

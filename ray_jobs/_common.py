@@ -11,8 +11,16 @@ from collections.abc import Callable
 
 from deeppert.config import ExperimentConfig, load_config
 from deeppert.errors import DeeppertError
+from deeppert.tracking.sweep import first_line
 
-__all__ = ["job_parser", "job_config", "check_ray_address", "connect_ray", "run_job"]
+__all__ = [
+    "job_parser",
+    "job_config",
+    "check_ray_address",
+    "connect_ray",
+    "run_job",
+    "apply_retry_budget",
+]
 
 
 def job_parser(doc: str, *, config_required: bool = True) -> argparse.ArgumentParser:
@@ -31,6 +39,7 @@ def job_config(args: argparse.Namespace) -> ExperimentConfig:
     if args.tracking_uri:
         tracking = dataclasses.replace(config.tracking, uri=args.tracking_uri)
         config = dataclasses.replace(config, tracking=tracking)
+    apply_retry_budget(config)
     return config
 
 
@@ -47,6 +56,18 @@ def check_ray_address(config: ExperimentConfig, *, timeout: float = 5.0) -> None
         socket.create_connection((host, int(port)), timeout=timeout).close()
     except (OSError, ValueError) as exc:
         raise DeeppertError(f"Ray cluster at {address} is unreachable: {exc}") from exc
+
+
+def apply_retry_budget(config: ExperimentConfig) -> None:
+    """Export ``tracking.http_*`` as MLflow's client retry settings for this process.
+
+    MLflow reads them per request; Ray workers call this too (``ray job submit`` does not
+    hand the driver's environment to them).
+    """
+    t = config.tracking
+    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(t.http_max_retries)
+    os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"] = str(t.http_backoff_factor)
+    os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(t.http_timeout)
 
 
 def connect_ray(config: ExperimentConfig, *, num_cpus: int | None = None) -> None:
@@ -69,13 +90,39 @@ def connect_ray(config: ExperimentConfig, *, num_cpus: int | None = None) -> Non
         ) from exc
 
 
+def _stop_ray() -> None:
+    """Shut down this job's Ray connection so workers' forwarded log lines are flushed before,
+    not after, the job's final error line."""
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        ray.shutdown()
+
+
 def run_job(name: str, body: Callable[[], int]) -> int:
-    """Run ``body`` with job logging; bad input becomes one ``<name>: error:`` line and exit 2."""
+    """Run ``body`` with job logging; bad input becomes one ``<name>: error:`` line and exit 2.
+
+    So does a tracking server that stays unreachable past the client's retry budget
+    (``tracking.http_max_retries``): MLflow raises ``MlflowException`` (or requests a
+    connection error) and the job says so in one line instead of a traceback.
+    """
+    from mlflow.exceptions import MlflowException
+    from requests import RequestException
+
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     try:
         return body()
     except DeeppertError as exc:
+        _stop_ray()
         print(f"{name}: error: {exc}", file=sys.stderr)
+        return 2
+    except (MlflowException, RequestException) as exc:
+        _stop_ray()
+        budget = os.environ.get("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "?")
+        print(
+            f"{name}: error: MLflow tracking request failed after the retry budget "
+            f"(tracking.http_max_retries={budget}): {first_line(exc)}",
+            file=sys.stderr,
+        )
         return 2

@@ -23,20 +23,29 @@ import pandas as pd
 
 from deeppert.config import ExperimentConfig
 from deeppert.errors import DeeppertError
-from deeppert.tracking.client import finish_run, mark_run_failed
+from deeppert.tracking.client import finish_run
 from deeppert.tracking.contract import TAGS
 from deeppert.tracking.report import log_sweep_report
 from deeppert.tracking.sweep import (
     SweepContext,
     data_sha256,
     finished_grid_keys,
+    first_line,
     log_dataset,
+    mark_failed_if_reachable,
     open_sweep,
     run_trial,
     trial_plan,
 )
 from deeppert.workspace import load_dataset, prepare
-from ray_jobs._common import check_ray_address, connect_ray, job_config, job_parser, run_job
+from ray_jobs._common import (
+    apply_retry_budget,
+    check_ray_address,
+    connect_ray,
+    job_config,
+    job_parser,
+    run_job,
+)
 
 log = logging.getLogger("deeppert.sweep")
 
@@ -57,6 +66,7 @@ def _trainable(
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    apply_retry_budget(config)
     torch.set_num_threads(max(1, int(config.sweep.cpus_per_trial)))
     if config.sweep.gpus_per_trial > 0 and torch.cuda.is_available():
         config = dataclasses.replace(config, train=dataclasses.replace(config.train, device="cuda"))
@@ -136,18 +146,10 @@ def run_sweep(config: ExperimentConfig, *, storage_path: str | None = None) -> p
     try:
         results = tuner.fit()
     except BaseException as exc:
-        mark_run_failed(ctx.tracking_uri, ctx.parent_run_id, reason=f"{type(exc).__name__}: {exc}")
+        mark_failed_if_reachable(ctx.tracking_uri, [ctx.parent_run_id], first_line(exc))
         raise
-    errors = results.errors
-    if errors:
-        mark_run_failed(
-            ctx.tracking_uri,
-            ctx.parent_run_id,
-            reason=f"{len(errors)} trial(s) failed: {errors[0]}",
-        )
-        raise DeeppertError(
-            f"sweep {ctx.sweep}: {len(errors)} trial(s) failed after retries; first: {errors[0]}"
-        )
+    if results.errors:
+        raise _sweep_failed(config, ctx, results.errors)
     log_sweep_report(ctx, config)
     finish_run(ctx.tracking_uri, ctx.parent_run_id)
     rows = []
@@ -164,6 +166,33 @@ def run_sweep(config: ExperimentConfig, *, storage_path: str | None = None) -> p
             }
         )
     return pd.DataFrame(rows)
+
+
+def _sweep_failed(config: ExperimentConfig, ctx: SweepContext, errors: list) -> DeeppertError:
+    """Mark the parent FAILED (if the server answers) and say in one line why the sweep ended.
+
+    When the tracking server is down past the client's retry budget nothing can be marked
+    now; the runs left RUNNING stop renewing their heartbeat and the next run of the same
+    command (the resume) marks them FAILED with the reason before training their points.
+    """
+    from deeppert.tracking.client import check_server
+
+    last = [ln for ln in str(errors[0]).strip().splitlines() if ln.strip()]
+    cause = last[-1].strip()[:300] if last else type(errors[0]).__name__
+    t = config.tracking
+    try:
+        check_server(ctx.tracking_uri, timeout=3.0)
+    except DeeppertError:
+        return DeeppertError(
+            f"sweep {ctx.sweep}: tracking server {ctx.tracking_uri} unreachable beyond the "
+            f"retry budget (tracking.http_max_retries={t.http_max_retries}, "
+            f"http_backoff_factor={t.http_backoff_factor}); {len(errors)} trial(s) failed; "
+            f"rerun the same command when the server is back to resume (runs left RUNNING are "
+            f"then marked FAILED); last error: {cause}"
+        )
+    reason = f"{len(errors)} trial(s) failed after retries; last error: {cause}"
+    mark_failed_if_reachable(ctx.tracking_uri, [ctx.parent_run_id], reason)
+    return DeeppertError(f"sweep {ctx.sweep}: {reason}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,7 +2,8 @@
 
 Each ``deeppert/cli/_<name>.py`` module exposes ``register(subparsers)``, which adds its
 subcommand(s) with ``set_defaults(func=...)``; ``func(args)`` returns an exit code.
-Bad input (:class:`~deeppert.errors.DeeppertError`) becomes one line on stderr and exit 2.
+Bad input (:class:`~deeppert.errors.DeeppertError`) and file-system refusals (``OSError``:
+read-only folder, disk full) become one line on stderr and exit 2.
 
 Only the module of the command being run is imported: the others appear in ``deeppert
 --help`` through :data:`COMMANDS`, so ``--help`` and input errors answer without importing
@@ -88,6 +89,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except DeeppertError as exc:
         print(f"deeppert {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        # The file system refused (read-only, full, a file where a folder should be): the
+        # user's environment, not a bug; say which path in one line.
+        where = f": {exc.filename}" if exc.filename else ""
+        print(
+            f"deeppert {args.command}: error: {exc.strerror or exc}{where}",
+            file=sys.stderr,
+        )
         return 2
 
 

@@ -21,12 +21,9 @@ from typing import TYPE_CHECKING
 
 from deeppert.cli._flags import add_config_flag, add_dataclass_flags, apply_flags, config_section
 from deeppert.cli._inputs import require_dir
-from deeppert.errors import DeeppertError
 from deeppert.ig_config import IGConfig
 
 if TYPE_CHECKING:
-    import pandas as pd
-
     from deeppert.ensemble import EnsembleConfig
 
 __all__ = ["register", "run_attribute", "run_ensemble", "ensemble_config"]
@@ -133,20 +130,6 @@ def run_attribute(args: argparse.Namespace) -> int:
     return 0
 
 
-def _read_folder(folder: Path, what: str) -> pd.DataFrame:
-    import pandas as pd
-
-    files = sorted(folder.glob("*.parquet"))
-    if not files:
-        raise DeeppertError(f"{folder}: no {what} Parquet files (run the previous step first)")
-    frames = [pd.read_parquet(f) for f in files]
-    n = {len(f) for f in frames}
-    if len(n) != 1:
-        raise DeeppertError(f"{folder}: {what} files have different row counts {sorted(n)}")
-    index = frames[0].index
-    return pd.concat([f.set_axis(index, axis=0) for f in frames], axis=1)
-
-
 _FLAGS = (
     "method",
     "seed",
@@ -181,11 +164,11 @@ def run_ensemble(args: argparse.Namespace) -> int:
     from deeppert.atomic import atomic_dir
     from deeppert.ensemble import EnsembleModel
     from deeppert.stability import ensemble_step, plot_selection
-    from deeppert.workspace import load_pca, load_trained, training_inputs
+    from deeppert.workspace import load_pca, load_trained, read_member_frames, training_inputs
 
     config = ensemble_config(run_dir, args)
-    latents = _read_folder(run_dir / "latents", "latent")
-    weights = _read_folder(run_dir / "gene_weights", "gene-weight")
+    latents = read_member_frames(run_dir, "latents", "latent")
+    weights = read_member_frames(run_dir, "gene_weights", "gene-weight")
     x_pca, _ = training_inputs(run_dir)
     pca = load_pca(run_dir)
     step = ensemble_step(

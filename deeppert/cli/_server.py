@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
+import sys
 import threading
 from types import FrameType
 
@@ -23,6 +25,9 @@ __all__ = ["register"]
 
 _log = logging.getLogger("deeppert.server")
 
+#: Environment variable read for ``--backend-store-uri`` (keeps a password off argv).
+BACKEND_URI_ENV = "DEEPPERT_BACKEND_STORE_URI"
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -37,9 +42,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--backend-store-uri",
-        default=None,
+        default=os.environ.get(BACKEND_URI_ENV),
         help="SQLAlchemy URI, e.g. postgresql://postgres@127.0.0.1:5432/deeppert "
-        "(default: sqlite:///DATA_DIR/mlflow.db; a missing PostgreSQL database is created)",
+        f"(default: ${BACKEND_URI_ENV}, else sqlite:///DATA_DIR/mlflow.db; a missing "
+        "PostgreSQL database is created). Put a URI with a password in "
+        f"${BACKEND_URI_ENV}, not on the command line, where `ps` shows it",
     )
     p.add_argument("--data-dir", default="mlruns", help="server state folder (default: mlruns)")
     p.add_argument(
@@ -52,12 +59,30 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=1, help="uvicorn workers (default: 1)")
     p.add_argument("--auth", action="store_true", help="enable MLflow basic authentication")
     p.add_argument(
+        "--default-permission",
+        default="READ",
+        choices=["READ", "USE", "EDIT", "MANAGE", "NO_PERMISSIONS"],
+        help="with --auth: what users may do where nobody granted them anything (default READ: "
+        "every authenticated user reads every experiment; NO_PERMISSIONS: nothing until granted)",
+    )
+    p.add_argument(
         "--startup-timeout", type=float, default=120.0, help="seconds to wait for /health"
     )
     p.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
+    uri = args.backend_store_uri
+    if (
+        uri
+        and redact_uri(uri) != uri
+        and any(a.startswith("--backend-store-uri") for a in sys.argv)
+    ):
+        _log.warning(
+            "the backend store URI on the command line carries a password, which `ps` shows to "
+            "every local user; pass it in $%s instead",
+            BACKEND_URI_ENV,
+        )
     config = ServerConfig(
         data_dir=args.data_dir,
         backend_store_uri=args.backend_store_uri,
@@ -66,6 +91,7 @@ def _run(args: argparse.Namespace) -> int:
         port=args.port,
         workers=args.workers,
         auth=args.auth,
+        default_permission=args.default_permission,
         startup_timeout=args.startup_timeout,
     )
     stop = threading.Event()

@@ -51,6 +51,8 @@ class TAGS:
     latent_dim = "deeppert.latent_dim"
     run = "deeppert.run"
     encoder_version = "deeppert.encoder_version"
+    heartbeat = "deeppert.heartbeat"  # epoch ms, renewed while a trial attempt lives (its claim)
+    driver = "deeppert.driver"  # parent: host:pid of the sweep driver that last opened it
     ray_node_id = "deeppert.ray_node_id"  # the Ray node a trial ran on
     best_shape = "deeppert.best_shape"  # parent: the sweep report's best <dataset>/<MODEL>/d<dim>
     # model-search runs (ray_jobs/search.py)

@@ -5,7 +5,11 @@ to it: trials never open the SQLite file themselves (concurrent writers would lo
 Backends: an embedded SQLite file under ``data_dir`` (default) or any SQLAlchemy database
 URI; for PostgreSQL the database is created when missing and MLflow migrates the schema
 itself on start. Basic authentication (MLflow's ``basic-auth`` app) takes its secrets from
-environment variables only; nothing secret is written to disk.
+environment variables only. A database password in a URI never reaches the server's command
+line nor ``data_dir``: the server gets the URI without it and the password as ``PGPASSWORD``
+in its environment (readable only by the same user). The server runs under a lifeline
+(:mod:`deeppert.tracking._lifeline`): its whole process group ends when its owner does,
+even when the owner is SIGKILLed.
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ MIN_SECRET_LENGTH = 12
 
 _DB_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
 _LOG_TAIL_LINES = 40
+_PERMISSIONS = ("READ", "USE", "EDIT", "MANAGE", "NO_PERMISSIONS")
 
 
 @dataclass(frozen=True)
@@ -71,6 +76,10 @@ class ServerConfig:
     auth
         Run MLflow's basic-auth app; needs the secrets named in :data:`ADMIN_PASSWORD_ENV`
         and :data:`SECRET_KEY_ENV`.
+    default_permission
+        What an authenticated user may do on experiments and models nobody granted them:
+        ``READ`` (MLflow's default: every user reads everything), ``NO_PERMISSIONS``
+        (nothing until granted), ``EDIT`` or ``MANAGE``.
     auth_database_uri
         Users/permissions database; ``None`` means the backend database for server databases
         and ``sqlite:///<data_dir>/basic_auth.db`` for a SQLite backend.
@@ -86,6 +95,7 @@ class ServerConfig:
     workers: int = 1
     auth: bool = False
     auth_database_uri: str | None = None
+    default_permission: str = "READ"
     startup_timeout: float = 120.0
 
     def to_dict(self) -> dict[str, Any]:
@@ -221,6 +231,10 @@ class TrackingServer:
             cfg = self.config = replace(cfg, port=free_port(cfg.host))
         backend = cfg.resolved_backend_store_uri
         _check_backend_uri(backend)
+        if cfg.default_permission not in _PERMISSIONS:
+            raise DeeppertError(
+                f"default permission {cfg.default_permission!r} is not one of {_PERMISSIONS}"
+            )
         env = self._server_env()
         _check_port_free(cfg.host, cfg.port)
         ensure_database(backend)
@@ -229,12 +243,17 @@ class TrackingServer:
         data_dir = Path(cfg.data_dir).resolve()
         data_dir.mkdir(parents=True, exist_ok=True)
         cfg.resolved_artifacts_dir.mkdir(parents=True, exist_ok=True)
+        uris = [backend] + ([cfg.resolved_auth_database_uri] if cfg.auth else [])
+        password = _database_password(uris)
+        if password is not None:
+            env["PGPASSWORD"] = password
         if cfg.auth:
             env["MLFLOW_AUTH_CONFIG_PATH"] = str(self._write_auth_config(data_dir))
 
         cmd = [
+            sys.executable, str(Path(__file__).with_name("_lifeline.py")),
             sys.executable, "-m", "mlflow", "server",
-            "--backend-store-uri", backend,
+            "--backend-store-uri", _without_password(backend),
             "--serve-artifacts",
             "--artifacts-destination", str(cfg.resolved_artifacts_dir),
             "--host", cfg.host,
@@ -248,7 +267,7 @@ class TrackingServer:
         t0 = time.perf_counter()
         self._proc = subprocess.Popen(
             cmd,
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.PIPE,  # the lifeline: closed when this process ends, however
             stdout=self._log_file,
             stderr=subprocess.STDOUT,
             env=env,
@@ -305,6 +324,9 @@ class TrackingServer:
                     proc.wait(5)
             # Workers may outlive the parent briefly; make sure none is left behind.
             _signal_group(proc.pid, signal.SIGKILL)
+            if proc.stdin is not None:
+                with contextlib.suppress(OSError):
+                    proc.stdin.close()
             code = proc.returncode
         if self._log_file is not None:
             self._log_file.close()
@@ -360,15 +382,19 @@ class TrackingServer:
         return env
 
     def _write_auth_config(self, data_dir: Path) -> Path:
-        """Write the basic-auth ini (no secrets: MLflow reads the password from the env)."""
+        """Write the basic-auth ini, mode 0600, without secrets: the admin password comes from
+        the environment and a database password is stripped (``PGPASSWORD`` carries it)."""
         path = data_dir / "basic_auth.ini"
-        path.write_text(
-            "[mlflow]\n"
-            "default_permission = READ\n"
-            f"database_uri = {self.config.resolved_auth_database_uri}\n"
-            "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
-            "grant_default_workspace_access = false\n"
-        )
+        path.unlink(missing_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(
+                "[mlflow]\n"
+                f"default_permission = {self.config.default_permission}\n"
+                f"database_uri = {_without_password(self.config.resolved_auth_database_uri)}\n"
+                "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+                "grant_default_workspace_access = false\n"
+            )
         return path
 
 
@@ -399,7 +425,64 @@ def _check_port_free(host: str, port: int) -> None:
         try:
             sock.bind((host, port))
         except OSError as exc:
-            raise DeeppertError(f"cannot bind tracking server to {host}:{port}: {exc}") from exc
+            raise DeeppertError(
+                f"cannot bind tracking server to {host}:{port}: {exc}{_port_holder(port)}"
+            ) from exc
+
+
+def _port_holder(port: int) -> str:
+    """``; held by ...`` naming the processes listening on ``port`` (an MLflow server of ours
+    left over from an earlier start is named as such), or ``""`` when they cannot be seen."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError), open(table) as fh:
+            for line in fh.readlines()[1:]:
+                fields = line.split()
+                if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                    inodes.add(f"socket:[{fields[9]}]")
+    holders = []
+    for entry in os.listdir("/proc") if inodes else []:
+        if not entry.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            if inodes & {
+                os.readlink(f"/proc/{entry}/fd/{fd}") for fd in os.listdir(f"/proc/{entry}/fd")
+            }:
+                cmd = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+                holders.append((int(entry), os.getpgid(int(entry)), cmd.strip()))
+    if not holders:
+        return ""
+    pid, pgid, cmd = min(holders)
+    if "mlflow" in cmd and "server" in cmd:
+        where = os.readlink(f"/proc/{pid}/cwd") if os.path.exists(f"/proc/{pid}/cwd") else "?"
+        return (
+            f"; held by a stale MLflow tracking server (pid {pid}, process group {pgid}, data "
+            f"dir {where}): stop it with `kill -TERM -{pgid}`"
+        )
+    return f"; held by pid {pid} ({cmd[:120]})"
+
+
+def _database_password(uris: list[str]) -> str | None:
+    """The one password the PostgreSQL URIs carry (``None`` if none); two different ones are
+    refused, as ``PGPASSWORD`` can carry only one."""
+    from sqlalchemy.engine import make_url
+
+    found = {make_url(u).password for u in uris if _scheme(u) == "postgresql"} - {None}
+    if len(found) > 1:
+        raise DeeppertError(
+            "the backend and auth database URIs carry different passwords; use one PostgreSQL "
+            "role for both (its password is passed to the server as PGPASSWORD)"
+        )
+    return found.pop() if found else None
+
+
+def _without_password(uri: str) -> str:
+    """A PostgreSQL ``uri`` without its password (libpq then reads ``PGPASSWORD``)."""
+    if _scheme(uri) != "postgresql":
+        return uri
+    from sqlalchemy.engine import make_url
+
+    return make_url(uri)._replace(password=None).render_as_string(hide_password=False)
 
 
 def _signal_group(pid: int, sig: signal.Signals) -> None:

@@ -3,9 +3,14 @@
 A *grid point* is (dataset, model, latent dim, run). Each has exactly one FINISHED child run
 under the sweep's parent run, found again by its ``deeppert.grid_key`` tag. A trial:
 
-1. marks FAILED any RUNNING run of its grid points left by a dead attempt (a killed worker),
-2. skips grid points that already have a FINISHED run with the same config hash,
-3. trains the remaining runs of its shape vectorised, logging per-epoch metrics,
+1. skips grid points that already have a FINISHED run with the same config hash,
+2. *claims* the others (:func:`claim_grid_points`): a RUNNING run whose heartbeat is fresh
+   belongs to a live attempt (another sweep submitted beside this one) and is waited for,
+   never marked failed; a stale one (heartbeat older than ``sweep.claim_stale_seconds``, or
+   its worker process on this host gone) is marked FAILED and taken over; when two trials
+   create a claim at once, the older run wins and the other deletes its own,
+3. trains the claimed runs of its shape vectorised, logging per-epoch metrics, while a
+   :class:`Heartbeat` thread renews their ``deeppert.heartbeat`` tag,
 4. computes IG gene weights, logs latents and gene weights as Parquet, the encoder as an
    MLflow PyTorch model registered as a version of ``<dataset>-encoder-<MODEL>-d<dim>``,
 5. marks each run FINISHED only when all of that is logged (FAILED on any exception).
@@ -19,6 +24,8 @@ import hashlib
 import logging
 import os
 import socket
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -77,6 +84,12 @@ __all__ = [
     "encoder_model_prefix",
     "trial_plan",
     "trial_params",
+    "claim_grid_points",
+    "Heartbeat",
+    "ClaimState",
+    "claim_state",
+    "mark_failed_if_reachable",
+    "first_line",
 ]
 
 log = logging.getLogger(__name__)
@@ -101,6 +114,8 @@ class SweepContext:
     sweep: str
     config_sha: str
     code_version: str
+    heartbeat_seconds: float = 10.0
+    claim_stale_seconds: float = 60.0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -126,14 +141,9 @@ def open_sweep(config: ExperimentConfig, *, version: str | None = None) -> Sweep
     experiment_id = get_or_create_experiment(uri, config.tracking.experiment)
     config_sha = config.sha256()
     sweep = sweep_name(config)
-    parents = [
-        r
-        for r in find_runs_by_tag(uri, experiment_id, TAGS.sweep, sweep)
-        if r.data.tags.get(TAGS.role) == ROLES.sweep
-    ]
-    parent = parents[0] if parents else None
-    if parent is None:
-        parent_id = start_run(
+    parents = _sweep_parents(uri, experiment_id, sweep)
+    if not parents:
+        created = start_run(
             uri,
             experiment_id,
             run_name=f"sweep {config.name}",
@@ -146,11 +156,57 @@ def open_sweep(config: ExperimentConfig, *, version: str | None = None) -> Sweep
             },
             params=_flat_params(config),
         )
+        # Two drivers started together both create a parent: the oldest one is the sweep's,
+        # the others are deleted by their creators before any trial logs under them.
+        parents = _sweep_parents(uri, experiment_id, sweep)
+        if parents[0].info.run_id != created:
+            log.info("sweep %s: another driver opened it first; joining its parent run", sweep)
+            tracking_client(uri).delete_run(created)
     else:
-        parent_id = parent.info.run_id
-        tracking_client(uri).update_run(parent_id, status="RUNNING")
+        _note_abandoned_driver(uri, parents[0])
+    parent_id = parents[0].info.run_id
+    client = tracking_client(uri)
+    client.update_run(parent_id, status="RUNNING")
+    client.set_tag(parent_id, TAGS.driver, _worker_id())
     log_config(uri, parent_id, config)
-    return SweepContext(uri, experiment_id, parent_id, sweep, config_sha, version or code_version())
+    return SweepContext(
+        uri,
+        experiment_id,
+        parent_id,
+        sweep,
+        config_sha,
+        version or code_version(),
+        heartbeat_seconds=config.sweep.heartbeat_seconds,
+        claim_stale_seconds=config.sweep.claim_stale_seconds,
+    )
+
+
+def _sweep_parents(uri: str, experiment_id: str, sweep: str) -> list:
+    """The sweep's parent runs, oldest first (ties by run id): the first one is *the* parent."""
+    parents = [
+        r
+        for r in find_runs_by_tag(uri, experiment_id, TAGS.sweep, sweep)
+        if r.data.tags.get(TAGS.role) == ROLES.sweep
+    ]
+    return sorted(parents, key=lambda r: (r.info.start_time, r.info.run_id))
+
+
+def _note_abandoned_driver(uri: str, parent) -> None:
+    """Record on a resumed parent why its last driver left it open (``deeppert.failure``).
+
+    A parent left RUNNING by a driver process of this host that no longer exists was
+    abandoned (killed, or its tracking server stayed down beyond the retry budget).
+    """
+    from deeppert.tracking.client import FAILURE_TAG
+
+    driver = parent.data.tags.get(TAGS.driver)
+    if parent.info.status == "RUNNING" and driver and _process_alive(driver) is False:
+        tracking_client(uri).set_tag(
+            parent.info.run_id,
+            FAILURE_TAG,
+            f"driver {driver} ended without closing the sweep; resumed by {_worker_id()} "
+            f"at {time.strftime('%Y-%m-%dT%H:%M:%S%z')}",
+        )
 
 
 def _sweep_description(config: ExperimentConfig) -> str:
@@ -243,73 +299,126 @@ def run_trial(
 ) -> dict[str, float]:
     """Train, attribute and log the grid points ``(dataset, kind, latent_dim, r) for r in runs``.
 
-    Returns the mean held-out metrics of the runs it trained (empty when all were done).
-    ``tags`` are added to every trial run it starts.
+    Grid points that another live attempt is training (a second sweep submitted beside this
+    one) are waited for, not trained twice (:func:`claim_grid_points`); the trial returns when
+    every point of ``runs`` has a FINISHED run. Returns the mean held-out metrics of the runs
+    it trained itself (empty when all were done elsewhere). ``tags`` are added to every trial
+    run it starts.
     """
-    uri = ctx.tracking_uri
-    todo: list[int] = []
-    for run in runs:
-        key = grid_key(dataset, kind, latent_dim, run)
-        done = False
-        for old in find_runs_by_tag(
-            uri, ctx.experiment_id, TAGS.grid_key, key, parent_run_id=ctx.parent_run_id
-        ):
-            status = old.info.status
-            if status == "FINISHED" and old.data.tags.get(TAGS.config_sha) == ctx.config_sha:
-                done = True
-            elif status in ("RUNNING", "SCHEDULED"):
-                mark_run_failed(
-                    uri,
-                    old.info.run_id,
-                    reason="attempt died before finishing; superseded by a retry",
+    keys = {run: grid_key(dataset, kind, latent_dim, run) for run in runs}
+
+    def create(run: int) -> str:
+        return _start_trial_run(
+            ctx, prepared, config, dataset=dataset, data_sha=data_sha, kind=kind,
+            latent_dim=latent_dim, run=run, tags=tags,
+        )  # fmt: skip
+
+    pending, frames, announced = list(runs), [], set()
+    while pending:
+        claimed, busy = claim_grid_points(ctx, {r: keys[r] for r in pending}, create)
+        if claimed:
+            frames.append(
+                _train_claimed(
+                    ctx,
+                    prepared,
+                    config,
+                    dataset=dataset,
+                    kind=kind,
+                    latent_dim=latent_dim,
+                    run_ids=claimed,
+                    report=report,
+                    data_input=data_input,
                 )
-        if not done:
-            todo.append(run)
-    if not todo:
+            )
+        elif busy:
+            if tuple(busy) not in announced:  # once per set of points, not every poll
+                announced.add(tuple(busy))
+                log.info(
+                    "%s: trained by a live attempt elsewhere; waiting",
+                    ", ".join(keys[r] for r in busy),
+                )
+            time.sleep(min(5.0, ctx.heartbeat_seconds))
+        pending = busy
+    if not frames:
         log.info("%s/%s/d%d: every run already finished; nothing to do", dataset, kind, latent_dim)
         return {}
+    metrics = pd.concat(frames, ignore_index=True)
+    means = metrics[[c for c in ("r2_pca", "r2_genes") if c in metrics]].mean().to_dict()
+    return {k: float(v) for k, v in means.items()}
 
-    run_ids: dict[int, str] = {}
+
+def _start_trial_run(
+    ctx: SweepContext,
+    prepared: Prepared,
+    config: ExperimentConfig,
+    *,
+    dataset: str,
+    data_sha: str,
+    kind: str,
+    latent_dim: int,
+    run: int,
+    tags: dict[str, str] | None = None,
+) -> str:
+    """Create the RUNNING child run of one grid point, with a fresh heartbeat: the claim."""
+    uri = ctx.tracking_uri
     # Trials run in Ray workers (argv[0] = Ray's default_worker.py): name the sweep's entry point.
     parent_tags = tracking_client(uri).get_run(ctx.parent_run_id).data.tags
     source = {k: v for k, v in parent_tags.items() if k == "mlflow.source.name"}
+    return start_run(
+        uri,
+        ctx.experiment_id,
+        run_name=f"{kind} d{latent_dim} r{run}",
+        parent_run_id=ctx.parent_run_id,
+        description=(
+            f"{kind} autoencoder, {latent_dim} latent dims, run {run} "
+            f"(seed {seed_for_run(run)}) on cell line {dataset}; one grid point of sweep "
+            f"{ctx.sweep}. Encoder: logged model 'encoder'; latents.parquet, "
+            "gene_weights.parquet (IG)."
+        ),
+        tags={
+            **source,
+            TAGS.role: ROLES.trial,
+            TAGS.sweep: ctx.sweep,
+            TAGS.grid_key: grid_key(dataset, kind, latent_dim, run),
+            TAGS.cell_line: dataset,
+            TAGS.data_sha: data_sha,
+            TAGS.config_sha: ctx.config_sha,
+            TAGS.code_version: ctx.code_version,
+            TAGS.worker: _worker_id(),
+            TAGS.heartbeat: _now_ms(),
+            TAGS.model: kind,
+            TAGS.latent_dim: latent_dim,
+            TAGS.run: run,
+            **(tags or {}),  # e.g. deeppert.ray_node_id from the Ray job
+        },
+        params=trial_params(
+            config,
+            kind,
+            latent_dim,
+            run,
+            n_inputs=prepared.pca.n_components,
+            pca_artifact=f"runs:/{ctx.parent_run_id}/{pca_folder(dataset)}",
+        ),
+    )
+
+
+def _train_claimed(
+    ctx: SweepContext,
+    prepared: Prepared,
+    config: ExperimentConfig,
+    *,
+    dataset: str,
+    kind: str,
+    latent_dim: int,
+    run_ids: dict[int, str],
+    report: Callable[[dict], None] | None,
+    data_input: Any,
+) -> pd.DataFrame:
+    """Train, attribute and log the claimed runs ``run_ids`` (run -> run id); held-out metrics."""
+    uri = ctx.tracking_uri
+    todo = sorted(run_ids)
+    heartbeat = Heartbeat(uri, run_ids, ctx.heartbeat_seconds).start()
     try:
-        for run in todo:
-            run_ids[run] = start_run(
-                uri,
-                ctx.experiment_id,
-                run_name=f"{kind} d{latent_dim} r{run}",
-                parent_run_id=ctx.parent_run_id,
-                description=(
-                    f"{kind} autoencoder, {latent_dim} latent dims, run {run} "
-                    f"(seed {123456 * run}) on cell line {dataset}; one grid point of sweep "
-                    f"{ctx.sweep}. Encoder: logged model 'encoder'; latents.parquet, "
-                    "gene_weights.parquet (IG)."
-                ),
-                tags={
-                    **source,
-                    TAGS.role: ROLES.trial,
-                    TAGS.sweep: ctx.sweep,
-                    TAGS.grid_key: grid_key(dataset, kind, latent_dim, run),
-                    TAGS.cell_line: dataset,
-                    TAGS.data_sha: data_sha,
-                    TAGS.config_sha: ctx.config_sha,
-                    TAGS.code_version: ctx.code_version,
-                    TAGS.worker: f"{socket.gethostname()}:{os.getpid()}",
-                    TAGS.model: kind,
-                    TAGS.latent_dim: latent_dim,
-                    TAGS.run: run,
-                    **(tags or {}),  # e.g. deeppert.ray_node_id from the Ray job
-                },
-                params=trial_params(
-                    config,
-                    kind,
-                    latent_dim,
-                    run,
-                    n_inputs=prepared.pca.n_components,
-                    pca_artifact=f"runs:/{ctx.parent_run_id}/{pca_folder(dataset)}",
-                ),
-            )
         client = tracking_client(uri)
         if data_input is not None:
             from mlflow.entities import DatasetInput, InputTag
@@ -342,6 +451,12 @@ def run_trial(
         example = prepared.x_train[:5].astype(np.float32)
         for r, run in enumerate(trained.runs):
             run_id = run_ids[run]
+            if client.get_run(run_id).info.status != "RUNNING":
+                # Declared stale and taken over while we trained (its heartbeat could not be
+                # renewed for claim_stale_seconds): the other attempt owns the point now.
+                log.warning("%s: claim taken over by another attempt; not logging it", run_id)
+                run_ids.pop(run)
+                continue
             log_parquet(uri, run_id, latents[r], ARTIFACTS.latents)
             log_parquet(uri, run_id, attribution.frame(r), ARTIFACTS.gene_weights)
             row = metrics[metrics["run"] == run].iloc[0]
@@ -365,11 +480,168 @@ def run_trial(
             finish_run(uri, run_id)
             run_ids.pop(run)
     except BaseException as exc:
-        for run_id in run_ids.values():
-            mark_run_failed(uri, run_id, reason=f"{type(exc).__name__}: {exc}")
+        heartbeat.stop()
+        mark_failed_if_reachable(uri, list(run_ids.values()), f"{type(exc).__name__}: {exc}")
         raise
-    means = metrics[[c for c in ("r2_pca", "r2_genes") if c in metrics]].mean().to_dict()
-    return {k: float(v) for k, v in means.items()}
+    finally:
+        heartbeat.stop()
+    return metrics
+
+
+def mark_failed_if_reachable(uri: str, run_ids: list[str], reason: str) -> None:
+    """Mark ``run_ids`` FAILED with ``reason``; if the server cannot be reached, leave them.
+
+    Runs left RUNNING this way have a heartbeat that stops being renewed, so the next trial or
+    resume of their grid point finds them stale and marks them FAILED then.
+    """
+    from mlflow.exceptions import MlflowException
+
+    for run_id in run_ids:
+        try:
+            mark_run_failed(uri, run_id, reason=reason)
+        except (MlflowException, OSError) as exc:
+            log.warning(
+                "could not mark run %s FAILED (%s); the next attempt will",
+                run_id,
+                first_line(exc),
+            )
+            return
+
+
+def first_line(exc: BaseException) -> str:
+    """``Type: first line of the message``, for one-line reports."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"[:500]
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _process_alive(worker: str) -> bool | None:
+    """Whether the process ``host:pid`` exists; ``None`` when it runs on another host."""
+    host, _, pid = worker.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return None
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class ClaimState:
+    """What an existing run means for its grid point (:func:`claim_state`)."""
+
+    done = "done"  # FINISHED with this config: nothing to train
+    live = "live"  # RUNNING, heartbeat fresh and worker alive: another attempt trains it
+    stale = "stale"  # RUNNING but its attempt is gone: mark FAILED, take over
+    ended = "ended"  # FAILED / KILLED / FINISHED with another config: ignore
+
+
+def claim_state(run, ctx: SweepContext, *, now_ms: int | None = None) -> tuple[str, str]:
+    """``(state, why)`` of an existing trial run of a grid point, for :func:`claim_grid_points`."""
+    status = run.info.status
+    if status == "FINISHED":
+        same = run.data.tags.get(TAGS.config_sha) == ctx.config_sha
+        return (ClaimState.done if same else ClaimState.ended), status
+    if status not in ("RUNNING", "SCHEDULED"):
+        return ClaimState.ended, status
+    worker = run.data.tags.get(TAGS.worker, "")
+    if _process_alive(worker) is False:
+        return ClaimState.stale, f"its worker {worker} is gone"
+    beat = run.data.tags.get(TAGS.heartbeat)
+    last = int(beat) if beat and beat.isdigit() else run.info.start_time
+    age = ((now_ms or _now_ms()) - last) / 1000
+    if age > ctx.claim_stale_seconds:
+        return ClaimState.stale, f"no heartbeat for {age:.0f} s"
+    return ClaimState.live, f"heartbeat {age:.0f} s ago"
+
+
+def claim_grid_points(
+    ctx: SweepContext, keys: dict[int, str], create: Callable[[int], str]
+) -> tuple[dict[int, str], list[int]]:
+    """Claim the grid points ``keys`` (run -> grid key) that nobody has finished or is training.
+
+    For each point: a FINISHED run of this config means done; a live RUNNING run (fresh
+    heartbeat, worker alive) means busy, and it is never touched; stale RUNNING runs are
+    marked FAILED ("superseded by a retry"). Free points get a new run from ``create(run)``;
+    then the point's live runs are compared and the oldest (start time, then run id) wins, so
+    two trials that created a run at the same moment agree on one owner; the loser deletes its
+    run before any work. Returns ``(claimed run -> run id, busy runs)``.
+    """
+    uri = ctx.tracking_uri
+    client = tracking_client(uri)
+    claimed: dict[int, str] = {}
+    busy: list[int] = []
+
+    def runs_of(key: str) -> list:
+        return find_runs_by_tag(
+            uri, ctx.experiment_id, TAGS.grid_key, key, parent_run_id=ctx.parent_run_id
+        )
+
+    for run, key in keys.items():
+        states = [(r, *claim_state(r, ctx)) for r in runs_of(key)]
+        if any(state == ClaimState.done for _, state, _ in states):
+            continue
+        for old, state, why in states:
+            if state == ClaimState.stale:
+                log.info("%s: run %s is stale (%s); taking over", key, old.info.run_id, why)
+                mark_run_failed(
+                    uri,
+                    old.info.run_id,
+                    reason=f"attempt died before finishing ({why}); superseded by a retry",
+                )
+        if any(state == ClaimState.live for _, state, _ in states):
+            busy.append(run)
+            continue
+        run_id = create(run)
+        live = [r for r in runs_of(key) if claim_state(r, ctx)[0] == ClaimState.live]
+        owner = min(live, key=lambda r: (r.info.start_time, r.info.run_id), default=None)
+        if owner is not None and owner.info.run_id != run_id:
+            log.info("%s: claimed at the same time by run %s; yielding", key, owner.info.run_id)
+            client.delete_run(run_id)
+            busy.append(run)
+        else:
+            claimed[run] = run_id
+    return claimed, busy
+
+
+class Heartbeat:
+    """Renew tag ``deeppert.heartbeat`` on the runs in ``run_ids`` every ``interval`` seconds.
+
+    ``run_ids`` is read at every beat, so runs the trial finishes (pops) stop beating. A beat
+    that cannot reach the server is skipped (the main thread meets the same outage and fails
+    or retries); an attempt that stops beating is taken over by others after
+    ``sweep.claim_stale_seconds``.
+    """
+
+    def __init__(self, uri: str, run_ids: dict[int, str], interval: float) -> None:
+        self._uri, self._run_ids, self._interval = uri, run_ids, interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name="deeppert-heartbeat", daemon=True)
+
+    def start(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _beat(self) -> None:
+        client = tracking_client(self._uri)
+        while not self._stop.wait(self._interval):
+            for run_id in list(self._run_ids.values()):
+                try:
+                    client.set_tag(run_id, TAGS.heartbeat, str(_now_ms()))
+                except Exception as exc:  # noqa: BLE001 - logged; the claim just ages
+                    log.warning("heartbeat of run %s not renewed: %s", run_id, first_line(exc))
 
 
 # TrainConfig fields logged under another name, and those that are not trial params.

@@ -1,0 +1,70 @@
+"""Grid-point claims (deeppert.tracking.sweep.claim_state): which existing run blocks a point."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from types import SimpleNamespace
+
+from deeppert.tracking.sweep import TAGS, ClaimState, SweepContext, claim_state
+
+CTX = SweepContext(
+    "http://x", "1", "parent", "s", "sha-a", "v", heartbeat_seconds=5, claim_stale_seconds=60
+)
+NOW = 10_000_000
+
+
+def run(status: str, *, worker: str, beat_age_s: float | None, sha: str = "sha-a"):
+    tags = {TAGS.worker: worker, TAGS.config_sha: sha}
+    if beat_age_s is not None:
+        tags[TAGS.heartbeat] = str(int(NOW - beat_age_s * 1000))
+    return SimpleNamespace(
+        info=SimpleNamespace(status=status, start_time=NOW - 600_000, run_id="r"),
+        data=SimpleNamespace(tags=tags),
+    )
+
+
+def dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_claim_states() -> None:
+    here = socket.gethostname()
+    alive = f"{here}:{os.getpid()}"
+    assert (
+        claim_state(run("FINISHED", worker=alive, beat_age_s=1), CTX, now_ms=NOW)[0]
+        == ClaimState.done
+    )
+    assert (
+        claim_state(run("FINISHED", worker=alive, beat_age_s=1, sha="b"), CTX, now_ms=NOW)[0]
+        == ClaimState.ended
+    )
+    assert (
+        claim_state(run("FAILED", worker=alive, beat_age_s=1), CTX, now_ms=NOW)[0]
+        == ClaimState.ended
+    )
+    # A live attempt: fresh heartbeat, worker alive (this process), or on another host.
+    assert (
+        claim_state(run("RUNNING", worker=alive, beat_age_s=5), CTX, now_ms=NOW)[0]
+        == ClaimState.live
+    )
+    assert (
+        claim_state(run("RUNNING", worker="elsewhere:1", beat_age_s=59), CTX, now_ms=NOW)[0]
+        == ClaimState.live
+    )
+    # Dead attempts: the worker process on this host is gone, or the heartbeat is stale.
+    state, why = claim_state(
+        run("RUNNING", worker=f"{here}:{dead_pid()}", beat_age_s=1), CTX, now_ms=NOW
+    )
+    assert state == ClaimState.stale and "is gone" in why
+    state, why = claim_state(run("RUNNING", worker="elsewhere:1", beat_age_s=61), CTX, now_ms=NOW)
+    assert state == ClaimState.stale and "no heartbeat for 61 s" in why
+    # No heartbeat tag at all (a run from before claims): its start time counts.
+    assert (
+        claim_state(run("RUNNING", worker="elsewhere:1", beat_age_s=None), CTX, now_ms=NOW)[0]
+        == ClaimState.stale
+    )
