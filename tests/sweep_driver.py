@@ -20,7 +20,7 @@ from pathlib import Path
 import yaml
 
 from deeppert.tracking.client import find_runs_by_tag, tracking_client
-from deeppert.tracking.sweep import TAGS, encoder_model_name
+from deeppert.tracking.contract import TAGS, VERSION_TAGS, encoder_model_prefix
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "configs" / "smoke.yaml"
@@ -138,10 +138,12 @@ def finished_per_key(trials: list) -> Counter:
     return Counter(r.data.tags[TAGS.grid_key] for r in trials if r.info.status == "FINISHED")
 
 
-def encoder_versions(uri: str, dataset: str, sweep: str) -> list[int]:
+def encoder_versions(uri: str, dataset: str, sweep: str) -> list[str]:
+    """The sweep's registered encoder versions, as ``<name>/<version>`` (one name per shape)."""
     client = tracking_client(uri)
+    prefix = encoder_model_prefix(dataset)
     return sorted(
-        int(v.version)
-        for v in client.search_model_versions(f"name = '{encoder_model_name(dataset)}'")
-        if v.tags.get("sweep") == sweep
+        f"{v.name}/{v.version}"
+        for v in client.search_model_versions(f"name LIKE '{prefix}%'")
+        if v.name.startswith(prefix) and v.tags.get(VERSION_TAGS.sweep) == sweep
     )
