@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from sweep_driver import wait_for
 
 from deeppert.config import parse_config
 from deeppert.tracking.client import FAILURE_TAG, find_runs_by_tag, tracking_client
@@ -91,16 +92,6 @@ def group_members(pgid: int) -> list[int]:
         if fields[0] != "Z" and int(fields[2]) == pgid:
             pids.append(int(entry.name))
     return pids
-
-
-def wait_for(predicate, timeout: float, what: str, interval: float = 0.5):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
 @pytest.fixture(scope="module")
