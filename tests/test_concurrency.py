@@ -33,12 +33,16 @@ def _available_mib() -> int:
 @pytest.mark.mlflow
 @pytest.mark.postgres
 @pytest.mark.timeout(1500)
-def test_concurrent_trials_on_postgres_lose_no_metric(postgres_uri, tmp_path):
+def test_concurrent_trials_on_postgres_lose_no_metric(postgres_uri, tmp_path, monkeypatch):
     n = int(os.environ.get("DEEPPERT_CONCURRENT_TRIALS", "12"))
     need = n * TRIAL_MIB
     if _available_mib() < need:
         pytest.skip(f"{n} trial processes need ~{need} MiB, {_available_mib()} MiB available")
     sys.path.insert(0, str(REPO))
+    # Ray workers import bench.bench_concurrency (their setup hook) from the repository root
+    monkeypatch.setenv(
+        "PYTHONPATH", os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    )
     from bench.bench_concurrency import main
 
     out = tmp_path / "concurrency.json"
