@@ -66,7 +66,7 @@ class Driver:
         if self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(30)
-        for pid in ray_processes(self.ray_tmp):
+        for pid, _ in ray_processes(self.ray_tmp):
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
@@ -80,8 +80,9 @@ class Driver:
         return [ln for ln in self.err.read_text().splitlines() if ln.strip()]
 
 
-def ray_processes(marker: str) -> list[int]:
-    """Live pids whose command line mentions ``marker`` (a driver's private RAY_TMPDIR)."""
+def ray_processes(marker: str) -> list[tuple[int, str]]:
+    """Live (pid, cmdline) of processes whose command line mentions ``marker`` (a driver's
+    private RAY_TMPDIR)."""
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
@@ -92,7 +93,7 @@ def ray_processes(marker: str) -> list[int]:
         except OSError:
             continue
         if marker in cmd and state != "Z":
-            found.append(int(entry.name))
+            found.append((int(entry.name), cmd[:120]))
     return found
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from sweep_driver import wait_for
+from sweep_driver import ray_processes, wait_for
 
 from deeppert.config import parse_config
 from deeppert.tracking.client import FAILURE_TAG, find_runs_by_tag, tracking_client
@@ -62,22 +62,6 @@ def trial_runs(uri: str, experiment: str, sweep: str) -> list:
 
 def finished_per_key(runs: list) -> Counter:
     return Counter(r.data.tags[TAGS.grid_key] for r in runs if r.info.status == "FINISHED")
-
-
-def ray_processes(marker: str) -> list[tuple[int, str]]:
-    """Live (pid, cmdline) of processes whose command line mentions ``marker``."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if marker in cmd and state != "Z":
-            found.append((int(entry.name), cmd[:120]))
-    return found
 
 
 def group_members(pgid: int) -> list[int]:
