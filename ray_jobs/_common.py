@@ -105,7 +105,7 @@ def run_job(name: str, body: Callable[[], int]) -> int:
     (``tracking.http_max_retries``): MLflow raises ``MlflowException`` (or requests a
     connection error) and the job says so in one line instead of a traceback.
     """
-    from mlflow.exceptions import MlflowException
+    from mlflow.exceptions import MlflowException, RestException
     from requests import RequestException
 
     logging.basicConfig(
@@ -116,6 +116,11 @@ def run_job(name: str, body: Callable[[], int]) -> int:
     except DeeppertError as exc:
         _stop_ray()
         print(f"{name}: error: {exc}", file=sys.stderr)
+        return 2
+    except RestException as exc:  # the server answered, and said no: retrying won't help
+        _stop_ray()
+        print(f"{name}: error: the MLflow tracking server refused a request: {first_line(exc)}",
+              file=sys.stderr)  # fmt: skip
         return 2
     except (MlflowException, RequestException) as exc:
         _stop_ray()

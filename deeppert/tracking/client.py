@@ -13,13 +13,15 @@ import contextlib
 import functools
 import getpass
 import hashlib
+import logging
 import os
 import posixpath
 import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -35,6 +37,8 @@ if TYPE_CHECKING:
     import torch
     from mlflow import MlflowClient
     from mlflow.entities import Run
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "RunStatus",
@@ -142,11 +146,55 @@ class ModelVersionRef:
         return out
 
 
+#: What the server's database says when two clients insert the same tag or param of one run
+#: at once (SQLite, PostgreSQL): MLflow's store reads, misses, and both insert.
+_WRITE_RACE_MARKERS = ("UNIQUE constraint failed", "duplicate key value violates unique")
+
+
+def is_write_race(exc: BaseException) -> bool:
+    """Whether ``exc`` is the server losing a first-write race on a tag or param key."""
+    from mlflow.exceptions import MlflowException
+
+    return isinstance(exc, MlflowException) and any(m in str(exc) for m in _WRITE_RACE_MARKERS)
+
+
 def tracking_client(tracking_uri: str) -> MlflowClient:
-    """An ``MlflowClient`` bound to ``tracking_uri`` for both tracking and registry."""
+    """An ``MlflowClient`` bound to ``tracking_uri`` for both tracking and registry.
+
+    Tag, param and batch writes are retried when they lose a first-write race: two sweep
+    drivers writing the same tag of their shared parent run at the same moment make MLflow's
+    store insert one key twice (a 400 "UNIQUE constraint failed"); the retry finds the row
+    and updates it, which is what one writer would have got.
+    """
+    return _race_safe_client_class()(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+
+@functools.cache
+def _race_safe_client_class() -> type[MlflowClient]:
     from mlflow import MlflowClient
 
-    return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    class RaceSafeClient(MlflowClient):
+        def set_tag(self, *args, **kwargs):
+            return _retry_write_race(super().set_tag, *args, **kwargs)
+
+        def log_param(self, *args, **kwargs):
+            return _retry_write_race(super().log_param, *args, **kwargs)
+
+        def log_batch(self, *args, **kwargs):
+            return _retry_write_race(super().log_batch, *args, **kwargs)
+
+    return RaceSafeClient
+
+
+def _retry_write_race(write: Callable[..., Any], *args: Any, attempts: int = 4, **kwargs: Any):
+    for attempt in range(attempts):
+        try:
+            return write(*args, **kwargs)
+        except Exception as exc:
+            if attempt == attempts - 1 or not is_write_race(exc):
+                raise
+            log.info("tracking write lost a race with another writer; retrying: %s", exc)
+            time.sleep(0.05 * (attempt + 1))
 
 
 def check_server(tracking_uri: str, *, timeout: float = 5.0) -> None:
