@@ -38,12 +38,16 @@ if TYPE_CHECKING:
     from mlflow import MlflowClient
     from mlflow.entities import Run
 
+    from deeppert.config import TrackingConfig
+
 log = logging.getLogger(__name__)
 
 __all__ = [
     "RunStatus",
     "LoggedModelRef",
     "ModelVersionRef",
+    "MLFLOW_DEFAULTS",
+    "configure_mlflow",
     "tracking_client",
     "check_server",
     "get_or_create_experiment",
@@ -79,6 +83,17 @@ EXPERIMENT_KIND = "custom_model_development"
 # from a copy without .git, such as Ray's uploaded working directory.
 GIT_COMMIT_ENV = "DEEPPERT_GIT_COMMIT"
 _REPO_ROOT = Path(__file__).resolve().parents[2]
+
+#: MLflow settings every deeppert process runs with, unless its environment says otherwise.
+#: MLflow reads them from the environment at each call; :func:`configure_mlflow` sets them.
+MLFLOW_DEFAULTS = {
+    # Artifact downloads in batch jobs print tqdm bars per file; keep job logs readable.
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+    # MLflow's telemetry thread sets and unsets an environment variable that concurrent REST
+    # calls read, which raised KeyError('_MLFLOW_TELEMETRY_SESSION_ID'); it also phones home.
+    # MLflow checks it before each recorded call, so setting it before the first call suffices.
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+}
 
 # mlflow.pytorch.log_model and the models:/ downloader resolve the tracking and registry URIs
 # from process-global state; this lock keeps threads from seeing each other's URIs.
@@ -158,14 +173,35 @@ def is_write_race(exc: BaseException) -> bool:
     return isinstance(exc, MlflowException) and any(m in str(exc) for m in _WRITE_RACE_MARKERS)
 
 
+def configure_mlflow(tracking: TrackingConfig | None = None) -> None:
+    """Set this process's MLflow client settings (environment variables MLflow reads per call).
+
+    :data:`MLFLOW_DEFAULTS` where the environment does not set them, and, given ``tracking``,
+    its retry budget ``tracking.http_*`` as ``MLFLOW_HTTP_REQUEST_MAX_RETRIES`` /
+    ``_BACKOFF_FACTOR`` / ``_TIMEOUT``. Jobs and Ray trials call it with their config (``ray job
+    submit`` does not hand the driver's environment to workers); :func:`tracking_client` calls
+    it without one. Importing deeppert changes no setting.
+    """
+    for key, value in MLFLOW_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+    if tracking is not None:
+        os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(tracking.http_max_retries)
+        os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"] = str(tracking.http_backoff_factor)
+        os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(tracking.http_timeout)
+
+
 def tracking_client(tracking_uri: str) -> MlflowClient:
     """An ``MlflowClient`` bound to ``tracking_uri`` for both tracking and registry.
+
+    Every deeppert call to MLflow starts here, so the process gets :data:`MLFLOW_DEFAULTS`
+    (:func:`configure_mlflow`) before its first request.
 
     Tag, param and batch writes are retried when they lose a first-write race: two sweep
     drivers writing the same tag of their shared parent run at the same moment make MLflow's
     store insert one key twice (a 400 "UNIQUE constraint failed"); the retry finds the row
     and updates it, which is what one writer would have got.
     """
+    configure_mlflow()
     return _race_safe_client_class()(tracking_uri=tracking_uri, registry_uri=tracking_uri)
 
 

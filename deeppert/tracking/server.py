@@ -30,6 +30,7 @@ from typing import Any
 import requests
 
 from deeppert.errors import DeeppertError
+from deeppert.tracking.client import MLFLOW_DEFAULTS
 
 __all__ = [
     "ADMIN_PASSWORD_ENV",
@@ -360,7 +361,7 @@ class TrackingServer:
 
     # -- helpers ----------------------------------------------------------------------
     def _server_env(self) -> dict[str, str]:
-        env = dict(self._base_env)
+        env = {**MLFLOW_DEFAULTS, **self._base_env}
         # The job executor (huey workers for GenAI scorers) is not used here; on small
         # machines it only costs processes.
         env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
