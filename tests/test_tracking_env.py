@@ -6,10 +6,16 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 from deeppert.config import TrackingConfig
-from deeppert.tracking.client import MLFLOW_DEFAULTS, configure_mlflow, tracking_client
+from deeppert.tracking.client import (
+    MLFLOW_DEFAULTS,
+    configure_mlflow,
+    global_uris,
+    tracking_client,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 RETRY_VARS = (
@@ -67,3 +73,27 @@ def test_the_environment_wins_over_the_defaults(monkeypatch) -> None:
     tracking_client("http://127.0.0.1:1")  # building a client configures; it sends nothing
     assert os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] == "true"
     assert os.environ["MLFLOW_DISABLE_TELEMETRY"] == "true"
+
+
+def test_global_uris_switch_both_uris_and_put_everything_back(monkeypatch) -> None:
+    import mlflow
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
+    mlflow.set_tracking_uri("http://127.0.0.1:1")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")  # as if set in code, not exported
+    seen = []
+
+    def inside(uri: str) -> None:
+        with global_uris(uri):
+            seen.append((uri, mlflow.get_tracking_uri(), mlflow.get_registry_uri()))
+
+    threads = [threading.Thread(target=inside, args=(f"http://host{i}:5000",)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(seen) == 8 and all(uri == tracking == registry for uri, tracking, registry in seen)
+    assert mlflow.get_tracking_uri() == "http://127.0.0.1:1"
+    assert "MLFLOW_TRACKING_URI" not in os.environ and "MLFLOW_REGISTRY_URI" not in os.environ
+    mlflow.set_tracking_uri(None)

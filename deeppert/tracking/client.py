@@ -49,6 +49,7 @@ __all__ = [
     "MLFLOW_DEFAULTS",
     "configure_mlflow",
     "tracking_client",
+    "global_uris",
     "check_server",
     "get_or_create_experiment",
     "EXPERIMENT_KIND",
@@ -95,18 +96,24 @@ MLFLOW_DEFAULTS = {
     "MLFLOW_DISABLE_TELEMETRY": "true",
 }
 
-# mlflow.pytorch.log_model and the models:/ downloader resolve the tracking and registry URIs
-# from process-global state; this lock keeps threads from seeing each other's URIs.
-_FLUENT_LOCK = threading.Lock()
+# MLflow's fluent API (mlflow.start_run, pytorch/pyfunc log_model and load_model, the models:/
+# downloader) reads the tracking and registry URIs from process-global state; this lock keeps
+# threads from seeing each other's URIs.
+_GLOBAL_URIS_LOCK = threading.Lock()
 
 
 @contextlib.contextmanager
-def _process_uris(tracking_uri: str) -> Iterator[None]:
-    """Point MLflow's global tracking and registry URIs at ``tracking_uri``, then restore."""
+def global_uris(tracking_uri: str) -> Iterator[None]:
+    """Point MLflow's process-global tracking and registry URIs at ``tracking_uri``, then restore.
+
+    For MLflow's fluent calls that take no tracking URI (``mlflow.pyfunc.load_model``,
+    ``mlflow.start_run(run_id=...)``, ``mlflow.pytorch.log_model``); held under one lock, so
+    concurrent threads each see their own URI. The only place deeppert switches them.
+    """
     from mlflow.tracking._model_registry import utils as registry_utils
     from mlflow.tracking._tracking_service import utils as tracking_utils
 
-    with _FLUENT_LOCK:
+    with _GLOBAL_URIS_LOCK:
         old_tracking = tracking_utils._tracking_uri
         old_registry = registry_utils._registry_uri
         # MLflow's setters also export these for subprocesses; put them back exactly.
@@ -607,7 +614,7 @@ def log_torch_model(
         tags={str(k): str(v) for k, v in (tags or {}).items()} or None,
         params=dict(run.data.params) or None,
     )
-    with _process_uris(tracking_uri):
+    with global_uris(tracking_uri):
         info = mlflow.pytorch.log_model(
             model,
             name=name,
@@ -636,7 +643,7 @@ def load_torch_model(tracking_uri: str, model_uri: str) -> torch.nn.Module:
 
     source = _logged_model_source(tracking_uri, model_uri)
     with tempfile.TemporaryDirectory(prefix="deeppert-model-") as tmp:
-        with _process_uris(tracking_uri):
+        with global_uris(tracking_uri):
             local = mlflow.artifacts.download_artifacts(
                 artifact_uri=source, dst_path=tmp, tracking_uri=tracking_uri
             )
