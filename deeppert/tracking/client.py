@@ -631,12 +631,15 @@ def log_torch_model(
     )
 
 
-def load_torch_model(tracking_uri: str, model_uri: str) -> torch.nn.Module:
-    """Download and load the PyTorch model at ``model_uri``.
+def load_torch_model(
+    tracking_uri: str, model_uri: str, *, map_location: str | None = None
+) -> torch.nn.Module:
+    """Download and load the PyTorch model at ``model_uri`` (e.g. a sweep's encoder).
 
     Accepts ``models:/m-...`` (a logged model), ``models:/name/version`` and
-    ``models:/name@alias``; MLflow's downloader consults the process-global URIs for these, so they
-    are pointed at ``tracking_uri`` (under a lock) for the download only.
+    ``models:/name@alias``; MLflow's downloader consults the process-global URIs for these, so
+    they are pointed at ``tracking_uri`` (:func:`global_uris`) for the download only.
+    ``map_location`` (e.g. ``"cpu"``) is torch's, for a model logged from a GPU.
     """
     import mlflow.artifacts
     import mlflow.pytorch
@@ -647,7 +650,7 @@ def load_torch_model(tracking_uri: str, model_uri: str) -> torch.nn.Module:
             local = mlflow.artifacts.download_artifacts(
                 artifact_uri=source, dst_path=tmp, tracking_uri=tracking_uri
             )
-        return mlflow.pytorch.load_model(local)
+        return mlflow.pytorch.load_model(local, map_location=map_location)
 
 
 def _logged_model_source(tracking_uri: str, model_uri: str) -> str:

@@ -28,6 +28,7 @@ from deeppert.tracking.client import (
     ModelVersionRef,
     global_uris,
     load_parquet,
+    load_torch_model,
     log_parquet,
     register_logged_model,
     resolve_alias,
@@ -81,8 +82,6 @@ def load_sweep_members(
     uri: str, dataset: str, sweep: str, *, train_config: TrainConfig | None = None
 ) -> SweepMembers:
     """Collect the encoders a sweep registered for ``dataset``, with their Parquet artifacts."""
-    import mlflow.pytorch
-
     client = tracking_client(uri)
     prefix = encoder_model_prefix(dataset)
     versions = [
@@ -105,8 +104,7 @@ def load_sweep_members(
         parents.add(run.data.tags.get("mlflow.parentRunId"))
         latents.append(load_parquet(uri, v.run_id, ARTIFACTS.latents))
         weights.append(load_parquet(uri, v.run_id, ARTIFACTS.gene_weights))
-        with global_uris(uri):
-            encoder = mlflow.pytorch.load_model(f"models:/{v.name}/{v.version}", map_location="cpu")
+        encoder = load_torch_model(uri, f"models:/{v.name}/{v.version}", map_location="cpu")
         by_shape[f"{v.tags[vt.model]}_d{v.tags[vt.dim]}"].append(
             (int(v.tags[vt.run]), encoder.autoencoder)
         )
