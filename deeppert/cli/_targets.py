@@ -17,16 +17,8 @@ __all__ = ["register", "parse_threshold"]
 
 log = logging.getLogger(__name__)
 
-#: TargetConfig field -> flag; the defaults are the dataclass's (the reference's evaluation mode).
-_FLAGS = {
-    "n_clusters": "--n-clusters",
-    "top_genes": "--top-genes",
-    "threshold": "--threshold",
-    "n_pairs": "--n-pairs",
-    "mode": "--mode",
-    "permutations": "--permutations",
-    "seed": "--seed",
-}
+#: TargetConfig fields with a flag (``--n-clusters`` for ``n_clusters``) and the flag's help;
+#: the defaults are the dataclass's (the reference's evaluation mode).
 _HELP = {
     "n_clusters": "gene clusters",
     "top_genes": "top genes clustered",
@@ -36,6 +28,7 @@ _HELP = {
     "permutations": "label permutations for the null",
     "seed": "seed of the permutation null",
 }
+_FLAGS = {name: "--" + name.replace("_", "-") for name in _HELP}
 
 
 def parse_threshold(text: str) -> float | str:
