@@ -541,7 +541,7 @@ class _Collector:
                         "y_true": yy,
                         "y_pred": pred,
                     }
-                )  # fmt: skip
+                )
             )
 
     def result(self) -> EvaluationResult:

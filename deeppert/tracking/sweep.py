@@ -327,7 +327,7 @@ def run_trial(
                     run_ids=claimed,
                     report=report,
                     data_input=data_input,
-                )  # fmt: skip
+                )
             )
         elif busy:
             if tuple(busy) not in announced:  # once per set of points, not every poll
