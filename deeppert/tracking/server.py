@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal, get_args
 
 import requests
 
@@ -53,7 +53,8 @@ MIN_SECRET_LENGTH = 12
 
 _DB_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
 _LOG_TAIL_LINES = 40
-_PERMISSIONS = ("READ", "USE", "EDIT", "MANAGE", "NO_PERMISSIONS")
+Permission = Literal["READ", "USE", "EDIT", "MANAGE", "NO_PERMISSIONS"]
+_PERMISSIONS = get_args(Permission)
 
 
 @dataclass(frozen=True)
@@ -96,7 +97,7 @@ class ServerConfig:
     workers: int = 1
     auth: bool = False
     auth_database_uri: str | None = None
-    default_permission: str = "READ"
+    default_permission: Permission = "READ"
     startup_timeout: float = 120.0
 
     def to_dict(self) -> dict[str, Any]:
