@@ -22,7 +22,6 @@ import torch
 from deeppert.attribution import (
     IGConfig,
     attribute_genes,
-    captum_integrated_gradients,
     gene_weights,
     integrated_gradients,
 )
@@ -73,7 +72,7 @@ def main(argv: list[str] | None = None) -> dict:
     t_fast = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    ref = captum_integrated_gradients(module, x, n_steps=args.steps)
+    ref = integrated_gradients(module, x, n_steps=args.steps, algorithm="captum")
     _sync(device)
     t_captum = time.perf_counter() - t0
 

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from deeppert import downstream as ds
-from deeppert.downstream._controls import identity_synergy_task, seen_drug_oracle
+from deeppert.downstream._controls import identity_synergy_task, seen_drug_oracle_r
 
 BEFORE = """Before the fix (commit d81be6f; same tasks, RF 30 trees, 10 seeds; mean +- sd over seeds):
 
@@ -40,19 +40,13 @@ def run(seeds: int, trees: int) -> pd.DataFrame:
                 task, [ds.raw_featurizer()], config=replace(cfg, seeds=(s,)), targets=("loewe",)
             )
             sc = res.scores[res.scores["metric"] == "pearson_r"].set_index("split")["value"]
-            o = seen_drug_oracle(task, effect, res)
-            oracle, _ = ds.fold_mean_metrics(
-                o["y_true"].to_numpy(),
-                o["seen_effect"].to_numpy(),
-                o["fold"].to_numpy(),
-                target="regression",
-            )
+            oracle = seen_drug_oracle_r(task, effect, res)
             rows.append(
                 {
                     "control": "pure noise" if noise else "identity",
                     "seed": s,
                     "one_unseen": sc["one_unseen"],
-                    "oracle": oracle["pearson_r"],
+                    "oracle": oracle,
                     "both_unseen": sc["both_unseen"],
                     "random_leaky": sc["random_leaky"],
                 }

@@ -16,11 +16,14 @@ from typing import Any
 
 import pandas as pd
 
+from deeppert.errors import DeeppertError
+
 __all__ = [
     "atomic_path",
     "atomic_dir",
     "write_parquet",
     "write_json",
+    "read_parquet",
 ]
 
 
@@ -69,6 +72,24 @@ def write_parquet(frame: pd.DataFrame, path: str | os.PathLike) -> Path:
     with atomic_path(path) as tmp:
         frame.to_parquet(tmp, index=True)
     return Path(path)
+
+
+def read_parquet(path: str | os.PathLike) -> pd.DataFrame:
+    """``pd.read_parquet`` for files a step wrote: a missing, truncated or corrupt file is a
+    :class:`~deeppert.errors.DeeppertError` naming it, not a pyarrow traceback."""
+    import pyarrow as pa
+
+    path = Path(path)
+    if not path.is_file():
+        raise DeeppertError(f"{path}: file missing")
+    try:
+        return pd.read_parquet(path)
+    except (pa.ArrowException, OSError) as exc:
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DeeppertError(
+            f"{path}: not a readable Parquet file ({detail}); the folder is damaged, "
+            "rerun the step that wrote it"
+        ) from exc
 
 
 def write_json(obj: Any, path: str | os.PathLike) -> Path:

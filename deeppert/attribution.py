@@ -58,7 +58,6 @@ __all__ = [
     "GeneAttribution",
     "quadrature",
     "integrated_gradients",
-    "captum_integrated_gradients",
     "gene_weights",
     "attribute_genes",
     "gene_loadings",
@@ -326,29 +325,22 @@ def integrated_gradients(
         ``(n, d)`` (``(R, n, d)``) when asked for.
     """
     _check_knobs(n_steps, method, algorithm)
-    if algorithm == "captum":
-        return captum_integrated_gradients(
-            model,
-            inputs,
-            baselines=baselines,
-            n_steps=n_steps,
-            method=method,
-            internal_batch_size=internal_batch_size,
-            return_convergence_delta=return_convergence_delta,
-            replica=replica,
-        )
     rows, keep_axis = _replica_rows(model, replica)
     x, x0 = _as_inputs(model, inputs, baselines)
-    chunk = (
-        _DEFAULT_CHUNK if internal_batch_size is None else max(1, internal_batch_size // n_steps)
-    )
-    config = IGConfig(n_steps=n_steps, method=method, chunk_size=chunk, algorithm=algorithm)
-    attributions, deltas = [], []
-    for part in _ig_chunks(model, rows, x, x0, config, with_delta=return_convergence_delta):
-        attributions.append(part[0])
-        deltas.append(part[1])
-    ig = torch.cat(attributions, dim=1)
-    delta = torch.cat(deltas, dim=1) if return_convergence_delta else None
+    if algorithm == "captum":
+        ig, delta = _captum_ig(
+            model, rows, x, x0, n_steps, method, internal_batch_size, return_convergence_delta
+        )
+    else:
+        chunk = (
+            _DEFAULT_CHUNK
+            if internal_batch_size is None
+            else max(1, internal_batch_size // n_steps)
+        )
+        config = IGConfig(n_steps=n_steps, method=method, chunk_size=chunk, algorithm=algorithm)
+        parts = list(_ig_chunks(model, rows, x, x0, config, with_delta=return_convergence_delta))
+        ig = torch.cat([part[0] for part in parts], dim=1)
+        delta = torch.cat([part[1] for part in parts], dim=1) if return_convergence_delta else None
     if not keep_axis:
         ig = ig[0]
         delta = delta[0] if delta is not None else None
@@ -405,26 +397,20 @@ def _ig_chunks(
             module.train()
 
 
-def captum_integrated_gradients(
+def _captum_ig(
     model: Encoder,
-    inputs: torch.Tensor | np.ndarray,
-    *,
-    baselines: torch.Tensor | np.ndarray | None = None,
-    n_steps: int = 50,
-    method: IGMethod = "gausslegendre",
-    internal_batch_size: int | None = None,
-    return_convergence_delta: bool = False,
-    replica: ReplicaSel = None,
-) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-    """The reference: :class:`captum.attr.IntegratedGradients` looped over latent nodes.
-
-    Same arguments and return shapes as :func:`integrated_gradients`.
-    """
+    rows: slice,
+    x: torch.Tensor,
+    x0: torch.Tensor,
+    n_steps: int,
+    method: IGMethod,
+    internal_batch_size: int | None,
+    with_delta: bool,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The reference algorithm: :class:`captum.attr.IntegratedGradients` looped over latent
+    nodes, for each replica of ``rows``; ``(R, n, p, d)`` and the delta ``(R, n, d)``."""
     from captum.attr import IntegratedGradients
 
-    _check_knobs(n_steps, method, "captum")
-    rows, keep_axis = _replica_rows(model, replica)
-    x, x0 = _as_inputs(model, inputs, baselines)
     module = _unwrap(model)
     was_training = isinstance(module, torch.nn.Module) and module.training
     if isinstance(module, torch.nn.Module):
@@ -451,24 +437,19 @@ def captum_integrated_gradients(
                     n_steps=n_steps,
                     method=method,
                     internal_batch_size=internal_batch_size,
-                    return_convergence_delta=return_convergence_delta,
+                    return_convergence_delta=with_delta,
                 )
-                if return_convergence_delta:
+                if with_delta:
                     res, delta = res
                     deltas.append(delta.detach())
                 nodes.append(res.detach())
             per_replica.append(torch.stack(nodes, dim=-1))
-            if return_convergence_delta:
+            if with_delta:
                 per_delta.append(torch.stack(deltas, dim=-1))
     finally:
         if was_training:
             module.train()
-    ig_all = torch.stack(per_replica)
-    delta_all = torch.stack(per_delta) if return_convergence_delta else None
-    if not keep_axis:
-        ig_all = ig_all[0]
-        delta_all = delta_all[0] if delta_all is not None else None
-    return (ig_all, delta_all) if return_convergence_delta else ig_all
+    return torch.stack(per_replica), torch.stack(per_delta) if with_delta else None
 
 
 # -- genes --------------------------------------------------------------------------------
@@ -569,15 +550,7 @@ def attribute_genes(
     R, n = module.replicas, x.shape[0]
     d = module.config.latent_dim
     if config.algorithm == "captum":  # the reference, not streamed: small inputs only
-        ig, delta = captum_integrated_gradients(
-            model,
-            x,
-            baselines=x0,
-            n_steps=config.n_steps,
-            method=config.method,
-            return_convergence_delta=True,
-            replica="all",
-        )
+        ig, delta = _captum_ig(model, slice(0, R), x, x0, config.n_steps, config.method, None, True)
         with torch.no_grad():
             out = _forward_fn(model, slice(0, R))(x.unsqueeze(0).expand(R, -1, -1))
         weights = gene_weights(ig, comps.cpu().numpy())

@@ -44,7 +44,7 @@ __all__ = [
     "start_cluster",
     "stop_cluster",
     "stop_group",
-    "wait_for_dashboard",
+    "wait_until_answering",
     "check_ray_address",
     "submit_command",
 ]
@@ -138,26 +138,31 @@ def start_ray_head(folder: Path, *, num_cpus: int, cwd: Path | None = None) -> t
         stderr=subprocess.STDOUT,
     )
     try:
-        wait_for_dashboard(port, proc, folder / "ray_head.log")
+        wait_until_answering(
+            "Ray head", f"http://127.0.0.1:{port}/api/version", proc, folder / "ray_head.log"
+        )
     except BaseException:
         stop_group(proc.pid)
         raise
     return proc, f"http://127.0.0.1:{port}"
 
 
-def wait_for_dashboard(port: int, proc: subprocess.Popen, log: Path, timeout: float = 120.0):
-    """Wait until the head's job server answers on ``port``; DeeppertError if the head died."""
+def wait_until_answering(
+    what: str, url: str, proc: subprocess.Popen, log: Path, timeout: float = 120.0
+) -> None:
+    """Poll ``url`` until it answers 2xx; DeeppertError naming ``what`` and ``log`` if the
+    process ``proc`` exits first or nothing answers within ``timeout`` seconds."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         if proc.poll() is not None:
-            raise DeeppertError(f"Ray head exited with code {proc.returncode}; see {log}")
+            raise DeeppertError(f"{what} exited with code {proc.returncode}; see {log}")
         try:
-            if requests.get(f"http://127.0.0.1:{port}/api/version", timeout=2).ok:
+            if requests.get(url, timeout=2).ok:
                 return
         except requests.RequestException:
             pass
         time.sleep(1)
-    raise DeeppertError(f"Ray dashboard did not answer on port {port} within {timeout:.0f} s")
+    raise DeeppertError(f"{what} did not answer at {url} within {timeout:.0f} s; see {log}")
 
 
 def stop_group(pid: int, grace: float = 30.0) -> None:
@@ -205,7 +210,7 @@ def start_cluster(folder: str | Path, *, num_cpus: int = 2) -> ClusterInfo:
     )  # fmt: skip
     uri = f"http://127.0.0.1:{port}"
     try:
-        _wait_for_server(uri, server, folder / "mlflow_server.log")
+        wait_until_answering("MLflow server", f"{uri}/health", server, folder / "mlflow_server.log")
         ray, address = start_ray_head(folder, num_cpus=num_cpus)
     except BaseException:
         stop_group(server.pid)
@@ -214,20 +219,6 @@ def start_cluster(folder: str | Path, *, num_cpus: int = 2) -> ClusterInfo:
     state.write_text(json.dumps(asdict(info), indent=2) + "\n")
     (folder / "env.sh").write_text(info.exports())
     return info
-
-
-def _wait_for_server(uri: str, proc: subprocess.Popen, log: Path, timeout: float = 120.0) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise DeeppertError(f"MLflow server exited with code {proc.returncode}; see {log}")
-        try:
-            if requests.get(f"{uri}/health", timeout=2).ok:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(1)
-    raise DeeppertError(f"MLflow server did not answer at {uri} within {timeout:.0f} s; see {log}")
 
 
 def stop_cluster(folder: str | Path) -> ClusterInfo:

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
 import shutil
 import signal
@@ -79,72 +80,38 @@ def _summary(uri: str, experiment: str) -> pd.DataFrame:
     )
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m deeppert.demo", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument(
+        "--out", type=Path, default=OUT, help=f"output folder, replaced whole (default {OUT})"
+    )
+    out = parser.parse_args(argv).out.resolve()
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S"
     )
     start = time.time()
     # SIGTERM (e.g. a CI timeout) unwinds like Ctrl-C, so the finally block stops what we started.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    # Venv first on PATH (the jobs' `python`), Ray token auth off for head and client alike
-    # (the head listens on 127.0.0.1 only); see deeppert.cluster.
-    env = job_env()
     config = load_config(CONFIG)
-    shutil.rmtree(OUT, ignore_errors=True)
+    shutil.rmtree(out, ignore_errors=True)
 
-    log.info("step 1/5: synthetic data with planted programs -> %s", OUT / "synth")
-    synth = make_synthetic(SynthConfig(n_samples=2000, n_programs=5, seed=0))
-    write_synthetic(synth, OUT / "synth")
-    # Jobs run in an uploaded copy of the repo without demo_out/ (.rayignore), so the config
-    # they read names the data by absolute path (on a cluster: a shared file system).
-    raw = yaml.safe_load(CONFIG.read_text())
-    raw["datasets"][0]["path"] = str(OUT / "synth" / "signatures.parquet")
-    job_config = OUT / "demo.yaml"
-    job_config.write_text(yaml.safe_dump(raw, sort_keys=False))
-
+    log.info("step 1/5: synthetic data with planted programs -> %s", out / "synth")
+    job_config = _write_data(out)
     port = free_port()
-    server = TrackingServer(ServerConfig(data_dir=str(OUT / "mlflow"), port=port))
+    server = TrackingServer(ServerConfig(data_dir=str(out / "mlflow"), port=port))
     head: subprocess.Popen | None = None
     try:
         log.info("step 2/5: MLflow tracking server (SQLite, served artifacts)")
         server.start()
-        uri = server.url
         log.info("step 3/5: local Ray head node on free ports (deeppert.cluster)")
-        head, address = start_ray_head(OUT, num_cpus=2, cwd=REPO)
+        head, address = start_ray_head(out, num_cpus=2, cwd=REPO)
         log.info("Ray job server at %s", address)
-
-        def submit(*entrypoint: str) -> list[str]:
-            return submit_command(address, list(entrypoint))
-
-        common = ["--config", str(job_config), "--tracking-uri", uri]
         log.info("step 4/5: sweep, ensemble and target-combination jobs via `ray job submit`")
-        _submit(submit("python", "ray_jobs/sweep.py", *common), env=env)
-        _submit(submit("python", "ray_jobs/ensemble.py", *common), env=env)
-        _submit(
-            submit(
-                "python",
-                "ray_jobs/targets.py",
-                *common,
-                "--disease",
-                DISEASE,
-                "--pairs-dir",
-                str(OUT / "synth" / "target_pairs"),
-                "--out",
-                str(OUT / "targets"),
-            ),
-            env=env,
-        )
-
+        _run_jobs(address, ["--config", str(job_config), "--tracking-uri", server.url], out)
         log.info("step 5/5: summary read back from MLflow")
-        table = _summary(uri, config.tracking.experiment)
-        stats = pd.read_csv(OUT / "targets" / "match_statistics.csv")
-        significance = OUT / "targets" / "match_significance.csv"
-        print("\n== held-out reconstruction R^2 per model (mean over runs) ==")
-        print(table.round(3).to_string())
-        print(f"\n== target combination for {DISEASE!r} (planted pairs) ==")
-        print(stats.to_string(index=False))
-        if significance.exists():
-            print(pd.read_csv(significance).round(4).to_string(index=False))
+        _print_results(server.url, config.tracking.experiment, out)
     except (DeeppertError, subprocess.CalledProcessError) as exc:
         print(f"demo: error: {exc}", file=sys.stderr)
         return 1
@@ -152,19 +119,64 @@ def main() -> int:
         if head is not None:
             stop_group(head.pid)
         server.stop()
-    print(f"\nDemo finished in {time.time() - start:.0f} s. Where to look:")
+    _print_where_to_look(out, port, config.tracking.experiment, time.time() - start)
+    return 0
+
+
+def _write_data(out: Path) -> Path:
+    """Synthetic signatures with planted programs and target pairs under ``out/synth``; returns
+    the jobs' config, which names the data by absolute path."""
+    synth = make_synthetic(SynthConfig(n_samples=2000, n_programs=5, seed=0))
+    write_synthetic(synth, out / "synth")
+    # Jobs run in an uploaded copy of the repo without demo_out/ (.rayignore), so the config
+    # they read names the data by absolute path (on a cluster: a shared file system).
+    raw = yaml.safe_load(CONFIG.read_text())
+    raw["datasets"][0]["path"] = str(out / "synth" / "signatures.parquet")
+    job_config = out / "demo.yaml"
+    job_config.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return job_config
+
+
+def _run_jobs(address: str, common: list[str], out: Path) -> None:
+    """The sweep, ensemble and target-combination jobs, one ``ray job submit`` each."""
+    # Venv first on PATH (the jobs' `python`), Ray token auth off for head and client alike
+    # (the head listens on 127.0.0.1 only); see deeppert.cluster.
+    env = job_env()
+    targets = ["--disease", DISEASE, "--pairs-dir", str(out / "synth" / "target_pairs")]
+    for job, extra in (
+        ("sweep", []),
+        ("ensemble", []),
+        ("targets", [*targets, "--out", str(out / "targets")]),
+    ):
+        _submit(submit_command(address, ["python", f"ray_jobs/{job}.py", *common, *extra]), env=env)
+
+
+def _print_results(uri: str, experiment: str, out: Path) -> None:
+    """Held-out R^2 per model read back from MLflow, and the target-combination match rates."""
+    table = _summary(uri, experiment)
+    stats = pd.read_csv(out / "targets" / "match_statistics.csv")
+    significance = out / "targets" / "match_significance.csv"
+    print("\n== held-out reconstruction R^2 per model (mean over runs) ==")
+    print(table.round(3).to_string())
+    print(f"\n== target combination for {DISEASE!r} (planted pairs) ==")
+    print(stats.to_string(index=False))
+    if significance.exists():
+        print(pd.read_csv(significance).round(4).to_string(index=False))
+
+
+def _print_where_to_look(out: Path, port: int, experiment: str, seconds: float) -> None:
+    print(f"\nDemo finished in {seconds:.0f} s. Where to look:")
     print(
-        f"  MLflow UI:        deeppert server --data-dir {OUT / 'mlflow'} --port {port}  then open "
+        f"  MLflow UI:        deeppert server --data-dir {out / 'mlflow'} --port {port}  then open "
         f"{ui_url(f'http://127.0.0.1:{port}')}"
     )
     print(
-        f"                    (runs under experiment '{config.tracking.experiment}'; models SYN1-encoder-<MODEL>-d<dim>@best, SYN1-ensemble@current)"
+        f"                    (runs under experiment '{experiment}'; models SYN1-encoder-<MODEL>-d<dim>@best, SYN1-ensemble@current)"
     )
     print(
-        f"  target outputs:   {OUT / 'targets'} (target_combinations.csv, match_statistics.csv, heatmap, match-rate plot)"
+        f"  target outputs:   {out / 'targets'} (target_combinations.csv, match_statistics.csv, heatmap, match-rate plot)"
     )
-    print(f"  synthetic truth:  {OUT / 'synth' / 'ground_truth'}")
-    return 0
+    print(f"  synthetic truth:  {out / 'synth' / 'ground_truth'}")
 
 
 if __name__ == "__main__":

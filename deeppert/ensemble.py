@@ -17,7 +17,6 @@ mean ``|.|`` and unaffected by a flip; the ensemble embedding averages signed va
 
 from __future__ import annotations
 
-import json
 import re
 import warnings
 from collections.abc import Sequence
@@ -894,17 +893,10 @@ class EnsembleModel:
         return self.embed_pca(self.pca.transform(values), sample_ids)
 
     def save(self, path: str | Path) -> Path:
-        """Write ``pca.npz``, ``genes.json``, ``labels.parquet``, ``models/<name>/`` (and, for a
-        consensus ensemble, ``rotations.npz``) atomically."""
+        """Write ``pca/`` (:meth:`PCAModel.save`), ``labels.parquet``, ``models/<name>/`` (and,
+        for a consensus ensemble, ``rotations.npz``) atomically."""
         with atomic_dir(path) as tmp:
-            np.savez(
-                tmp / "pca.npz",
-                components=self.pca.components,
-                mean=self.pca.mean,
-                scale=self.pca.scale,
-                explained_variance_ratio=self.pca.explained_variance_ratio,
-            )
-            (tmp / "genes.json").write_text(json.dumps(list(self.pca.genes)) + "\n")
+            self.pca.save(tmp / "pca")
             self.labels.to_parquet(tmp / "labels.parquet")
             if self.rotations is not None:
                 np.savez(tmp / "rotations.npz", **self.rotations)
@@ -918,15 +910,7 @@ class EnsembleModel:
         path = Path(path)
         if not (path / "labels.parquet").is_file():
             raise DeeppertError(f"{path}: not a saved ensemble model (no labels.parquet)")
-        arrays = np.load(path / "pca.npz")
-        genes = json.loads((path / "genes.json").read_text())
-        pca = PCAModel(
-            arrays["components"],
-            arrays["mean"],
-            arrays["scale"],
-            arrays["explained_variance_ratio"],
-            list(genes),
-        )
+        pca = PCAModel.load(path / "pca")
         models = {
             p.name: TrainedModels.load(p) for p in sorted((path / "models").iterdir()) if p.is_dir()
         }

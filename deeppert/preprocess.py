@@ -6,19 +6,21 @@ through them, and reconstructions are mapped back to gene space to score held-ou
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import pandas as pd
-from sklearn.decomposition import PCA
-from sklearn.metrics import r2_score
 
+from deeppert.atomic import read_parquet
 from deeppert.errors import DeeppertError
 
 __all__ = [
     "PreprocessConfig",
     "PCAModel",
+    "PCA_TABLES",
     "split_indices",
     "resolve_split",
     "fit_pca",
@@ -51,6 +53,10 @@ class PreprocessConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+#: The tables a PCA model is stored as, one ``<name>.parquet`` each (:meth:`PCAModel.to_frames`).
+PCA_TABLES = ("components", "center", "explained_variance")
 
 
 @dataclass
@@ -89,8 +95,8 @@ class PCAModel:
         return ((values - self.mean) / self.scale) @ self.components.T
 
     def to_frames(self) -> dict[str, pd.DataFrame]:
-        """The model as three tables (``components``, ``center``, ``explained_variance``),
-        the form it is stored in as Parquet, in a run folder or on an MLflow run."""
+        """The model as the three tables of :data:`PCA_TABLES`, the one form it is stored in:
+        Parquet files in a run folder, in a saved ensemble model and on an MLflow run."""
         names = [f"PC{i + 1:03d}" for i in range(self.n_components)]
         return {
             "components": pd.DataFrame(
@@ -117,6 +123,26 @@ class PCAModel:
             explained_variance["explained_variance_ratio"].to_numpy(),
             list(components.columns),
         )
+
+    def save(self, folder: str | os.PathLike) -> Path:
+        """Write :meth:`to_frames` into ``folder`` as ``<table>.parquet`` files."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, table in self.to_frames().items():
+            table.to_parquet(folder / f"{name}.parquet")
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | os.PathLike) -> PCAModel:
+        """Read what :meth:`save` wrote; a missing or unreadable table is a
+        :class:`DeeppertError` naming the file."""
+        folder = Path(folder)
+        missing = [
+            f"{name}.parquet" for name in PCA_TABLES if not (folder / f"{name}.parquet").is_file()
+        ]
+        if missing:
+            raise DeeppertError(f"{folder}: no saved PCA model (missing {', '.join(missing)})")
+        return cls.from_frames(*(read_parquet(folder / f"{name}.parquet") for name in PCA_TABLES))
 
     def inverse_transform(self, scores: np.ndarray) -> np.ndarray:
         """PCA scores (n, p) -> gene values (n, genes)."""
@@ -172,10 +198,14 @@ def fit_pca(
     scale = np.where(scale > 0, scale, 1.0)
     centred = values - mean  # the one n x genes copy: scaled and centred in place from here on
     centred /= scale
+    from sklearn.decomposition import PCA
+
     pca = PCA(n_components=n_components, svd_solver="full", copy=False).fit(centred)
     return PCAModel(pca.components_, mean, scale, pca.explained_variance_ratio_, list(genes))
 
 
 def r2_score_flat(truth: np.ndarray, pred: np.ndarray) -> float:
     """Variance-weighted R^2 = 1 - SS_res / SS_tot over all columns (held-out rows)."""
+    from sklearn.metrics import r2_score
+
     return float(r2_score(truth, pred, multioutput="variance_weighted"))

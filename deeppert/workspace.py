@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from deeppert.atomic import atomic_dir
+from deeppert.atomic import atomic_dir, read_parquet
 from deeppert.baselines import BASELINE_KINDS, fit_baseline
 from deeppert.config import DataConfig, ExperimentConfig
 from deeppert.data import Signatures, load_signatures
@@ -47,13 +47,11 @@ __all__ = [
     "train_shape",
     "prepare",
     "Prepared",
-    "save_pca",
     "load_pca",
     "load_trained",
     "load_signatures_of",
     "load_split",
     "training_inputs",
-    "read_run_parquet",
     "read_member_frames",
     "check_output_dir",
 ]
@@ -166,7 +164,7 @@ def train_dataset(
             )
             + "\n"
         )
-        save_pca(prepared.pca, tmp / "pca")
+        prepared.pca.save(tmp / "pca")
         all_metrics, histories = [], []
         shapes = [(k, d) for k in grid.models for d in grid.latent_dims]
         bar = stack.enter_context(
@@ -296,24 +294,6 @@ def check_output_dir(out_dir: str | Path) -> None:
     os.unlink(probe)
 
 
-def read_run_parquet(path: str | Path) -> pd.DataFrame:
-    """``pd.read_parquet`` for run-folder files: a missing, truncated or corrupt file is a
-    :class:`DeeppertError` naming it, not a pyarrow traceback."""
-    import pyarrow as pa
-
-    path = Path(path)
-    if not path.is_file():
-        raise DeeppertError(f"{path}: file missing from the run folder")
-    try:
-        return pd.read_parquet(path)
-    except (pa.ArrowException, OSError) as exc:
-        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DeeppertError(
-            f"{path}: not a readable Parquet file ({detail}); the run folder is damaged, "
-            "rerun the step that wrote it"
-        ) from exc
-
-
 def read_member_frames(run_dir: str | Path, sub: str, what: str) -> pd.DataFrame:
     """The per-run frames ``run_dir/<sub>/<KIND>_d<dim>_run<r>.parquet`` of every trained run,
     side by side (same rows). Every run listed under ``models/`` must have its file: a missing
@@ -334,7 +314,7 @@ def read_member_frames(run_dir: str | Path, sub: str, what: str) -> pd.DataFrame
         )
     if not expected:
         raise DeeppertError(f"{folder}: no {what} Parquet files (run the previous step first)")
-    frames = [read_run_parquet(f) for f in expected]
+    frames = [read_parquet(f) for f in expected]
     n = {len(f) for f in frames}
     if len(n) != 1:
         raise DeeppertError(f"{folder}: {what} files have different row counts {sorted(n)}")
@@ -342,23 +322,10 @@ def read_member_frames(run_dir: str | Path, sub: str, what: str) -> pd.DataFrame
     return pd.concat([f.set_axis(index, axis=0) for f in frames], axis=1)
 
 
-def save_pca(pca: PCAModel, folder: Path) -> None:
-    """Write a PCA model as three Parquet tables into ``folder``."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, table in pca.to_frames().items():
-        table.to_parquet(folder / f"{name}.parquet")
-
-
 def load_pca(run_dir: str | Path) -> PCAModel:
-    """The PCA model of a run folder (or of a folder written by :func:`save_pca`)."""
+    """The PCA model of a run folder (``pca/``), or of a folder :meth:`PCAModel.save` wrote."""
     run_dir = Path(run_dir)
-    folder = run_dir / "pca" if (run_dir / "pca").is_dir() else run_dir
-    return PCAModel.from_frames(
-        *(
-            read_run_parquet(_require(folder, f"{name}.parquet"))
-            for name in ("components", "center", "explained_variance")
-        )
-    )
+    return PCAModel.load(run_dir / "pca" if (run_dir / "pca").is_dir() else run_dir)
 
 
 def load_trained(run_dir: str | Path) -> list[TrainedModels]:
@@ -369,7 +336,7 @@ def load_trained(run_dir: str | Path) -> list[TrainedModels]:
 
 def load_signatures_of(run_dir: str | Path) -> Signatures:
     """The input matrix a run folder was trained on."""
-    frame = read_run_parquet(_require(Path(run_dir), "signatures.parquet"))
+    frame = read_parquet(_require(Path(run_dir), "signatures.parquet"))
     return Signatures(
         frame.to_numpy(), frame.index.to_numpy(), list(frame.columns), source=str(run_dir)
     )

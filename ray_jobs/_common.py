@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 from deeppert.config import ExperimentConfig, load_config
 from deeppert.errors import DeeppertError
+from deeppert.tracking.client import configure_mlflow
 from deeppert.tracking.sweep import first_line
 
 __all__ = [
@@ -19,7 +20,6 @@ __all__ = [
     "check_ray_address",
     "connect_ray",
     "run_job",
-    "apply_retry_budget",
 ]
 
 
@@ -34,12 +34,13 @@ def job_parser(doc: str, *, config_required: bool = True) -> argparse.ArgumentPa
 
 
 def job_config(args: argparse.Namespace) -> ExperimentConfig:
-    """The validated config of ``--config``, with ``--tracking-uri`` applied."""
+    """The validated config of ``--config``, with ``--tracking-uri`` applied; sets this process's
+    MLflow client settings from it (:func:`~deeppert.tracking.client.configure_mlflow`)."""
     config = load_config(args.config)
     if args.tracking_uri:
         tracking = dataclasses.replace(config.tracking, uri=args.tracking_uri)
         config = dataclasses.replace(config, tracking=tracking)
-    apply_retry_budget(config)
+    configure_mlflow(config.tracking)
     return config
 
 
@@ -56,18 +57,6 @@ def check_ray_address(config: ExperimentConfig, *, timeout: float = 5.0) -> None
         socket.create_connection((host, int(port)), timeout=timeout).close()
     except (OSError, ValueError) as exc:
         raise DeeppertError(f"Ray cluster at {address} is unreachable: {exc}") from exc
-
-
-def apply_retry_budget(config: ExperimentConfig) -> None:
-    """Export ``tracking.http_*`` as MLflow's client retry settings for this process.
-
-    MLflow reads them per request; Ray workers call this too (``ray job submit`` does not
-    hand the driver's environment to them).
-    """
-    t = config.tracking
-    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(t.http_max_retries)
-    os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"] = str(t.http_backoff_factor)
-    os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(t.http_timeout)
 
 
 def connect_ray(config: ExperimentConfig, *, num_cpus: int | None = None) -> None:

@@ -23,7 +23,7 @@ import pandas as pd
 from deeppert.config import ExperimentConfig
 from deeppert.errors import DeeppertError
 from deeppert.search import SEARCHED, Distribution, apply_hyperparameters, train_with_validation
-from deeppert.tracking.client import mark_run_failed
+from deeppert.tracking.client import configure_mlflow, mark_run_failed
 from deeppert.tracking.search import (
     SearchContext,
     close_search,
@@ -54,6 +54,7 @@ def _trainable(trial_config: dict, *, prepared: dict, config: ExperimentConfig, 
     import torch
     from ray import tune
 
+    configure_mlflow(config.tracking)
     torch.set_num_threads(max(1, int(config.sweep.cpus_per_trial)))
     shape = trial_config["shape"]
     values = {k: trial_config[k] for k in SEARCHED if k in trial_config}

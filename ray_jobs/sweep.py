@@ -23,7 +23,7 @@ import pandas as pd
 
 from deeppert.config import ExperimentConfig
 from deeppert.errors import DeeppertError
-from deeppert.tracking.client import finish_run
+from deeppert.tracking.client import configure_mlflow, finish_run
 from deeppert.tracking.contract import TAGS
 from deeppert.tracking.report import log_sweep_report
 from deeppert.tracking.sweep import (
@@ -39,7 +39,6 @@ from deeppert.tracking.sweep import (
 )
 from deeppert.workspace import load_dataset, prepare
 from ray_jobs._common import (
-    apply_retry_budget,
     check_ray_address,
     connect_ray,
     job_config,
@@ -66,7 +65,7 @@ def _trainable(
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    apply_retry_budget(config)
+    configure_mlflow(config.tracking)
     torch.set_num_threads(max(1, int(config.sweep.cpus_per_trial)))
     if config.sweep.gpus_per_trial > 0 and torch.cuda.is_available():
         config = dataclasses.replace(config, train=dataclasses.replace(config.train, device="cuda"))

@@ -9,7 +9,6 @@ import torch
 from deeppert.attribution import (
     IGConfig,
     attribute_genes,
-    captum_integrated_gradients,
     gene_weights,
     integrated_gradients,
     quadrature,
@@ -65,8 +64,8 @@ def test_fast_matches_captum_gene_weights(trained, data):
     x, comps = data
     xs = torch.as_tensor(x[:N])
     fast, delta = integrated_gradients(trained, xs, replica=1, return_convergence_delta=True)
-    ref, ref_delta = captum_integrated_gradients(
-        trained, xs, replica=1, return_convergence_delta=True
+    ref, ref_delta = integrated_gradients(
+        trained, xs, replica=1, return_convergence_delta=True, algorithm="captum"
     )
     assert fast.shape == ref.shape == (N, P, 5)
     gw, gw_ref = gene_weights(fast, comps), gene_weights(ref, comps)
@@ -83,7 +82,7 @@ def test_autograd_fallback_matches_captum(trained, data):
     x, _ = data
     xs = torch.as_tensor(x[:40])
     auto = integrated_gradients(trained, xs, replica=0, algorithm="autograd", n_steps=20)
-    ref = captum_integrated_gradients(trained, xs, replica=0, n_steps=20)
+    ref = integrated_gradients(trained, xs, replica=0, n_steps=20, algorithm="captum")
     torch.testing.assert_close(auto, ref, atol=2e-5 * ref.abs().max().item(), rtol=0)
 
 
@@ -94,7 +93,7 @@ def test_callable_model_uses_autograd():
     ).double()
     x = torch.randn(10, 4, dtype=torch.float64)
     ig, delta = integrated_gradients(net, x, n_steps=200, return_convergence_delta=True)
-    ref = captum_integrated_gradients(net, x, n_steps=200)
+    ref = integrated_gradients(net, x, n_steps=200, algorithm="captum")
     torch.testing.assert_close(ig, ref)
     assert delta.abs().max() < 1e-8  # smooth network: Gauss-Legendre converges fast
     with pytest.raises(DeeppertError, match="exact IG path"):

@@ -13,7 +13,6 @@ import tempfile
 from pathlib import Path
 
 import pytest
-import torch
 
 from deeppert.cli import main
 
@@ -25,15 +24,8 @@ datasets:
     synthetic: {n_samples: 200}
 preprocess: {n_components: 10}
 """
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 TRAIN = ["--models", "AE", "--dims", "3", "--runs", "3", "--epochs", "2"]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

@@ -400,7 +400,7 @@ def check_registry_handoff(server: TrackingServer, out: dict) -> None:
 def test_registered_ensemble_pyfunc_embeds_new_signatures(sqlite_server, sqlite_platform):
     import mlflow.pyfunc
 
-    from deeppert.tracking.client import _process_uris
+    from deeppert.tracking.client import global_uris
 
     out = sqlite_platform
     config = out["config"]
@@ -411,7 +411,7 @@ def test_registered_ensemble_pyfunc_embeds_new_signatures(sqlite_server, sqlite_
         index=pd.Index(prepared.train_ids[:16], name="sample_id"),
         columns=list(signatures.genes),
     )
-    with _process_uris(sqlite_server.url):
+    with global_uris(sqlite_server.url):
         model = mlflow.pyfunc.load_model(f"models:/{config.datasets[0].name}-ensemble@current")
     embedded = model.predict(frame)
     expected = out["ensemble"].embedding.loc[frame.index]

@@ -99,7 +99,9 @@ def test_summary_is_best_mean_sd_per_shape_and_picks_the_best_mean() -> None:
 def test_report_figures_have_the_planted_lines(tmp_path) -> None:
     import matplotlib.pyplot as plt
 
+    open_before = plt.get_fignums()
     figures = report_figures(_report())
+    assert plt.get_fignums() == open_before  # Figure objects: nothing registered with pyplot
     assert set(figures) == {
         "r2_vs_latent_dim.png",
         "final_loss_per_trial.png",
@@ -112,7 +114,6 @@ def test_report_figures_have_the_planted_lines(tmp_path) -> None:
     np.testing.assert_allclose(pca_line.get_ydata(), [0.45, 0.65])
     for name, fig in figures.items():
         fig.savefig(tmp_path / name, dpi=100)
-        plt.close(fig)
         assert (tmp_path / name).stat().st_size > 5000
 
 

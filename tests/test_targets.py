@@ -510,6 +510,25 @@ def cli_inputs(tmp_path: Path) -> list[str]:
     return ["--weights", str(tmp_path / "w.tsv"), "--pairs-dir", str(tmp_path / "pairs")]
 
 
+def test_cli_takes_its_settings_from_config_then_flags(
+    tmp_path: Path, planted: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`deeppert targets`: TargetConfig defaults, overridden by --config's section, then flags."""
+    planted["w"].to_csv(tmp_path / "w.tsv", sep="\t")
+    write_tables(tmp_path / "pairs", known_tables({"Signal": planted["signal"]}))
+    common = ["--weights", str(tmp_path / "w.tsv"), "--pairs-dir", str(tmp_path / "pairs")]
+    common += ["--disease", "Signal", "--no-plots", "--out", str(tmp_path / "out")]
+    config = tmp_path / "t.yaml"
+    config.write_text("targets: {n_pairs: 30, permutations: 5, threshold: auto, seed: 3}\n")
+    assert run_cli([*common, "--permutations", "0"], monkeypatch) == 0
+    written = json.loads((tmp_path / "out" / "summary.json").read_text())["config"]
+    assert written == TargetConfig(plots=False, permutations=0).to_dict()
+    assert run_cli([*common, "--config", str(config), "--seed", "4"], monkeypatch) == 0
+    written = json.loads((tmp_path / "out" / "summary.json").read_text())["config"]
+    expected = TargetConfig(n_pairs=30, permutations=5, threshold="auto", seed=4, plots=False)
+    assert written == expected.to_dict()
+
+
 def test_bad_unknown_disease_names_closest(tmp_path, monkeypatch, capsys, cli_inputs) -> None:
     err = _bad_cli(tmp_path, monkeypatch, capsys, [*cli_inputs, "--disease", "Ovarian Cancr"])
     assert "unknown disease 'Ovarian Cancr'" in err and "closest: 'Ovarian Cancer'" in err

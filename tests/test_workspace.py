@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -12,6 +13,7 @@ from deeppert.cli import main
 from deeppert.config import parse_config
 from deeppert.data import SynthConfig, make_synthetic
 from deeppert.errors import DeeppertError
+from deeppert.preprocess import PCAModel
 from deeppert.workspace import (
     load_pca,
     load_signatures_of,
@@ -131,6 +133,22 @@ def test_reloaded_models_reproduce_the_latents_exactly(run_dir):
     vae = trained[1]
     saved = pd.read_parquet(run_dir / "latents" / "VAE_d5_run1.parquet")
     assert np.array_equal(saved.to_numpy(), vae.embed(x_train)[1])
+
+
+def test_a_saved_pca_reloads_exactly_and_a_damaged_one_is_named(run_dir, tmp_path):
+    pca = load_pca(run_dir)
+    again = PCAModel.load(pca.save(tmp_path / "pca"))
+    for field in ("components", "mean", "scale", "explained_variance_ratio"):
+        assert np.array_equal(getattr(again, field), getattr(pca, field)), field
+    assert again.genes == pca.genes
+    (tmp_path / "pca" / "center.parquet").unlink()
+    with pytest.raises(DeeppertError, match=r"missing center\.parquet"):
+        PCAModel.load(tmp_path / "pca")
+    victim = shutil.copytree(run_dir / "pca", tmp_path / "run" / "pca") / "components.parquet"
+    victim.write_bytes(victim.read_bytes()[:100])
+    with pytest.raises(DeeppertError, match="not a readable Parquet file") as err:
+        load_pca(tmp_path / "run")
+    assert str(victim) in str(err.value)
 
 
 def test_train_prints_the_held_out_table(tmp_path, train_cli, capsys):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
@@ -28,15 +28,24 @@ def add_config_flag(parser: argparse.ArgumentParser, section: str) -> None:
 
 
 def add_dataclass_flags(
-    parser: argparse.ArgumentParser, cls: type, flags: Mapping[str, str], *, help: Mapping[str, str]
+    parser: argparse.ArgumentParser,
+    cls: type,
+    flags: Mapping[str, str],
+    *,
+    help: Mapping[str, str],
+    types: Mapping[str, Callable[[str], Any]] | None = None,
 ) -> None:
-    """One ``--flag`` per ``field: flag`` of ``flags``, typed from the field's annotation."""
+    """One ``--flag`` per ``field: flag`` of ``flags``, typed from the field's annotation
+    (or by the parser ``types[field]``, for a field such as ``float | Literal["auto"]``)."""
     hints = typing.get_type_hints(cls)
     defaults = {f.name: f.default for f in dataclasses.fields(cls)}
     for name, flag in flags.items():
         kwargs: dict[str, Any] = {"default": None, "dest": name}
         tp = hints[name]
-        if get_origin(tp) is Literal:
+        if types and name in types:
+            kwargs["type"] = types[name]
+            kwargs["metavar"] = flag.lstrip("-").upper().replace("-", "_")
+        elif get_origin(tp) is Literal:
             kwargs["choices"] = list(get_args(tp))
         elif tp in (int, float, str):
             kwargs["type"] = tp

@@ -13,6 +13,7 @@ import sys
 import threading
 from types import FrameType
 
+from deeppert.cli._flags import add_dataclass_flags, apply_flags
 from deeppert.tracking.server import (
     ADMIN_PASSWORD_ENV,
     SECRET_KEY_ENV,
@@ -22,6 +23,20 @@ from deeppert.tracking.server import (
 )
 
 __all__ = ["register"]
+
+#: ServerConfig fields with a flag (``--startup-timeout`` for ``startup_timeout``) and its help;
+#: the defaults are the dataclass's.
+_HELP = {
+    "data_dir": "server state folder",
+    "host": "bind address",
+    "port": "port (0 = any free)",
+    "workers": "uvicorn workers",
+    "default_permission": "with --auth: what users may do where nobody granted them anything "
+    "(READ: every authenticated user reads every experiment; NO_PERMISSIONS: nothing until "
+    "granted)",
+    "startup_timeout": "seconds to wait for /health",
+}
+_FLAGS = {name: "--" + name.replace("_", "-") for name in _HELP}
 
 _log = logging.getLogger("deeppert.server")
 
@@ -48,26 +63,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "PostgreSQL database is created). Put a URI with a password in "
         f"${BACKEND_URI_ENV}, not on the command line, where `ps` shows it",
     )
-    p.add_argument("--data-dir", default="mlruns", help="server state folder (default: mlruns)")
+    add_dataclass_flags(p, ServerConfig, _FLAGS, help=_HELP)
     p.add_argument(
         "--artifacts-dir",
         default=None,
         help="served artifacts folder (default: DATA_DIR/artifacts)",
     )
-    p.add_argument("--host", default="127.0.0.1", help="bind address (default: 127.0.0.1)")
-    p.add_argument("--port", type=int, default=5000, help="port (default: 5000; 0 = any free)")
-    p.add_argument("--workers", type=int, default=1, help="uvicorn workers (default: 1)")
     p.add_argument("--auth", action="store_true", help="enable MLflow basic authentication")
-    p.add_argument(
-        "--default-permission",
-        default="READ",
-        choices=["READ", "USE", "EDIT", "MANAGE", "NO_PERMISSIONS"],
-        help="with --auth: what users may do where nobody granted them anything (default READ: "
-        "every authenticated user reads every experiment; NO_PERMISSIONS: nothing until granted)",
-    )
-    p.add_argument(
-        "--startup-timeout", type=float, default=120.0, help="seconds to wait for /health"
-    )
     p.set_defaults(func=_run)
 
 
@@ -83,16 +85,14 @@ def _run(args: argparse.Namespace) -> int:
             "every local user; pass it in $%s instead",
             BACKEND_URI_ENV,
         )
-    config = ServerConfig(
-        data_dir=args.data_dir,
-        backend_store_uri=args.backend_store_uri,
-        artifacts_dir=args.artifacts_dir,
-        host=args.host,
-        port=args.port,
-        workers=args.workers,
-        auth=args.auth,
-        default_permission=args.default_permission,
-        startup_timeout=args.startup_timeout,
+    config = apply_flags(
+        ServerConfig(
+            backend_store_uri=args.backend_store_uri,
+            artifacts_dir=args.artifacts_dir,
+            auth=args.auth,
+        ),
+        args,
+        _FLAGS,
     )
     stop = threading.Event()
 

@@ -3,16 +3,32 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import time
 from pathlib import Path
 
+from deeppert.cli._flags import add_config_flag, add_dataclass_flags, apply_flags, config_section
 from deeppert.errors import DeeppertError
+from deeppert.target_config import TargetConfig
 
 __all__ = ["register", "parse_threshold"]
 
 log = logging.getLogger(__name__)
+
+#: TargetConfig fields with a flag (``--n-clusters`` for ``n_clusters``) and the flag's help;
+#: the defaults are the dataclass's (the reference's evaluation mode).
+_HELP = {
+    "n_clusters": "gene clusters",
+    "top_genes": "top genes clustered",
+    "threshold": "|Pearson r| threshold in [0, 1] or 'auto'",
+    "n_pairs": "pairs reported",
+    "mode": "'reference' reproduces the published script's quirks",
+    "permutations": "label permutations for the null",
+    "seed": "seed of the permutation null",
+}
+_FLAGS = {name: "--" + name.replace("_", "-") for name in _HELP}
 
 
 def parse_threshold(text: str) -> float | str:
@@ -93,28 +109,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--min-pairs", type=int, default=20, help="known pairs a disease needs (default 20)"
     )
-    p.add_argument("--n-clusters", type=int, default=4, help="gene clusters (default 4)")
-    p.add_argument("--top-genes", type=int, default=50, help="top genes clustered (default 50)")
-    p.add_argument(
-        "--threshold",
-        type=parse_threshold,
-        default=0.8,
-        help="|Pearson r| threshold or 'auto' (default 0.8)",
-    )
-    p.add_argument("--n-pairs", type=int, default=100, help="pairs reported (default 100)")
-    p.add_argument(
-        "--mode",
-        choices=("default", "reference"),
-        default="default",
-        help="'reference' reproduces the published script's quirks (default: default)",
-    )
-    p.add_argument(
-        "--permutations",
-        type=int,
-        default=1000,
-        help="label permutations for the null (default 1000)",
-    )
-    p.add_argument("--seed", type=int, default=0, help="seed of the permutation null (default 0)")
+    add_config_flag(p, "targets")
+    add_dataclass_flags(p, TargetConfig, _FLAGS, help=_HELP, types={"threshold": parse_threshold})
     p.add_argument("--no-plots", action="store_true", help="skip the heatmap and match-rate plots")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (replaced whole)")
     p.set_defaults(func=run)
@@ -123,7 +119,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Execute ``deeppert targets``; bad input raises :class:`DeeppertError` before any write."""
     from deeppert.targets import (
-        TargetConfig,
         load_known_pairs,
         predict_targets,
         read_gene_list,
@@ -139,16 +134,9 @@ def run(args: argparse.Namespace) -> int:
         raise DeeppertError("give --disease, --gene-list or --all-diseases")
     if (args.all_diseases or args.disease) and not args.pairs_dir:
         raise DeeppertError("--disease and --all-diseases need --pairs-dir (the known-pair tables)")
-    config = TargetConfig(
-        n_clusters=args.n_clusters,
-        top_genes=args.top_genes,
-        threshold=args.threshold,
-        n_pairs=args.n_pairs,
-        mode=args.mode,
-        plots=not args.no_plots,
-        permutations=args.permutations,
-        seed=args.seed,
-    )
+    config = apply_flags(config_section(args, "targets", TargetConfig), args, _FLAGS)
+    if args.no_plots:
+        config = dataclasses.replace(config, plots=False)
     check_out_dir(args.out)
     start = time.perf_counter()
     weights = _weights(args.weights, args.tracking_uri)

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from deeppert.downstream._datasets import SynergyTask, ToxicityTask
+from deeppert.downstream._evaluate import fold_mean_metrics
 
 __all__ = ["identity_synergy_task", "noise_toxicity_task"]
 
@@ -95,3 +96,16 @@ def seen_drug_oracle(task: SynergyTask, effect: np.ndarray, result) -> pd.DataFr
     rows["unseen_drugs"] = unseen
     rows["seen_effect"] = seen_effect
     return rows
+
+
+def seen_drug_oracle_r(task: SynergyTask, effect: np.ndarray, result) -> float:
+    """The oracle's fold-mean Pearson r: :func:`seen_drug_oracle`'s ``seen_effect`` against
+    ``y_true`` on the one-unseen rows (what a model could reach from the seen drug alone)."""
+    o = seen_drug_oracle(task, effect, result)
+    metrics, _ = fold_mean_metrics(
+        o["y_true"].to_numpy(),
+        o["seen_effect"].to_numpy(),
+        o["fold"].to_numpy(),
+        target="regression",
+    )
+    return metrics["pearson_r"]

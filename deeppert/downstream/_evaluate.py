@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, replace
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from typing import Literal
 
 import numpy as np
@@ -313,9 +313,7 @@ Plan = list[tuple[np.ndarray, dict[str, np.ndarray]]]
 
 def _fit_plan(
     values: np.ndarray,
-    fit_all: bool,
-    featurizer: Featurizer,
-    kind: ModelName,
+    variant: _Variant,
     target: Target,
     y: np.ndarray,
     plan: Plan,
@@ -336,9 +334,10 @@ def _fit_plan(
     for f, (tr, tests) in enumerate(plan):
         if all(len(te) == 0 for te in tests.values()):
             continue
-        transform = featurizer.fit(values if fit_all else design.fit_rows(tr), seed=seed)
+        fit_on = values if variant.fit_all else design.fit_rows(tr)
+        transform = variant.featurizer.fit(fit_on, seed=seed)
         X, yy, inner = design.train(transform, tr, y, seed)
-        model = _fit(kind, target, X, yy, inner, seed, cfg)
+        model = _fit(variant.kind, target, X, yy, inner, seed, cfg)
         for split, te in tests.items():
             if len(te) == 0:
                 continue
@@ -409,17 +408,36 @@ def _check_featurizers(featurizers: Sequence[Featurizer]) -> None:
         raise DeeppertError(f"feature set names must be unique, got {names}")
 
 
-def _settings(featurizer: Featurizer, cfg: EvalConfig) -> list[tuple[str, bool]]:
-    """(setting name, fit on all the task's signatures?) for each way ``featurizer`` is run.
+@dataclass(frozen=True)
+class _Variant:
+    """One way a feature set is evaluated: featurizer, setting and model kind."""
+
+    featurizer: Featurizer
+    setting: str
+    fit_all: bool  # fit the featurizer on all the task's signatures (transductive)
+    kind: ModelName
+
+    def __str__(self) -> str:
+        return f"{self.featurizer.name}/{self.setting} {self.kind}"
+
+
+def _variants(featurizers: Sequence[Featurizer], cfg: EvalConfig) -> Iterator[_Variant]:
+    """Every (featurizer, setting, model kind) to evaluate, in that nesting order.
 
     A featurizer that learns nothing per fold declares ``fixed_setting`` (``"none"`` for raw
     genes, ``"transductive"`` for an embedding pre-trained on the task's signatures) and runs
     once; the others run under every setting of ``cfg.settings``.
     """
-    fixed = getattr(featurizer, "fixed_setting", None)
-    if fixed is not None:
-        return [(str(fixed), False)]
-    return [(s, s == "transductive") for s in cfg.settings]
+    for featurizer in featurizers:
+        fixed = getattr(featurizer, "fixed_setting", None)
+        settings = (
+            [(str(fixed), False)]
+            if fixed is not None
+            else [(s, s == "transductive") for s in cfg.settings]
+        )
+        for setting, fit_all in settings:
+            for kind in cfg.models:
+                yield _Variant(featurizer, setting, fit_all, kind)
 
 
 def _check_splits(splits: Sequence[str], allowed: Sequence[str]) -> None:
@@ -450,48 +468,88 @@ def _fold_rows(task: str, split: str, seed: int, plan: Plan) -> list[pd.DataFram
     return out
 
 
-def _score_and_predictions(
-    key: dict,
-    y: np.ndarray,
-    pred: np.ndarray,
-    fold: np.ndarray,
-    sample: np.ndarray,
-    target: Target,
-    *,
-    seed: int,
-    n_compounds: int,
-    per_fold: bool,
-) -> tuple[list[dict], pd.DataFrame]:
-    """Score rows (fold mean or pooled, with the counts beside them) and the prediction rows."""
-    if per_fold:
-        metrics, n_folds = fold_mean_metrics(y, pred, fold, target=target)
-    else:
-        metrics, n_folds = pooled_metrics(y, pred, target), len(np.unique(fold))
-    rows = [
-        {
-            **key,
-            "metric": m,
-            "seed": seed,
-            "value": v,
-            "n": len(y),
-            "n_compounds": n_compounds,
-            "n_folds": n_folds,
-            "aggregate": "fold_mean" if per_fold else "pooled",
-        }
-        for m, v in metrics.items()
-    ]
-    preds = pd.DataFrame(
-        {**key, "seed": seed, "fold": fold, "sample": sample, "y_true": y, "y_pred": pred}
-    )
-    return rows, preds
+@dataclass
+class _Collector:
+    """The rows of one evaluation as they are produced: scores, predictions, fold provenance.
 
+    ``per_fold``: scores are the mean of each fold's metric (synergy), else computed on the
+    pooled out-of-fold predictions (toxicity).
+    """
 
-def _frames(score_rows: list[dict], pred_parts: list[pd.DataFrame], fold_parts) -> EvaluationResult:
-    return EvaluationResult(
-        pd.DataFrame(score_rows),
-        pd.concat(pred_parts, ignore_index=True),
-        pd.concat(fold_parts, ignore_index=True),
-    )
+    task: str
+    per_fold: bool
+    scores: list[dict] = field(default_factory=list)
+    predictions: list[pd.DataFrame] = field(default_factory=list)
+    folds: list[pd.DataFrame] = field(default_factory=list)
+
+    def add_plan(self, seed: int, plan: Plan, splits: Sequence[str]) -> None:
+        """Record which rows each fold of ``plan`` trains and tests on, per split."""
+        for split in splits:
+            self.folds += _fold_rows(self.task, split, seed, plan)
+
+    def add_predictions(
+        self,
+        variant: _Variant,
+        target: tuple[str, Target],
+        seed: int,
+        y: np.ndarray,
+        fitted: tuple[dict[str, np.ndarray], dict[str, np.ndarray]],
+        sample: np.ndarray,
+        n_compounds: Callable[[np.ndarray], int] | None = None,
+    ) -> None:
+        """Score the rows each split of a :func:`_fit_plan` result tested.
+
+        ``sample``: the sample id of each row; ``n_compounds(mask)``: the compounds in the
+        scored rows (default: the distinct sample ids). Adds the score rows (with counts) and
+        the prediction rows.
+        """
+        target_name, kind = target
+        preds, folds = fitted
+        for split in preds:
+            mask = folds[split] >= 0
+            if not mask.any():
+                raise DeeppertError(
+                    f"{self.task}: seed {seed}: no row scored under split {split!r}"
+                )
+            yy, pred, fold = y[mask], preds[split][mask], folds[split][mask]
+            if self.per_fold:
+                metrics, n_folds = fold_mean_metrics(yy, pred, fold, target=kind)
+            else:
+                metrics, n_folds = pooled_metrics(yy, pred, kind), len(np.unique(fold))
+            key = {
+                "task": self.task,
+                "target": target_name,
+                "feature_set": variant.featurizer.name,
+                "setting": variant.setting,
+                "model": variant.kind,
+                "split": split,
+            }
+            compounds = n_compounds(mask) if n_compounds else len(np.unique(sample[mask]))
+            counts = {"n": len(yy), "n_compounds": compounds, "n_folds": n_folds}
+            aggregate = "fold_mean" if self.per_fold else "pooled"
+            self.scores += [
+                {**key, "metric": m, "seed": seed, "value": v, **counts, "aggregate": aggregate}
+                for m, v in metrics.items()
+            ]
+            self.predictions.append(
+                pd.DataFrame(
+                    {
+                        **key,
+                        "seed": seed,
+                        "fold": fold,
+                        "sample": sample[mask],
+                        "y_true": yy,
+                        "y_pred": pred,
+                    }
+                )
+            )
+
+    def result(self) -> EvaluationResult:
+        return EvaluationResult(
+            pd.DataFrame(self.scores),
+            pd.concat(self.predictions, ignore_index=True),
+            pd.concat(self.folds, ignore_index=True),
+        )
 
 
 def evaluate_synergy(
@@ -523,10 +581,34 @@ def evaluate_synergy(
         raise DeeppertError(
             f"{task.name}: {task.n_pairs} pair(s) is too few for {config.n_folds} folds"
         )
+    chosen = _synergy_targets(task, targets)
     a, b = task.pairs["drug_a"].to_numpy(), task.pairs["drug_b"].to_numpy()
     # one canonical orientation, so the fitted model cannot depend on how a file orders a pair
     a, b = np.minimum(a, b), np.maximum(a, b)
     design = _PairDesign(task.values, a, b, config.inner_folds)
+    pair_ids = np.arange(task.n_pairs)
+
+    def n_drugs(mask: np.ndarray) -> int:
+        return len(np.unique(np.concatenate([a[mask], b[mask]])))
+
+    out = _Collector(task.name, per_fold=True)
+    for seed in config.seeds:
+        plans = _synergy_plans(task, a, b, splits, seed, config)
+        for plan in plans:
+            out.add_plan(seed, plan, list(plan[0][1]))
+        for variant in _variants(featurizers, config):
+            for name, (target, y) in chosen.items():
+                for plan in plans:
+                    fitted = _fit_plan(task.values, variant, target, y, plan, design, seed, config)
+                    out.add_predictions(variant, (name, target), seed, y, fitted, pair_ids, n_drugs)
+                log.info("%s %s %s seed %d done", task.name, name, variant, seed)
+    return out.result()
+
+
+def _synergy_targets(
+    task: SynergyTask, targets: Sequence[str]
+) -> dict[str, tuple[Target, np.ndarray]]:
+    """The chosen targets by name: Loewe score (regression) and/or its 0/1 label."""
     known: dict[str, tuple[Target, np.ndarray]] = {
         "loewe": ("regression", task.pairs["synergy"].to_numpy(dtype=float)),
         "label": ("classification", task.pairs["label"].to_numpy(dtype=int)),
@@ -536,73 +618,36 @@ def evaluate_synergy(
         raise DeeppertError(
             f"targets must be a non-empty subset of loewe, label; got {list(targets)}"
         )
-    chosen = {t: known[t] for t in targets}
-    score_rows: list[dict] = []
-    pred_parts: list[pd.DataFrame] = []
-    fold_parts: list[pd.DataFrame] = []
-    for seed in config.seeds:
-        plans: dict[str, Plan] = {}
-        drug_splits = [s for s in ("one_unseen", "both_unseen") if s in splits]
-        if drug_splits:
-            fold_of = drug_folds(len(task.drugs), n_folds=config.n_folds, seed=seed)
-            plans["drug"] = [
+    return {t: known[t] for t in targets}
+
+
+def _synergy_plans(
+    task: SynergyTask,
+    a: np.ndarray,
+    b: np.ndarray,
+    splits: Sequence[SynergySplit],
+    seed: int,
+    cfg: EvalConfig,
+) -> list[Plan]:
+    """One seed's fold plans: drug folds (scoring the one/both-unseen splits), random folds."""
+    plans: list[Plan] = []
+    drug_splits = [s for s in ("one_unseen", "both_unseen") if s in splits]
+    if drug_splits:
+        fold_of = drug_folds(len(task.drugs), n_folds=cfg.n_folds, seed=seed)
+        plans.append(
+            [
                 (df.train, {s: getattr(df, s) for s in drug_splits})
                 for df in drug_split_folds(a, b, fold_of, seed=seed)
             ]
-        if "random_leaky" in splits:
-            plans["random"] = [
+        )
+    if "random_leaky" in splits:
+        plans.append(
+            [
                 (tr, {"random_leaky": te})
-                for tr, te in random_pair_splits(task.n_pairs, n_folds=config.n_folds, seed=seed)
+                for tr, te in random_pair_splits(task.n_pairs, n_folds=cfg.n_folds, seed=seed)
             ]
-        for plan in plans.values():
-            for split in plan[0][1]:
-                fold_parts += _fold_rows(task.name, split, seed, plan)
-        for featurizer in featurizers:
-            for setting, fit_all in _settings(featurizer, config):
-                for kind in config.models:
-                    for tname, (target, y) in chosen.items():
-                        for plan in plans.values():
-                            preds, folds = _fit_plan(
-                                task.values, fit_all, featurizer, kind, target, y, plan,
-                                design, seed, config,
-                            )  # fmt: skip
-                            for split in preds:
-                                mask = folds[split] >= 0
-                                if not mask.any():
-                                    raise DeeppertError(
-                                        f"{task.name}: seed {seed}: no pair scored under split {split!r}"
-                                    )
-                                key = dict(
-                                    task=task.name,
-                                    target=tname,
-                                    feature_set=featurizer.name,
-                                    setting=setting,
-                                    model=kind,
-                                    split=split,
-                                )
-                                rows, part = _score_and_predictions(
-                                    key,
-                                    y[mask],
-                                    preds[split][mask],
-                                    folds[split][mask],
-                                    np.flatnonzero(mask),
-                                    target,
-                                    seed=seed,
-                                    n_compounds=len(np.unique(np.concatenate([a[mask], b[mask]]))),
-                                    per_fold=True,
-                                )
-                                score_rows += rows
-                                pred_parts.append(part)
-                        log.info(
-                            "%s %s %s/%s %s seed %d done",
-                            task.name,
-                            tname,
-                            featurizer.name,
-                            setting,
-                            kind,
-                            seed,
-                        )
-    return _frames(score_rows, pred_parts, fold_parts)
+        )
+    return plans
 
 
 def evaluate_toxicity(
@@ -626,80 +671,60 @@ def evaluate_toxicity(
             f"{task.name}: {task.n_compounds} compound(s) is too few for {config.n_folds} folds"
         )
     y = np.asarray(task.labels, dtype=int)
-    ids = np.arange(task.n_compounds)
     scaffolds = (
         np.asarray([murcko_scaffold(k) for k in task.keys], dtype=object)
         if "scaffold" in splits
         else None
     )
-    given_idx = task.given["index"].to_numpy()
-    given_test = (task.given["split"] == "Test").to_numpy()
-    score_rows: list[dict] = []
-    pred_parts: list[pd.DataFrame] = []
-    fold_parts: list[pd.DataFrame] = []
+    out = _Collector(task.name, per_fold=False)
     for seed in config.seeds:
-        plans: dict[str, tuple[np.ndarray, np.ndarray, list[Fold]]] = {}
-        if "structure" in splits:
-            plans["structure"] = (ids, ids, structure_splits(y, n_folds=config.n_folds, seed=seed))
-        if "scaffold" in splits:
-            plans["scaffold"] = (
-                ids,
-                scaffolds,
-                scaffold_splits(y, scaffolds, n_folds=config.n_folds, seed=seed),
-            )
-        if "given_leaky" in splits:
-            if not given_test.any() or given_test.all():
-                raise DeeppertError(f"{task.name}: the given split needs both Train and Test rows")
-            plans["given_leaky"] = (
-                given_idx,
-                given_idx,
-                [(np.flatnonzero(~given_test), np.flatnonzero(given_test))],
-            )
+        plans = _toxicity_plans(task, y, scaffolds, splits, seed, config)
         for split, (rows, _, folds) in plans.items():
-            plan: Plan = [(rows[tr], {split: rows[te]}) for tr, te in folds]
-            fold_parts += _fold_rows(task.name, split, seed, plan)
-        for featurizer in featurizers:
-            for setting, fit_all in _settings(featurizer, config):
-                for kind in config.models:
-                    for split, (rows, groups, folds) in plans.items():
-                        yy = y[rows]
-                        design = _RowDesign(task.values[rows], groups, "classification", config)
-                        preds, fold_of = _fit_plan(
-                            task.values, fit_all, featurizer, kind, "classification", yy,
-                            [(tr, {split: te}) for tr, te in folds], design, seed, config,
-                        )  # fmt: skip
-                        mask = fold_of[split] >= 0
-                        key = dict(
-                            task=task.name,
-                            target="label",
-                            feature_set=featurizer.name,
-                            setting=setting,
-                            model=kind,
-                            split=split,
-                        )
-                        srows, part = _score_and_predictions(
-                            key,
-                            yy[mask],
-                            preds[split][mask],
-                            fold_of[split][mask],
-                            rows[mask],
-                            "classification",
-                            seed=seed,
-                            n_compounds=len(np.unique(rows[mask])),
-                            per_fold=False,
-                        )
-                        score_rows += srows
-                        pred_parts.append(part)
-                        log.info(
-                            "%s %s/%s %s %s seed %d done",
-                            task.name,
-                            featurizer.name,
-                            setting,
-                            kind,
-                            split,
-                            seed,
-                        )
-    return _frames(score_rows, pred_parts, fold_parts)
+            out.add_plan(seed, [(rows[tr], {split: rows[te]}) for tr, te in folds], [split])
+        for variant in _variants(featurizers, config):
+            for split, (rows, groups, folds) in plans.items():
+                yy = y[rows]
+                design = _RowDesign(task.values[rows], groups, "classification", config)
+                plan: Plan = [(tr, {split: te}) for tr, te in folds]
+                fitted = _fit_plan(
+                    task.values, variant, "classification", yy, plan, design, seed, config
+                )
+                label = ("label", "classification")
+                out.add_predictions(variant, label, seed, yy, fitted, rows)
+                log.info("%s %s %s seed %d done", task.name, variant, split, seed)
+    return out.result()
+
+
+def _toxicity_plans(
+    task: ToxicityTask,
+    y: np.ndarray,
+    scaffolds: np.ndarray | None,
+    splits: Sequence[ToxicitySplit],
+    seed: int,
+    cfg: EvalConfig,
+) -> dict[str, tuple[np.ndarray, np.ndarray, list[Fold]]]:
+    """One seed's folds per split: (compound rows, their inner-CV groups, folds over them)."""
+    ids = np.arange(task.n_compounds)
+    plans: dict[str, tuple[np.ndarray, np.ndarray, list[Fold]]] = {}
+    if "structure" in splits:
+        plans["structure"] = (ids, ids, structure_splits(y, n_folds=cfg.n_folds, seed=seed))
+    if "scaffold" in splits:
+        plans["scaffold"] = (
+            ids,
+            scaffolds,
+            scaffold_splits(y, scaffolds, n_folds=cfg.n_folds, seed=seed),
+        )
+    if "given_leaky" in splits:
+        given_idx = task.given["index"].to_numpy()
+        given_test = (task.given["split"] == "Test").to_numpy()
+        if not given_test.any() or given_test.all():
+            raise DeeppertError(f"{task.name}: the given split needs both Train and Test rows")
+        plans["given_leaky"] = (
+            given_idx,
+            given_idx,
+            [(np.flatnonzero(~given_test), np.flatnonzero(given_test))],
+        )
+    return plans
 
 
 def with_permuted_labels(task: SynergyTask | ToxicityTask, seed: int) -> SynergyTask | ToxicityTask:

@@ -14,8 +14,7 @@ columns, gene clusters cut to the 50 rows of highest Average_Importance when plo
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
-from typing import Literal
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -23,6 +22,7 @@ from scipy.cluster.hierarchy import fcluster, linkage
 from sklearn.preprocessing import MinMaxScaler
 
 from deeppert.errors import DeeppertError
+from deeppert.target_config import Mode, TargetConfig
 from deeppert.targets._io import validate_weights
 
 __all__ = [
@@ -43,7 +43,6 @@ __all__ = [
     "select_pairs",
 ]
 
-Mode = Literal["default", "reference"]
 SUMMARY_COLUMNS = ("Average_Importance", "Total_Importance")
 REFERENCE_N_COLUMNS = 95  # the reference slices iloc[:, :95] for the centroid assignment
 REFERENCE_PLOT_ROWS = 50  # the reference heatmap keeps df_scaled.index[:50]
@@ -56,63 +55,6 @@ PAIR_COLUMNS = (
     "PairCorr_Signed",
     "PairCorr_Abs",
 )
-
-
-@dataclass(frozen=True)
-class TargetConfig:
-    """Parameters of one target-combination run.
-
-    The defaults are the reference's evaluation mode (4 clusters, 50 genes, threshold 0.8,
-    100 pairs); :meth:`prediction` gives its prediction mode (threshold auto, 50 pairs).
-    ``plots`` is part of the config because in reference mode drawing plots changes results.
-    """
-
-    n_clusters: int = 4
-    top_genes: int = 50
-    threshold: float | Literal["auto"] = 0.8
-    n_pairs: int = 100
-    mode: Mode = "default"
-    plots: bool = True
-    permutations: int = 1000
-    seed: int = 0
-    top_ns: tuple[int, ...] = tuple(range(10, 101, 10))
-
-    def __post_init__(self) -> None:
-        if self.mode not in ("default", "reference"):
-            raise DeeppertError(f"mode must be 'default' or 'reference', got {self.mode!r}")
-        if self.n_clusters < 2:
-            raise DeeppertError(f"n_clusters must be >= 2, got {self.n_clusters}")
-        if self.top_genes < self.n_clusters:
-            raise DeeppertError(
-                f"top_genes ({self.top_genes}) must be >= n_clusters ({self.n_clusters})"
-            )
-        if self.threshold != "auto":
-            if isinstance(self.threshold, str) or not 0.0 <= float(self.threshold) <= 1.0:
-                raise DeeppertError(
-                    f"threshold must be in [0, 1] or 'auto', got {self.threshold!r}"
-                )
-        if self.n_pairs < 1:
-            raise DeeppertError(f"n_pairs must be >= 1, got {self.n_pairs}")
-        if self.permutations < 0:
-            raise DeeppertError(f"permutations must be >= 0, got {self.permutations}")
-        if not self.top_ns or any(n < 1 for n in self.top_ns):
-            raise DeeppertError(f"top_ns must be positive integers, got {self.top_ns}")
-
-    @classmethod
-    def evaluation(cls, **overrides: object) -> TargetConfig:
-        """The reference's evaluation mode: 4 clusters, 50 genes, threshold 0.8, 100 pairs."""
-        return cls(**{"threshold": 0.8, "n_pairs": 100, **overrides})  # type: ignore[arg-type]
-
-    @classmethod
-    def prediction(cls, **overrides: object) -> TargetConfig:
-        """The reference's prediction mode as published: threshold auto, 50 pairs."""
-        return cls(**{"threshold": "auto", "n_pairs": 50, **overrides})  # type: ignore[arg-type]
-
-    def to_dict(self) -> dict[str, object]:
-        """Plain dict (JSON / MLflow params)."""
-        out = asdict(self)
-        out["top_ns"] = list(self.top_ns)
-        return out
 
 
 @dataclass(frozen=True)

@@ -3,24 +3,18 @@
 ``server`` starts and stops a tracking server process; ``client`` holds the helpers jobs use
 to log and read runs, Parquet artifacts and registry aliases; ``contract`` names every tag,
 param and artifact jobs exchange. Every helper takes the tracking URI explicitly. ``mlflow``
-itself is imported lazily, inside the helpers.
+itself is imported lazily, inside the helpers. Importing the package changes no process
+setting; :func:`configure_mlflow` does, where a job or client starts.
 """
 
 from __future__ import annotations
-
-import os
-
-# Artifact downloads in batch jobs print tqdm bars per file; keep job logs readable.
-os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-# MLflow's telemetry thread sets and unsets an environment variable that concurrent REST
-# calls read, which raised KeyError('_MLFLOW_TELEMETRY_SESSION_ID') here; it also phones home.
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 from deeppert.tracking.client import (
     LoggedModelRef,
     ModelVersionRef,
     RunStatus,
     check_server,
+    configure_mlflow,
     find_runs_by_tag,
     finish_run,
     get_or_create_experiment,
@@ -45,6 +39,7 @@ __all__ = [
     "ServerConfig",
     "TrackingServer",
     "check_server",
+    "configure_mlflow",
     "ensure_database",
     "find_runs_by_tag",
     "finish_run",

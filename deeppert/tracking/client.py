@@ -38,13 +38,18 @@ if TYPE_CHECKING:
     from mlflow import MlflowClient
     from mlflow.entities import Run
 
+    from deeppert.config import TrackingConfig
+
 log = logging.getLogger(__name__)
 
 __all__ = [
     "RunStatus",
     "LoggedModelRef",
     "ModelVersionRef",
+    "MLFLOW_DEFAULTS",
+    "configure_mlflow",
     "tracking_client",
+    "global_uris",
     "check_server",
     "get_or_create_experiment",
     "EXPERIMENT_KIND",
@@ -80,18 +85,35 @@ EXPERIMENT_KIND = "custom_model_development"
 GIT_COMMIT_ENV = "DEEPPERT_GIT_COMMIT"
 _REPO_ROOT = Path(__file__).resolve().parents[2]
 
-# mlflow.pytorch.log_model and the models:/ downloader resolve the tracking and registry URIs
-# from process-global state; this lock keeps threads from seeing each other's URIs.
-_FLUENT_LOCK = threading.Lock()
+#: MLflow settings every deeppert process runs with, unless its environment says otherwise.
+#: MLflow reads them from the environment at each call; :func:`configure_mlflow` sets them.
+MLFLOW_DEFAULTS = {
+    # Artifact downloads in batch jobs print tqdm bars per file; keep job logs readable.
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+    # MLflow's telemetry thread sets and unsets an environment variable that concurrent REST
+    # calls read, which raised KeyError('_MLFLOW_TELEMETRY_SESSION_ID'); it also phones home.
+    # MLflow checks it before each recorded call, so setting it before the first call suffices.
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+}
+
+# MLflow's fluent API (mlflow.start_run, pytorch/pyfunc log_model and load_model, the models:/
+# downloader) reads the tracking and registry URIs from process-global state; this lock keeps
+# threads from seeing each other's URIs.
+_GLOBAL_URIS_LOCK = threading.Lock()
 
 
 @contextlib.contextmanager
-def _process_uris(tracking_uri: str) -> Iterator[None]:
-    """Point MLflow's global tracking and registry URIs at ``tracking_uri``, then restore."""
+def global_uris(tracking_uri: str) -> Iterator[None]:
+    """Point MLflow's process-global tracking and registry URIs at ``tracking_uri``, then restore.
+
+    For MLflow's fluent calls that take no tracking URI (``mlflow.pyfunc.load_model``,
+    ``mlflow.start_run(run_id=...)``, ``mlflow.pytorch.log_model``); held under one lock, so
+    concurrent threads each see their own URI. The only place deeppert switches them.
+    """
     from mlflow.tracking._model_registry import utils as registry_utils
     from mlflow.tracking._tracking_service import utils as tracking_utils
 
-    with _FLUENT_LOCK:
+    with _GLOBAL_URIS_LOCK:
         old_tracking = tracking_utils._tracking_uri
         old_registry = registry_utils._registry_uri
         # MLflow's setters also export these for subprocesses; put them back exactly.
@@ -158,14 +180,35 @@ def is_write_race(exc: BaseException) -> bool:
     return isinstance(exc, MlflowException) and any(m in str(exc) for m in _WRITE_RACE_MARKERS)
 
 
+def configure_mlflow(tracking: TrackingConfig | None = None) -> None:
+    """Set this process's MLflow client settings (environment variables MLflow reads per call).
+
+    :data:`MLFLOW_DEFAULTS` where the environment does not set them, and, given ``tracking``,
+    its retry budget ``tracking.http_*`` as ``MLFLOW_HTTP_REQUEST_MAX_RETRIES`` /
+    ``_BACKOFF_FACTOR`` / ``_TIMEOUT``. Jobs and Ray trials call it with their config (``ray job
+    submit`` does not hand the driver's environment to workers); :func:`tracking_client` calls
+    it without one. Importing deeppert changes no setting.
+    """
+    for key, value in MLFLOW_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+    if tracking is not None:
+        os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(tracking.http_max_retries)
+        os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"] = str(tracking.http_backoff_factor)
+        os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(tracking.http_timeout)
+
+
 def tracking_client(tracking_uri: str) -> MlflowClient:
     """An ``MlflowClient`` bound to ``tracking_uri`` for both tracking and registry.
+
+    Every deeppert call to MLflow starts here, so the process gets :data:`MLFLOW_DEFAULTS`
+    (:func:`configure_mlflow`) before its first request.
 
     Tag, param and batch writes are retried when they lose a first-write race: two sweep
     drivers writing the same tag of their shared parent run at the same moment make MLflow's
     store insert one key twice (a 400 "UNIQUE constraint failed"); the retry finds the row
     and updates it, which is what one writer would have got.
     """
+    configure_mlflow()
     return _race_safe_client_class()(tracking_uri=tracking_uri, registry_uri=tracking_uri)
 
 
@@ -571,7 +614,7 @@ def log_torch_model(
         tags={str(k): str(v) for k, v in (tags or {}).items()} or None,
         params=dict(run.data.params) or None,
     )
-    with _process_uris(tracking_uri):
+    with global_uris(tracking_uri):
         info = mlflow.pytorch.log_model(
             model,
             name=name,
@@ -588,23 +631,26 @@ def log_torch_model(
     )
 
 
-def load_torch_model(tracking_uri: str, model_uri: str) -> torch.nn.Module:
-    """Download and load the PyTorch model at ``model_uri``.
+def load_torch_model(
+    tracking_uri: str, model_uri: str, *, map_location: str | None = None
+) -> torch.nn.Module:
+    """Download and load the PyTorch model at ``model_uri`` (e.g. a sweep's encoder).
 
     Accepts ``models:/m-...`` (a logged model), ``models:/name/version`` and
-    ``models:/name@alias``; MLflow's downloader consults the process-global URIs for these, so they
-    are pointed at ``tracking_uri`` (under a lock) for the download only.
+    ``models:/name@alias``; MLflow's downloader consults the process-global URIs for these, so
+    they are pointed at ``tracking_uri`` (:func:`global_uris`) for the download only.
+    ``map_location`` (e.g. ``"cpu"``) is torch's, for a model logged from a GPU.
     """
     import mlflow.artifacts
     import mlflow.pytorch
 
     source = _logged_model_source(tracking_uri, model_uri)
     with tempfile.TemporaryDirectory(prefix="deeppert-model-") as tmp:
-        with _process_uris(tracking_uri):
+        with global_uris(tracking_uri):
             local = mlflow.artifacts.download_artifacts(
                 artifact_uri=source, dst_path=tmp, tracking_uri=tracking_uri
             )
-        return mlflow.pytorch.load_model(local)
+        return mlflow.pytorch.load_model(local, map_location=map_location)
 
 
 def _logged_model_source(tracking_uri: str, model_uri: str) -> str:

@@ -8,6 +8,8 @@ names, and ``tests/test_contract.py`` checks that the two list the same ones.
 
 from __future__ import annotations
 
+from deeppert.preprocess import PCA_TABLES  # the PCA model's own format, one table a file
+
 __all__ = [
     "TAGS",
     "ROLES",
@@ -117,7 +119,6 @@ class VERSION_TAGS:
 
 ENSEMBLE_ALIAS = "current"  # MLflow reserves "latest"
 BEST_ALIAS = "best"  # encoder versions: each shape's best held-out R^2 in the latest sweep
-PCA_TABLES = ("components", "center", "explained_variance")  # PCAModel.to_frames keys
 
 TRIAL_PARAMS = (
     "model",

@@ -25,9 +25,10 @@ from deeppert.errors import DeeppertError
 from deeppert.preprocess import PCAModel
 from deeppert.stability import plot_selection
 from deeppert.tracking.client import (
-    _FLUENT_LOCK,
     ModelVersionRef,
+    global_uris,
     load_parquet,
+    load_torch_model,
     log_parquet,
     register_logged_model,
     resolve_alias,
@@ -81,9 +82,6 @@ def load_sweep_members(
     uri: str, dataset: str, sweep: str, *, train_config: TrainConfig | None = None
 ) -> SweepMembers:
     """Collect the encoders a sweep registered for ``dataset``, with their Parquet artifacts."""
-    import mlflow.pytorch
-    from mlflow.tracking._tracking_service.utils import _use_tracking_uri
-
     client = tracking_client(uri)
     prefix = encoder_model_prefix(dataset)
     versions = [
@@ -106,8 +104,7 @@ def load_sweep_members(
         parents.add(run.data.tags.get("mlflow.parentRunId"))
         latents.append(load_parquet(uri, v.run_id, ARTIFACTS.latents))
         weights.append(load_parquet(uri, v.run_id, ARTIFACTS.gene_weights))
-        with _use_tracking_uri(uri):
-            encoder = mlflow.pytorch.load_model(f"models:/{v.name}/{v.version}", map_location="cpu")
+        encoder = load_torch_model(uri, f"models:/{v.name}/{v.version}", map_location="cpu")
         by_shape[f"{v.tags[vt.model]}_d{v.tags[vt.dim]}"].append(
             (int(v.tags[vt.run]), encoder.autoencoder)
         )
@@ -197,8 +194,6 @@ def log_ensemble(
     alias: str = ENSEMBLE_ALIAS,
 ) -> ModelVersionRef:
     """Log an ensemble run with its Parquet products and register its pyfunc model under ``alias``."""
-    from mlflow.tracking._tracking_service.utils import _use_tracking_uri
-
     with tracked_run(
         uri,
         experiment_id,
@@ -238,9 +233,8 @@ def log_ensemble(
             log_ensemble_figures(uri, run_id, ensemble, stability)
             model_dir = model.save(Path(tmp) / "ensemble_model")
             example = pd.DataFrame(members.pca.mean[None, :], columns=members.pca.genes)
-            # pyfunc.log_model has no run_id argument: resume the run fluently, under the
-            # lock that keeps other threads' tracking URIs out of the global state.
-            with _FLUENT_LOCK, _use_tracking_uri(uri), mlflow.start_run(run_id=run_id):
+            # pyfunc.log_model has no run_id argument: resume the run fluently.
+            with global_uris(uri), mlflow.start_run(run_id=run_id):
                 info = mlflow.pyfunc.log_model(
                     name=ARTIFACTS.ensemble_model,
                     python_model=EnsemblePyfunc(),
@@ -298,10 +292,8 @@ def load_ensemble_model(uri: str, ref: str | ModelVersionRef) -> EnsembleModel:
     Loads ``models:/<name>/<version>`` (pinned, so a moving alias cannot swap it mid-job)
     through ``mlflow.pyfunc`` and unwraps the :class:`EnsemblePyfunc`.
     """
-    from mlflow.tracking._tracking_service.utils import _use_tracking_uri
-
     version = resolve_alias(uri, ref) if isinstance(ref, str) else ref
-    with _FLUENT_LOCK, _use_tracking_uri(uri):
+    with global_uris(uri):
         pyfunc = mlflow.pyfunc.load_model(version.uri)
     inner = pyfunc.unwrap_python_model()
     if not isinstance(getattr(inner, "model", None), EnsembleModel):

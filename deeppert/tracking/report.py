@@ -187,20 +187,20 @@ def _fmt(value: float) -> str:
 
 
 def report_figures(report: SweepReport) -> dict:
-    """The report's matplotlib figures by artifact file name (caller closes them)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """The report's figures by artifact file name: :class:`matplotlib.figure.Figure` objects,
+    outside pyplot's state (no backend is chosen, nothing needs closing)."""
+    from matplotlib import colormaps
+    from matplotlib.figure import Figure
 
     figures = {}
     datasets = sorted(report.trials["dataset"].unique())
     models = sorted(report.trials["model"].unique())
-    colours = dict(zip(models, plt.cm.tab10.colors))
+    colours = dict(zip(models, colormaps["tab10"].colors))
     base_style = {"PCA": ("0.35", "--", "s"), "ICA": ("0.6", ":", "^")}
 
     # 1. held-out R^2 against latent dim, one line per model, error bars over runs.
-    fig, axes = plt.subplots(1, len(datasets), figsize=(5.5 * len(datasets), 4), squeeze=False)
+    fig = Figure(figsize=(5.5 * len(datasets), 4))
+    axes = fig.subplots(1, len(datasets), squeeze=False)
     for ax, dataset in zip(axes[0], datasets):
         summary = report.summary[report.summary["dataset"] == dataset]
         for model in models:
@@ -230,7 +230,8 @@ def report_figures(report: SweepReport) -> dict:
     # 2. final training and validation loss per trial.
     trials = report.trials.assign(shape=lambda t: t["model"] + " d" + t["latent_dim"].astype(str))
     shapes = list(dict.fromkeys(trials.sort_values(["model", "latent_dim"])["shape"]))
-    fig, ax = plt.subplots(figsize=(max(5.0, 0.9 * len(shapes) + 2), 4))
+    fig = Figure(figsize=(max(5.0, 0.9 * len(shapes) + 2), 4))
+    ax = fig.subplots()
     x = {s: i for i, s in enumerate(shapes)}
     jitter = np.linspace(-0.15, 0.15, max(2, trials["run"].nunique()))
     run_pos = {r: jitter[i] for i, r in enumerate(sorted(trials["run"].unique()))}
@@ -250,7 +251,8 @@ def report_figures(report: SweepReport) -> dict:
     figures["final_loss_per_trial.png"] = fig
 
     # 3. seed agreement per shape.
-    fig, ax = plt.subplots(figsize=(max(5.0, 0.9 * len(shapes) + 2), 4))
+    fig = Figure(figsize=(max(5.0, 0.9 * len(shapes) + 2), 4))
+    ax = fig.subplots()
     if len(report.agreement):
         agreement = report.agreement.assign(
             shape=lambda t: t["model"] + " d" + t["latent_dim"].astype(str)
@@ -306,7 +308,6 @@ def build_report(uri: str, runs, config: ExperimentConfig) -> SweepReport:
 
 def log_sweep_report(ctx, config: ExperimentConfig) -> SweepReport | None:
     """Compute the report of sweep ``ctx`` and log it on its parent run (None: no trials yet)."""
-    import matplotlib.pyplot as plt
     from mlflow.entities import Metric
     from mlflow.utils.mlflow_tags import MLFLOW_RUN_NOTE
 
@@ -361,7 +362,6 @@ def log_sweep_report(ctx, config: ExperimentConfig) -> SweepReport | None:
     for name, fig in report_figures(report).items():
         client.log_figure(run_id, fig, f"report/{name}")
         client.log_image(run_id, _as_image(fig), key=f"report/{name.removesuffix('.png')}", step=0)
-        plt.close(fig)
     log.info(
         "sweep %s: report on parent run %s (best %s d%d, R^2 %.3f); %s",
         ctx.sweep, run_id, best["model"], best["latent_dim"], best["r2_genes_mean"],

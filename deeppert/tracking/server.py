@@ -25,11 +25,12 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal, get_args
 
 import requests
 
 from deeppert.errors import DeeppertError
+from deeppert.tracking.client import MLFLOW_DEFAULTS
 
 __all__ = [
     "ADMIN_PASSWORD_ENV",
@@ -52,7 +53,8 @@ MIN_SECRET_LENGTH = 12
 
 _DB_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
 _LOG_TAIL_LINES = 40
-_PERMISSIONS = ("READ", "USE", "EDIT", "MANAGE", "NO_PERMISSIONS")
+Permission = Literal["READ", "USE", "EDIT", "MANAGE", "NO_PERMISSIONS"]
+_PERMISSIONS = get_args(Permission)
 
 
 @dataclass(frozen=True)
@@ -95,7 +97,7 @@ class ServerConfig:
     workers: int = 1
     auth: bool = False
     auth_database_uri: str | None = None
-    default_permission: str = "READ"
+    default_permission: Permission = "READ"
     startup_timeout: float = 120.0
 
     def to_dict(self) -> dict[str, Any]:
@@ -360,7 +362,7 @@ class TrackingServer:
 
     # -- helpers ----------------------------------------------------------------------
     def _server_env(self) -> dict[str, str]:
-        env = dict(self._base_env)
+        env = {**MLFLOW_DEFAULTS, **self._base_env}
         # The job executor (huey workers for GenAI scorers) is not used here; on small
         # machines it only costs processes.
         env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")

@@ -26,9 +26,9 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -68,6 +68,9 @@ from deeppert.tracking.contract import (
 )
 from deeppert.train import seed_for_run
 from deeppert.workspace import Prepared, train_shape
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "TAGS",
@@ -305,13 +308,11 @@ def run_trial(
     it trained itself (empty when all were done elsewhere). ``tags`` are added to every trial
     run it starts.
     """
-    keys = {run: grid_key(dataset, kind, latent_dim, run) for run in runs}
+    shape = _Shape(dataset, data_sha, kind, latent_dim)
+    keys = {run: shape.grid_key(run) for run in runs}
 
     def create(run: int) -> str:
-        return _start_trial_run(
-            ctx, prepared, config, dataset=dataset, data_sha=data_sha, kind=kind,
-            latent_dim=latent_dim, run=run, tags=tags,
-        )  # fmt: skip
+        return _start_trial_run(ctx, prepared, config, shape=shape, run=run, tags=tags)
 
     pending, frames, announced = list(runs), [], set()
     while pending:
@@ -322,9 +323,7 @@ def run_trial(
                     ctx,
                     prepared,
                     config,
-                    dataset=dataset,
-                    kind=kind,
-                    latent_dim=latent_dim,
+                    shape=shape,
                     run_ids=claimed,
                     report=report,
                     data_input=data_input,
@@ -347,20 +346,31 @@ def run_trial(
     return {k: float(v) for k, v in means.items()}
 
 
+@dataclass(frozen=True)
+class _Shape:
+    """What one trial trains: model ``kind`` at ``latent_dim`` on ``dataset`` (data ``data_sha``)."""
+
+    dataset: str
+    data_sha: str
+    kind: str
+    latent_dim: int
+
+    def grid_key(self, run: int) -> str:
+        return grid_key(self.dataset, self.kind, self.latent_dim, run)
+
+
 def _start_trial_run(
     ctx: SweepContext,
     prepared: Prepared,
     config: ExperimentConfig,
     *,
-    dataset: str,
-    data_sha: str,
-    kind: str,
-    latent_dim: int,
+    shape: _Shape,
     run: int,
     tags: dict[str, str] | None = None,
 ) -> str:
     """Create the RUNNING child run of one grid point, with a fresh heartbeat: the claim."""
     uri = ctx.tracking_uri
+    dataset, kind, latent_dim = shape.dataset, shape.kind, shape.latent_dim
     # Trials run in Ray workers (argv[0] = Ray's default_worker.py): name the sweep's entry point.
     parent_tags = tracking_client(uri).get_run(ctx.parent_run_id).data.tags
     source = {k: v for k, v in parent_tags.items() if k == "mlflow.source.name"}
@@ -379,9 +389,9 @@ def _start_trial_run(
             **source,
             TAGS.role: ROLES.trial,
             TAGS.sweep: ctx.sweep,
-            TAGS.grid_key: grid_key(dataset, kind, latent_dim, run),
+            TAGS.grid_key: shape.grid_key(run),
             TAGS.cell_line: dataset,
-            TAGS.data_sha: data_sha,
+            TAGS.data_sha: shape.data_sha,
             TAGS.config_sha: ctx.config_sha,
             TAGS.code_version: ctx.code_version,
             TAGS.worker: _worker_id(),
@@ -407,43 +417,26 @@ def _train_claimed(
     prepared: Prepared,
     config: ExperimentConfig,
     *,
-    dataset: str,
-    kind: str,
-    latent_dim: int,
+    shape: _Shape,
     run_ids: dict[int, str],
     report: Callable[[dict], None] | None,
     data_input: Any,
 ) -> pd.DataFrame:
-    """Train, attribute and log the claimed runs ``run_ids`` (run -> run id); held-out metrics."""
+    """Train, attribute and log the claimed runs ``run_ids`` (run -> run id); held-out metrics.
+
+    Each run leaves ``run_ids`` once FINISHED (or taken over); the rest are marked FAILED
+    when anything raises.
+    """
     uri = ctx.tracking_uri
-    todo = sorted(run_ids)
     heartbeat = Heartbeat(uri, run_ids, ctx.heartbeat_seconds).start()
     try:
         client = tracking_client(uri)
         if data_input is not None:
-            from mlflow.entities import DatasetInput, InputTag
-
-            tag = [InputTag("mlflow.data.context", "training")]
-            for run_id in run_ids.values():
-                client.log_inputs(run_id, datasets=[DatasetInput(data_input, tag)])
-
-        def on_epoch(epoch: int, frame: pd.DataFrame) -> None:
-            from mlflow.entities import Metric
-
-            stamp = pd.Timestamp.now().value // 1_000_000
-            for row in frame.itertuples():
-                client.log_batch(
-                    run_ids[row.run],
-                    metrics=[
-                        Metric(name, float(getattr(row, name)), stamp, epoch)
-                        for name in EPOCH_METRICS
-                        if name in frame
-                    ],
-                )
-            if report is not None:
-                report({"epoch": epoch, "loss": float(frame["loss"].mean())})
-
-        trained, metrics = train_shape(prepared, config, kind, latent_dim, todo, on_epoch=on_epoch)
+            _log_training_input(client, run_ids.values(), data_input)
+        trained, metrics = train_shape(
+            prepared, config, shape.kind, shape.latent_dim, sorted(run_ids),
+            on_epoch=_epoch_logger(client, run_ids, report),
+        )  # fmt: skip
         attribution = attribute_genes(
             trained, prepared.x_train, prepared.pca, config=config.attribution
         )
@@ -457,26 +450,13 @@ def _train_claimed(
                 log.warning("%s: claim taken over by another attempt; not logging it", run_id)
                 run_ids.pop(run)
                 continue
+            row = metrics[metrics["run"] == run].iloc[0]
             log_parquet(uri, run_id, latents[r], ARTIFACTS.latents)
             log_parquet(uri, run_id, attribution.frame(r), ARTIFACTS.gene_weights)
-            row = metrics[metrics["run"] == run].iloc[0]
             client.log_batch(run_id, metrics=_held_out_metrics(row, attribution, r))
             encoder = MeanEncoder(trained.module, r).float().cpu()  # GPU trials log a CPU model
-            ref = log_torch_model(
-                uri, run_id, encoder, name=ARTIFACTS.encoder, input_example=example
-            )
-            tags = {
-                VERSION_TAGS.sweep: ctx.sweep,
-                VERSION_TAGS.model: kind,
-                VERSION_TAGS.dim: latent_dim,
-                VERSION_TAGS.run: run,
-                VERSION_TAGS.grid_key: grid_key(dataset, kind, latent_dim, run),
-                **({VERSION_TAGS.r2_genes: f"{row['r2_genes']:.4f}"} if "r2_genes" in row else {}),
-            }
-            version = register_logged_model(
-                uri, ref.model_uri, encoder_model_name(dataset, kind, latent_dim), tags=tags
-            )
-            client.set_tag(run_id, TAGS.encoder_version, version.version)
+            version = _register_encoder(ctx, shape, run, run_id, encoder, example, row)
+            client.set_tag(run_id, TAGS.encoder_version, version)
             finish_run(uri, run_id)
             run_ids.pop(run)
     except BaseException as exc:
@@ -486,6 +466,65 @@ def _train_claimed(
     finally:
         heartbeat.stop()
     return metrics
+
+
+def _log_training_input(client: Any, run_ids: Iterable[str], data_input: Any) -> None:
+    """Record the training data set (an ``mlflow.entities.Dataset``) as each run's input."""
+    from mlflow.entities import DatasetInput, InputTag
+
+    tag = [InputTag("mlflow.data.context", "training")]
+    for run_id in run_ids:
+        client.log_inputs(run_id, datasets=[DatasetInput(data_input, tag)])
+
+
+def _epoch_logger(
+    client: Any, run_ids: dict[int, str], report: Callable[[dict], None] | None
+) -> Callable[[int, pd.DataFrame], None]:
+    """``on_epoch`` for training: each run's epoch metrics to its run, the mean loss to ``report``."""
+
+    def on_epoch(epoch: int, frame: pd.DataFrame) -> None:
+        from mlflow.entities import Metric
+
+        stamp = pd.Timestamp.now().value // 1_000_000
+        for row in frame.itertuples():
+            client.log_batch(
+                run_ids[row.run],
+                metrics=[
+                    Metric(name, float(getattr(row, name)), stamp, epoch)
+                    for name in EPOCH_METRICS
+                    if name in frame
+                ],
+            )
+        if report is not None:
+            report({"epoch": epoch, "loss": float(frame["loss"].mean())})
+
+    return on_epoch
+
+
+def _register_encoder(
+    ctx: SweepContext,
+    shape: _Shape,
+    run: int,
+    run_id: str,
+    encoder: torch.nn.Module,
+    example: np.ndarray,
+    held_out: pd.Series,
+) -> str:
+    """Log ``encoder`` on ``run_id`` and register it as a version of its shape's model name."""
+    uri = ctx.tracking_uri
+    ref = log_torch_model(uri, run_id, encoder, name=ARTIFACTS.encoder, input_example=example)
+    tags = {
+        VERSION_TAGS.sweep: ctx.sweep,
+        VERSION_TAGS.model: shape.kind,
+        VERSION_TAGS.dim: shape.latent_dim,
+        VERSION_TAGS.run: run,
+        VERSION_TAGS.grid_key: shape.grid_key(run),
+        **(
+            {VERSION_TAGS.r2_genes: f"{held_out['r2_genes']:.4f}"} if "r2_genes" in held_out else {}
+        ),
+    }
+    name = encoder_model_name(shape.dataset, shape.kind, shape.latent_dim)
+    return register_logged_model(uri, ref.model_uri, name, tags=tags).version
 
 
 def mark_failed_if_reachable(uri: str, run_ids: list[str], reason: str) -> None:
