@@ -403,7 +403,9 @@ def test_config_dataset_selects_from_embedded_metadata(broad, tmp_path):
         assert science["datasets"][0].pop(key) is None
     for key in ("tracking", "sweep", "search"):
         science.pop(key)
-    assert plain.sha256() == hashlib.sha256(json.dumps(science, sort_keys=True).encode()).hexdigest()
+    assert (
+        plain.sha256() == hashlib.sha256(json.dumps(science, sort_keys=True).encode()).hexdigest()
+    )
 
 
 def test_train_cli_reads_data_with_the_load_options(broad, tmp_path, data_cli, capsys):
