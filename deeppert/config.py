@@ -27,6 +27,7 @@ from deeppert.attribution import IGConfig
 from deeppert.data.synthetic import SynthConfig
 from deeppert.ensemble import EnsembleConfig
 from deeppert.errors import DeeppertError
+from deeppert.file_formats import Format
 from deeppert.models import MODEL_KINDS, ModelConfig, ModelKind
 from deeppert.preprocess import PreprocessConfig
 from deeppert.search import SearchConfig
@@ -52,7 +53,7 @@ class DataConfig:
 
     name: str = "synthetic"
     path: str | None = None
-    format: str | None = None
+    format: Format | None = None
     cell_line: str | None = None
     fill_missing: bool = False
     synthetic: SynthConfig = field(default_factory=SynthConfig)

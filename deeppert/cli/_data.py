@@ -7,7 +7,7 @@ import json
 import logging
 from dataclasses import fields
 from pathlib import Path
-from typing import TYPE_CHECKING, get_args
+from typing import TYPE_CHECKING
 
 from deeppert.errors import DeeppertError
 
@@ -78,9 +78,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def add_load_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of :func:`deeppert.data.load_signatures`, shared by commands that read files."""
-    from deeppert.data import Format
+    from deeppert.file_formats import FORMATS
 
-    parser.add_argument("--format", choices=list(get_args(Format)), default=None)
+    parser.add_argument("--format", choices=FORMATS, default=None)
     parser.add_argument(
         "--id-column",
         default=None,
