@@ -20,8 +20,13 @@ $(STAMP): pyproject.toml requirements.lock
 demo: $(STAMP)
 	$(PY) -m deeppert.demo
 
+# Two pytest workers, each taking whole test files (module fixtures such as a sweep run once);
+# most slow tests wait on servers and subprocesses, so two share the 2 cores well. Tests that
+# change machine-wide state (marker `serial`: a PostgreSQL restart) run alone afterwards.
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(PY) -m pytest -q --timeout=900
+	$(PY) -m pytest -q --timeout=900 -n $(TEST_WORKERS) --dist loadfile -m "not serial"
+	$(PY) -m pytest -q --timeout=900 -m serial
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow and not ray and not mlflow and not postgres"

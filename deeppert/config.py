@@ -27,6 +27,7 @@ from deeppert.attribution import IGConfig
 from deeppert.data.synthetic import SynthConfig
 from deeppert.ensemble import EnsembleConfig
 from deeppert.errors import DeeppertError
+from deeppert.file_formats import Format
 from deeppert.models import MODEL_KINDS, ModelConfig, ModelKind
 from deeppert.preprocess import PreprocessConfig
 from deeppert.search import SearchConfig
@@ -52,13 +53,41 @@ class DataConfig:
 
     name: str = "synthetic"
     path: str | None = None
-    format: str | None = None
+    format: Format | None = None
     cell_line: str | None = None
     fill_missing: bool = False
     synthetic: SynthConfig = field(default_factory=SynthConfig)
+    # The rest of :func:`deeppert.data.load_signatures`' options, e.g. a GCTX's own metadata:
+    # ``pert_type: trt_cp`` and ``id_column: pert_iname`` need no external table.
+    id_column: str | None = None
+    gene_columns: tuple[str, ...] | None = None
+    pert_type: str | None = None
+    siginfo: str | None = None
+    geneinfo: str | None = None
+    compoundinfo: str | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def load_options(self) -> dict:
+        """Keyword arguments of :func:`deeppert.data.load_signatures` for ``path``."""
+        return {
+            "format": self.format,
+            "id_column": self.id_column,
+            "gene_columns": list(self.gene_columns) if self.gene_columns else None,
+            "fill_missing": self.fill_missing,
+            "cell_line": self.cell_line,
+            "pert_type": self.pert_type,
+            "siginfo": self.siginfo,
+            "geneinfo": self.geneinfo,
+            "compoundinfo": self.compoundinfo,
+        }
+
+
+#: DataConfig fields added after configs were hashed: left out of the hash while unset, so
+#: existing sweeps keep their name and resume.
+_UNHASHED_WHEN_UNSET = ("id_column", "gene_columns", "pert_type", "siginfo", "geneinfo",
+                        "compoundinfo")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -217,6 +246,10 @@ class ExperimentConfig:
         science = {k: v for k, v in self.to_dict().items() if k not in ("tracking", "sweep")}
         if science.get("search") is None:  # configs without a search keep their hash
             science.pop("search", None)
+        for dataset in science["datasets"]:
+            for key in _UNHASHED_WHEN_UNSET:
+                if dataset.get(key) is None:
+                    dataset.pop(key, None)
         return hashlib.sha256(json.dumps(science, sort_keys=True).encode()).hexdigest()
 
 

@@ -63,12 +63,7 @@ def load_dataset(dataset: DataConfig) -> Signatures:
     """The signature matrix a dataset entry describes (a file, or synthetic data)."""
     if dataset.path is None:
         return make_synthetic(dataset.synthetic).signatures
-    return load_signatures(
-        dataset.path,
-        format=dataset.format,
-        cell_line=dataset.cell_line,
-        fill_missing=dataset.fill_missing,
-    )
+    return load_signatures(dataset.path, **dataset.load_options())
 
 
 class Prepared:

@@ -97,6 +97,25 @@ def log_downstream_run(uri, experiment_id, outputs, kind, which, featurizer, res
     return run_id
 
 
+def log_task_figures(uri: str, summary: pd.DataFrame, runs_of_task: dict[str, list[str]]) -> None:
+    """Each task's bars (every feature set, split and model) on each of that task's runs.
+
+    A run holds one feature set; the chart beside its metrics shows it against the others
+    (raw genes, PCA, one model, the ensemble) on the honest and the leaky splits alike.
+    """
+    import tempfile
+
+    from deeppert.downstream._plots import plot_summary_figures
+    from deeppert.tracking.client import tracking_client
+
+    client = tracking_client(uri)
+    for task, run_ids in runs_of_task.items():
+        with tempfile.TemporaryDirectory() as tmp:
+            plot_summary_figures(summary[summary["task"] == task], tmp)
+            for run_id in run_ids:
+                client.log_artifacts(run_id, tmp, "figures")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = job_parser(__doc__, config_required=False)
     parser.add_argument("--ensemble", help="registry alias NAME@ALIAS")
@@ -180,6 +199,7 @@ def _evaluate(args) -> int:
     }
     experiment_id = get_or_create_experiment(uri, config.tracking.experiment)
     results = []
+    runs_of_task: dict[str, list[str]] = {}
     while pending:
         done, _ = ray.wait(list(pending), num_returns=1)
         kind, which, feat = pending.pop(done[0])
@@ -189,8 +209,10 @@ def _evaluate(args) -> int:
         )
         log.info("%s %s %s: logged run %s", kind, which, feat.name, run_id)
         results.append(res)
+        runs_of_task.setdefault(f"{kind}_{which}", []).append(run_id)
     merged = ds.merge_results(results)
     summary = ds.summarize(merged.scores)
+    log_task_figures(uri, summary, runs_of_task)
     if args.out:
         ds.write_results(
             merged,

@@ -3,6 +3,9 @@ selection from metadata before reading, band-wise reads, and the errors on bad i
 
 from __future__ import annotations
 
+import hashlib
+import json
+
 import h5py
 import numpy as np
 import pandas as pd
@@ -373,3 +376,50 @@ def test_cmappy_written_gctx_loads_the_same(tmp_path, monkeypatch):
     assert sig.genes == LM and list(sig.sample_ids) == list(cm.index)
     np.testing.assert_array_equal(sig.values, data[:978].T)
     pd.testing.assert_frame_equal(sig.metadata, cm.reset_index(drop=True), check_like=True)
+
+
+def test_config_dataset_selects_from_embedded_metadata(broad, tmp_path):
+    """A sweep config's dataset entry takes the same selection as the command line."""
+    from deeppert.config import load_config
+    from deeppert.workspace import load_dataset
+
+    path, values, ids, _ = broad
+    cfg = tmp_path / "mcf7.yaml"
+    cfg.write_text(
+        f"name: mcf7\ndatasets:\n  - name: MCF7\n    path: {path}\n    cell_line: MCF7\n"
+        "    pert_type: trt_cp\n    id_column: pert_iname\n"
+    )
+    config = load_config(cfg)
+    sig = load_dataset(config.dataset("MCF7"))
+    rows = [i for i in range(N_SIGS) if i % 3 == 1 and i % 7 != 0]
+    assert list(sig.sample_ids) == [f"cpd-{i % 41}" for i in rows]
+    assert list(sig.metadata["sig_id"]) == [ids[i] for i in rows]
+    np.testing.assert_array_equal(sig.values, _by_symbol(sig, values, rows))
+    # unset, the new options stay out of the hash: configs written before them keep their sweep
+    cfg.write_text(f"name: mcf7\ndatasets:\n  - name: MCF7\n    path: {path}\n")
+    plain = load_config(cfg)
+    science = plain.to_dict()
+    for key in ("id_column", "gene_columns", "pert_type", "siginfo", "geneinfo", "compoundinfo"):
+        assert science["datasets"][0].pop(key) is None
+    for key in ("tracking", "sweep", "search"):
+        science.pop(key)
+    assert (
+        plain.sha256() == hashlib.sha256(json.dumps(science, sort_keys=True).encode()).hexdigest()
+    )
+
+
+def test_train_cli_reads_data_with_the_load_options(broad, tmp_path, data_cli, capsys):
+    path, *_ = broad
+    out = tmp_path / "out"
+    cfg = tmp_path / "small.yaml"
+    cfg.write_text("name: small\npreprocess:\n  n_components: 10\n")
+    argv = ["train", "--config", str(cfg), "--data", str(path), "--out", str(out),
+            "--models", "AE", "--dims", "2", "--runs", "1", "--epochs", "1",
+            "--cell-line", "PC3", "--pert-type", "trt_cp"]  # fmt: skip
+    assert data_cli(argv) == 0
+    sig = pd.read_parquet(out / path.stem / "signatures.parquet")
+    assert len(sig) == 86  # PC3 compound treatments only (of 300 signatures)
+    capsys.readouterr()
+    assert data_cli(["train", "--out", str(out), "--cell-line", "PC3"]) == 2
+    err = capsys.readouterr().err
+    assert "--cell-line describes how --data is read" in err

@@ -116,6 +116,8 @@ def test_unknown_key_lists_the_valid_ones(tmp_path):
         ("name: 3\n", r"name: expected a string"),
         ("train: 5\n", r"train: expected a mapping, got int"),
         ("datasets: [{name: a, path: 7}]\n", r"datasets\[0\]\.path: expected a string"),
+        ("datasets: [{name: a, format: xlsx}]\n", r"datasets\[0\]\.format: 'xlsx' is not one of"),
+        ("datasets: [{name: a, gene_columns: [A, 3]}]\n", r"datasets\[0\]\.gene_columns\[1\]"),
     ],
 )
 def test_wrong_type_or_value_names_the_key(tmp_path, text, pattern):

@@ -413,3 +413,30 @@ def test_cli_toxicity_writes_tables_and_plots(seed_data, tmp_path):
     assert (out / "summary.md").read_text().startswith("| task |")
     assert (out / "summary_roc_auc.png").stat().st_size > 1000
     assert (out / "roc_toxicity_neu_structure_rf.png").is_file()
+
+
+@pytest.mark.mlflow
+def test_downstream_job_logs_each_tasks_bars_on_that_tasks_runs(sqlite_server) -> None:
+    """The Ray job's runs carry the per-task chart: every feature set, honest and leaky splits."""
+    from deeppert.tracking.client import get_or_create_experiment, start_run, tracking_client
+    from ray_jobs.downstream import log_task_figures
+
+    rows = [
+        {"task": task, "target": target, "feature_set": fs, "setting": "inductive",
+         "model": "rf", "split": split, "metric": metric, "mean": 0.6, "sd": 0.05}
+        for task, target, metric, splits in (
+            ("synergy_A375", "loewe", "pearson_r", ("one_unseen", "random_leaky")),
+            ("toxicity_neu", "label", "roc_auc", ("structure", "given_leaky")),
+        )
+        for split in splits
+        for fs in ("genes", "ensemble")
+    ]  # fmt: skip
+    experiment = get_or_create_experiment(sqlite_server.url, "downstream-figures")
+    runs = {t: [start_run(sqlite_server.url, experiment) for _ in range(2)]
+            for t in ("synergy_A375", "toxicity_neu")}  # fmt: skip
+    log_task_figures(sqlite_server.url, pd.DataFrame(rows), runs)
+    client = tracking_client(sqlite_server.url)
+    for task, metric in (("synergy_A375", "pearson_r"), ("toxicity_neu", "roc_auc")):
+        for run_id in runs[task]:
+            paths = [a.path for a in client.list_artifacts(run_id, "figures")]
+            assert paths == [f"figures/summary_{metric}.png"], paths  # its own task's metric only

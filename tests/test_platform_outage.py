@@ -147,6 +147,7 @@ def pg_ready() -> bool:
 
 
 @pytest.mark.postgres
+@pytest.mark.serial  # it restarts the one PostgreSQL every other postgres test uses
 def test_postgres_restart_mid_sweep_loses_no_epoch(postgres_uri: str, tmp_path: Path) -> None:
     """Restarts the shared PostgreSQL once (a few seconds); always starts it again."""
     database = "deeppert_pgrestart_" + secrets.token_hex(4)

@@ -69,6 +69,16 @@ def test_config_without_search_keeps_its_hash():
     assert plain.search is None
     # The hash of a search-less config does not see the new (empty) section.
     science = {k: v for k, v in plain.to_dict().items() if k not in ("tracking", "sweep", "search")}
+    for dataset in science["datasets"]:  # nor the unset load options (tests/test_cmap.py)
+        for key in (
+            "id_column",
+            "gene_columns",
+            "pert_type",
+            "siginfo",
+            "geneinfo",
+            "compoundinfo",
+        ):
+            assert dataset.pop(key) is None
     import hashlib
 
     expected = hashlib.sha256(json.dumps(science, sort_keys=True).encode()).hexdigest()

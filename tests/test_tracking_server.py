@@ -146,6 +146,7 @@ def test_auth_refuses_unauthenticated_requests_and_accepts_credentials(
         ("short", SECRET_KEY, "MLFLOW_AUTH_ADMIN_PASSWORD"),
         (ADMIN_PASSWORD, None, "MLFLOW_FLASK_SERVER_SECRET_KEY"),
     ],
+    ids=["no-secrets", "short-password", "no-session-key"],  # the secrets are random per run
 )
 def test_auth_without_secrets_refuses_to_start(
     tmp_path: Path, password: str | None, key: str | None, missing: str

@@ -7,14 +7,21 @@ import json
 import logging
 from dataclasses import fields
 from pathlib import Path
-from typing import TYPE_CHECKING, get_args
+from typing import TYPE_CHECKING
 
 from deeppert.errors import DeeppertError
 
 if TYPE_CHECKING:
+    from deeppert.config import DataConfig
     from deeppert.data import Signatures
 
-__all__ = ["register", "add_load_arguments", "load_from_args", "gene_list"]
+__all__ = [
+    "register",
+    "add_load_arguments",
+    "data_config_from_args",
+    "load_from_args",
+    "gene_list",
+]
 
 log = logging.getLogger(__name__)
 
@@ -71,9 +78,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def add_load_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of :func:`deeppert.data.load_signatures`, shared by commands that read files."""
-    from deeppert.data import Format
+    from deeppert.file_formats import FORMATS
 
-    parser.add_argument("--format", choices=list(get_args(Format)), default=None)
+    parser.add_argument("--format", choices=FORMATS, default=None)
     parser.add_argument(
         "--id-column",
         default=None,
@@ -114,23 +121,27 @@ def gene_list(spec: str | None) -> list[str] | None:
     return names
 
 
+#: The options :func:`add_load_arguments` adds, by their ``DataConfig`` field names.
+LOAD_OPTIONS = ("format", "id_column", "gene_columns", "fill_missing", "cell_line", "pert_type",
+                "siginfo", "geneinfo", "compoundinfo")  # fmt: skip
+
+
+def data_config_from_args(args: argparse.Namespace, path: str) -> DataConfig:
+    """The dataset entry the options of :func:`add_load_arguments` describe for ``path``."""
+    from deeppert.config import DataConfig
+
+    options = {name: getattr(args, name) for name in LOAD_OPTIONS}
+    genes = gene_list(options["gene_columns"])
+    options["gene_columns"] = tuple(genes) if genes else None
+    return DataConfig(name=Path(path).stem, path=str(path), **options)
+
+
 def load_from_args(args: argparse.Namespace, **kwargs) -> Signatures:
     """:func:`load_signatures` with the options of :func:`add_load_arguments`."""
     from deeppert.data import load_signatures
 
-    return load_signatures(
-        args.path,
-        format=args.format,
-        id_column=args.id_column,
-        gene_columns=gene_list(args.gene_columns),
-        fill_missing=args.fill_missing,
-        cell_line=args.cell_line,
-        pert_type=args.pert_type,
-        siginfo=args.siginfo,
-        geneinfo=args.geneinfo,
-        compoundinfo=args.compoundinfo,
-        **kwargs,
-    )
+    dataset = data_config_from_args(args, args.path)
+    return load_signatures(args.path, **dataset.load_options(), **kwargs)
 
 
 def _synth(args: argparse.Namespace) -> int:

@@ -7,6 +7,7 @@ import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from deeppert.cli._data import LOAD_OPTIONS, add_load_arguments, data_config_from_args
 from deeppert.cli._inputs import require_file
 from deeppert.errors import DeeppertError
 
@@ -34,16 +35,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dims", help="comma-separated latent dims, e.g. 5,10")
     p.add_argument("--runs", type=int, help="number of runs (seeds) per shape")
     p.add_argument("--epochs", type=int, help="training epochs")
-    p.add_argument(
-        "--fill-missing",
-        action="store_true",
-        help="fill missing values with 0 (reference behaviour)",
-    )
+    add_load_arguments(p)  # how --data is read: --cell-line, --pert-type, --id-column, ...
     p.set_defaults(func=run)
 
 
 def _overrides(config: ExperimentConfig, args: argparse.Namespace) -> ExperimentConfig:
-    from deeppert.config import DataConfig, GridConfig
+    from deeppert.config import GridConfig
 
     grid = config.grid
     if args.models:
@@ -65,10 +62,11 @@ def _overrides(config: ExperimentConfig, args: argparse.Namespace) -> Experiment
             config, train=dataclasses.replace(config.train, epochs=args.epochs)
         )
     if args.data:
-        name = Path(args.data).stem
-        config = dataclasses.replace(
-            config,
-            datasets=(DataConfig(name=name, path=args.data, fill_missing=args.fill_missing),),
+        config = dataclasses.replace(config, datasets=(data_config_from_args(args, args.data),))
+    elif given := [n for n in LOAD_OPTIONS if getattr(args, n) not in (None, False)]:
+        raise DeeppertError(
+            f"--{given[0].replace('_', '-')} describes how --data is read; without --data set "
+            "it on the config's datasets entry instead"
         )
     return config
 

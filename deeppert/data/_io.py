@@ -39,12 +39,12 @@ from deeppert.data._cmap import (
 from deeppert.data._lincs import read_compoundinfo, read_geneinfo, read_siginfo, select_signatures
 from deeppert.data._signatures import Signatures, landmark_genes
 from deeppert.errors import DeeppertError
+from deeppert.file_formats import Format
 
 __all__ = ["Format", "load_signatures", "save_signatures", "describe", "infer_format"]
 
 log = logging.getLogger(__name__)
 
-Format = Literal["csv", "tsv", "parquet", "h5ad", "gct", "gctx"]
 _SUFFIXES: dict[str, Format] = {
     ".csv": "csv",
     ".tsv": "tsv",

@@ -95,3 +95,18 @@ def plot_summary_bars(summary: pd.DataFrame, path: str | Path, *, metric: str = 
     ax.set_ylabel(f"{metric} (mean +- sd over seeds)")
     ax.legend(fontsize=8)
     return _save(fig, Path(path))
+
+
+def plot_summary_figures(summary: pd.DataFrame, out_dir: str | Path) -> list[Path]:
+    """``summary_roc_auc.png`` / ``summary_pearson_r.png`` in ``out_dir`` for the metrics present.
+
+    Bars per feature set and featurizer setting, grouped by task, split and model: the
+    honest splits beside the leaky ones (``random_leaky``, ``given_leaky``), so a reader sees
+    what each split costs.
+    """
+    labelled = summary.assign(feature_set=summary["feature_set"] + " (" + summary["setting"] + ")")
+    return [
+        plot_summary_bars(labelled, Path(out_dir) / f"summary_{metric}.png", metric=metric)
+        for metric in ("roc_auc", "pearson_r")
+        if (summary["metric"] == metric).any()
+    ]

@@ -105,10 +105,5 @@ def write_results(
                     _plots.plot_synergy_scatter(
                         preds, tmp / f"scatter_{stem}.png", task=task, split=split, model=model
                     )
-            labelled = summary.assign(
-                feature_set=summary["feature_set"] + " (" + summary["setting"] + ")"
-            )
-            for metric in ("roc_auc", "pearson_r"):
-                if (summary["metric"] == metric).any():
-                    _plots.plot_summary_bars(labelled, tmp / f"summary_{metric}.png", metric=metric)
+            _plots.plot_summary_figures(summary, tmp)
     return Path(out_dir)
