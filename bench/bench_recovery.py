@@ -249,18 +249,19 @@ def train_grid(world: World, args: argparse.Namespace) -> Grid:
 # -- methods ------------------------------------------------------------------------------
 def ensemble_modes() -> dict[str, tuple[EnsembleConfig, str]]:
     """Mode name -> (config, cluster_on)."""
+    ref = EnsembleConfig(method="gmeans")
     return {
-        "ensemble GMeans latents (default)": (EnsembleConfig(), "latents"),
+        "ensemble GMeans latents (reference)": (ref, "latents"),
         "ensemble GMeans latents, sign-aligned": (
-            EnsembleConfig(sign_alignment="centroid"),
+            EnsembleConfig(method="gmeans", sign_alignment="centroid"),
             "latents",
         ),
-        "ensemble GMeans gene weights": (EnsembleConfig(), "gene_weights"),
+        "ensemble GMeans gene weights": (ref, "gene_weights"),
         "ensemble KMeans(K) latents, sign-aligned (oracle L)": (
-            EnsembleConfig(n_clusters=K, sign_alignment="centroid"),
+            EnsembleConfig(method="gmeans", n_clusters=K, sign_alignment="centroid"),
             "latents",
         ),
-        "consensus, ICA rotation (new)": (EnsembleConfig(method="consensus"), "latents"),
+        "consensus, ICA rotation (default)": (EnsembleConfig(method="consensus"), "latents"),
         "consensus, no rotation": (
             EnsembleConfig(method="consensus", rotation="none"),
             "latents",
