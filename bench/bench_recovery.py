@@ -360,14 +360,14 @@ def run_scale(args: argparse.Namespace) -> dict:
     pca = fit_pca(world.X, world.genes, p)
     x = pca.transform(world.X)
     del world
-    cols, blocks = [], []
+    values = np.empty((n, sum(dims) * args.scale_runs), dtype=np.float32)  # filled in place
+    cols: list[str] = []
     for d in dims:
         for r in range(args.scale_runs):
             z = x @ rng.normal(size=(p, d)) + 0.1 * rng.normal(size=(n, d))
-            blocks.append(z.astype(np.float32))
+            values[:, len(cols) : len(cols) + d] = z
             cols += [f"AE_d{d}_run{r}_z{k:02d}" for k in range(d)]
-    latents = pd.DataFrame(np.hstack(blocks), columns=cols)
-    del blocks
+    latents = pd.DataFrame(values, columns=cols, copy=False)
     config = EnsembleConfig(method="consensus")
     out = {
         "n_variables": latents.shape[1],
@@ -396,6 +396,8 @@ def run_scale(args: argparse.Namespace) -> dict:
         "selection": ens.selection.reset_index().to_dict(orient="records"),
     }
     out["peak_rss_mib"] = rss_mib()
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    out["process_cpu_seconds"] = usage.ru_utime + usage.ru_stime
     print(json.dumps(out, indent=1, default=float))
     dest = args.out.with_name(args.out.stem + "_scale.json")
     dest.write_text(json.dumps(out, indent=1, default=float) + "\n")

@@ -8,7 +8,9 @@ The reference mode, ``"gmeans"``: every latent variable of every model (all dims
 is one row of ``V``, its values over the training samples the features. :func:`gmeans`
 chooses the number of clusters ``L``; ``KMeans(L)`` labels the variables; an ensemble
 cluster's gene weights are the mean of its members' IG gene-weight vectors and its embedding
-the mean of its members' latent values. :class:`EnsembleModel` applies an ensemble to NEW signatures (PCA transform ->
+the mean of its members' latent values.
+
+:class:`EnsembleModel` applies an ensemble of either mode to NEW signatures (PCA transform ->
 every member encoder -> per-cluster mean).
 
 Latent variables are sign-ambiguous (a node and its negation carry the same
@@ -116,8 +118,8 @@ class EnsembleConfig:
         consensus mode: components whose mean distance to those neighbours (Euclidean between
         sign-aligned unit vectors, 0..sqrt 2) exceeds this are dropped as unreproducible.
     ica_max_iter
-        FastICA iterations per model run (a cap: codes with real independent axes converge in
-        far fewer; the planted worlds score the same at 100 and 1000).
+        FastICA iterations per model run (a cap: trained codes converge in far fewer; the
+        planted worlds of bench/results/recovery.md score the same at 200 and 1000).
     ica_max_rows
         FastICA's unmixing is fitted on at most this many rows (a subsample seeded by ``seed``)
         of the code whitened over all rows, then applied to all rows: the cost per model run
