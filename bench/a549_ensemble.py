@@ -54,7 +54,9 @@ def main() -> dict:
     for sa in ("none", "centroid"):
         runs = {}
         for seed in range(5):
-            e = build_ensemble(latents, config=EnsembleConfig(seed=seed, sign_alignment=sa))
+            e = build_ensemble(
+                latents, config=EnsembleConfig(method="gmeans", seed=seed, sign_alignment=sa)
+            )
             runs[seed] = e
         labels = [runs[s].labels["cluster"].to_numpy() for s in runs]
         out[f"sign_{sa}"] = {

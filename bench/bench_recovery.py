@@ -249,18 +249,19 @@ def train_grid(world: World, args: argparse.Namespace) -> Grid:
 # -- methods ------------------------------------------------------------------------------
 def ensemble_modes() -> dict[str, tuple[EnsembleConfig, str]]:
     """Mode name -> (config, cluster_on)."""
+    ref = EnsembleConfig(method="gmeans")
     return {
-        "ensemble GMeans latents (default)": (EnsembleConfig(), "latents"),
+        "ensemble GMeans latents (reference)": (ref, "latents"),
         "ensemble GMeans latents, sign-aligned": (
-            EnsembleConfig(sign_alignment="centroid"),
+            EnsembleConfig(method="gmeans", sign_alignment="centroid"),
             "latents",
         ),
-        "ensemble GMeans gene weights": (EnsembleConfig(), "gene_weights"),
+        "ensemble GMeans gene weights": (ref, "gene_weights"),
         "ensemble KMeans(K) latents, sign-aligned (oracle L)": (
-            EnsembleConfig(n_clusters=K, sign_alignment="centroid"),
+            EnsembleConfig(method="gmeans", n_clusters=K, sign_alignment="centroid"),
             "latents",
         ),
-        "consensus, ICA rotation (new)": (EnsembleConfig(method="consensus"), "latents"),
+        "consensus, ICA rotation (default)": (EnsembleConfig(method="consensus"), "latents"),
         "consensus, no rotation": (
             EnsembleConfig(method="consensus", rotation="none"),
             "latents",
@@ -341,53 +342,62 @@ def run_world(world: World, args: argparse.Namespace) -> list[dict]:
 
 
 def run_scale(args: argparse.Namespace) -> dict:
-    """DeepProfile-sized consensus: dims 5,10,25,50,75,100 x ``--scale-runs`` runs over 15,000
-    samples (26,500 latent variables at 100 runs), latents float32, no training: each model's
-    code is a random linear map of the PCA scores of a planted world plus noise."""
+    """DeepProfile-sized consensus, end to end: dims 5,10,25,50,75,100 x ``--scale-runs`` runs
+    over 15,000 samples (26,500 latent variables at 100 runs), latents float32, no training:
+    each model's code is a random linear map of the PCA scores of a planted world plus noise.
+    ``build_ensemble`` runs with the default consensus config (ICA rotation of every run, the
+    selection curve over l_min..l_max); the ICA of one run per dim is also timed on its own."""
     import resource
+
+    from deeppert.ensemble import rotate_code
+
+    def rss_mib() -> float:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
     rng = np.random.default_rng(args.seed)
     n, p, dims = 15_000, args.pca, (5, 10, 25, 50, 75, 100)
     world = world_linear(args.seed, n=n)
     pca = fit_pca(world.X, world.genes, p)
     x = pca.transform(world.X)
-    cols, blocks = [], []
+    del world
+    values = np.empty((n, sum(dims) * args.scale_runs), dtype=np.float32)  # filled in place
+    cols: list[str] = []
     for d in dims:
         for r in range(args.scale_runs):
             z = x @ rng.normal(size=(p, d)) + 0.1 * rng.normal(size=(n, d))
-            blocks.append(z.astype(np.float32))
+            values[:, len(cols) : len(cols) + d] = z
             cols += [f"AE_d{d}_run{r}_z{k:02d}" for k in range(d)]
-    latents = pd.DataFrame(np.hstack(blocks), columns=cols)
-    del blocks
-    rss_inputs = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    latents = pd.DataFrame(values, columns=cols, copy=False)
+    config = EnsembleConfig(method="consensus")
     out = {
         "n_variables": latents.shape[1],
+        "n_models": len(dims) * args.scale_runs,
         "n_samples": n,
         "latents_gib_float32": latents.memory_usage(index=False).sum() / 2**30,
-        "peak_rss_mib_after_inputs": rss_inputs,
+        "config": config.to_dict(),
+        "peak_rss_mib_after_inputs": rss_mib(),
     }
-    # FastICA per model run is the part that grows with runs x dims^2: time one run per dim
-    # (fitted on ica_max_rows rows, as the mode does) and scale by the number of runs.
-    from deeppert.ensemble import rotate_code
-
     ica_seconds = {}
     for d in dims:
         z = latents[[c for c in cols if c.startswith(f"AE_d{d}_run0_")]].to_numpy(np.float64)
         t0 = time.perf_counter()
-        rotate_code(z, "ica", seed=0, max_rows=EnsembleConfig().ica_max_rows)
+        rotate_code(z, "ica", seed=0, max_iter=config.ica_max_iter, max_rows=config.ica_max_rows)
         ica_seconds[d] = time.perf_counter() - t0
     out["ica_seconds_one_run_per_dim"] = ica_seconds
     out["ica_seconds_all_runs_estimate"] = sum(ica_seconds.values()) * args.scale_runs
-    config = EnsembleConfig(method="consensus", rotation="none", n_clusters=150, n_init=1)
+    print(json.dumps(out, indent=1, default=float), flush=True)
     t0 = time.perf_counter()
     ens = build_ensemble(latents, config=config, x_pca=x, pca=pca)
-    out["consensus, rotation none, L = 150"] = {
+    out["consensus_end_to_end"] = {
         "seconds": time.perf_counter() - t0,
         "L": ens.n_clusters,
         "kept": len(ens.labels),
         "dropped": ens.n_dropped,
+        "selection": ens.selection.reset_index().to_dict(orient="records"),
     }
-    out["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    out["peak_rss_mib"] = rss_mib()
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    out["process_cpu_seconds"] = usage.ru_utime + usage.ru_stime
     print(json.dumps(out, indent=1, default=float))
     dest = args.out.with_name(args.out.stem + "_scale.json")
     dest.write_text(json.dumps(out, indent=1, default=float) + "\n")

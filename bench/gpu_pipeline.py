@@ -276,7 +276,10 @@ def main(argv: list[str] | None = None) -> int:
         latent_frame = pd.concat(latents, axis=1)
         weight_frame = pd.concat(weights, axis=1)
         ensemble = build_ensemble(
-            latent_frame, weight_frame, config=EnsembleConfig(), cluster_on=args.cluster_on
+            latent_frame,
+            weight_frame,
+            config=EnsembleConfig(method="gmeans"),
+            cluster_on=args.cluster_on,
         )
     stages["ensemble"] = {
         **st.record(),

@@ -20,6 +20,7 @@ from deeppert.ensemble import (
     build_ensemble,
     gmeans,
     parse_variable_name,
+    rotate_code,
 )
 from deeppert.errors import DeeppertError
 from deeppert.models import ModelConfig
@@ -87,9 +88,9 @@ def _frames(rng, n_samples=300):
 
 def test_sign_alignment_merges_negated_copies():
     latents, gw, truth, sign = _frames(np.random.default_rng(1))
-    plain = build_ensemble(latents, gw, config=EnsembleConfig(n_clusters=3))
+    plain = build_ensemble(latents, gw, config=EnsembleConfig(method="gmeans", n_clusters=3))
     aligned = build_ensemble(
-        latents, gw, config=EnsembleConfig(n_clusters=3, sign_alignment="centroid")
+        latents, gw, config=EnsembleConfig(method="gmeans", n_clusters=3, sign_alignment="centroid")
     )
     assert adjusted_rand_score(truth, aligned.labels["cluster"]) == 1.0
     assert adjusted_rand_score(truth, plain.labels["cluster"]) < 1.0  # v and -v kept apart
@@ -100,14 +101,16 @@ def test_sign_alignment_merges_negated_copies():
         prod = s[truth == k] * sign[truth == k]
         assert abs(prod.sum()) == prod.size
     # GMeans on the aligned variables finds the three factors
-    auto = build_ensemble(latents, gw, config=EnsembleConfig(sign_alignment="centroid"))
+    auto = build_ensemble(
+        latents, gw, config=EnsembleConfig(method="gmeans", sign_alignment="centroid")
+    )
     assert auto.gmeans_n_clusters == 3
 
 
 def test_weights_and_embedding_are_member_means():
     latents, gw, _, _ = _frames(np.random.default_rng(2))
     ens = build_ensemble(
-        latents, gw, config=EnsembleConfig(n_clusters=4, sign_alignment="centroid")
+        latents, gw, config=EnsembleConfig(method="gmeans", n_clusters=4, sign_alignment="centroid")
     )
     assert ens.weights.shape == (4, 12) and ens.embedding.shape == (300, 4)
     assert ens.sizes.is_monotonic_decreasing
@@ -183,7 +186,7 @@ def test_planted_modules_recovered(planted):
     reference = build_ensemble(
         planted["latents"],
         planted["gw"],
-        config=EnsembleConfig(n_clusters=M),
+        config=EnsembleConfig(method="gmeans", n_clusters=M),
         cluster_on="gene_weights",
     )
     assert auroc.min() >= _module_auroc(planted["member"], reference.weights).min()
@@ -195,7 +198,9 @@ def test_planted_modules_recovered(planted):
 @pytest.mark.slow
 def test_ensemble_model_embeds_new_signatures(planted, tmp_path):
     ens = build_ensemble(
-        planted["latents"], planted["gw"], config=EnsembleConfig(sign_alignment="centroid")
+        planted["latents"],
+        planted["gw"],
+        config=EnsembleConfig(method="gmeans", sign_alignment="centroid"),
     )
     model = EnsembleModel.from_ensemble(ens, [planted["tm"]], planted["pca"])
     train = pd.DataFrame(planted["X"][:1000], columns=planted["genes"])
@@ -228,7 +233,7 @@ def test_stability_ensembles_beat_single_models(planted):
         return [c[r, j] for j, r in enumerate(best)]
 
     latents, gw = planted["latents"], planted["gw"]
-    rep = stability_report(latents, gw, config=EnsembleConfig())
+    rep = stability_report(latents, gw, config=EnsembleConfig(method="gmeans"))
     assert rep.runs_a == [0, 2, 4, 6] and rep.runs_b == [1, 3, 5, 7]
     # (b) single models: run 0 vs 1, 2 vs 3, ... of VAE_d5, five nodes each, all 120 matchings tried
     single = []
@@ -243,7 +248,7 @@ def test_stability_ensembles_beat_single_models(planted):
         build_ensemble(
             latents[[c for c in latents.columns if parse_variable_name(c)[1] in runs]],
             gw[[c for c in gw.columns if parse_variable_name(c)[1] in runs]],
-            config=EnsembleConfig(),
+            config=EnsembleConfig(method="gmeans"),
         ).weights.to_numpy()
         for runs in (rep.runs_a, rep.runs_b)
     ]
@@ -337,6 +342,26 @@ def test_consensus_recovers_mixed_programs_deterministically():
         )[0, 1]
         > 0.9
     )
+
+
+def test_rotate_code_unmixes_from_a_row_sample_deterministically():
+    """FastICA fitted on 5,000 of 20,000 rows still unmixes every planted source, the map
+    applies to all rows (unit variance there) and depends only on the seed."""
+    rng = np.random.default_rng(3)
+    S = rng.laplace(size=(20_000, 4))
+    mix = rng.normal(size=(4, 6))
+    z = S @ mix + 0.05 * rng.normal(size=(20_000, 6)) + 5.0
+    rot = rotate_code(z, "ica", seed=1, max_rows=5000)
+    comp = (z - rot[0]) @ rot[1:]
+    assert comp.shape == (20_000, 6)
+    assert np.allclose(comp.std(0), 1.0)
+    corr = np.abs(np.corrcoef(S.T, comp.T)[:4, 4:])
+    assert corr.max(1).min() > 0.98, corr  # each source is one component
+    np.testing.assert_array_equal(rot, rotate_code(z, "ica", seed=1, max_rows=5000))
+    assert not np.allclose(rot, rotate_code(z, "ica", seed=2, max_rows=5000))
+    # the raw axes are mixtures: without the rotation no component is a source
+    raw = (z - z.mean(0)) @ rotate_code(z, "none")[1:]
+    assert np.abs(np.corrcoef(S.T, raw.T)[:4, 4:]).max(1).min() < 0.98
 
 
 def test_consensus_needs_pca_scores_and_reports_sparse_components():

@@ -136,7 +136,7 @@ def test_ensemble_top_genes_and_figures_show_the_planted_programs(tmp_path) -> N
             weights.append(w)
     latents = pd.DataFrame(np.array(latents).T, columns=columns)
     weights = pd.DataFrame(np.array(weights).T, index=genes, columns=columns)
-    ens = build_ensemble(latents, weights, config=EnsembleConfig(n_clusters=2))
+    ens = build_ensemble(latents, weights, config=EnsembleConfig(method="gmeans", n_clusters=2))
     table = top_genes(ens, 3)
     assert len(table) == 6 and list(table["rank"]) == [1, 2, 3] * 2
     tops = {frozenset(t["gene"]) for _, t in table.groupby("cluster")}

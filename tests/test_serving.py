@@ -51,7 +51,9 @@ def tiny_ensemble():
         trained, prepared.x_train, prepared.pca, config=IGConfig(n_steps=8)
     )
     weights = pd.concat([attribution.frame(r) for r in range(2)], axis=1)
-    ensemble = build_ensemble(latents, weights, config=EnsembleConfig(n_clusters=2))
+    ensemble = build_ensemble(
+        latents, weights, config=EnsembleConfig(method="gmeans", n_clusters=2)
+    )
     model = EnsembleModel.from_ensemble(ensemble, [trained], prepared.pca)
     members = SweepMembers(latents, weights, {trained.name: trained}, prepared.pca, [], "")
     return prepared, model, ensemble, members

@@ -59,12 +59,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     e = sub.add_parser(
         "ensemble",
-        help="ensemble of all latent variables (GMeans reference or consensus), with stability",
+        help="ensemble of all latent variables (consensus, or the GMeans reference), with stability",
         description="Write RUN_DIR/ensemble/ (labels, weights, embedding, model, stability). "
         "Flags override the run's ensemble config; unset flags keep it.",
     )
     e.add_argument("run_dir", type=Path)
-    e.add_argument("--method", choices=["gmeans", "consensus"])
+    e.add_argument(
+        "--method",
+        choices=["consensus", "gmeans"],
+        help="consensus (default) or gmeans (reference)",
+    )
     e.add_argument("--seed", type=int)
     e.add_argument("--n-clusters", type=int, help="fix L instead of choosing it")
     e.add_argument("--labelling", choices=["kmeans", "gmeans"])
