@@ -2,10 +2,12 @@
 
 Runs ``bench/bench_concurrency.py`` (a real mlflow server on a fresh PostgreSQL database, a
 private 2-CPU Ray, N one-seed trials at 2/N CPU each, all allowed at once). N is
-``$DEEPPERT_CONCURRENT_TRIALS`` (default 12: 32 workers need ~20 GiB, all of this 24 GiB
-machine, and would hold CI for many minutes; set 32 on a bigger host). Each trial is a Ray worker process of ~0.6 GiB
-(torch + mlflow), so the test skips, saying why, when the machine has less memory available
-than N of them need.
+``$DEEPPERT_CONCURRENT_TRIALS``, default 12. 32 were measured with the bench alone on this
+machine (bench/results/concurrency_postgres_32.json: 32 open at once, 800/800 epoch rows, no
+5xx, p95 679 ms, ~16 GiB of memory at the peak); inside the suite, beside the other xdist
+worker's Ray cluster, that would leave too little memory, so CI runs 12. Each trial is a Ray
+worker process of ~0.5-0.6 GiB (torch + mlflow), so the test skips, saying why, when the
+machine has less memory available than N of them need.
 """
 
 from __future__ import annotations
