@@ -20,8 +20,10 @@ No Ray or MLflow import here: both run as subprocesses.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -40,6 +42,8 @@ __all__ = [
     "free_ports",
     "job_env",
     "ray_head_command",
+    "ray_temp_dir",
+    "remove_ray_temp_dir",
     "start_ray_head",
     "start_cluster",
     "stop_cluster",
@@ -106,7 +110,26 @@ def free_ports(n: int, exclude: tuple[int, ...] = ()) -> list[int]:
         return ports
 
 
-def ray_head_command(dashboard_port: int, num_cpus: int) -> list[str]:
+def ray_temp_dir(folder: Path) -> Path:
+    """The Ray head's own temp dir for ``folder``: short (Ray's sockets live under it) and not
+    the shared /tmp/ray, where a second cluster started on the machine takes over
+    ``session_latest`` and this head's jobs then fail to fetch their working directory."""
+    digest = hashlib.sha1(str(Path(folder).resolve()).encode()).hexdigest()[:10]
+    return Path("/tmp") / f"deeppert-ray-{digest}"
+
+
+def remove_ray_temp_dir(folder: Path) -> None:
+    """Remove what the stopped head of ``folder`` left in its temp dir."""
+
+    def already_gone(_func, _path, exc_info) -> None:  # Ray's last processes unlink as we walk
+        if not issubclass(exc_info[0], FileNotFoundError):
+            raise exc_info[1]
+
+    if ray_temp_dir(folder).exists():
+        shutil.rmtree(ray_temp_dir(folder), onerror=already_gone)
+
+
+def ray_head_command(dashboard_port: int, num_cpus: int, temp_dir: Path) -> list[str]:
     """``ray start --head --block`` on 127.0.0.1 with every port picked free and distinct."""
     ports = free_ports(len(_PORT_FLAGS), exclude=(dashboard_port,))
     ray = str(Path(sys.executable).parent / "ray")
@@ -121,6 +144,7 @@ def ray_head_command(dashboard_port: int, num_cpus: int) -> list[str]:
         "--dashboard-host", "127.0.0.1",
         "--dashboard-port", str(dashboard_port),
         *[arg for flag, port in zip(_PORT_FLAGS, ports) for arg in (flag, str(port))],
+        "--temp-dir", str(temp_dir),
         "--disable-usage-stats",
     ]  # fmt: skip
 
@@ -130,7 +154,7 @@ def start_ray_head(folder: Path, *, num_cpus: int, cwd: Path | None = None) -> t
     port = free_port()
     log = (folder / "ray_head.log").open("wb")
     proc = subprocess.Popen(
-        ray_head_command(port, num_cpus),
+        ray_head_command(port, num_cpus, ray_temp_dir(folder)),
         cwd=cwd,
         env=job_env(),
         start_new_session=True,
@@ -229,6 +253,7 @@ def stop_cluster(folder: str | Path) -> ClusterInfo:
     info = ClusterInfo(**json.loads(state.read_text()))
     stop_group(info.ray_pid)
     stop_group(info.server_pid)
+    remove_ray_temp_dir(Path(info.folder))
     state.unlink()
     return info
 

@@ -21,7 +21,13 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from deeppert.cluster import job_env, start_ray_head, stop_group, submit_command
+from deeppert.cluster import (
+    job_env,
+    remove_ray_temp_dir,
+    start_ray_head,
+    stop_group,
+    submit_command,
+)
 from deeppert.config import load_config
 from deeppert.data.synthetic import SynthConfig, make_synthetic, write_synthetic
 from deeppert.errors import DeeppertError
@@ -118,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if head is not None:
             stop_group(head.pid)
+            remove_ray_temp_dir(out)
         server.stop()
     _print_where_to_look(out, port, config.tracking.experiment, time.time() - start)
     return 0
