@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from deeppert.cli import main
+from deeppert.cluster import ray_temp_dir
 from deeppert.tracking.server import free_port
 
 REPO = Path(__file__).resolve().parents[1]
@@ -59,6 +60,7 @@ def test_readme_tracked_sweep_runs_as_written(tmp_path: Path) -> None:
         assert re.search(r"SYN1\s+VAE\s+5", out), out[-3000:]  # the sweep's table
         assert "SYN1-ensemble@current" in out  # the ensemble job registered its model
         assert not (folder / "cluster.json").exists()  # stopped, state removed
+        assert not ray_temp_dir(folder).exists()  # the head's own temp dir (not /tmp/ray) too
         assert (folder / "mlflow" / "mlflow.db").is_file()
     finally:
         if (folder / "cluster.json").exists():
