@@ -67,6 +67,7 @@ def child_runs(uri: str, experiment_id: str, parent_run_id: str) -> dict:
 
 def run_loop(config) -> dict:
     """The same trials, no Ray: open the sweep, log the PCA, call run_trial for each."""
+    from deeppert.grid import load_dataset, prepare
     from deeppert.tracking.client import finish_run
     from deeppert.tracking.sweep import (
         data_sha256,
@@ -76,7 +77,6 @@ def run_loop(config) -> dict:
         run_trial,
         trial_plan,
     )
-    from deeppert.workspace import load_dataset, prepare
 
     t0 = time.perf_counter()
     ctx = open_sweep(config)

@@ -21,12 +21,12 @@ import pandas as pd
 from deeppert.config import ExperimentConfig
 from deeppert.ensemble import Ensemble, EnsembleModel
 from deeppert.errors import DeeppertError
+from deeppert.grid import load_dataset, prepare
 from deeppert.stability import ensemble_step
 from deeppert.tracking.client import check_server, get_or_create_experiment
 from deeppert.tracking.contract import ENSEMBLE_ALIAS
 from deeppert.tracking.registry import ensemble_model_name, load_sweep_members, log_ensemble
 from deeppert.tracking.sweep import sweep_name
-from deeppert.workspace import load_dataset, prepare
 from ray_jobs._common import connect_ray, job_config, job_parser, run_job
 
 log = logging.getLogger("deeppert.ensemble_job")

@@ -23,6 +23,7 @@ import pandas as pd
 
 from deeppert.config import ExperimentConfig
 from deeppert.errors import DeeppertError
+from deeppert.grid import load_dataset, prepare
 from deeppert.tracking.client import configure_mlflow, finish_run
 from deeppert.tracking.contract import TAGS
 from deeppert.tracking.report import log_sweep_report
@@ -37,7 +38,6 @@ from deeppert.tracking.sweep import (
     run_trial,
     trial_plan,
 )
-from deeppert.workspace import load_dataset, prepare
 from ray_jobs._common import (
     check_ray_address,
     connect_ray,

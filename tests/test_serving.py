@@ -26,10 +26,10 @@ from mlflow.exceptions import MlflowException
 from deeppert.attribution import IGConfig, attribute_genes
 from deeppert.config import parse_config
 from deeppert.ensemble import EnsembleConfig, EnsembleModel, build_ensemble
+from deeppert.grid import load_dataset, prepare, train_shape
 from deeppert.tracking.client import get_or_create_experiment
 from deeppert.tracking.registry import SweepMembers, check_signature_frame, log_ensemble
 from deeppert.tracking.server import ServerConfig, TrackingServer, free_port
-from deeppert.workspace import load_dataset, prepare, train_shape
 
 REPO = Path(__file__).resolve().parents[1]
 
