@@ -72,13 +72,13 @@ def main(argv: list[str] | None = None) -> dict:
     t_fast = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    ref = integrated_gradients(module, x, n_steps=args.steps, algorithm="captum")
+    cap = integrated_gradients(module, x, n_steps=args.steps, algorithm="captum")
     _sync(device)
     t_captum = time.perf_counter() - t0
 
-    gw_fast, gw_ref = gene_weights(fast, comps), gene_weights(ref, comps)
-    rel_gw = float((np.abs(gw_fast - gw_ref) / gw_ref.max(0, keepdims=True)).max())
-    rel_ig = float(((fast - ref).abs().max() / ref.abs().max()).item())
+    gw_fast, gw_cap = gene_weights(fast, comps), gene_weights(cap, comps)
+    rel_gw = float((np.abs(gw_fast - gw_cap) / gw_cap.max(0, keepdims=True)).max())
+    rel_ig = float(((fast - cap).abs().max() / cap.abs().max()).item())
 
     x_full = torch.as_tensor(
         (rng.normal(size=(args.full_samples, p)) * scale).astype(np.float32), device=device

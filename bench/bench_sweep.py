@@ -6,8 +6,10 @@ Usage: ``.venv/bin/python bench/bench_sweep.py [--epochs 5] [--cpus-per-trial 1.
 Both modes log to the same MLflow tracking server (a fresh SQLite one unless
 ``--tracking-uri`` is given) and do the same work per trial: train one seed, attribute,
 log params, per-epoch metrics, Parquet artifacts and the registered encoder
-(:func:`deeppert.tracking.sweep.run_trial`). Tune runs them on a local Ray with 2 CPUs
-(``cpus_per_trial`` each); the loop calls ``run_trial`` one after another in this process.
+(:func:`deeppert.tracking.sweep.run_trial`). Both set up as the sweep job does
+(``ray_jobs/sweep.py``: ``prepare_sweep_data``, ``run_planned_trial``). Tune runs the trials
+on a local Ray with 2 CPUs (``cpus_per_trial`` each); the loop runs them one after another in
+this process.
 The grid is smoke.yaml's dataset x (AE, DAE, VAE) x latent dims (3, 4) x 2 runs, one seed per
 trial: 12 trials. The two sweeps differ only in their name, so neither skips the other's work.
 """
@@ -66,39 +68,19 @@ def child_runs(uri: str, experiment_id: str, parent_run_id: str) -> dict:
 
 
 def run_loop(config) -> dict:
-    """The same trials, no Ray: open the sweep, log the PCA, call run_trial for each."""
+    """The same trials, no Ray: the sweep job's own set-up, then each trial in turn."""
     from deeppert.tracking.client import finish_run
-    from deeppert.tracking.sweep import (
-        data_sha256,
-        finished_grid_keys,
-        log_dataset,
-        open_sweep,
-        run_trial,
-        trial_plan,
-    )
-    from deeppert.workspace import load_dataset, prepare
+    from deeppert.tracking.sweep import finished_grid_keys, open_sweep, trial_plan
+    from ray_jobs.sweep import prepare_sweep_data, run_planned_trial
 
     t0 = time.perf_counter()
     ctx = open_sweep(config)
     plan = trial_plan(config, finished_grid_keys(ctx))
-    dataset = config.datasets[0]
-    signatures = load_dataset(dataset)
-    prepared = prepare(signatures, config)
-    sha = data_sha256(signatures)
-    log_dataset(ctx, dataset.name, prepared, sha)
+    data = prepare_sweep_data(ctx, config, plan)
     setup_s = time.perf_counter() - t0
     t1 = time.perf_counter()
-    for t in plan:
-        run_trial(
-            ctx,
-            prepared,
-            config,
-            dataset=t["dataset"],
-            data_sha=sha,
-            kind=t["model"],
-            latent_dim=t["latent_dim"],
-            runs=list(t["runs"]),
-        )
+    for trial in plan:
+        run_planned_trial(ctx, config, data, trial)
     trials_s = time.perf_counter() - t1
     finish_run(ctx.tracking_uri, ctx.parent_run_id)
     return {

@@ -18,7 +18,8 @@ default, ``n_steps=50``). Three interchangeable algorithms compute it:
     Batched Jacobians with :func:`torch.func.jacrev` at every quadrature node: any
     differentiable encoder (the fallback for shapes the exact path does not know).
 ``"captum"``
-    The reference: :class:`captum.attr.IntegratedGradients`, looped over latent nodes.
+    captum's :class:`captum.attr.IntegratedGradients`, looped over latent nodes: the
+    implementation the other algorithms are tested against.
 
 Completeness, ``sum_j IG_kj(x) = z_k(x) - z_k(x0)``, holds only up to the quadrature error
 (ReLU kinks make 50 steps inexact); every algorithm returns that error on request.
@@ -192,9 +193,9 @@ def _forward_layers(layers: list[_Layer], x: torch.Tensor) -> torch.Tensor:
 
 def _as_inputs(model: Encoder, inputs, baselines) -> tuple[torch.Tensor, torch.Tensor]:
     module = _unwrap(model)
-    ref = next(module.parameters()) if isinstance(module, torch.nn.Module) else None
-    dtype = ref.dtype if ref is not None else None
-    device = ref.device if ref is not None else None
+    param = next(module.parameters()) if isinstance(module, torch.nn.Module) else None
+    dtype = param.dtype if param is not None else None
+    device = param.device if param is not None else None
     if isinstance(inputs, torch.Tensor):
         x = inputs.detach().to(dtype=dtype or inputs.dtype, device=device or inputs.device)
     else:
@@ -407,7 +408,7 @@ def _captum_ig(
     internal_batch_size: int | None,
     with_delta: bool,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The reference algorithm: :class:`captum.attr.IntegratedGradients` looped over latent
+    """captum's :class:`captum.attr.IntegratedGradients`, looped over latent
     nodes, for each replica of ``rows``; ``(R, n, p, d)`` and the delta ``(R, n, d)``."""
     from captum.attr import IntegratedGradients
 
@@ -549,7 +550,7 @@ def attribute_genes(
         )
     R, n = module.replicas, x.shape[0]
     d = module.config.latent_dim
-    if config.algorithm == "captum":  # the reference, not streamed: small inputs only
+    if config.algorithm == "captum":  # captum: not streamed, small inputs only
         ig, delta = _captum_ig(model, slice(0, R), x, x0, config.n_steps, config.method, None, True)
         with torch.no_grad():
             out = _forward_fn(model, slice(0, R))(x.unsqueeze(0).expand(R, -1, -1))

@@ -166,7 +166,7 @@ def train_with_validation(
     run: int,
     on_epoch: Callable[[int, dict[str, float]], None],
 ) -> TrainedModels:
-    """Train run ``run`` of ``kind``/``latent_dim`` on ``prepared`` (a workspace ``Prepared``),
+    """Train run ``run`` of ``kind``/``latent_dim`` on ``prepared`` (a :class:`deeppert.grid.Prepared`),
     calling ``on_epoch(epoch, metrics)`` with the epoch's training loss and held-out
     ``r2_pca`` / ``r2_genes`` (evaluated in eval mode; no random numbers drawn)."""
     if not len(prepared.val_idx):

@@ -1,4 +1,7 @@
-"""The training step on local files, and the folder it writes (a *run folder*).
+"""The training grid on local files, and the folder it writes (a *run folder*).
+
+The training step itself (split + PCA, one shape's runs) is :mod:`deeppert.grid`, shared
+with the MLflow sweep.
 
 ``deeppert train`` writes one run folder per dataset; ``deeppert attribute`` and
 ``deeppert ensemble`` read it back. Layout::
@@ -25,7 +28,6 @@ import json
 import logging
 import os
 import tempfile
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -34,19 +36,15 @@ import pandas as pd
 from deeppert.atomic import atomic_dir, read_parquet
 from deeppert.baselines import BASELINE_KINDS, fit_baseline
 from deeppert.config import DataConfig, ExperimentConfig
-from deeppert.data import Signatures, load_signatures
-from deeppert.data.synthetic import make_synthetic
+from deeppert.data import Signatures
 from deeppert.errors import DeeppertError
-from deeppert.preprocess import PCAModel, fit_pca, resolve_split, split_indices
+from deeppert.grid import baseline_frame, prepare, train_shape
+from deeppert.preprocess import PCAModel
 from deeppert.progress import Progress
-from deeppert.train import TrainedModels, fit
+from deeppert.train import TrainedModels
 
 __all__ = [
-    "load_dataset",
     "train_dataset",
-    "train_shape",
-    "prepare",
-    "Prepared",
     "load_pca",
     "load_trained",
     "load_signatures_of",
@@ -57,69 +55,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-
-def load_dataset(dataset: DataConfig) -> Signatures:
-    """The signature matrix a dataset entry describes (a file, or synthetic data)."""
-    if dataset.path is None:
-        return make_synthetic(dataset.synthetic).signatures
-    return load_signatures(dataset.path, **dataset.load_options())
-
-
-class Prepared:
-    """A dataset split and projected: what every grid point of one cell line trains on."""
-
-    def __init__(self, signatures: Signatures, config: ExperimentConfig) -> None:
-        pre = config.preprocess
-        self.signatures = signatures
-        # "grouped_by_id" when ids repeat (default): a repeated compound never straddles the split
-        self.split = resolve_split(pre, signatures.sample_ids)
-        self.train_idx, self.val_idx = split_indices(
-            signatures.n_samples,
-            pre.val_fraction,
-            pre.split_seed,
-            groups=signatures.sample_ids if self.split == "grouped_by_id" else None,
-        )
-        if len(self.train_idx) < 2:
-            raise DeeppertError(
-                f"{signatures.source}: too few training rows ({len(self.train_idx)})"
-            )
-        train_values = signatures.values[self.train_idx]
-        self.pca = fit_pca(
-            train_values, signatures.genes, pre.n_components, standardize=pre.standardize
-        )
-        self.x_train = self.pca.transform(train_values)
-        self.x_val = self.pca.transform(signatures.values[self.val_idx])
-        self.train_ids = signatures.sample_ids[self.train_idx].tolist()
-
-
-def prepare(signatures: Signatures, config: ExperimentConfig) -> Prepared:
-    """Split ``signatures`` and fit the PCA on the training rows."""
-    return Prepared(signatures, config)
-
-
-def train_shape(
-    prepared: Prepared,
-    config: ExperimentConfig,
-    kind: str,
-    latent_dim: int,
-    runs: list[int],
-    *,
-    on_epoch=None,
-) -> tuple[TrainedModels, pd.DataFrame]:
-    """Train the runs ``runs`` of one (kind, latent dim) vectorised; return models + held-out metrics."""
-    model_config = config.model.build(kind, latent_dim, prepared.pca.n_components)
-    x_val = prepared.x_val if len(prepared.val_idx) else None
-    trained = fit(
-        prepared.x_train, model_config, config.train, runs, on_epoch=on_epoch, x_val=x_val
-    )
-    if len(prepared.val_idx):
-        metrics = trained.evaluate(
-            prepared.x_val, prepared.signatures.values[prepared.val_idx], prepared.pca
-        )
-    else:
-        metrics = pd.DataFrame({"model": kind, "latent_dim": latent_dim, "run": runs})
-    return trained, metrics.assign(split=prepared.split)
 
 
 def train_dataset(
@@ -196,49 +131,11 @@ def train_dataset(
                         tmp / "baselines" / f"{base.name}_gene_weights.parquet"
                     )
                     if len(prepared.val_idx):
-                        all_metrics.append(_baseline_metrics(base, prepared))
+                        all_metrics.append(baseline_frame(base, prepared))
         metrics = pd.concat(all_metrics, ignore_index=True)
         metrics.to_csv(tmp / "metrics.csv", index=False)
         _plot_curves(pd.concat(histories, ignore_index=True), tmp / "training_curves.png")
     return metrics
-
-
-def baseline_metrics(prepared: Prepared, kinds: Sequence[str], dims: Sequence[int]) -> pd.DataFrame:
-    """Held-out R^2 of the linear baselines ``kinds`` (e.g. PCA, ICA) at latent sizes ``dims``."""
-    frames = [
-        _baseline_metrics(
-            fit_baseline(kind, prepared.x_train, prepared.pca, dim, sample_ids=prepared.train_ids),
-            prepared,
-        )
-        for kind in kinds
-        for dim in dims
-    ]
-    return pd.concat(frames, ignore_index=True)
-
-
-def _baseline_metrics(base, prepared: Prepared) -> pd.DataFrame:
-    """Held-out R^2 of a linear baseline: project and reconstruct by least squares."""
-    from deeppert.preprocess import r2_score_flat
-
-    proj = base.projection
-    x = prepared.x_val - base.center
-    z = x @ proj
-    recon = z @ np.linalg.pinv(proj) + base.center
-    return pd.DataFrame(
-        [
-            {
-                "model": base.kind,
-                "latent_dim": proj.shape[1],
-                "run": 0,
-                "r2_pca": r2_score_flat(prepared.x_val, recon),
-                "r2_genes": r2_score_flat(
-                    prepared.signatures.values[prepared.val_idx],
-                    prepared.pca.inverse_transform(recon),
-                ),
-                "split": prepared.split,
-            }
-        ]
-    )
 
 
 def _plot_curves(history: pd.DataFrame, path: Path) -> None:

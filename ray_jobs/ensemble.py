@@ -21,12 +21,12 @@ import pandas as pd
 from deeppert.config import ExperimentConfig
 from deeppert.ensemble import Ensemble, EnsembleModel
 from deeppert.errors import DeeppertError
+from deeppert.grid import load_dataset, prepare
 from deeppert.stability import ensemble_step
 from deeppert.tracking.client import check_server, get_or_create_experiment
 from deeppert.tracking.contract import ENSEMBLE_ALIAS
-from deeppert.tracking.registry import ensemble_model_name, load_sweep_members, log_ensemble
+from deeppert.tracking.registry import ensemble_model_name, load_sweep_encoders, log_ensemble
 from deeppert.tracking.sweep import sweep_name
-from deeppert.workspace import load_dataset, prepare
 from ray_jobs._common import connect_ray, job_config, job_parser, run_job
 
 log = logging.getLogger("deeppert.ensemble_job")
@@ -42,30 +42,30 @@ def ensemble_dataset(
     what a reader fetches by alias).
     """
     uri = config.tracking.uri
-    members = load_sweep_members(uri, dataset, sweep, train_config=config.train)
+    encoders = load_sweep_encoders(uri, dataset, sweep, train_config=config.train)
     log.info(
-        "%s: %d members, %d latent variables",
+        "%s: %d encoders, %d latent variables",
         dataset,
-        len(members.versions),
-        members.latents.shape[1],
+        len(encoders.versions),
+        encoders.latents.shape[1],
     )
     x_pca = None
     if config.ensemble.method == "consensus":  # signed loadings need the training PCA scores
         x_pca = prepare(load_dataset(config.dataset(dataset)), config).x_train
-        if len(x_pca) != len(members.latents):
+        if len(x_pca) != len(encoders.latents):
             raise DeeppertError(
-                f"{dataset}: {len(x_pca)} training rows now, {len(members.latents)} in the "
+                f"{dataset}: {len(x_pca)} training rows now, {len(encoders.latents)} in the "
                 "sweep's latents: the data or the split changed since the sweep"
             )
     step = ensemble_step(
-        members.latents,
-        members.gene_weights,
+        encoders.latents,
+        encoders.gene_weights,
         config=config.ensemble,
         x_pca=x_pca,
-        pca=members.pca,
+        pca=encoders.pca,
     )
     ensemble, stability = step.ensemble, step.stability
-    model = EnsembleModel.from_ensemble(ensemble, list(members.groups.values()), members.pca)
+    model = EnsembleModel.from_ensemble(ensemble, list(encoders.groups.values()), encoders.pca)
     experiment_id = get_or_create_experiment(uri, config.tracking.experiment)
     version = log_ensemble(
         uri,
@@ -74,12 +74,12 @@ def ensemble_dataset(
         sweep=sweep,
         ensemble=ensemble,
         model=model,
-        members=members,
+        encoders=encoders,
         stability=stability,
     )
     row = {
         "dataset": dataset,
-        "latent_variables": members.latents.shape[1],
+        "latent_variables": encoders.latents.shape[1],
         "clusters": ensemble.n_clusters,
         "stability_ensemble": stability.get("ensemble_median"),
         "stability_single": stability.get("single_median"),

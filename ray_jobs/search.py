@@ -22,6 +22,7 @@ import pandas as pd
 
 from deeppert.config import ExperimentConfig
 from deeppert.errors import DeeppertError
+from deeppert.grid import load_dataset, prepare
 from deeppert.search import SEARCHED, Distribution, apply_hyperparameters, train_with_validation
 from deeppert.tracking.client import configure_mlflow, mark_run_failed
 from deeppert.tracking.search import (
@@ -32,7 +33,6 @@ from deeppert.tracking.search import (
     open_search,
     start_search_trial,
 )
-from deeppert.workspace import load_dataset, prepare
 from ray_jobs._common import connect_ray, job_config, job_parser, run_job
 
 log = logging.getLogger("deeppert.search")

@@ -18,11 +18,13 @@ import dataclasses
 import logging
 import sys
 import time
+from typing import Any
 
 import pandas as pd
 
 from deeppert.config import ExperimentConfig
 from deeppert.errors import DeeppertError
+from deeppert.grid import Prepared, load_dataset, prepare
 from deeppert.tracking.client import configure_mlflow, finish_run
 from deeppert.tracking.contract import TAGS
 from deeppert.tracking.report import log_sweep_report
@@ -37,7 +39,6 @@ from deeppert.tracking.sweep import (
     run_trial,
     trial_plan,
 )
-from deeppert.workspace import load_dataset, prepare
 from ray_jobs._common import (
     check_ray_address,
     connect_ray,
@@ -49,14 +50,52 @@ from ray_jobs._common import (
 log = logging.getLogger("deeppert.sweep")
 
 
+@dataclasses.dataclass(frozen=True)
+class SweepData:
+    """The planned datasets, each loaded, split and projected once on the driver and logged on
+    the parent run; keyed by dataset name. Trials get it through the object store."""
+
+    prepared: dict[str, Prepared]
+    shas: dict[str, str]  # data_sha256 of the signature matrix
+    inputs: dict[str, Any]  # the MLflow dataset input each trial run carries
+
+
+def prepare_sweep_data(ctx: SweepContext, config: ExperimentConfig, plan: list[dict]) -> SweepData:
+    """Load, split and project every dataset ``plan`` trains on, and log each on the parent run."""
+    data = SweepData({}, {}, {})
+    for dataset in config.datasets:
+        if not any(t["dataset"] == dataset.name for t in plan):
+            continue
+        signatures = load_dataset(dataset)
+        prepared = data.prepared[dataset.name] = prepare(signatures, config)
+        sha = data.shas[dataset.name] = data_sha256(signatures)
+        data.inputs[dataset.name] = log_dataset(
+            ctx, dataset.name, prepared, sha, source=dataset.path
+        )
+    return data
+
+
+def run_planned_trial(
+    ctx: SweepContext, config: ExperimentConfig, data: SweepData, trial: dict, **kwargs: Any
+) -> dict:
+    """One trial of :func:`~deeppert.tracking.sweep.trial_plan` through
+    :func:`~deeppert.tracking.sweep.run_trial` (``kwargs``: its ``report`` and ``tags``)."""
+    return run_trial(
+        ctx,
+        data.prepared[trial["dataset"]],
+        config,
+        dataset=trial["dataset"],
+        data_sha=data.shas[trial["dataset"]],
+        kind=trial["model"],
+        latent_dim=trial["latent_dim"],
+        runs=list(trial["runs"]),
+        data_input=data.inputs[trial["dataset"]],
+        **kwargs,
+    )
+
+
 def _trainable(
-    trial_config: dict,
-    *,
-    prepared: dict,
-    config: ExperimentConfig,
-    ctx: SweepContext,
-    shas: dict,
-    inputs: dict,
+    trial_config: dict, *, data: SweepData, config: ExperimentConfig, ctx: SweepContext
 ) -> None:
     import ray
     import torch
@@ -69,18 +108,12 @@ def _trainable(
     torch.set_num_threads(max(1, int(config.sweep.cpus_per_trial)))
     if config.sweep.gpus_per_trial > 0 and torch.cuda.is_available():
         config = dataclasses.replace(config, train=dataclasses.replace(config.train, device="cuda"))
-    t = trial_config["trial"]
-    metrics = run_trial(
+    metrics = run_planned_trial(
         ctx,
-        prepared[t["dataset"]],
         config,
-        dataset=t["dataset"],
-        data_sha=shas[t["dataset"]],
-        kind=t["model"],
-        latent_dim=t["latent_dim"],
-        runs=list(t["runs"]),
+        data,
+        trial_config["trial"],
         report=lambda m: tune.report(m) if (m["epoch"] + 1) % 10 == 0 else None,
-        data_input=inputs[t["dataset"]],
         tags={TAGS.ray_node_id: ray.get_runtime_context().get_node_id()},
     )
     tune.report({**metrics, "done": 1})
@@ -108,22 +141,11 @@ def run_sweep(config: ExperimentConfig, *, storage_path: str | None = None) -> p
         log_sweep_report(ctx, config)  # a resumed, complete sweep refreshes its report
         finish_run(ctx.tracking_uri, ctx.parent_run_id)
         return pd.DataFrame()
-    prepared, shas, inputs = {}, {}, {}
-    for dataset in config.datasets:
-        if not any(t["dataset"] == dataset.name for t in plan):
-            continue
-        signatures = load_dataset(dataset)
-        prepared[dataset.name] = prepare(signatures, config)
-        shas[dataset.name] = data_sha256(signatures)
-        inputs[dataset.name] = log_dataset(
-            ctx, dataset.name, prepared[dataset.name], shas[dataset.name], source=dataset.path
-        )
+    data = prepare_sweep_data(ctx, config, plan)
 
     connect_ray(config)
     trainable = tune.with_resources(
-        tune.with_parameters(
-            _trainable, prepared=prepared, config=config, ctx=ctx, shas=shas, inputs=inputs
-        ),
+        tune.with_parameters(_trainable, data=data, config=config, ctx=ctx),
         {"cpu": config.sweep.cpus_per_trial, "gpu": config.sweep.gpus_per_trial},
     )
     tuner = tune.Tuner(

@@ -64,15 +64,15 @@ def test_fast_matches_captum_gene_weights(trained, data):
     x, comps = data
     xs = torch.as_tensor(x[:N])
     fast, delta = integrated_gradients(trained, xs, replica=1, return_convergence_delta=True)
-    ref, ref_delta = integrated_gradients(
+    cap, cap_delta = integrated_gradients(
         trained, xs, replica=1, return_convergence_delta=True, algorithm="captum"
     )
-    assert fast.shape == ref.shape == (N, P, 5)
-    gw, gw_ref = gene_weights(fast, comps), gene_weights(ref, comps)
+    assert fast.shape == cap.shape == (N, P, 5)
+    gw, gw_cap = gene_weights(fast, comps), gene_weights(cap, comps)
     assert gw.shape == (GENES, 5)
-    rel = np.abs(gw - gw_ref) / gw_ref.max(0, keepdims=True)
+    rel = np.abs(gw - gw_cap) / gw_cap.max(0, keepdims=True)
     assert rel.max() <= 1e-4
-    torch.testing.assert_close(delta, ref_delta, atol=1e-4, rtol=0)
+    torch.testing.assert_close(delta, cap_delta, atol=1e-4, rtol=0)
     # the other replica is a different model: the replica index is honoured
     other = integrated_gradients(trained, xs, replica=0)
     assert (other - fast).abs().max() > 1e-2
@@ -82,8 +82,8 @@ def test_autograd_fallback_matches_captum(trained, data):
     x, _ = data
     xs = torch.as_tensor(x[:40])
     auto = integrated_gradients(trained, xs, replica=0, algorithm="autograd", n_steps=20)
-    ref = integrated_gradients(trained, xs, replica=0, n_steps=20, algorithm="captum")
-    torch.testing.assert_close(auto, ref, atol=2e-5 * ref.abs().max().item(), rtol=0)
+    cap = integrated_gradients(trained, xs, replica=0, n_steps=20, algorithm="captum")
+    torch.testing.assert_close(auto, cap, atol=2e-5 * cap.abs().max().item(), rtol=0)
 
 
 def test_callable_model_uses_autograd():
@@ -93,8 +93,8 @@ def test_callable_model_uses_autograd():
     ).double()
     x = torch.randn(10, 4, dtype=torch.float64)
     ig, delta = integrated_gradients(net, x, n_steps=200, return_convergence_delta=True)
-    ref = integrated_gradients(net, x, n_steps=200, algorithm="captum")
-    torch.testing.assert_close(ig, ref)
+    cap = integrated_gradients(net, x, n_steps=200, algorithm="captum")
+    torch.testing.assert_close(ig, cap)
     assert delta.abs().max() < 1e-8  # smooth network: Gauss-Legendre converges fast
     with pytest.raises(DeeppertError, match="exact IG path"):
         integrated_gradients(net, x, algorithm="exact")
@@ -131,10 +131,10 @@ def test_streaming_gene_weights_match_full(trained, data):
     assert list(frame.columns) == trained.node_names(1)
     assert frame.shape == (GENES, 5)
     assert res.relative_delta.shape == (2, 5)
-    # the reference algorithm gives the same gene weights through the same interface
-    ref = attribute_genes(trained, x[:30], comps, config=IGConfig(algorithm="captum"))
+    # captum gives the same gene weights through the same interface
+    cap = attribute_genes(trained, x[:30], comps, config=IGConfig(algorithm="captum"))
     fast = attribute_genes(trained, x[:30], comps)
-    assert (np.abs(ref.weights - fast.weights) / ref.weights.max(1, keepdims=True)).max() <= 1e-4
+    assert (np.abs(cap.weights - fast.weights) / cap.weights.max(1, keepdims=True)).max() <= 1e-4
 
 
 def test_gene_weights_definition():

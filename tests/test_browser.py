@@ -19,11 +19,11 @@ import pytest
 import yaml
 
 from deeppert.config import parse_config
+from deeppert.grid import load_dataset, prepare
 from deeppert.tracking.client import finish_run, ui_url
 from deeppert.tracking.report import log_sweep_report
 from deeppert.tracking.server import ServerConfig, TrackingServer
 from deeppert.tracking.sweep import data_sha256, log_dataset, open_sweep, run_trial
-from deeppert.workspace import load_dataset, prepare
 
 pytestmark = [pytest.mark.browser, pytest.mark.mlflow, pytest.mark.slow, pytest.mark.timeout(600)]
 

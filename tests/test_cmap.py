@@ -381,7 +381,7 @@ def test_cmappy_written_gctx_loads_the_same(tmp_path, monkeypatch):
 def test_config_dataset_selects_from_embedded_metadata(broad, tmp_path):
     """A sweep config's dataset entry takes the same selection as the command line."""
     from deeppert.config import load_config
-    from deeppert.workspace import load_dataset
+    from deeppert.grid import load_dataset
 
     path, values, ids, _ = broad
     cfg = tmp_path / "mcf7.yaml"

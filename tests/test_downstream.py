@@ -262,7 +262,7 @@ def test_label_shuffle_falls_to_chance_and_the_leaky_split_does_not():
     )
     honest, leaky = [], []
     for s in range(20):
-        task = ds.with_permuted_labels(base, seed=100 + s)
+        task = replace(base, labels=np.random.default_rng(100 + s).permutation(base.labels))
         cfg_s = replace(cfg, seeds=(s,))
         res = ds.evaluate_toxicity(
             task, [ds.pca_featurizer(5)], config=cfg_s, splits=("structure",)
@@ -277,12 +277,6 @@ def test_label_shuffle_falls_to_chance_and_the_leaky_split_does_not():
             leaky.append(res.scores.query("metric == 'roc_auc'")["value"].iloc[0])
     assert abs(np.mean(honest) - 0.5) < 0.05, honest
     assert np.mean(leaky) > 0.65, leaky
-
-
-def test_permuted_labels_keep_the_label_counts():
-    task = _tox_task(50)
-    perm = ds.with_permuted_labels(task, seed=1)
-    assert perm.labels.sum() == task.labels.sum() and not np.array_equal(perm.labels, task.labels)
 
 
 def test_bad_inputs_raise():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -122,7 +123,7 @@ def test_ensemble_features_run_through_toxicity_evaluation(tiny_model):
     auc = res.scores[res.scores["metric"] == "roc_auc"].set_index("feature_set")["value"]
     assert auc["ensemble"] > 0.8, auc
     shuffled = ds.evaluate_toxicity(
-        ds.with_permuted_labels(task, seed=5),
+        replace(task, labels=np.random.default_rng(5).permutation(task.labels)),
         ensemble_feature_sets(model)[3:],
         config=config,
         splits=("structure",),

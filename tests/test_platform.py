@@ -22,6 +22,7 @@ import yaml
 
 from deeppert.config import ExperimentConfig, parse_config
 from deeppert.data.synthetic import make_synthetic, write_synthetic
+from deeppert.grid import load_dataset, prepare
 from deeppert.preprocess import PCAModel
 from deeppert.tracking.client import (
     find_runs_by_tag,
@@ -32,7 +33,6 @@ from deeppert.tracking.client import (
 from deeppert.tracking.registry import load_ensemble_outputs
 from deeppert.tracking.server import ServerConfig, TrackingServer, ensure_database, free_port
 from deeppert.tracking.sweep import TAGS, data_sha256, grid_key, sweep_name
-from deeppert.workspace import load_dataset, prepare
 from ray_jobs import ensemble as ensemble_job
 from ray_jobs import sweep as sweep_job
 from ray_jobs import targets as targets_job

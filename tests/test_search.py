@@ -12,9 +12,9 @@ import yaml
 
 from deeppert.config import parse_config
 from deeppert.errors import DeeppertError
+from deeppert.grid import load_dataset, prepare
 from deeppert.search import apply_hyperparameters, train_with_validation
 from deeppert.train import fit
-from deeppert.workspace import load_dataset, prepare
 
 REPO = Path(__file__).resolve().parents[1]
 LOGU = {"distribution": "loguniform", "low": 1e-4, "high": 1e-2}

@@ -26,16 +26,16 @@ from mlflow.exceptions import MlflowException
 from deeppert.attribution import IGConfig, attribute_genes
 from deeppert.config import parse_config
 from deeppert.ensemble import EnsembleConfig, EnsembleModel, build_ensemble
+from deeppert.grid import load_dataset, prepare, train_shape
 from deeppert.tracking.client import get_or_create_experiment
-from deeppert.tracking.registry import SweepMembers, check_signature_frame, log_ensemble
+from deeppert.tracking.registry import SweepEncoders, check_signature_frame, log_ensemble
 from deeppert.tracking.server import ServerConfig, TrackingServer, free_port
-from deeppert.workspace import load_dataset, prepare, train_shape
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def tiny_ensemble():
-    """(prepared data, EnsembleModel, Ensemble, SweepMembers) small enough to build in seconds."""
+    """(prepared data, EnsembleModel, Ensemble, SweepEncoders) small enough to build in seconds."""
     config = parse_config(
         {
             "name": "serving",
@@ -55,8 +55,8 @@ def tiny_ensemble():
         latents, weights, config=EnsembleConfig(method="gmeans", n_clusters=2)
     )
     model = EnsembleModel.from_ensemble(ensemble, [trained], prepared.pca)
-    members = SweepMembers(latents, weights, {trained.name: trained}, prepared.pca, [], "")
-    return prepared, model, ensemble, members
+    encoders = SweepEncoders(latents, weights, {trained.name: trained}, prepared.pca, [], "")
+    return prepared, model, ensemble, encoders
 
 
 def test_check_signature_frame_names_the_problem():
@@ -92,7 +92,7 @@ def _post(url: str, payload: str) -> tuple[int, dict]:
 @pytest.mark.mlflow
 @pytest.mark.timeout(600)
 def test_mlflow_models_serve_answers_the_ensemble_embedding(tmp_path: Path):
-    prepared, model, ensemble, members = tiny_ensemble()
+    prepared, model, ensemble, encoders = tiny_ensemble()
     with TrackingServer(ServerConfig(data_dir=str(tmp_path / "mlflow"), port=0)) as server:
         experiment_id = get_or_create_experiment(server.url, "serving")
         version = log_ensemble(
@@ -102,7 +102,7 @@ def test_mlflow_models_serve_answers_the_ensemble_embedding(tmp_path: Path):
             sweep="serving",
             ensemble=ensemble,
             model=model,
-            members=members,
+            encoders=encoders,
             stability={},
         )
         port = free_port()

@@ -347,7 +347,7 @@ def test_permutation_null_is_not_fooled_by_candidates_that_resemble_each_other()
     assert row["Matched_Pairs"] == 7 and row["Total_Pairs"] == 100
     assert row["P_Permutation"] > 0.2
     assert abs(row["P_Permutation"] - row["P_Hypergeom_Overall"]) < 0.1
-    assert row["Null_Mean_Matches"] == pytest.approx(100 * res.chance_rate_overall, abs=1.0)
+    assert row["Null_Mean_Matches"] == pytest.approx(100 * res.chance_overall.rate, abs=1.0)
 
 
 @pytest.fixture(scope="module")

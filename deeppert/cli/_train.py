@@ -76,7 +76,8 @@ def run(args: argparse.Namespace) -> int:
     require_file(args.config, "--config")
     require_file(args.data, "--data")
     from deeppert.config import ExperimentConfig, load_config
-    from deeppert.workspace import load_dataset, train_dataset
+    from deeppert.grid import load_dataset
+    from deeppert.workspace import train_dataset
 
     config = load_config(args.config) if args.config else ExperimentConfig()
     config = _overrides(config, args)

@@ -43,7 +43,6 @@ from deeppert.downstream._evaluate import (
     evaluate_toxicity,
     fold_mean_metrics,
     pooled_metrics,
-    with_permuted_labels,
 )
 from deeppert.downstream._features import (
     Featurizer,
@@ -81,7 +80,6 @@ __all__ = [
     "evaluate_toxicity",
     "pooled_metrics",
     "fold_mean_metrics",
-    "with_permuted_labels",
     "summarize",
     "markdown_table",
     "merge_results",

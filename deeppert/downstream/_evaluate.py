@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from typing import Literal
 
 import numpy as np
@@ -58,7 +58,6 @@ __all__ = [
     "TOXICITY_SPLITS",
     "evaluate_synergy",
     "evaluate_toxicity",
-    "with_permuted_labels",
     "pooled_metrics",
     "fold_mean_metrics",
 ]
@@ -725,19 +724,3 @@ def _toxicity_plans(
             [(np.flatnonzero(~given_test), np.flatnonzero(given_test))],
         )
     return plans
-
-
-def with_permuted_labels(task: SynergyTask | ToxicityTask, seed: int) -> SynergyTask | ToxicityTask:
-    """A copy of ``task`` with its labels (and synergy scores) permuted across samples.
-
-    Structures keep one label each, so duplicates in the given split stay consistent; the
-    null model for the label-shuffle check.
-    """
-    rng = np.random.default_rng(seed)
-    if isinstance(task, ToxicityTask):
-        return replace(task, labels=rng.permutation(task.labels))
-    pairs = task.pairs.copy()
-    perm = rng.permutation(len(pairs))
-    pairs["synergy"] = pairs["synergy"].to_numpy()[perm]
-    pairs["label"] = pairs["label"].to_numpy()[perm]
-    return replace(task, pairs=pairs)

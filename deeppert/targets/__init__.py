@@ -36,6 +36,7 @@ from deeppert.targets._pairs import (
 from deeppert.targets._pipeline import (
     ALL_DISEASE_COLUMNS,
     MATCH_COLUMNS,
+    Chance,
     TargetResult,
     predict_targets,
     run_all_diseases,
@@ -58,6 +59,7 @@ __all__ = [
     "PairSelection",
     "PreparedWeights",
     "TargetConfig",
+    "Chance",
     "TargetResult",
     "auto_threshold",
     "chance_rate",

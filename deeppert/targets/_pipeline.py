@@ -32,6 +32,7 @@ from deeppert.targets._stats import (
 )
 
 __all__ = [
+    "Chance",
     "TargetResult",
     "MATCH_COLUMNS",
     "ALL_DISEASE_COLUMNS",
@@ -46,12 +47,31 @@ _PREP_FIELDS = ("n_clusters", "top_genes", "mode", "plots")
 
 
 @dataclass(frozen=True)
+class Chance:
+    """Known pairs among all unordered pairs of a candidate set: how often a pair drawn at
+    random from that set is a known one."""
+
+    known: int
+    pairs: int
+
+    @property
+    def rate(self) -> float:
+        """``known / pairs``; NaN when the set has no pair."""
+        return self.known / self.pairs if self.pairs else float("nan")
+
+    def summary(self) -> dict[str, object]:
+        return {"known": self.known, "pairs": self.pairs, "rate": _nan_to_none(self.rate)}
+
+
+@dataclass(frozen=True)
 class TargetResult:
     """Outcome of one run.
 
     ``pairs`` has the docs/method.md columns of target_combinations.csv; ``match_statistics``
     those of match_statistics.csv and ``significance`` the chance rates and p-values per
-    top N (both ``None`` without a disease to evaluate against).
+    top N (both ``None`` without a disease to evaluate against). ``chance_cluster`` counts
+    the known pairs among the chosen cluster's candidates, ``chance_overall`` among every
+    candidate present in the weights.
     """
 
     config: TargetConfig
@@ -67,23 +87,9 @@ class TargetResult:
     match_statistics: pd.DataFrame | None
     significance: pd.DataFrame | None
     known_pairs: int
-    known_in_cluster: int
-    cluster_candidate_pairs: int
-    known_among_candidates: int
-    candidate_pairs: int
+    chance_cluster: Chance
+    chance_overall: Chance
     prepared: PreparedWeights
-
-    @property
-    def chance_rate_cluster(self) -> float:
-        """Known pairs / all pairs among the chosen cluster's candidates."""
-        c = self.cluster_candidate_pairs
-        return self.known_in_cluster / c if c else float("nan")
-
-    @property
-    def chance_rate_overall(self) -> float:
-        """Known pairs / all pairs among every candidate present in the weights."""
-        c = self.candidate_pairs
-        return self.known_among_candidates / c if c else float("nan")
 
     def summary(self) -> dict[str, object]:
         """JSON-ready parameters and results (written as summary.json)."""
@@ -103,16 +109,8 @@ class TargetResult:
             "top_pairs": self.pairs.head(5).to_dict(orient="records"),
             "known_pairs": self.known_pairs,
             "chance": {
-                "cluster": {
-                    "known": self.known_in_cluster,
-                    "pairs": self.cluster_candidate_pairs,
-                    "rate": _nan_to_none(self.chance_rate_cluster),
-                },
-                "overall": {
-                    "known": self.known_among_candidates,
-                    "pairs": self.candidate_pairs,
-                    "rate": _nan_to_none(self.chance_rate_overall),
-                },
+                "cluster": self.chance_cluster.summary(),
+                "overall": self.chance_overall.summary(),
             },
         }
         if self.significance is not None and self.match_statistics is not None:
@@ -196,8 +194,8 @@ def predict_targets(
         log.warning("no pair of %s reaches |r| >= %s in %s", source, threshold, chosen)
 
     known_mat = known_matrix(names, keys or frozenset())
-    k_cluster, m_cluster, _ = chance_rate(known_mat, selection.members)
-    k_all, m_all, _ = chance_rate(known_mat)
+    chance_cluster = Chance(*chance_rate(known_mat, selection.members)[:2])
+    chance_overall = Chance(*chance_rate(known_mat)[:2])
     match_stats = significance = None
     if keys is not None:
         match_stats = _match_statistics(selection, known_mat, config.top_ns, len(pairs))
@@ -208,7 +206,7 @@ def predict_targets(
             permutations=config.permutations,
             seed=config.seed,
         )
-        significance = _significance(match_stats, null, (k_cluster, m_cluster), (k_all, m_all))
+        significance = _significance(match_stats, null, chance_cluster, chance_overall)
     return TargetResult(
         config=config,
         disease=disease,
@@ -223,10 +221,8 @@ def predict_targets(
         match_statistics=match_stats,
         significance=significance,
         known_pairs=len(keys) if keys is not None else 0,
-        known_in_cluster=k_cluster,
-        cluster_candidate_pairs=m_cluster,
-        known_among_candidates=k_all,
-        candidate_pairs=m_all,
+        chance_cluster=chance_cluster,
+        chance_overall=chance_overall,
         prepared=prepared,
     )
 
@@ -321,29 +317,28 @@ def _match_statistics(
 def _significance(
     match_stats: pd.DataFrame,
     null: np.ndarray,
-    cluster: tuple[int, int],
-    overall: tuple[int, int],
+    cluster: Chance,
+    overall: Chance,
 ) -> pd.DataFrame:
     """Chance rates, hypergeometric tails and permutation p-values per top N.
 
-    ``cluster`` and ``overall`` are (known pairs, all pairs) among the chosen cluster's
-    candidates and among all candidates; ``null`` the permutation matches per top N.
+    ``cluster`` and ``overall`` count the known pairs among the chosen cluster's candidates
+    and among all candidates; ``null`` the permutation matches per top N.
     """
-    (k_cluster, m_cluster), (k_all, m_all) = cluster, overall
     matched = match_stats["Matched_Pairs"].to_numpy()
     totals = match_stats["Total_Pairs"].to_numpy()
     return pd.DataFrame(
         {
             "TOP_N": match_stats["TOP_N"].tolist(),
-            "Chance_Rate_Cluster": k_cluster / m_cluster if m_cluster else np.nan,
-            "Chance_Rate_Overall": k_all / m_all if m_all else np.nan,
-            "Expected_Matches_Cluster": totals * (k_cluster / m_cluster if m_cluster else np.nan),
+            "Chance_Rate_Cluster": cluster.rate,
+            "Chance_Rate_Overall": overall.rate,
+            "Expected_Matches_Cluster": totals * cluster.rate,
             "P_Hypergeom_Cluster": [
-                hypergeom_pvalue(int(x), int(n), m_cluster, k_cluster)
+                hypergeom_pvalue(int(x), int(n), cluster.pairs, cluster.known)
                 for x, n in zip(matched, totals, strict=True)
             ],
             "P_Hypergeom_Overall": [
-                hypergeom_pvalue(int(x), int(n), m_all, k_all)
+                hypergeom_pvalue(int(x), int(n), overall.pairs, overall.known)
                 for x, n in zip(matched, totals, strict=True)
             ],
             "Null_Mean_Matches": null.mean(axis=0) if len(null) else np.nan,
@@ -421,8 +416,8 @@ def run_all_diseases(
             cluster_candidates=len(res.cluster_candidates),
             threshold=res.threshold,
             pairs=len(res.pairs),
-            chance_rate_cluster=res.chance_rate_cluster,
-            chance_rate_overall=res.chance_rate_overall,
+            chance_rate_cluster=res.chance_cluster.rate,
+            chance_rate_overall=res.chance_overall.rate,
             status="ok",
         )
         for n in (10, 50, 100):

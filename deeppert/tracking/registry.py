@@ -52,8 +52,8 @@ from deeppert.train import TrainConfig, TrainedModels
 
 __all__ = [
     "ensemble_model_name",
-    "SweepMembers",
-    "load_sweep_members",
+    "SweepEncoders",
+    "load_sweep_encoders",
     "EnsemblePyfunc",
     "check_signature_frame",
     "log_ensemble",
@@ -67,10 +67,10 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class SweepMembers:
+class SweepEncoders:
     """Everything the ensemble step needs, pulled from one sweep's registered encoders."""
 
-    latents: pd.DataFrame  # training samples x latent variables (all members)
+    latents: pd.DataFrame  # training samples x latent variables (all encoders)
     gene_weights: pd.DataFrame  # genes x latent variables
     groups: dict[str, TrainedModels]  # by shape name (e.g. VAE_d10), runs stacked
     pca: PCAModel
@@ -78,9 +78,9 @@ class SweepMembers:
     parent_run_id: str
 
 
-def load_sweep_members(
+def load_sweep_encoders(
     uri: str, dataset: str, sweep: str, *, train_config: TrainConfig | None = None
-) -> SweepMembers:
+) -> SweepEncoders:
     """Collect the encoders a sweep registered for ``dataset``, with their Parquet artifacts."""
     client = tracking_client(uri)
     prefix = encoder_model_prefix(dataset)
@@ -125,7 +125,7 @@ def load_sweep_members(
         for shape, items in by_shape.items()
     }
     frame = pd.concat(latents, axis=1)
-    return SweepMembers(
+    return SweepEncoders(
         frame,
         pd.concat(weights, axis=1),
         groups,
@@ -189,7 +189,7 @@ def log_ensemble(
     sweep: str,
     ensemble: Ensemble,
     model: EnsembleModel,
-    members: SweepMembers,
+    encoders: SweepEncoders,
     stability: dict,
     alias: str = ENSEMBLE_ALIAS,
 ) -> ModelVersionRef:
@@ -202,13 +202,13 @@ def log_ensemble(
             TAGS.role: ROLES.ensemble,
             TAGS.sweep: sweep,
             TAGS.cell_line: dataset,
-            TAGS.encoder_versions: ",".join(members.versions),
-            TAGS.sweep_parent_run: members.parent_run_id,
+            TAGS.encoder_versions: ",".join(encoders.versions),
+            TAGS.sweep_parent_run: encoders.parent_run_id,
         },
         params={
             **{f"ensemble.{k}": v for k, v in ensemble.config.to_dict().items()},
-            "n_latent_variables": members.latents.shape[1],
-            "n_members": len(members.versions),
+            "n_latent_variables": encoders.latents.shape[1],
+            "n_members": len(encoders.versions),
         },
     ) as run_id:
         client = tracking_client(uri)
@@ -232,7 +232,7 @@ def log_ensemble(
             client.log_artifact(run_id, str(Path(tmp) / ARTIFACTS.stability))
             log_ensemble_figures(uri, run_id, ensemble, stability)
             model_dir = model.save(Path(tmp) / "ensemble_model")
-            example = pd.DataFrame(members.pca.mean[None, :], columns=members.pca.genes)
+            example = pd.DataFrame(encoders.pca.mean[None, :], columns=encoders.pca.genes)
             # pyfunc.log_model has no run_id argument: resume the run fluently.
             with global_uris(uri), mlflow.start_run(run_id=run_id):
                 info = mlflow.pyfunc.log_model(

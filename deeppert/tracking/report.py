@@ -133,10 +133,10 @@ def summarise(trials: pd.DataFrame, agreement: pd.DataFrame) -> pd.DataFrame:
 def baseline_table(config: ExperimentConfig, datasets: list[str]) -> pd.DataFrame:
     """Held-out gene-space R^2 of the PCA and ICA baselines at the grid's latent dims.
 
-    Same data, split and PCA as the trials (``workspace.prepare`` is deterministic).
+    Same data, split and PCA as the trials (``grid.prepare`` is deterministic).
     Empty when ``grid.baselines`` is off.
     """
-    from deeppert.workspace import baseline_metrics, load_dataset, prepare
+    from deeppert.grid import baseline_metrics, load_dataset, prepare
 
     frames = []
     if config.grid.baselines:

@@ -36,6 +36,7 @@ import pandas as pd
 from deeppert.attribution import attribute_genes
 from deeppert.config import ExperimentConfig
 from deeppert.data import Signatures
+from deeppert.grid import Prepared, train_shape
 from deeppert.models import MeanEncoder
 from deeppert.tracking.client import (
     check_server,
@@ -67,7 +68,6 @@ from deeppert.tracking.contract import (
     pca_folder,
 )
 from deeppert.train import seed_for_run
-from deeppert.workspace import Prepared, train_shape
 
 if TYPE_CHECKING:
     import torch
