@@ -35,7 +35,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "attribute": ("_attribution", "Integrated Gradients gene weights of every trained latent node"),
     "ensemble": (
-        "_attribution",
+        "_ensemble",
         "ensemble of all latent variables (consensus, or the GMeans reference), with stability",
     ),
     "server": ("_server", "run an MLflow tracking server (served artifacts) until Ctrl-C"),

@@ -1,0 +1,131 @@
+"""``deeppert ensemble``: cluster a run folder's latent variables into an ensemble.
+
+``ensemble RUN_DIR`` reads the latents and gene weights and writes ``RUN_DIR/ensemble/``:
+``labels.parquet``, ``ensemble_weights.parquet`` (clusters x genes),
+``ensemble_embedding.parquet`` (samples x clusters), ``members.json``, ``summary.json``,
+``stability.json``, ``model/`` (an :class:`EnsembleModel` that embeds new signatures) and
+plots; the consensus mode adds its L-selection curve, ``selection.csv`` and
+``selection.png``. The ensemble config is the run's (``config.json``, section ``ensemble``)
+with the command-line flags on top; flags and their defaults come from
+:class:`~deeppert.ensemble_config.EnsembleConfig`. The step itself is
+:func:`deeppert.stability.ensemble_step`. The output folder is written atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+from deeppert.cli._flags import add_dataclass_flags
+from deeppert.cli._inputs import require_dir
+from deeppert.ensemble_config import EnsembleConfig
+
+__all__ = ["register", "run_ensemble", "ensemble_config"]
+
+log = logging.getLogger(__name__)
+
+# EnsembleConfig fields of `deeppert ensemble` and their flags; defaults come from EnsembleConfig.
+_FLAGS = {
+    "method": "--method",
+    "seed": "--seed",
+    "n_clusters": "--n-clusters",
+    "labelling": "--labelling",
+    "scaling": "--scaling",
+    "sign_alignment": "--sign-alignment",
+    "cluster_on": "--cluster-on",
+    "rotation": "--rotation",
+    "l_min": "--l-min",
+    "l_max": "--l-max",
+    "density_threshold": "--density-threshold",
+}
+_HELP = {
+    "method": "consensus (identifiable components, L by stability) or gmeans (the reference)",
+    "seed": "seed of every KMeans and FastICA",
+    "n_clusters": "fix L instead of choosing it",
+    "labelling": "gmeans mode: KMeans(L) or the GMeans leaves",
+    "scaling": "gmeans mode: standardise each variable before clustering",
+    "sign_alignment": "gmeans mode: flip variables to their cluster's sign",
+    "cluster_on": "gmeans mode: latent values or IG gene-weight vectors",
+    "rotation": "consensus: per-model rotation",
+    "l_min": "consensus: smallest L scanned",
+    "l_max": "consensus: largest L scanned",
+    "density_threshold": "consensus: outlier filter",
+}
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    e = sub.add_parser(
+        "ensemble",
+        help="ensemble of all latent variables (consensus, or the GMeans reference), with stability",
+        description="Write RUN_DIR/ensemble/ (labels, weights, embedding, model, stability). "
+        "Flags override the run's ensemble config; unset flags keep it.",
+    )
+    e.add_argument("run_dir", type=Path)
+    add_dataclass_flags(e, EnsembleConfig, _FLAGS, help=_HELP, types={"n_clusters": int})
+    e.add_argument("--no-stability", action="store_true", help="skip the stability report")
+    e.set_defaults(func=run_ensemble)
+
+
+def ensemble_config(run_dir: Path, args: argparse.Namespace) -> EnsembleConfig:
+    """The run's ``ensemble`` config section with the flags that were given on top."""
+    from deeppert.config import build_dataclass
+
+    raw: dict = {}
+    path = run_dir / "config.json"
+    if path.is_file():
+        raw = dict(json.loads(path.read_text()).get("experiment", {}).get("ensemble") or {})
+    raw.update({k: getattr(args, k) for k in _FLAGS if getattr(args, k, None) is not None})
+    return build_dataclass(EnsembleConfig, raw, "ensemble")
+
+
+def run_ensemble(args: argparse.Namespace) -> int:
+    run_dir: Path = args.run_dir
+    require_dir(run_dir, "run folder")
+    from deeppert.atomic import atomic_dir
+    from deeppert.ensemble import EnsembleModel
+    from deeppert.stability import ensemble_step, plot_selection
+    from deeppert.workspace import load_pca, load_trained, read_member_frames, training_inputs
+
+    config = ensemble_config(run_dir, args)
+    latents = read_member_frames(run_dir, "latents", "latent")
+    weights = read_member_frames(run_dir, "gene_weights", "gene-weight")
+    x_pca, _ = training_inputs(run_dir)
+    pca = load_pca(run_dir)
+    step = ensemble_step(
+        latents, weights, config=config, x_pca=x_pca, pca=pca, stability=not args.no_stability
+    )
+    ens = step.ensemble
+    model = EnsembleModel.from_ensemble(ens, load_trained(run_dir), pca)
+    with atomic_dir(run_dir / "ensemble") as tmp:
+        ens.labels.to_parquet(tmp / "labels.parquet")
+        ens.weights.to_parquet(tmp / "ensemble_weights.parquet")
+        ens.embedding.to_parquet(tmp / "ensemble_embedding.parquet")
+        (tmp / "members.json").write_text(json.dumps(ens.members, indent=2) + "\n")
+        (tmp / "summary.json").write_text(json.dumps(step.summary(), indent=2) + "\n")
+        (tmp / "stability.json").write_text(
+            json.dumps(step.stability, indent=2, default=float) + "\n"
+        )
+        if step.selection is not None:
+            step.selection.to_csv(tmp / "selection.csv")
+            plot_selection(step.selection, tmp / "selection.png")
+        model.save(tmp / "model")
+        _plots(ens, step.stability, tmp)
+    print(
+        f"wrote {run_dir / 'ensemble'}: L = {ens.n_clusters} clusters over {len(ens.labels)} "
+        f"{'components' if config.method == 'consensus' else 'latent variables'}"
+    )
+    return 0
+
+
+def _plots(ens, stability: dict | None, folder: Path) -> None:
+    """The ensemble's figures (:mod:`deeppert.ensemble_figures`) and top-20 genes table."""
+    import matplotlib.pyplot as plt
+
+    from deeppert.ensemble_figures import ensemble_figures, top_genes
+
+    for name, fig in ensemble_figures(ens, stability).items():
+        fig.savefig(folder / name, dpi=120)
+        plt.close(fig)
+    top_genes(ens, 20).to_csv(folder / "top_genes.csv", index=False)
