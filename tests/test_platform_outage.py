@@ -50,6 +50,21 @@ def epoch_rows(uri: str, trials: list) -> dict[str, int]:
     }
 
 
+def check_every_epoch_back(
+    uri: str, experiment: str, sweep: str, driver: Driver, epochs: int, what: str
+) -> None:
+    """The driver of a 2-run sweep that lived through ``what`` exits 0, with one FINISHED run
+    per grid point holding every epoch's loss row."""
+    code = driver.wait(600)
+    _, trials = sweep_runs(uri, experiment, sweep)
+    rows = epoch_rows(uri, trials)
+    print(f"\nMEASURE {what}: exit {code}; runs {by_status(trials)}; loss rows per point {rows}")
+    assert code == 0, driver.output()
+    keys = {grid_key("SYN1", "AE", 3, r) for r in range(2)}
+    assert finished_per_key(trials) == {k: 1 for k in keys}
+    assert rows == {k: epochs for k in keys}
+
+
 def test_outage_beyond_the_retry_budget_ends_in_one_line_and_resumes(tmp_path: Path) -> None:
     data_dir, port = tmp_path / "srv", free_port()
     server = TrackingServer(ServerConfig(data_dir=str(data_dir), port=port)).start()
@@ -122,17 +137,7 @@ def test_server_down_20s_mid_sweep_loses_no_epoch(tmp_path: Path) -> None:
         server.stop()
         time.sleep(20)
         server = TrackingServer(ServerConfig(data_dir=str(data_dir), port=port)).start()
-        code = driver.wait(600)
-        _, trials = sweep_runs(uri, "blip", sweep)
-        rows = epoch_rows(uri, trials)
-        print(
-            f"\nMEASURE 20 s server outage: exit {code}; runs {by_status(trials)}; "
-            f"loss rows per point {rows}"
-        )
-        assert code == 0, driver.output()
-        keys = {grid_key("SYN1", "AE", 3, r) for r in range(2)}
-        assert finished_per_key(trials) == {k: 1 for k in keys}
-        assert rows == {k: epochs for k in keys}
+        check_every_epoch_back(uri, "blip", sweep, driver, epochs, "20 s server outage")
     finally:
         driver.kill()
         server.stop()
@@ -172,17 +177,7 @@ def test_postgres_restart_mid_sweep_loses_no_epoch(postgres_uri: str, tmp_path: 
                     timeout=120,
                 )  # fmt: skip
             wait_for(pg_ready, 60, "PostgreSQL to accept connections")
-        code = driver.wait(600)
-        _, trials = sweep_runs(uri, "pgr", sweep)
-        rows = epoch_rows(uri, trials)
-        print(
-            f"\nMEASURE PostgreSQL restart mid-sweep: exit {code}; runs {by_status(trials)}; "
-            f"loss rows per point {rows}"
-        )
-        assert code == 0, driver.output()
-        keys = {grid_key("SYN1", "AE", 3, r) for r in range(2)}
-        assert finished_per_key(trials) == {k: 1 for k in keys}
-        assert rows == {k: epochs for k in keys}
+        check_every_epoch_back(uri, "pgr", sweep, driver, epochs, "PostgreSQL restart mid-sweep")
     finally:
         driver.kill()
         server.stop()
