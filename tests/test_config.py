@@ -195,3 +195,13 @@ def test_architecture_section_is_model_config_less_the_grid_point():
     )
     with pytest.raises(DeeppertError, match="model: dropout must be in"):
         parse_config({"model": {"dropout": 1.5}})
+
+
+def test_every_dataset_load_option_has_a_command_line_flag():
+    """cli/_data.py lists the load options by name (importing DataConfig would load the data
+    stack into `--help`); a DataConfig option missing there would be silently dropped by
+    `deeppert train --data`."""
+    from deeppert.cli._data import LOAD_OPTIONS
+    from deeppert.config import DataConfig
+
+    assert set(LOAD_OPTIONS) == set(DataConfig().load_options())
