@@ -12,11 +12,16 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from functools import cache, lru_cache
 
-from rdkit import Chem, RDLogger
-from rdkit.Chem.MolStandardize import rdMolStandardize
-from rdkit.Chem.Scaffolds import MurckoScaffold
-
 from deeppert.errors import DeeppertError
+
+try:
+    from rdkit import Chem, RDLogger
+    from rdkit.Chem.MolStandardize import rdMolStandardize
+    from rdkit.Chem.Scaffolds import MurckoScaffold
+except ImportError as exc:  # an optional dependency: the downstream tasks need it
+    raise DeeppertError(
+        "matching compounds by structure needs RDKit: pip install 'deeppert[chem]'"
+    ) from exc
 
 __all__ = [
     "UnmatchedWarning",
