@@ -9,7 +9,7 @@ to the resolved version, and builds four feature sets: (a) raw 978 genes, (b) PC
 per fold, (c) one trained model of the ensemble (largest member group, replica 0), (d) the
 ensemble embedding. PCA runs in both featurizer settings (inductive: fitted on the training
 fold's signatures; transductive: on all of the task's signatures); the two embeddings are
-transductive only (refitting an ensemble per fold is not done: see docs/downstream.md).
+transductive only (refitting an ensemble per fold is not done: see docs/evaluation.md).
 Synergy (A375, HT29, VCAP) and toxicity (renal, npc, neu) x feature sets
 run in parallel as Ray tasks; each is logged as an MLflow run (role ``downstream``, tagged
 with the ensemble version) holding scores and predictions as Parquet and summary metrics.
