@@ -57,12 +57,17 @@ __all__ = [
     "build_ensemble",
     "Components",
     "rotate_code",
+    "apply_rotation",
     "model_components",
     "local_density",
     "consensus_ensemble",
     "parse_variable_name",
     "cluster_names",
 ]
+
+# rotations.npz holds this key beside the model runs: the layout of rotate_code's rows
+# (row 0 = offset mean(z) @ W). A file without it, or with another value, is refused.
+_ROTATION_FORMAT = ("__rotation_format__", 2)
 
 _NAME = re.compile(r"^(?P<model>.+)_run(?P<run>\d+)_(?:z|ic)(?P<node>\d+)$")
 
@@ -246,8 +251,10 @@ class Ensemble:
     selection
         consensus mode: the L-selection curve, one row per L (``stability``, ``error``, ...).
     rotations
-        consensus mode: ``"<model>_run<r>"`` -> ``(d + 1, d)`` array: row 0 the code's mean,
-        rows 1.. the map ``W`` with component values ``(z - mean) @ W`` (unit variance).
+        consensus mode: ``"<model>_run<r>"`` -> ``(d + 1, r)`` array (:func:`rotate_code`):
+        rows 1.. the map ``W`` (d x r), row 0 the offset ``mean(z) @ W``; component values
+        are :func:`apply_rotation` ``= z @ W - offset`` (centred, unit variance). ``r < d``
+        when the code has directions without variance.
     n_dropped
         consensus mode: components dropped by the density filter.
     """
@@ -393,7 +400,8 @@ class Components:
         PCA components are orthonormal, so distances and angles between components are the same
         in these ``p`` coordinates as over genes: the tractable representation to cluster.
     rotations
-        ``"<model>_run<r>"`` -> ``(d + 1, r)``: the code's mean, then the map to components.
+        ``"<model>_run<r>"`` -> ``(d + 1, r)``: the offset, then the map to components
+        (:func:`rotate_code`).
     columns
         ``"<model>_run<r>"`` -> its latent variables (the code's columns, in order).
     """
@@ -424,9 +432,8 @@ class Components:
             key, k = name.rsplit("_ic", 1)
             wanted.setdefault(key, []).append((j, int(k)))
         for key, items in wanted.items():
-            rot = self.rotations[key]
             z = latents[self.columns[key]].to_numpy(dtype=np.float64)
-            comp = (z - rot[0]) @ rot[1:]
+            comp = apply_rotation(z, self.rotations[key])
             for j, k in items:
                 out[:, j] = comp[:, k]
         return out
@@ -440,7 +447,10 @@ def rotate_code(
     max_iter: int = 200,
     max_rows: int | None = None,
 ) -> np.ndarray:
-    """``(d + 1, r)``: mean and map of one model's code ``z`` (n, d) to unit-variance components.
+    """``(d + 1, r)``: offset and map of one model's code ``z`` (n, d) to unit-variance components.
+
+    Rows 1.. are the map ``W`` (d x r), row 0 the offset ``mean(z) @ W``: component values
+    are ``z @ W - offset`` (:func:`apply_rotation`), whatever ``r``.
 
     ``"ica"`` rotates to FastICA's independent axes (an invertible map of the latent space:
     the model reconstructs the same, but its axes are no longer arbitrary mixtures);
@@ -474,7 +484,12 @@ def rotate_code(
             W = W @ ica.components_.T
     sd = (zc @ W).std(0)
     W = W / np.where(sd > 0, sd, 1.0)
-    return np.vstack([mean, W])
+    return np.vstack([mean @ W, W])
+
+
+def apply_rotation(z: np.ndarray, rotation: np.ndarray) -> np.ndarray:
+    """Component values ``(n, r)`` of a code ``z`` (n, d) under a :func:`rotate_code` result."""
+    return np.asarray(z, dtype=np.float64) @ rotation[1:] - rotation[0]
 
 
 def model_components(
@@ -512,7 +527,7 @@ def model_components(
             max_rows=config.ica_max_rows,
         )
         rotations[key] = rot
-        S = (z - rot[0]) @ rot[1:]
+        S = apply_rotation(z, rot)
         loads.append(xc.T @ (S - S.mean(0)) / len(S))
         names += [f"{key}_ic{k:02d}" for k in range(rot.shape[1])]
     return Components(names, np.hstack(loads), rotations, groups)
@@ -745,7 +760,7 @@ class EnsembleModel:
         if self.rotations is not None:  # consensus: map each run's code to its components
             codes = {
                 name: [
-                    (z[r].astype(np.float64) - rot[0]) @ rot[1:]
+                    apply_rotation(z[r], rot)
                     if (rot := self.rotations.get(f"{name}_run{run}")) is not None
                     else np.zeros((n, 0))
                     for r, run in enumerate(self.models[name].runs)
@@ -790,7 +805,8 @@ class EnsembleModel:
             self.pca.save(tmp / "pca")
             self.labels.to_parquet(tmp / "labels.parquet")
             if self.rotations is not None:
-                np.savez(tmp / "rotations.npz", **self.rotations)
+                key, value = _ROTATION_FORMAT
+                np.savez(tmp / "rotations.npz", **self.rotations, **{key: np.array(value)})
             for name, tm in self.models.items():
                 tm.save(tmp / "models" / name)
         return Path(path)
@@ -807,6 +823,12 @@ class EnsembleModel:
         }
         rotations = None
         if (path / "rotations.npz").is_file():
+            key, value = _ROTATION_FORMAT
             with np.load(path / "rotations.npz") as f:
-                rotations = {k: f[k] for k in f.files}
+                if key not in f.files or int(f[key]) != value:
+                    raise DeeppertError(
+                        f"{path / 'rotations.npz'}: rotation layout of another deeppert version; "
+                        "re-run `deeppert ensemble` (or the ensemble job) to rebuild the model"
+                    )
+                rotations = {k: f[k] for k in f.files if k != key}
         return cls(pca, models, pd.read_parquet(path / "labels.parquet"), rotations)

@@ -17,6 +17,7 @@ from deeppert.ensemble import (
     EnsembleConfig,
     EnsembleModel,
     anderson_critical_value,
+    apply_rotation,
     build_ensemble,
     gmeans,
     parse_variable_name,
@@ -332,8 +333,7 @@ def test_consensus_recovers_mixed_programs_deterministically():
     name = ens.labels.index[0]
     key, k = name.rsplit("_ic", 1)
     z = latents[[c for c in latents.columns if c.startswith(key + "_z")]].to_numpy()
-    rot = ens.rotations[key]
-    comp = ((z - rot[0]) @ rot[1:])[:, int(k)]
+    comp = apply_rotation(z, ens.rotations[key])[:, int(k)]
     assert np.isclose(comp.std(), 1.0)
     assert (
         np.corrcoef(
@@ -352,7 +352,7 @@ def test_rotate_code_unmixes_from_a_row_sample_deterministically():
     mix = rng.normal(size=(4, 6))
     z = S @ mix + 0.05 * rng.normal(size=(20_000, 6)) + 5.0
     rot = rotate_code(z, "ica", seed=1, max_rows=5000)
-    comp = (z - rot[0]) @ rot[1:]
+    comp = apply_rotation(z, rot)
     assert comp.shape == (20_000, 6)
     assert np.allclose(comp.std(0), 1.0)
     corr = np.abs(np.corrcoef(S.T, comp.T)[:4, 4:])
@@ -362,6 +362,64 @@ def test_rotate_code_unmixes_from_a_row_sample_deterministically():
     # the raw axes are mixtures: without the rotation no component is a source
     raw = (z - z.mean(0)) @ rotate_code(z, "none")[1:]
     assert np.abs(np.corrcoef(S.T, raw.T)[:4, 4:]).max(1).min() < 0.98
+
+
+def test_rotate_code_leaves_out_duplicate_and_constant_directions():
+    """A code with a duplicated and a constant column has rank 2 of 4: the map has 2
+    components (unit variance, centred, independent sources found) under either rotation
+    that sees the rank, and a consensus over such codes runs."""
+    rng = np.random.default_rng(0)
+    S = rng.laplace(size=(600, 2))
+    z = np.column_stack([S[:, 0], S[:, 1] + 0.5 * S[:, 0], np.full(600, 3.0), S[:, 0]]) + 1.0
+    rot = rotate_code(z, "ica", seed=0)
+    assert rot.shape == (5, 2)
+    comp = apply_rotation(z, rot)
+    np.testing.assert_allclose(comp.mean(0), 0.0, atol=1e-10)
+    np.testing.assert_allclose(comp.std(0), 1.0)
+    assert np.abs(np.corrcoef(S.T, comp.T)[:2, 2:]).max(1).min() > 0.99
+    assert rotate_code(z, "none").shape == (5, 3)  # only the constant column has no variance
+    latents, x, pca, member = _mixed_codes(runs=4)
+    first = [c for c in latents.columns if c.startswith("AE_d6_run0_")]
+    latents[first[-1]] = latents[first[0]]  # an exact duplicate node
+    latents[first[-2]] = 0.25  # a dead node
+    ens = build_ensemble(latents, config=EnsembleConfig(l_max=8), x_pca=x, pca=pca)
+    assert ens.rotations["AE_d6_run0"].shape == (7, 4)
+    assert _top_precision(member, ens.weights.to_numpy()).min() >= 0.8
+
+
+def test_consensus_over_a_vae_with_dead_directions_embeds(tmp_path):
+    """A VAE with d = 100 codes on 8 PCA inputs leaves directions without variance (the code
+    has rank < d): the consensus runs over it, and the saved EnsembleModel reproduces the
+    ensemble embedding from gene values; a rotations.npz of another layout is refused."""
+    torch.set_num_threads(1)
+    rng = np.random.default_rng(0)
+    load = np.zeros((2, 40))
+    load[0, :10], load[1, 10:20] = 1.0, 1.0
+    X = rng.laplace(size=(200, 2)) @ load + 0.3 * rng.normal(size=(200, 40))
+    genes = [f"g{j}" for j in range(40)]
+    pca = fit_pca(X, genes, 8)
+    x = pca.transform(X).astype(np.float32)
+    tm = fit(
+        x,
+        ModelConfig(kind="VAE", latent_dim=100, n_inputs=8),
+        TrainConfig(epochs=3, batch_size=64),
+        runs=range(2),
+    )
+    z = tm.embed(x).astype(np.float64)
+    for r in range(2):
+        evals = np.linalg.eigvalsh(np.cov(z[r], rowvar=False))
+        assert (evals <= 1e-8 * evals.max()).sum() >= 1  # a direction with ~0 variance
+    latents = pd.concat([pd.DataFrame(z[r], columns=tm.node_names(r)) for r in range(2)], axis=1)
+    ens = build_ensemble(latents, config=EnsembleConfig(ica_max_iter=50, l_max=4), x_pca=x, pca=pca)
+    assert all(rot.shape[1] < 100 for rot in ens.rotations.values())
+    model = EnsembleModel.from_ensemble(ens, [tm], pca)
+    model.save(tmp_path / "ens")
+    again = EnsembleModel.load(tmp_path / "ens")
+    embedded = again.embed(pd.DataFrame(X, columns=genes))
+    np.testing.assert_allclose(embedded.to_numpy(), ens.embedding.to_numpy(), atol=1e-4)
+    np.savez(tmp_path / "ens" / "rotations.npz", **ens.rotations)  # no layout mark
+    with pytest.raises(DeeppertError, match="rotation layout"):
+        EnsembleModel.load(tmp_path / "ens")
 
 
 def test_consensus_needs_pca_scores_and_reports_sparse_components():
