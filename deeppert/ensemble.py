@@ -7,8 +7,12 @@ consensus of the components' signed gene loadings, L chosen from a stability cur
 The reference mode, ``"gmeans"``: every latent variable of every model (all dims, all runs)
 is one row of ``V``, its values over the training samples the features. :func:`gmeans`
 chooses the number of clusters ``L``; ``KMeans(L)`` labels the variables; an ensemble
-cluster's gene weights are the mean of its members' IG gene-weight vectors and its embedding
-the mean of its members' latent values.
+cluster's gene importances are the mean of its members' IG gene-weight vectors and its
+embedding the mean of its members' latent values.
+
+Every ensemble carries two gene tables (:class:`Ensemble`): ``weights``, non-negative gene
+importances, the input of the downstream steps; and ``loadings``, signed, for reading a
+program's direction. Only the gmeans mode uses the IG gene weights.
 
 :class:`EnsembleModel` applies an ensemble of either mode to NEW signatures (PCA transform ->
 every member encoder -> per-cluster mean).
@@ -39,6 +43,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import silhouette_score
 
 from deeppert.atomic import atomic_dir
+from deeppert.attribution import gene_loadings
 from deeppert.ensemble_config import _AD_NORMAL, EnsembleConfig
 from deeppert.errors import DeeppertError
 from deeppert.preprocess import PCAModel
@@ -243,7 +248,16 @@ class Ensemble:
     gmeans_n_clusters
         What GMeans chose (None when ``config.n_clusters`` fixed L).
     weights
-        Clusters x genes: mean of the members' gene-weight vectors (None without gene weights).
+        Clusters x genes: non-negative gene **importances**, what downstream steps (target
+        combination, ``ensemble_weights.parquet``) consume. gmeans mode: the mean of the
+        members' IG gene weights (mean |IG|; None without gene weights); consensus mode:
+        ``|loadings|``.
+    loadings
+        Clusters x genes: signed gene **loadings**, each cluster's covariance with the genes
+        per standard deviation of the cluster (a gene that falls when the program rises is
+        negative; ``ensemble_loadings.parquet``). consensus mode: the per-cluster median of the
+        members' sign-aligned component loadings, signed so the largest |loading| is positive;
+        gmeans mode: the loadings of the ensemble embedding (None without the PCA scores).
     embedding
         Samples x clusters: mean of the members' (signed) latent values.
     config
@@ -257,6 +271,9 @@ class Ensemble:
         when the code has directions without variance.
     n_dropped
         consensus mode: components dropped by the density filter.
+    density_filter
+        consensus mode: what the density filter did (``components``, ``kept``, ``dropped``,
+        ``neighbours``, ``threshold``, ``median_distance`` and the ``reason`` for dropping).
     """
 
     labels: pd.DataFrame
@@ -265,9 +282,11 @@ class Ensemble:
     weights: pd.DataFrame | None
     embedding: pd.DataFrame
     config: EnsembleConfig = field(default_factory=EnsembleConfig)
+    loadings: pd.DataFrame | None = None
     selection: pd.DataFrame | None = None
     rotations: dict[str, np.ndarray] | None = None
     n_dropped: int = 0
+    density_filter: dict | None = None
 
     @property
     def members(self) -> dict[str, list[str]]:
@@ -306,7 +325,8 @@ def build_ensemble(
         Overrides ``config.cluster_on`` (gmeans mode).
     x_pca, pca
         The PCA scores the latents were computed from (rows aligned with ``latents``) and the
-        PCA model: the consensus mode needs them for its signed gene loadings.
+        PCA model: the consensus mode needs them; the gmeans mode uses them, when given, for
+        :attr:`Ensemble.loadings`.
     """
     config = config or EnsembleConfig()
     if config.method == "consensus":
@@ -382,7 +402,14 @@ def build_ensemble(
         weights = pd.DataFrame(
             (gw @ onehot).T, index=pd.Index(cnames, name="cluster"), columns=gene_weights.index
         )
-    return Ensemble(frame, L, chosen, weights, embedding, config)
+    loadings = None
+    if x_pca is not None and pca is not None:
+        loadings = pd.DataFrame(
+            gene_loadings(embedding.to_numpy(), np.asarray(x_pca, dtype=np.float64), pca).T,
+            index=pd.Index(cnames, name="cluster"),
+            columns=pd.Index(pca.genes, name="gene"),
+        )
+    return Ensemble(frame, L, chosen, weights, embedding, config, loadings)
 
 
 # -- the consensus mode --------------------------------------------------------------------
@@ -628,15 +655,35 @@ def consensus_ensemble(
     config = config or EnsembleConfig()
     x = np.asarray(x_pca, dtype=np.float64)
     comp = model_components(latents, x, pca, config)
+    if comp.n_models < 2:
+        raise DeeppertError(
+            f"the consensus compares components across model runs and found one "
+            f"({', '.join(comp.rotations)}): train at least 2 runs, or use ensemble.method = gmeans"
+        )
     P_all = comp.loadings_pca.T  # components x p
     U = _unit_rows(P_all)
-    density = local_density(U, int(round(config.neighbourhood * comp.n_models)))
+    n_neighbours = max(1, int(round(config.neighbourhood * comp.n_models)))
+    density = local_density(U, n_neighbours)
     keep = density <= config.density_threshold
+    density_filter = {
+        "components": len(U),
+        "kept": int(keep.sum()),
+        "dropped": int((~keep).sum()),
+        "neighbours": n_neighbours,
+        "threshold": config.density_threshold,
+        "median_distance": float(np.median(density)),
+        "reason": (
+            f"mean sign-aligned distance to the {n_neighbours} nearest other components > "
+            f"{config.density_threshold}: no other model run reproduces the component"
+        ),
+    }
     if keep.sum() < max(2, config.l_min):
         raise DeeppertError(
-            f"only {int(keep.sum())} of {len(U)} components are reproduced across runs at "
-            f"ensemble.density_threshold = {config.density_threshold} (their median local "
-            f"distance is {np.median(density):.2f}); raise it or train more runs"
+            f"only {int(keep.sum())} of {len(U)} components recur across the "
+            f"{comp.n_models} model runs (median distance to the {n_neighbours} nearest "
+            f"{np.median(density):.2f} > ensemble.density_threshold = "
+            f"{config.density_threshold}): train more runs, or use ensemble.method = gmeans "
+            "(programs with Gaussian activities give ICA nothing to identify)"
         )
     U, P = U[keep], P_all[keep]
     names = [n for n, k in zip(comp.names, keep, strict=True) if k]
@@ -655,9 +702,9 @@ def consensus_ensemble(
     curve["chosen"] = curve.index == chosen
     signs, labels = fits[chosen]
     L = int(labels.max()) + 1
-    weights = _medians(signs[:, None] * (P @ pca.components), labels, L)
-    flip = np.where(weights[np.arange(L), np.abs(weights).argmax(1)] < 0, -1.0, 1.0)
-    weights *= flip[:, None]
+    loadings = _medians(signs[:, None] * (P @ pca.components), labels, L)
+    flip = np.where(loadings[np.arange(L), np.abs(loadings).argmax(1)] < 0, -1.0, 1.0)
+    loadings *= flip[:, None]
     signs = signs * flip[labels]
     embedding = np.zeros((len(latents), L))
     by_run: dict[str, list[int]] = {}
@@ -677,16 +724,19 @@ def consensus_ensemble(
         },
         index=pd.Index(names, name="variable"),
     )
+    index, genes = pd.Index(cnames, name="cluster"), pd.Index(pca.genes, name="gene")
     return Ensemble(
         labels=frame,
         n_clusters=L,
         gmeans_n_clusters=None,
-        weights=pd.DataFrame(weights, index=pd.Index(cnames, name="cluster"), columns=pca.genes),
+        weights=pd.DataFrame(np.abs(loadings), index=index, columns=genes),
         embedding=pd.DataFrame(embedding, index=latents.index, columns=cnames),
         config=config,
+        loadings=pd.DataFrame(loadings, index=index, columns=genes),
         selection=curve,
         rotations=comp.rotations,
         n_dropped=int((~keep).sum()),
+        density_filter=density_filter,
     )
 
 
