@@ -673,8 +673,9 @@ def consensus_ensemble(
         "threshold": config.density_threshold,
         "median_distance": float(np.median(density)),
         "reason": (
-            f"mean sign-aligned distance to the {n_neighbours} nearest other components > "
-            f"{config.density_threshold}: no other model run reproduces the component"
+            f"a component is dropped when its mean sign-aligned distance to its "
+            f"{n_neighbours} nearest others exceeds {config.density_threshold}: no other model "
+            "run reproduces it"
         ),
     }
     if keep.sum() < max(2, config.l_min):

@@ -299,7 +299,7 @@ def ensemble_warnings(ensemble: Ensemble, stability: dict) -> list[str]:
     - the chosen L's silhouette is below :data:`SILHOUETTE_FLOOR` (consensus mode), or GMeans
       kept a single cluster: no structure recurs across runs;
     - the split-half stability of the ensemble is below :data:`STABILITY_FLOOR`, or below that
-      of single models.
+      of single models, or could not be computed because a half's ensemble failed.
     """
     out = []
     f = ensemble.density_filter
@@ -318,6 +318,8 @@ def ensemble_warnings(ensemble: Ensemble, stability: dict) -> list[str]:
             )
     elif ensemble.n_clusters == 1:
         out.append("the ensemble has a single cluster: no structure separates the latents")
+    if stability.get("failed"):
+        out.append(f"split-half stability could not be computed ({stability['skipped']})")
     ens_med, single_med = stability.get("ensemble_median"), stability.get("single_median")
     if ens_med is not None and not ens_med >= STABILITY_FLOOR:
         out.append(
@@ -344,7 +346,8 @@ def ensemble_step(
 
     The command line (``deeppert ensemble``) and the Ray job (``ray_jobs/ensemble.py``) both call
     this and only read inputs and write outputs. Stability needs at least two runs; with fewer,
-    or with ``stability=False``, the dict says why it was skipped. Every warning of
+    or with ``stability=False``, the dict says why it was skipped (and, when the ensemble of a
+    half of the runs fails, why, with a warning). Every warning of
     :func:`ensemble_warnings` is logged (``logging.WARNING``) and kept in the result.
     """
     ens = build_ensemble(latents, gene_weights, config=config, x_pca=x_pca, pca=pca)
@@ -364,9 +367,12 @@ def ensemble_step(
             f"{half_models}: train more runs or shapes"
         }
     else:
-        report = stability_report(
-            latents, gene_weights, config=config, x_pca=x_pca, pca=pca
-        ).to_dict()
+        try:
+            report = stability_report(
+                latents, gene_weights, config=config, x_pca=x_pca, pca=pca
+            ).to_dict()
+        except DeeppertError as exc:  # the ensemble of a half failed: nothing recurs there
+            report = {"skipped": f"no ensemble of half the runs: {exc}", "failed": True}
     warnings = ensemble_warnings(ens, report)
     for w in warnings:
         log.warning("ensemble: %s", w)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -422,6 +423,45 @@ def test_consensus_over_a_vae_with_dead_directions_embeds(tmp_path):
         EnsembleModel.load(tmp_path / "ens")
 
 
+def test_warnings_say_when_not_to_trust_the_ensemble(caplog):
+    """Codes of independent noise recur nowhere: the step says so (warnings logged and kept);
+    a single model run is refused with the fix; a clean planted world gives no warning."""
+    import logging
+
+    from deeppert.stability import ensemble_step, ensemble_warnings
+
+    latents, x, pca, _ = _mixed_codes(runs=4)
+    clean = ensemble_step(latents, None, config=EnsembleConfig(l_max=8), x_pca=x, pca=pca)
+    assert clean.warnings == []
+    f = clean.ensemble.density_filter  # the d6 models' two noise components recur nowhere
+    assert 0 < f["dropped"] <= f["components"] / 2
+    noise = pd.DataFrame(
+        np.random.default_rng(1).laplace(size=latents.shape), columns=latents.columns
+    )
+    config = EnsembleConfig(l_max=8, density_threshold=1.5)  # keep everything: nothing recurs
+    with caplog.at_level(logging.WARNING, logger="deeppert.stability"):
+        step = ensemble_step(noise, None, config=config, x_pca=x, pca=pca)
+    assert any("silhouette" in w for w in step.warnings), step.warnings
+    assert [r.getMessage() for r in caplog.records] == [f"ensemble: {w}" for w in step.warnings]
+    assert step.summary()["warnings"] == step.warnings
+    low = ensemble_warnings(clean.ensemble, {"ensemble_median": 0.3, "single_median": 0.6})
+    assert len(low) == 1 and "split-half stability of the ensemble is 0.30 < 0.5" in low[0]
+    worse = ensemble_warnings(clean.ensemble, {"ensemble_median": 0.7, "single_median": 0.8})
+    assert worse == ["the ensemble is less stable (0.70) than single models (0.80)"]
+    # L = 20 fits the 31 recurring components of all runs, not the ~15 of half of them
+    halves = ensemble_step(
+        latents, None, config=EnsembleConfig(l_min=20, l_max=20), x_pca=x, pca=pca
+    )
+    assert halves.ensemble.n_clusters == 20 and halves.stability["failed"]
+    assert any("split-half stability could not be computed" in w for w in halves.warnings)
+    f = {**clean.ensemble.density_filter, "components": 40, "kept": 12, "dropped": 28}
+    most = ensemble_warnings(replace(clean.ensemble, density_filter=f), {})
+    assert len(most) == 1 and "dropped 28 of 40 components" in most[0]
+    one_run = latents[[c for c in latents.columns if c.startswith("AE_d4_run0_")]]
+    with pytest.raises(DeeppertError, match="train at least 2 runs"):
+        build_ensemble(one_run, config=EnsembleConfig(), x_pca=x, pca=pca)
+
+
 def test_consensus_needs_pca_scores_and_reports_sparse_components():
     latents, x, pca, _ = _mixed_codes(runs=2)
     with pytest.raises(DeeppertError, match="PCA scores"):
@@ -491,3 +531,21 @@ def test_cli_consensus_writes_curve_and_a_model_that_embeds(tmp_path, capsys):
     x_pca, _ = training_inputs(run_dir)
     embedding = pd.read_parquet(out / "ensemble_embedding.parquet")
     np.testing.assert_allclose(model.embed_pca(x_pca).to_numpy(), embedding.to_numpy(), atol=1e-4)
+    # the report: L, components used and dropped (and why), stability; summary.json the same
+    printed = capsys.readouterr().out
+    summary = json.loads((out / "summary.json").read_text())
+    f = summary["density_filter"]
+    assert f["kept"] + f["dropped"] == f["components"] and f["dropped"] == summary["n_dropped"]
+    assert f"components: {f['kept']} of {f['components']} used, {f['dropped']} dropped" in printed
+    assert f"L = {summary['n_clusters']} clusters" in printed and "stability" in printed
+    assert all(f"WARNING: {w}" in printed for w in summary["warnings"])
+    # another method does not silently replace the consensus ensemble
+    assert main(["ensemble", str(run_dir), "--method", "gmeans", "--no-stability"]) == 2
+    assert "pass --force" in capsys.readouterr().err
+    assert json.loads((out / "summary.json").read_text())["method"] == "consensus"
+    assert main(["ensemble", str(run_dir), "--method", "gmeans", "--no-stability", "--force"]) == 0
+    assert json.loads((out / "summary.json").read_text())["method"] == "gmeans"
+    importance = pd.read_parquet(out / "ensemble_weights.parquet")  # mean IG: >= 0
+    loadings = pd.read_parquet(out / "ensemble_loadings.parquet")  # of the embedding: signed
+    assert (importance.to_numpy() >= 0).all() and (loadings.to_numpy() < 0).any()
+    assert importance.shape == loadings.shape
