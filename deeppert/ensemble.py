@@ -440,7 +440,14 @@ class Components:
 
     @property
     def n_models(self) -> int:
+        """Model runs (every shape and run)."""
         return len(self.rotations)
+
+    @property
+    def n_replicates(self) -> int:
+        """The most runs of any one model shape: cNMF's replicates (``n_iter``)."""
+        shapes = [key.rsplit("_run", 1)[0] for key in self.rotations]
+        return max(shapes.count(s) for s in set(shapes))
 
     def gene_loadings(self, pca: PCAModel) -> pd.DataFrame:
         """Genes x components: signed loadings in gene space."""
@@ -641,16 +648,19 @@ def consensus_ensemble(
        the PCA scores; over genes that is :func:`deeppert.attribution.gene_loadings`), compared
        as unit vectors in the ``p`` PCA coordinates (an isometry of gene space).
     3. cNMF-style filter: components whose mean sign-aligned distance to their
-       ``neighbourhood x n_models`` nearest neighbours exceeds ``density_threshold`` are
-       dropped (no other run reproduces them).
+       ``neighbourhood x n_replicates`` nearest neighbours exceeds ``density_threshold`` are
+       dropped (no other run reproduces them). ``n_replicates`` is the number of runs of a
+       model shape (cNMF's replicates of one K), not the number of model runs of all shapes:
+       a program that only the larger latent dims hold recurs in their runs alone.
     4. For every L in ``l_min..l_max``: sign-aligned KMeans (:func:`align_signs`); stability =
        silhouette of that clustering (cNMF's stability), error = fraction of the PCA-score
        variance the L consensus programs leave unexplained (least-squares usages). L = the
        most stable (the smaller on ties) unless ``n_clusters`` fixes it; the curve is
        ``Ensemble.selection``.
-    5. Cluster gene weights = per-cluster median of the members' sign-aligned gene loadings
-       (robust to stragglers), signed so the largest |weight| is positive; embedding =
-       per-cluster mean of the sign-aligned component values.
+    5. Cluster loadings = per-cluster median of the members' sign-aligned gene loadings
+       (robust to stragglers), signed so the largest |loading| is positive; gene importances
+       (``weights``) = their absolute values; embedding = per-cluster mean of the sign-aligned
+       component values.
     """
     config = config or EnsembleConfig()
     x = np.asarray(x_pca, dtype=np.float64)
@@ -662,7 +672,7 @@ def consensus_ensemble(
         )
     P_all = comp.loadings_pca.T  # components x p
     U = _unit_rows(P_all)
-    n_neighbours = max(1, int(round(config.neighbourhood * comp.n_models)))
+    n_neighbours = max(1, int(round(config.neighbourhood * comp.n_replicates)))
     density = local_density(U, n_neighbours)
     keep = density <= config.density_threshold
     density_filter = {

@@ -365,6 +365,35 @@ def test_rotate_code_unmixes_from_a_row_sample_deterministically():
     assert np.abs(np.corrcoef(S.T, raw.T)[:4, 4:]).max(1).min() < 0.98
 
 
+def test_more_programs_than_the_largest_latent_dim():
+    """Eight programs; each d6 model run holds a random 6 of them (each program recurs in
+    about 4 of the 6 d6 runs), each d3 run an unidentifiable mixture of 5. The density filter
+    counts neighbours per shape's runs, so programs that only some runs of the largest dim
+    hold are kept: L = 8 > 6 and every program is recovered. (With neighbours counted over
+    all 12 model runs one program is dropped: L = 7.)"""
+    rng = np.random.default_rng(0)
+    n, G, K, size = 1000, 160, 8, 15
+    member = np.zeros((K, G), bool)
+    for k in range(K):
+        member[k, k * size : (k + 1) * size] = True
+    sign = rng.choice([-1.0, 1.0], (K, G))
+    load = np.where(member, rng.uniform(0.8, 1.2, (K, G)) * sign, rng.normal(0, 0.1, (K, G)))
+    A = rng.laplace(size=(n, K))
+    X = A @ load + rng.normal(size=(n, G))
+    pca = fit_pca(X, [f"g{j}" for j in range(G)], 20)
+    cols, codes = [], []
+    for run in range(6):
+        for d, held in ((3, 5), (6, 6)):
+            sub = rng.choice(K, held, replace=False)
+            codes.append(A[:, sub] @ rng.normal(size=(held, d)) + 0.3 * rng.normal(size=(n, d)))
+            cols += [f"AE_d{d}_run{run}_z{k:02d}" for k in range(d)]
+    latents = pd.DataFrame(np.hstack(codes), columns=cols)
+    ens = build_ensemble(latents, config=EnsembleConfig(l_max=12), x_pca=pca.transform(X), pca=pca)
+    assert ens.density_filter["neighbours"] == 2  # round(0.3 x 6 runs of a shape)
+    assert ens.n_clusters == K
+    assert _top_precision(member, ens.weights.to_numpy()).min() >= 0.9
+
+
 def test_rotate_code_leaves_out_duplicate_and_constant_directions():
     """A code with a duplicated and a constant column has rank 2 of 4: the map has 2
     components (unit variance, centred, independent sources found) under either rotation
