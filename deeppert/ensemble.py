@@ -259,7 +259,8 @@ class Ensemble:
         members' sign-aligned component loadings, signed so the largest |loading| is positive;
         gmeans mode: the loadings of the ensemble embedding (None without the PCA scores).
     embedding
-        Samples x clusters: mean of the members' (signed) latent values.
+        Samples x clusters: mean of the members' sign-aligned values (latent values; rotated
+        component values in the consensus mode).
     config
         The :class:`EnsembleConfig`.
     selection

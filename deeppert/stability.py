@@ -58,6 +58,7 @@ __all__ = [
     "ensemble_warnings",
     "SILHOUETTE_FLOOR",
     "STABILITY_FLOOR",
+    "DROPPED_CEILING",
     "plot_selection",
 ]
 
