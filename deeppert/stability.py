@@ -38,8 +38,9 @@ from deeppert.preprocess import PCAModel
 
 log = logging.getLogger(__name__)
 
-# Kaufman & Rousseeuw's reading of a silhouette: below 0.25 "no substantial structure".
-SILHOUETTE_FLOOR = 0.25
+# Kaufman & Rousseeuw's reading of an average silhouette: 0.26-0.50 "weak structure, could
+# be artificial", <= 0.25 "no substantial structure"; above 0.5 a reasonable one.
+SILHOUETTE_FLOOR = 0.5
 # A matched correlation below 0.5 shares under a quarter of the variance: the two halves of
 # the runs did not find the same programs.
 STABILITY_FLOOR = 0.5
@@ -314,8 +315,9 @@ def ensemble_warnings(ensemble: Ensemble, stability: dict) -> list[str]:
         if not s >= SILHOUETTE_FLOOR:
             out.append(
                 f"the chosen L = {ensemble.n_clusters} has silhouette {s:.2f} < "
-                f"{SILHOUETTE_FLOOR}: the clusters are not separated, little structure recurs "
-                "across runs"
+                f"{SILHOUETTE_FLOOR}: weak clusters, little structure recurs across runs "
+                "(programs with Gaussian activities give ICA nothing to identify: try "
+                "ensemble.method = gmeans)"
             )
     elif ensemble.n_clusters == 1:
         out.append("the ensemble has a single cluster: no structure separates the latents")
