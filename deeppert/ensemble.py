@@ -7,8 +7,12 @@ consensus of the components' signed gene loadings, L chosen from a stability cur
 The reference mode, ``"gmeans"``: every latent variable of every model (all dims, all runs)
 is one row of ``V``, its values over the training samples the features. :func:`gmeans`
 chooses the number of clusters ``L``; ``KMeans(L)`` labels the variables; an ensemble
-cluster's gene weights are the mean of its members' IG gene-weight vectors and its embedding
-the mean of its members' latent values.
+cluster's gene importances are the mean of its members' IG gene-weight vectors and its
+embedding the mean of its members' latent values.
+
+Every ensemble carries two gene tables (:class:`Ensemble`): ``weights``, non-negative gene
+importances, the input of the downstream steps; and ``loadings``, signed, for reading a
+program's direction. Only the gmeans mode uses the IG gene weights.
 
 :class:`EnsembleModel` applies an ensemble of either mode to NEW signatures (PCA transform ->
 every member encoder -> per-cluster mean).
@@ -39,6 +43,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import silhouette_score
 
 from deeppert.atomic import atomic_dir
+from deeppert.attribution import gene_loadings
 from deeppert.ensemble_config import _AD_NORMAL, EnsembleConfig
 from deeppert.errors import DeeppertError
 from deeppert.preprocess import PCAModel
@@ -57,12 +62,17 @@ __all__ = [
     "build_ensemble",
     "Components",
     "rotate_code",
+    "apply_rotation",
     "model_components",
     "local_density",
     "consensus_ensemble",
     "parse_variable_name",
     "cluster_names",
 ]
+
+# rotations.npz holds this key beside the model runs: the layout of rotate_code's rows
+# (row 0 = offset mean(z) @ W). A file without it, or with another value, is refused.
+_ROTATION_FORMAT = ("__rotation_format__", 2)
 
 _NAME = re.compile(r"^(?P<model>.+)_run(?P<run>\d+)_(?:z|ic)(?P<node>\d+)$")
 
@@ -238,18 +248,33 @@ class Ensemble:
     gmeans_n_clusters
         What GMeans chose (None when ``config.n_clusters`` fixed L).
     weights
-        Clusters x genes: mean of the members' gene-weight vectors (None without gene weights).
+        Clusters x genes: non-negative gene **importances**, what downstream steps (target
+        combination, ``ensemble_weights.parquet``) consume. gmeans mode: the mean of the
+        members' IG gene weights (mean |IG|; None without gene weights); consensus mode:
+        ``|loadings|``.
+    loadings
+        Clusters x genes: signed gene **loadings**, each cluster's covariance with the genes
+        per standard deviation of the cluster (a gene that falls when the program rises is
+        negative; ``ensemble_loadings.parquet``). consensus mode: the per-cluster median of the
+        members' sign-aligned component loadings, signed so the largest |loading| is positive;
+        gmeans mode: the loadings of the ensemble embedding (None without the PCA scores).
     embedding
-        Samples x clusters: mean of the members' (signed) latent values.
+        Samples x clusters: mean of the members' sign-aligned values (latent values; rotated
+        component values in the consensus mode).
     config
         The :class:`EnsembleConfig`.
     selection
         consensus mode: the L-selection curve, one row per L (``stability``, ``error``, ...).
     rotations
-        consensus mode: ``"<model>_run<r>"`` -> ``(d + 1, d)`` array: row 0 the code's mean,
-        rows 1.. the map ``W`` with component values ``(z - mean) @ W`` (unit variance).
+        consensus mode: ``"<model>_run<r>"`` -> ``(d + 1, r)`` array (:func:`rotate_code`):
+        rows 1.. the map ``W`` (d x r), row 0 the offset ``mean(z) @ W``; component values
+        are :func:`apply_rotation` ``= z @ W - offset`` (centred, unit variance). ``r < d``
+        when the code has directions without variance.
     n_dropped
         consensus mode: components dropped by the density filter.
+    density_filter
+        consensus mode: what the density filter did (``components``, ``kept``, ``dropped``,
+        ``neighbours``, ``threshold``, ``median_distance`` and the ``reason`` for dropping).
     """
 
     labels: pd.DataFrame
@@ -258,9 +283,11 @@ class Ensemble:
     weights: pd.DataFrame | None
     embedding: pd.DataFrame
     config: EnsembleConfig = field(default_factory=EnsembleConfig)
+    loadings: pd.DataFrame | None = None
     selection: pd.DataFrame | None = None
     rotations: dict[str, np.ndarray] | None = None
     n_dropped: int = 0
+    density_filter: dict | None = None
 
     @property
     def members(self) -> dict[str, list[str]]:
@@ -299,7 +326,8 @@ def build_ensemble(
         Overrides ``config.cluster_on`` (gmeans mode).
     x_pca, pca
         The PCA scores the latents were computed from (rows aligned with ``latents``) and the
-        PCA model: the consensus mode needs them for its signed gene loadings.
+        PCA model: the consensus mode needs them; the gmeans mode uses them, when given, for
+        :attr:`Ensemble.loadings`.
     """
     config = config or EnsembleConfig()
     if config.method == "consensus":
@@ -375,7 +403,14 @@ def build_ensemble(
         weights = pd.DataFrame(
             (gw @ onehot).T, index=pd.Index(cnames, name="cluster"), columns=gene_weights.index
         )
-    return Ensemble(frame, L, chosen, weights, embedding, config)
+    loadings = None
+    if x_pca is not None and pca is not None:
+        loadings = pd.DataFrame(
+            gene_loadings(embedding.to_numpy(), np.asarray(x_pca, dtype=np.float64), pca).T,
+            index=pd.Index(cnames, name="cluster"),
+            columns=pd.Index(pca.genes, name="gene"),
+        )
+    return Ensemble(frame, L, chosen, weights, embedding, config, loadings)
 
 
 # -- the consensus mode --------------------------------------------------------------------
@@ -393,7 +428,8 @@ class Components:
         PCA components are orthonormal, so distances and angles between components are the same
         in these ``p`` coordinates as over genes: the tractable representation to cluster.
     rotations
-        ``"<model>_run<r>"`` -> ``(d + 1, r)``: the code's mean, then the map to components.
+        ``"<model>_run<r>"`` -> ``(d + 1, r)``: the offset, then the map to components
+        (:func:`rotate_code`).
     columns
         ``"<model>_run<r>"`` -> its latent variables (the code's columns, in order).
     """
@@ -405,7 +441,14 @@ class Components:
 
     @property
     def n_models(self) -> int:
+        """Model runs (every shape and run)."""
         return len(self.rotations)
+
+    @property
+    def n_replicates(self) -> int:
+        """The most runs of any one model shape: cNMF's replicates (``n_iter``)."""
+        shapes = [key.rsplit("_run", 1)[0] for key in self.rotations]
+        return max(shapes.count(s) for s in set(shapes))
 
     def gene_loadings(self, pca: PCAModel) -> pd.DataFrame:
         """Genes x components: signed loadings in gene space."""
@@ -424,9 +467,8 @@ class Components:
             key, k = name.rsplit("_ic", 1)
             wanted.setdefault(key, []).append((j, int(k)))
         for key, items in wanted.items():
-            rot = self.rotations[key]
             z = latents[self.columns[key]].to_numpy(dtype=np.float64)
-            comp = (z - rot[0]) @ rot[1:]
+            comp = apply_rotation(z, self.rotations[key])
             for j, k in items:
                 out[:, j] = comp[:, k]
         return out
@@ -440,7 +482,10 @@ def rotate_code(
     max_iter: int = 200,
     max_rows: int | None = None,
 ) -> np.ndarray:
-    """``(d + 1, r)``: mean and map of one model's code ``z`` (n, d) to unit-variance components.
+    """``(d + 1, r)``: offset and map of one model's code ``z`` (n, d) to unit-variance components.
+
+    Rows 1.. are the map ``W`` (d x r), row 0 the offset ``mean(z) @ W``: component values
+    are ``z @ W - offset`` (:func:`apply_rotation`), whatever ``r``.
 
     ``"ica"`` rotates to FastICA's independent axes (an invertible map of the latent space:
     the model reconstructs the same, but its axes are no longer arbitrary mixtures);
@@ -474,7 +519,12 @@ def rotate_code(
             W = W @ ica.components_.T
     sd = (zc @ W).std(0)
     W = W / np.where(sd > 0, sd, 1.0)
-    return np.vstack([mean, W])
+    return np.vstack([mean @ W, W])
+
+
+def apply_rotation(z: np.ndarray, rotation: np.ndarray) -> np.ndarray:
+    """Component values ``(n, r)`` of a code ``z`` (n, d) under a :func:`rotate_code` result."""
+    return np.asarray(z, dtype=np.float64) @ rotation[1:] - rotation[0]
 
 
 def model_components(
@@ -512,7 +562,7 @@ def model_components(
             max_rows=config.ica_max_rows,
         )
         rotations[key] = rot
-        S = (z - rot[0]) @ rot[1:]
+        S = apply_rotation(z, rot)
         loads.append(xc.T @ (S - S.mean(0)) / len(S))
         names += [f"{key}_ic{k:02d}" for k in range(rot.shape[1])]
     return Components(names, np.hstack(loads), rotations, groups)
@@ -599,29 +649,53 @@ def consensus_ensemble(
        the PCA scores; over genes that is :func:`deeppert.attribution.gene_loadings`), compared
        as unit vectors in the ``p`` PCA coordinates (an isometry of gene space).
     3. cNMF-style filter: components whose mean sign-aligned distance to their
-       ``neighbourhood x n_models`` nearest neighbours exceeds ``density_threshold`` are
-       dropped (no other run reproduces them).
+       ``neighbourhood x n_replicates`` nearest neighbours exceeds ``density_threshold`` are
+       dropped (no other run reproduces them). ``n_replicates`` is the number of runs of a
+       model shape (cNMF's replicates of one K), not the number of model runs of all shapes:
+       a program that only the larger latent dims hold recurs in their runs alone.
     4. For every L in ``l_min..l_max``: sign-aligned KMeans (:func:`align_signs`); stability =
        silhouette of that clustering (cNMF's stability), error = fraction of the PCA-score
        variance the L consensus programs leave unexplained (least-squares usages). L = the
        most stable (the smaller on ties) unless ``n_clusters`` fixes it; the curve is
        ``Ensemble.selection``.
-    5. Cluster gene weights = per-cluster median of the members' sign-aligned gene loadings
-       (robust to stragglers), signed so the largest |weight| is positive; embedding =
-       per-cluster mean of the sign-aligned component values.
+    5. Cluster loadings = per-cluster median of the members' sign-aligned gene loadings
+       (robust to stragglers), signed so the largest |loading| is positive; gene importances
+       (``weights``) = their absolute values; embedding = per-cluster mean of the sign-aligned
+       component values.
     """
     config = config or EnsembleConfig()
     x = np.asarray(x_pca, dtype=np.float64)
     comp = model_components(latents, x, pca, config)
+    if comp.n_models < 2:
+        raise DeeppertError(
+            f"the consensus compares components across model runs and found one "
+            f"({', '.join(comp.rotations)}): train at least 2 runs, or use ensemble.method = gmeans"
+        )
     P_all = comp.loadings_pca.T  # components x p
     U = _unit_rows(P_all)
-    density = local_density(U, int(round(config.neighbourhood * comp.n_models)))
+    n_neighbours = max(1, int(round(config.neighbourhood * comp.n_replicates)))
+    density = local_density(U, n_neighbours)
     keep = density <= config.density_threshold
+    density_filter = {
+        "components": len(U),
+        "kept": int(keep.sum()),
+        "dropped": int((~keep).sum()),
+        "neighbours": n_neighbours,
+        "threshold": config.density_threshold,
+        "median_distance": float(np.median(density)),
+        "reason": (
+            f"a component is dropped when its mean sign-aligned distance to its "
+            f"{n_neighbours} nearest others exceeds {config.density_threshold}: no other model "
+            "run reproduces it"
+        ),
+    }
     if keep.sum() < max(2, config.l_min):
         raise DeeppertError(
-            f"only {int(keep.sum())} of {len(U)} components are reproduced across runs at "
-            f"ensemble.density_threshold = {config.density_threshold} (their median local "
-            f"distance is {np.median(density):.2f}); raise it or train more runs"
+            f"only {int(keep.sum())} of {len(U)} components recur across the "
+            f"{comp.n_models} model runs (median distance to the {n_neighbours} nearest "
+            f"{np.median(density):.2f} > ensemble.density_threshold = "
+            f"{config.density_threshold}): train more runs, or use ensemble.method = gmeans "
+            "(programs with Gaussian activities give ICA nothing to identify)"
         )
     U, P = U[keep], P_all[keep]
     names = [n for n, k in zip(comp.names, keep, strict=True) if k]
@@ -640,9 +714,9 @@ def consensus_ensemble(
     curve["chosen"] = curve.index == chosen
     signs, labels = fits[chosen]
     L = int(labels.max()) + 1
-    weights = _medians(signs[:, None] * (P @ pca.components), labels, L)
-    flip = np.where(weights[np.arange(L), np.abs(weights).argmax(1)] < 0, -1.0, 1.0)
-    weights *= flip[:, None]
+    loadings = _medians(signs[:, None] * (P @ pca.components), labels, L)
+    flip = np.where(loadings[np.arange(L), np.abs(loadings).argmax(1)] < 0, -1.0, 1.0)
+    loadings *= flip[:, None]
     signs = signs * flip[labels]
     embedding = np.zeros((len(latents), L))
     by_run: dict[str, list[int]] = {}
@@ -662,16 +736,19 @@ def consensus_ensemble(
         },
         index=pd.Index(names, name="variable"),
     )
+    index, genes = pd.Index(cnames, name="cluster"), pd.Index(pca.genes, name="gene")
     return Ensemble(
         labels=frame,
         n_clusters=L,
         gmeans_n_clusters=None,
-        weights=pd.DataFrame(weights, index=pd.Index(cnames, name="cluster"), columns=pca.genes),
+        weights=pd.DataFrame(np.abs(loadings), index=index, columns=genes),
         embedding=pd.DataFrame(embedding, index=latents.index, columns=cnames),
         config=config,
+        loadings=pd.DataFrame(loadings, index=index, columns=genes),
         selection=curve,
         rotations=comp.rotations,
         n_dropped=int((~keep).sum()),
+        density_filter=density_filter,
     )
 
 
@@ -745,7 +822,7 @@ class EnsembleModel:
         if self.rotations is not None:  # consensus: map each run's code to its components
             codes = {
                 name: [
-                    (z[r].astype(np.float64) - rot[0]) @ rot[1:]
+                    apply_rotation(z[r], rot)
                     if (rot := self.rotations.get(f"{name}_run{run}")) is not None
                     else np.zeros((n, 0))
                     for r, run in enumerate(self.models[name].runs)
@@ -790,7 +867,8 @@ class EnsembleModel:
             self.pca.save(tmp / "pca")
             self.labels.to_parquet(tmp / "labels.parquet")
             if self.rotations is not None:
-                np.savez(tmp / "rotations.npz", **self.rotations)
+                key, value = _ROTATION_FORMAT
+                np.savez(tmp / "rotations.npz", **self.rotations, **{key: np.array(value)})
             for name, tm in self.models.items():
                 tm.save(tmp / "models" / name)
         return Path(path)
@@ -807,6 +885,12 @@ class EnsembleModel:
         }
         rotations = None
         if (path / "rotations.npz").is_file():
+            key, value = _ROTATION_FORMAT
             with np.load(path / "rotations.npz") as f:
-                rotations = {k: f[k] for k in f.files}
+                if key not in f.files or int(f[key]) != value:
+                    raise DeeppertError(
+                        f"{path / 'rotations.npz'}: rotation layout of another deeppert version; "
+                        "re-run `deeppert ensemble` (or the ensemble job) to rebuild the model"
+                    )
+                rotations = {k: f[k] for k in f.files if k != key}
         return cls(pca, models, pd.read_parquet(path / "labels.parquet"), rotations)

@@ -62,7 +62,9 @@ class EnsembleConfig:
         consensus mode: the range of L scanned for the selection curve (inclusive).
     neighbourhood
         consensus mode: neighbours counted for a component's local density, as a fraction of
-        the number of models (cNMF's ``local_neighborhood_size``).
+        the number of runs of a model shape (cNMF's ``local_neighborhood_size`` of its
+        ``n_iter`` replicates): a program that only the runs of the larger latent dims hold
+        still counts as recurring.
     density_threshold
         consensus mode: components whose mean distance to those neighbours (Euclidean between
         sign-aligned unit vectors, 0..sqrt 2) exceeds this are dropped as unreproducible.

@@ -3,8 +3,9 @@
 - ``cluster_sizes.png``: latent variables per ensemble cluster (L bars);
 - ``stability.png``: matched gene-weight correlation between halves of the runs, single
   models against ensembles (the point of ensembling);
-- ``top_genes_heatmap.png``: ensemble gene weights of each cluster's top genes;
-- :func:`top_genes`: the top genes per cluster by |weight| as a tidy table.
+- ``top_genes_heatmap.png``: each cluster's top genes (by importance), coloured by their
+  signed loadings (by importance when the ensemble has no loadings);
+- :func:`top_genes`: the top genes per cluster by importance as a tidy table.
 
 Pure compute and matplotlib: no MLflow, no Ray. Callers save or log the figures and close them.
 """
@@ -23,22 +24,28 @@ HEATMAP_MAX_CLUSTERS = 40
 
 
 def top_genes(ensemble: Ensemble, n: int = 20) -> pd.DataFrame:
-    """The ``n`` genes of largest |ensemble weight| per cluster: cluster, rank, gene, weight."""
+    """The ``n`` genes of largest importance per cluster: cluster, rank, gene, importance and,
+    when the ensemble has them, the signed loading."""
+    columns = ["cluster", "rank", "gene", "importance", "loading"]
     if ensemble.weights is None:
-        return pd.DataFrame(columns=["cluster", "rank", "gene", "weight"])
+        return pd.DataFrame(columns=columns)
     rows = []
     for cluster, weights in ensemble.weights.iterrows():
         order = np.argsort(-np.abs(weights.to_numpy()), kind="stable")[:n]
         for rank, j in enumerate(order, 1):
+            gene = weights.index[j]
             rows.append(
                 {
                     "cluster": cluster,
                     "rank": rank,
-                    "gene": weights.index[j],
-                    "weight": float(weights.iloc[j]),
+                    "gene": gene,
+                    "importance": float(weights.iloc[j]),
+                    "loading": float(ensemble.loadings.loc[cluster, gene])
+                    if ensemble.loadings is not None
+                    else np.nan,
                 }
             )
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=columns)
 
 
 def ensemble_figures(ensemble: Ensemble, stability: dict | None = None) -> dict:
@@ -79,20 +86,29 @@ def ensemble_figures(ensemble: Ensemble, stability: dict | None = None) -> dict:
         clusters = ensemble.sizes.sort_values(ascending=False).index[:HEATMAP_MAX_CLUSTERS]
         clusters = [c for c in ensemble.weights.index if c in set(clusters)]
         genes = list(dict.fromkeys(table[table["cluster"].isin(clusters)]["gene"]))
-        values = ensemble.weights.loc[clusters, genes].to_numpy()
+        signed = ensemble.loadings is not None
+        table = ensemble.loadings if signed else ensemble.weights
+        values = table.loc[clusters, genes].to_numpy()
         limit = float(np.abs(values).max()) or 1.0
         fig, ax = plt.subplots(
             figsize=(min(24, 2 + 0.22 * len(genes)), min(14, 1.5 + 0.3 * len(clusters)))
         )
-        image = ax.imshow(values, cmap="RdBu_r", vmin=-limit, vmax=limit, aspect="auto")
+        image = ax.imshow(
+            values,
+            cmap="RdBu_r" if signed else "viridis",
+            vmin=-limit if signed else 0.0,
+            vmax=limit,
+            aspect="auto",
+        )
         ax.set_xticks(range(len(genes)), genes, rotation=90, fontsize=7)
         ax.set_yticks(range(len(clusters)), clusters, fontsize=7)
-        ax.set_xlabel(f"top {HEATMAP_GENES_PER_CLUSTER} genes of each cluster (by |weight|)")
-        title = "ensemble gene weights"
+        ax.set_xlabel(f"top {HEATMAP_GENES_PER_CLUSTER} genes of each cluster (by importance)")
+        title = "ensemble gene loadings" if signed else "ensemble gene importances"
         if L > len(clusters):
             title += f" ({len(clusters)} largest of {L} clusters)"
         ax.set_title(title)
-        fig.colorbar(image, ax=ax, shrink=0.8, label="IG gene weight")
+        label = "signed loading" if signed else "importance (mean |IG|)"
+        fig.colorbar(image, ax=ax, shrink=0.8, label=label)
         fig.tight_layout()
         figures["top_genes_heatmap.png"] = fig
     return figures

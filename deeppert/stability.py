@@ -2,17 +2,23 @@
 ensemble step as the command line and the Ray job both run it (:func:`ensemble_step`).
 
 (a) Split the runs (seeds) into two disjoint sets, build an ensemble from each with the same
-config (mode, ``cluster_on``, every knob), match the two sets of ensemble gene-weight vectors
+config (mode, ``cluster_on``, every knob), match the two sets of ensemble gene vectors
 one-to-one (Hungarian on Pearson correlation) and take the median correlation of the matched
-pairs. (b) The same for the gene-weight vectors of single models with two different seeds
-(same architecture): their IG gene weights in the reference mode, their rotated components'
-signed loadings in the consensus mode. Signed weights carry an arbitrary sign per component,
-so the consensus mode matches on ``|correlation|``. DeepProfile's claim is that (a) is much
-higher than (b).
+pairs. (b) The same for the gene vectors of single models with two different seeds (same
+architecture). Both sides compare the same kind of vector: in the reference mode the IG
+gene importances (:attr:`Ensemble.weights` and the nodes' IG weights), in the consensus mode
+the signed loadings (:attr:`Ensemble.loadings` and the rotated components' loadings), which
+carry an arbitrary sign per component and are matched on ``|correlation|``. DeepProfile's
+claim is that (a) is much higher than (b).
+
+:func:`ensemble_step` also says when the result should not be trusted
+(:func:`ensemble_warnings`): each warning is logged, kept in :attr:`EnsembleStep.warnings`
+and shown by the command line and on the MLflow ensemble run.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -30,6 +36,17 @@ from deeppert.ensemble import (
 from deeppert.errors import DeeppertError
 from deeppert.preprocess import PCAModel
 
+log = logging.getLogger(__name__)
+
+# Kaufman & Rousseeuw's reading of an average silhouette: 0.26-0.50 "weak structure, could
+# be artificial", <= 0.25 "no substantial structure"; above 0.5 a reasonable one.
+SILHOUETTE_FLOOR = 0.5
+# A matched correlation below 0.5 shares under a quarter of the variance: the two halves of
+# the runs did not find the same programs.
+STABILITY_FLOOR = 0.5
+# Warn when the density filter dropped more than this fraction of the components.
+DROPPED_CEILING = 0.5
+
 __all__ = [
     "Matching",
     "StabilityReport",
@@ -39,6 +56,10 @@ __all__ = [
     "stability_report",
     "EnsembleStep",
     "ensemble_step",
+    "ensemble_warnings",
+    "SILHOUETTE_FLOOR",
+    "STABILITY_FLOOR",
+    "DROPPED_CEILING",
     "plot_selection",
 ]
 
@@ -158,7 +179,8 @@ def stability_report(
                 pca=pca,
             )
         )
-    m = match_rows(ens[0].weights.to_numpy(), ens[1].weights.to_numpy(), absolute=consensus)
+    tables = [e.loadings if consensus else e.weights for e in ens]
+    m = match_rows(tables[0].to_numpy(), tables[1].to_numpy(), absolute=consensus)
     single: dict[str, list[float]] = {}
     for model in sorted(meta["model"].unique()):
         pairs = []
@@ -187,28 +209,131 @@ def stability_report(
 
 @dataclass
 class EnsembleStep:
-    """What the ensemble step produces: the ensemble and its stability (a dict for JSON)."""
+    """What the ensemble step produces: the ensemble, its stability (a dict for JSON) and
+    the warnings that say when not to trust it (:func:`ensemble_warnings`)."""
 
     ensemble: Ensemble
     stability: dict
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def selection(self) -> pd.DataFrame | None:
         """The consensus mode's L-selection curve (None in the reference mode)."""
         return self.ensemble.selection
 
-    def summary(self) -> dict:
-        """Small JSON-able summary: L, what chose it, sizes, the config."""
+    def tables(self) -> dict[str, pd.DataFrame]:
+        """The step's tables by role, those that exist: ``labels``, ``weights`` (gene
+        importances, the downstream input), ``loadings`` (signed), ``embedding``. Writers
+        (``deeppert ensemble``, :func:`deeppert.tracking.registry.log_ensemble`) store each
+        under its artifact name (:data:`deeppert.tracking.contract.ENSEMBLE_TABLES`)."""
         ens = self.ensemble
+        tables = {
+            "labels": ens.labels,
+            "weights": ens.weights,
+            "loadings": ens.loadings,
+            "embedding": ens.embedding,
+        }
+        return {k: v for k, v in tables.items() if v is not None}
+
+    def summary(self) -> dict:
+        """Small JSON-able summary: L, what chose it, sizes, the density filter, warnings."""
+        ens = self.ensemble
+        chosen = None
+        if ens.selection is not None:
+            row = ens.selection.loc[ens.selection["chosen"]].iloc[0]
+            chosen = {"L": int(row["L"]), "silhouette": float(row["stability"])}
         return {
             "method": ens.config.method,
             "n_clusters": ens.n_clusters,
             "gmeans_n_clusters": ens.gmeans_n_clusters,
+            "chosen": chosen,
             "n_variables": len(ens.labels) + ens.n_dropped,
             "n_dropped": ens.n_dropped,
+            "density_filter": ens.density_filter,
+            "stability": {
+                k: self.stability.get(k) for k in ("ensemble_median", "single_median", "skipped")
+            },
+            "warnings": list(self.warnings),
             "cluster_sizes": ens.sizes.to_dict(),
             "config": ens.config.to_dict(),
         }
+
+    def report(self) -> list[str]:
+        """A few lines for people: L, components used and dropped, stability, warnings."""
+        ens, lines = self.ensemble, []
+        summary = self.summary()
+        if ens.selection is not None:
+            c = summary["chosen"]
+            Ls = ens.selection["L"]
+            how = (
+                "fixed by n_clusters"
+                if ens.config.n_clusters is not None
+                else f"the most stable of L = {Ls.min()}..{Ls.max()}"
+            )
+            lines.append(f"L = {ens.n_clusters} clusters ({how}; silhouette {c['silhouette']:.2f})")
+        else:
+            how = "fixed" if ens.gmeans_n_clusters is None else "chosen by GMeans"
+            lines.append(f"L = {ens.n_clusters} clusters ({how})")
+        if ens.density_filter is not None:
+            f = ens.density_filter
+            lines.append(
+                f"components: {f['kept']} of {f['components']} used, {f['dropped']} dropped "
+                f"by the density filter ({f['reason']})"
+            )
+        else:
+            lines.append(f"latent variables: {len(ens.labels)}")
+        st = self.stability
+        if "ensemble_median" in st:
+            lines.append(
+                f"split-half stability (median matched correlation): ensemble "
+                f"{st['ensemble_median']:.2f}, single models {st['single_median']:.2f}"
+            )
+        else:
+            lines.append(f"stability: skipped ({st.get('skipped', 'not computed')})")
+        lines += [f"WARNING: {w}" for w in self.warnings]
+        return lines
+
+
+def ensemble_warnings(ensemble: Ensemble, stability: dict) -> list[str]:
+    """Why the ensemble should not be trusted, one sentence each (empty when nothing is wrong).
+
+    - the density filter dropped more than half of the components (:data:`DROPPED_CEILING`);
+    - the chosen L's silhouette is below :data:`SILHOUETTE_FLOOR` (consensus mode), or GMeans
+      kept a single cluster: no structure recurs across runs;
+    - the split-half stability of the ensemble is below :data:`STABILITY_FLOOR`, or below that
+      of single models, or could not be computed because a half's ensemble failed.
+    """
+    out = []
+    f = ensemble.density_filter
+    if f is not None and f["dropped"] > DROPPED_CEILING * f["components"]:
+        out.append(
+            f"the density filter dropped {f['dropped']} of {f['components']} components: most "
+            "do not recur across runs (Gaussian programs, too few runs, or undertrained models)"
+        )
+    if ensemble.selection is not None:
+        s = float(ensemble.selection.loc[ensemble.selection["chosen"], "stability"].iloc[0])
+        if not s >= SILHOUETTE_FLOOR:
+            out.append(
+                f"the chosen L = {ensemble.n_clusters} has silhouette {s:.2f} < "
+                f"{SILHOUETTE_FLOOR}: weak clusters, little structure recurs across runs "
+                "(programs with Gaussian activities give ICA nothing to identify: try "
+                "ensemble.method = gmeans)"
+            )
+    elif ensemble.n_clusters == 1:
+        out.append("the ensemble has a single cluster: no structure separates the latents")
+    if stability.get("failed"):
+        out.append(f"split-half stability could not be computed ({stability['skipped']})")
+    ens_med, single_med = stability.get("ensemble_median"), stability.get("single_median")
+    if ens_med is not None and not ens_med >= STABILITY_FLOOR:
+        out.append(
+            f"split-half stability of the ensemble is {ens_med:.2f} < {STABILITY_FLOOR}: "
+            "ensembles of two halves of the runs disagree"
+        )
+    elif ens_med is not None and single_med is not None and ens_med < single_med:
+        out.append(
+            f"the ensemble is less stable ({ens_med:.2f}) than single models ({single_med:.2f})"
+        )
+    return out
 
 
 def ensemble_step(
@@ -224,19 +349,37 @@ def ensemble_step(
 
     The command line (``deeppert ensemble``) and the Ray job (``ray_jobs/ensemble.py``) both call
     this and only read inputs and write outputs. Stability needs at least two runs; with fewer,
-    or with ``stability=False``, the dict says why it was skipped.
+    or with ``stability=False``, the dict says why it was skipped (and, when the ensemble of a
+    half of the runs fails, why, with a warning). Every warning of
+    :func:`ensemble_warnings` is logged (``logging.WARNING``) and kept in the result.
     """
     ens = build_ensemble(latents, gene_weights, config=config, x_pca=x_pca, pca=pca)
-    runs = sorted({parse_variable_name(c)[1] for c in latents.columns})
+    parsed = [parse_variable_name(c) for c in latents.columns]
+    runs = sorted({run for _, run, _ in parsed})
+    half_models = min(
+        len({(model, run) for model, run, _ in parsed if run in half})
+        for half in (split_runs(runs) if len(runs) >= 2 else ([], []))
+    )
     if not stability:
         report: dict = {"skipped": "stability not requested"}
     elif len(runs) < 2:
         report = {"skipped": f"needs at least two runs, found {runs}"}
+    elif config.method == "consensus" and half_models < 2:
+        report = {
+            "skipped": f"a consensus of half the runs needs >= 2 model runs, a half has "
+            f"{half_models}: train more runs or shapes"
+        }
     else:
-        report = stability_report(
-            latents, gene_weights, config=config, x_pca=x_pca, pca=pca
-        ).to_dict()
-    return EnsembleStep(ens, report)
+        try:
+            report = stability_report(
+                latents, gene_weights, config=config, x_pca=x_pca, pca=pca
+            ).to_dict()
+        except DeeppertError as exc:  # the ensemble of a half failed: nothing recurs there
+            report = {"skipped": f"no ensemble of half the runs: {exc}", "failed": True}
+    warnings = ensemble_warnings(ens, report)
+    for w in warnings:
+        log.warning("ensemble: %s", w)
+    return EnsembleStep(ens, report, warnings)
 
 
 def plot_selection(curve: pd.DataFrame, path: str | Path) -> Path:

@@ -5,9 +5,11 @@
 Selects the sweep's encoder versions from the registry (``<dataset>-encoder``, tag sweep),
 pulls their latents and IG gene weights as Parquet, runs the ensemble step
 (:func:`deeppert.stability.ensemble_step`, the same function as ``deeppert ensemble``, with the
-config's ``ensemble`` section), logs an ensemble run with ``labels``, ``ensemble_weights``,
+config's ``ensemble`` section), logs an ensemble run with ``labels``, ``ensemble_weights``
+(gene importances, what the targets job reads), ``ensemble_loadings`` (signed),
 ``ensemble_embedding`` (Parquet), ``stability.json`` (and the consensus mode's
-``selection.parquet`` / ``selection.png``), and registers an embedding pyfunc as
+``selection.parquet`` / ``selection.png``), the density filter's counts and the step's
+warnings (logged, and tag ``deeppert.warning``), and registers an embedding pyfunc as
 ``<dataset>-ensemble@current``. Cell lines are ensembled in parallel as Ray tasks.
 """
 
@@ -49,14 +51,13 @@ def ensemble_dataset(
         len(encoders.versions),
         encoders.latents.shape[1],
     )
-    x_pca = None
-    if config.ensemble.method == "consensus":  # signed loadings need the training PCA scores
-        x_pca = prepare(load_dataset(config.dataset(dataset)), config).x_train
-        if len(x_pca) != len(encoders.latents):
-            raise DeeppertError(
-                f"{dataset}: {len(x_pca)} training rows now, {len(encoders.latents)} in the "
-                "sweep's latents: the data or the split changed since the sweep"
-            )
+    # the signed loadings (and the consensus mode) need the training PCA scores
+    x_pca = prepare(load_dataset(config.dataset(dataset)), config).x_train
+    if len(x_pca) != len(encoders.latents):
+        raise DeeppertError(
+            f"{dataset}: {len(x_pca)} training rows now, {len(encoders.latents)} in the "
+            "sweep's latents: the data or the split changed since the sweep"
+        )
     step = ensemble_step(
         encoders.latents,
         encoders.gene_weights,
@@ -65,6 +66,8 @@ def ensemble_dataset(
         pca=encoders.pca,
     )
     ensemble, stability = step.ensemble, step.stability
+    for line in step.report():
+        log.info("%s: %s", dataset, line)
     model = EnsembleModel.from_ensemble(ensemble, list(encoders.groups.values()), encoders.pca)
     experiment_id = get_or_create_experiment(uri, config.tracking.experiment)
     version = log_ensemble(
@@ -72,18 +75,19 @@ def ensemble_dataset(
         experiment_id,
         dataset=dataset,
         sweep=sweep,
-        ensemble=ensemble,
+        step=step,
         model=model,
         encoders=encoders,
-        stability=stability,
     )
     row = {
         "dataset": dataset,
         "latent_variables": encoders.latents.shape[1],
         "clusters": ensemble.n_clusters,
+        "dropped": ensemble.n_dropped,
         "stability_ensemble": stability.get("ensemble_median"),
         "stability_single": stability.get("single_median"),
         "registered": f"{ensemble_model_name(dataset)}@{ENSEMBLE_ALIAS} -> v{version.version}",
+        "warnings": len(step.warnings),
     }
     return (row, ensemble) if with_ensemble else row
 

@@ -3,8 +3,8 @@
     ray job submit --working-dir . -- python ray_jobs/targets.py --config configs/demo.yaml \
         --disease "Synthetic Disease" --pairs-dir demo_out/synth/target_pairs
 
-Reads ``ensemble_weights.parquet`` of ``<dataset>-ensemble@current`` (or ``--ensemble
-NAME@ALIAS``), runs docs/method.md section 5 with the config's ``targets`` section, and logs a
+Reads ``ensemble_weights.parquet`` (the gene importances, non-negative) of
+``<dataset>-ensemble@current`` (or ``--ensemble NAME@ALIAS``), runs docs/method.md section 5 with the config's ``targets`` section, and logs a
 run holding the output tables and plots, tagged with the model version it consumed.
 """
 

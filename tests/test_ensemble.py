@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -17,6 +18,7 @@ from deeppert.ensemble import (
     EnsembleConfig,
     EnsembleModel,
     anderson_critical_value,
+    apply_rotation,
     build_ensemble,
     gmeans,
     parse_variable_name,
@@ -332,8 +334,7 @@ def test_consensus_recovers_mixed_programs_deterministically():
     name = ens.labels.index[0]
     key, k = name.rsplit("_ic", 1)
     z = latents[[c for c in latents.columns if c.startswith(key + "_z")]].to_numpy()
-    rot = ens.rotations[key]
-    comp = ((z - rot[0]) @ rot[1:])[:, int(k)]
+    comp = apply_rotation(z, ens.rotations[key])[:, int(k)]
     assert np.isclose(comp.std(), 1.0)
     assert (
         np.corrcoef(
@@ -352,7 +353,7 @@ def test_rotate_code_unmixes_from_a_row_sample_deterministically():
     mix = rng.normal(size=(4, 6))
     z = S @ mix + 0.05 * rng.normal(size=(20_000, 6)) + 5.0
     rot = rotate_code(z, "ica", seed=1, max_rows=5000)
-    comp = (z - rot[0]) @ rot[1:]
+    comp = apply_rotation(z, rot)
     assert comp.shape == (20_000, 6)
     assert np.allclose(comp.std(0), 1.0)
     corr = np.abs(np.corrcoef(S.T, comp.T)[:4, 4:])
@@ -362,6 +363,132 @@ def test_rotate_code_unmixes_from_a_row_sample_deterministically():
     # the raw axes are mixtures: without the rotation no component is a source
     raw = (z - z.mean(0)) @ rotate_code(z, "none")[1:]
     assert np.abs(np.corrcoef(S.T, raw.T)[:4, 4:]).max(1).min() < 0.98
+
+
+def test_more_programs_than_the_largest_latent_dim():
+    """Eight programs; each d6 model run holds a random 6 of them (each program recurs in
+    about 4 of the 6 d6 runs), each d3 run an unidentifiable mixture of 5. The density filter
+    counts neighbours per shape's runs, so programs that only some runs of the largest dim
+    hold are kept: L = 8 > 6 and every program is recovered. (With neighbours counted over
+    all 12 model runs one program is dropped: L = 7.)"""
+    rng = np.random.default_rng(0)
+    n, G, K, size = 1000, 160, 8, 15
+    member = np.zeros((K, G), bool)
+    for k in range(K):
+        member[k, k * size : (k + 1) * size] = True
+    sign = rng.choice([-1.0, 1.0], (K, G))
+    load = np.where(member, rng.uniform(0.8, 1.2, (K, G)) * sign, rng.normal(0, 0.1, (K, G)))
+    A = rng.laplace(size=(n, K))
+    X = A @ load + rng.normal(size=(n, G))
+    pca = fit_pca(X, [f"g{j}" for j in range(G)], 20)
+    cols, codes = [], []
+    for run in range(6):
+        for d, held in ((3, 5), (6, 6)):
+            sub = rng.choice(K, held, replace=False)
+            codes.append(A[:, sub] @ rng.normal(size=(held, d)) + 0.3 * rng.normal(size=(n, d)))
+            cols += [f"AE_d{d}_run{run}_z{k:02d}" for k in range(d)]
+    latents = pd.DataFrame(np.hstack(codes), columns=cols)
+    ens = build_ensemble(latents, config=EnsembleConfig(l_max=12), x_pca=pca.transform(X), pca=pca)
+    assert ens.density_filter["neighbours"] == 2  # round(0.3 x 6 runs of a shape)
+    assert ens.n_clusters == K
+    assert _top_precision(member, ens.weights.to_numpy()).min() >= 0.9
+
+
+def test_rotate_code_leaves_out_duplicate_and_constant_directions():
+    """A code with a duplicated and a constant column has rank 2 of 4: the map has 2
+    components (unit variance, centred, independent sources found) under either rotation
+    that sees the rank, and a consensus over such codes runs."""
+    rng = np.random.default_rng(0)
+    S = rng.laplace(size=(600, 2))
+    z = np.column_stack([S[:, 0], S[:, 1] + 0.5 * S[:, 0], np.full(600, 3.0), S[:, 0]]) + 1.0
+    rot = rotate_code(z, "ica", seed=0)
+    assert rot.shape == (5, 2)
+    comp = apply_rotation(z, rot)
+    np.testing.assert_allclose(comp.mean(0), 0.0, atol=1e-10)
+    np.testing.assert_allclose(comp.std(0), 1.0)
+    assert np.abs(np.corrcoef(S.T, comp.T)[:2, 2:]).max(1).min() > 0.99
+    assert rotate_code(z, "none").shape == (5, 3)  # only the constant column has no variance
+    latents, x, pca, member = _mixed_codes(runs=4)
+    first = [c for c in latents.columns if c.startswith("AE_d6_run0_")]
+    latents[first[-1]] = latents[first[0]]  # an exact duplicate node
+    latents[first[-2]] = 0.25  # a dead node
+    ens = build_ensemble(latents, config=EnsembleConfig(l_max=8), x_pca=x, pca=pca)
+    assert ens.rotations["AE_d6_run0"].shape == (7, 4)
+    assert _top_precision(member, ens.weights.to_numpy()).min() >= 0.8
+
+
+def test_consensus_over_a_vae_with_dead_directions_embeds(tmp_path):
+    """A VAE with d = 100 codes on 8 PCA inputs leaves directions without variance (the code
+    has rank < d): the consensus runs over it, and the saved EnsembleModel reproduces the
+    ensemble embedding from gene values; a rotations.npz of another layout is refused."""
+    torch.set_num_threads(1)
+    rng = np.random.default_rng(0)
+    load = np.zeros((2, 40))
+    load[0, :10], load[1, 10:20] = 1.0, 1.0
+    X = rng.laplace(size=(200, 2)) @ load + 0.3 * rng.normal(size=(200, 40))
+    genes = [f"g{j}" for j in range(40)]
+    pca = fit_pca(X, genes, 8)
+    x = pca.transform(X).astype(np.float32)
+    tm = fit(
+        x,
+        ModelConfig(kind="VAE", latent_dim=100, n_inputs=8),
+        TrainConfig(epochs=3, batch_size=64),
+        runs=range(2),
+    )
+    z = tm.embed(x).astype(np.float64)
+    for r in range(2):
+        evals = np.linalg.eigvalsh(np.cov(z[r], rowvar=False))
+        assert (evals <= 1e-8 * evals.max()).sum() >= 1  # a direction with ~0 variance
+    latents = pd.concat([pd.DataFrame(z[r], columns=tm.node_names(r)) for r in range(2)], axis=1)
+    ens = build_ensemble(latents, config=EnsembleConfig(ica_max_iter=50, l_max=4), x_pca=x, pca=pca)
+    assert all(rot.shape[1] < 100 for rot in ens.rotations.values())
+    model = EnsembleModel.from_ensemble(ens, [tm], pca)
+    model.save(tmp_path / "ens")
+    again = EnsembleModel.load(tmp_path / "ens")
+    embedded = again.embed(pd.DataFrame(X, columns=genes))
+    np.testing.assert_allclose(embedded.to_numpy(), ens.embedding.to_numpy(), atol=1e-4)
+    np.savez(tmp_path / "ens" / "rotations.npz", **ens.rotations)  # no layout mark
+    with pytest.raises(DeeppertError, match="rotation layout"):
+        EnsembleModel.load(tmp_path / "ens")
+
+
+def test_warnings_say_when_not_to_trust_the_ensemble(caplog):
+    """Codes of independent noise recur nowhere: the step says so (warnings logged and kept);
+    a single model run is refused with the fix; a clean planted world gives no warning."""
+    import logging
+
+    from deeppert.stability import ensemble_step, ensemble_warnings
+
+    latents, x, pca, _ = _mixed_codes(runs=4)
+    clean = ensemble_step(latents, None, config=EnsembleConfig(l_max=8), x_pca=x, pca=pca)
+    assert clean.warnings == []
+    f = clean.ensemble.density_filter  # the d6 models' two noise components recur nowhere
+    assert 0 < f["dropped"] <= f["components"] / 2
+    noise = pd.DataFrame(
+        np.random.default_rng(1).laplace(size=latents.shape), columns=latents.columns
+    )
+    config = EnsembleConfig(l_max=8, density_threshold=1.5)  # keep everything: nothing recurs
+    with caplog.at_level(logging.WARNING, logger="deeppert.stability"):
+        step = ensemble_step(noise, None, config=config, x_pca=x, pca=pca)
+    assert any("silhouette" in w for w in step.warnings), step.warnings
+    assert [r.getMessage() for r in caplog.records] == [f"ensemble: {w}" for w in step.warnings]
+    assert step.summary()["warnings"] == step.warnings
+    low = ensemble_warnings(clean.ensemble, {"ensemble_median": 0.3, "single_median": 0.6})
+    assert len(low) == 1 and "split-half stability of the ensemble is 0.30 < 0.5" in low[0]
+    worse = ensemble_warnings(clean.ensemble, {"ensemble_median": 0.7, "single_median": 0.8})
+    assert worse == ["the ensemble is less stable (0.70) than single models (0.80)"]
+    # L = 20 fits the 31 recurring components of all runs, not the ~15 of half of them
+    halves = ensemble_step(
+        latents, None, config=EnsembleConfig(l_min=20, l_max=20), x_pca=x, pca=pca
+    )
+    assert halves.ensemble.n_clusters == 20 and halves.stability["failed"]
+    assert any("split-half stability could not be computed" in w for w in halves.warnings)
+    f = {**clean.ensemble.density_filter, "components": 40, "kept": 12, "dropped": 28}
+    most = ensemble_warnings(replace(clean.ensemble, density_filter=f), {})
+    assert len(most) == 1 and "dropped 28 of 40 components" in most[0]
+    one_run = latents[[c for c in latents.columns if c.startswith("AE_d4_run0_")]]
+    with pytest.raises(DeeppertError, match="train at least 2 runs"):
+        build_ensemble(one_run, config=EnsembleConfig(), x_pca=x, pca=pca)
 
 
 def test_consensus_needs_pca_scores_and_reports_sparse_components():
@@ -433,3 +560,21 @@ def test_cli_consensus_writes_curve_and_a_model_that_embeds(tmp_path, capsys):
     x_pca, _ = training_inputs(run_dir)
     embedding = pd.read_parquet(out / "ensemble_embedding.parquet")
     np.testing.assert_allclose(model.embed_pca(x_pca).to_numpy(), embedding.to_numpy(), atol=1e-4)
+    # the report: L, components used and dropped (and why), stability; summary.json the same
+    printed = capsys.readouterr().out
+    summary = json.loads((out / "summary.json").read_text())
+    f = summary["density_filter"]
+    assert f["kept"] + f["dropped"] == f["components"] and f["dropped"] == summary["n_dropped"]
+    assert f"components: {f['kept']} of {f['components']} used, {f['dropped']} dropped" in printed
+    assert f"L = {summary['n_clusters']} clusters" in printed and "stability" in printed
+    assert all(f"WARNING: {w}" in printed for w in summary["warnings"])
+    # another method does not silently replace the consensus ensemble
+    assert main(["ensemble", str(run_dir), "--method", "gmeans", "--no-stability"]) == 2
+    assert "pass --force" in capsys.readouterr().err
+    assert json.loads((out / "summary.json").read_text())["method"] == "consensus"
+    assert main(["ensemble", str(run_dir), "--method", "gmeans", "--no-stability", "--force"]) == 0
+    assert json.loads((out / "summary.json").read_text())["method"] == "gmeans"
+    importance = pd.read_parquet(out / "ensemble_weights.parquet")  # mean IG: >= 0
+    loadings = pd.read_parquet(out / "ensemble_loadings.parquet")  # of the embedding: signed
+    assert (importance.to_numpy() >= 0).all() and (loadings.to_numpy() < 0).any()
+    assert importance.shape == loadings.shape

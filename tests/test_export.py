@@ -62,10 +62,17 @@ def test_export_run_folder_to_h5ad(run_dir, tmp_path, capsys):
     assert weights == list(expected.columns)
     import pandas as pd
 
-    table = pd.read_parquet(run_dir / "ensemble" / "ensemble_weights.parquet")  # clusters x genes
+    # clusters x genes: importances (>= 0) and, beside them, the signed loadings
+    table = pd.read_parquet(run_dir / "ensemble" / "ensemble_weights.parquet")
+    loadings = pd.read_parquet(run_dir / "ensemble" / "ensemble_loadings.parquet")
     np.testing.assert_array_equal(
         adata.varm["deeppert_weights"], table[sig.genes].T.to_numpy(np.float32)
     )
+    np.testing.assert_array_equal(
+        adata.varm["deeppert_loadings"], loadings[sig.genes].T.to_numpy(np.float32)
+    )
+    assert (table.to_numpy() >= 0).all() and (loadings.to_numpy() < 0).any()
+    np.testing.assert_allclose(table.to_numpy(), np.abs(loadings.to_numpy()))  # consensus
     uns = adata.uns["deeppert"]
     assert json.loads(uns["config"])["dataset"] == "s"
     assert sorted(uns["members"]) == ["AE_d4", "VAE_d4"]

@@ -141,7 +141,7 @@ def test_ensemble_top_genes_and_figures_show_the_planted_programs(tmp_path) -> N
     assert len(table) == 6 and list(table["rank"]) == [1, 2, 3] * 2
     tops = {frozenset(t["gene"]) for _, t in table.groupby("cluster")}
     assert tops == {frozenset({"G0", "G1", "G2"}), frozenset({"G3", "G4", "G5"})}
-    signs = table.groupby("cluster")["weight"].apply(lambda w: tuple(np.sign(w).abs()))
+    signs = table.groupby("cluster")["importance"].apply(lambda w: tuple(np.sign(w).abs()))
     assert all(s == (1.0, 1.0, 1.0) for s in signs)
     stability = {"ensemble_corr": [0.9, 0.95], "single_corr": {"AE_d2": [0.5, 0.7]},
                  "ensemble_median": 0.925, "single_median": 0.6}  # fmt: skip

@@ -27,6 +27,7 @@ from deeppert.attribution import IGConfig, attribute_genes
 from deeppert.config import parse_config
 from deeppert.ensemble import EnsembleConfig, EnsembleModel, build_ensemble
 from deeppert.grid import load_dataset, prepare, train_shape
+from deeppert.stability import EnsembleStep
 from deeppert.tracking.client import get_or_create_experiment
 from deeppert.tracking.registry import SweepEncoders, check_signature_frame, log_ensemble
 from deeppert.tracking.server import ServerConfig, TrackingServer, free_port
@@ -100,10 +101,9 @@ def test_mlflow_models_serve_answers_the_ensemble_embedding(tmp_path: Path):
             experiment_id,
             dataset="SYN1",
             sweep="serving",
-            ensemble=ensemble,
+            step=EnsembleStep(ensemble, {}),
             model=model,
             encoders=encoders,
-            stability={},
         )
         port = free_port()
         env = {

@@ -323,9 +323,10 @@ def covarying_case(kind: str, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame
             "Noise": draw(pairs_of(names), 40),
         }
     genes = names + [f"G{i}" for i in range(len(other))]
-    w = pd.DataFrame(
-        np.vstack([cand, other]).T, index=[str(i) for i in range(n_cols)], columns=genes
-    )
+    values = np.vstack([cand, other]).T
+    # importances are non-negative; one shift of every value changes no step of the algorithm
+    # (the summaries shift alike, MinMax scaling removes it)
+    w = pd.DataFrame(values - values.min(), index=[str(i) for i in range(n_cols)], columns=genes)
     return w, merge_known_pairs(*known_tables(diseases))
 
 
@@ -672,3 +673,60 @@ def test_nash_gene_list_reads_bom_and_names_missing(seed_data: Path, ov7: dict, 
     }  # the weights' spelling in default mode
     assert len(res.pairs) == 3 and res.match_statistics is None
     assert any("FXR" in r.getMessage() and "SCD1" in r.getMessage() for r in caplog.records)
+
+
+def test_negatively_loaded_module_genes_reach_the_top_genes_as_often_as_positive_ones():
+    """Four planted modules, half of each module's genes loading negatively; each 'model run'
+    is a noisy invertible mixture of the programs. Targets' top 50 genes, taken from the
+    consensus ensemble's importances, hold as many negatively as positively loaded module
+    genes, both far above chance (10 of each); ranking by the signed loadings instead would
+    keep only one sign half of each module, so a signed table is refused."""
+    from deeppert.ensemble import EnsembleConfig, build_ensemble
+    from deeppert.preprocess import fit_pca
+    from deeppert.targets import gene_importance
+
+    rng = np.random.default_rng(0)
+    n, G, K, size = 800, 200, 4, 20
+    member = np.zeros((K, G), bool)
+    for k in range(K):
+        member[k, k * size : (k + 1) * size] = True
+    sign = np.where(np.arange(G) % 2 == 0, 1.0, -1.0)  # every other gene of a module: negative
+    load = np.where(member, rng.uniform(0.8, 1.2, (K, G)) * sign, rng.normal(0, 0.1, (K, G)))
+    A = rng.laplace(size=(n, K))
+    X = A @ load + rng.normal(size=(n, G))
+    genes = [f"G{j}" for j in range(G)]
+    pca = fit_pca(X, genes, 20)
+    cols, codes = [], []
+    for run in range(4):
+        for d in (K, K + 2):
+            codes.append(A @ rng.normal(size=(K, d)) + 0.3 * rng.normal(size=(n, d)))
+            cols += [f"AE_d{d}_run{run}_z{k:02d}" for k in range(d)]
+    latents = pd.DataFrame(np.hstack(codes), columns=cols)
+    ens = build_ensemble(latents, config=EnsembleConfig(l_max=8), x_pca=pca.transform(X), pca=pca)
+    assert (ens.weights.to_numpy() >= 0).all()
+    np.testing.assert_allclose(ens.weights.to_numpy(), np.abs(ens.loadings.to_numpy()))
+    prepared = prepare_weights(ens.weights, TargetConfig(top_genes=50))
+    top = {g for members in prepared.clusters_full.values() for g in members}
+    assert len(top) == 50
+    in_module = member.any(0)
+    pos = sum(g in top for g in np.array(genes)[in_module & (sign > 0)])
+    neg = sum(g in top for g in np.array(genes)[in_module & (sign < 0)])
+    assert pos >= 20 and neg >= 20, (pos, neg)
+    # as often: pos within 3 sd of a sign-blind draw of pos + neg of the 80 module genes
+    m = pos + neg
+    assert abs(pos - m / 2) <= 3 * np.sqrt(m * 0.25 * (80 - m) / 79), (pos, neg)
+    # by the signed values only one half of each module (the one its cluster's sign put on
+    # top) can reach the top genes
+    signed = set(gene_importance(ens.loadings)["Total_Importance"].nlargest(50).index)
+
+    def minority(chosen: set[str]) -> int:
+        """Genes of the less represented sign half, summed over the modules."""
+        return sum(
+            min(sum(genes[j] in chosen for j in np.flatnonzero(member[k] & (sign * s > 0)))
+                for s in (1, -1))
+            for k in range(K)
+        )  # fmt: skip
+
+    assert minority(top) >= 15 and minority(signed) <= 2, (minority(top), minority(signed))
+    with pytest.raises(DeeppertError, match="ensemble_loadings.parquet"):
+        prepare_weights(ens.loadings, TargetConfig(top_genes=50))

@@ -1,14 +1,19 @@
 """``deeppert ensemble``: cluster a run folder's latent variables into an ensemble.
 
 ``ensemble RUN_DIR`` reads the latents and gene weights and writes ``RUN_DIR/ensemble/``:
-``labels.parquet``, ``ensemble_weights.parquet`` (clusters x genes),
-``ensemble_embedding.parquet`` (samples x clusters), ``members.json``, ``summary.json``,
-``stability.json``, ``model/`` (an :class:`EnsembleModel` that embeds new signatures) and
-plots; the consensus mode adds its L-selection curve, ``selection.csv`` and
-``selection.png``. The ensemble config is the run's (``config.json``, section ``ensemble``)
-with the command-line flags on top; flags and their defaults come from
+``labels.parquet``, ``ensemble_weights.parquet`` (clusters x genes: non-negative gene
+importances, what ``deeppert targets`` reads), ``ensemble_loadings.parquet`` (clusters x
+genes: signed loadings), ``ensemble_embedding.parquet`` (samples x clusters),
+``members.json``, ``summary.json`` (L, the density filter's counts and reason, stability,
+warnings), ``stability.json``, ``model/`` (an :class:`EnsembleModel` that embeds new
+signatures) and plots; the consensus mode adds its L-selection curve, ``selection.csv`` and
+``selection.png``. It prints a short report (L, components used and dropped, stability,
+warnings). The ensemble config is the run's (``config.json``, section ``ensemble``) with the
+command-line flags on top; flags and their defaults come from
 :class:`~deeppert.ensemble_config.EnsembleConfig`. The step itself is
-:func:`deeppert.stability.ensemble_step`. The output folder is written atomically.
+:func:`deeppert.stability.ensemble_step`. The output folder is written atomically; an
+ensemble of another method already there is replaced only with ``--force`` (rerunning the
+same method replaces it).
 """
 
 from __future__ import annotations
@@ -65,6 +70,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("run_dir", type=Path)
     add_dataclass_flags(e, EnsembleConfig, _FLAGS, help=_HELP, types={"n_clusters": int})
     e.add_argument("--no-stability", action="store_true", help="skip the stability report")
+    e.add_argument(
+        "--force",
+        action="store_true",
+        help="replace RUN_DIR/ensemble/ even when it holds an ensemble of another method",
+    )
     e.set_defaults(func=run_ensemble)
 
 
@@ -86,9 +96,11 @@ def run_ensemble(args: argparse.Namespace) -> int:
     from deeppert.atomic import atomic_dir
     from deeppert.ensemble import EnsembleModel
     from deeppert.stability import ensemble_step, plot_selection
+    from deeppert.tracking.contract import ENSEMBLE_TABLES
     from deeppert.workspace import load_pca, load_trained, read_member_frames, training_inputs
 
     config = ensemble_config(run_dir, args)
+    _check_replace(run_dir / "ensemble", config.method, args.force)
     latents = read_member_frames(run_dir, "latents", "latent")
     weights = read_member_frames(run_dir, "gene_weights", "gene-weight")
     x_pca, _ = training_inputs(run_dir)
@@ -99,9 +111,8 @@ def run_ensemble(args: argparse.Namespace) -> int:
     ens = step.ensemble
     model = EnsembleModel.from_ensemble(ens, load_trained(run_dir), pca)
     with atomic_dir(run_dir / "ensemble") as tmp:
-        ens.labels.to_parquet(tmp / "labels.parquet")
-        ens.weights.to_parquet(tmp / "ensemble_weights.parquet")
-        ens.embedding.to_parquet(tmp / "ensemble_embedding.parquet")
+        for role, frame in step.tables().items():
+            frame.to_parquet(tmp / ENSEMBLE_TABLES[role])
         (tmp / "members.json").write_text(json.dumps(ens.members, indent=2) + "\n")
         (tmp / "summary.json").write_text(json.dumps(step.summary(), indent=2) + "\n")
         (tmp / "stability.json").write_text(
@@ -112,11 +123,25 @@ def run_ensemble(args: argparse.Namespace) -> int:
             plot_selection(step.selection, tmp / "selection.png")
         model.save(tmp / "model")
         _plots(ens, step.stability, tmp)
-    print(
-        f"wrote {run_dir / 'ensemble'}: L = {ens.n_clusters} clusters over {len(ens.labels)} "
-        f"{'components' if config.method == 'consensus' else 'latent variables'}"
-    )
+    print(f"wrote {run_dir / 'ensemble'} ({config.method})")
+    for line in step.report():
+        print(f"  {line}")
     return 0
+
+
+def _check_replace(folder: Path, method: str, force: bool) -> None:
+    """Refuse to replace an ensemble of another method unless ``force``."""
+    from deeppert.errors import DeeppertError
+
+    summary = folder / "summary.json"
+    if force or not summary.is_file():
+        return
+    old = json.loads(summary.read_text()).get("method")
+    if old != method:
+        raise DeeppertError(
+            f"{folder} holds a {old} ensemble; --method {method} would replace it: "
+            "pass --force to replace it (or copy it elsewhere first)"
+        )
 
 
 def _plots(ens, stability: dict | None, folder: Path) -> None:

@@ -4,7 +4,9 @@
 with ``RUN_DIR/ensemble/model``; ``export --ensemble NAME@ALIAS --tracking-uri URI
 --signatures FILE --h5ad OUT`` does the same with a registered ensemble. The file holds ``X``
 (signatures), ``obs`` (their metadata), ``obsm["X_deeppert"]``, ``varm["deeppert_weights"]``
-and ``uns["deeppert"]`` (see :mod:`deeppert.data._anndata`); it is written atomically.
+(gene importances, non-negative), ``varm["deeppert_loadings"]`` (signed gene loadings, when the
+ensemble has them) and ``uns["deeppert"]`` (see :mod:`deeppert.data._anndata`); it is written
+atomically.
 """
 
 from __future__ import annotations
@@ -13,12 +15,14 @@ import argparse
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from deeppert.cli._data import add_load_arguments, load_from_args
 from deeppert.data import Signatures
 from deeppert.data._anndata import signatures_to_anndata, write_h5ad
 from deeppert.errors import DeeppertError
+from deeppert.tracking.contract import ARTIFACTS
 
 __all__ = ["register"]
 
@@ -72,7 +76,9 @@ def run_export(args: argparse.Namespace) -> int:
                 f"{run_dir}: no ensemble/model (run `deeppert ensemble {run_dir}` first)"
             )
         model = EnsembleModel.load(folder / "model")
-        weights = pd.read_parquet(folder / "ensemble_weights.parquet")
+        weights = pd.read_parquet(folder / ARTIFACTS.ensemble_weights)
+        path = folder / ARTIFACTS.ensemble_loadings
+        loadings = pd.read_parquet(path) if path.is_file() else None
         config = json.loads((run_dir / "config.json").read_text())
         summary = json.loads((folder / "summary.json").read_text())
         info = {
@@ -89,7 +95,7 @@ def run_export(args: argparse.Namespace) -> int:
 
         outputs = load_ensemble_outputs(args.tracking_uri, args.ensemble)
         model = load_ensemble_model(args.tracking_uri, outputs.version)
-        weights = outputs.weights
+        weights, loadings = outputs.weights, outputs.loadings
         v = outputs.version
         info = {
             "source": args.tracking_uri,
@@ -102,7 +108,18 @@ def run_export(args: argparse.Namespace) -> int:
             "members": sorted(model.models),
         }
     sig = _signatures(args, args.run_dir)
+    info["gene_tables"] = {
+        "deeppert_weights": "gene importances (>= 0), the input of deeppert targets",
+        "deeppert_loadings": "signed gene loadings (covariance per SD of the cluster)",
+    }
     adata = signatures_to_anndata(sig, weights=weights, info=info)
+    if loadings is not None:
+        missing = [g for g in sig.genes if g not in loadings.columns]
+        if missing:
+            raise DeeppertError(
+                f"ensemble loadings lack {len(missing)} genes of the signatures, e.g. {missing[:3]}"
+            )
+        adata.varm["deeppert_loadings"] = loadings[sig.genes].T.to_numpy(dtype=np.float32)
     model.embed(adata)  # obsm["X_deeppert"], uns["deeppert"]["clusters"]
     write_h5ad(adata, args.h5ad)
     print(

@@ -1,4 +1,5 @@
-"""``deeppert targets``: predict target-gene pairs for a disease or gene list from ensemble weights."""
+"""``deeppert targets``: predict target-gene pairs for a disease or gene list from ensemble
+gene importances (``ensemble_weights.parquet``; non-negative, signed loadings are refused)."""
 
 from __future__ import annotations
 
@@ -72,7 +73,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "targets",
         help="predict target-gene combinations from ensemble gene weights (docs/method.md section 5)",
         description=(
-            "Cluster the top genes of an ensemble gene-weight matrix, place the candidate genes "
+            "Cluster the top genes of an ensemble gene-importance matrix, place the candidate genes "
             "of a disease (or a gene list) in the gene clusters and rank correlated pairs. "
             "Evaluation mode of the reference: the defaults. Prediction mode: --threshold auto "
             "--n-pairs 50. Outputs are written atomically into --out."
@@ -82,8 +83,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--weights",
         required=True,
         metavar="FILE|NAME@ALIAS",
-        help="ensemble gene weights, clusters x genes (TSV/CSV/Parquet; 'dose' dropped), "
-        "or a registered ensemble such as A549-ensemble@current (needs --tracking-uri)",
+        help="ensemble gene importances (>= 0), clusters x genes (TSV/CSV/Parquet; 'dose' "
+        "dropped), e.g. RUN_DIR/ensemble/ensemble_weights.parquet, or a registered ensemble "
+        "such as A549-ensemble@current (needs --tracking-uri)",
     )
     p.add_argument(
         "--tracking-uri",

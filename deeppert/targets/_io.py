@@ -1,4 +1,4 @@
-"""Readers for the target-combination inputs: the ensemble gene-weight matrix and user gene lists."""
+"""Readers for the target-combination inputs: the ensemble gene-importance matrix and user gene lists."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ _PARQUET_SUFFIXES = {".parquet", ".pq"}
 
 
 def load_weights(path: str | os.PathLike) -> pd.DataFrame:
-    """Read an ensemble gene-weight matrix (clusters as rows, genes as columns).
+    """Read an ensemble gene-importance matrix (clusters as rows, genes as columns).
 
     TSV/TXT (tab), CSV (comma) or Parquet, chosen by suffix; the first text column is the
     cluster id. A ``dose`` column is dropped, as in the reference. The result is validated
@@ -46,9 +46,13 @@ def load_weights(path: str | os.PathLike) -> pd.DataFrame:
 def validate_weights(weights: pd.DataFrame, *, source: str = "<weights>") -> pd.DataFrame:
     """Check a clusters x genes frame and return a clean float copy.
 
-    Drops ``dose``; requires >= 2 clusters, >= 2 genes, numeric finite values, unique
-    cluster ids and gene symbols unique ignoring case (genes are matched case-insensitively).
-    Cluster ids become strings, as the reference does before scaling.
+    Drops ``dose``; requires >= 2 clusters, >= 2 genes, numeric finite non-negative values,
+    unique cluster ids and gene symbols unique ignoring case (genes are matched
+    case-insensitively). Cluster ids become strings, as the reference does before scaling.
+
+    Target combination ranks genes by their summed importance, so weights must be
+    importances (``ensemble_weights.parquet``, the reference's OV7 table): signed loadings
+    would rank a program's negatively loaded genes last, and are refused.
     """
     if not isinstance(weights, pd.DataFrame):
         raise DeeppertError(f"{source}: expected a DataFrame, got {type(weights).__name__}")
@@ -65,6 +69,14 @@ def validate_weights(weights: pd.DataFrame, *, source: str = "<weights>") -> pd.
         row, col = np.argwhere(~np.isfinite(values))[0]
         raise DeeppertError(
             f"{source}: non-finite value at cluster {frame.index[row]!r}, gene {frame.columns[col]!r}"
+        )
+    if (values < 0).any():
+        row, col = np.argwhere(values < 0)[0]
+        raise DeeppertError(
+            f"{source}: {int((values < 0).sum())} negative gene weights (first at cluster "
+            f"{frame.index[row]!r}, gene {frame.columns[col]!r}); targets needs non-negative "
+            "importances: pass the ensemble's ensemble_weights.parquet, not its signed "
+            "ensemble_loadings.parquet (or take absolute values)"
         )
     genes = [str(g).strip() for g in frame.columns]
     lower = pd.Series([g.lower() for g in genes])

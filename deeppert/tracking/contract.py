@@ -16,6 +16,7 @@ __all__ = [
     "ARTIFACTS",
     "VERSION_TAGS",
     "ENSEMBLE_ALIAS",
+    "ENSEMBLE_TABLES",
     "BEST_ALIAS",
     "PCA_TABLES",
     "TRIAL_PARAMS",
@@ -65,6 +66,7 @@ class TAGS:
     encoder_versions = "deeppert.encoder_versions"
     sweep_parent_run = "deeppert.sweep_parent_run"
     ensemble_version = "deeppert.ensemble_version"
+    warning = "deeppert.warning"  # why not to trust the ensemble ("; "-joined), when any
     # downstream runs (targets, downstream): the ensemble version they consumed
     input_model = "deeppert.input_model"
     input_alias = "deeppert.input_alias"
@@ -93,7 +95,8 @@ class ARTIFACTS:
     encoder = "encoder"  # logged PyTorch model
     # ensemble runs
     labels = "labels.parquet"
-    ensemble_weights = "ensemble_weights.parquet"
+    ensemble_weights = "ensemble_weights.parquet"  # gene importances (>= 0): downstream input
+    ensemble_loadings = "ensemble_loadings.parquet"  # signed gene loadings, beside them
     ensemble_embedding = "ensemble_embedding.parquet"
     stability = "stability.json"
     selection = "selection.parquet"  # consensus mode: the L-selection curve (+ selection.png)
@@ -116,6 +119,14 @@ class VERSION_TAGS:
     r2_genes = "r2_genes"  # encoder versions: held-out gene-space R^2 of the run
     run_id = "run_id"
 
+
+# EnsembleStep.tables() role -> artifact file (on the ensemble run and in RUN_DIR/ensemble/)
+ENSEMBLE_TABLES = {
+    "labels": ARTIFACTS.labels,
+    "weights": ARTIFACTS.ensemble_weights,
+    "loadings": ARTIFACTS.ensemble_loadings,
+    "embedding": ARTIFACTS.ensemble_embedding,
+}
 
 ENSEMBLE_ALIAS = "current"  # MLflow reserves "latest"
 BEST_ALIAS = "best"  # encoder versions: each shape's best held-out R^2 in the latest sweep

@@ -3,7 +3,8 @@
 The ensemble job reads the sweep's encoder versions from the registry (never hand-copied
 paths), rebuilds the ensemble, and registers it as ``<dataset>-ensemble`` with alias
 ``current``: an MLflow pyfunc model that embeds new signatures (PCA -> member encoders ->
-cluster means), with ``labels.parquet``, ``ensemble_weights.parquet`` and
+cluster means), with ``labels.parquet``, ``ensemble_weights.parquet`` (gene importances, the
+downstream input), ``ensemble_loadings.parquet`` (signed loadings) and
 ``ensemble_embedding.parquet`` on the ensemble run. Downstream jobs resolve the alias,
 read those Parquet files, and tag their own runs with the version they used.
 """
@@ -20,10 +21,10 @@ from pathlib import Path
 import mlflow.pyfunc
 import pandas as pd
 
-from deeppert.ensemble import Ensemble, EnsembleModel
+from deeppert.ensemble import EnsembleModel
 from deeppert.errors import DeeppertError
 from deeppert.preprocess import PCAModel
-from deeppert.stability import plot_selection
+from deeppert.stability import EnsembleStep, plot_selection
 from deeppert.tracking.client import (
     ModelVersionRef,
     global_uris,
@@ -39,6 +40,7 @@ from deeppert.tracking.client import (
 from deeppert.tracking.contract import (
     ARTIFACTS,
     ENSEMBLE_ALIAS,
+    ENSEMBLE_TABLES,
     PCA_TABLES,
     ROLES,
     TAGS,
@@ -187,38 +189,51 @@ def log_ensemble(
     *,
     dataset: str,
     sweep: str,
-    ensemble: Ensemble,
+    step: EnsembleStep,
     model: EnsembleModel,
     encoders: SweepEncoders,
-    stability: dict,
     alias: str = ENSEMBLE_ALIAS,
 ) -> ModelVersionRef:
-    """Log an ensemble run with its Parquet products and register its pyfunc model under ``alias``."""
+    """Log an ensemble run with its Parquet products and register its pyfunc model under ``alias``.
+
+    Besides the tables (:meth:`EnsembleStep.tables`, one file each by
+    :data:`~deeppert.tracking.contract.ENSEMBLE_TABLES`) the run says what the density filter
+    did (params ``density.*``, metric ``n_components_dropped``), the chosen L's ``silhouette``
+    and, under tag ``deeppert.warning``, every warning of the step."""
+    ensemble, stability = step.ensemble, step.stability
+    tags = {
+        TAGS.role: ROLES.ensemble,
+        TAGS.sweep: sweep,
+        TAGS.cell_line: dataset,
+        TAGS.encoder_versions: ",".join(encoders.versions),
+        TAGS.sweep_parent_run: encoders.parent_run_id,
+    }
+    if step.warnings:
+        tags[TAGS.warning] = "; ".join(step.warnings)
+    density = ensemble.density_filter or {}
     with tracked_run(
         uri,
         experiment_id,
         run_name=f"ensemble {dataset}",
-        tags={
-            TAGS.role: ROLES.ensemble,
-            TAGS.sweep: sweep,
-            TAGS.cell_line: dataset,
-            TAGS.encoder_versions: ",".join(encoders.versions),
-            TAGS.sweep_parent_run: encoders.parent_run_id,
-        },
+        tags=tags,
         params={
             **{f"ensemble.{k}": v for k, v in ensemble.config.to_dict().items()},
+            **{f"density.{k}": v for k, v in density.items()},
             "n_latent_variables": encoders.latents.shape[1],
             "n_members": len(encoders.versions),
         },
     ) as run_id:
         client = tracking_client(uri)
         client.log_metric(run_id, "n_clusters", ensemble.n_clusters)
+        client.log_metric(run_id, "n_components_dropped", ensemble.n_dropped)
+        chosen = step.summary()["chosen"]
+        if chosen is not None:
+            client.log_metric(run_id, "silhouette", chosen["silhouette"])
         for key, value in stability.items():
             if isinstance(value, (int, float)):
                 client.log_metric(run_id, f"stability_{key}", float(value))
-        log_parquet(uri, run_id, ensemble.labels, ARTIFACTS.labels)
-        log_parquet(uri, run_id, ensemble.weights, ARTIFACTS.ensemble_weights)
-        log_parquet(uri, run_id, ensemble.embedding, ARTIFACTS.ensemble_embedding)
+        for role, frame in step.tables().items():
+            log_parquet(uri, run_id, frame, ENSEMBLE_TABLES[role])
         if ensemble.selection is not None:  # consensus mode: the L-selection curve
             log_parquet(uri, run_id, ensemble.selection, ARTIFACTS.selection)
             with tempfile.TemporaryDirectory() as tmp:
@@ -253,12 +268,16 @@ def log_ensemble(
 
 @dataclass
 class EnsembleOutputs:
-    """An ensemble resolved from the registry: its version and Parquet products."""
+    """An ensemble resolved from the registry: its version and Parquet products.
+
+    ``weights`` are the gene importances (non-negative, what targets and downstream read),
+    ``loadings`` the signed gene loadings (None when the run has none)."""
 
     version: ModelVersionRef
     weights: pd.DataFrame
     embedding: pd.DataFrame
     labels: pd.DataFrame
+    loadings: pd.DataFrame | None = None
 
 
 def load_ensemble_outputs(uri: str, ref: str) -> EnsembleOutputs:
@@ -268,11 +287,15 @@ def load_ensemble_outputs(uri: str, ref: str) -> EnsembleOutputs:
         raise DeeppertError(
             f"{ref}: model version {version.version} has no source run to read products from"
         )
+    present = {a.path for a in tracking_client(uri).list_artifacts(version.run_id)}
     return EnsembleOutputs(
         version,
         load_parquet(uri, version.run_id, ARTIFACTS.ensemble_weights),
         load_parquet(uri, version.run_id, ARTIFACTS.ensemble_embedding),
         load_parquet(uri, version.run_id, ARTIFACTS.labels),
+        load_parquet(uri, version.run_id, ARTIFACTS.ensemble_loadings)
+        if ARTIFACTS.ensemble_loadings in present
+        else None,
     )
 
 
