@@ -20,8 +20,10 @@ top-30 precision of |gene weight| against the planted modules):
 
 - consensus (default config): covariance loadings (the default weights), and the same
   clusters with gene weights = per-cluster median of the members' IG-of-rotated-component
-  weights (:func:`deeppert.attribution.attribute_rotated_components`);
-- single models, median over model runs: IG of nodes; rotated covariance loadings; rotated IG;
+  weights (:func:`deeppert.attribution.attribute_rotated_components`, in PCA coordinates
+  mapped to genes as for nodes, and ``space="genes"``: IG with respect to the kept genes);
+- single models, median over model runs: IG of nodes; rotated covariance loadings; rotated IG
+  (both spaces);
 - PCA, FastICA, NMF on [X+, X-] at the largest latent dim and cNMF-style consensus NMF
   (:mod:`deeppert.program_baselines`; 5 seeded NMF runs of at most 100 iterations, KMeans,
   medians), on all rows.
@@ -108,17 +110,24 @@ def run_world(name: str, args: argparse.Namespace) -> list[dict]:
         components=ens.n_dropped + len(ens.labels),
     )
     labels = ens.labels["cluster"]
-    ig = grid.rotated_weights[labels.index]
-    ig_weights = np.stack(
-        [np.median(ig.loc[:, labels == c].to_numpy(), axis=1) for c in range(ens.n_clusters)]
-    )
-    add(
-        "consensus, IG of rotated components",
-        score(member, ig_weights),
-        t_ens,
-        dropped=ens.n_dropped,
-        components=ens.n_dropped + len(ens.labels),
-    )
+    for label, frame in (
+        ("IG of rotated components", grid.rotated_weights),
+        ("gene-space IG of rotated components", grid.rotated_gene_space),
+    ):
+        members = frame[labels.index]
+        weights = np.stack(
+            [
+                np.median(members.loc[:, labels == c].to_numpy(), axis=1)
+                for c in range(ens.n_clusters)
+            ]
+        )
+        add(
+            f"consensus, {label}",
+            score(member, weights),
+            t_ens,
+            dropped=ens.n_dropped,
+            components=ens.n_dropped + len(ens.labels),
+        )
 
     node_owner = pd.Series(
         [c.rsplit("_z", 1)[0] for c in grid.gene_weights.columns], index=grid.gene_weights.columns
@@ -131,15 +140,12 @@ def run_world(name: str, args: argparse.Namespace) -> list[dict]:
     loads = model_components(grid.latents, grid.x, grid.pca, config).gene_loadings(grid.pca)
     comp_owner = pd.Series([c.rsplit("_ic", 1)[0] for c in loads.columns], index=loads.columns)
     add("single model median, rotated loadings", _median_single(member, loads, comp_owner), 0.0)
-    rot_owner = pd.Series(
-        [c.rsplit("_ic", 1)[0] for c in grid.rotated_weights.columns],
-        index=grid.rotated_weights.columns,
-    )
-    add(
-        "single model median, rotated IG",
-        _median_single(member, grid.rotated_weights, rot_owner),
-        0.0,
-    )
+    for label, frame in (
+        ("rotated IG", grid.rotated_weights),
+        ("gene-space rotated IG", grid.rotated_gene_space),
+    ):
+        owner = pd.Series([c.rsplit("_ic", 1)[0] for c in frame.columns], index=frame.columns)
+        add(f"single model median, {label}", _median_single(member, frame, owner), 0.0)
 
     for method in ("PCA", "FastICA", "NMF"):
         t0 = time.perf_counter()

@@ -201,6 +201,8 @@ class Grid:
     # genes x rotated components (``<model>_run<r>_ic<k>``): IG of each run's code rotated as
     # the default consensus rotates it; only when ``args.rotated_ig`` is set
     rotated_weights: pd.DataFrame | None = None
+    # the same, IG taken with respect to the genes the PCA keeps (``space="genes"``)
+    rotated_gene_space: pd.DataFrame | None = None
 
 
 def _rotation_maps(z: np.ndarray) -> list[np.ndarray]:
@@ -224,7 +226,7 @@ def train_grid(world: World, args: argparse.Namespace) -> Grid:
     x = pca.transform(world.X).astype(np.float32)
     key = f"{world.name}_s{args.seed}_{'-'.join(args.models)}_d{'-'.join(map(str, args.dims))}"
     key += f"_r{args.runs}_e{args.epochs}_p{args.pca}_ig{args.ig_steps}x{args.ig_rows}"
-    key += "_rot" if rotated else ""
+    key += "_rot2" if rotated else ""
     cached = args.cache / key if args.cache else None
     if cached is not None and (cached / "seconds.json").is_file():
         return Grid(
@@ -234,8 +236,9 @@ def train_grid(world: World, args: argparse.Namespace) -> Grid:
             pd.read_parquet(cached / "gene_weights.parquet"),
             json.loads((cached / "seconds.json").read_text())["seconds"],
             pd.read_parquet(cached / "rotated_weights.parquet") if rotated else None,
+            pd.read_parquet(cached / "rotated_gene_space.parquet") if rotated else None,
         )
-    lat, gw, rw = [], [], []
+    lat, gw, rw, rg = [], [], [], []
     for kind in args.models:
         for d in args.dims:
             tm = fit(
@@ -256,6 +259,9 @@ def train_grid(world: World, args: argparse.Namespace) -> Grid:
                 rw += attribute_rotated_components(
                     tm, x[np.sort(rows)], pca, maps, config=ig
                 ).frames
+                rg += attribute_rotated_components(
+                    tm, x[np.sort(rows)], pca, maps, config=ig, space="genes"
+                ).frames
     grid = Grid(
         pca,
         x.astype(np.float64),
@@ -263,6 +269,7 @@ def train_grid(world: World, args: argparse.Namespace) -> Grid:
         pd.concat(gw, axis=1),
         time.perf_counter() - t0,
         pd.concat(rw, axis=1) if rotated else None,
+        pd.concat(rg, axis=1) if rotated else None,
     )
     if cached is not None:
         cached.mkdir(parents=True, exist_ok=True)
@@ -270,6 +277,7 @@ def train_grid(world: World, args: argparse.Namespace) -> Grid:
         grid.gene_weights.to_parquet(cached / "gene_weights.parquet")
         if rotated:
             grid.rotated_weights.to_parquet(cached / "rotated_weights.parquet")
+            grid.rotated_gene_space.to_parquet(cached / "rotated_gene_space.parquet")
         (cached / "seconds.json").write_text(json.dumps({"seconds": grid.seconds}))
     return grid
 

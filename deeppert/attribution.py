@@ -655,6 +655,7 @@ def attribute_rotated_components(
     config: IGConfig | None = None,
     baselines: torch.Tensor | np.ndarray | None = None,
     genes: list[str] | None = None,
+    space: Literal["pca", "genes"] = "pca",
 ) -> RotatedAttribution:
     """Gene weights of rotated components ``c = (z - m) @ W`` through Integrated Gradients.
 
@@ -665,6 +666,13 @@ def attribute_rotated_components(
     component's gene weight vector is then the nodes' definition (docs/method.md section 3):
     the mean over samples of ``|IG_c(x) @ components|``. Streamed over chunks of samples as
     :func:`attribute_genes`.
+
+    ``space="genes"`` takes IG with respect to the genes the PCA keeps instead: with the
+    path-averaged Jacobian ``J_c = (IG_z / (x - x0)) @ W`` (p, k) and orthonormal components
+    ``C``, gene ``g`` gets ``((x - x0) @ C)_g * (J_c^T @ C)_g``; these sum over genes to
+    ``c(x) - c(x0)`` (``C C^T = I``), and a PC's contributions keep their signs, which the
+    per-sample ``|IG_c @ C|`` of the default loses. A PCA input equal to its baseline
+    contributes no gradient (0 / 0 is taken as 0).
     """
     config = config or IGConfig()
     module = _unwrap(model)
@@ -681,6 +689,8 @@ def attribute_rotated_components(
                 f"rotation map {r} has shape {np.shape(W)} or non-finite values; "
                 f"expected finite (latent dim = {d}, k)"
             )
+    if space not in ("pca", "genes"):
+        raise DeeppertError(f"unknown attribution space {space!r}; valid: pca, genes")
     if config.algorithm == "captum":
         raise DeeppertError(
             "attribute_rotated_components streams the exact or autograd path; "
@@ -709,11 +719,21 @@ def attribute_rotated_components(
     hi = [
         torch.full((W.shape[1],), float("-inf"), dtype=torch.float64, device=x.device) for W in maps
     ]
+    start = 0
     for ig, delta, out in _ig_chunks(model, slice(0, R), x, x0, config, with_delta=True):
+        B = ig.shape[1]
+        diff = (x[start : start + B] - x0[start : start + B]).double()  # (B, p)
+        start += B
         with torch.no_grad():
             for r, W in enumerate(maps):
-                igc = ig[r].double() @ W  # (B, p, k): IG of the rotated components
-                totals[r] += torch.matmul(igc.transpose(-1, -2), comps).abs().sum(0)
+                if space == "pca":
+                    igc = ig[r].double() @ W  # (B, p, k): IG of the rotated components
+                    totals[r] += torch.matmul(igc.transpose(-1, -2), comps).abs().sum(0)
+                else:
+                    safe = torch.where(diff != 0, diff, torch.ones_like(diff)).unsqueeze(-1)
+                    jac = torch.where(diff.unsqueeze(-1) != 0, ig[r].double() / safe, 0.0) @ W
+                    grad_genes = torch.matmul(jac.transpose(-1, -2), comps)  # (B, k, genes)
+                    totals[r] += ((diff @ comps).unsqueeze(1) * grad_genes).abs().sum(0)
                 deltas[r] = torch.maximum(deltas[r], (delta[r].double() @ W).abs().amax(0))
                 c = out[r].double() @ W
                 lo[r] = torch.minimum(lo[r], c.amin(0))

@@ -166,6 +166,22 @@ def test_rotated_components_are_captum_ig_of_the_composed_model(trained, data):
         assert (np.abs(got - ref) / ref.max(0, keepdims=True)).max() <= 1e-4
         np.testing.assert_allclose(res.max_abs_delta[r], delta.abs().amax(0).numpy(), atol=1e-4)
     assert max(d.max() for d in res.relative_delta) < 0.05
+    # IG with respect to the genes the PCA keeps: captum on genes -> PCA -> encoder -> W
+    on_genes = attribute_rotated_components(
+        trained, xs, comps, [rot[1:] for rot in rotations], space="genes"
+    )
+    C = torch.as_tensor(comps, dtype=torch.float32)
+    single = trained.module.replica(0).eval()
+    W = torch.as_tensor(rotations[0][1:], dtype=torch.float32)
+
+    def from_genes(g: torch.Tensor) -> torch.Tensor:
+        return single.inference((g @ C.T).unsqueeze(0))["z_mean"][0] @ W
+
+    cap = integrated_gradients(from_genes, xs @ C, algorithm="captum")  # (n, genes, k)
+    ref = cap.abs().mean(0).numpy()
+    got = on_genes.frames[0].to_numpy()
+    assert (np.abs(got - ref) / ref.max(0, keepdims=True)).max() <= 1e-3
+    assert (np.abs(got - res.frames[0].to_numpy()) / ref.max(0, keepdims=True)).max() > 0.05
     with pytest.raises(DeeppertError, match="2 model replicas"):
         attribute_rotated_components(trained, xs, comps, [rotations[0][1:]])
     with pytest.raises(DeeppertError, match="expected finite"):
