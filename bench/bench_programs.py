@@ -202,6 +202,9 @@ def summary(table: pd.DataFrame) -> pd.DataFrame:
                 "world": world,
                 "consensus": p[DEFAULT],
                 "consensus, IG": p["consensus, IG of rotated components"],
+                "consensus, gene-space IG": p.get(
+                    "consensus, gene-space IG of rotated components", np.nan
+                ),
                 "bar": bar,
                 "meets bar": bool(p[DEFAULT] >= bar),
                 "best single (median)": single,
