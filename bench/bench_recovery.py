@@ -42,11 +42,11 @@ from scipy.optimize import linear_sum_assignment
 from sklearn.decomposition import NMF
 from sklearn.metrics import adjusted_rand_score, roc_auc_score
 
-from deeppert.attribution import IGConfig, attribute_genes
+from deeppert.attribution import IGConfig, attribute_genes, attribute_rotated_components
 from deeppert.baselines import fit_baseline
 from deeppert.data import landmark_genes
 from deeppert.data.synthetic import SynthConfig, make_synthetic
-from deeppert.ensemble import EnsembleConfig, build_ensemble, parse_variable_name
+from deeppert.ensemble import EnsembleConfig, build_ensemble, parse_variable_name, rotate_code
 from deeppert.models import ModelConfig
 from deeppert.preprocess import PCAModel, fit_pca
 from deeppert.train import TrainConfig, fit
@@ -198,25 +198,47 @@ class Grid:
     latents: pd.DataFrame  # samples x variables
     gene_weights: pd.DataFrame  # genes x variables
     seconds: float
+    # genes x rotated components (``<model>_run<r>_ic<k>``): IG of each run's code rotated as
+    # the default consensus rotates it; only when ``args.rotated_ig`` is set
+    rotated_weights: pd.DataFrame | None = None
+    # the same, IG taken with respect to the genes the PCA keeps (``space="genes"``)
+    rotated_gene_space: pd.DataFrame | None = None
+
+
+def _rotation_maps(z: np.ndarray) -> list[np.ndarray]:
+    """Each run's map to its components, exactly as the default consensus rotates codes."""
+    cfg = EnsembleConfig()
+    return [
+        rotate_code(
+            zr, cfg.rotation, seed=cfg.seed, max_iter=cfg.ica_max_iter, max_rows=cfg.ica_max_rows
+        )[1:]
+        for zr in z
+    ]
 
 
 def train_grid(world: World, args: argparse.Namespace) -> Grid:
-    """Train and attribute the grid; with ``--cache`` reuse a grid trained with the same settings."""
+    """Train and attribute the grid; with ``--cache`` reuse a grid trained with the same settings.
+
+    With ``args.rotated_ig`` also the IG gene weights of every run's rotated components."""
+    rotated = getattr(args, "rotated_ig", False)
     t0 = time.perf_counter()
     pca = fit_pca(world.X, world.genes, args.pca)
     x = pca.transform(world.X).astype(np.float32)
     key = f"{world.name}_s{args.seed}_{'-'.join(args.models)}_d{'-'.join(map(str, args.dims))}"
     key += f"_r{args.runs}_e{args.epochs}_p{args.pca}_ig{args.ig_steps}x{args.ig_rows}"
+    key += "_rot2" if rotated else ""
     cached = args.cache / key if args.cache else None
-    if cached is not None and (cached / "gene_weights.parquet").is_file():
+    if cached is not None and (cached / "seconds.json").is_file():
         return Grid(
             pca,
             x.astype(np.float64),
             pd.read_parquet(cached / "latents.parquet"),
             pd.read_parquet(cached / "gene_weights.parquet"),
             json.loads((cached / "seconds.json").read_text())["seconds"],
+            pd.read_parquet(cached / "rotated_weights.parquet") if rotated else None,
+            pd.read_parquet(cached / "rotated_gene_space.parquet") if rotated else None,
         )
-    lat, gw = [], []
+    lat, gw, rw, rg = [], [], [], []
     for kind in args.models:
         for d in args.dims:
             tm = fit(
@@ -227,21 +249,35 @@ def train_grid(world: World, args: argparse.Namespace) -> Grid:
             )
             z = tm.embed(x)
             rows = np.random.default_rng(0).choice(len(x), min(args.ig_rows, len(x)), replace=False)
-            ga = attribute_genes(tm, x[np.sort(rows)], pca, config=IGConfig(n_steps=args.ig_steps))
+            ig = IGConfig(n_steps=args.ig_steps)
+            ga = attribute_genes(tm, x[np.sort(rows)], pca, config=ig)
             for r in range(args.runs):
                 lat.append(pd.DataFrame(z[r], columns=tm.node_names(r)))
                 gw.append(ga.frame(r))
+            if rotated:
+                maps = _rotation_maps(z.astype(np.float64))
+                rw += attribute_rotated_components(
+                    tm, x[np.sort(rows)], pca, maps, config=ig
+                ).frames
+                rg += attribute_rotated_components(
+                    tm, x[np.sort(rows)], pca, maps, config=ig, space="genes"
+                ).frames
     grid = Grid(
         pca,
         x.astype(np.float64),
         pd.concat(lat, axis=1),
         pd.concat(gw, axis=1),
         time.perf_counter() - t0,
+        pd.concat(rw, axis=1) if rotated else None,
+        pd.concat(rg, axis=1) if rotated else None,
     )
     if cached is not None:
         cached.mkdir(parents=True, exist_ok=True)
         grid.latents.to_parquet(cached / "latents.parquet")
         grid.gene_weights.to_parquet(cached / "gene_weights.parquet")
+        if rotated:
+            grid.rotated_weights.to_parquet(cached / "rotated_weights.parquet")
+            grid.rotated_gene_space.to_parquet(cached / "rotated_gene_space.parquet")
         (cached / "seconds.json").write_text(json.dumps({"seconds": grid.seconds}))
     return grid
 

@@ -62,6 +62,8 @@ __all__ = [
     "gene_weights",
     "attribute_genes",
     "gene_loadings",
+    "RotatedAttribution",
+    "attribute_rotated_components",
 ]
 
 Encoder = PerturbationAutoencoder | TrainedModels | Callable[[torch.Tensor], torch.Tensor]
@@ -613,3 +615,142 @@ def gene_loadings(codes: np.ndarray, x_pca: np.ndarray, pca: PCAModel | np.ndarr
     z = z / np.where(sd > 0, sd, 1.0)
     cov = (x - x.mean(0)).T @ z / len(z)  # (p, d)
     return comps.T @ cov
+
+
+@dataclass
+class RotatedAttribution:
+    """Gene weights of every model run's rotated components, by Integrated Gradients.
+
+    Attributes
+    ----------
+    frames
+        One ``genes x components`` frame per replica (components of one run can be fewer than
+        its nodes: a rotation leaves out collapsed directions). Columns are
+        ``<model>_run<r>_ic<k>`` (the consensus ensemble's component names) for
+        :class:`TrainedModels`, else ``r<r>_ic<k>``.
+    max_abs_delta, output_range
+        Per replica ``(components,)``: the largest completeness error over the samples and the
+        range (max - min) of each component over them.
+    """
+
+    frames: list[pd.DataFrame]
+    max_abs_delta: list[np.ndarray]
+    output_range: list[np.ndarray]
+
+    @property
+    def relative_delta(self) -> list[np.ndarray]:
+        """Completeness error relative to each component's output range."""
+        return [
+            d / np.where(r > 0, r, 1.0)
+            for d, r in zip(self.max_abs_delta, self.output_range, strict=True)
+        ]
+
+
+def attribute_rotated_components(
+    model: PerturbationAutoencoder | TrainedModels,
+    inputs: torch.Tensor | np.ndarray,
+    pca: PCAModel | np.ndarray,
+    maps: list[np.ndarray],
+    *,
+    config: IGConfig | None = None,
+    baselines: torch.Tensor | np.ndarray | None = None,
+    genes: list[str] | None = None,
+    space: Literal["pca", "genes"] = "pca",
+) -> RotatedAttribution:
+    """Gene weights of rotated components ``c = (z - m) @ W`` through Integrated Gradients.
+
+    ``maps[r]`` is replica ``r``'s ``(d, k)`` map ``W`` (the rows after the mean in what
+    :func:`deeppert.ensemble.rotate_code` returns; the shift ``m`` has no gradient and is not
+    needed). IG is linear in the output, so ``IG_c(x) = IG_z(x) @ W`` exactly and
+    completeness carries over: ``sum_j IG_c,j(x) = c(x) - c(x0)``. A
+    component's gene weight vector is then the nodes' definition (docs/method.md section 3):
+    the mean over samples of ``|IG_c(x) @ components|``. Streamed over chunks of samples as
+    :func:`attribute_genes`.
+
+    ``space="genes"`` takes IG with respect to the genes the PCA keeps instead: with the
+    path-averaged Jacobian ``J_c = (IG_z / (x - x0)) @ W`` (p, k) and orthonormal components
+    ``C``, gene ``g`` gets ``((x - x0) @ C)_g * (J_c^T @ C)_g``; these sum over genes to
+    ``c(x) - c(x0)`` (``C C^T = I``), and a PC's contributions keep their signs, which the
+    per-sample ``|IG_c @ C|`` of the default loses. A PCA input equal to its baseline
+    contributes no gradient (0 / 0 is taken as 0).
+    """
+    config = config or IGConfig()
+    module = _unwrap(model)
+    if not isinstance(module, PerturbationAutoencoder):
+        raise DeeppertError(
+            "attribute_rotated_components needs a PerturbationAutoencoder or TrainedModels"
+        )
+    R, d = module.replicas, module.config.latent_dim
+    if len(maps) != R:
+        raise DeeppertError(f"{len(maps)} rotation maps for {R} model replicas")
+    for r, W in enumerate(maps):
+        if np.ndim(W) != 2 or np.shape(W)[0] != d or not np.isfinite(W).all():
+            raise DeeppertError(
+                f"rotation map {r} has shape {np.shape(W)} or non-finite values; "
+                f"expected finite (latent dim = {d}, k)"
+            )
+    if space not in ("pca", "genes"):
+        raise DeeppertError(f"unknown attribution space {space!r}; valid: pca, genes")
+    if config.algorithm == "captum":
+        raise DeeppertError(
+            "attribute_rotated_components streams the exact or autograd path; "
+            "algorithm = captum is for tests of single nodes"
+        )
+    x, x0 = _as_inputs(model, inputs, baselines)
+    comps = torch.as_tensor(_components(pca), dtype=torch.float64, device=x.device)
+    if comps.shape[0] != x.shape[1]:
+        raise DeeppertError(
+            f"inputs have {x.shape[1]} PCA scores, PCA has {comps.shape[0]} components"
+        )
+    if genes is None:
+        genes = (
+            list(pca.genes)
+            if isinstance(pca, PCAModel)
+            else [f"g{j}" for j in range(comps.shape[1])]
+        )
+    maps = [torch.as_tensor(np.asarray(W), dtype=torch.float64, device=x.device) for W in maps]
+    totals = [
+        torch.zeros(W.shape[1], comps.shape[1], dtype=torch.float64, device=x.device) for W in maps
+    ]
+    deltas = [torch.zeros(W.shape[1], dtype=torch.float64, device=x.device) for W in maps]
+    lo = [
+        torch.full((W.shape[1],), float("inf"), dtype=torch.float64, device=x.device) for W in maps
+    ]
+    hi = [
+        torch.full((W.shape[1],), float("-inf"), dtype=torch.float64, device=x.device) for W in maps
+    ]
+    start = 0
+    for ig, delta, out in _ig_chunks(model, slice(0, R), x, x0, config, with_delta=True):
+        B = ig.shape[1]
+        diff = (x[start : start + B] - x0[start : start + B]).double()  # (B, p)
+        start += B
+        with torch.no_grad():
+            for r, W in enumerate(maps):
+                if space == "pca":
+                    igc = ig[r].double() @ W  # (B, p, k): IG of the rotated components
+                    totals[r] += torch.matmul(igc.transpose(-1, -2), comps).abs().sum(0)
+                else:
+                    safe = torch.where(diff != 0, diff, torch.ones_like(diff)).unsqueeze(-1)
+                    jac = torch.where(diff.unsqueeze(-1) != 0, ig[r].double() / safe, 0.0) @ W
+                    grad_genes = torch.matmul(jac.transpose(-1, -2), comps)  # (B, k, genes)
+                    totals[r] += ((diff @ comps).unsqueeze(1) * grad_genes).abs().sum(0)
+                deltas[r] = torch.maximum(deltas[r], (delta[r].double() @ W).abs().amax(0))
+                c = out[r].double() @ W
+                lo[r] = torch.minimum(lo[r], c.amin(0))
+                hi[r] = torch.maximum(hi[r], c.amax(0))
+    names, _ = _names_runs(model, R, d)
+    frames = []
+    for r, total in enumerate(totals):
+        key = names[r][0].rsplit("_z", 1)[0]
+        frames.append(
+            pd.DataFrame(
+                (total / x.shape[0]).T.cpu().numpy(),
+                index=pd.Index(genes, name="gene"),
+                columns=[f"{key}_ic{k:02d}" for k in range(total.shape[0])],
+            )
+        )
+    return RotatedAttribution(
+        frames,
+        [t.cpu().numpy() for t in deltas],
+        [(h - l_).cpu().numpy() for h, l_ in zip(hi, lo, strict=True)],
+    )

@@ -9,6 +9,7 @@ import torch
 from deeppert.attribution import (
     IGConfig,
     attribute_genes,
+    attribute_rotated_components,
     gene_weights,
     integrated_gradients,
     quadrature,
@@ -135,6 +136,56 @@ def test_streaming_gene_weights_match_full(trained, data):
     cap = attribute_genes(trained, x[:30], comps, config=IGConfig(algorithm="captum"))
     fast = attribute_genes(trained, x[:30], comps)
     assert (np.abs(cap.weights - fast.weights) / cap.weights.max(1, keepdims=True)).max() <= 1e-4
+
+
+def test_rotated_components_are_captum_ig_of_the_composed_model(trained, data):
+    """IG of c = (z - m) @ W equals captum's IG of the encoder followed by that linear map,
+    and completeness carries over; a rotation may drop directions (k < d)."""
+    from deeppert.ensemble import rotate_code
+
+    x, comps = data
+    xs = torch.as_tensor(x[:30])
+    z = trained.embed(x)  # (R, n, d)
+    rotations = [rotate_code(z[0], "ica"), rotate_code(z[1], "ica")[:, :3]]
+    res = attribute_rotated_components(trained, xs, comps, [rot[1:] for rot in rotations])
+    assert [f.shape for f in res.frames] == [(GENES, 5), (GENES, 3)]
+    assert list(res.frames[1].columns) == [f"{trained.name}_run1_ic{k:02d}" for k in range(3)]
+    for r, rot in enumerate(rotations):
+        single = trained.module.replica(r).eval()
+        m = torch.as_tensor(z[r].mean(0), dtype=torch.float32)
+        W = torch.as_tensor(rot[1:], dtype=torch.float32)
+
+        def composed(t: torch.Tensor, single=single, m=m, W=W) -> torch.Tensor:
+            return (single.inference(t.unsqueeze(0))["z_mean"][0] - m) @ W
+
+        cap, delta = integrated_gradients(
+            composed, xs, algorithm="captum", return_convergence_delta=True
+        )
+        ref = gene_weights(cap, comps)
+        got = res.frames[r].to_numpy()
+        assert (np.abs(got - ref) / ref.max(0, keepdims=True)).max() <= 1e-4
+        np.testing.assert_allclose(res.max_abs_delta[r], delta.abs().amax(0).numpy(), atol=1e-4)
+    assert max(d.max() for d in res.relative_delta) < 0.05
+    # IG with respect to the genes the PCA keeps: captum on genes -> PCA -> encoder -> W
+    on_genes = attribute_rotated_components(
+        trained, xs, comps, [rot[1:] for rot in rotations], space="genes"
+    )
+    C = torch.as_tensor(comps, dtype=torch.float32)
+    single = trained.module.replica(0).eval()
+    W = torch.as_tensor(rotations[0][1:], dtype=torch.float32)
+
+    def from_genes(g: torch.Tensor) -> torch.Tensor:
+        return single.inference((g @ C.T).unsqueeze(0))["z_mean"][0] @ W
+
+    cap = integrated_gradients(from_genes, xs @ C, algorithm="captum")  # (n, genes, k)
+    ref = cap.abs().mean(0).numpy()
+    got = on_genes.frames[0].to_numpy()
+    assert (np.abs(got - ref) / ref.max(0, keepdims=True)).max() <= 1e-3
+    assert (np.abs(got - res.frames[0].to_numpy()) / ref.max(0, keepdims=True)).max() > 0.05
+    with pytest.raises(DeeppertError, match="2 model replicas"):
+        attribute_rotated_components(trained, xs, comps, [rotations[0][1:]])
+    with pytest.raises(DeeppertError, match="expected finite"):
+        attribute_rotated_components(trained, xs, comps, rotations)
 
 
 def test_gene_weights_definition():

@@ -161,7 +161,7 @@ def test_write_refuses_foreign_folder(small, tmp_path):
         ({"signal_fraction": 1.0}, r"signal_fraction must lie in \(0, 1\), got 1.0"),
         (
             {"n_programs": 30, "module_size": 40},
-            "n_programs \\* module_size = 1200 exceeds the 978 genes",
+            "the modules cover 1200 genes, more than the 978",
         ),
         ({"n_known_pairs": 1000, "module_size": 10}, "n_known_pairs must lie in"),
         ({"activity": "cauchy"}, "unknown activity 'cauchy'"),
@@ -217,3 +217,63 @@ def test_synth_cli_bad_input_exit_2_no_output(tmp_path, capsys, data_cli):
     )
     assert captured.out == ""
     assert list(tmp_path.iterdir()) == []
+
+
+def test_synth_cli_writes_heavy_tailed_programs_by_default(tmp_path, data_cli):
+    out = tmp_path / "syn"
+    assert data_cli(["synth", "--out", str(out), "--n-samples", "3000", "--n-programs", "2"]) == 0
+    summary = json.loads((out / "ground_truth" / "summary.json").read_text())
+    assert summary["config"]["activity"] == "laplace"
+    a = pd.read_parquet(out / "ground_truth" / "activities.parquet").to_numpy()
+    kurtosis = ((a - a.mean(0)) ** 4).mean(0) / a.var(0) ** 2
+    assert (kurtosis > 4.5).all()  # Laplace: 6; Gaussian: 3
+    assert (pd.read_parquet(out / "ground_truth" / "responses.parquet") == "linear").all().all()
+
+
+def test_overlapping_modules_and_balanced_signs():
+    data = make_synthetic(
+        SynthConfig(n_samples=50, n_programs=4, module_size=30, module_overlap=10, signs="balanced")
+    )
+    m = data.membership.to_numpy()
+    assert (m.sum(0) == 30).all() and m.any(1).sum() == 4 * 20 + 10
+    shared = m.T.astype(int) @ m.astype(int)
+    assert all(shared[k, k + 1] == 10 for k in range(3)) and shared[0, 2] == 0
+    load = data.loadings.to_numpy()
+    for k in range(4):
+        assert (load[k, m[:, k]] < 0).sum() == 15  # exactly half of each module negative
+
+
+def _corr(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def test_nonlinear_worlds_respond_with_the_planted_shapes():
+    cfg = SynthConfig(
+        n_samples=4000,
+        n_programs=3,
+        module_size=30,
+        activity="laplace",
+        response="mixed",
+        interaction=True,
+        signal_fraction=0.9,
+        seed=2,
+    )
+    data = make_synthetic(cfg)
+    assert data.signal_fraction == pytest.approx(0.9, abs=1e-9)
+    shapes, a = data.responses, data.activities.to_numpy()
+    x = data.signatures.values
+    for k in range(2):  # programs 1-2: a third of each module per shape
+        counts = shapes.iloc[k][data.membership.iloc[:, k]].value_counts()
+        assert counts.to_dict() == {"linear": 10, "tanh": 10, "threshold": 10}
+    assert set(shapes.iloc[2][data.membership.iloc[:, 2]]) == {"product"}
+    assert set(shapes.to_numpy()[~data.membership.to_numpy().T]) == {"linear"}
+    genes = list(shapes.columns)
+    for shape, f in (("tanh", np.tanh(2 * a[:, 0])), ("threshold", np.maximum(a[:, 0] - 0.5, 0))):
+        g = genes.index(shapes.columns[(shapes.iloc[0] == shape).to_numpy()][0])
+        assert abs(_corr(x[:, g], f)) > abs(_corr(x[:, g], a[:, 0])) + 0.02
+    g = genes.index(shapes.columns[(shapes.iloc[2] == "product").to_numpy()][0])
+    assert abs(_corr(x[:, g], a[:, 1] * a[:, 2])) > 0.7 > 0.2 > abs(_corr(x[:, g], a[:, 2]))
+    with pytest.raises(DeeppertError, match="module_overlap"):
+        SynthConfig(module_size=10, module_overlap=10)
+    with pytest.raises(DeeppertError, match="interaction needs"):
+        SynthConfig(n_programs=1, interaction=True)

@@ -34,12 +34,19 @@ _SYNTH_FLAGS = (
     "module_loading",
     "background_loading",
     "activity",
+    "module_overlap",
+    "signs",
+    "response",
+    "interaction",
     "seed",
     "disease",
     "n_known_pairs",
     "n_disease_programs",
     "n_decoy_pairs",
 )
+# `deeppert synth` writes heavy-tailed (sparse) programs unless told otherwise, as real gene
+# programs are; SynthConfig's own default (config files, the demo) is unchanged.
+_SYNTH_DEFAULTS = {"activity": "laplace"}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -50,15 +57,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Write DIR/signatures.parquet, DIR/ground_truth/ and DIR/target_pairs/ atomically.",
     )
     synth.add_argument("--out", required=True, metavar="DIR", help="output folder")
-    from deeppert.data.synthetic import SynthConfig
+    from typing import get_args
 
-    defaults = SynthConfig()
+    from deeppert.data.synthetic import Activity, Response, Signs, SynthConfig
+
+    defaults = SynthConfig(**_SYNTH_DEFAULTS)
     types = {f.name: f.type for f in fields(SynthConfig)}
+    choices = {"activity": Activity, "signs": Signs, "response": Response}
     for name in _SYNTH_FLAGS:
         default = getattr(defaults, name)
         kwargs: dict = {"default": default, "help": f"(default: {default})"}
-        if name == "activity":
-            kwargs["choices"] = ["gaussian", "laplace", "student_t"]
+        if name in choices:
+            kwargs["choices"] = list(get_args(choices[name]))
+        elif isinstance(default, bool):
+            kwargs["action"] = "store_true"
         else:
             kwargs["type"] = type(default)
         assert name in types, name

@@ -2,8 +2,18 @@
 
 Model: ``X = A @ L + sigma * E`` over the 978 real landmark symbols. ``K`` hidden programs
 (activities ``A``, samples x K, unit variance) each load strongly on their own module of
-``module_size`` genes (disjoint modules, |loading| ~ U(0.8, 1.2) * ``module_loading``, random
-sign) and weakly and densely on every other gene (N(0, ``background_loading``^2)).
+``module_size`` genes (|loading| ~ U(0.8, 1.2) * ``module_loading``, random sign, or exactly
+half negative with ``signs="balanced"``; consecutive modules share ``module_overlap`` genes)
+and weakly and densely on every other gene (N(0, ``background_loading``^2)).
+
+Nonlinear worlds (``response``, ``interaction``): a module gene responds to its program
+through a shape ``f`` instead of linearly, ``X = sum_k f_kg(a_k) L_kg + noise``, each shape
+standardised to unit variance over the samples: ``"saturating"`` gives every module gene
+``tanh(2a)``; ``"mixed"`` gives the genes of each module, in a seeded order, linear,
+``tanh(2a)`` and threshold ``max(a - 0.5, 0)`` responses in turn (a third each);
+``interaction`` makes the last module respond to the product of the last two programs'
+activities. Background loadings stay linear. ``SyntheticData.responses`` names each
+loading's shape.
 ``sigma`` is solved so that the realised signal fraction, trace cov(A L) / trace cov(X),
 equals ``signal_fraction`` exactly on the drawn matrix; then everything is rescaled so the
 average gene variance is 1 (the scale of level-5 z-scores). A known-target-pair table set,
@@ -19,7 +29,7 @@ import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 import pandas as pd
@@ -35,9 +45,13 @@ __all__ = [
     "make_synthetic",
     "write_synthetic",
     "TARGET_PAIR_FILES",
+    "SHAPES",
 ]
 
 Activity = Literal["gaussian", "laplace", "student_t"]
+Signs = Literal["random", "balanced"]
+Response = Literal["linear", "saturating", "mixed"]
+SHAPES = ("linear", "tanh", "threshold", "product")
 
 # File names of the three known-target-pair tables (as in target_combination/ of the reference).
 TARGET_PAIR_FILES = (
@@ -55,7 +69,9 @@ class SynthConfig:
     Attributes
     ----------
     n_samples, n_programs, module_size
-        Rows, hidden programs K, and genes per (disjoint) planted module.
+        Rows, hidden programs K, and genes per planted module.
+    module_overlap
+        Genes each module shares with the next (0: disjoint modules).
     signal_fraction
         Target trace cov(signal) / trace cov(matrix); met exactly on the drawn data.
     module_loading, background_loading
@@ -64,6 +80,13 @@ class SynthConfig:
     activity, student_df
         Distribution of program activities (unit variance): gaussian, or heavy-tailed
         laplace / Student t with ``student_df`` (> 2) degrees of freedom.
+    signs
+        Signs of module loadings: ``"random"`` per gene, or ``"balanced"`` (half of each
+        module's genes, seeded, load negatively).
+    response, interaction
+        How module genes respond to their program (``"linear"``, ``"saturating"``,
+        ``"mixed"``; see the module docstring) and whether the last module responds to the
+        product of the last two programs.
     seed
         Seeds every random draw (matrix, metadata and pair tables use separate streams).
     disease, decoy_disease
@@ -78,11 +101,15 @@ class SynthConfig:
     n_samples: int = 5000
     n_programs: int = 5
     module_size: int = 40
+    module_overlap: int = 0
     signal_fraction: float = 0.6
     module_loading: float = 1.0
     background_loading: float = 0.15
     activity: Activity = "gaussian"
     student_df: float = 4.0
+    signs: Signs = "random"
+    response: Response = "linear"
+    interaction: bool = False
     seed: int = 0
     disease: str = "Synthetic Disease"
     decoy_disease: str = "Synthetic Decoy Disease"
@@ -98,8 +125,12 @@ class SynthConfig:
             (self.n_programs >= 1, "n_programs must be at least 1"),
             (self.module_size >= 2, "module_size must be at least 2"),
             (
-                self.n_programs * self.module_size <= n_genes,
-                f"n_programs * module_size = {self.n_programs * self.module_size} exceeds the {n_genes} genes",
+                0 <= self.module_overlap < self.module_size,
+                "module_overlap must lie in [0, module_size)",
+            ),
+            (
+                self.n_module_genes <= n_genes,
+                f"the modules cover {self.n_module_genes} genes, more than the {n_genes} genes",
             ),
             (
                 0.0 < self.signal_fraction < 1.0,
@@ -108,10 +139,19 @@ class SynthConfig:
             (self.module_loading > 0, "module_loading must be positive"),
             (self.background_loading >= 0, "background_loading must be >= 0"),
             (
-                self.activity in ("gaussian", "laplace", "student_t"),
+                self.activity in get_args(Activity),
                 f"unknown activity {self.activity!r}",
             ),
             (self.student_df > 2, "student_df must exceed 2 (finite variance)"),
+            (self.signs in get_args(Signs), f"unknown signs {self.signs!r}"),
+            (
+                self.response in get_args(Response),
+                f"unknown response {self.response!r}",
+            ),
+            (
+                not self.interaction or self.n_programs >= 2,
+                "interaction needs at least 2 programs",
+            ),
             (
                 1 <= self.n_disease_programs <= self.n_programs,
                 "n_disease_programs must lie in [1, n_programs]",
@@ -127,6 +167,16 @@ class SynthConfig:
             if not ok:
                 raise DeeppertError(f"synthetic config: {message}")
 
+    @property
+    def n_module_genes(self) -> int:
+        """Genes in at least one module."""
+        return self.n_programs * (self.module_size - self.module_overlap) + self.module_overlap
+
+    @property
+    def linear(self) -> bool:
+        """Every gene responds linearly (the signal is ``activities @ loadings``)."""
+        return self.response == "linear" and not self.interaction
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -141,9 +191,11 @@ class SyntheticData:
         Samples x 978 landmark genes, ids ``SYN000001``...; metadata ``pert_id``, ``dose``,
         ``cell_iname``, ``dominant_program``.
     membership
-        Genes x programs, bool: the planted (disjoint) modules.
+        Genes x programs, bool: the planted modules.
     loadings
-        Programs x genes, as used to build the matrix (after rescaling).
+        Programs x genes, as used to build the matrix (after rescaling): the signal is
+        ``activities @ loadings`` in a linear world, else each entry multiplies its
+        response (``responses``).
     activities
         Samples x programs (index = sample ids).
     signal_fraction
@@ -154,6 +206,9 @@ class SyntheticData:
         ``tpid, genename1, genename2, disease, program`` (program empty for decoys).
     target_tables
         The three tables named in :data:`TARGET_PAIR_FILES`.
+    responses
+        Programs x genes: each loading's response shape, one of :data:`SHAPES`
+        (``"linear"`` everywhere in a linear world and off the modules).
     """
 
     signatures: Signatures
@@ -165,6 +220,7 @@ class SyntheticData:
     known_pairs: pd.DataFrame
     target_tables: dict[str, pd.DataFrame]
     config: SynthConfig = field(default_factory=SynthConfig)
+    responses: pd.DataFrame | None = None
 
     def module_genes(self, program: int | str) -> list[str]:
         """Genes of one planted module (by position or name), in landmark order."""
@@ -197,6 +253,27 @@ def _activities(rng: np.random.Generator, cfg: SynthConfig) -> np.ndarray:
     )
 
 
+def _standardise(v: np.ndarray) -> np.ndarray:
+    sd = v.std(0)
+    return (v - v.mean(0)) / np.where(sd > 0, sd, 1.0)
+
+
+def _shaped_signal(act: np.ndarray, loadings: np.ndarray, shape: np.ndarray) -> np.ndarray:
+    """``sum_k f_kg(a_k) L_kg`` with ``f`` named per entry by ``shape`` (programs x genes);
+    ``"product"`` is the product of the last two programs' activities, standardised."""
+    prod = _standardise(act[:, -1:] * act[:, -2:-1])
+    responses = {
+        "linear": act,
+        "tanh": _standardise(np.tanh(2 * act)),
+        "threshold": _standardise(np.maximum(act - 0.5, 0)),
+        "product": np.repeat(prod, act.shape[1], axis=1),
+    }
+    signal = np.zeros((act.shape[0], loadings.shape[1]))
+    for name, f in responses.items():
+        signal += f @ np.where(shape == name, loadings, 0.0)
+    return signal
+
+
 def _pairs(
     rng: np.random.Generator, cfg: SynthConfig, modules: list[np.ndarray], genes: np.ndarray
 ) -> pd.DataFrame:
@@ -208,13 +285,13 @@ def _pairs(
         combos = list(itertools.combinations(sorted(genes[modules[k]]), 2))
         for i in np.sort(rng.choice(len(combos), size=n, replace=False)):
             rows.append((*combos[i], cfg.disease, f"P{k + 1}"))
-    module_of = np.full(len(genes), -1)
+    member = np.zeros((len(genes), len(modules)), dtype=bool)
     for k, m in enumerate(modules):
-        module_of[m] = k
+        member[m, k] = True
     seen: set[tuple[str, str]] = set()
     while len(seen) < cfg.n_decoy_pairs:
         a, b = rng.choice(len(genes), size=2, replace=False)
-        if module_of[a] >= 0 and module_of[a] == module_of[b]:
+        if (member[a] & member[b]).any():
             continue
         pair = tuple(sorted((str(genes[a]), str(genes[b]))))
         if pair not in seen:
@@ -267,12 +344,13 @@ def make_synthetic(config: SynthConfig | None = None) -> SyntheticData:
     cfg = config or SynthConfig()
     genes = np.array(landmark_genes())
     n, g, k = cfg.n_samples, len(genes), cfg.n_programs
-    r_mod, r_load, r_act, r_noise, r_meta, r_pair = (
-        np.random.default_rng(s) for s in np.random.SeedSequence(cfg.seed).spawn(6)
+    r_mod, r_load, r_act, r_noise, r_meta, r_pair, r_shape = (
+        np.random.default_rng(s) for s in np.random.SeedSequence(cfg.seed).spawn(7)
     )
 
     order = r_mod.permutation(g)
-    modules = [np.sort(order[i * cfg.module_size : (i + 1) * cfg.module_size]) for i in range(k)]
+    step = cfg.module_size - cfg.module_overlap
+    modules = [np.sort(order[i * step : i * step + cfg.module_size]) for i in range(k)]
     member = np.zeros((g, k), dtype=bool)
     for j, m in enumerate(modules):
         member[m, j] = True
@@ -280,12 +358,26 @@ def make_synthetic(config: SynthConfig | None = None) -> SyntheticData:
     loadings = r_load.normal(0.0, cfg.background_loading, size=(k, g))
     for j, m in enumerate(modules):
         mag = r_load.uniform(0.8, 1.2, size=len(m)) * cfg.module_loading
-        loadings[j, m] = mag * r_load.choice([-1.0, 1.0], size=len(m))
+        if cfg.signs == "random":
+            sign = r_load.choice([-1.0, 1.0], size=len(m))
+        else:
+            half = len(m) // 2
+            sign = r_load.permutation(np.repeat([-1.0, 1.0], [half, len(m) - half]))
+        loadings[j, m] = mag * sign
+
+    shape = np.full((k, g), "linear", dtype=object)
+    for j, m in enumerate(modules):
+        if cfg.response == "saturating":
+            shape[j, m] = "tanh"
+        elif cfg.response == "mixed":
+            shape[j, r_shape.permutation(m)] = np.resize(["linear", "tanh", "threshold"], len(m))
+    if cfg.interaction:
+        shape[k - 1, modules[k - 1]] = "product"
 
     act = _activities(r_act, cfg)
     # Two n x g float64 buffers at most (15,000 x 978 is 112 MiB each): centre in place and
     # form x in the noise buffer; einsum sums products without a temporary.
-    signal = act @ loadings
+    signal = act @ loadings if cfg.linear else _shaped_signal(act, loadings, shape)
     noise = r_noise.standard_normal((n, g))
     s_mean, e_mean = signal.mean(0), noise.mean(0)
     signal -= s_mean
@@ -330,6 +422,9 @@ def make_synthetic(config: SynthConfig | None = None) -> SyntheticData:
         known_pairs=pairs,
         target_tables=_target_tables(pairs, cfg),
         config=cfg,
+        responses=pd.DataFrame(
+            shape.astype(str), index=pd.Index(programs, name="program"), columns=genes
+        ),
     )
 
 
@@ -337,7 +432,8 @@ def write_synthetic(data: SyntheticData, out_dir: str | os.PathLike) -> Path:
     """Write ``data`` to ``out_dir`` atomically (the folder appears whole or not at all).
 
     Layout: ``signatures.parquet``; ``ground_truth/`` with ``module_membership.parquet``
-    (genes x programs), ``loadings.parquet`` (programs x genes), ``activities.parquet``
+    (genes x programs), ``loadings.parquet`` and ``responses.parquet`` (programs x genes:
+    each loading's response shape), ``activities.parquet``
     (samples x programs), ``known_pairs.parquet`` and ``summary.json``; ``target_pairs/``
     with the three tab-separated tables of :data:`TARGET_PAIR_FILES`. An existing earlier
     output is replaced; any other non-empty folder is refused.
@@ -355,6 +451,8 @@ def write_synthetic(data: SyntheticData, out_dir: str | os.PathLike) -> Path:
         gt = tmp / "ground_truth"
         write_parquet(data.membership, gt / "module_membership.parquet")
         write_parquet(data.loadings, gt / "loadings.parquet")
+        if data.responses is not None:
+            write_parquet(data.responses, gt / "responses.parquet")
         write_parquet(data.activities, gt / "activities.parquet")
         write_parquet(data.known_pairs.set_index("tpid"), gt / "known_pairs.parquet")
         write_json(data.summary(), gt / "summary.json")
