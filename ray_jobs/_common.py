@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 from deeppert.config import ExperimentConfig, load_config
 from deeppert.errors import DeeppertError
+from deeppert.interrupts import Terminated, interrupt_exit, terminate_raises
 from deeppert.tracking.client import configure_mlflow, request_error
 
 __all__ = [
@@ -101,7 +102,13 @@ def run_job(name: str, body: Callable[[], int]) -> int:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     try:
-        return body()
+        with terminate_raises():  # `ray job stop` sends SIGTERM: let the job close its runs
+            return body()
+    except (KeyboardInterrupt, Terminated) as exc:
+        _stop_ray()
+        what, code = interrupt_exit(exc)
+        print(f"{name}: {what}", file=sys.stderr)
+        return code
     except DeeppertError as exc:
         _stop_ray()
         print(f"{name}: error: {exc}", file=sys.stderr)
