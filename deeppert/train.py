@@ -202,7 +202,7 @@ class TrainedModels:
         try:
             module.load_state_dict(torch.load(state, map_location="cpu", weights_only=True))
         except (RuntimeError, EOFError, OSError, pickle.UnpicklingError) as exc:
-            detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0].split(". ")[0]
             raise DeeppertError(
                 f"{state}: not a readable model state ({detail}); the folder is damaged, "
                 "rerun `deeppert train`"
