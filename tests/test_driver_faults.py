@@ -14,12 +14,13 @@ import socket
 import subprocess
 import sys
 import threading
+from collections import Counter
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import yaml
-from sweep_driver import SMOKE
+from sweep_driver import SMOKE, Driver, sweep_runs, tiny_sweep
 
 from deeppert.config import parse_config
 from deeppert.errors import DeeppertError
@@ -32,7 +33,7 @@ from deeppert.tracking.client import (
     tracking_client,
 )
 from deeppert.tracking.contract import ROLES, TAGS
-from deeppert.tracking.sweep import SweepContext, close_sweep, open_sweep
+from deeppert.tracking.sweep import SweepContext, close_sweep, open_sweep, sweep_name
 from ray_jobs import sweep as sweep_job
 from ray_jobs._common import run_job
 
@@ -238,3 +239,31 @@ def test_unreachable_server_is_retryable_and_says_so():
     assert retryable and "after the retry budget" in line
     assert sweep_job._non_retryable(DeeppertError("bad input")) == "bad input"
     assert request_error(ValueError("not a request")) is None
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_a_trial_that_cannot_succeed_is_not_retried(sqlite_server, tmp_path):
+    """A trial failing with bad input (here: training diverges at a huge learning rate) fails
+    the same way on every retry: the sweep stops after one attempt per point instead of
+    spending sweep.max_failures=2 retries, with one line naming the cause, and every run it
+    opened ends FAILED with that cause. (Both points may start together, on 2 CPUs.)"""
+    uri = sqlite_server.url
+    raw = tiny_sweep(uri, "drv-fatal", runs=2, epochs=5, sweep={"max_failures": 2})
+    raw["train"]["lr_max"] = 1.0e30
+    (tmp_path / "fatal.yaml").write_text(yaml.safe_dump(raw))
+    driver = Driver(tmp_path / "fatal.yaml", uri, tmp_path, "fatal")
+    code = driver.wait(240)
+    lines = driver.stderr_lines()
+    parents, trials = sweep_runs(uri, "drv-fatal", sweep_name(parse_config(raw)))
+    print(f"\nMEASURE diverging trial: exit {code}, {len(trials)} trial run(s), {lines[-1]}")
+    assert code == 2, driver.output()
+    assert lines[-1].startswith("sweep: error: sweep drv-fatal-"), lines[-5:]
+    assert "a trial failed: " in lines[-1] and "loss became non-finite" in lines[-1]
+    keys = Counter(r.data.tags[TAGS.grid_key] for r in trials)
+    assert keys and set(keys.values()) == {1}  # no point retried (max_failures=2 allows 3 tries)
+    assert [r.info.status for r in parents] == ["FAILED"]
+    assert "loss became non-finite" in parents[0].data.tags[FAILURE_TAG]
+    for trial in trials:
+        assert trial.info.status == "FAILED"
+        assert "loss became non-finite" in trial.data.tags[FAILURE_TAG]

@@ -227,8 +227,9 @@ def close_sweep(ctx: SweepContext, reason: str) -> None:
 
 def close_abandoned_runs(uri: str, experiment_id: str, *, keep_sweep: str | None = None) -> int:
     """Mark FAILED the runs of ``experiment_id`` left RUNNING by a process of this host that
-    no longer exists: sweep parents whose driver is gone (but ``keep_sweep``'s, which its
-    resume reopens), and trial runs whose worker is gone. Returns how many were closed.
+    no longer exists: sweep parents whose driver is gone and trial runs whose worker is gone,
+    but not those of ``keep_sweep`` (the sweep being resumed reopens its parent, and its
+    trials' claims supersede their stale runs). Returns how many were closed.
 
     A failed driver closes its own runs (:func:`close_sweep`); this covers the ones it could
     not: a SIGKILLed driver, a server that was down when it ended, and parents of a config
@@ -240,8 +241,8 @@ def close_abandoned_runs(uri: str, experiment_id: str, *, keep_sweep: str | None
     for role, tag in ((ROLES.sweep, TAGS.driver), (ROLES.trial, TAGS.worker)):
         for run in find_runs_by_tag(uri, experiment_id, TAGS.role, role, status="RUNNING"):
             owner = run.data.tags.get(tag, "")
-            if role == ROLES.sweep and run.data.tags.get(TAGS.sweep) == keep_sweep:
-                continue
+            if run.data.tags.get(TAGS.sweep) == keep_sweep:
+                continue  # resumed: its parent reopens, its trials' claims supersede them
             if not owner or _process_alive(owner) is not False:
                 continue
             what = "driver" if role == ROLES.sweep else "worker"
