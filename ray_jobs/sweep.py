@@ -118,7 +118,7 @@ def _trainable(
             tags={TAGS.ray_node_id: ray.get_runtime_context().get_node_id()},
         )
     except Exception as exc:
-        fatal = _non_retryable(exc)
+        fatal = _non_retryable(exc, ctx.tracking_uri)
         if fatal is None:
             raise  # Tune retries it (sweep.max_failures)
         # The trial's runs are already marked FAILED; report the cause instead of raising,
@@ -133,13 +133,33 @@ def _trainable(
 FATAL_METRIC = "deeppert_fatal"
 
 
-def _non_retryable(exc: BaseException) -> str | None:
+def _non_retryable(exc: BaseException, uri: str) -> str | None:
     """The cause of ``exc`` in one line when retrying the trial cannot help: bad input
-    (``DeeppertError``), a refused tracking request, a full or read-only store; else None."""
+    (``DeeppertError``), a refused tracking request, a full or read-only store; else None.
+
+    An internal server error (500) that outlived the client's retries is retried only while
+    the server reports itself healthy: one that answers /health with an error (e.g. its readiness check
+    finds the artifact store unwritable) would fail every retry the same way.
+    """
+    from deeppert.tracking.client import ServerUnreachable, check_server
+
     if isinstance(exc, DeeppertError):
         return str(exc)
     found = request_error(exc)
-    return found[0] if found is not None and not found[1] else None
+    if found is None:
+        return None
+    line, retryable = found
+    if not retryable:
+        return line
+    if " HTTP 500" not in line:  # 502-504: a gateway or a restart, worth another try
+        return None
+    try:
+        check_server(uri, timeout=3.0)
+    except ServerUnreachable:
+        return None
+    except DeeppertError as unhealthy:
+        return f"{line}; {unhealthy}"
+    return None
 
 
 def _failure_reason(exc: BaseException) -> str:
@@ -162,11 +182,11 @@ def run_sweep(config: ExperimentConfig, *, storage_path: str | None = None) -> p
     log.info("sweep %s: parent run %s on %s", ctx.sweep, ctx.parent_run_id, ctx.tracking_uri)
     try:
         table = _run_opened(ctx, config, storage_path)
+        log_sweep_report(ctx, config)  # a resumed, complete sweep refreshes its report
+        finish_run(ctx.tracking_uri, ctx.parent_run_id)
     except BaseException as exc:
         close_sweep(ctx, _failure_reason(exc))
         raise
-    log_sweep_report(ctx, config)  # a resumed, complete sweep refreshes its report
-    finish_run(ctx.tracking_uri, ctx.parent_run_id)
     return table
 
 
@@ -262,14 +282,14 @@ def _sweep_failed(config: ExperimentConfig, ctx: SweepContext, errors: list) -> 
     now; the runs left RUNNING stop renewing their heartbeat and the next run of the same
     command (the resume) marks them FAILED with the reason before training their points.
     """
-    from deeppert.tracking.client import check_server
+    from deeppert.tracking.client import ServerUnreachable, check_server
 
     last = [ln for ln in str(errors[0]).strip().splitlines() if ln.strip()]
     cause = last[-1].strip()[:300] if last else type(errors[0]).__name__
     t = config.tracking
     try:
         check_server(ctx.tracking_uri, timeout=3.0)
-    except DeeppertError:
+    except ServerUnreachable:
         return DeeppertError(
             f"sweep {ctx.sweep}: tracking server {ctx.tracking_uri} unreachable beyond the "
             f"retry budget (tracking.http_max_retries={t.http_max_retries}, "
@@ -277,6 +297,8 @@ def _sweep_failed(config: ExperimentConfig, ctx: SweepContext, errors: list) -> 
             f"rerun the same command when the server is back to resume (runs left RUNNING are "
             f"then marked FAILED); last error: {cause}"
         )
+    except DeeppertError as unhealthy:  # it answers, and says what is wrong with it
+        cause = f"{cause}; {unhealthy}"
     return DeeppertError(
         f"sweep {ctx.sweep}: {len(errors)} trial(s) failed after retries; last error: {cause}"
     )

@@ -52,6 +52,7 @@ __all__ = [
     "tracking_client",
     "global_uris",
     "check_server",
+    "ServerUnreachable",
     "request_error",
     "get_or_create_experiment",
     "EXPERIMENT_KIND",
@@ -324,6 +325,11 @@ def _retry_write_race(write: Callable[..., Any], *args: Any, attempts: int = 4, 
             time.sleep(0.05 * (attempt + 1))
 
 
+class ServerUnreachable(DeeppertError):
+    """No tracking server answers at the address (refused, timed out): worth retrying later,
+    unlike a server that answers and says it is unhealthy or refuses the credentials."""
+
+
 def check_server(tracking_uri: str, *, timeout: float = 5.0) -> None:
     """Raise :class:`DeeppertError` naming ``tracking_uri`` unless a server answers there.
 
@@ -341,14 +347,15 @@ def check_server(tracking_uri: str, *, timeout: float = 5.0) -> None:
     try:
         health = requests.get(f"{base}/health", timeout=timeout)
     except requests.RequestException as exc:
-        raise DeeppertError(
+        raise ServerUnreachable(
             f"MLflow tracking server at {tracking_uri} is unreachable "
             f"({type(exc).__name__}); start it with `deeppert server`"
         ) from exc
     if health.status_code != 200:
+        said = " ".join(re.sub(r"<[^>]+>", " ", health.text).split())[:300]
         raise DeeppertError(
             f"MLflow tracking server at {tracking_uri} is unhealthy: /health returned "
-            f"HTTP {health.status_code}"
+            f"HTTP {health.status_code}" + (f": {said}" if said else "")
         )
     user = os.environ.get("MLFLOW_TRACKING_USERNAME")
     password = os.environ.get("MLFLOW_TRACKING_PASSWORD")
@@ -361,7 +368,7 @@ def check_server(tracking_uri: str, *, timeout: float = 5.0) -> None:
             timeout=timeout,
         )
     except requests.RequestException as exc:
-        raise DeeppertError(
+        raise ServerUnreachable(
             f"MLflow tracking server at {tracking_uri} stopped answering ({type(exc).__name__})"
         ) from exc
     if api.status_code in (401, 403):
