@@ -102,7 +102,9 @@ def run_job(name: str, body: Callable[[], int]) -> int:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     try:
-        with terminate_raises():  # `ray job stop` sends SIGTERM: let the job close its runs
+        # SIGTERM before Ray is joined lets the job close its runs; once joined, Ray's own
+        # handler ends the process (its runs are closed by the next sweep that opens).
+        with terminate_raises():
             return body()
     except (KeyboardInterrupt, Terminated) as exc:
         _stop_ray()

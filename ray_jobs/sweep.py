@@ -25,6 +25,7 @@ import pandas as pd
 from deeppert.config import ExperimentConfig
 from deeppert.errors import DeeppertError
 from deeppert.grid import Prepared, load_dataset, prepare
+from deeppert.interrupts import interrupt_exit
 from deeppert.tracking.client import configure_mlflow, finish_run, request_error
 from deeppert.tracking.contract import TAGS
 from deeppert.tracking.report import log_sweep_report
@@ -166,6 +167,8 @@ def _failure_reason(exc: BaseException) -> str:
     """One line for a run's ``deeppert.failure`` tag."""
     if isinstance(exc, DeeppertError):
         return str(exc)
+    if (stopped := interrupt_exit(exc)) is not None:
+        return f"sweep driver {stopped[0]}"
     found = request_error(exc)
     return found[0] if found is not None else first_line(exc)
 
