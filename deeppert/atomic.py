@@ -24,6 +24,7 @@ __all__ = [
     "write_parquet",
     "write_json",
     "read_parquet",
+    "read_json",
 ]
 
 
@@ -31,16 +32,16 @@ __all__ = [
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it onto ``path`` only on success."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        yield tmp_path
-        os.replace(tmp_path, path)
-    finally:
-        if tmp_path.exists():
-            tmp_path.unlink()
+    with _parents(path):
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        tmp_path = Path(tmp)
+        try:
+            yield tmp_path
+            os.replace(tmp_path, path)
+        finally:
+            if tmp_path.exists():
+                tmp_path.unlink()
 
 
 @contextlib.contextmanager
@@ -50,21 +51,41 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     An existing ``path`` is replaced whole, so a folder of outputs is either all old or all new.
     """
     path = Path(path)
+    with _parents(path):
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+        try:
+            yield tmp
+            if path.exists():
+                old = path.with_name(f".{path.name}.old")
+                shutil.rmtree(old, ignore_errors=True)
+                os.replace(path, old)
+                os.replace(tmp, path)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, path)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _parents(path: Path) -> Iterator[None]:
+    """Create ``path``'s missing parent folders; if the block fails, remove those it created
+    that are still empty, so a failed or interrupted step leaves no empty output folder."""
+    created = []
+    for folder in reversed([path.parent, *path.parent.parents]):
+        if not folder.exists():
+            created.append(folder)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
-        yield tmp
-        if path.exists():
-            old = path.with_name(f".{path.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        yield
+    except BaseException:
+        for folder in reversed(created):
+            try:
+                folder.rmdir()
+            except OSError:  # not empty (another writer's output), or gone already
+                break
+        raise
 
 
 def write_parquet(frame: pd.DataFrame, path: str | os.PathLike) -> Path:
@@ -88,6 +109,21 @@ def read_parquet(path: str | os.PathLike) -> pd.DataFrame:
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DeeppertError(
             f"{path}: not a readable Parquet file ({detail}); the folder is damaged, "
+            "rerun the step that wrote it"
+        ) from exc
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """``json.loads`` of a file a step wrote: a missing, truncated or non-JSON file is a
+    :class:`~deeppert.errors.DeeppertError` naming it, not a traceback."""
+    path = Path(path)
+    if not path.is_file():
+        raise DeeppertError(f"{path}: file missing")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, OSError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise DeeppertError(
+            f"{path}: not a readable JSON file ({exc}); the folder is damaged, "
             "rerun the step that wrote it"
         ) from exc
 

@@ -254,18 +254,54 @@ class ExperimentConfig:
 
 
 def load_config(path: str | Path) -> ExperimentConfig:
-    """Read and validate a YAML experiment config; errors name the file and the key."""
+    """Read and validate a YAML experiment config; errors name the file and the key.
+
+    The file must be UTF-8 and name at least one setting: an empty file would silently run
+    the full default grid. A key given twice in one mapping is an error (YAML would keep the
+    last one, dropping a whole section without a word).
+    """
     path = Path(path)
     if not path.is_file():
         raise DeeppertError(f"config file not found: {path}")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise DeeppertError(
+            f"{path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start})"
+        ) from exc
+    try:
+        raw = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except _DuplicateKey as exc:
+        raise DeeppertError(f"{path}: {exc}") from exc
     except yaml.YAMLError as exc:
-        raise DeeppertError(f"{path}: not valid YAML: {exc}") from exc
+        raise DeeppertError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from exc
+    if raw is None:
+        raise DeeppertError(
+            f"{path}: empty config (no settings); write at least its datasets, or start "
+            "from a file in configs/"
+        )
     try:
         return parse_config(raw)
     except DeeppertError as exc:
         raise DeeppertError(f"{path}: {exc}") from exc
+
+
+class _DuplicateKey(yaml.YAMLError):
+    """A mapping of the config gives one key twice."""
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that rejects a key given twice in one mapping, naming it."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise _DuplicateKey(f"key {key!r} given twice (lines {seen[key]} and {line})")
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
 
 
 def parse_config(raw: Mapping[str, Any]) -> ExperimentConfig:

@@ -58,6 +58,12 @@ class Prepared:
                 f"{signatures.source}: too few training rows ({len(self.train_idx)})"
             )
         train_values = signatures.values[self.train_idx]
+        if not np.ptp(train_values, axis=0).any():
+            raise DeeppertError(
+                f"{signatures.source}: every gene is constant across the "
+                f"{len(self.train_idx)} training rows (e.g. all values "
+                f"{train_values.flat[0]:g}): nothing to embed; check the file's gene columns"
+            )
         self.pca = fit_pca(
             train_values, signatures.genes, pre.n_components, standardize=pre.standardize
         )

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import pickle
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,7 +27,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from deeppert.atomic import atomic_dir
+from deeppert.atomic import atomic_dir, read_json
 from deeppert.errors import DeeppertError
 from deeppert.models import (
     ModelConfig,
@@ -191,13 +192,21 @@ class TrainedModels:
         path = Path(path)
         if not (path / "config.json").is_file():
             raise DeeppertError(f"{path}: not a saved model folder (no config.json)")
-        meta = json.loads((path / "config.json").read_text())
+        meta = read_json(path / "config.json")
         model_config = ModelConfig(**meta["model"])
         train_config = TrainConfig(**meta["train"])
         module = PerturbationAutoencoder(model_config, replicas=len(meta["runs"])).to(
             train_config.torch_dtype
         )
-        module.load_state_dict(torch.load(path / "state.pt", map_location="cpu", weights_only=True))
+        state = path / "state.pt"
+        try:
+            module.load_state_dict(torch.load(state, map_location="cpu", weights_only=True))
+        except (RuntimeError, EOFError, OSError, pickle.UnpicklingError) as exc:
+            detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0].split(". ")[0]
+            raise DeeppertError(
+                f"{state}: not a readable model state ({detail}); the folder is damaged, "
+                "rerun `deeppert train`"
+            ) from exc
         history = pd.read_csv(path / "history.csv")
         return cls(module.eval(), model_config, train_config, list(meta["runs"]), history)
 

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from deeppert.atomic import atomic_dir, read_parquet
+from deeppert.atomic import atomic_dir, read_json, read_parquet
 from deeppert.baselines import BASELINE_KINDS, fit_baseline
 from deeppert.config import DataConfig, ExperimentConfig
 from deeppert.data import Signatures
@@ -196,7 +196,7 @@ def read_member_frames(run_dir: str | Path, sub: str, what: str) -> pd.DataFrame
         raise DeeppertError(f"{folder}: no {what} folder (run the previous step first)")
     expected = []
     for model in sorted(p for p in _require(run_dir, "models").iterdir() if p.is_dir()):
-        meta = json.loads(_require(model, "config.json").read_text())
+        meta = read_json(_require(model, "config.json"))
         expected += [folder / f"{model.name}_run{r}.parquet" for r in meta["runs"]]
     missing = [str(p) for p in expected if not p.is_file()]
     if missing:
@@ -236,7 +236,7 @@ def load_signatures_of(run_dir: str | Path) -> Signatures:
 
 def load_split(run_dir: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """(train, validation) row positions of a run folder."""
-    split = json.loads(_require(Path(run_dir), "split.json").read_text())
+    split = read_json(_require(Path(run_dir), "split.json"))
     return np.asarray(split["train"], dtype=int), np.asarray(split["val"], dtype=int)
 
 

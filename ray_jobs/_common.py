@@ -11,8 +11,8 @@ from collections.abc import Callable
 
 from deeppert.config import ExperimentConfig, load_config
 from deeppert.errors import DeeppertError
-from deeppert.tracking.client import configure_mlflow
-from deeppert.tracking.sweep import first_line
+from deeppert.interrupts import Terminated, interrupt_exit, terminate_raises
+from deeppert.tracking.client import configure_mlflow, request_error
 
 __all__ = [
     "job_parser",
@@ -90,33 +90,32 @@ def _stop_ray() -> None:
 def run_job(name: str, body: Callable[[], int]) -> int:
     """Run ``body`` with job logging; bad input becomes one ``<name>: error:`` line and exit 2.
 
-    So does a tracking server that stays unreachable past the client's retry budget
-    (``tracking.http_max_retries``): MLflow raises ``MlflowException`` (or requests a
-    connection error) and the job says so in one line instead of a traceback.
+    So does a failed tracking request: the line names its HTTP status and the server's own
+    message (a 403 from a missing grant, a full or read-only store), or, for a server that
+    stays unreachable past the client's retry budget (``tracking.http_max_retries``), says so
+    (:func:`~deeppert.tracking.client.request_error`).
     """
-    from mlflow.exceptions import MlflowException, RestException
+    from mlflow.exceptions import MlflowException
     from requests import RequestException
 
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     try:
-        return body()
+        # SIGTERM before Ray is joined lets the job close its runs; once joined, Ray's own
+        # handler ends the process (its runs are closed by the next sweep that opens).
+        with terminate_raises():
+            return body()
+    except (KeyboardInterrupt, Terminated) as exc:
+        _stop_ray()
+        what, code = interrupt_exit(exc)
+        print(f"{name}: {what}", file=sys.stderr)
+        return code
     except DeeppertError as exc:
         _stop_ray()
         print(f"{name}: error: {exc}", file=sys.stderr)
         return 2
-    except RestException as exc:  # the server answered, and said no: retrying won't help
-        _stop_ray()
-        print(f"{name}: error: the MLflow tracking server refused a request: {first_line(exc)}",
-              file=sys.stderr)  # fmt: skip
-        return 2
     except (MlflowException, RequestException) as exc:
         _stop_ray()
-        budget = os.environ.get("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "?")
-        print(
-            f"{name}: error: MLflow tracking request failed after the retry budget "
-            f"(tracking.http_max_retries={budget}): {first_line(exc)}",
-            file=sys.stderr,
-        )
+        print(f"{name}: error: {request_error(exc)[0]}", file=sys.stderr)
         return 2

@@ -25,16 +25,17 @@ import pandas as pd
 from deeppert.config import ExperimentConfig
 from deeppert.errors import DeeppertError
 from deeppert.grid import Prepared, load_dataset, prepare
-from deeppert.tracking.client import configure_mlflow, finish_run
+from deeppert.interrupts import interrupt_exit
+from deeppert.tracking.client import configure_mlflow, finish_run, request_error
 from deeppert.tracking.contract import TAGS
 from deeppert.tracking.report import log_sweep_report
 from deeppert.tracking.sweep import (
     SweepContext,
+    close_sweep,
     data_sha256,
     finished_grid_keys,
     first_line,
     log_dataset,
-    mark_failed_if_reachable,
     open_sweep,
     run_trial,
     trial_plan,
@@ -108,24 +109,96 @@ def _trainable(
     torch.set_num_threads(max(1, int(config.sweep.cpus_per_trial)))
     if config.sweep.gpus_per_trial > 0 and torch.cuda.is_available():
         config = dataclasses.replace(config, train=dataclasses.replace(config.train, device="cuda"))
-    metrics = run_planned_trial(
-        ctx,
-        config,
-        data,
-        trial_config["trial"],
-        report=lambda m: tune.report(m) if (m["epoch"] + 1) % 10 == 0 else None,
-        tags={TAGS.ray_node_id: ray.get_runtime_context().get_node_id()},
-    )
+    try:
+        metrics = run_planned_trial(
+            ctx,
+            config,
+            data,
+            trial_config["trial"],
+            report=lambda m: tune.report(m) if (m["epoch"] + 1) % 10 == 0 else None,
+            tags={TAGS.ray_node_id: ray.get_runtime_context().get_node_id()},
+        )
+    except Exception as exc:
+        fatal = _non_retryable(exc, ctx.tracking_uri)
+        if fatal is None:
+            raise  # Tune retries it (sweep.max_failures)
+        # The trial's runs are already marked FAILED; report the cause instead of raising,
+        # so Tune neither retries it nor starts further trials (_fatal_stopper).
+        log.error("trial failed, not retryable: %s", fatal)
+        tune.report({FATAL_METRIC: fatal, "done": 1})
+        return
     tune.report({**metrics, "done": 1})
 
 
-def run_sweep(config: ExperimentConfig, *, storage_path: str | None = None) -> pd.DataFrame:
-    """Run (or resume) the sweep of ``config``; returns one row per trial that ran."""
-    from ray import tune
+#: Result key of a trial that failed in a way no retry can fix (the cause, one line).
+FATAL_METRIC = "deeppert_fatal"
 
+
+def _non_retryable(exc: BaseException, uri: str) -> str | None:
+    """The cause of ``exc`` in one line when retrying the trial cannot help: bad input
+    (``DeeppertError``), a refused tracking request, a full or read-only store; else None.
+
+    An internal server error (500) that outlived the client's retries is retried only while
+    the server reports itself healthy: one that answers /health with an error (e.g. its readiness check
+    finds the artifact store unwritable) would fail every retry the same way.
+    """
+    from deeppert.tracking.client import ServerUnreachable, check_server
+
+    if isinstance(exc, DeeppertError):
+        return str(exc)
+    found = request_error(exc)
+    if found is None:
+        return None
+    line, retryable = found
+    if not retryable:
+        return line
+    if " HTTP 500" not in line:  # 502-504: a gateway or a restart, worth another try
+        return None
+    try:
+        check_server(uri, timeout=3.0)
+    except ServerUnreachable:
+        return None
+    except DeeppertError as unhealthy:
+        return f"{line}; {unhealthy}"
+    return None
+
+
+def _failure_reason(exc: BaseException) -> str:
+    """One line for a run's ``deeppert.failure`` tag."""
+    if isinstance(exc, DeeppertError):
+        return str(exc)
+    if (stopped := interrupt_exit(exc)) is not None:
+        return f"sweep driver {stopped[0]}"
+    found = request_error(exc)
+    return found[0] if found is not None else first_line(exc)
+
+
+def run_sweep(config: ExperimentConfig, *, storage_path: str | None = None) -> pd.DataFrame:
+    """Run (or resume) the sweep of ``config``; returns one row per trial that ran.
+
+    Whatever ends the driver once the parent run exists (bad data, a refused request, an
+    interrupt, trials out of retries) closes the parent and this driver's leftover trial runs
+    FAILED with the cause (:func:`~deeppert.tracking.sweep.close_sweep`) before it propagates.
+    """
     check_ray_address(config)  # before any work: an unreachable cluster fails in seconds
     ctx = open_sweep(config)
     log.info("sweep %s: parent run %s on %s", ctx.sweep, ctx.parent_run_id, ctx.tracking_uri)
+    try:
+        table = _run_opened(ctx, config, storage_path)
+        log_sweep_report(ctx, config)  # a resumed, complete sweep refreshes its report
+        finish_run(ctx.tracking_uri, ctx.parent_run_id)
+    except BaseException as exc:
+        close_sweep(ctx, _failure_reason(exc))
+        raise
+    return table
+
+
+def _run_opened(
+    ctx: SweepContext, config: ExperimentConfig, storage_path: str | None
+) -> pd.DataFrame:
+    """The sweep under its open parent run: plan, prepare the data, run the trials with Tune."""
+    from ray import tune
+
     done = finished_grid_keys(ctx)
     plan = trial_plan(config, done)
     n_points = (
@@ -138,12 +211,11 @@ def run_sweep(config: ExperimentConfig, *, storage_path: str | None = None) -> p
         "%d of %d grid points already finished; %d trials to run", len(done), n_points, len(plan)
     )
     if not plan:
-        log_sweep_report(ctx, config)  # a resumed, complete sweep refreshes its report
-        finish_run(ctx.tracking_uri, ctx.parent_run_id)
         return pd.DataFrame()
     data = prepare_sweep_data(ctx, config, plan)
 
     connect_ray(config)
+    fatal = _fatal_stopper()
     trainable = tune.with_resources(
         tune.with_parameters(_trainable, data=data, config=config, ctx=ctx),
         {"cpu": config.sweep.cpus_per_trial, "gpu": config.sweep.gpus_per_trial},
@@ -161,18 +233,15 @@ def run_sweep(config: ExperimentConfig, *, storage_path: str | None = None) -> p
             name=f"{ctx.sweep}-{time.strftime('%Y%m%d-%H%M%S')}",
             storage_path=storage_path,
             failure_config=tune.FailureConfig(max_failures=config.sweep.max_failures),
+            stop=fatal,
             verbose=1,
         ),
     )
-    try:
-        results = tuner.fit()
-    except BaseException as exc:
-        mark_failed_if_reachable(ctx.tracking_uri, [ctx.parent_run_id], first_line(exc))
-        raise
+    results = tuner.fit()
+    if fatal.error:
+        raise DeeppertError(f"sweep {ctx.sweep}: a trial failed: {fatal.error}")
     if results.errors:
         raise _sweep_failed(config, ctx, results.errors)
-    log_sweep_report(ctx, config)
-    finish_run(ctx.tracking_uri, ctx.parent_run_id)
     rows = []
     for result in results:
         t = result.config["trial"]
@@ -189,21 +258,41 @@ def run_sweep(config: ExperimentConfig, *, storage_path: str | None = None) -> p
     return pd.DataFrame(rows)
 
 
+def _fatal_stopper():
+    """A Tune stopper that ends the whole sweep at the first trial reporting a non-retryable
+    error (:data:`FATAL_METRIC`, set by :func:`_trainable`); ``.error`` keeps that line."""
+    from ray.tune import Stopper
+
+    class FatalStopper(Stopper):
+        error = ""
+
+        def __call__(self, trial_id: str, result: dict) -> bool:
+            if result.get(FATAL_METRIC):
+                self.error = self.error or str(result[FATAL_METRIC])
+                return True
+            return False
+
+        def stop_all(self) -> bool:
+            return bool(self.error)
+
+    return FatalStopper()
+
+
 def _sweep_failed(config: ExperimentConfig, ctx: SweepContext, errors: list) -> DeeppertError:
-    """Mark the parent FAILED (if the server answers) and say in one line why the sweep ended.
+    """Say in one line why the sweep ended when trials failed after their retries.
 
     When the tracking server is down past the client's retry budget nothing can be marked
     now; the runs left RUNNING stop renewing their heartbeat and the next run of the same
     command (the resume) marks them FAILED with the reason before training their points.
     """
-    from deeppert.tracking.client import check_server
+    from deeppert.tracking.client import ServerUnreachable, check_server
 
     last = [ln for ln in str(errors[0]).strip().splitlines() if ln.strip()]
     cause = last[-1].strip()[:300] if last else type(errors[0]).__name__
     t = config.tracking
     try:
         check_server(ctx.tracking_uri, timeout=3.0)
-    except DeeppertError:
+    except ServerUnreachable:
         return DeeppertError(
             f"sweep {ctx.sweep}: tracking server {ctx.tracking_uri} unreachable beyond the "
             f"retry budget (tracking.http_max_retries={t.http_max_retries}, "
@@ -211,9 +300,11 @@ def _sweep_failed(config: ExperimentConfig, ctx: SweepContext, errors: list) -> 
             f"rerun the same command when the server is back to resume (runs left RUNNING are "
             f"then marked FAILED); last error: {cause}"
         )
-    reason = f"{len(errors)} trial(s) failed after retries; last error: {cause}"
-    mark_failed_if_reachable(ctx.tracking_uri, [ctx.parent_run_id], reason)
-    return DeeppertError(f"sweep {ctx.sweep}: {reason}")
+    except DeeppertError as unhealthy:  # it answers, and says what is wrong with it
+        cause = f"{cause}; {unhealthy}"
+    return DeeppertError(
+        f"sweep {ctx.sweep}: {len(errors)} trial(s) failed after retries; last error: {cause}"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import stat
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -124,3 +126,143 @@ def test_train_into_a_read_only_folder(tmp_path: Path) -> None:
         assert list(locked.iterdir()) == []
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+# --- damaged inputs: one table, each case ends in one line, exit 2, nothing left -------------
+
+
+def _signature_frame():
+    """A 60 x 978 synthetic signature matrix (sample ids as index)."""
+    from deeppert.data.synthetic import SynthConfig, make_synthetic
+
+    return make_synthetic(SynthConfig(n_samples=60, seed=1)).signatures.to_frame()
+
+
+def _parquet(tmp: Path, frame) -> Path:
+    path = tmp / "sig.parquet"
+    frame.to_parquet(path)
+    return path
+
+
+def _all_zero(tmp: Path, run: Path) -> tuple[list[str], Path]:
+    frame = _signature_frame()
+    frame.iloc[:, :] = 0.0
+    out = tmp / "new" / "out"
+    return ["train", "--data", str(_parquet(tmp, frame)), "--out", str(out), *TRAIN], tmp / "new"
+
+
+def _huge_value(tmp: Path, run: Path) -> tuple[list[str], Path]:
+    frame = _signature_frame()
+    frame.iloc[7, 11] = 1e308
+    out = tmp / "out"
+    return ["train", "--data", str(_parquet(tmp, frame)), "--out", str(out), *TRAIN], out
+
+
+def _huge_value_info(tmp: Path, run: Path) -> tuple[list[str], Path]:
+    argv, out = _huge_value(tmp, run)
+    return ["info", argv[2]], out
+
+
+def _duplicated_columns(tmp: Path, run: Path) -> tuple[list[str], Path]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pandas(_signature_frame().reset_index(), preserve_index=False)
+    names = table.column_names + ["DDR1", "PAX8", "RPS5"]
+    columns = table.columns + [table.column(n) for n in ("DDR1", "PAX8", "RPS5")]
+    path = tmp / "dup.parquet"
+    pq.write_table(pa.Table.from_arrays(columns, names=names), path)
+    out = tmp / "out"
+    return ["train", "--data", str(path), "--out", str(out), *TRAIN], out
+
+
+def _truncated_state(tmp: Path, run: Path) -> tuple[list[str], Path]:
+    state = run / "models" / "AE_d3" / "state.pt"
+    state.write_bytes(state.read_bytes()[:200])
+    shutil.rmtree(run / "gene_weights")
+    return ["attribute", str(run), "--steps", "4"], run / "gene_weights"
+
+
+def _model_config_not_json(tmp: Path, run: Path) -> tuple[list[str], Path]:
+    (run / "models" / "AE_d3" / "config.json").write_text('{"model": {"kind": "AE", ')
+    shutil.rmtree(run / "gene_weights")
+    return ["attribute", str(run), "--steps", "4"], run / "gene_weights"
+
+
+def _config_not_utf8(tmp: Path, run: Path) -> tuple[list[str], Path]:
+    config = tmp / "latin1.yaml"
+    config.write_bytes(CONFIG.replace("tiny", "caf\u00e9").encode("latin-1"))
+    out = tmp / "out"
+    return ["train", "--config", str(config), "--out", str(out), *TRAIN], out
+
+
+DAMAGED = {
+    # case: (make argv and the path that must not exist afterwards, command, message parts)
+    "all-zero genes": (_all_zero, "train", ["every gene is constant", "nothing to embed"]),
+    "1e308 (train)": (_huge_value, "train", ["value 1e+308 in gene column", "out of range"]),
+    "1e308 (info)": (_huge_value_info, "info", ["at row 7", "out of range"]),
+    "duplicated columns": (
+        _duplicated_columns,
+        "train",
+        ["3 column name(s) appear more than once: 'DDR1', 'PAX8', 'RPS5'"],
+    ),
+    "truncated state.pt": (_truncated_state, "attribute", ["state.pt: not a readable model"]),
+    "model config.json not JSON": (
+        _model_config_not_json,
+        "attribute",
+        ["config.json: not a readable JSON file"],
+    ),
+    "non-UTF-8 config": (_config_not_utf8, "train", ["latin1.yaml: not UTF-8 text (byte 0xe9"]),
+}
+
+
+@pytest.mark.parametrize("case", DAMAGED)
+def test_damaged_input_is_one_line_and_leaves_nothing(
+    case: str, run_copy: Path, tmp_path: Path, capsys
+) -> None:
+    make, command, says = DAMAGED[case]
+    argv, must_not_exist = make(tmp_path, run_copy)
+    err = one_line_error(capsys, argv, command)
+    for part in says:
+        assert part in err, err
+    assert "lr_max" not in err
+    assert len(err) < 400, err
+    assert not must_not_exist.exists(), sorted(p.name for p in must_not_exist.iterdir())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("sig", "code", "says"), [
+    (signal.SIGTERM, 143, "terminated (SIGTERM)"),
+    (signal.SIGINT, 130, "interrupted (SIGINT)"),
+])  # fmt: skip
+def test_a_signal_mid_training_removes_the_temporary_output(
+    tmp_path: Path, sig: int, code: int, says: str
+) -> None:
+    """SIGTERM or Ctrl-C while `deeppert train` writes its hidden temporary folder: one line,
+    exit 143 / 130, no traceback, and neither the temporary folder nor the --out folder the
+    command created is left."""
+    config = tmp_path / "long.yaml"
+    config.write_text(CONFIG + "grid: {baselines: false}\ntrain: {epochs: 100000}\n")
+    out = tmp_path / "new" / "out"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "deeppert", "train", "--config", str(config), "--out", str(out),
+         "--models", "AE", "--dims", "3", "--runs", "2"],
+        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while not (out.is_dir() and any(out.iterdir())):  # the hidden .s.*.tmp folder
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+            time.sleep(0.1)
+        written = [p.name for p in out.iterdir()]
+        proc.send_signal(sig)
+        err = proc.communicate(timeout=60)[1]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    print(f"\nMEASURE {signal.Signals(sig).name} with {written} in --out -> exit {proc.returncode}")
+    assert written[0].startswith(".s.") and written[0].endswith(".tmp")
+    assert proc.returncode == code, err
+    assert err.strip() == f"deeppert train: {says}; partial output removed", err
+    assert not (tmp_path / "new").exists()

@@ -60,8 +60,41 @@ def test_a_full_config_parses_into_typed_dataclasses(tmp_path):
         cfg.dataset("x")
 
 
-def test_empty_file_gives_the_defaults(tmp_path):
-    assert load_config(_write(tmp_path, "")) == ExperimentConfig()
+@pytest.mark.parametrize("text", ["", "# only a comment\n", "---\n"])
+def test_an_empty_file_is_an_error_naming_it(tmp_path, text):
+    """An empty file would run the full default grid (about an hour): refuse it."""
+    path = _write(tmp_path, text)
+    with pytest.raises(DeeppertError, match=f"^{path}: empty config"):
+        load_config(path)
+    assert load_config(_write(tmp_path, "name: x\n", "one.yaml")) == ExperimentConfig(name="x")
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "lines"),
+    [
+        (
+            "name: a\ntrain: {epochs: 3}\ngrid: {runs: 1}\ntrain: {batch_size: 8}\n",
+            "train",
+            "2 and 4",
+        ),
+        ("name: a\ntrain:\n  epochs: 3\n  lr_max: 1.0\n  epochs: 4\n", "epochs", "3 and 5"),
+        ("datasets:\n  - name: a\n    synthetic: {seed: 1, seed: 2}\n", "seed", "3 and 3"),
+    ],
+)
+def test_a_key_given_twice_is_an_error_naming_file_key_and_lines(tmp_path, text, key, lines):
+    """YAML keeps the last of two equal keys, silently dropping a whole section."""
+    path = _write(tmp_path, text)
+    with pytest.raises(DeeppertError) as caught:
+        load_config(path)
+    assert str(caught.value) == f"{path}: key {key!r} given twice (lines {lines})"
+
+
+def test_a_non_utf8_file_is_one_line_naming_it(tmp_path):
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("name: caf\u00e9\n".encode("latin-1"))
+    with pytest.raises(DeeppertError) as caught:
+        load_config(path)
+    assert str(caught.value) == f"{path}: not UTF-8 text (byte 0xe9 at offset 9)"
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)

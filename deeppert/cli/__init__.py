@@ -3,7 +3,8 @@
 Each ``deeppert/cli/_<name>.py`` module exposes ``register(subparsers)``, which adds its
 subcommand(s) with ``set_defaults(func=...)``; ``func(args)`` returns an exit code.
 Bad input (:class:`~deeppert.errors.DeeppertError`) and file-system refusals (``OSError``:
-read-only folder, disk full) become one line on stderr and exit 2.
+read-only folder, disk full) become one line on stderr and exit 2; SIGINT and SIGTERM one
+line and exit 130 / 143, after the command's temporary output is removed.
 
 Only the module of the command being run is imported: the others appear in ``deeppert
 --help`` through :data:`COMMANDS`, so ``--help`` and input errors answer without importing
@@ -19,6 +20,7 @@ import sys
 from collections.abc import Sequence
 
 from deeppert.errors import DeeppertError
+from deeppert.interrupts import Terminated, interrupt_exit, terminate_raises
 
 __all__ = ["main", "build_parser", "COMMANDS"]
 
@@ -86,7 +88,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         datefmt="%H:%M:%S",
     )
     try:
-        return int(args.func(args) or 0)
+        with terminate_raises():
+            return int(args.func(args) or 0)
+    except (KeyboardInterrupt, Terminated) as exc:
+        # Atomic writes removed their temporary output on the way out (deeppert.atomic).
+        what, code = interrupt_exit(exc)
+        print(f"deeppert {args.command}: {what}; partial output removed", file=sys.stderr)
+        return code
     except DeeppertError as exc:
         print(f"deeppert {args.command}: error: {exc}", file=sys.stderr)
         return 2

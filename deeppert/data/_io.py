@@ -129,9 +129,17 @@ def _read_parquet(path: Path) -> _Raw:
     import pyarrow.parquet as pq
 
     try:
+        names = pq.read_schema(path).names
+    except Exception as exc:  # pyarrow raises several unrelated types for a bad file
+        raise DeeppertError(f"{path}: cannot read as Parquet: {_first_line(exc)}") from exc
+    twice = pd.Index(names)[pd.Index(names).duplicated()].unique().tolist()
+    if twice:
+        shown = ", ".join(repr(n) for n in twice[:5]) + (", ..." if len(twice) > 5 else "")
+        raise DeeppertError(f"{path}: {len(twice)} column name(s) appear more than once: {shown}")
+    try:
         table = pq.read_table(path)
     except Exception as exc:  # pyarrow raises several unrelated types for a bad file
-        raise DeeppertError(f"{path}: cannot read as Parquet: {exc}") from exc
+        raise DeeppertError(f"{path}: cannot read as Parquet: {_first_line(exc)}") from exc
     declared = (table.schema.metadata or {}).get(_PARQUET_KEY)
     names = list(table.column_names)
     table = table.replace_schema_metadata(None).rename_columns([str(i) for i in range(len(names))])
@@ -143,6 +151,11 @@ def _read_parquet(path: Path) -> _Raw:
         spec = json.loads(declared)
         raw.gene_columns, raw.id_column = spec["genes"], spec["id_column"]
     return raw
+
+
+def _first_line(exc: BaseException) -> str:
+    """The first line of ``exc``'s message (pyarrow appends whole schemas), at most 300 chars."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
 
 
 def _read_h5ad(path: Path) -> _Raw:
@@ -572,6 +585,11 @@ def _choose_ids(
     return col.astype(str).to_numpy(), pos
 
 
+#: The largest magnitude a signature value may have: its square is still finite in float32,
+#: the training dtype, so losses and variances cannot overflow.
+_MAX_VALUE = float(np.sqrt(np.finfo(np.float32).max))
+
+
 def _numeric(
     frame: pd.DataFrame, names: list[str], ids: np.ndarray, source: str, fill_missing: bool
 ) -> np.ndarray:
@@ -600,6 +618,15 @@ def _numeric(
         r, c = np.argwhere(inf)[0]
         raise DeeppertError(
             f"{source}: infinite value {values[r, c]} in gene column {names[c]!r} at row {r} (id {ids[r]!r})"
+        )
+    huge = np.abs(values) > _MAX_VALUE
+    if huge.any():
+        r, c = np.argwhere(huge)[0]
+        raise DeeppertError(
+            f"{source}: value {values[r, c]:g} in gene column {names[c]!r} at row {r} "
+            f"(id {ids[r]!r}) is out of range ({int(huge.sum())} value(s) beyond "
+            f"+-{_MAX_VALUE:.1e}, where squares overflow in training); signatures are "
+            "expected on a z-score or log-fold-change scale"
         )
     nan = np.isnan(values)
     if nan.any():

@@ -16,6 +16,7 @@ import hashlib
 import logging
 import os
 import posixpath
+import re
 import subprocess
 import sys
 import tempfile
@@ -51,6 +52,8 @@ __all__ = [
     "tracking_client",
     "global_uris",
     "check_server",
+    "ServerUnreachable",
+    "request_error",
     "get_or_create_experiment",
     "EXPERIMENT_KIND",
     "git_commit",
@@ -191,10 +194,92 @@ def configure_mlflow(tracking: TrackingConfig | None = None) -> None:
     """
     for key, value in MLFLOW_DEFAULTS.items():
         os.environ.setdefault(key, value)
+    _keep_last_response()
     if tracking is not None:
         os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(tracking.http_max_retries)
         os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"] = str(tracking.http_backoff_factor)
         os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(tracking.http_timeout)
+
+
+def _keep_last_response() -> None:
+    """Make MLflow's retrying HTTP client hand back the server's last answer once its retries
+    on 5xx run out, instead of urllib3's "too many 500 error responses", which drops it.
+
+    MLflow then raises with the server's own error text (``RestException``, or an
+    ``HTTPError`` carrying the body for artifact uploads), so a full disk or a read-only
+    artifact store is named by what the server said. The retries themselves are unchanged.
+    """
+    from mlflow.utils import rest_utils
+
+    retrying = rest_utils._get_http_response_with_retries
+    if getattr(retrying, "keeps_last_response", False):
+        return
+
+    def keep_last(method, url, max_retries, backoff_factor, backoff_jitter, retry_codes,
+                  raise_on_status=True, *args, **kwargs):  # fmt: skip
+        return retrying(method, url, max_retries, backoff_factor, backoff_jitter, retry_codes,
+                        False, *args, **kwargs)  # fmt: skip
+
+    keep_last.keeps_last_response = True
+    rest_utils._get_http_response_with_retries = keep_last
+
+
+#: What a server error says when its disk is full or read-only: retrying cannot help.
+_STORAGE_FAULTS = (
+    "Errno 28",
+    "Errno 30",
+    "No space left on device",
+    "Read-only file system",
+    "database or disk is full",
+    "readonly database",
+)
+_HTTP_STATUS = re.compile(r"(?:error code|HTTP) (\d{3})|^(\d{3}) (?:Client|Server) Error")
+_TOO_MANY = re.compile(r"too many (\d{3}) error responses")
+
+
+def request_error(exc: BaseException) -> tuple[str, bool] | None:
+    """``(one line naming the cause, retryable)`` for a failed tracking request; ``None``
+    when ``exc`` is not one (MLflow's ``MlflowException`` or a ``requests`` error).
+
+    The line gives the HTTP status and the server's own message (HTML reduced to its text).
+    Not retryable: a 4xx but 408/429 (refused: a wrong grant, a bad request) and any answer
+    naming a full or read-only disk; they fail the same way on every retry.
+    """
+    from mlflow.exceptions import MlflowException, RestException
+
+    if not isinstance(exc, (MlflowException, requests.RequestException)):
+        return None
+    text = exc.message if isinstance(exc, MlflowException) else str(exc)
+    status: int | None = None
+    if isinstance(exc, RestException):
+        status = exc.get_http_status_code()
+        body = text  # "ERROR_CODE: message"
+    elif isinstance(exc, requests.HTTPError) and exc.response is not None:
+        status = exc.response.status_code
+        body = exc.response.text
+    else:
+        found = _HTTP_STATUS.search(text)
+        status = int(next(g for g in found.groups() if g)) if found else None
+        body = text.split("Response body:", 1)[1].strip()[1:-1] if "Response body:" in text else ""
+    many = _TOO_MANY.search(text)
+    body = " ".join(re.sub(r"<[^>]+>", " ", str(body)).split())[:400]
+    storage = next((m for m in _STORAGE_FAULTS if m in text or m in body), None)
+    if status is None and many is None:
+        budget = os.environ.get("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "?")
+        line = (
+            f"MLflow tracking request failed after the retry budget "
+            f"(tracking.http_max_retries={budget}): {type(exc).__name__}: "
+            f"{(text.strip().splitlines() or [''])[0][:300]}"
+        )
+        return line, True
+    if status is None:
+        status = int(many.group(1))
+        body = body or "the server gave no error text"
+    line = f"the MLflow tracking server answered HTTP {status}: {body or 'no error text'}"
+    refused = 400 <= status < 500 and status not in (408, 429)
+    if storage:
+        line += f" (its storage is full or read-only: {storage})"
+    return line, not (refused or storage)
 
 
 def tracking_client(tracking_uri: str) -> MlflowClient:
@@ -240,6 +325,11 @@ def _retry_write_race(write: Callable[..., Any], *args: Any, attempts: int = 4, 
             time.sleep(0.05 * (attempt + 1))
 
 
+class ServerUnreachable(DeeppertError):
+    """No tracking server answers at the address (refused, timed out): worth retrying later,
+    unlike a server that answers and says it is unhealthy or refuses the credentials."""
+
+
 def check_server(tracking_uri: str, *, timeout: float = 5.0) -> None:
     """Raise :class:`DeeppertError` naming ``tracking_uri`` unless a server answers there.
 
@@ -257,14 +347,15 @@ def check_server(tracking_uri: str, *, timeout: float = 5.0) -> None:
     try:
         health = requests.get(f"{base}/health", timeout=timeout)
     except requests.RequestException as exc:
-        raise DeeppertError(
+        raise ServerUnreachable(
             f"MLflow tracking server at {tracking_uri} is unreachable "
             f"({type(exc).__name__}); start it with `deeppert server`"
         ) from exc
     if health.status_code != 200:
+        said = " ".join(re.sub(r"<[^>]+>", " ", health.text).split())[:300]
         raise DeeppertError(
             f"MLflow tracking server at {tracking_uri} is unhealthy: /health returned "
-            f"HTTP {health.status_code}"
+            f"HTTP {health.status_code}" + (f": {said}" if said else "")
         )
     user = os.environ.get("MLFLOW_TRACKING_USERNAME")
     password = os.environ.get("MLFLOW_TRACKING_PASSWORD")
@@ -277,7 +368,7 @@ def check_server(tracking_uri: str, *, timeout: float = 5.0) -> None:
             timeout=timeout,
         )
     except requests.RequestException as exc:
-        raise DeeppertError(
+        raise ServerUnreachable(
             f"MLflow tracking server at {tracking_uri} stopped answering ({type(exc).__name__})"
         ) from exc
     if api.status_code in (401, 403):

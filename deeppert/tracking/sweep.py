@@ -36,6 +36,7 @@ import pandas as pd
 from deeppert.attribution import attribute_genes
 from deeppert.config import ExperimentConfig
 from deeppert.data import Signatures
+from deeppert.errors import DeeppertError
 from deeppert.grid import Prepared, train_shape
 from deeppert.models import MeanEncoder
 from deeppert.tracking.client import (
@@ -92,6 +93,8 @@ __all__ = [
     "ClaimState",
     "claim_state",
     "mark_failed_if_reachable",
+    "close_sweep",
+    "close_abandoned_runs",
     "first_line",
 ]
 
@@ -119,6 +122,7 @@ class SweepContext:
     code_version: str
     heartbeat_seconds: float = 10.0
     claim_stale_seconds: float = 60.0
+    driver: str = ""  # host:pid of the driver that opened it; tag deeppert.driver of its runs
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -137,13 +141,18 @@ def open_sweep(config: ExperimentConfig, *, version: str | None = None) -> Sweep
     """Find or create the sweep's parent run (keyed by sweep name + config hash).
 
     Re-running the same config resumes the same parent run, so a resumed sweep adds its
-    missing grid points under the parent that holds the finished ones.
+    missing grid points under the parent that holds the finished ones. Runs of the experiment
+    that earlier drivers of this host left RUNNING are closed first
+    (:func:`close_abandoned_runs`). The caller owns the returned parent: it must end it
+    (``finish_run``, or :func:`close_sweep` on failure); a failure here closes it itself.
     """
     uri = config.tracking.uri
     check_server(uri)
     experiment_id = get_or_create_experiment(uri, config.tracking.experiment)
     config_sha = config.sha256()
     sweep = sweep_name(config)
+    driver = _worker_id()
+    close_abandoned_runs(uri, experiment_id, keep_sweep=sweep)
     parents = _sweep_parents(uri, experiment_id, sweep)
     if not parents:
         created = start_run(
@@ -156,6 +165,7 @@ def open_sweep(config: ExperimentConfig, *, version: str | None = None) -> Sweep
                 TAGS.sweep: sweep,
                 TAGS.config_sha: config_sha,
                 TAGS.code_version: version or code_version(),
+                TAGS.driver: driver,
             },
             params=_flat_params(config),
         )
@@ -168,10 +178,14 @@ def open_sweep(config: ExperimentConfig, *, version: str | None = None) -> Sweep
     else:
         _note_abandoned_driver(uri, parents[0])
     parent_id = parents[0].info.run_id
-    client = tracking_client(uri)
-    client.update_run(parent_id, status="RUNNING")
-    client.set_tag(parent_id, TAGS.driver, _worker_id())
-    log_config(uri, parent_id, config)
+    try:
+        client = tracking_client(uri)
+        client.update_run(parent_id, status="RUNNING")
+        client.set_tag(parent_id, TAGS.driver, driver)
+        log_config(uri, parent_id, config)
+    except BaseException as exc:
+        mark_failed_if_reachable(uri, [parent_id], first_line(exc))
+        raise
     return SweepContext(
         uri,
         experiment_id,
@@ -181,7 +195,67 @@ def open_sweep(config: ExperimentConfig, *, version: str | None = None) -> Sweep
         version or code_version(),
         heartbeat_seconds=config.sweep.heartbeat_seconds,
         claim_stale_seconds=config.sweep.claim_stale_seconds,
+        driver=driver,
     )
+
+
+def close_sweep(ctx: SweepContext, reason: str) -> None:
+    """End a failed sweep attempt: its parent and the trial runs this driver's trials left
+    RUNNING (a worker killed on its last retry, a trial that could not mark its own run) are
+    marked FAILED with ``reason``, if the server answers (:func:`mark_failed_if_reachable`).
+
+    Only runs tagged with this driver (``deeppert.driver``) are touched: a second driver of
+    the same sweep keeps its live trials.
+    """
+    try:
+        check_server(ctx.tracking_uri, timeout=3.0)
+        left = find_runs_by_tag(
+            ctx.tracking_uri,
+            ctx.experiment_id,
+            TAGS.driver,
+            ctx.driver,
+            status="RUNNING",
+            parent_run_id=ctx.parent_run_id,
+        )
+    except Exception as exc:  # noqa: BLE001 - unreachable: the resume closes them
+        log.warning("sweep %s: runs not closed (%s); the next attempt will", ctx.sweep, exc)
+        return
+    trials = [r.info.run_id for r in left if r.info.run_id != ctx.parent_run_id]
+    mark_failed_if_reachable(ctx.tracking_uri, trials, f"sweep driver ended: {reason}")
+    mark_failed_if_reachable(ctx.tracking_uri, [ctx.parent_run_id], reason)
+
+
+def close_abandoned_runs(uri: str, experiment_id: str, *, keep_sweep: str | None = None) -> int:
+    """Mark FAILED the runs of ``experiment_id`` left RUNNING by a process of this host that
+    no longer exists: sweep parents whose driver is gone and trial runs whose worker is gone,
+    but not those of ``keep_sweep`` (the sweep being resumed reopens its parent, and its
+    trials' claims supersede their stale runs). Returns how many were closed.
+
+    A failed driver closes its own runs (:func:`close_sweep`); this covers the ones it could
+    not: a SIGKILLed driver, a server that was down when it ended, and parents of a config
+    that was then corrected (it hashes to another sweep, which never resumes them).
+    Runs of other hosts are left to their claims' heartbeats.
+    """
+    closed = 0
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    for role, tag in ((ROLES.sweep, TAGS.driver), (ROLES.trial, TAGS.worker)):
+        for run in find_runs_by_tag(uri, experiment_id, TAGS.role, role, status="RUNNING"):
+            owner = run.data.tags.get(tag, "")
+            if run.data.tags.get(TAGS.sweep) == keep_sweep:
+                continue  # resumed: its parent reopens, its trials' claims supersede them
+            if not owner or _process_alive(owner) is not False:
+                continue
+            what = "driver" if role == ROLES.sweep else "worker"
+            mark_run_failed(
+                uri,
+                run.info.run_id,
+                reason=f"its {what} {owner} ended without closing it; closed by "
+                f"{_worker_id()} at {stamp}",
+            )
+            closed += 1
+    if closed:
+        log.info("closed %d run(s) left RUNNING by ended processes of this host", closed)
+    return closed
 
 
 def _sweep_parents(uri: str, experiment_id: str, sweep: str) -> list:
@@ -395,6 +469,7 @@ def _start_trial_run(
             TAGS.config_sha: ctx.config_sha,
             TAGS.code_version: ctx.code_version,
             TAGS.worker: _worker_id(),
+            TAGS.driver: ctx.driver,
             TAGS.heartbeat: _now_ms(),
             TAGS.model: kind,
             TAGS.latent_dim: latent_dim,
@@ -530,21 +605,25 @@ def _register_encoder(
 def mark_failed_if_reachable(uri: str, run_ids: list[str], reason: str) -> None:
     """Mark ``run_ids`` FAILED with ``reason``; if the server cannot be reached, leave them.
 
-    Runs left RUNNING this way have a heartbeat that stops being renewed, so the next trial or
-    resume of their grid point finds them stale and marks them FAILED then.
+    One quick :func:`check_server` first, so an unreachable server costs seconds, not the
+    client's retry budget per run. Runs left RUNNING this way have a heartbeat that stops
+    being renewed, so the next trial or resume of their grid point finds them stale and marks
+    them FAILED then.
     """
     from mlflow.exceptions import MlflowException
 
-    for run_id in run_ids:
-        try:
+    if not run_ids:
+        return
+    try:
+        check_server(uri, timeout=3.0)
+        for run_id in run_ids:
             mark_run_failed(uri, run_id, reason=reason)
-        except (MlflowException, OSError) as exc:
-            log.warning(
-                "could not mark run %s FAILED (%s); the next attempt will",
-                run_id,
-                first_line(exc),
-            )
-            return
+    except (DeeppertError, MlflowException, OSError) as exc:
+        log.warning(
+            "could not mark run(s) %s FAILED (%s); the next attempt will",
+            ", ".join(run_ids),
+            first_line(exc),
+        )
 
 
 def first_line(exc: BaseException) -> str:
