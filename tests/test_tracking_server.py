@@ -260,3 +260,82 @@ def _closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+#: Run in a fresh interpreter (MLflow's auth module reads its ini once, at import): verify
+#: ``alice`` N times through MLflow's own basic-auth request hook, counting password checks.
+_COUNT_VERIFICATIONS = """
+import base64, json, sys
+from flask import Flask, Response
+import mlflow.server.auth as auth
+
+auth.store.init_db(auth.auth_config.database_uri)
+auth.store.create_user("alice", sys.argv[1])
+checks = []
+real = auth.store.authenticate_user
+auth.store.authenticate_user = lambda *a, **k: checks.append(a[0]) or real(*a, **k)
+app = Flask("probe")
+
+def status(password):
+    token = base64.b64encode(f"alice:{password}".encode()).decode()
+    with app.test_request_context(headers={"Authorization": "Basic " + token}):
+        answer = auth.authenticate_request_basic_auth()
+    return answer.status_code if isinstance(answer, Response) else 200
+
+right = [status(sys.argv[1]) for _ in range(20)]
+checks_right = len(checks)
+wrong = [status("not-" + sys.argv[1]) for _ in range(3)]
+print(json.dumps({"right": right, "checks_right": checks_right, "wrong": wrong,
+                  "checks_wrong": len(checks) - checks_right}))
+"""
+
+
+@pytest.mark.parametrize(("ttl", "checks"), [(None, 1), (0, 20)], ids=["default-ttl", "ttl-0"])
+def test_auth_cache_verifies_a_password_once_and_still_refuses_a_wrong_one(
+    tmp_path: Path, ttl: int | None, checks: int
+) -> None:
+    """The ini ``deeppert server --auth`` writes turns MLflow's credential cache on: 20 requests
+    with the same right password cost one password check (20 with the cache off), and a wrong
+    password is refused, and checked each time, after the right one was cached."""
+    import json
+
+    config = ServerConfig(data_dir=str(tmp_path), auth=True, auth_cache_ttl=ttl)
+    ini = TrackingServer(config)._write_auth_config(tmp_path)
+    env = {**os.environ, "MLFLOW_AUTH_CONFIG_PATH": str(ini)}
+    env.pop("MLFLOW_AUTH_ADMIN_PASSWORD", None)
+    proc = subprocess.run(
+        [sys.executable, "-c", _COUNT_VERIFICATIONS, ADMIN_PASSWORD],
+        capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert got["right"] == [200] * 20
+    assert got["checks_right"] == checks
+    assert got["wrong"] == [401] * 3
+    assert got["checks_wrong"] == 3
+
+
+def test_auth_ini_keeps_user_settings_and_drops_secrets(tmp_path: Path) -> None:
+    """A user's own basic_auth.ini settings survive a restart; the config's TTL wins when set."""
+    import configparser
+
+    from deeppert.tracking.server import DEFAULT_AUTH_CACHE_TTL
+
+    def written(ttl: int | None) -> configparser.SectionProxy:
+        config = ServerConfig(data_dir=str(tmp_path), auth=True, auth_cache_ttl=ttl)
+        path = TrackingServer(config)._write_auth_config(tmp_path)
+        assert path.stat().st_mode & 0o777 == 0o600
+        ini = configparser.ConfigParser(interpolation=None)
+        ini.read(path)
+        return ini["mlflow"]
+
+    assert written(None)["auth_cache_ttl_seconds"] == str(DEFAULT_AUTH_CACHE_TTL)
+    (tmp_path / "basic_auth.ini").write_text(
+        "[mlflow]\nauth_cache_ttl_seconds = 7\nauth_cache_max_size = 50\n"
+        "admin_password = do-not-keep-me\ndefault_permission = MANAGE\n"
+    )
+    kept = written(None)
+    assert (kept["auth_cache_ttl_seconds"], kept["auth_cache_max_size"]) == ("7", "50")
+    assert "admin_password" not in kept and kept["default_permission"] == "READ"
+    assert written(0)["auth_cache_ttl_seconds"] == "0"
+    assert written(None)["auth_cache_ttl_seconds"] == "0"  # what the last start wrote stays

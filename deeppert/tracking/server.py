@@ -35,6 +35,7 @@ from deeppert.tracking.client import MLFLOW_DEFAULTS
 __all__ = [
     "ADMIN_PASSWORD_ENV",
     "ADMIN_USERNAME_ENV",
+    "DEFAULT_AUTH_CACHE_TTL",
     "SECRET_KEY_ENV",
     "MIN_SECRET_LENGTH",
     "ServerConfig",
@@ -50,8 +51,11 @@ ADMIN_PASSWORD_ENV = "MLFLOW_AUTH_ADMIN_PASSWORD"
 SECRET_KEY_ENV = "MLFLOW_FLASK_SERVER_SECRET_KEY"
 #: MLflow rejects admin passwords under 12 characters; the same floor applies to the key.
 MIN_SECRET_LENGTH = 12
+#: Seconds a verified credential stays cached when neither the config nor basic_auth.ini says.
+DEFAULT_AUTH_CACHE_TTL = 60
 
 _DB_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
+_BASIC_AUTH_FUNCTION = "mlflow.server.auth:authenticate_request_basic_auth"
 _LOG_TAIL_LINES = 40
 Permission = Literal["READ", "USE", "EDIT", "MANAGE", "NO_PERMISSIONS"]
 _PERMISSIONS = get_args(Permission)
@@ -85,6 +89,14 @@ class ServerConfig:
     auth_database_uri
         Users/permissions database; ``None`` means the backend database for server databases
         and ``sqlite:///<data_dir>/basic_auth.db`` for a SQLite backend.
+    auth_cache_ttl
+        With ``auth``: seconds a verified username/password stays cached in each server worker
+        (MLflow's ``auth_cache_ttl_seconds``), so the deliberately slow password hash runs
+        once per credential and window instead of on every request. ``0`` turns the cache
+        off; ``None`` keeps the value already in ``<data_dir>/basic_auth.ini``, else
+        :data:`DEFAULT_AUTH_CACHE_TTL`. The price: a password changed or a user deleted
+        through another worker, or in the database directly, is still accepted by a worker
+        that cached it until its entry expires.
     startup_timeout
         Seconds to wait for ``/health`` to answer before giving up.
     """
@@ -98,6 +110,7 @@ class ServerConfig:
     auth: bool = False
     auth_database_uri: str | None = None
     default_permission: Permission = "READ"
+    auth_cache_ttl: int | None = None
     startup_timeout: float = 120.0
 
     def to_dict(self) -> dict[str, Any]:
@@ -237,6 +250,8 @@ class TrackingServer:
             raise DeeppertError(
                 f"default permission {cfg.default_permission!r} is not one of {_PERMISSIONS}"
             )
+        if cfg.auth_cache_ttl is not None and cfg.auth_cache_ttl < 0:
+            raise DeeppertError(f"auth cache TTL must be >= 0 seconds, got {cfg.auth_cache_ttl}")
         env = self._server_env()
         _check_port_free(cfg.host, cfg.port)
         ensure_database(backend)
@@ -384,19 +399,44 @@ class TrackingServer:
         return env
 
     def _write_auth_config(self, data_dir: Path) -> Path:
-        """Write the basic-auth ini, mode 0600, without secrets: the admin password comes from
-        the environment and a database password is stripped (``PGPASSWORD`` carries it)."""
+        """Write ``<data_dir>/basic_auth.ini``, mode 0600, and return its path.
+
+        The keys this configuration decides (default permission, database URI, cache TTL when
+        set) are written over what the file holds; any other setting a user added there is
+        kept, as is their ``auth_cache_ttl_seconds`` when :attr:`ServerConfig.auth_cache_ttl`
+        is ``None``. No secret is written: the admin password comes from the environment (an
+        ``admin_password`` in the file is dropped) and a database password is stripped
+        (``PGPASSWORD`` carries it).
+        """
+        import configparser
+
         path = data_dir / "basic_auth.ini"
-        path.unlink(missing_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(
-                "[mlflow]\n"
-                f"default_permission = {self.config.default_permission}\n"
-                f"database_uri = {_without_password(self.config.resolved_auth_database_uri)}\n"
-                "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
-                "grant_default_workspace_access = false\n"
+        ini = configparser.ConfigParser(interpolation=None)
+        try:
+            ini.read(path, encoding="utf-8")
+        except (configparser.Error, UnicodeDecodeError) as exc:
+            raise DeeppertError(f"{path} is not a valid ini file: {exc}".splitlines()[0]) from exc
+        if not ini.has_section("mlflow"):
+            ini.add_section("mlflow")
+        section = ini["mlflow"]
+        section.pop("admin_password", None)
+        section["default_permission"] = self.config.default_permission
+        section["database_uri"] = _without_password(self.config.resolved_auth_database_uri)
+        section.setdefault("authorization_function", _BASIC_AUTH_FUNCTION)
+        section.setdefault("grant_default_workspace_access", "false")
+        ttl = self.config.auth_cache_ttl
+        if ttl is not None or "auth_cache_ttl_seconds" not in section:
+            section["auth_cache_ttl_seconds"] = str(DEFAULT_AUTH_CACHE_TTL if ttl is None else ttl)
+        if not section["auth_cache_ttl_seconds"].strip().isdigit():
+            raise DeeppertError(
+                f"{path}: auth_cache_ttl_seconds = {section['auth_cache_ttl_seconds']!r} is not "
+                "a whole number of seconds"
             )
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            ini.write(fh)
+        os.replace(tmp, path)
         return path
 
 
