@@ -61,22 +61,45 @@ def _with_database(admin_uri: str, name: str) -> str:
     return admin_uri.rsplit("/", 1)[0] + f"/{name}"
 
 
+def _modes(root: Path) -> dict[str, int]:
+    """Permission bits of ``root`` and everything under it, by path relative to ``root``."""
+    return {str(p.relative_to(root)): p.stat().st_mode & 0o777 for p in [root, *root.rglob("*")]}
+
+
 def test_sqlite_server_starts_serves_and_stops_its_whole_process_group(tmp_path: Path) -> None:
-    server = TrackingServer(ServerConfig(data_dir=str(tmp_path), port=0))
+    """Start, serve, stop with exit 0 (the lifeline does not abort); the state it finds or
+    creates, artifacts logged through it included, is private to its owner."""
+    from mlflow import MlflowClient
+
+    data = tmp_path / "srv"
+    (data / "artifacts").mkdir(parents=True, mode=0o755)
+    data.chmod(0o755)
+    (data / "server.log").write_text("")
+    (data / "server.log").chmod(0o644)
+    server = TrackingServer(ServerConfig(data_dir=str(data), port=0))
     try:
         server.start()
         pgid = server.pid
         assert pgid is not None
         assert requests.get(f"{server.url}/health", timeout=5).status_code == 200
-        assert (tmp_path / "mlflow.db").is_file()
-        assert (tmp_path / "artifacts").is_dir()
+        assert (data / "mlflow.db").is_file()
+        assert (data / "artifacts").is_dir()
         assert _group_members(pgid), "server process group should be alive while running"
         print(f"\nMEASURE start_seconds sqlite {server.startup_seconds:.2f}")
         check_server(server.url)  # reachable: no error
+        client = MlflowClient(server.url)
+        run = client.create_run(get_or_create_experiment(server.url, "modes"))
+        client.log_text(run.info.run_id, "private", "notes/a.txt")
     finally:
-        server.stop()
+        code = server.stop()
     assert not server.running
     assert _group_members(pgid) == []
+    assert code == 0
+    assert "Fatal Python error" not in (data / "server.log").read_text()
+    modes = _modes(data)
+    assert any(p.endswith("notes/a.txt") for p in modes), modes
+    loose = {p: oct(m) for p, m in modes.items() if m & 0o077}
+    assert loose == {}, loose
     with pytest.raises(requests.ConnectionError):
         requests.get(f"{server.url}/health", timeout=2)
 
@@ -125,8 +148,10 @@ def test_auth_refuses_unauthenticated_requests_and_accepts_credentials(
         assert bad.status_code == 401
         ok = requests.get(api, params={"max_results": 1}, auth=("admin", ADMIN_PASSWORD))
         assert ok.status_code == 200
-        # The ini holds the database URI but never the password.
+        # The ini holds the database URI but never the password; the users' database, with
+        # its password hashes, is the owner's alone.
         assert ADMIN_PASSWORD not in (tmp_path / "basic_auth.ini").read_text()
+        assert (tmp_path / "basic_auth.db").stat().st_mode & 0o777 == 0o600
 
         monkeypatch.delenv("MLFLOW_TRACKING_USERNAME", raising=False)
         monkeypatch.delenv("MLFLOW_TRACKING_PASSWORD", raising=False)
@@ -194,7 +219,7 @@ def _cli(*args: str) -> list[str]:
     [
         ("foo://bar", "not a database URI"),
         ("postgresql://postgres@127.0.0.1:1/nope", "cannot reach PostgreSQL"),
-        ("sqlite:///{tmp}/a-file/mlflow.db", "exited with code"),
+        ("sqlite:///{tmp}/a-file/mlflow.db", "backend store folder"),
     ],
 )
 def test_cli_bad_backend_uri_exits_nonzero_with_message(
@@ -339,3 +364,44 @@ def test_auth_ini_keeps_user_settings_and_drops_secrets(tmp_path: Path) -> None:
     assert "admin_password" not in kept and kept["default_permission"] == "READ"
     assert written(0)["auth_cache_ttl_seconds"] == "0"
     assert written(None)["auth_cache_ttl_seconds"] == "0"  # what the last start wrote stays
+
+
+def _where_read_only(paths: list[Path], command: list[str]) -> list[str]:
+    """``command`` run where each of ``paths`` cannot be written: under a private read-only
+    bind mount for root (permission bits do not stop root), after ``chmod a-w`` otherwise."""
+    if os.geteuid() != 0:
+        for path in paths:
+            path.chmod(0o500 if path.is_dir() else 0o400)
+        return command
+    probe = subprocess.run(["unshare", "--mount", "true"], capture_output=True, text=True)
+    if probe.returncode != 0:
+        pytest.skip(f"running as root without a private mount namespace: {probe.stderr.strip()}")
+    mounts = " && ".join(f"mount --bind -o ro '{p}' '{p}'" for p in paths)
+    script = f'{mounts} && exec "$@"'
+    return ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh", *command]
+
+
+@pytest.mark.parametrize(
+    ("read_only", "message"),
+    [
+        ("artifacts", "artifact store {data}/artifacts is not writable: [Errno 30] Read-only"),
+        ("mlflow.db", "backend store {data}/mlflow.db cannot be written: attempt to write a"),
+    ],
+    ids=["artifact-store", "database"],
+)
+def test_cli_refuses_state_it_cannot_write(tmp_path: Path, read_only: str, message: str) -> None:
+    """A read-only artifact store or database: one line naming it, exit 2, no server started."""
+    import sqlite3
+
+    data = tmp_path / "srv"
+    (data / "artifacts").mkdir(parents=True)
+    sqlite3.connect(data / "mlflow.db").execute("CREATE TABLE t (x INTEGER)").connection.close()
+    command = _where_read_only([data / read_only], _cli("--port", "0", "--data-dir", str(data)))
+    if os.geteuid() != 0:
+        message = message.replace("[Errno 30] Read-only", "[Errno 13] Permission denied")
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=REPO)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert len(lines) == 1, proc.stderr[-3000:]
+    assert lines[0].startswith("deeppert server: error: " + message.format(data=data)), lines
+    assert not (data / "server.log").exists()
