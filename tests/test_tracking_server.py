@@ -405,3 +405,55 @@ def test_cli_refuses_state_it_cannot_write(tmp_path: Path, read_only: str, messa
     assert len(lines) == 1, proc.stderr[-3000:]
     assert lines[0].startswith("deeppert server: error: " + message.format(data=data)), lines
     assert not (data / "server.log").exists()
+
+
+_OWN_A_POSTGRES = """
+import sys, time
+from pathlib import Path
+sys.path.insert(0, sys.argv[2])
+from conftest import PrivatePostgres
+pg = PrivatePostgres(Path(sys.argv[1]))
+pg.start()
+print(pg.port, flush=True)
+time.sleep(600)
+"""
+
+
+@pytest.mark.postgres
+def test_private_postgres_restarts_and_ends_with_its_owner(private_postgres) -> None:
+    """The fixture's cluster keeps its data across a restart, and a cluster whose owner is
+    SIGKILLed leaves no process behind (its lifeline ends the group)."""
+    import shutil
+    import tempfile
+
+    from sweep_driver import ray_processes, wait_for
+
+    conn = psycopg2.connect(private_postgres.uri)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute("CREATE TABLE kept (x integer); INSERT INTO kept VALUES (7)")
+    private_postgres.restart()
+    with pytest.raises(psycopg2.OperationalError):
+        with conn.cursor() as cur:
+            cur.execute("SELECT 1")  # the restart ended every session
+    conn = psycopg2.connect(private_postgres.uri)
+    with conn.cursor() as cur:
+        cur.execute("SELECT x FROM kept")
+        assert cur.fetchall() == [(7,)]
+    conn.close()
+
+    root = Path(tempfile.mkdtemp(prefix="deeppert-pg-", dir="/tmp"))
+    owner = subprocess.Popen(
+        [sys.executable, "-c", _OWN_A_POSTGRES, str(root), str(REPO / "tests")],
+        stdout=subprocess.PIPE, text=True, start_new_session=True,
+    )  # fmt: skip
+    try:
+        assert owner.stdout.readline().strip().isdigit()
+        assert ray_processes(str(root)), "the postmaster names its data dir on its command line"
+        os.killpg(owner.pid, signal.SIGKILL)
+        owner.wait(10)
+        wait_for(lambda: not ray_processes(str(root)), 30, "the orphaned postmaster to end")
+    finally:
+        for pid, _ in ray_processes(str(root)):
+            os.kill(pid, signal.SIGKILL)
+        shutil.rmtree(root, ignore_errors=True)
