@@ -1,10 +1,11 @@
 """Benchmark: request latency of the tracking server without auth, with auth and the credential
 cache off, and with auth at the default cache TTL, in one run.
 
-Starts one local ``TrackingServer`` per case (SQLite, 1 worker, fresh data dir) and times
-``--requests`` authenticated ``experiments/search`` calls over one keep-alive session after
-``--warmup`` untimed ones. Reports median and p95 in milliseconds per case to
-``bench/results/auth.json``.
+Starts one local ``TrackingServer`` per case (SQLite, 1 worker, fresh data dir), all three at
+once, and times ``--requests`` ``experiments/search`` calls per case over one keep-alive
+session each after ``--warmup`` untimed ones, the cases taking turns request by request (a
+change in the machine's load then weighs on all alike). Reports median and p95 in
+milliseconds per case to ``bench/results/auth.json``.
 
 Usage::
 
@@ -21,27 +22,42 @@ import statistics
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
 
 
-def time_requests(url: str, auth: tuple[str, str] | None, n: int, warmup: int) -> list[float]:
-    """Milliseconds of each of ``n`` GET experiments/search calls (after ``warmup`` calls)."""
+def time_requests(
+    cases: dict[str, tuple[str, tuple[str, str] | None]], n: int, warmup: int
+) -> dict[str, list[float]]:
+    """Milliseconds of each of ``n`` GET experiments/search calls per case (after ``warmup``
+    calls), the cases taking turns request by request so that a change in the machine's load
+    weighs on all of them alike. ``cases``: name -> (server URL, basic-auth pair or None)."""
     import requests
 
-    api = f"{url}/api/2.0/mlflow/experiments/search"
-    with requests.Session() as session:
-        session.auth = auth
-        times = []
+    sessions = {}
+    for name, (_, auth) in cases.items():
+        sessions[name] = requests.Session()
+        sessions[name].auth = auth
+    times: dict[str, list[float]] = {name: [] for name in cases}
+    try:
         for i in range(warmup + n):
-            t0 = time.perf_counter()
-            answer = session.get(api, params={"max_results": 1}, timeout=30)
-            elapsed = (time.perf_counter() - t0) * 1000
-            answer.raise_for_status()
-            if i >= warmup:
-                times.append(elapsed)
+            for name, (url, _) in cases.items():
+                t0 = time.perf_counter()
+                answer = sessions[name].get(
+                    f"{url}/api/2.0/mlflow/experiments/search",
+                    params={"max_results": 1},
+                    timeout=30,
+                )
+                elapsed = (time.perf_counter() - t0) * 1000
+                answer.raise_for_status()
+                if i >= warmup:
+                    times[name].append(elapsed)
+    finally:
+        for session in sessions.values():
+            session.close()
     return times
 
 
@@ -77,11 +93,14 @@ def main(argv: list[str] | None = None) -> int:
         f"auth_cache_ttl_{DEFAULT_AUTH_CACHE_TTL}s": (dict(auth=True), ("admin", password)),
     }
     out: dict = {"machine": f"{os.cpu_count()}-core CPU", "requests": args.requests}
-    with tempfile.TemporaryDirectory(prefix="deeppert-auth-bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="deeppert-auth-bench-") as tmp, ExitStack() as stack:
+        targets = {}
         for name, (fields, auth) in cases.items():
             config = ServerConfig(data_dir=str(Path(tmp) / name), port=0, **fields)
-            with TrackingServer(config, env=env) as server:
-                out[name] = summary(time_requests(server.url, auth, args.requests, args.warmup))
+            server = stack.enter_context(TrackingServer(config, env=env))
+            targets[name] = (server.url, auth)
+        for name, times in time_requests(targets, args.requests, args.warmup).items():
+            out[name] = summary(times)
             print(name, out[name], flush=True)
     base = out["no_auth"]["median_ms"]
     for name in list(cases)[1:]:
