@@ -21,12 +21,11 @@ demo: $(STAMP)
 	$(PY) -m deeppert.demo
 
 # Two pytest workers, each taking whole test files (module fixtures such as a sweep run once);
-# most slow tests wait on servers and subprocesses, so two share the 2 cores well. Tests that
-# change machine-wide state (marker `serial`: a PostgreSQL restart) run alone afterwards.
+# most slow tests wait on servers and subprocesses, so two share the 2 cores well. No test
+# changes machine-wide state: the PostgreSQL restart test restarts a cluster of its own.
 TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(PY) -m pytest -q --timeout=900 -n $(TEST_WORKERS) --dist loadfile -m "not serial"
-	$(PY) -m pytest -q --timeout=900 -m serial
+	$(PY) -m pytest -q --timeout=900 -n $(TEST_WORKERS) --dist loadfile
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow and not ray and not mlflow and not postgres"

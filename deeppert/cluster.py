@@ -14,12 +14,16 @@ of which broke a README followed by hand:
 
 ``DIR/cluster.json`` records the processes and addresses; ``DIR/env.sh`` holds the exports
 (``RAY_ADDRESS``, ``MLFLOW_TRACKING_URI``, ``RAY_AUTH_MODE``) to ``source`` in a shell.
+``DIR/cluster.lock`` is the folder's lock (``flock``): the start takes it before anything
+else and hands it to the MLflow server and the Ray head, which hold it as long as either
+lives, so a second start in the same folder, at once or later, fails in one line.
 No Ray or MLflow import here: both run as subprocesses.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -40,6 +44,7 @@ from deeppert.tracking.server import free_port
 __all__ = [
     "ClusterInfo",
     "free_ports",
+    "lock_cluster_dir",
     "job_env",
     "ray_head_command",
     "ray_temp_dir",
@@ -149,8 +154,11 @@ def ray_head_command(dashboard_port: int, num_cpus: int, temp_dir: Path) -> list
     ]  # fmt: skip
 
 
-def start_ray_head(folder: Path, *, num_cpus: int, cwd: Path | None = None) -> tuple:
-    """Start a Ray head in its own session; returns ``(Popen, dashboard address)`` once it answers."""
+def start_ray_head(
+    folder: Path, *, num_cpus: int, cwd: Path | None = None, pass_fds: tuple[int, ...] = ()
+) -> tuple:
+    """Start a Ray head in its own session; returns ``(Popen, dashboard address)`` once it
+    answers. ``pass_fds`` stay open in the head's ``ray start`` process (a folder lock)."""
     port = free_port()
     log = (folder / "ray_head.log").open("wb")
     proc = subprocess.Popen(
@@ -160,6 +168,7 @@ def start_ray_head(folder: Path, *, num_cpus: int, cwd: Path | None = None) -> t
         start_new_session=True,
         stdout=log,
         stderr=subprocess.STDOUT,
+        pass_fds=pass_fds,
     )
     try:
         wait_until_answering(
@@ -213,15 +222,55 @@ def _reap(pid: int) -> None:
         pass
 
 
-def start_cluster(folder: str | Path, *, num_cpus: int = 2) -> ClusterInfo:
-    """Start an MLflow server (SQLite under ``folder``) and a Ray head; write cluster.json, env.sh."""
+def lock_cluster_dir(folder: str | Path) -> int:
+    """Take ``folder``'s lock (an exclusive ``flock`` on ``folder/cluster.lock``) and return
+    its file descriptor; the lock lasts while any process holds that descriptor.
+
+    Raises a one-line :class:`DeeppertError` naming the cluster that holds it.
+    """
     folder = Path(folder).resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder / "cluster.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        state = folder / "cluster.json"
+        try:
+            info = ClusterInfo(**json.loads(state.read_text()))
+            holder = (
+                f"a cluster is running in {folder} (Ray {info.ray_address} pid {info.ray_pid}, "
+                f"MLflow {info.tracking_uri} pid {info.server_pid})"
+            )
+        except (OSError, ValueError, TypeError):
+            holder = f"another `deeppert cluster start` is starting a cluster in {folder}"
+        raise DeeppertError(
+            f"{holder}; stop it with `deeppert cluster stop --dir {folder}` or use another --dir"
+        ) from None
+    return fd
+
+
+def start_cluster(folder: str | Path, *, num_cpus: int = 2) -> ClusterInfo:
+    """Start an MLflow server (SQLite under ``folder``) and a Ray head; write cluster.json, env.sh.
+
+    Holds ``folder``'s lock (:func:`lock_cluster_dir`) from the first step; the two processes
+    keep holding it after this returns.
+    """
+    folder = Path(folder).resolve()
+    lock = lock_cluster_dir(folder)
+    try:
+        return _start_locked(folder, num_cpus, lock)
+    finally:
+        os.close(lock)  # this process's copy: the server and the head keep theirs
+
+
+def _start_locked(folder: Path, num_cpus: int, lock: int) -> ClusterInfo:
     state = folder / "cluster.json"
     if state.exists():
         raise DeeppertError(
-            f"{state} exists: a cluster was started there; `deeppert cluster stop --dir {folder}` first"
+            f"{state} exists but no process of it holds {folder / 'cluster.lock'}: a cluster "
+            f"started there has ended; `deeppert cluster stop --dir {folder}` clears it"
         )
-    folder.mkdir(parents=True, exist_ok=True)
     port = free_port()
     server_log = (folder / "mlflow_server.log").open("wb")
     server = subprocess.Popen(
@@ -231,11 +280,12 @@ def start_cluster(folder: str | Path, *, num_cpus: int = 2) -> ClusterInfo:
         start_new_session=True,
         stdout=server_log,
         stderr=subprocess.STDOUT,
+        pass_fds=(lock,),
     )  # fmt: skip
     uri = f"http://127.0.0.1:{port}"
     try:
         wait_until_answering("MLflow server", f"{uri}/health", server, folder / "mlflow_server.log")
-        ray, address = start_ray_head(folder, num_cpus=num_cpus)
+        ray, address = start_ray_head(folder, num_cpus=num_cpus, pass_fds=(lock,))
     except BaseException:
         stop_group(server.pid)
         raise

@@ -5,7 +5,8 @@
 #   DEEPPERT_BACKEND_STORE_URI=postgresql://postgres@127.0.0.1:5432/deeppert mlflow_server/start.sh
 #   DEEPPERT_SERVER_AUTH=1 mlflow_server/start.sh   # needs MLFLOW_AUTH_ADMIN_PASSWORD and
 #                                                   # MLFLOW_FLASK_SERVER_SECRET_KEY (12+ chars)
-# Extra arguments are passed to `deeppert server` (e.g. --port 5001 --workers 2).
+# Extra arguments are passed to `deeppert server` (e.g. --port 5001 --workers 2, or with auth
+# --auth-cache-ttl 300: seconds a verified password stays cached, default 60, 0 = off).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-.venv/bin/python}"

@@ -1,8 +1,20 @@
-"""Shared fixtures: one torch thread, a SQLite tracking server, the real-data path, PostgreSQL."""
+"""Shared fixtures: one torch thread, a SQLite tracking server, the real-data path, PostgreSQL
+(the machine's, and a private cluster a test may restart).
+
+SIGTERM to pytest is turned into KeyboardInterrupt, so an interrupted run still runs every
+fixture's teardown and ``finally`` block, which end the processes the tests started.
+"""
 
 from __future__ import annotations
 
+import glob
 import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -10,6 +22,15 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 SEED_DATA = REPO.parent / "shared" / "data" / "deeppert-seed"
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+LIFELINE = REPO / "deeppert" / "tracking" / "_lifeline.py"
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"pytest received {signal.Signals(signum).name}")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    signal.signal(signal.SIGTERM, _interrupt)
 
 
 @pytest.fixture(scope="module")
@@ -61,3 +82,104 @@ def postgres_uri() -> str:
             pytest.fail(f"PostgreSQL required under CI=true but unreachable at {uri}: {exc}")
         pytest.skip(f"PostgreSQL unreachable at {uri}: {exc}")
     return uri
+
+
+class PrivatePostgres:
+    """A PostgreSQL cluster of one test's own, in a temp dir, on a free port, trust auth.
+
+    Its postmaster runs under the tracking server's lifeline (:mod:`deeppert.tracking.
+    _lifeline`): when the test process ends, however (SIGKILL included), the lifeline's pipe
+    closes and it ends the postmaster's whole process group. As root the cluster belongs to
+    the ``postgres`` user (``initdb`` refuses root).
+    """
+
+    def __init__(self, root: Path) -> None:
+        binaries = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+        if not binaries:
+            raise FileNotFoundError("no /usr/lib/postgresql/*/bin/initdb")
+        self.bin = Path(binaries[-1]).parent
+        self.root, self.data = root, root / "data"
+        self.as_user = ["setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups"]
+        if os.geteuid() != 0:
+            self.as_user = []
+        else:
+            shutil.chown(root, "postgres", "postgres")
+        from deeppert.tracking.server import free_port
+
+        self.port = free_port()
+        self._proc: subprocess.Popen | None = None
+        subprocess.run(
+            [*self.as_user, str(self.bin / "initdb"), "-D", str(self.data), "-U", "postgres",
+             "-A", "trust", "-E", "UTF8", "--no-sync"],
+            check=True, capture_output=True, timeout=120,
+        )  # fmt: skip
+
+    @property
+    def uri(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def ready(self) -> bool:
+        command = [str(self.bin / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(self.port)]
+        return subprocess.run(command, timeout=30).returncode == 0
+
+    def start(self, timeout: float = 60.0) -> None:
+        log = (self.root / "postgres.log").open("ab")
+        self._proc = subprocess.Popen(
+            [sys.executable, str(LIFELINE), *self.as_user, str(self.bin / "postgres"),
+             "-D", str(self.data), "-p", str(self.port), "-k", str(self.root),
+             "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"],
+            stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+        log.close()
+        deadline = time.monotonic() + timeout
+        while not self.ready():
+            if self._proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                tail = (self.root / "postgres.log").read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"private PostgreSQL did not start:\n{tail}")
+            time.sleep(0.2)
+
+    def stop(self, timeout: float = 60.0) -> None:
+        """Fast shutdown (SIGINT to the postmaster: clients are disconnected), then the group."""
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        try:
+            pid = int((self.data / "postmaster.pid").read_text().split()[0])
+            os.kill(pid, signal.SIGINT)
+        except (OSError, ValueError, IndexError):
+            pass  # not up (yet): the group signal below ends it
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+        finally:
+            proc.stdin.close()
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+
+@pytest.fixture
+def private_postgres():
+    """A running :class:`PrivatePostgres` (stopped and removed after the test); skips when no
+    PostgreSQL binaries are installed, except under CI=true, where that is a failure."""
+    root = Path(tempfile.mkdtemp(prefix="deeppert-pg-", dir="/tmp"))  # short socket path
+    try:
+        try:
+            pg = PrivatePostgres(root)
+        except (FileNotFoundError, subprocess.CalledProcessError) as exc:
+            detail = getattr(exc, "stderr", b"") or b""
+            message = f"cannot create a private PostgreSQL cluster: {exc} {detail.decode()[-500:]}"
+            if IN_CI:
+                pytest.fail(message)
+            pytest.skip(message)
+        pg.start()
+        try:
+            yield pg
+        finally:
+            pg.stop()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)

@@ -4,17 +4,15 @@
   ``sweep: error:`` line and exit 2, no traceback; after the server is back the same command
   resumes, the dead attempt is marked FAILED with its reason, one FINISHED run per point.
 - Within it: a 20 s server outage and a PostgreSQL restart mid-sweep lose nothing: one
-  FINISHED run per point with every epoch row.
+  FINISHED run per point with every epoch row. The PostgreSQL restarted is the test's own
+  cluster (``private_postgres``), never the machine's.
 """
 
 from __future__ import annotations
 
-import secrets
-import subprocess
 import time
 from pathlib import Path
 
-import psycopg2
 import pytest
 import yaml
 from sweep_driver import (
@@ -143,20 +141,10 @@ def test_server_down_20s_mid_sweep_loses_no_epoch(tmp_path: Path) -> None:
         server.stop()
 
 
-def pg_cluster() -> str:
-    return sorted(p.name for p in Path("/etc/postgresql").iterdir())[0]
-
-
-def pg_ready() -> bool:
-    return subprocess.run(["pg_isready", "-h", "127.0.0.1", "-p", "5432", "-q"]).returncode == 0
-
-
 @pytest.mark.postgres
-@pytest.mark.serial  # it restarts the one PostgreSQL every other postgres test uses
-def test_postgres_restart_mid_sweep_loses_no_epoch(postgres_uri: str, tmp_path: Path) -> None:
-    """Restarts the shared PostgreSQL once (a few seconds); always starts it again."""
-    database = "deeppert_pgrestart_" + secrets.token_hex(4)
-    backend = postgres_uri.rsplit("/", 1)[0] + f"/{database}"
+def test_postgres_restart_mid_sweep_loses_no_epoch(private_postgres, tmp_path: Path) -> None:
+    """Restarts the test's own PostgreSQL cluster (fast shutdown, start) while a trial trains."""
+    backend = private_postgres.uri.rsplit("/", 1)[0] + "/deeppert_pgrestart"
     server = TrackingServer(
         ServerConfig(data_dir=str(tmp_path / "srv"), port=0, backend_store_uri=backend)
     ).start()
@@ -165,25 +153,8 @@ def test_postgres_restart_mid_sweep_loses_no_epoch(postgres_uri: str, tmp_path: 
     driver = Driver(config_path, uri, tmp_path, "pgr")
     try:
         wait_for(lambda: trial_training(uri, "pgr", sweep), 300, "a trial to train")
-        try:
-            subprocess.run(
-                ["pg_ctlcluster", "--skip-systemctl-redirect", pg_cluster(), "main", "restart"],
-                check=True, timeout=120,
-            )  # fmt: skip
-        finally:
-            if not pg_ready():
-                subprocess.run(
-                    ["pg_ctlcluster", "--skip-systemctl-redirect", pg_cluster(), "main", "start"],
-                    timeout=120,
-                )  # fmt: skip
-            wait_for(pg_ready, 60, "PostgreSQL to accept connections")
+        private_postgres.restart()
         check_every_epoch_back(uri, "pgr", sweep, driver, epochs, "PostgreSQL restart mid-sweep")
     finally:
         driver.kill()
         server.stop()
-        if pg_ready():
-            conn = psycopg2.connect(postgres_uri)
-            conn.autocommit = True
-            with conn.cursor() as cur:
-                cur.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-            conn.close()

@@ -61,22 +61,45 @@ def _with_database(admin_uri: str, name: str) -> str:
     return admin_uri.rsplit("/", 1)[0] + f"/{name}"
 
 
+def _modes(root: Path) -> dict[str, int]:
+    """Permission bits of ``root`` and everything under it, by path relative to ``root``."""
+    return {str(p.relative_to(root)): p.stat().st_mode & 0o777 for p in [root, *root.rglob("*")]}
+
+
 def test_sqlite_server_starts_serves_and_stops_its_whole_process_group(tmp_path: Path) -> None:
-    server = TrackingServer(ServerConfig(data_dir=str(tmp_path), port=0))
+    """Start, serve, stop with exit 0 (the lifeline does not abort); the state it finds or
+    creates, artifacts logged through it included, is private to its owner."""
+    from mlflow import MlflowClient
+
+    data = tmp_path / "srv"
+    (data / "artifacts").mkdir(parents=True, mode=0o755)
+    data.chmod(0o755)
+    (data / "server.log").write_text("")
+    (data / "server.log").chmod(0o644)
+    server = TrackingServer(ServerConfig(data_dir=str(data), port=0))
     try:
         server.start()
         pgid = server.pid
         assert pgid is not None
         assert requests.get(f"{server.url}/health", timeout=5).status_code == 200
-        assert (tmp_path / "mlflow.db").is_file()
-        assert (tmp_path / "artifacts").is_dir()
+        assert (data / "mlflow.db").is_file()
+        assert (data / "artifacts").is_dir()
         assert _group_members(pgid), "server process group should be alive while running"
         print(f"\nMEASURE start_seconds sqlite {server.startup_seconds:.2f}")
         check_server(server.url)  # reachable: no error
+        client = MlflowClient(server.url)
+        run = client.create_run(get_or_create_experiment(server.url, "modes"))
+        client.log_text(run.info.run_id, "private", "notes/a.txt")
     finally:
-        server.stop()
+        code = server.stop()
     assert not server.running
     assert _group_members(pgid) == []
+    assert code == 0
+    assert "Fatal Python error" not in (data / "server.log").read_text()
+    modes = _modes(data)
+    assert any(p.endswith("notes/a.txt") for p in modes), modes
+    loose = {p: oct(m) for p, m in modes.items() if m & 0o077}
+    assert loose == {}, loose
     with pytest.raises(requests.ConnectionError):
         requests.get(f"{server.url}/health", timeout=2)
 
@@ -125,8 +148,10 @@ def test_auth_refuses_unauthenticated_requests_and_accepts_credentials(
         assert bad.status_code == 401
         ok = requests.get(api, params={"max_results": 1}, auth=("admin", ADMIN_PASSWORD))
         assert ok.status_code == 200
-        # The ini holds the database URI but never the password.
+        # The ini holds the database URI but never the password; the users' database, with
+        # its password hashes, is the owner's alone.
         assert ADMIN_PASSWORD not in (tmp_path / "basic_auth.ini").read_text()
+        assert (tmp_path / "basic_auth.db").stat().st_mode & 0o777 == 0o600
 
         monkeypatch.delenv("MLFLOW_TRACKING_USERNAME", raising=False)
         monkeypatch.delenv("MLFLOW_TRACKING_PASSWORD", raising=False)
@@ -194,7 +219,7 @@ def _cli(*args: str) -> list[str]:
     [
         ("foo://bar", "not a database URI"),
         ("postgresql://postgres@127.0.0.1:1/nope", "cannot reach PostgreSQL"),
-        ("sqlite:///{tmp}/a-file/mlflow.db", "exited with code"),
+        ("sqlite:///{tmp}/a-file/mlflow.db", "backend store folder"),
     ],
 )
 def test_cli_bad_backend_uri_exits_nonzero_with_message(
@@ -260,3 +285,175 @@ def _closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+#: Run in a fresh interpreter (MLflow's auth module reads its ini once, at import): verify
+#: ``alice`` N times through MLflow's own basic-auth request hook, counting password checks.
+_COUNT_VERIFICATIONS = """
+import base64, json, sys
+from flask import Flask, Response
+import mlflow.server.auth as auth
+
+auth.store.init_db(auth.auth_config.database_uri)
+auth.store.create_user("alice", sys.argv[1])
+checks = []
+real = auth.store.authenticate_user
+auth.store.authenticate_user = lambda *a, **k: checks.append(a[0]) or real(*a, **k)
+app = Flask("probe")
+
+def status(password):
+    token = base64.b64encode(f"alice:{password}".encode()).decode()
+    with app.test_request_context(headers={"Authorization": "Basic " + token}):
+        answer = auth.authenticate_request_basic_auth()
+    return answer.status_code if isinstance(answer, Response) else 200
+
+right = [status(sys.argv[1]) for _ in range(20)]
+checks_right = len(checks)
+wrong = [status("not-" + sys.argv[1]) for _ in range(3)]
+print(json.dumps({"right": right, "checks_right": checks_right, "wrong": wrong,
+                  "checks_wrong": len(checks) - checks_right}))
+"""
+
+
+@pytest.mark.parametrize(("ttl", "checks"), [(None, 1), (0, 20)], ids=["default-ttl", "ttl-0"])
+def test_auth_cache_verifies_a_password_once_and_still_refuses_a_wrong_one(
+    tmp_path: Path, ttl: int | None, checks: int
+) -> None:
+    """The ini ``deeppert server --auth`` writes turns MLflow's credential cache on: 20 requests
+    with the same right password cost one password check (20 with the cache off), and a wrong
+    password is refused, and checked each time, after the right one was cached."""
+    import json
+
+    config = ServerConfig(data_dir=str(tmp_path), auth=True, auth_cache_ttl=ttl)
+    ini = TrackingServer(config)._write_auth_config(tmp_path)
+    env = {**os.environ, "MLFLOW_AUTH_CONFIG_PATH": str(ini)}
+    env.pop("MLFLOW_AUTH_ADMIN_PASSWORD", None)
+    proc = subprocess.run(
+        [sys.executable, "-c", _COUNT_VERIFICATIONS, ADMIN_PASSWORD],
+        capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert got["right"] == [200] * 20
+    assert got["checks_right"] == checks
+    assert got["wrong"] == [401] * 3
+    assert got["checks_wrong"] == 3
+
+
+def test_auth_ini_keeps_user_settings_and_drops_secrets(tmp_path: Path) -> None:
+    """A user's own basic_auth.ini settings survive a restart; the config's TTL wins when set."""
+    import configparser
+
+    from deeppert.tracking.server import DEFAULT_AUTH_CACHE_TTL
+
+    def written(ttl: int | None) -> configparser.SectionProxy:
+        config = ServerConfig(data_dir=str(tmp_path), auth=True, auth_cache_ttl=ttl)
+        path = TrackingServer(config)._write_auth_config(tmp_path)
+        assert path.stat().st_mode & 0o777 == 0o600
+        ini = configparser.ConfigParser(interpolation=None)
+        ini.read(path)
+        return ini["mlflow"]
+
+    assert written(None)["auth_cache_ttl_seconds"] == str(DEFAULT_AUTH_CACHE_TTL)
+    (tmp_path / "basic_auth.ini").write_text(
+        "[mlflow]\nauth_cache_ttl_seconds = 7\nauth_cache_max_size = 50\n"
+        "admin_password = do-not-keep-me\ndefault_permission = MANAGE\n"
+    )
+    kept = written(None)
+    assert (kept["auth_cache_ttl_seconds"], kept["auth_cache_max_size"]) == ("7", "50")
+    assert "admin_password" not in kept and kept["default_permission"] == "READ"
+    assert written(0)["auth_cache_ttl_seconds"] == "0"
+    assert written(None)["auth_cache_ttl_seconds"] == "0"  # what the last start wrote stays
+
+
+def _where_read_only(paths: list[Path], command: list[str]) -> list[str]:
+    """``command`` run where each of ``paths`` cannot be written: under a private read-only
+    bind mount for root (permission bits do not stop root), after ``chmod a-w`` otherwise."""
+    if os.geteuid() != 0:
+        for path in paths:
+            path.chmod(0o500 if path.is_dir() else 0o400)
+        return command
+    probe = subprocess.run(["unshare", "--mount", "true"], capture_output=True, text=True)
+    if probe.returncode != 0:
+        pytest.skip(f"running as root without a private mount namespace: {probe.stderr.strip()}")
+    mounts = " && ".join(f"mount --bind -o ro '{p}' '{p}'" for p in paths)
+    script = f'{mounts} && exec "$@"'
+    return ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh", *command]
+
+
+@pytest.mark.parametrize(
+    ("read_only", "message"),
+    [
+        ("artifacts", "artifact store {data}/artifacts is not writable: [Errno 30] Read-only"),
+        ("mlflow.db", "backend store {data}/mlflow.db cannot be written: attempt to write a"),
+    ],
+    ids=["artifact-store", "database"],
+)
+def test_cli_refuses_state_it_cannot_write(tmp_path: Path, read_only: str, message: str) -> None:
+    """A read-only artifact store or database: one line naming it, exit 2, no server started."""
+    import sqlite3
+
+    data = tmp_path / "srv"
+    (data / "artifacts").mkdir(parents=True)
+    sqlite3.connect(data / "mlflow.db").execute("CREATE TABLE t (x INTEGER)").connection.close()
+    command = _where_read_only([data / read_only], _cli("--port", "0", "--data-dir", str(data)))
+    if os.geteuid() != 0:
+        message = message.replace("[Errno 30] Read-only", "[Errno 13] Permission denied")
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=REPO)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert len(lines) == 1, proc.stderr[-3000:]
+    assert lines[0].startswith("deeppert server: error: " + message.format(data=data)), lines
+    assert not (data / "server.log").exists()
+
+
+_OWN_A_POSTGRES = """
+import sys, time
+from pathlib import Path
+sys.path.insert(0, sys.argv[2])
+from conftest import PrivatePostgres
+pg = PrivatePostgres(Path(sys.argv[1]))
+pg.start()
+print(pg.port, flush=True)
+time.sleep(600)
+"""
+
+
+@pytest.mark.postgres
+def test_private_postgres_restarts_and_ends_with_its_owner(private_postgres) -> None:
+    """The fixture's cluster keeps its data across a restart, and a cluster whose owner is
+    SIGKILLed leaves no process behind (its lifeline ends the group)."""
+    import shutil
+    import tempfile
+
+    from sweep_driver import ray_processes, wait_for
+
+    conn = psycopg2.connect(private_postgres.uri)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute("CREATE TABLE kept (x integer); INSERT INTO kept VALUES (7)")
+    private_postgres.restart()
+    with pytest.raises(psycopg2.OperationalError):
+        with conn.cursor() as cur:
+            cur.execute("SELECT 1")  # the restart ended every session
+    conn = psycopg2.connect(private_postgres.uri)
+    with conn.cursor() as cur:
+        cur.execute("SELECT x FROM kept")
+        assert cur.fetchall() == [(7,)]
+    conn.close()
+
+    root = Path(tempfile.mkdtemp(prefix="deeppert-pg-", dir="/tmp"))
+    owner = subprocess.Popen(
+        [sys.executable, "-c", _OWN_A_POSTGRES, str(root), str(REPO / "tests")],
+        stdout=subprocess.PIPE, text=True, start_new_session=True,
+    )  # fmt: skip
+    try:
+        assert owner.stdout.readline().strip().isdigit()
+        assert ray_processes(str(root)), "the postmaster names its data dir on its command line"
+        os.killpg(owner.pid, signal.SIGKILL)
+        owner.wait(10)
+        wait_for(lambda: not ray_processes(str(root)), 30, "the orphaned postmaster to end")
+    finally:
+        for pid, _ in ray_processes(str(root)):
+            os.kill(pid, signal.SIGKILL)
+        shutil.rmtree(root, ignore_errors=True)

@@ -16,6 +16,7 @@ from types import FrameType
 from deeppert.cli._flags import add_dataclass_flags, apply_flags
 from deeppert.tracking.server import (
     ADMIN_PASSWORD_ENV,
+    DEFAULT_AUTH_CACHE_TTL,
     SECRET_KEY_ENV,
     ServerConfig,
     TrackingServer,
@@ -34,6 +35,9 @@ _HELP = {
     "default_permission": "with --auth: what users may do where nobody granted them anything "
     "(READ: every authenticated user reads every experiment; NO_PERMISSIONS: nothing until "
     "granted)",
+    "auth_cache_ttl": "with --auth: seconds a verified password stays cached in each worker "
+    f"(0 = off; None = auth_cache_ttl_seconds of DATA_DIR/basic_auth.ini, else "
+    f"{DEFAULT_AUTH_CACHE_TTL})",
     "startup_timeout": "seconds to wait for /health",
 }
 _FLAGS = {name: "--" + name.replace("_", "-") for name in _HELP}
@@ -63,7 +67,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "PostgreSQL database is created). Put a URI with a password in "
         f"${BACKEND_URI_ENV}, not on the command line, where `ps` shows it",
     )
-    add_dataclass_flags(p, ServerConfig, _FLAGS, help=_HELP)
+    add_dataclass_flags(p, ServerConfig, _FLAGS, help=_HELP, types={"auth_cache_ttl": int})
     p.add_argument(
         "--artifacts-dir",
         default=None,

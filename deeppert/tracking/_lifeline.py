@@ -6,7 +6,8 @@ which starts uvicorn) in its own process group and reads its stdin, a pipe whose
 only the owner holds. When the owner ends for any reason, SIGKILL of its process group
 included, the kernel closes that pipe; on EOF this process sends SIGTERM to its group and
 SIGKILL after :data:`GRACE_SECONDS`, so no ``mlflow server`` or uvicorn worker is left
-holding the port. Standard library only: it must start fast.
+holding the port. It sets umask 077 first, so every file and folder the server creates is
+private to its owner. Standard library only: it must start fast.
 """
 
 from __future__ import annotations
@@ -61,11 +62,16 @@ def main(argv: list[str]) -> int:
     # A SIGTERM sent to the group (TrackingServer.stop) also reaches CMD; this process waits
     # for CMD to exit instead of dying first. Handlers are reset in CMD by exec.
     signal.signal(signal.SIGTERM, lambda signum, frame: None)
+    os.umask(0o077)
     child = subprocess.Popen(argv, stdin=subprocess.DEVNULL)
 
     def watch_owner() -> None:
+        # The raw descriptor, not sys.stdin: a daemon thread blocked inside a buffered reader
+        # holds its lock, and the interpreter's shutdown then aborts ("Fatal Python error:
+        # _enter_buffered_busy") when it closes sys.stdin.
         try:
-            sys.stdin.buffer.read()  # returns at EOF: the owner closed the pipe or died
+            while os.read(0, 65536):  # b"" at EOF: the owner closed the pipe or died
+                pass
         except OSError:
             pass
         _end_group(child)

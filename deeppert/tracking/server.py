@@ -10,16 +10,23 @@ line nor ``data_dir``: the server gets the URI without it and the password as ``
 in its environment (readable only by the same user). The server runs under a lifeline
 (:mod:`deeppert.tracking._lifeline`): its whole process group ends when its owner does,
 even when the owner is SIGKILLed.
+
+Server state is private to its owner: the data dir and artifact store are made 0700 and the
+databases, auth config and log 0600 at each start, and the server runs with umask 077, so
+whatever it creates later is private too. A start refuses, in one line, a data dir, artifact
+store or database that cannot be written (:meth:`TrackingServer.check_ready`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
@@ -35,6 +42,7 @@ from deeppert.tracking.client import MLFLOW_DEFAULTS
 __all__ = [
     "ADMIN_PASSWORD_ENV",
     "ADMIN_USERNAME_ENV",
+    "DEFAULT_AUTH_CACHE_TTL",
     "SECRET_KEY_ENV",
     "MIN_SECRET_LENGTH",
     "ServerConfig",
@@ -50,8 +58,11 @@ ADMIN_PASSWORD_ENV = "MLFLOW_AUTH_ADMIN_PASSWORD"
 SECRET_KEY_ENV = "MLFLOW_FLASK_SERVER_SECRET_KEY"
 #: MLflow rejects admin passwords under 12 characters; the same floor applies to the key.
 MIN_SECRET_LENGTH = 12
+#: Seconds a verified credential stays cached when neither the config nor basic_auth.ini says.
+DEFAULT_AUTH_CACHE_TTL = 60
 
 _DB_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
+_BASIC_AUTH_FUNCTION = "mlflow.server.auth:authenticate_request_basic_auth"
 _LOG_TAIL_LINES = 40
 Permission = Literal["READ", "USE", "EDIT", "MANAGE", "NO_PERMISSIONS"]
 _PERMISSIONS = get_args(Permission)
@@ -85,6 +96,14 @@ class ServerConfig:
     auth_database_uri
         Users/permissions database; ``None`` means the backend database for server databases
         and ``sqlite:///<data_dir>/basic_auth.db`` for a SQLite backend.
+    auth_cache_ttl
+        With ``auth``: seconds a verified username/password stays cached in each server worker
+        (MLflow's ``auth_cache_ttl_seconds``), so the deliberately slow password hash runs
+        once per credential and window instead of on every request. ``0`` turns the cache
+        off; ``None`` keeps the value already in ``<data_dir>/basic_auth.ini``, else
+        :data:`DEFAULT_AUTH_CACHE_TTL`. The price: a password changed or a user deleted
+        through another worker, or in the database directly, is still accepted by a worker
+        that cached it until its entry expires.
     startup_timeout
         Seconds to wait for ``/health`` to answer before giving up.
     """
@@ -98,6 +117,7 @@ class ServerConfig:
     auth: bool = False
     auth_database_uri: str | None = None
     default_permission: Permission = "READ"
+    auth_cache_ttl: int | None = None
     startup_timeout: float = 120.0
 
     def to_dict(self) -> dict[str, Any]:
@@ -155,20 +175,11 @@ def ensure_database(uri: str, *, connect_timeout: int = 5) -> bool:
     from psycopg2 import sql
     from sqlalchemy.engine import make_url
 
-    url = make_url(uri)
-    name = url.database
+    name = make_url(uri).database
     if not name:
         raise DeeppertError(f"backend store URI {redact_uri(uri)} names no database")
-    params = {
-        "host": url.host or "127.0.0.1",
-        "port": url.port or 5432,
-        "user": url.username or "postgres",
-        "password": url.password,
-        "dbname": "postgres",
-        "connect_timeout": connect_timeout,
-    }
     try:
-        conn = psycopg2.connect(**{k: v for k, v in params.items() if v is not None})
+        conn = _pg_connect(uri, "postgres", connect_timeout)
     except psycopg2.OperationalError as exc:
         raise DeeppertError(
             f"cannot reach PostgreSQL for backend store URI {redact_uri(uri)}: "
@@ -187,6 +198,24 @@ def ensure_database(uri: str, *, connect_timeout: int = 5) -> bool:
             return True
     finally:
         conn.close()
+
+
+def _pg_connect(uri: str, dbname: str | None = None, connect_timeout: int = 5) -> Any:
+    """A psycopg2 connection to the PostgreSQL server of ``uri`` (to ``dbname`` if given,
+    else to the URI's database), with the URI's credentials."""
+    import psycopg2
+    from sqlalchemy.engine import make_url
+
+    url = make_url(uri)
+    params = {
+        "host": url.host or "127.0.0.1",
+        "port": url.port or 5432,
+        "user": url.username or "postgres",
+        "password": url.password,
+        "dbname": dbname or url.database,
+        "connect_timeout": connect_timeout,
+    }
+    return psycopg2.connect(**{k: v for k, v in params.items() if v is not None})
 
 
 class TrackingServer:
@@ -237,15 +266,22 @@ class TrackingServer:
             raise DeeppertError(
                 f"default permission {cfg.default_permission!r} is not one of {_PERMISSIONS}"
             )
+        if cfg.auth_cache_ttl is not None and cfg.auth_cache_ttl < 0:
+            raise DeeppertError(f"auth cache TTL must be >= 0 seconds, got {cfg.auth_cache_ttl}")
         env = self._server_env()
         _check_port_free(cfg.host, cfg.port)
-        ensure_database(backend)
-        if cfg.auth:
-            ensure_database(cfg.resolved_auth_database_uri)
-        data_dir = Path(cfg.data_dir).resolve()
-        data_dir.mkdir(parents=True, exist_ok=True)
-        cfg.resolved_artifacts_dir.mkdir(parents=True, exist_ok=True)
         uris = [backend] + ([cfg.resolved_auth_database_uri] if cfg.auth else [])
+        for uri in uris:
+            ensure_database(uri)
+        data_dir = Path(cfg.data_dir).resolve()
+        _private_folder(data_dir, "data dir")
+        _private_folder(cfg.resolved_artifacts_dir, "artifact store")
+        self.check_ready()
+        for path in [data_dir / "server.log", data_dir / "basic_auth.ini"] + [
+            p for uri in uris for p in _sqlite_files(uri)
+        ]:
+            with contextlib.suppress(FileNotFoundError):
+                os.chmod(path, 0o600)
         password = _database_password(uris)
         if password is not None:
             env["PGPASSWORD"] = password
@@ -264,7 +300,8 @@ class TrackingServer:
         ]  # fmt: skip
         if cfg.auth:
             cmd += ["--app-name", "basic-auth"]
-        self._log_file = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        fd = os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        self._log_file = os.fdopen(fd, "ab")
         self._log_start = self._log_file.tell()
         t0 = time.perf_counter()
         self._proc = subprocess.Popen(
@@ -283,6 +320,21 @@ class TrackingServer:
             raise
         self.startup_seconds = time.perf_counter() - t0
         return self
+
+    def check_ready(self) -> None:
+        """Raise a one-line :class:`DeeppertError` naming the first part of the server's state
+        that cannot be written: the data dir, the artifact store or a database.
+
+        Writes and removes a probe file in each folder and a probe table (rolled back) in a
+        SQLite database; asks PostgreSQL whether it accepts writes. Used at :meth:`start`, so
+        a server that could not store anything never reports healthy.
+        """
+        cfg = self.config
+        _probe_folder(Path(cfg.data_dir).resolve(), "data dir")
+        _probe_folder(cfg.resolved_artifacts_dir, "artifact store")
+        _probe_database(cfg.resolved_backend_store_uri, "backend store")
+        if cfg.auth and cfg.resolved_auth_database_uri != cfg.resolved_backend_store_uri:
+            _probe_database(cfg.resolved_auth_database_uri, "auth database")
 
     def wait_healthy(self, timeout: float = 60.0) -> float:
         """Poll ``/health`` until it answers 200; returns the seconds waited.
@@ -384,19 +436,44 @@ class TrackingServer:
         return env
 
     def _write_auth_config(self, data_dir: Path) -> Path:
-        """Write the basic-auth ini, mode 0600, without secrets: the admin password comes from
-        the environment and a database password is stripped (``PGPASSWORD`` carries it)."""
+        """Write ``<data_dir>/basic_auth.ini``, mode 0600, and return its path.
+
+        The keys this configuration decides (default permission, database URI, cache TTL when
+        set) are written over what the file holds; any other setting a user added there is
+        kept, as is their ``auth_cache_ttl_seconds`` when :attr:`ServerConfig.auth_cache_ttl`
+        is ``None``. No secret is written: the admin password comes from the environment (an
+        ``admin_password`` in the file is dropped) and a database password is stripped
+        (``PGPASSWORD`` carries it).
+        """
+        import configparser
+
         path = data_dir / "basic_auth.ini"
-        path.unlink(missing_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(
-                "[mlflow]\n"
-                f"default_permission = {self.config.default_permission}\n"
-                f"database_uri = {_without_password(self.config.resolved_auth_database_uri)}\n"
-                "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
-                "grant_default_workspace_access = false\n"
+        ini = configparser.ConfigParser(interpolation=None)
+        try:
+            ini.read(path, encoding="utf-8")
+        except (configparser.Error, UnicodeDecodeError) as exc:
+            raise DeeppertError(f"{path} is not a valid ini file: {exc}".splitlines()[0]) from exc
+        if not ini.has_section("mlflow"):
+            ini.add_section("mlflow")
+        section = ini["mlflow"]
+        section.pop("admin_password", None)
+        section["default_permission"] = self.config.default_permission
+        section["database_uri"] = _without_password(self.config.resolved_auth_database_uri)
+        section.setdefault("authorization_function", _BASIC_AUTH_FUNCTION)
+        section.setdefault("grant_default_workspace_access", "false")
+        ttl = self.config.auth_cache_ttl
+        if ttl is not None or "auth_cache_ttl_seconds" not in section:
+            section["auth_cache_ttl_seconds"] = str(DEFAULT_AUTH_CACHE_TTL if ttl is None else ttl)
+        if not section["auth_cache_ttl_seconds"].strip().isdigit():
+            raise DeeppertError(
+                f"{path}: auth_cache_ttl_seconds = {section['auth_cache_ttl_seconds']!r} is not "
+                "a whole number of seconds"
             )
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            ini.write(fh)
+        os.replace(tmp, path)
         return path
 
 
@@ -485,6 +562,88 @@ def _without_password(uri: str) -> str:
     from sqlalchemy.engine import make_url
 
     return make_url(uri)._replace(password=None).render_as_string(hide_password=False)
+
+
+def _private_folder(path: Path, what: str) -> None:
+    """Create ``path`` if missing and make it 0700 (only its owner enters it)."""
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DeeppertError(f"cannot create {what} {path}: {_reason(exc)}") from exc
+    try:
+        os.chmod(path, 0o700)
+    except OSError as exc:
+        if exc.errno == errno.EROFS:
+            raise DeeppertError(f"{what} {path} is not writable: {_reason(exc)}") from exc
+        raise DeeppertError(f"cannot make {what} {path} private (0700): {_reason(exc)}") from exc
+
+
+def _reason(exc: OSError) -> str:
+    return f"[Errno {exc.errno}] {exc.strerror}" if exc.errno else str(exc)
+
+
+def _sqlite_files(uri: str) -> list[Path]:
+    """The database file of a ``sqlite:///`` URI and its journal/WAL siblings (else none)."""
+    if _scheme(uri) != "sqlite" or not uri.startswith("sqlite:///") or ":memory:" in uri:
+        return []
+    db = Path(uri[len("sqlite:///") :].split("?", 1)[0])
+    return [db] + [db.with_name(db.name + s) for s in ("-journal", "-wal", "-shm")]
+
+
+def _probe_folder(path: Path, what: str) -> None:
+    """Write and remove a file in ``path`` (a real write: permission bits do not stop root)."""
+    try:
+        fd, name = tempfile.mkstemp(prefix=".deeppert-write-probe-", dir=path)
+        try:
+            os.write(fd, b"probe")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+            os.unlink(name)
+    except OSError as exc:
+        raise DeeppertError(f"{what} {path} is not writable: {_reason(exc)}") from exc
+
+
+def _probe_database(uri: str, what: str) -> None:
+    """Check that the database behind ``uri`` accepts a write (SQLite: a rolled-back table;
+    PostgreSQL: not read-only). A SQLite file not yet created is covered by its folder's probe;
+    other schemes are left to MLflow."""
+    scheme = _scheme(uri)
+    if scheme == "sqlite":
+        files = _sqlite_files(uri)
+        if not files or not files[0].exists():
+            if files:
+                _probe_folder(files[0].parent, f"{what} folder")
+            return
+        import sqlite3
+
+        try:
+            conn = sqlite3.connect(files[0], timeout=30, isolation_level=None)
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                conn.execute("CREATE TABLE deeppert_write_probe (x INTEGER)")
+                conn.execute("ROLLBACK")
+            finally:
+                conn.close()
+        except sqlite3.Error as exc:
+            raise DeeppertError(f"{what} {files[0]} cannot be written: {exc}") from exc
+    elif scheme == "postgresql":
+        import psycopg2
+
+        try:
+            conn = _pg_connect(uri)
+            try:
+                with conn.cursor() as cur:
+                    cur.execute("SHOW transaction_read_only")
+                    read_only = cur.fetchone()[0] == "on"
+            finally:
+                conn.close()
+        except psycopg2.Error as exc:
+            raise DeeppertError(
+                f"{what} {redact_uri(uri)}: {str(exc).strip().splitlines()[0]}"
+            ) from exc
+        if read_only:
+            raise DeeppertError(f"{what} {redact_uri(uri)} is read-only (a standby?)")
 
 
 def _signal_group(pid: int, sig: signal.Signals) -> None:
