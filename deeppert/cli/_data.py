@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from deeppert.cli._inputs import require_file
 from deeppert.errors import DeeppertError
 
 if TYPE_CHECKING:
@@ -50,6 +52,36 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Write DIR/signatures.parquet, DIR/ground_truth/ and DIR/target_pairs/ atomically.",
     )
     synth.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    _when_parsed(synth, _add_synth_flags)
+    synth.set_defaults(func=_synth)
+
+    info = subparsers.add_parser(
+        "info",
+        help="describe a signature file (rows, genes, ids, value range, metadata fields)",
+    )
+    info.add_argument("path", help="CSV, TSV, Parquet, h5ad, GCT or GCTX file")
+    info.add_argument("--json", action="store_true", help="print JSON instead of text")
+    info.add_argument("--top", type=int, default=3, help="most frequent values shown per field")
+    add_load_arguments(info)
+    info.set_defaults(func=_info)
+
+
+def _when_parsed(
+    parser: argparse.ArgumentParser, add: Callable[[argparse.ArgumentParser], None]
+) -> None:
+    """Call ``add(parser)`` just before ``parser`` first parses: ``deeppert info --help``
+    registers ``synth`` too, and the flags of ``synth`` import the generator (numpy, pandas)."""
+    parse = parser.parse_known_args
+
+    def parse_known_args(args=None, namespace=None):
+        del parser.parse_known_args  # back to the class's method; add once
+        add(parser)
+        return parse(args, namespace)
+
+    parser.parse_known_args = parse_known_args  # type: ignore[method-assign]
+
+
+def _add_synth_flags(synth: argparse.ArgumentParser) -> None:
     from deeppert.data.synthetic import SynthConfig
 
     defaults = SynthConfig()
@@ -63,17 +95,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             kwargs["type"] = type(default)
         assert name in types, name
         synth.add_argument("--" + name.replace("_", "-"), dest=name, **kwargs)
-    synth.set_defaults(func=_synth)
-
-    info = subparsers.add_parser(
-        "info",
-        help="describe a signature file (rows, genes, ids, value range, metadata fields)",
-    )
-    info.add_argument("path", help="CSV, TSV, Parquet, h5ad, GCT or GCTX file")
-    info.add_argument("--json", action="store_true", help="print JSON instead of text")
-    info.add_argument("--top", type=int, default=3, help="most frequent values shown per field")
-    add_load_arguments(info)
-    info.set_defaults(func=_info)
 
 
 def add_load_arguments(parser: argparse.ArgumentParser) -> None:
@@ -126,22 +147,38 @@ LOAD_OPTIONS = ("format", "id_column", "gene_columns", "fill_missing", "cell_lin
                 "siginfo", "geneinfo", "compoundinfo")  # fmt: skip
 
 
+def _load_options(args: argparse.Namespace) -> dict:
+    """The options of :func:`add_load_arguments` by field name, ``gene_columns`` as a list;
+    the files they name are checked here, before anything heavy is imported."""
+    options = {name: getattr(args, name) for name in LOAD_OPTIONS}
+    options["gene_columns"] = gene_list(options["gene_columns"])
+    for name in ("siginfo", "geneinfo", "compoundinfo"):
+        require_file(options[name], f"--{name}")
+    return options
+
+
 def data_config_from_args(args: argparse.Namespace, path: str) -> DataConfig:
     """The dataset entry the options of :func:`add_load_arguments` describe for ``path``."""
+    options = _load_options(args)
+    genes = options["gene_columns"]
+    options["gene_columns"] = tuple(genes) if genes else None
     from deeppert.config import DataConfig
 
-    options = {name: getattr(args, name) for name in LOAD_OPTIONS}
-    genes = gene_list(options["gene_columns"])
-    options["gene_columns"] = tuple(genes) if genes else None
     return DataConfig(name=Path(path).stem, path=str(path), **options)
 
 
 def load_from_args(args: argparse.Namespace, **kwargs) -> Signatures:
-    """:func:`load_signatures` with the options of :func:`add_load_arguments`."""
+    """:func:`load_signatures` with the options of :func:`add_load_arguments`.
+
+    Missing files are reported before numpy/pandas load; the options are those of
+    ``DataConfig.load_options`` (a test keeps :data:`LOAD_OPTIONS` equal to them)."""
+    if not Path(args.path).is_file():
+        state = "is a folder, not a file" if Path(args.path).is_dir() else "file not found"
+        raise DeeppertError(f"{args.path}: {state}")
+    options = _load_options(args)
     from deeppert.data import load_signatures
 
-    dataset = data_config_from_args(args, args.path)
-    return load_signatures(args.path, **dataset.load_options(), **kwargs)
+    return load_signatures(args.path, **options, **kwargs)
 
 
 def _synth(args: argparse.Namespace) -> int:
@@ -159,9 +196,9 @@ def _synth(args: argparse.Namespace) -> int:
 
 
 def _info(args: argparse.Namespace) -> int:
+    sig = load_from_args(args, min_rows=1, min_genes=1)
     from deeppert.data import describe
 
-    sig = load_from_args(args, min_rows=1, min_genes=1)
     d = describe(sig, top=args.top)
     if args.json:
         print(json.dumps(d, indent=2))
