@@ -195,11 +195,30 @@ def _synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _renamed_landmarks(args: argparse.Namespace) -> dict[str, str]:
+    """``{previous: current}`` symbols of the landmarks a GCT/GCTX names by its symbol field
+    (as :func:`load_signatures` does when no gene list or gene table is given); else {}."""
+    from deeppert.data import infer_format, landmark_genes
+    from deeppert.data._cmap import landmark_rows, open_gctx, read_gct
+
+    fmt = args.format or infer_format(Path(args.path))
+    if fmt not in ("gct", "gctx") or args.gene_columns or args.geneinfo:
+        return {}
+    opener = open_gctx if fmt == "gctx" else read_gct
+    landmarks = set(landmark_genes())
+    with opener(args.path, gene_hint=landmarks) as matrix:
+        if landmarks.intersection(matrix.gene_ids):
+            return {}  # named by their ids
+        rows = landmark_rows(matrix)
+    return {} if rows is None else rows[2]
+
+
 def _info(args: argparse.Namespace) -> int:
     sig = load_from_args(args, min_rows=1, min_genes=1)
     from deeppert.data import describe
 
     d = describe(sig, top=args.top)
+    d["renamed_landmarks"] = _renamed_landmarks(args)
     if args.json:
         print(json.dumps(d, indent=2))
         return 0
@@ -214,6 +233,11 @@ def _info(args: argparse.Namespace) -> int:
     print(
         f"  values           min {d['value_min']:.4g}, max {d['value_max']:.4g}, mean {d['value_mean']:.4g}, std {d['value_std']:.4g}"
     )
+    if d["renamed_landmarks"]:
+        pairs = ", ".join(f"{old} -> {new}" for old, new in d["renamed_landmarks"].items())
+        print(f"  renamed          {len(d['renamed_landmarks'])} previous symbols: {pairs}")
+    if d["level_warning"]:
+        print(f"  warning          {d['level_warning']}")
     fields = d["metadata"]
     print(f"  metadata fields  {len(fields) or '(none)'}")
     width = max((len(k) for k in fields), default=0)
