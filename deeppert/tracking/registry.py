@@ -56,6 +56,7 @@ __all__ = [
     "load_sweep_encoders",
     "EnsemblePyfunc",
     "check_signature_frame",
+    "gene_signature",
     "log_ensemble",
     "EnsembleOutputs",
     "load_ensemble_outputs",
@@ -166,7 +167,8 @@ def check_signature_frame(frame: object, genes: list[str]) -> pd.DataFrame:
         raise bad("no signatures (0 rows)")
     missing = [g for g in genes if g not in frame.columns]
     if missing:
-        raise bad(f"{len(missing)} of {len(genes)} genes missing, e.g. {missing[:5]}")
+        shown = ", ".join(map(str, missing[:10])) + (", ..." if len(missing) > 10 else "")
+        raise bad(f"{len(missing)} of {len(genes)} genes missing: {shown}")
     try:
         values = frame[genes].astype(np.float64)
     except (TypeError, ValueError) as exc:
@@ -179,6 +181,17 @@ def check_signature_frame(frame: object, genes: list[str]) -> pd.DataFrame:
             f" gene {genes[col]!r}"
         )
     return values
+
+
+def gene_signature(genes: list[str], output: pd.DataFrame):
+    """The pyfunc's MLflow signature: one optional double column per gene (so MLflow's own
+    schema check lets a frame with missing genes through to :func:`check_signature_frame`,
+    which names them in one line instead of dumping data and schema), ``output``'s columns."""
+    from mlflow.models import ModelSignature, infer_signature
+    from mlflow.types import ColSpec, Schema
+
+    inputs = Schema([ColSpec("double", gene, required=False) for gene in genes])
+    return ModelSignature(inputs=inputs, outputs=infer_signature(output).inputs)
 
 
 def log_ensemble(
@@ -240,6 +253,7 @@ def log_ensemble(
                     python_model=EnsemblePyfunc(),
                     artifacts={"ensemble": str(model_dir)},
                     input_example=example,
+                    signature=gene_signature(encoders.pca.genes, model.embed(example)),
                     pip_requirements=["deeppert", "torch==2.13.0"],
                 )
         name = ensemble_model_name(dataset)
