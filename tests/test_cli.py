@@ -120,3 +120,16 @@ def test_each_command_parses_its_own_flags(capsys) -> None:
         main(["train", "--help"])
     assert exc.value.code == 0
     assert "--epochs" in capsys.readouterr().out
+
+
+def test_the_demo_prints_a_deeppert_command_that_runs_as_pasted() -> None:
+    """``make demo`` ends with a UI command; pasted in the same folder it must run (the
+    venv's ``deeppert`` is usually not on PATH)."""
+    code = "from deeppert.demo import _deeppert_command; print(_deeppert_command())"
+    command = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout.strip()
+    proc = subprocess.run(
+        f"{command} server --help", shell=True, cwd=REPO, capture_output=True, text=True
+    )
+    assert proc.returncode == 0 and "--data-dir" in proc.stdout, (command, proc.stderr[-500:])
