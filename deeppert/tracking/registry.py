@@ -163,12 +163,16 @@ def check_signature_frame(frame: object, genes: list[str]) -> pd.DataFrame:
         frame = pd.DataFrame(frame, columns=genes)
     if not isinstance(frame, pd.DataFrame):
         raise bad(f"expected a table of signatures x genes, got {type(frame).__name__}")
-    if len(frame) == 0:
-        raise bad("no signatures (0 rows)")
     missing = [g for g in genes if g not in frame.columns]
     if missing:
         shown = ", ".join(map(str, missing[:10])) + (", ..." if len(missing) > 10 else "")
+        if len(missing) == len(genes):  # e.g. unnamed columns, which MLflow's schema drops
+            raise bad(
+                f"none of the {len(genes)} genes given; columns must be gene symbols: {shown}"
+            )
         raise bad(f"{len(missing)} of {len(genes)} genes missing: {shown}")
+    if len(frame) == 0:
+        raise bad("no signatures (0 rows)")
     try:
         values = frame[genes].astype(np.float64)
     except (TypeError, ValueError) as exc:
