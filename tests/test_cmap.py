@@ -378,6 +378,10 @@ def test_previous_landmark_symbols_are_named_as_today(tmp_path, data_cli, capsys
     genes = load_signatures(path2, min_rows=1).genes
     assert len(genes) == 978 and "CD97-TYPO" in genes and "ADGRE5" not in genes
     assert "ADGRG1" in genes and "GPR56" not in genes
+    assert data_cli(["info", str(path2)]) == 0
+    out = capsys.readouterr().out
+    assert "genes            978 (977 L1000 landmarks, coverage 99.9%)" in out
+    assert "not landmarks    1: CD97-TYPO" in out
 
 
 def test_info_warns_of_replicate_wells_not_signatures(tmp_path, broad, data_cli, capsys):

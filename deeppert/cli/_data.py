@@ -215,10 +215,12 @@ def _renamed_landmarks(args: argparse.Namespace) -> dict[str, str]:
 
 def _info(args: argparse.Namespace) -> int:
     sig = load_from_args(args, min_rows=1, min_genes=1)
-    from deeppert.data import describe
+    from deeppert.data import describe, landmark_genes
 
     d = describe(sig, top=args.top)
     d["renamed_landmarks"] = _renamed_landmarks(args)
+    landmarks = set(landmark_genes())
+    d["other_genes"] = [g for g in sig.genes if g not in landmarks]
     if args.json:
         print(json.dumps(d, indent=2))
         return 0
@@ -236,6 +238,10 @@ def _info(args: argparse.Namespace) -> int:
     if d["renamed_landmarks"]:
         pairs = ", ".join(f"{old} -> {new}" for old, new in d["renamed_landmarks"].items())
         print(f"  renamed          {len(d['renamed_landmarks'])} previous symbols: {pairs}")
+    if d["other_genes"]:
+        others = d["other_genes"]
+        shown = ", ".join(others[:10]) + (", ..." if len(others) > 10 else "")
+        print(f"  not landmarks    {len(others)}: {shown}")
     if d["level_warning"]:
         print(f"  warning          {d['level_warning']}")
     fields = d["metadata"]
