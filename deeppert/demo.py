@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -171,10 +173,21 @@ def _print_results(uri: str, experiment: str, out: Path) -> None:
         print(pd.read_csv(significance).round(4).to_string(index=False))
 
 
+def _deeppert_command() -> str:
+    """How to run ``deeppert`` from the current folder, as pasted: the interpreter's own
+    ``bin/deeppert`` (``.venv/bin/deeppert`` under ``make demo``), else ``python -m deeppert``."""
+    script = Path(sys.executable).parent / "deeppert"
+    if not script.is_file():
+        return f"{shlex.quote(sys.executable)} -m deeppert"
+    relative = os.path.relpath(script)
+    return shlex.quote(relative if not relative.startswith("..") else str(script))
+
+
 def _print_where_to_look(out: Path, port: int, experiment: str, seconds: float) -> None:
     print(f"\nDemo finished in {seconds:.0f} s. Where to look:")
     print(
-        f"  MLflow UI:        deeppert server --data-dir {out / 'mlflow'} --port {port}  then open "
+        f"  MLflow UI:        {_deeppert_command()} server --data-dir "
+        f"{shlex.quote(str(out / 'mlflow'))} --port {port}  then open "
         f"{ui_url(f'http://127.0.0.1:{port}')}"
     )
     print(

@@ -37,6 +37,8 @@ class Progress:
             from tqdm import tqdm
 
             self._bar = tqdm(total=self.total, desc=self.desc, unit=self.unit, file=sys.stderr)
+        else:  # a first line at once: the first tenth of a long step can take minutes
+            log.info("%s: 0/%d %ss", self.desc, self.total, self.unit)
         return self
 
     def update(self, n: int = 1, **postfix: float | str) -> None:

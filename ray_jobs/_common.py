@@ -29,16 +29,21 @@ def job_parser(doc: str, *, config_required: bool = True) -> argparse.ArgumentPa
     parser.add_argument(
         "--config", required=config_required, help="experiment YAML (configs/*.yaml)"
     )
-    parser.add_argument("--tracking-uri", help="override tracking.uri of the config")
+    parser.add_argument(
+        "--tracking-uri",
+        help="MLflow server (default: $MLFLOW_TRACKING_URI, else the config's tracking.uri)",
+    )
     return parser
 
 
 def job_config(args: argparse.Namespace) -> ExperimentConfig:
-    """The validated config of ``--config``, with ``--tracking-uri`` applied; sets this process's
+    """The validated config of ``--config``, its tracking URI replaced by ``--tracking-uri``, else
+    by an exported ``MLFLOW_TRACKING_URI`` (as MLflow's own clients do); sets this process's
     MLflow client settings from it (:func:`~deeppert.tracking.client.configure_mlflow`)."""
     config = load_config(args.config)
-    if args.tracking_uri:
-        tracking = dataclasses.replace(config.tracking, uri=args.tracking_uri)
+    uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        tracking = dataclasses.replace(config.tracking, uri=uri)
         config = dataclasses.replace(config, tracking=tracking)
     configure_mlflow(config.tracking)
     return config
@@ -50,6 +55,12 @@ def check_ray_address(config: ExperimentConfig, *, timeout: float = 5.0) -> None
     import socket
 
     address = config.sweep.ray_address or os.environ.get("RAY_ADDRESS") or "local"
+    if address.startswith(("http://", "https://")):
+        raise DeeppertError(
+            f"Ray address {address} is a dashboard (job submission) address, which a job "
+            "cannot join: submit it with `deeppert cluster submit -- python ray_jobs/...` "
+            "(or `ray job submit`), or `unset RAY_ADDRESS` to run it here on a private Ray"
+        )
     if address in ("local", "auto") or ":" not in address:
         return
     host, _, port = address.split("://", 1)[-1].rpartition(":")

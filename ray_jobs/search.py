@@ -1,6 +1,10 @@
 """Model search: Ray Tune samples the config's ``search:`` space, ASHA stops bad trials early.
 
-    ray job submit --working-dir . -- python ray_jobs/search.py --config configs/search_demo.yaml
+    .venv/bin/python ray_jobs/search.py --config configs/search_demo.yaml      # a private local Ray
+    deeppert cluster submit -- python ray_jobs/search.py --config configs/search_demo.yaml
+
+The tracking server is ``--tracking-uri``, else ``$MLFLOW_TRACKING_URI``, else the config's
+``tracking.uri``; the parent run is named ``search <name> <ASHA|FIFO>``.
 
 For every (dataset, model, latent dim) of the grid, ``search.num_samples`` trials each train
 run ``search.run`` with sampled learning rate / dropout / batch size / epochs and report the
@@ -33,7 +37,7 @@ from deeppert.tracking.search import (
     open_search,
     start_search_trial,
 )
-from ray_jobs._common import connect_ray, job_config, job_parser, run_job
+from ray_jobs._common import check_ray_address, connect_ray, job_config, job_parser, run_job
 
 log = logging.getLogger("deeppert.search")
 
@@ -97,6 +101,12 @@ def _trainable(trial_config: dict, *, prepared: dict, config: ExperimentConfig, 
     end_search_trial(uri, run_id, status="FINISHED", reason=f"completed {epochs} epochs")
 
 
+def _trial_name(trial) -> str:
+    """Tune's name of a trial (its progress table, its folder): the shape, then Tune's id."""
+    shape = trial.config["shape"]
+    return f"{shape['dataset']}_{shape['model']}_d{shape['latent_dim']}_{trial.trial_id}"
+
+
 def run_search(config: ExperimentConfig, *, storage_path: str | None = None) -> pd.DataFrame:
     """Run the search of ``config``; returns one row per trial (values, epochs, metric)."""
     from ray import tune
@@ -106,6 +116,7 @@ def run_search(config: ExperimentConfig, *, storage_path: str | None = None) -> 
     search = config.search
     if search is None:
         raise DeeppertError("the config has no search: section")
+    check_ray_address(config)  # before the parent run: a wrong address leaves no run behind
     ctx = open_search(config)
     log.info("search %s: parent run %s on %s", ctx.name, ctx.parent_run_id, ctx.tracking_uri)
     try:
@@ -147,6 +158,8 @@ def run_search(config: ExperimentConfig, *, storage_path: str | None = None) -> 
                     random_state=search.seed, max_concurrent=config.sweep.max_concurrent_trials
                 ),
                 reuse_actors=True,
+                trial_name_creator=_trial_name,
+                trial_dirname_creator=_trial_name,
             ),
             run_config=tune.RunConfig(
                 name=f"{ctx.name}-{time.strftime('%Y%m%d-%H%M%S')}",

@@ -117,25 +117,40 @@ def col_meta(n: int, cells: list[str], seed: int = 0) -> dict[str, np.ndarray]:
 
 
 def write_broad_gctx(
-    path, values: np.ndarray, sig_ids: list[str], cells: list[str], *, chunked: bool = True
+    path,
+    values: np.ndarray,
+    sig_ids: list[str],
+    cells: list[str],
+    *,
+    chunked: bool = True,
+    symbols: dict[str, str] | None = None,
+    entrez: dict[str, int] | None = None,
+    drop_col_fields: tuple[str, ...] = (),
 ) -> dict:
     """A Broad-layout GCTX of ``values`` (signatures x genes, genes = the 978 landmarks and
     more): ROW = probe ids with ``pr_gene_symbol``, ``pr_gene_id``, ``pr_is_lmark`` (Y/N),
-    COL = signature ids with the 35 fields. Returns the row and column metadata written."""
+    COL = signature ids with the 35 fields less ``drop_col_fields``. ``symbols`` writes some
+    landmarks under another symbol (current -> written), ``entrez`` gives some landmarks
+    their Entrez id (else 100 + position). Returns the row and column metadata written."""
     n_sigs, n_genes = values.shape
     lm = list(landmark_genes())
-    symbols = lm + [f"INF{i}" for i in range(n_genes - len(lm))]
+    gene_ids = [(entrez or {}).get(g, 100 + i) for i, g in enumerate(lm)]
+    gene_ids += list(range(100 + len(lm), 100 + n_genes))
+    symbols = [(symbols or {}).get(g, g) for g in lm] + [
+        f"INF{i}" for i in range(n_genes - len(lm))
+    ]
     is_lm = ["Y"] * len(lm) + ["N"] * (n_genes - len(lm))
     # Broad order is by probe id, not landmarks first: a fixed shuffle of the rows
     order = np.random.default_rng(1).permutation(n_genes)
     row = {
         "id": np.array(probe_ids(n_genes)),
         "pr_gene_symbol": np.array(symbols)[order],
-        "pr_gene_id": (np.arange(n_genes) + 100)[order],
+        "pr_gene_id": np.array(gene_ids)[order],
         "pr_gene_title": np.array([f"title of {s}" for s in symbols])[order],
         "pr_is_lmark": np.array(is_lm)[order],
     }
-    col = {"id": np.array(sig_ids), **col_meta(n_sigs, cells)}
+    fields = col_meta(n_sigs, cells)
+    col = {"id": np.array(sig_ids), **{k: v for k, v in fields.items() if k not in drop_col_fields}}
     with h5py.File(path, "w") as f:
         f.attrs["version"] = np.bytes_(b"GCTX1.0")
         f.attrs["src"] = np.bytes_(str(path).encode())

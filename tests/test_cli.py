@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -53,6 +54,56 @@ def test_help_and_input_errors_import_nothing_heavy(argv: list[str]) -> None:
         assert proc.stderr.splitlines()[0].startswith(f"deeppert {argv[0]}: error: ")
 
 
+# Commands whose --help still loads a heavy module, and why (the test fails once it does not).
+HEAVY_HELP = {"synth": "SynthConfig lives beside the generator in deeppert/data/synthetic.py"}
+
+
+def test_every_help_and_missing_input_imports_neither_torch_nor_pandas() -> None:
+    """``--help`` of every command and sub-command the parser lists, and a missing input
+    file, answer before torch or pandas load (one interpreter; each step's new imports)."""
+    code = """
+import argparse, json, sys
+from deeppert.cli import COMMANDS, build_parser, main
+
+def run(argv):
+    before = set(sys.modules)
+    try:
+        rc = main(argv)
+    except SystemExit as exc:
+        rc = exc.code
+    new = {m.split('.')[0] for m in set(sys.modules) - before}
+    return {"argv": argv, "rc": rc, "heavy": sorted(new & {'torch', 'pandas'})}
+
+last = json.loads(sys.argv[1])  # heavy ones last: a module loads once per process
+steps = [run(["--help"])]
+for name in sorted(COMMANDS, key=lambda n: n in last):
+    steps.append(run([name, "--help"]))
+    sub = next(a for a in build_parser([name])._actions if isinstance(a, argparse._SubParsersAction))
+    nested = [a for a in sub.choices[name]._actions if isinstance(a, argparse._SubParsersAction)]
+    for action in nested:
+        steps += [run([name, child, "--help"]) for child in action.choices]
+    if name == "export":  # the missing-input checks, before any heavy help
+        steps.append(run(["info", "/no/such/file.csv"]))
+        steps.append(run(["downstream", "toxicity", "--data-dir", "/no/such/dir", "--out", "/x"]))
+        steps.append(run(["export", "/no/such/run", "--h5ad", "/tmp/x.h5ad"]))
+print(json.dumps(steps), file=sys.stderr)
+"""
+    proc = subprocess.run(
+        [sys.executable, "-c", code, json.dumps(sorted(HEAVY_HELP))],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    steps = json.loads(proc.stderr.strip().splitlines()[-1])
+    helped = {" ".join(s["argv"][:-1]) for s in steps if s["argv"][-1] == "--help"}
+    assert set(COMMANDS) | {"downstream synergy", "cluster start"} <= helped, sorted(helped)
+    heavy = {" ".join(s["argv"]): s["heavy"] for s in steps if s["heavy"]}
+    assert set(heavy) == {f"{name} --help" for name in HEAVY_HELP}, heavy
+    for step in steps:
+        assert step["rc"] == (0 if step["argv"][-1] == "--help" else 2), step
+
+
 def test_command_table_matches_the_modules_own_help() -> None:
     """``deeppert --help`` lists COMMANDS; each module registers exactly its commands, same help."""
     registered = {}
@@ -69,3 +120,16 @@ def test_each_command_parses_its_own_flags(capsys) -> None:
         main(["train", "--help"])
     assert exc.value.code == 0
     assert "--epochs" in capsys.readouterr().out
+
+
+def test_the_demo_prints_a_deeppert_command_that_runs_as_pasted() -> None:
+    """``make demo`` ends with a UI command; pasted in the same folder it must run (the
+    venv's ``deeppert`` is usually not on PATH)."""
+    code = "from deeppert.demo import _deeppert_command; print(_deeppert_command())"
+    command = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout.strip()
+    proc = subprocess.run(
+        f"{command} server --help", shell=True, cwd=REPO, capture_output=True, text=True
+    )
+    assert proc.returncode == 0 and "--data-dir" in proc.stdout, (command, proc.stderr[-500:])

@@ -350,6 +350,54 @@ def test_info_cli_on_broad_file(broad, data_cli, capsys):
     assert len(err) == 1 and "no signature has cell_id == 'HELA'" in err[0]
 
 
+def test_previous_landmark_symbols_are_named_as_today(tmp_path, data_cli, capsys):
+    """A GSE92742-era file writes renamed landmarks under their previous symbols (CD97 for
+    ADGRE5 ...): matched by Entrez id, or by the previous symbol, all 978 are read."""
+    from deeppert.data._cmap import landmark_renames
+
+    table = landmark_renames()
+    old = {new: prev for prev, new, _ in table}
+    entrez = {new: int(e) for _, new, e in table}
+    # one landmark carries a symbol no table knows (a typo): its Entrez id alone names it
+    old["ADGRE5"] = "CD97-TYPO"
+    values = np.arange(4 * N_GENES, dtype=np.float32).reshape(4, N_GENES)
+    ids = [f"CPC004_A375_6H:BRD-K{i:05d}:10" for i in range(4)]
+    path = tmp_path / "GSE92742_L5.gctx"
+    write_broad_gctx(path, values, ids, ["A375"], symbols=old, entrez=entrez)
+    sig = load_signatures(path, min_rows=1)
+    assert sorted(sig.genes) == sorted(LM)  # 978 of 978
+    np.testing.assert_array_equal(sig.values, _by_symbol(sig, values, np.arange(4)))
+    assert data_cli(["info", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "genes            978 (978 L1000 landmarks, coverage 100.0%)" in out
+    assert f"renamed          {len(table)} previous symbols: " in out
+    assert "CD97-TYPO -> ADGRE5" in out and "GPR56 -> ADGRG1" in out and "ERO1L -> ERO1A" in out
+    # without the Entrez ids the table's previous symbols still match; the typo cannot
+    path2 = tmp_path / "no_entrez.gctx"
+    write_broad_gctx(path2, values, ids, ["A375"], symbols=old)
+    genes = load_signatures(path2, min_rows=1).genes
+    assert len(genes) == 978 and "CD97-TYPO" in genes and "ADGRE5" not in genes
+    assert "ADGRG1" in genes and "GPR56" not in genes
+    assert data_cli(["info", str(path2)]) == 0
+    out = capsys.readouterr().out
+    assert "genes            978 (977 L1000 landmarks, coverage 99.9%)" in out
+    assert "not landmarks    1: CD97-TYPO" in out
+
+
+def test_info_warns_of_replicate_wells_not_signatures(tmp_path, broad, data_cli, capsys):
+    """Per-well metadata without any consensus (distil_*) field: Level 3/4 instances."""
+    values = np.abs(np.random.default_rng(0).normal(8, 2, size=(6, N_GENES))).astype(np.float32)
+    ids = [f"LJP005_A375_24H_X1_B19:A{i + 3:02d}" for i in range(6)]
+    consensus = ("distil_cc_q75", "distil_nsample", "distil_ss", "pct_self_rank_q25")
+    path = tmp_path / "LJP005_L3.gctx"
+    write_broad_gctx(path, values, ids, ["A375"], drop_col_fields=consensus)
+    assert data_cli(["info", str(path)]) == 0
+    warning = [ln for ln in capsys.readouterr().out.splitlines() if "warning" in ln]
+    assert len(warning) == 1 and "det_well, rna_well" in warning[0]
+    assert "Level 3 (normalised expression" in warning[0]
+    assert describe(load_signatures(broad[0]))["level_warning"] is None  # Level 5
+
+
 def test_cmappy_written_gctx_loads_the_same(tmp_path, monkeypatch):
     """cmapPy's own writer, where it is installed (4.0.1 needs ``np.string_``, gone in numpy 2)."""
     monkeypatch.setattr(np, "string_", np.bytes_, raising=False)

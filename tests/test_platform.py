@@ -31,6 +31,7 @@ from deeppert.tracking.client import (
     tracking_client,
 )
 from deeppert.tracking.registry import load_ensemble_outputs
+from deeppert.tracking.report import METRICS
 from deeppert.tracking.server import ServerConfig, TrackingServer, ensure_database, free_port
 from deeppert.tracking.sweep import TAGS, data_sha256, grid_key, sweep_name
 from ray_jobs import ensemble as ensemble_job
@@ -311,12 +312,19 @@ def check_report(client, uri: str, config: ExperimentConfig, ctx, parent) -> Non
                 if r.data.tags[TAGS.model] == kind and int(r.data.tags[TAGS.latent_dim]) == dim
             ]
             shape = f"{dataset}/{kind}_d{dim}"
-            assert metrics[f"r2_genes_best/{shape}"] == pytest.approx(max(r2))
-            assert metrics[f"r2_genes_mean/{shape}"] == pytest.approx(np.mean(r2))
-            assert metrics[f"r2_genes_sd/{shape}"] == pytest.approx(np.std(r2, ddof=1))
-            assert 0 <= metrics[f"seed_agreement/{shape}"] <= 1 + 1e-9
-    best = max((m for m in metrics if m.startswith("r2_genes_mean/")), key=lambda m: metrics[m])
-    assert metrics["best_r2_genes"] == pytest.approx(metrics[best])
+            assert metrics[f"{METRICS['r2_genes_best']}/{shape}"] == pytest.approx(max(r2))
+            assert metrics[f"{METRICS['r2_genes_mean']}/{shape}"] == pytest.approx(np.mean(r2))
+            sd = np.std(r2, ddof=1)
+            assert metrics[f"{METRICS['r2_genes_sd']}/{shape}"] == pytest.approx(sd)
+            assert 0 <= metrics[f"{METRICS['seed_agreement']}/{shape}"] <= 1 + 1e-9
+    means = [m for m in metrics if m.startswith(f"{METRICS['r2_genes_mean']}/")]
+    best = max(means, key=lambda m: metrics[m])
+    assert metrics[METRICS["best"]] == pytest.approx(metrics[best])
+    margin = metrics.get(f"{METRICS['margin']}/{dataset}")
+    if config.grid.baselines:
+        assert tags[TAGS.baseline_beats_models] == str(margin >= 0).lower()
+    else:
+        assert margin is None and TAGS.baseline_beats_models not in tags
     kind, dim = best.rsplit("/", 1)[1].split("_d")
     assert tags["deeppert.best_shape"] == f"{dataset}/{kind}/d{dim}"
     assert "Best by mean held-out gene-space R^2" in tags["mlflow.note.content"]
@@ -335,7 +343,7 @@ def check_report(client, uri: str, config: ExperimentConfig, ctx, parent) -> Non
         for dim in config.grid.latent_dims:
             best = client.get_model_version_by_alias(f"{dataset}-encoder-{kind}-d{dim}", "best")
             assert float(best.tags["r2_genes"]) == pytest.approx(
-                metrics[f"r2_genes_best/{dataset}/{kind}_d{dim}"], abs=1e-4
+                metrics[f"{METRICS['r2_genes_best']}/{dataset}/{kind}_d{dim}"], abs=1e-4
             )
     experiment = client.get_experiment(ctx.experiment_id)
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"

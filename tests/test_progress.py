@@ -14,10 +14,11 @@ def test_log_lines_without_a_terminal(caplog) -> None:
             for _ in range(200):
                 bar.update(1, loss=0.5)
     lines = [r.getMessage() for r in caplog.records]
-    assert len(lines) == 10  # 10%, 20%, ..., 100%: not one line per step
-    assert lines[0].startswith("training: 20/200 epochs (10%)")
+    assert len(lines) == 11  # at once, then 10%, 20%, ..., 100%: not one line per step
+    assert lines[0] == "training: 0/200 epochs"
+    assert lines[1].startswith("training: 20/200 epochs (10%)")
     assert lines[-1].startswith("training: 200/200 epochs (100%)")
-    assert all("ETA" in line and "loss 0.5" in line for line in lines)
+    assert all("ETA" in line and "loss 0.5" in line for line in lines[1:])
 
 
 def test_bar_on_a_terminal(monkeypatch, caplog) -> None:

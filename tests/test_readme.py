@@ -110,3 +110,26 @@ def test_submit_to_a_head_refusing_the_token_is_one_line_exit_2() -> None:
 def test_stop_without_a_cluster_names_the_folder(tmp_path: Path, capsys) -> None:
     assert main(["cluster", "stop", "--dir", str(tmp_path)]) == 2
     assert f"no cluster started in {tmp_path}" in capsys.readouterr().err
+
+
+def test_readme_blocks_run_the_venvs_tools() -> None:
+    """A fresh machine has none of the project's packages on its own ``python`` nor its tools
+    (``deeppert``, ``ray``, ``mlflow``) on PATH: every bash block calls them through
+    ``.venv/bin/`` or after exporting it on PATH. Commands after ``--`` run inside a Ray job.
+    The several-nodes recipe runs on cluster machines set up by their operator."""
+    text = (REPO / "README.md").read_text()
+    bare = re.compile(r"^(?:python3?|deeppert|ray|mlflow)\s")
+    offenders, blocks = [], list(re.finditer(r"(?s)```bash\n(.*?)```", text))
+    assert len(blocks) >= 6, len(blocks)
+    for match in blocks:
+        prose = re.sub(r"(?s)```.*?```", "", text[: match.start()])  # no bash comments
+        headers = re.findall(r"(?m)^#+ .*$", prose)
+        if "Several nodes" in headers[-1]:
+            continue
+        block = match.group(1)
+        on_path = False
+        for line in block.splitlines():
+            on_path |= bool(re.match(r"export .*PATH=\$PWD/\.venv/bin", line))
+            if bare.match(line.strip()) and not on_path:
+                offenders.append(line.strip())
+    assert not offenders, offenders

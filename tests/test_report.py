@@ -11,6 +11,8 @@ import pytest
 
 from deeppert.tracking.report import (
     SweepReport,
+    baseline_lines,
+    baseline_versus_models,
     report_figures,
     seed_agreement,
     summarise,
@@ -94,6 +96,29 @@ def test_summary_is_best_mean_sd_per_shape_and_picks_the_best_mean() -> None:
     assert "**VAE d10** on SYN1 (0.600 ± - over 1 runs)" in markdown
     assert "| SYN1 | AE | 5 | 2 | 0.340 | 0.320 | 0.028 | 0.900 |" in markdown
     assert "| SYN1 | PCA (baseline) | 10 | 1 | 0.650 |" in markdown
+
+
+def test_a_baseline_that_beats_every_model_is_said_first() -> None:
+    """Planted: PCA d10 0.650 against the best model, VAE d10 at 0.600 (one run)."""
+    report = _report()
+    versus = report.baseline_versus_models()
+    row = versus.iloc[0]
+    assert (row["model"], row["baseline"], bool(row["wins"])) == ("VAE d10", "PCA d10", True)
+    assert row["margin"] == pytest.approx(0.05)
+    line = (
+        "On SYN1, the linear baseline PCA d10 (held-out R² 0.650) beats every model: "
+        "the best, VAE d10, reaches 0.600 (mean of 1 run)."
+    )
+    assert baseline_lines(versus) == [line]
+    assert summary_markdown(report, "Sweep t").startswith(f"**{line}**\n\n**Sweep t**")
+    # a model above every baseline: nothing to say
+    lower = report.baselines.assign(r2_genes=lambda b: b["r2_genes"] - 0.1)
+    versus = baseline_versus_models(report.trials, lower)
+    assert not versus["wins"].any() and versus["margin"].iloc[0] == pytest.approx(-0.05)
+    assert baseline_lines(versus) == []
+    assert not summary_markdown(
+        SweepReport(report.trials, report.summary, lower, report.agreement), "Sweep t"
+    ).startswith("**On ")
 
 
 def test_report_figures_have_the_planted_lines(tmp_path) -> None:

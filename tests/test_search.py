@@ -62,6 +62,36 @@ def test_bad_search_section_exits_2_naming_the_key(tmp_path, capsys):
     assert "search.dropout" in err and "low must be < high" in err
 
 
+def test_tracking_uri_is_the_flag_then_the_environment_then_the_config(tmp_path, monkeypatch):
+    from ray_jobs._common import job_config, job_parser
+
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({**tiny(), "tracking": {"uri": "http://config:5000"}}))
+    parser = job_parser("search")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert job_config(parser.parse_args(["--config", str(path)])).tracking.uri == (
+        "http://config:5000"
+    )
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://env:5001")
+    assert job_config(parser.parse_args(["--config", str(path)])).tracking.uri == "http://env:5001"
+    flagged = ["--config", str(path), "--tracking-uri", "http://flag:5002"]
+    assert job_config(parser.parse_args(flagged)).tracking.uri == "http://flag:5002"
+
+
+def test_a_dashboard_ray_address_is_one_line_before_any_run(tmp_path, monkeypatch, capsys):
+    """``env.sh`` exports the dashboard's http:// address for job submission; a job run
+    directly cannot join it: one line saying so, exit 2, and no tracking server contacted."""
+    from ray_jobs import search as search_job
+
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({**tiny(), "tracking": {"uri": "http://127.0.0.1:9"}}))
+    monkeypatch.setenv("RAY_ADDRESS", "http://127.0.0.1:8265")
+    assert search_job.main(["--config", str(path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("search: error: Ray address http://127.0.0.1:8265")
+    assert "deeppert cluster submit" in err[0] and "unset RAY_ADDRESS" in err[0]
+
+
 def test_config_without_search_keeps_its_hash():
     raw = tiny()
     del raw["search"]
@@ -161,6 +191,9 @@ def test_asha_search_stops_trials_and_tags_the_best(tmp_path):
             filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'",
         )
         print(f"\nMEASURE search: {summary}\n{table.drop(columns=['mlflow_run_id']).round(4)}")
+        assert parent.info.run_name == "search search-tiny ASHA"
+        trial_dirs = [p.name for p in (tmp_path / "tune").glob("*/*") if p.is_dir()]
+        assert len(trial_dirs) == 6 and all(d.startswith("SYN1_AE_d3_") for d in trial_dirs)
         assert len(table) == len(children) == 6
         assert parent.info.status == "FINISHED"
         statuses = {r.info.run_id: r.info.status for r in children}

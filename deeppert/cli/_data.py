@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from deeppert.cli._inputs import require_file
 from deeppert.errors import DeeppertError
 
 if TYPE_CHECKING:
@@ -57,6 +59,36 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Write DIR/signatures.parquet, DIR/ground_truth/ and DIR/target_pairs/ atomically.",
     )
     synth.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    _when_parsed(synth, _add_synth_flags)
+    synth.set_defaults(func=_synth)
+
+    info = subparsers.add_parser(
+        "info",
+        help="describe a signature file (rows, genes, ids, value range, metadata fields)",
+    )
+    info.add_argument("path", help="CSV, TSV, Parquet, h5ad, GCT or GCTX file")
+    info.add_argument("--json", action="store_true", help="print JSON instead of text")
+    info.add_argument("--top", type=int, default=3, help="most frequent values shown per field")
+    add_load_arguments(info)
+    info.set_defaults(func=_info)
+
+
+def _when_parsed(
+    parser: argparse.ArgumentParser, add: Callable[[argparse.ArgumentParser], None]
+) -> None:
+    """Call ``add(parser)`` just before ``parser`` first parses: ``deeppert info --help``
+    registers ``synth`` too, and the flags of ``synth`` import the generator (numpy, pandas)."""
+    parse = parser.parse_known_args
+
+    def parse_known_args(args=None, namespace=None):
+        del parser.parse_known_args  # back to the class's method; add once
+        add(parser)
+        return parse(args, namespace)
+
+    parser.parse_known_args = parse_known_args  # type: ignore[method-assign]
+
+
+def _add_synth_flags(synth: argparse.ArgumentParser) -> None:
     from typing import get_args
 
     from deeppert.data.synthetic import Activity, Response, Signs, SynthConfig
@@ -75,17 +107,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             kwargs["type"] = type(default)
         assert name in types, name
         synth.add_argument("--" + name.replace("_", "-"), dest=name, **kwargs)
-    synth.set_defaults(func=_synth)
-
-    info = subparsers.add_parser(
-        "info",
-        help="describe a signature file (rows, genes, ids, value range, metadata fields)",
-    )
-    info.add_argument("path", help="CSV, TSV, Parquet, h5ad, GCT or GCTX file")
-    info.add_argument("--json", action="store_true", help="print JSON instead of text")
-    info.add_argument("--top", type=int, default=3, help="most frequent values shown per field")
-    add_load_arguments(info)
-    info.set_defaults(func=_info)
 
 
 def add_load_arguments(parser: argparse.ArgumentParser) -> None:
@@ -138,22 +159,38 @@ LOAD_OPTIONS = ("format", "id_column", "gene_columns", "fill_missing", "cell_lin
                 "siginfo", "geneinfo", "compoundinfo")  # fmt: skip
 
 
+def _load_options(args: argparse.Namespace) -> dict:
+    """The options of :func:`add_load_arguments` by field name, ``gene_columns`` as a list;
+    the files they name are checked here, before anything heavy is imported."""
+    options = {name: getattr(args, name) for name in LOAD_OPTIONS}
+    options["gene_columns"] = gene_list(options["gene_columns"])
+    for name in ("siginfo", "geneinfo", "compoundinfo"):
+        require_file(options[name], f"--{name}")
+    return options
+
+
 def data_config_from_args(args: argparse.Namespace, path: str) -> DataConfig:
     """The dataset entry the options of :func:`add_load_arguments` describe for ``path``."""
+    options = _load_options(args)
+    genes = options["gene_columns"]
+    options["gene_columns"] = tuple(genes) if genes else None
     from deeppert.config import DataConfig
 
-    options = {name: getattr(args, name) for name in LOAD_OPTIONS}
-    genes = gene_list(options["gene_columns"])
-    options["gene_columns"] = tuple(genes) if genes else None
     return DataConfig(name=Path(path).stem, path=str(path), **options)
 
 
 def load_from_args(args: argparse.Namespace, **kwargs) -> Signatures:
-    """:func:`load_signatures` with the options of :func:`add_load_arguments`."""
+    """:func:`load_signatures` with the options of :func:`add_load_arguments`.
+
+    Missing files are reported before numpy/pandas load; the options are those of
+    ``DataConfig.load_options`` (a test keeps :data:`LOAD_OPTIONS` equal to them)."""
+    if not Path(args.path).is_file():
+        state = "is a folder, not a file" if Path(args.path).is_dir() else "file not found"
+        raise DeeppertError(f"{args.path}: {state}")
+    options = _load_options(args)
     from deeppert.data import load_signatures
 
-    dataset = data_config_from_args(args, args.path)
-    return load_signatures(args.path, **dataset.load_options(), **kwargs)
+    return load_signatures(args.path, **options, **kwargs)
 
 
 def _synth(args: argparse.Namespace) -> int:
@@ -170,11 +207,32 @@ def _synth(args: argparse.Namespace) -> int:
     return 0
 
 
-def _info(args: argparse.Namespace) -> int:
-    from deeppert.data import describe
+def _renamed_landmarks(args: argparse.Namespace) -> dict[str, str]:
+    """``{previous: current}`` symbols of the landmarks a GCT/GCTX names by its symbol field
+    (as :func:`load_signatures` does when no gene list or gene table is given); else {}."""
+    from deeppert.data import infer_format, landmark_genes
+    from deeppert.data._cmap import landmark_rows, open_gctx, read_gct
 
+    fmt = args.format or infer_format(Path(args.path))
+    if fmt not in ("gct", "gctx") or args.gene_columns or args.geneinfo:
+        return {}
+    opener = open_gctx if fmt == "gctx" else read_gct
+    landmarks = set(landmark_genes())
+    with opener(args.path, gene_hint=landmarks) as matrix:
+        if landmarks.intersection(matrix.gene_ids):
+            return {}  # named by their ids
+        rows = landmark_rows(matrix)
+    return {} if rows is None else rows[2]
+
+
+def _info(args: argparse.Namespace) -> int:
     sig = load_from_args(args, min_rows=1, min_genes=1)
+    from deeppert.data import describe, landmark_genes
+
     d = describe(sig, top=args.top)
+    d["renamed_landmarks"] = _renamed_landmarks(args)
+    landmarks = set(landmark_genes())
+    d["other_genes"] = [g for g in sig.genes if g not in landmarks]
     if args.json:
         print(json.dumps(d, indent=2))
         return 0
@@ -189,6 +247,15 @@ def _info(args: argparse.Namespace) -> int:
     print(
         f"  values           min {d['value_min']:.4g}, max {d['value_max']:.4g}, mean {d['value_mean']:.4g}, std {d['value_std']:.4g}"
     )
+    if d["renamed_landmarks"]:
+        pairs = ", ".join(f"{old} -> {new}" for old, new in d["renamed_landmarks"].items())
+        print(f"  renamed          {len(d['renamed_landmarks'])} previous symbols: {pairs}")
+    if d["other_genes"]:
+        others = d["other_genes"]
+        shown = ", ".join(others[:10]) + (", ..." if len(others) > 10 else "")
+        print(f"  not landmarks    {len(others)}: {shown}")
+    if d["level_warning"]:
+        print(f"  warning          {d['level_warning']}")
     fields = d["metadata"]
     print(f"  metadata fields  {len(fields) or '(none)'}")
     width = max((len(k) for k in fields), default=0)

@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-import pandas as pd
-
+from deeppert.cli._inputs import require_dir, require_file
 from deeppert.errors import DeeppertError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 __all__ = ["register"]
 
@@ -114,10 +116,11 @@ def _config(args: argparse.Namespace):
 
 def _embedding_lookup(path: Path, keyed_values: dict[str, np.ndarray]):
     """An embed_fn that returns the table's row for each signature, found by its structure."""
+    import numpy as np
+    import pandas as pd
+
     from deeppert.downstream import structure_keys
 
-    if not path.is_file():
-        raise DeeppertError(f"{path}: no such file")
     table = pd.read_csv(path, sep="\t" if path.suffix.lower() in {".tsv", ".txt"} else ",")
     keys = structure_keys(table.iloc[:, 0].astype(str), source=f"{path}:{table.columns[0]}")
     emb = table.iloc[:, 1:].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=float)
@@ -235,6 +238,14 @@ def _finish(results, args: argparse.Namespace, config) -> int:
     return 0
 
 
+def _check_inputs(args: argparse.Namespace) -> None:
+    """The given folders and files exist: answered before the heavy imports."""
+    require_dir(args.data_dir, "--data-dir")
+    require_file(args.embedding, "--embedding")
+    if args.ensemble_dir is not None:
+        require_dir(args.ensemble_dir, "--ensemble-dir")
+
+
 def _run_tasks(args: argparse.Namespace, load, evaluate, default_splits, names) -> int:
     """Load each named task, evaluate every feature set on it, write the merged results."""
     config = _config(args)
@@ -252,18 +263,26 @@ def _run_tasks(args: argparse.Namespace, load, evaluate, default_splits, names) 
 
 
 def _run_synergy(args: argparse.Namespace) -> int:
+    _check_inputs(args)
     from deeppert.downstream import SYNERGY_SPLITS, evaluate_synergy, load_synergy
 
     return _run_tasks(args, load_synergy, evaluate_synergy, SYNERGY_SPLITS, args.cell_lines)
 
 
 def _run_toxicity(args: argparse.Namespace) -> int:
+    _check_inputs(args)
     from deeppert.downstream import TOXICITY_SPLITS, evaluate_toxicity, load_toxicity
 
     return _run_tasks(args, load_toxicity, evaluate_toxicity, TOXICITY_SPLITS, args.sets)
 
 
 def _run_summarize(args: argparse.Namespace) -> int:
+    for run in args.runs:
+        for name in ("scores.csv", "predictions.csv", "folds.csv"):
+            if not (run / name).is_file():
+                raise DeeppertError(f"{run}: no {name} (not a downstream output folder)")
+    import pandas as pd
+
     from deeppert.downstream import (
         EvaluationResult,
         markdown_table,
@@ -272,16 +291,12 @@ def _run_summarize(args: argparse.Namespace) -> int:
         write_results,
     )
 
-    results = []
-    for run in args.runs:
-        for name in ("scores.csv", "predictions.csv", "folds.csv"):
-            if not (run / name).is_file():
-                raise DeeppertError(f"{run}: no {name} (not a downstream output folder)")
-        results.append(
-            EvaluationResult(
-                *(pd.read_csv(run / f"{n}.csv") for n in ("scores", "predictions", "folds"))
-            )
+    results = [
+        EvaluationResult(
+            *(pd.read_csv(run / f"{n}.csv") for n in ("scores", "predictions", "folds"))
         )
+        for run in args.runs
+    ]
     merged = merge_results(results)
     write_results(merged, args.out, plots=not args.no_plots)
     print(markdown_table(summarize(merged.scores)), end="")

@@ -14,15 +14,13 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-
-import numpy as np
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from deeppert.cli._data import add_load_arguments, load_from_args
-from deeppert.data import Signatures
-from deeppert.data._anndata import signatures_to_anndata, write_h5ad
 from deeppert.errors import DeeppertError
-from deeppert.tracking.contract import ARTIFACTS
+
+if TYPE_CHECKING:
+    from deeppert.data import Signatures
 
 __all__ = ["register"]
 
@@ -62,25 +60,30 @@ def _signatures(args: argparse.Namespace, run_dir: Path | None) -> Signatures:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from deeppert.ensemble import EnsembleModel
-
     if (args.run_dir is None) == (args.ensemble is None):
         raise DeeppertError("export needs exactly one of RUN_DIR or --ensemble NAME@ALIAS")
     if args.h5ad.suffix != ".h5ad":
         raise DeeppertError(f"{args.h5ad}: --h5ad must name a .h5ad file")
+    if args.run_dir is not None and not (args.run_dir / "ensemble" / "model").is_dir():
+        raise DeeppertError(
+            f"{args.run_dir}: no ensemble/model (run `deeppert ensemble {args.run_dir}` first)"
+        )
+    import numpy as np
+
+    from deeppert.atomic import read_json, read_parquet
+    from deeppert.data._anndata import signatures_to_anndata, write_h5ad
+    from deeppert.ensemble import EnsembleModel
+    from deeppert.tracking.contract import ARTIFACTS
+
     if args.run_dir is not None:
         run_dir: Path = args.run_dir
         folder = run_dir / "ensemble"
-        if not (folder / "model").is_dir():
-            raise DeeppertError(
-                f"{run_dir}: no ensemble/model (run `deeppert ensemble {run_dir}` first)"
-            )
         model = EnsembleModel.load(folder / "model")
-        weights = pd.read_parquet(folder / ARTIFACTS.ensemble_weights)
+        weights = read_parquet(folder / ARTIFACTS.ensemble_weights)
         path = folder / ARTIFACTS.ensemble_loadings
-        loadings = pd.read_parquet(path) if path.is_file() else None
-        config = json.loads((run_dir / "config.json").read_text())
-        summary = json.loads((folder / "summary.json").read_text())
+        loadings = read_parquet(path) if path.is_file() else None
+        config = read_json(run_dir / "config.json")
+        summary = read_json(folder / "summary.json")
         info = {
             "source": str(run_dir),
             "config": json.dumps(config),

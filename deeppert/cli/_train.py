@@ -97,4 +97,10 @@ def run(args: argparse.Namespace) -> int:
         split = ", ".join(sorted(set(table["split"])))
         print(f"\nheld-out reconstruction R^2 (mean, sd over runs; validation split: {split})")
         print(summary.round(4).to_string())
+        from deeppert.models import MODEL_KINDS
+        from deeppert.tracking.report import BASELINES, baseline_lines, baseline_versus_models
+
+        models, bases = (table[table["model"].isin(k)] for k in (MODEL_KINDS, BASELINES))
+        for line in baseline_lines(baseline_versus_models(models, bases)):
+            print(line)
     return 0

@@ -22,11 +22,14 @@ import logging
 import os
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
+from functools import cache
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from deeppert.data._signatures import landmark_genes
 from deeppert.errors import DeeppertError
 
 __all__ = [
@@ -36,6 +39,11 @@ __all__ = [
     "write_gct",
     "SYMBOL_FIELDS",
     "LANDMARK_FIELDS",
+    "ENTREZ_FIELDS",
+    "landmark_renames",
+    "current_symbols",
+    "landmark_rows",
+    "data_level",
     "MATRIX",
     "ROW_IDS",
     "COL_IDS",
@@ -49,6 +57,13 @@ ROW_IDS, COL_IDS = f"{ROW_META}/id", f"{COL_META}/id"
 # Gene-axis fields holding gene symbols / the landmark flag, in order of preference.
 SYMBOL_FIELDS = ("pr_gene_symbol", "gene_symbol")
 LANDMARK_FIELDS = ("pr_is_lmark", "pr_is_lm", "is_landmark")
+# Gene-axis fields holding the Entrez gene id.
+ENTREZ_FIELDS = ("pr_gene_id", "gene_id")
+# Signature-axis fields of a replicate well, and of a consensus signature (Level 5: the wells
+# it was computed from). Wells without consensus fields are Level 3 or 4 instances.
+_WELL_FIELDS = ("det_well", "rna_well")
+_CONSENSUS_FIELDS = ("distil_id", "distil_ids", "distil_nsample", "distil_cc_q75", "nsample",
+                     "cc_q75", "pct_self_rank_q25")  # fmt: skip
 _MISSING = ("-666", "-666.0", "-666.000")
 # Cells of a GCT matrix read as missing (NaN); any other text is an error, ``n/a`` included.
 _GCT_MISSING = ("", "NA", "NaN", "nan", "-666")
@@ -76,6 +91,65 @@ def is_landmark_flag(values: np.ndarray) -> np.ndarray:
     """``pr_is_lmark`` as booleans: CMap writes ``Y``/``N``, gene_info.txt ``1``/``0``."""
     s = pd.Series(values).astype(str).str.strip().str.lower()
     return s.isin({"y", "yes", "1", "1.0", "true"}).to_numpy()
+
+
+@cache
+def landmark_renames() -> tuple[tuple[str, str, str], ...]:
+    """``(previous symbol, current symbol, Entrez id)`` of the landmark genes renamed since the
+    CMap annotation of GSE92742 (``landmark_renames.txt``); current = the 978 list's name."""
+    text = resources.files("deeppert.data").joinpath("landmark_renames.txt").read_text()
+    rows = [ln.split("\t") for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
+    assert rows[0] == ["old_symbol", "symbol", "entrez_id"], rows[0]
+    return tuple((old, new, entrez) for old, new, entrez in rows[1:])
+
+
+def _entrez(value: object) -> str | None:
+    """An Entrez id as digits (``976``, ``976.0`` and ``b"976"`` alike), else None."""
+    text = value.decode() if isinstance(value, bytes) else str(value).strip()
+    try:
+        number = float(text)
+    except ValueError:
+        return None
+    return str(int(number)) if number == number and number == int(number) else None
+
+
+def current_symbols(
+    symbols: Sequence[str], entrez_ids: Sequence[object] | None = None
+) -> tuple[list[str], dict[str, str]]:
+    """``symbols`` named as in the 978 landmark list, and ``{previous: current}`` of those
+    renamed: a symbol outside the list is looked up by its Entrez id (when given), then by
+    its previous symbol, in :func:`landmark_renames`; others are kept."""
+    landmarks = set(landmark_genes())
+    by_entrez = {entrez: new for _, new, entrez in landmark_renames()}
+    by_old = {old: new for old, new, _ in landmark_renames()}
+    names, renamed = [], {}
+    for k, symbol in enumerate(map(str, symbols)):
+        name = symbol
+        if symbol not in landmarks:
+            key = None if entrez_ids is None else _entrez(entrez_ids[k])
+            name = by_entrez.get(key) or by_old.get(symbol, symbol)
+        if name != symbol:
+            renamed[symbol] = name
+        names.append(name)
+    return names, renamed
+
+
+def data_level(fields: Collection[str], values: np.ndarray) -> str | None:
+    """A warning when the signature-axis metadata marks each column as one replicate well
+    (L1000 Level 3 expression or Level 4 z-scores) rather than a consensus signature (Level 5,
+    which names the wells it combines); None otherwise."""
+    wells = sorted(set(fields) & set(_WELL_FIELDS))
+    if not wells or set(fields) & set(_CONSENSUS_FIELDS):
+        return None
+    level = (
+        "Level 3 (normalised expression, all values >= 0)"
+        if values.size and float(np.min(values)) >= 0
+        else "Level 4 (per-well z-scores)"
+    )
+    return (
+        f"the signature metadata ({', '.join(wells)}; no distil_* or nsample field) marks one "
+        f"replicate well per row: {level}, not Level 5 consensus signatures"
+    )
 
 
 @dataclass
@@ -169,6 +243,32 @@ def _gene_axis(
         return "row" if row_symbols is not None else "col"
     log.info("%s: cannot tell the gene axis from ids or fields; assuming ROW = genes", source)
     return "row"
+
+
+def landmark_rows(m: CMapMatrix) -> tuple[np.ndarray, list[str], dict[str, str]] | None:
+    """Positions, current symbols and ``{previous: current}`` renames of the landmark genes of
+    a matrix whose genes carry a symbol field; None without one.
+
+    Landmarks are the rows the landmark flag marks, else those whose symbol (renamed by its
+    Entrez id: the row id when all ids are digits, else ``pr_gene_id``) is in the 978 list.
+    """
+    symbols = _symbols(m.gene_meta)
+    if symbols is None:
+        return None
+    entrez_field = next((f for f in ENTREZ_FIELDS if f in m.gene_meta.columns), None)
+    if all(str(g).isdigit() for g in m.gene_ids):
+        entrez = m.gene_ids
+    else:
+        entrez = None if entrez_field is None else m.gene_meta[entrez_field].to_numpy()
+    flag_field = next((f for f in LANDMARK_FIELDS if f in m.gene_meta.columns), None)
+    if flag_field is not None:
+        pos = np.flatnonzero(is_landmark_flag(m.gene_meta[flag_field].to_numpy()))
+        names, renamed = current_symbols(symbols[pos], None if entrez is None else entrez[pos])
+        return pos, names, renamed
+    names, renamed = current_symbols(symbols, entrez)
+    pos = np.flatnonzero(np.isin(names, list(landmark_genes())))
+    kept = {names[p] for p in pos}
+    return pos, [names[p] for p in pos], {o: n for o, n in renamed.items() if n in kept}
 
 
 def _symbols(meta: pd.DataFrame) -> np.ndarray | None:

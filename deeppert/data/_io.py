@@ -31,7 +31,8 @@ from deeppert.data._cmap import (
     LANDMARK_FIELDS,
     SYMBOL_FIELDS,
     CMapMatrix,
-    is_landmark_flag,
+    data_level,
+    landmark_rows,
     open_gctx,
     read_gct,
     write_gct,
@@ -388,11 +389,7 @@ def _cmap_genes(
         pos = np.flatnonzero(np.isin(ids, lm))
         names = list(ids[pos])
         if not len(pos) and symbols is not None:
-            if flag_field is not None:
-                pos = np.flatnonzero(is_landmark_flag(m.gene_meta[flag_field].to_numpy()))
-            else:
-                pos = np.flatnonzero(np.isin(symbols, lm))
-            names = list(symbols[pos])
+            pos, names, renamed = landmark_rows(m)
             log.info(
                 "%s: genes named by %s%s: %d genes",
                 m.source,
@@ -400,6 +397,13 @@ def _cmap_genes(
                 f", landmarks by {flag_field}" if flag_field else " (landmark symbols)",
                 len(pos),
             )
+            if renamed:
+                log.info(
+                    "%s: %d previous landmark symbols named as today: %s",
+                    m.source,
+                    len(renamed),
+                    ", ".join(f"{old} -> {new}" for old, new in renamed.items()),
+                )
         if not len(pos) and all(g.isdigit() for g in ids):
             pos, names = np.arange(len(ids)), list(ids)
             log.info("%s: gene ids are Entrez ids; pass geneinfo to name them by symbol", m.source)
@@ -805,6 +809,7 @@ def describe(sig: Signatures, *, top: int = 3) -> dict[str, Any]:
         "metadata_columns": [] if sig.metadata is None else [str(c) for c in sig.metadata.columns],
         "metadata": {} if sig.metadata is None else _field_summary(sig.metadata, top),
         "first_genes": list(sig.genes[:5]),
+        "level_warning": data_level([] if sig.metadata is None else sig.metadata.columns, v),
     }
 
 

@@ -9,28 +9,43 @@ setting; :func:`configure_mlflow` does, where a job or client starts.
 
 from __future__ import annotations
 
-from deeppert.tracking.client import (
-    LoggedModelRef,
-    ModelVersionRef,
-    RunStatus,
-    check_server,
-    configure_mlflow,
-    find_runs_by_tag,
-    finish_run,
-    get_or_create_experiment,
-    load_parquet,
-    load_torch_model,
-    log_parquet,
-    log_torch_model,
-    mark_run_failed,
-    register_logged_model,
-    resolve_alias,
-    set_alias,
-    start_run,
-    tracked_run,
-    tracking_client,
-)
-from deeppert.tracking.server import ServerConfig, TrackingServer, ensure_database, free_port
+import importlib
+
+# name -> submodule; imported on first use (PEP 562), so ``import deeppert.tracking.server``
+# (``deeppert server --help``) loads neither pandas nor the client helpers.
+_EXPORTS = {
+    "LoggedModelRef": "client",
+    "ModelVersionRef": "client",
+    "RunStatus": "client",
+    "check_server": "client",
+    "configure_mlflow": "client",
+    "find_runs_by_tag": "client",
+    "finish_run": "client",
+    "get_or_create_experiment": "client",
+    "load_parquet": "client",
+    "load_torch_model": "client",
+    "log_parquet": "client",
+    "log_torch_model": "client",
+    "mark_run_failed": "client",
+    "register_logged_model": "client",
+    "resolve_alias": "client",
+    "set_alias": "client",
+    "start_run": "client",
+    "tracked_run": "client",
+    "tracking_client": "client",
+    "ServerConfig": "server",
+    "TrackingServer": "server",
+    "ensure_database": "server",
+    "free_port": "server",
+}
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        module = importlib.import_module(f"deeppert.tracking.{_EXPORTS[name]}")
+        return getattr(module, name)
+    raise AttributeError(f"module 'deeppert.tracking' has no attribute {name!r}")
+
 
 __all__ = [
     "LoggedModelRef",

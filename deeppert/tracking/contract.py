@@ -58,6 +58,8 @@ class TAGS:
     driver = "deeppert.driver"  # parent: host:pid of the sweep driver that last opened it
     ray_node_id = "deeppert.ray_node_id"  # the Ray node a trial ran on
     best_shape = "deeppert.best_shape"  # parent: the sweep report's best <dataset>/<MODEL>/d<dim>
+    # parent: "true" when a linear baseline's held-out R^2 beats every model's, on some dataset
+    baseline_beats_models = "deeppert.baseline_beats_models"
     # model-search runs (ray_jobs/search.py)
     tune_trial = "deeppert.tune_trial"
     stop_reason = "deeppert.stop_reason"

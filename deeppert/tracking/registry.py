@@ -58,6 +58,7 @@ __all__ = [
     "load_sweep_encoders",
     "EnsemblePyfunc",
     "check_signature_frame",
+    "gene_signature",
     "log_ensemble",
     "EnsembleOutputs",
     "load_ensemble_outputs",
@@ -164,11 +165,16 @@ def check_signature_frame(frame: object, genes: list[str]) -> pd.DataFrame:
         frame = pd.DataFrame(frame, columns=genes)
     if not isinstance(frame, pd.DataFrame):
         raise bad(f"expected a table of signatures x genes, got {type(frame).__name__}")
-    if len(frame) == 0:
-        raise bad("no signatures (0 rows)")
     missing = [g for g in genes if g not in frame.columns]
     if missing:
-        raise bad(f"{len(missing)} of {len(genes)} genes missing, e.g. {missing[:5]}")
+        shown = ", ".join(map(str, missing[:10])) + (", ..." if len(missing) > 10 else "")
+        if len(missing) == len(genes):  # e.g. unnamed columns, which MLflow's schema drops
+            raise bad(
+                f"none of the {len(genes)} genes given; columns must be gene symbols: {shown}"
+            )
+        raise bad(f"{len(missing)} of {len(genes)} genes missing: {shown}")
+    if len(frame) == 0:
+        raise bad("no signatures (0 rows)")
     try:
         values = frame[genes].astype(np.float64)
     except (TypeError, ValueError) as exc:
@@ -181,6 +187,17 @@ def check_signature_frame(frame: object, genes: list[str]) -> pd.DataFrame:
             f" gene {genes[col]!r}"
         )
     return values
+
+
+def gene_signature(genes: list[str], output: pd.DataFrame):
+    """The pyfunc's MLflow signature: one optional double column per gene (so MLflow's own
+    schema check lets a frame with missing genes through to :func:`check_signature_frame`,
+    which names them in one line instead of dumping data and schema), ``output``'s columns."""
+    from mlflow.models import ModelSignature, infer_signature
+    from mlflow.types import ColSpec, Schema
+
+    inputs = Schema([ColSpec("double", gene, required=False) for gene in genes])
+    return ModelSignature(inputs=inputs, outputs=infer_signature(output).inputs)
 
 
 def log_ensemble(
@@ -255,6 +272,7 @@ def log_ensemble(
                     python_model=EnsemblePyfunc(),
                     artifacts={"ensemble": str(model_dir)},
                     input_example=example,
+                    signature=gene_signature(encoders.pca.genes, model.embed(example)),
                     pip_requirements=["deeppert", "torch==2.13.0"],
                 )
         name = ensemble_model_name(dataset)

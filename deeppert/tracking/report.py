@@ -3,11 +3,13 @@
 Once a sweep finishes (and again on every resume) :func:`log_sweep_report` reads the
 sweep's FINISHED trial runs back from the server and logs, on the parent run:
 
-- summary metrics ``<stat>/<dataset>/<MODEL>_d<dim>`` for stat in ``r2_genes_best``,
-  ``r2_genes_mean``, ``r2_genes_sd`` (held-out gene-space R^2 over runs) and
-  ``seed_agreement`` (best-match |r| of latent nodes between runs), the linear baselines as
-  ``r2_genes/<dataset>/<PCA|ICA>_d<dim>``, and ``best_r2_genes`` with tag
-  ``deeppert.best_shape`` for the best (dataset, model, dim) by mean R^2;
+- summary metrics ``<name>/<dataset>/<MODEL>_d<dim>``, named for what they hold
+  (:data:`METRICS`): held-out gene-space R^2 of the shape's best run, its mean and sd over
+  runs, the seed agreement (best-match |r| of latent nodes between runs), the linear
+  baselines' held-out R^2, and per dataset the best baseline's R^2 minus the best model's;
+  ``heldout_r2_best_shape_mean`` with tag ``deeppert.best_shape`` for the best (dataset,
+  model, dim) by mean R^2, and tag ``deeppert.baseline_beats_models`` (``true`` when a linear
+  baseline beats every model on a dataset: said first in the summary too);
 - figures under ``report/`` (R^2 against latent dim with error bars and baselines, final
   loss per trial, seed agreement per shape), each also logged as an MLflow image so the run's
   charts show it;
@@ -40,6 +42,9 @@ __all__ = [
     "summarise",
     "seed_agreement",
     "baseline_table",
+    "baseline_versus_models",
+    "baseline_lines",
+    "METRICS",
     "summary_markdown",
     "report_figures",
     "log_sweep_report",
@@ -50,6 +55,17 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 BASELINES = ("PCA", "ICA")
+
+#: Parent-run metric name prefixes (each chart in the MLflow UI is titled by its name).
+METRICS = {
+    "r2_genes_best": "heldout_r2_best_run",
+    "r2_genes_mean": "heldout_r2_mean_over_runs",
+    "r2_genes_sd": "heldout_r2_sd_over_runs",
+    "seed_agreement": "seed_agreement_best_match_abs_r",
+    "baseline": "heldout_r2_linear_baseline",
+    "margin": "heldout_r2_best_baseline_minus_best_model",
+    "best": "heldout_r2_best_shape_mean",
+}
 
 
 @dataclass
@@ -67,6 +83,54 @@ class SweepReport:
     def best(self) -> pd.Series:
         """The (dataset, model, dim) row with the highest mean held-out gene-space R^2."""
         return self.summary.loc[self.summary["r2_genes_mean"].idxmax()]
+
+    def baseline_versus_models(self) -> pd.DataFrame:
+        """:func:`baseline_versus_models` of this sweep's trials and baselines."""
+        return baseline_versus_models(self.trials, self.baselines)
+
+
+def baseline_versus_models(trials: pd.DataFrame, baselines: pd.DataFrame) -> pd.DataFrame:
+    """Per dataset with baselines: the best model shape by mean held-out R^2 over its runs
+    (``trials``: dataset, model, latent_dim, r2_genes, one row per run) against the best
+    linear baseline (``baselines``: same columns); ``margin`` = baseline R^2 - model R^2 and
+    ``wins`` when the baseline is at least as good."""
+    keys = ["dataset", "model", "latent_dim"]
+    models = trials.dropna(subset=["r2_genes"]).groupby(keys, as_index=False)
+    models = models.agg(runs=("r2_genes", "count"), r2=("r2_genes", "mean"))
+    rows = []
+    for dataset, base in baselines.dropna(subset=["r2_genes"]).groupby("dataset"):
+        shapes = models[models["dataset"] == dataset]
+        if not len(shapes):
+            continue
+        m = shapes.loc[shapes["r2"].idxmax()]
+        b = base.loc[base["r2_genes"].idxmax()]
+        margin = float(b["r2_genes"] - m["r2"])
+        rows.append(
+            {
+                "dataset": dataset,
+                "model": f"{m['model']} d{m['latent_dim']}",
+                "model_r2": float(m["r2"]),
+                "runs": int(m["runs"]),
+                "baseline": f"{b['model']} d{b['latent_dim']}",
+                "baseline_r2": float(b["r2_genes"]),
+                "margin": margin,
+                "wins": margin >= 0,
+            }
+        )
+    columns = ["dataset", "model", "model_r2", "runs", "baseline", "baseline_r2", "margin"]
+    return pd.DataFrame(rows, columns=[*columns, "wins"])
+
+
+def baseline_lines(versus: pd.DataFrame) -> list[str]:
+    """One plain sentence per dataset of :func:`baseline_versus_models` where a linear
+    baseline beats every model."""
+    return [
+        f"On {r.dataset}, the linear baseline {r.baseline} (held-out R² {r.baseline_r2:.3f}) "
+        f"beats every model: the best, {r.model}, reaches {r.model_r2:.3f} (mean of {r.runs} "
+        f"run{'s' if r.runs != 1 else ''})."
+        for r in versus.itertuples()
+        if r.wins
+    ]
 
 
 def trial_table(runs) -> pd.DataFrame:
@@ -155,7 +219,9 @@ def baseline_table(config: ExperimentConfig, datasets: list[str]) -> pd.DataFram
 def summary_markdown(report: SweepReport, title: str) -> str:
     """A short markdown summary: the best shape, then one table row per shape."""
     best = report.best
+    verdict = [f"**{line}**" for line in baseline_lines(report.baseline_versus_models())]
     lines = [
+        *[part for line in verdict for part in (line, "")],
         f"**{title}**: {len(report.trials)} trial runs. Best by mean held-out gene-space R^2: "
         f"**{best['model']} d{best['latent_dim']}** on {best['dataset']} "
         f"({best['r2_genes_mean']:.3f} ± {_fmt(best['r2_genes_sd'])} over {best['runs']} runs).",
@@ -177,7 +243,10 @@ def summary_markdown(report: SweepReport, title: str) -> str:
     lines += [
         "",
         "R² is gene-space reconstruction of the held-out signatures; seed agreement is the mean "
-        "best-match |r| of latent nodes between runs (1 = the same nodes). Figures: `report/`.",
+        "best-match |r| of latent nodes between runs (1 = the same nodes). Figures: `report/`. "
+        f"Metrics: `{METRICS['r2_genes_mean']}/<cell line>/<MODEL>_d<dim>` and alike, "
+        f"`{METRICS['baseline']}/...` for the baselines, "
+        f"`{METRICS['margin']}/<cell line>` (> 0: a baseline wins).",
     ]
     return "\n".join(lines) + "\n"
 
@@ -340,18 +409,23 @@ def log_sweep_report(ctx, config: ExperimentConfig) -> SweepReport | None:
         for stat in ("r2_genes_best", "r2_genes_mean", "r2_genes_sd", "seed_agreement"):
             value = getattr(row, stat)
             if value is not None and np.isfinite(value):
-                metrics.append(Metric(f"{stat}/{shape}", float(value), stamp, 0))
+                metrics.append(Metric(f"{METRICS[stat]}/{shape}", float(value), stamp, 0))
     for row in report.baselines.itertuples():
         shape = f"{row.dataset}/{row.model}_d{row.latent_dim}"
-        metrics.append(Metric(f"r2_genes/{shape}", float(row.r2_genes), stamp, 0))
+        metrics.append(Metric(f"{METRICS['baseline']}/{shape}", float(row.r2_genes), stamp, 0))
+    versus = report.baseline_versus_models()
+    for row in versus.itertuples():
+        metrics.append(Metric(f"{METRICS['margin']}/{row.dataset}", row.margin, stamp, 0))
     best = report.best
-    metrics.append(Metric("best_r2_genes", float(best["r2_genes_mean"]), stamp, 0))
+    metrics.append(Metric(METRICS["best"], float(best["r2_genes_mean"]), stamp, 0))
     metrics.append(Metric("finished_trials", float(len(report.trials)), stamp, 0))
     for start in range(0, len(metrics), 1000):  # log_batch takes at most 1000 metrics
         client.log_batch(run_id, metrics=metrics[start : start + 1000])
     client.set_tag(
         run_id, TAGS.best_shape, f"{best['dataset']}/{best['model']}/d{best['latent_dim']}"
     )
+    if len(versus):
+        client.set_tag(run_id, TAGS.baseline_beats_models, str(bool(versus["wins"].any())).lower())
     markdown = summary_markdown(report, f"Sweep {ctx.sweep}")
     client.set_tag(run_id, MLFLOW_RUN_NOTE, markdown)
     client.log_text(run_id, markdown, "report/summary.md")
@@ -367,6 +441,8 @@ def log_sweep_report(ctx, config: ExperimentConfig) -> SweepReport | None:
         ctx.sweep, run_id, best["model"], best["latent_dim"], best["r2_genes_mean"],
         ui_url(uri, ctx.experiment_id, run_id),
     )  # fmt: skip
+    for line in baseline_lines(versus):
+        log.warning("sweep %s: %s", ctx.sweep, line)
     return report
 
 

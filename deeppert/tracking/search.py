@@ -46,7 +46,8 @@ class SearchContext:
 
 
 def open_search(config: ExperimentConfig) -> SearchContext:
-    """Start the search's parent run (a new one per invocation: searches are not resumed)."""
+    """Start the search's parent run (a new one per invocation: searches are not resumed),
+    named ``search <config name> <ASHA|FIFO>`` so runs of either scheduler tell apart."""
     uri = config.tracking.uri
     check_server(uri)
     experiment_id = get_or_create_experiment(uri, config.tracking.experiment)
@@ -60,7 +61,7 @@ def open_search(config: ExperimentConfig) -> SearchContext:
     parent = start_run(
         uri,
         experiment_id,
-        run_name=f"search {config.name}",
+        run_name=f"search {config.name} {config.search.scheduler.upper()}",
         tags={
             TAGS.role: "search",
             TAGS.sweep: name,

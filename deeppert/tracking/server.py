@@ -37,7 +37,6 @@ from typing import Any, Literal, get_args
 import requests
 
 from deeppert.errors import DeeppertError
-from deeppert.tracking.client import MLFLOW_DEFAULTS
 
 __all__ = [
     "ADMIN_PASSWORD_ENV",
@@ -414,6 +413,8 @@ class TrackingServer:
 
     # -- helpers ----------------------------------------------------------------------
     def _server_env(self) -> dict[str, str]:
+        from deeppert.tracking.client import MLFLOW_DEFAULTS  # pandas: not for --help
+
         env = {**MLFLOW_DEFAULTS, **self._base_env}
         # The job executor (huey workers for GenAI scorers) is not used here; on small
         # machines it only costs processes.
