@@ -80,12 +80,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def ensemble_config(run_dir: Path, args: argparse.Namespace) -> EnsembleConfig:
     """The run's ``ensemble`` config section with the flags that were given on top."""
+    from deeppert.atomic import read_json
     from deeppert.config import build_dataclass
 
     raw: dict = {}
     path = run_dir / "config.json"
     if path.is_file():
-        raw = dict(json.loads(path.read_text()).get("experiment", {}).get("ensemble") or {})
+        raw = dict(read_json(path).get("experiment", {}).get("ensemble") or {})
     raw.update({k: getattr(args, k) for k in _FLAGS if getattr(args, k, None) is not None})
     return build_dataclass(EnsembleConfig, raw, "ensemble")
 
@@ -131,12 +132,13 @@ def run_ensemble(args: argparse.Namespace) -> int:
 
 def _check_replace(folder: Path, method: str, force: bool) -> None:
     """Refuse to replace an ensemble of another method unless ``force``."""
+    from deeppert.atomic import read_json
     from deeppert.errors import DeeppertError
 
     summary = folder / "summary.json"
     if force or not summary.is_file():
         return
-    old = json.loads(summary.read_text()).get("method")
+    old = read_json(summary).get("method")
     if old != method:
         raise DeeppertError(
             f"{folder} holds a {old} ensemble; --method {method} would replace it: "
