@@ -35,6 +35,7 @@ from deeppert.ensemble import (
 )
 from deeppert.errors import DeeppertError
 from deeppert.preprocess import PCAModel
+from deeppert.program_baselines import ProgramComparison, compare_programs
 
 log = logging.getLogger(__name__)
 
@@ -215,6 +216,7 @@ class EnsembleStep:
     ensemble: Ensemble
     stability: dict
     warnings: list[str] = field(default_factory=list)
+    baselines: ProgramComparison | None = None
 
     @property
     def selection(self) -> pd.DataFrame | None:
@@ -232,6 +234,7 @@ class EnsembleStep:
             "weights": ens.weights,
             "loadings": ens.loadings,
             "embedding": ens.embedding,
+            "baselines": None if self.baselines is None else self.baselines.table,
         }
         return {k: v for k, v in tables.items() if v is not None}
 
@@ -254,6 +257,9 @@ class EnsembleStep:
                 k: self.stability.get(k) for k in ("ensemble_median", "single_median", "skipped")
             },
             "warnings": list(self.warnings),
+            "baselines": None
+            if self.baselines is None
+            else self.baselines.table.to_dict(orient="records"),
             "cluster_sizes": ens.sizes.to_dict(),
             "config": ens.config.to_dict(),
         }
@@ -290,6 +296,13 @@ class EnsembleStep:
             )
         else:
             lines.append(f"stability: skipped ({st.get('skipped', 'not computed')})")
+        if self.baselines is not None:
+            for row in self.baselines.table.itertuples():
+                stab = row.split_half_stability
+                lines.append(
+                    f"{row.method:>8} at L = {row.L}: held-out R^2 {row.heldout_r2:.3f}, "
+                    f"split-half stability {'n/a' if stab is None or stab != stab else f'{stab:.2f}'}"
+                )
         lines += [f"WARNING: {w}" for w in self.warnings]
         return lines
 
@@ -377,9 +390,16 @@ def ensemble_step(
         except DeeppertError as exc:  # the ensemble of a half failed: nothing recurs there
             report = {"skipped": f"no ensemble of half the runs: {exc}", "failed": True}
     warnings = ensemble_warnings(ens, report)
+    comparison = None
+    if x_pca is not None and pca is not None and ens.loadings is not None:
+        comparison = compare_programs(
+            x_pca, pca, ens.loadings, ensemble_stability=report.get("ensemble_median")
+        )
+        if comparison.ensemble_worse:
+            warnings.append(comparison.verdict)
     for w in warnings:
         log.warning("ensemble: %s", w)
-    return EnsembleStep(ens, report, warnings)
+    return EnsembleStep(ens, report, warnings, comparison)
 
 
 def plot_selection(curve: pd.DataFrame, path: str | Path) -> Path:

@@ -554,6 +554,11 @@ def test_cli_consensus_writes_curve_and_a_model_that_embeds(tmp_path, capsys):
     assert {"L", "stability", "error", "chosen"} <= set(curve.columns)
     assert curve["chosen"].sum() == 1 and (out / "selection.png").is_file()
     assert (out / "model" / "rotations.npz").is_file()
+    # the linear programs of the same matrix at the same L, beside the ensemble
+    base = pd.read_parquet(out / "program_baselines.parquet")
+    assert list(base["method"]) == ["ensemble", "PCA", "FastICA", "NMF"]
+    assert (base["L"] == base["L"].iloc[0]).all() and (out / "program_baselines.png").is_file()
+    assert base["heldout_r2"].between(0, 1).all()
     stability = json.loads((out / "stability.json").read_text())
     assert stability["config"]["method"] == "consensus"  # stability on the same clustering
     model = EnsembleModel.load(out / "model")

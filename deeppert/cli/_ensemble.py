@@ -124,6 +124,10 @@ def run_ensemble(args: argparse.Namespace) -> int:
             plot_selection(step.selection, tmp / "selection.png")
         model.save(tmp / "model")
         _plots(ens, step.stability, tmp)
+        if step.baselines is not None:
+            from deeppert.program_baselines import comparison_figure
+
+            comparison_figure(step.baselines).savefig(tmp / "program_baselines.png", dpi=120)
     print(f"wrote {run_dir / 'ensemble'} ({config.method})")
     for line in step.report():
         print(f"  {line}")

@@ -100,6 +100,9 @@ class ARTIFACTS:
     ensemble_weights = "ensemble_weights.parquet"  # gene importances (>= 0): downstream input
     ensemble_loadings = "ensemble_loadings.parquet"  # signed gene loadings, beside them
     ensemble_embedding = "ensemble_embedding.parquet"
+    # PCA, FastICA and NMF programs at the ensemble's L beside the ensemble: split-half
+    # stability and held-out R^2 (deeppert.program_baselines), + program_baselines.png
+    program_baselines = "program_baselines.parquet"
     stability = "stability.json"
     selection = "selection.parquet"  # consensus mode: the L-selection curve (+ selection.png)
     ensemble_model = "ensemble"  # logged pyfunc model
@@ -128,6 +131,7 @@ ENSEMBLE_TABLES = {
     "weights": ARTIFACTS.ensemble_weights,
     "loadings": ARTIFACTS.ensemble_loadings,
     "embedding": ARTIFACTS.ensemble_embedding,
+    "baselines": ARTIFACTS.program_baselines,
 }
 
 ENSEMBLE_ALIAS = "current"  # MLflow reserves "latest"

@@ -263,6 +263,12 @@ def log_ensemble(
             )
             client.log_artifact(run_id, str(Path(tmp) / ARTIFACTS.stability))
             log_ensemble_figures(uri, run_id, ensemble, stability)
+            if step.baselines is not None:
+                from deeppert.program_baselines import comparison_figure
+
+                client.log_figure(
+                    run_id, comparison_figure(step.baselines), "program_baselines.png"
+                )
             model_dir = model.save(Path(tmp) / "ensemble_model")
             example = pd.DataFrame(encoders.pca.mean[None, :], columns=encoders.pca.genes)
             # pyfunc.log_model has no run_id argument: resume the run fluently.
