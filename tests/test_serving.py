@@ -77,6 +77,8 @@ def test_check_signature_frame_names_the_problem():
         "no signatures (0 rows)": good.iloc[:0],
         "none of the 3 genes given; columns must be gene symbols: g1, g2, g3": pd.DataFrame(),
         "must be numbers": good.assign(g1="x"),
+        "1 column name(s) given more than once: g1": pd.concat([good, good[["g1"]]], axis=1),
+        "1 values beyond +-1.8e+19": good.assign(g3=1e308),
     }
     for message, bad in cases.items():
         with pytest.raises(MlflowException, match=None) as info:

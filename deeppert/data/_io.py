@@ -591,7 +591,7 @@ def _choose_ids(
 
 #: The largest magnitude a signature value may have: its square is still finite in float32,
 #: the training dtype, so losses and variances cannot overflow.
-_MAX_VALUE = float(np.sqrt(np.finfo(np.float32).max))
+MAX_SIGNATURE_VALUE = float(np.sqrt(np.finfo(np.float32).max))
 
 
 def _numeric(
@@ -623,13 +623,13 @@ def _numeric(
         raise DeeppertError(
             f"{source}: infinite value {values[r, c]} in gene column {names[c]!r} at row {r} (id {ids[r]!r})"
         )
-    huge = np.abs(values) > _MAX_VALUE
+    huge = np.abs(values) > MAX_SIGNATURE_VALUE
     if huge.any():
         r, c = np.argwhere(huge)[0]
         raise DeeppertError(
             f"{source}: value {values[r, c]:g} in gene column {names[c]!r} at row {r} "
             f"(id {ids[r]!r}) is out of range ({int(huge.sum())} value(s) beyond "
-            f"+-{_MAX_VALUE:.1e}, where squares overflow in training); signatures are "
+            f"+-{MAX_SIGNATURE_VALUE:.1e}, where squares overflow in training); signatures are "
             "expected on a z-score or log-fold-change scale"
         )
     nan = np.isnan(values)

@@ -156,6 +156,8 @@ def check_signature_frame(frame: object, genes: list[str]) -> pd.DataFrame:
     import numpy as np
     from mlflow.exceptions import MlflowException
 
+    from deeppert.data._io import MAX_SIGNATURE_VALUE
+
     def bad(message: str) -> MlflowException:
         return MlflowException.invalid_parameter_value(f"ensemble input: {message}")
 
@@ -165,6 +167,10 @@ def check_signature_frame(frame: object, genes: list[str]) -> pd.DataFrame:
         frame = pd.DataFrame(frame, columns=genes)
     if not isinstance(frame, pd.DataFrame):
         raise bad(f"expected a table of signatures x genes, got {type(frame).__name__}")
+    repeated = frame.columns[frame.columns.duplicated()].unique()
+    if len(repeated):
+        shown = ", ".join(map(str, repeated[:10])) + (", ..." if len(repeated) > 10 else "")
+        raise bad(f"{len(repeated)} column name(s) given more than once: {shown}")
     missing = [g for g in genes if g not in frame.columns]
     if missing:
         shown = ", ".join(map(str, missing[:10])) + (", ..." if len(missing) > 10 else "")
@@ -185,6 +191,13 @@ def check_signature_frame(frame: object, genes: list[str]) -> pd.DataFrame:
         raise bad(
             f"{int((~finite).sum())} non-finite values (NaN/inf), first at row {values.index[row]!r},"
             f" gene {genes[col]!r}"
+        )
+    too_large = np.abs(values.to_numpy()) > MAX_SIGNATURE_VALUE
+    if too_large.any():
+        row, col = np.argwhere(too_large)[0]
+        raise bad(
+            f"{int(too_large.sum())} values beyond +-{MAX_SIGNATURE_VALUE:.1e} (the largest the "
+            f"models compute with), first at row {values.index[row]!r}, gene {genes[col]!r}"
         )
     return values
 
