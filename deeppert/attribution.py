@@ -519,6 +519,25 @@ class GeneAttribution:
         )
 
 
+def _pca_map(
+    pca, x: torch.Tensor, dtype: torch.dtype, genes: list[str] | None
+) -> tuple[torch.Tensor, list[str]]:
+    """The PCA components (p x genes) as a tensor beside ``x``, checked against its p columns,
+    and the gene names (the PCA model's, or ``g0..`` for a bare components array)."""
+    comps = torch.as_tensor(_components(pca), dtype=dtype, device=x.device)
+    if comps.shape[0] != x.shape[1]:
+        raise DeeppertError(
+            f"inputs have {x.shape[1]} PCA scores, PCA has {comps.shape[0]} components"
+        )
+    if genes is None:
+        genes = (
+            list(pca.genes)
+            if isinstance(pca, PCAModel)
+            else [f"g{j}" for j in range(comps.shape[1])]
+        )
+    return comps, list(genes)
+
+
 def attribute_genes(
     model: PerturbationAutoencoder | TrainedModels,
     inputs: torch.Tensor | np.ndarray,
@@ -539,17 +558,7 @@ def attribute_genes(
     if not isinstance(module, PerturbationAutoencoder):
         raise DeeppertError("attribute_genes needs a PerturbationAutoencoder or TrainedModels")
     x, x0 = _as_inputs(model, inputs, baselines)
-    comps = torch.as_tensor(_components(pca), dtype=x.dtype, device=x.device)
-    if comps.shape[0] != x.shape[1]:
-        raise DeeppertError(
-            f"inputs have {x.shape[1]} PCA scores, PCA has {comps.shape[0]} components"
-        )
-    if genes is None:
-        genes = (
-            list(pca.genes)
-            if isinstance(pca, PCAModel)
-            else [f"g{j}" for j in range(comps.shape[1])]
-        )
+    comps, genes = _pca_map(pca, x, x.dtype, genes)
     R, n = module.replicas, x.shape[0]
     d = module.config.latent_dim
     if config.algorithm == "captum":  # captum: not streamed, small inputs only
@@ -697,17 +706,7 @@ def attribute_rotated_components(
             "algorithm = captum is for tests of single nodes"
         )
     x, x0 = _as_inputs(model, inputs, baselines)
-    comps = torch.as_tensor(_components(pca), dtype=torch.float64, device=x.device)
-    if comps.shape[0] != x.shape[1]:
-        raise DeeppertError(
-            f"inputs have {x.shape[1]} PCA scores, PCA has {comps.shape[0]} components"
-        )
-    if genes is None:
-        genes = (
-            list(pca.genes)
-            if isinstance(pca, PCAModel)
-            else [f"g{j}" for j in range(comps.shape[1])]
-        )
+    comps, genes = _pca_map(pca, x, torch.float64, genes)
     maps = [torch.as_tensor(np.asarray(W), dtype=torch.float64, device=x.device) for W in maps]
     totals = [
         torch.zeros(W.shape[1], comps.shape[1], dtype=torch.float64, device=x.device) for W in maps
