@@ -277,3 +277,20 @@ def test_nonlinear_worlds_respond_with_the_planted_shapes():
         SynthConfig(module_size=10, module_overlap=10)
     with pytest.raises(DeeppertError, match="interaction needs"):
         SynthConfig(n_programs=1, interaction=True)
+
+
+def test_module_recovery_matches_modules_to_programs_one_to_one():
+    from deeppert.data.synthetic import module_recovery
+
+    genes = [f"g{i}" for i in range(12)]
+    membership = pd.DataFrame(False, index=genes, columns=["m0", "m1"])
+    membership.iloc[0:3, 0] = True
+    membership.iloc[3:6, 1] = True
+    weights = pd.DataFrame(0.0, index=["c0", "c1", "c2"], columns=genes)
+    weights.loc["c1", ["g0", "g1", "g2"]] = [-3.0, 2.0, 1.0]  # |w|: sign does not matter
+    weights.loc["c0", ["g3", "g4", "g9"]] = 1.0  # 2 of its top 3 in m1
+    weights.loc["c2", ["g3", "g4", "g5"]] = 0.5  # all 3 in m1: m1 takes c2 over c0
+    table = module_recovery(weights, membership)
+    assert list(table["program"]) == ["c1", "c2"]
+    assert table["precision"].tolist() == [1.0, 1.0]
+    assert table.attrs["matrix"].loc["m1", "c0"] == pytest.approx(2 / 3)

@@ -46,6 +46,7 @@ __all__ = [
     "write_synthetic",
     "TARGET_PAIR_FILES",
     "SHAPES",
+    "module_recovery",
 ]
 
 Activity = Literal["gaussian", "laplace", "student_t"]
@@ -459,4 +460,42 @@ def write_synthetic(data: SyntheticData, out_dir: str | os.PathLike) -> Path:
         (tmp / "target_pairs").mkdir()
         for name, table in data.target_tables.items():
             table.to_csv(tmp / "target_pairs" / name, sep="\t", index=False)
+    return out
+
+
+def module_recovery(weights: pd.DataFrame, membership: pd.DataFrame) -> pd.DataFrame:
+    """How well programs (rows of ``weights``, programs x genes) recover planted modules.
+
+    For every planted module (a column of ``membership``, genes x modules, bool) and program:
+    the top-k precision of the program's ``|weight|``, k = the module's size. Modules and
+    programs are matched one-to-one (Hungarian, maximising precision); the frame has one row
+    per module with its matched ``program`` (None when there are fewer programs) and
+    ``precision``, and the full module x program precision matrix as ``attrs["matrix"]``.
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    genes = [g for g in membership.index if g in weights.columns]
+    if not genes:
+        raise DeeppertError("the programs share no gene with the planted modules")
+    member = membership.loc[genes].to_numpy(dtype=bool)  # genes x modules
+    w = np.abs(weights[genes].to_numpy(dtype=np.float64))  # programs x genes
+    order = np.argsort(-w, axis=1, kind="stable")
+    precision = np.zeros((member.shape[1], len(w)))
+    for m in range(member.shape[1]):
+        k = int(member[:, m].sum())
+        precision[m] = member[order[:, :k], m].mean(1) if k else 0.0
+    rows, cols = linear_sum_assignment(-precision)
+    matched = dict(zip(rows, cols, strict=True))
+    out = pd.DataFrame(
+        {
+            "module": list(membership.columns),
+            "program": [
+                weights.index[matched[m]] if m in matched else None for m in range(member.shape[1])
+            ],
+            "precision": [
+                precision[m, matched[m]] if m in matched else 0.0 for m in range(member.shape[1])
+            ],
+        }
+    )
+    out.attrs["matrix"] = pd.DataFrame(precision, index=membership.columns, columns=weights.index)
     return out
