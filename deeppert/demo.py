@@ -188,8 +188,6 @@ def _deeppert_command() -> str:
 def _log_recovery(uri: str, out: Path) -> None:
     """Planted modules against the registered ensemble's gene importances: matched top-k
     precision printed, and a module x program figure logged on the ensemble run."""
-    from matplotlib.figure import Figure
-
     from deeppert.data.synthetic import module_recovery
     from deeppert.tracking.contract import ENSEMBLE_ALIAS
     from deeppert.tracking.registry import ensemble_model_name, load_ensemble_outputs
@@ -197,28 +195,40 @@ def _log_recovery(uri: str, out: Path) -> None:
     outputs = load_ensemble_outputs(uri, f"{ensemble_model_name('SYN1')}@{ENSEMBLE_ALIAS}")
     membership = pd.read_parquet(out / "synth" / "ground_truth" / "module_membership.parquet")
     table = module_recovery(outputs.weights, membership)
-    matrix = table.attrs["matrix"]
-    fig = Figure(figsize=(1.2 + 0.45 * matrix.shape[1], 1.2 + 0.45 * matrix.shape[0]))
-    ax = fig.subplots()
-    im = ax.imshow(matrix.to_numpy(), vmin=0, vmax=1, cmap="viridis", aspect="auto")
-    for m, row in table.iterrows():
-        if row["program"] is not None:
-            c = list(matrix.columns).index(row["program"])
-            ax.text(c, m, f"{row['precision']:.2f}", ha="center", va="center", color="w")
-    ax.set_xticks(range(matrix.shape[1]), [str(c).removeprefix("cluster_") for c in matrix.columns])
-    ax.set_yticks(range(matrix.shape[0]), [str(m) for m in matrix.index])
-    ax.set_xlabel("ensemble program (gene importance)")
-    ax.set_ylabel("planted module")
+    fig = _recovery_figure(table)
     mean = float(table["precision"].mean())
-    ax.set_title(f"planted vs recovered: matched top-k precision {mean:.2f}", fontsize=9)
-    fig.colorbar(im, ax=ax, label="top-k precision")
-    fig.tight_layout()
     client = tracking_client(uri)
     run_id = outputs.version.run_id
     client.log_figure(run_id, fig, "planted_vs_recovered.png")
     client.log_metric(run_id, "planted_module_precision", mean)
     print("\n== planted modules vs the ensemble's programs (matched top-k precision) ==")
     print(table.round(3).to_string(index=False))
+
+
+def _recovery_figure(table: pd.DataFrame):
+    """Module x program top-k precision (``module_recovery``), matched pairs annotated."""
+    from matplotlib.figure import Figure
+
+    matrix = table.attrs["matrix"]
+    fig = Figure(figsize=(max(4.8, 1.6 + 0.45 * matrix.shape[1]), 1.4 + 0.45 * matrix.shape[0]))
+    ax = fig.subplots()
+    im = ax.imshow(matrix.to_numpy(), vmin=0, vmax=1, cmap="viridis", aspect="auto")
+    for m, row in table.iterrows():
+        if row["program"] is not None:
+            c = list(matrix.columns).index(row["program"])
+            color = "k" if row["precision"] > 0.5 else "w"  # legible on viridis
+            ax.text(c, m, f"{row['precision']:.2f}", ha="center", va="center", color=color)
+    ax.set_xticks(range(matrix.shape[1]), [str(c).removeprefix("cluster_") for c in matrix.columns])
+    ax.set_yticks(range(matrix.shape[0]), [str(m) for m in matrix.index])
+    ax.set_xlabel("ensemble program (gene importance)")
+    ax.set_ylabel("planted module")
+    ax.set_title(
+        f"planted vs recovered: matched top-k precision {float(table['precision'].mean()):.2f}",
+        fontsize=9,
+    )
+    fig.colorbar(im, ax=ax, label="top-k precision")
+    fig.tight_layout()
+    return fig
 
 
 def _print_where_to_look(out: Path, port: int, experiment: str, seconds: float) -> None:
