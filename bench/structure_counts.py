@@ -9,7 +9,8 @@ Prints, from the source tree (AST, no imports):
 - calls of ``tracking_client(...)`` in production code (``deeppert/``, ``ray_jobs/``);
 - connect-prologue sites: production functions outside ``deeppert/tracking/client.py`` and
   ``session.py`` that call ``get_or_create_experiment``, or ``check_server`` without a
-  ``timeout=`` (the quick liveness probes, ``timeout=3.0``, are counted apart).
+  ``timeout=`` (the quick liveness probes, ``timeout=3.0``, are counted apart), and the
+  sites that connect a ``TrackingSession`` instead (``TrackingSession(...).connect()``).
 """
 
 from __future__ import annotations
@@ -38,6 +39,15 @@ def _is_connect(call: ast.Call) -> bool:
     return name == "check_server" and not any(k.arg == "timeout" for k in call.keywords)
 
 
+def _is_session_connect(call: ast.Call) -> bool:
+    """``TrackingSession(...).connect(...)`` or ``TrackingSession.for_uri(...).connect(...)``."""
+    func = call.func
+    if not (isinstance(func, ast.Attribute) and func.attr == "connect"):
+        return False
+    made = func.value
+    return isinstance(made, ast.Call) and "TrackingSession" in ast.unparse(made.func)
+
+
 def _public_functions(tree: ast.Module) -> list[ast.FunctionDef]:
     out = []
     for node in tree.body:
@@ -58,7 +68,7 @@ def counts() -> dict:
             public += 1
             if path.stem != "server" and _first_param(func) in URI_NAMES:
                 uri_first.append(f"{path.stem}.{func.name}")
-    client_calls, prologue, probes = 0, [], []
+    client_calls, prologue, probes, connects = 0, [], [], []
     files = sorted((ROOT / "deeppert").rglob("*.py")) + sorted((ROOT / "ray_jobs").glob("*.py"))
     for path in files:
         rel = path.relative_to(ROOT).as_posix()
@@ -75,6 +85,8 @@ def counts() -> dict:
             if any(isinstance(c, ast.FunctionDef) and c is not node for c in ast.walk(node)):
                 continue  # counted at the innermost function
             site = f"{rel}:{node.name}"
+            if any(_is_session_connect(c) for c in calls):
+                connects.append(site)
             if any(_is_connect(c) for c in calls):
                 prologue.append(site)
             elif any(_called_name(c) == "check_server" for c in calls):
@@ -88,6 +100,8 @@ def counts() -> dict:
         "prologue": prologue,
         "probe_sites": len(probes),
         "probes": probes,
+        "session_connect_sites": len(connects),
+        "session_connects": connects,
     }
 
 
