@@ -129,6 +129,24 @@ def _trainable(
     tune.report({**metrics, "done": 1})
 
 
+def trial_name(trial: dict) -> str:
+    """What a planned trial holds, for Tune's progress table and folders:
+    ``<dataset>_<MODEL>_d<dim>_runs<first>-<last>`` (``run<r>`` for one run, ``runs0,2,5`` for
+    runs that are not consecutive)."""
+    runs = list(trial["runs"])
+    if len(runs) == 1:
+        which = f"run{runs[0]}"
+    elif runs == list(range(runs[0], runs[-1] + 1)):
+        which = f"runs{runs[0]}-{runs[-1]}"
+    else:
+        which = "runs" + ",".join(map(str, runs))
+    return f"{trial['dataset']}_{trial['model']}_d{trial['latent_dim']}_{which}"
+
+
+def _tune_trial_name(trial) -> str:
+    return trial_name(trial.config["trial"])
+
+
 #: Result key of a trial that failed in a way no retry can fix (the cause, one line).
 FATAL_METRIC = "deeppert_fatal"
 
@@ -227,6 +245,8 @@ def _run_opened(
             # One actor process per trial would re-import torch + mlflow every time
             # (bench/bench_sweep.py); trials all ask for the same resources, so reuse them.
             reuse_actors=True,
+            trial_name_creator=_tune_trial_name,
+            trial_dirname_creator=_tune_trial_name,
         ),
         run_config=tune.RunConfig(
             name=f"{ctx.sweep}-{time.strftime('%Y%m%d-%H%M%S')}",

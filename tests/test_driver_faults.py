@@ -224,7 +224,9 @@ def test_refused_request_is_named_by_status_and_server_text(
     with pytest.raises(Exception) as caught:
         tracking_client(url).get_experiment_by_name("x")
     assert request_error(caught.value)[1] is retryable
-    assert (sweep_job._non_retryable(caught.value, url) is None) is retryable
+    assert (
+        sweep_job._non_retryable(caught.value, TrackingSession.for_uri(url)) is None
+    ) is retryable
 
 
 def test_unreachable_server_is_retryable_and_says_so():
@@ -236,7 +238,10 @@ def test_unreachable_server_is_retryable_and_says_so():
         MlflowException("API request to http://h:1/x failed with exception Max retries exceeded")
     )
     assert retryable and "after the retry budget" in line
-    assert sweep_job._non_retryable(DeeppertError("bad input"), "http://h:1") == "bad input"
+    assert (
+        sweep_job._non_retryable(DeeppertError("bad input"), TrackingSession.for_uri("http://h:1"))
+        == "bad input"
+    )
     assert request_error(ValueError("not a request")) is None
 
 

@@ -74,3 +74,12 @@ def test_claim_states() -> None:
         claim_state(run("RUNNING", worker="elsewhere:1", beat_age_s=None), CTX, now=NOW)[0]
         == ClaimState.stale
     )
+
+
+def test_tune_trials_are_named_for_what_they_train() -> None:
+    from ray_jobs.sweep import trial_name
+
+    trial = {"dataset": "A549", "model": "AE", "latent_dim": 10}
+    assert trial_name({**trial, "runs": list(range(20))}) == "A549_AE_d10_runs0-19"
+    assert trial_name({**trial, "runs": [3]}) == "A549_AE_d10_run3"
+    assert trial_name({**trial, "runs": [0, 2, 5]}) == "A549_AE_d10_runs0,2,5"
