@@ -2,7 +2,10 @@
 (the machine's, and a private cluster a test may restart).
 
 SIGTERM to pytest is turned into KeyboardInterrupt, so an interrupted run still runs every
-fixture's teardown and ``finally`` block, which end the processes the tests started.
+fixture's teardown and ``finally`` block, which end the processes the tests started. What a
+SIGKILLed run cannot end (Ray's agents ignore SIGTERM and outlive their driver) the reaper
+(tests/reaper.py) ends: a watcher that outlives the session and signals every process that
+inherited the session's token.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 SEED_DATA = REPO.parent / "shared" / "data" / "deeppert-seed"
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 LIFELINE = REPO / "deeppert" / "tracking" / "_lifeline.py"
+REAPER = pytest.StashKey[subprocess.Popen]()
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -31,6 +35,10 @@ def _interrupt(signum: int, frame: object) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     signal.signal(signal.SIGTERM, _interrupt)
+    if "PYTEST_XDIST_WORKER" not in os.environ:  # one reaper, in the controller, before workers
+        from reaper import start_reaper
+
+        config.stash[REAPER] = start_reaper()  # its pipe closes when this process ends
 
 
 @pytest.fixture(scope="module")

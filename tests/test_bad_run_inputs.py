@@ -189,6 +189,19 @@ def _model_config_not_json(tmp: Path, run: Path) -> tuple[list[str], Path]:
     return ["attribute", str(run), "--steps", "4"], run / "gene_weights"
 
 
+def _run_config_not_json(tmp: Path, run: Path) -> tuple[list[str], Path]:
+    (run / "config.json").write_text('{"experiment": ')
+    return ["ensemble", str(run), "--no-stability"], run / "ensemble"
+
+
+def _truncated_ensemble_weights(tmp: Path, run: Path) -> tuple[list[str], Path]:
+    assert main(["ensemble", str(run), "--no-stability", "--method", "gmeans"]) == 0
+    weights = run / "ensemble" / "ensemble_weights.parquet"
+    weights.write_bytes(weights.read_bytes()[:100])
+    out = tmp / "export.h5ad"
+    return ["export", str(run), "--h5ad", str(out)], out
+
+
 def _config_not_utf8(tmp: Path, run: Path) -> tuple[list[str], Path]:
     config = tmp / "latin1.yaml"
     config.write_bytes(CONFIG.replace("tiny", "caf\u00e9").encode("latin-1"))
@@ -211,6 +224,16 @@ DAMAGED = {
         _model_config_not_json,
         "attribute",
         ["config.json: not a readable JSON file"],
+    ),
+    "run config.json not JSON": (
+        _run_config_not_json,
+        "ensemble",
+        ["config.json: not a readable JSON file"],
+    ),
+    "truncated ensemble_weights.parquet": (
+        _truncated_ensemble_weights,
+        "export",
+        ["ensemble_weights.parquet: not a readable Parquet file"],
     ),
     "non-UTF-8 config": (_config_not_utf8, "train", ["latin1.yaml: not UTF-8 text (byte 0xe9"]),
 }

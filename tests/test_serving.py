@@ -89,9 +89,10 @@ def test_check_signature_frame_names_the_problem():
 
 @pytest.mark.slow
 @pytest.mark.mlflow
-def test_the_logged_signature_lets_missing_genes_reach_the_short_message(tmp_path: Path):
-    """MLflow enforces the pyfunc's signature before ``predict``: with every gene optional, a
-    request lacking genes gets the one-line message, not MLflow's dump of data and schema."""
+def test_the_logged_model_answers_bad_frames_with_the_short_message(tmp_path: Path):
+    """MLflow enforces an input schema before ``predict``; the logged model has none, so a
+    frame lacking genes or repeating one gets the one-line message, not MLflow's dump of data
+    and schema."""
     import mlflow.pyfunc
 
     prepared, model, _, _ = tiny_ensemble()
@@ -102,7 +103,7 @@ def test_the_logged_signature_lets_missing_genes_reach_the_short_message(tmp_pat
         tmp_path / "pyfunc",
         python_model=EnsemblePyfunc(),
         artifacts={"ensemble": str(tmp_path / "ensemble")},
-        signature=gene_signature(genes, model.embed(frame)),
+        signature=gene_signature(model.embed(frame)),
     )
     served = mlflow.pyfunc.load_model(str(tmp_path / "pyfunc"))
     expected = model.embed(frame)
@@ -111,6 +112,9 @@ def test_the_logged_signature_lets_missing_genes_reach_the_short_message(tmp_pat
         served.predict(frame.drop(columns=genes[:12]))
     shown = ", ".join(genes[:10])
     assert info.value.message == f"ensemble input: 12 of {len(genes)} genes missing: {shown}, ..."
+    with pytest.raises(MlflowException) as info:
+        served.predict(pd.concat([frame, frame[[genes[3]]]], axis=1))
+    assert info.value.message == f"ensemble input: 1 column name(s) given more than once: {genes[3]}"
 
 
 def _post(url: str, payload: str) -> tuple[int, dict]:
@@ -203,6 +207,13 @@ def test_mlflow_models_serve_answers_the_ensemble_embedding(tmp_path: Path):
                     {"dataframe_split": {"columns": genes, "data": [[1.0] * 10]}}
                 ),
                 "not a table": json.dumps({"inputs": "hello"}),
+                "duplicated column": json.dumps(
+                    {"dataframe_split": {"columns": [*genes, genes[0]],
+                                         "data": [[0.5] * (len(genes) + 1)]}}
+                ),
+                "1e308": json.dumps(
+                    {"dataframe_split": frame.assign(**{genes[2]: 1e308}).to_dict(orient="split")}
+                ),
             }
             for what, payload in bad.items():
                 status, body = _post(f"{base}/invocations", payload)
@@ -213,6 +224,11 @@ def test_mlflow_models_serve_answers_the_ensemble_embedding(tmp_path: Path):
                 assert body.get("message"), (what, body)
             status, body = _post(f"{base}/invocations", bad["NaN"])
             assert "non-finite" in body["message"] and genes[7] in body["message"]
+            status, body = _post(f"{base}/invocations", bad["duplicated column"])
+            assert body["message"].endswith(f"given more than once: {genes[0]}"), body["message"]
+            assert len(body["message"]) < 3000, body["message"][:300]
+            status, body = _post(f"{base}/invocations", bad["1e308"])
+            assert status == 400 and genes[2] in body["message"], body["message"][-300:]
             status, body = _post(f"{base}/invocations", bad["missing genes"])
             # the scoring server prefixes pandas' (truncated) repr of the data; the reason is
             # one line at the end, not MLflow's schema check listing all 978 columns (28 KB)

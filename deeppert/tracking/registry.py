@@ -206,15 +206,16 @@ def check_signature_frame(frame: object, genes: list[str]) -> pd.DataFrame:
     return values
 
 
-def gene_signature(genes: list[str], output: pd.DataFrame):
-    """The pyfunc's MLflow signature: one optional double column per gene (so MLflow's own
-    schema check lets a frame with missing genes through to :func:`check_signature_frame`,
-    which names them in one line instead of dumping data and schema), ``output``'s columns."""
-    from mlflow.models import ModelSignature, infer_signature
-    from mlflow.types import ColSpec, Schema
+def gene_signature(output: pd.DataFrame):
+    """The pyfunc's MLflow signature: ``output``'s columns, and no input schema.
 
-    inputs = Schema([ColSpec("double", gene, required=False) for gene in genes])
-    return ModelSignature(inputs=inputs, outputs=infer_signature(output).inputs)
+    MLflow enforces an input schema before ``predict`` and answers a frame it cannot match
+    (missing genes, a column given twice) with a dump of the data and all 978 columns;
+    without one, every request reaches :func:`check_signature_frame`, which names the problem
+    in one line. The genes the model reads are the PCA's genes, in the model's artifacts."""
+    from mlflow.models import ModelSignature, infer_signature
+
+    return ModelSignature(inputs=None, outputs=infer_signature(output).inputs)
 
 
 def log_ensemble(
@@ -293,7 +294,7 @@ def log_ensemble(
                     python_model=EnsemblePyfunc(),
                     artifacts={"ensemble": str(model_dir)},
                     input_example=example,
-                    signature=gene_signature(encoders.pca.genes, model.embed(example)),
+                    signature=gene_signature(model.embed(example)),
                     pip_requirements=["deeppert", "torch==2.13.0"],
                 )
         name = ensemble_model_name(dataset)
