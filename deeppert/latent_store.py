@@ -135,7 +135,7 @@ class LatentStore:
     def to_numpy(self, dtype: object = np.float64) -> np.ndarray:
         """Every column's values (n, columns): reads each model run once; the whole matrix is
         held (the gmeans mode needs it; the consensus mode asks for one run at a time)."""
-        out = np.empty(self.shape, dtype=dtype)
+        out = np.empty(self.shape, dtype=dtype, order="F")  # the layout pandas gives a block
         at = {c: j for j, c in enumerate(self.columns)}
         for key, cols in self.groups.items():
             out[:, [at[c] for c in cols]] = self.run(key)
