@@ -82,13 +82,13 @@ def run_loop(config) -> dict:
     for trial in plan:
         run_planned_trial(ctx, config, data, trial)
     trials_s = time.perf_counter() - t1
-    finish_run(ctx.tracking_uri, ctx.parent_run_id)
+    finish_run(ctx.session, ctx.parent_run_id)
     return {
         "trials": len(plan),
         "setup_s": setup_s,
         "trials_s": trials_s,
         "wall_s": setup_s + trials_s,
-        **child_runs(ctx.tracking_uri, ctx.experiment_id, ctx.parent_run_id),
+        **child_runs(ctx.session.uri, ctx.session.experiment_id, ctx.parent_run_id),
     }
 
 
@@ -110,12 +110,12 @@ def run_tune(config, storage: str) -> dict:
     ctx = open_sweep(config)  # same parent again, to read its children
     from deeppert.tracking.client import finish_run
 
-    finish_run(ctx.tracking_uri, ctx.parent_run_id)
+    finish_run(ctx.session, ctx.parent_run_id)
     return {
         "trials": len(table),
         "ray_init_s": init_s,
         "wall_s": sweep_s,
-        **child_runs(ctx.tracking_uri, ctx.experiment_id, ctx.parent_run_id),
+        **child_runs(ctx.session.uri, ctx.session.experiment_id, ctx.parent_run_id),
     }
 
 

@@ -33,9 +33,10 @@ from deeppert.cluster import (
 from deeppert.config import load_config
 from deeppert.data.synthetic import SynthConfig, make_synthetic, write_synthetic
 from deeppert.errors import DeeppertError
-from deeppert.tracking.client import tracking_client, ui_url
+from deeppert.tracking.client import ui_url
 from deeppert.tracking.contract import ROLES, TAGS
 from deeppert.tracking.server import ServerConfig, TrackingServer, free_port
+from deeppert.tracking.session import TrackingSession
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "demo_out"
@@ -64,11 +65,9 @@ def _submit(cmd: list[str], *, env: dict, attempts: int = 20) -> None:
         time.sleep(5)
 
 
-def _summary(uri: str, experiment: str) -> pd.DataFrame:
-    client = tracking_client(uri)
-    exp = client.get_experiment_by_name(experiment)
-    runs = client.search_runs(
-        [exp.experiment_id],
+def _summary(session: TrackingSession) -> pd.DataFrame:
+    runs = session.client.search_runs(
+        [session.experiment_id],
         f"tags.`{TAGS.role}` = '{ROLES.trial}' and attributes.status = 'FINISHED'",
     )
     rows = [
@@ -119,8 +118,9 @@ def main(argv: list[str] | None = None) -> int:
         log.info("step 4/5: sweep, ensemble and target-combination jobs via `ray job submit`")
         _run_jobs(address, ["--config", str(job_config), "--tracking-uri", server.url], out)
         log.info("step 5/5: summary read back from MLflow")
-        _print_results(server.url, config.tracking.experiment, out)
-        _log_recovery(server.url, out)
+        session = TrackingSession.for_uri(server.url, config.tracking.experiment).connect()
+        _print_results(session, out)
+        _log_recovery(session, out)
     except (DeeppertError, subprocess.CalledProcessError) as exc:
         print(f"demo: error: {exc}", file=sys.stderr)
         return 1
@@ -162,9 +162,9 @@ def _run_jobs(address: str, common: list[str], out: Path) -> None:
         _submit(submit_command(address, ["python", f"ray_jobs/{job}.py", *common, *extra]), env=env)
 
 
-def _print_results(uri: str, experiment: str, out: Path) -> None:
+def _print_results(session: TrackingSession, out: Path) -> None:
     """Held-out R^2 per model read back from MLflow, and the target-combination match rates."""
-    table = _summary(uri, experiment)
+    table = _summary(session)
     stats = pd.read_csv(out / "targets" / "match_statistics.csv")
     significance = out / "targets" / "match_significance.csv"
     print("\n== held-out reconstruction R^2 per model (mean over runs) ==")
@@ -185,19 +185,19 @@ def _deeppert_command() -> str:
     return shlex.quote(relative if not relative.startswith("..") else str(script))
 
 
-def _log_recovery(uri: str, out: Path) -> None:
+def _log_recovery(session: TrackingSession, out: Path) -> None:
     """Planted modules against the registered ensemble's gene importances: matched top-k
     precision printed, and a module x program figure logged on the ensemble run."""
     from deeppert.data.synthetic import module_recovery
     from deeppert.tracking.contract import ENSEMBLE_ALIAS
     from deeppert.tracking.registry import ensemble_model_name, load_ensemble_outputs
 
-    outputs = load_ensemble_outputs(uri, f"{ensemble_model_name('SYN1')}@{ENSEMBLE_ALIAS}")
+    outputs = load_ensemble_outputs(session, f"{ensemble_model_name('SYN1')}@{ENSEMBLE_ALIAS}")
     membership = pd.read_parquet(out / "synth" / "ground_truth" / "module_membership.parquet")
     table = module_recovery(outputs.weights, membership)
     fig = _recovery_figure(table)
     mean = float(table["precision"].mean())
-    client = tracking_client(uri)
+    client = session.client
     run_id = outputs.version.run_id
     client.log_figure(run_id, fig, "planted_vs_recovered.png")
     client.log_metric(run_id, "planted_module_precision", mean)

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from deeppert.config import ExperimentConfig, load_config
 from deeppert.errors import DeeppertError
 from deeppert.interrupts import Terminated, interrupt_exit, terminate_raises
-from deeppert.tracking.client import configure_mlflow, request_error
+from deeppert.tracking.client import request_error
 
 __all__ = [
     "job_parser",
@@ -38,14 +38,14 @@ def job_parser(doc: str, *, config_required: bool = True) -> argparse.ArgumentPa
 
 def job_config(args: argparse.Namespace) -> ExperimentConfig:
     """The validated config of ``--config``, its tracking URI replaced by ``--tracking-uri``, else
-    by an exported ``MLFLOW_TRACKING_URI`` (as MLflow's own clients do); sets this process's
-    MLflow client settings from it (:func:`~deeppert.tracking.client.configure_mlflow`)."""
+    by an exported ``MLFLOW_TRACKING_URI`` (as MLflow's own clients do). The job's
+    :class:`~deeppert.tracking.session.TrackingSession` of ``config.tracking`` sets the
+    process's MLflow client settings when it connects."""
     config = load_config(args.config)
     uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
     if uri:
         tracking = dataclasses.replace(config.tracking, uri=uri)
         config = dataclasses.replace(config, tracking=tracking)
-    configure_mlflow(config.tracking)
     return config
 
 

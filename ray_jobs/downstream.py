@@ -62,16 +62,16 @@ def run_one(
     return kind, which, res
 
 
-def log_downstream_run(uri, experiment_id, outputs, kind, which, featurizer, result, eval_config):
-    """One MLflow run per task x feature set: lineage tags, Parquet scores, summary metrics."""
+def log_downstream_run(session, outputs, kind, which, featurizer, result, eval_config):
+    """One MLflow run per task x feature set in the connected ``session``'s experiment: lineage
+    tags, Parquet scores, summary metrics."""
     from deeppert.downstream import summarize
-    from deeppert.tracking.client import log_parquet, tracked_run, tracking_client
+    from deeppert.tracking.client import log_parquet, tracked_run
     from deeppert.tracking.contract import ARTIFACTS, ROLES, TAGS
     from deeppert.tracking.registry import lineage_tags
 
     with tracked_run(
-        uri,
-        experiment_id,
+        session,
         run_name=f"downstream {kind} {which} {featurizer.name}",
         tags={
             TAGS.role: ROLES.downstream,
@@ -84,10 +84,10 @@ def log_downstream_run(uri, experiment_id, outputs, kind, which, featurizer, res
             **{f"features.{k}": v for k, v in featurizer.to_dict().items()},
         },
     ) as run_id:
-        log_parquet(uri, run_id, result.scores, ARTIFACTS.scores)
-        log_parquet(uri, run_id, result.predictions, ARTIFACTS.predictions)
+        log_parquet(session, run_id, result.scores, ARTIFACTS.scores)
+        log_parquet(session, run_id, result.predictions, ARTIFACTS.predictions)
         summary = summarize(result.scores)
-        client = tracking_client(uri)
+        client = session.client
         for r in summary.itertuples(index=False):
             key = f"{r.target}.{r.split}.{r.setting}.{r.model}.{r.metric}"
             client.log_metric(run_id, f"{key}.mean", float(r.mean))
@@ -97,7 +97,7 @@ def log_downstream_run(uri, experiment_id, outputs, kind, which, featurizer, res
     return run_id
 
 
-def log_task_figures(uri: str, summary: pd.DataFrame, runs_of_task: dict[str, list[str]]) -> None:
+def log_task_figures(session, summary: pd.DataFrame, runs_of_task: dict[str, list[str]]) -> None:
     """Each task's bars (every feature set, split and model) on each of that task's runs.
 
     A run holds one feature set; the chart beside its metrics shows it against the others
@@ -106,9 +106,8 @@ def log_task_figures(uri: str, summary: pd.DataFrame, runs_of_task: dict[str, li
     import tempfile
 
     from deeppert.downstream._plots import plot_summary_figures
-    from deeppert.tracking.client import tracking_client
 
-    client = tracking_client(uri)
+    client = session.client
     for task, run_ids in runs_of_task.items():
         with tempfile.TemporaryDirectory() as tmp:
             plot_summary_figures(summary[summary["task"] == task], tmp)
@@ -159,16 +158,15 @@ def _build_pooled(args) -> int:
 def _evaluate(args) -> int:
     from deeppert import downstream as ds
     from deeppert.downstream._pooled import ensemble_feature_sets
-    from deeppert.tracking.client import check_server, get_or_create_experiment
     from deeppert.tracking.registry import load_ensemble_model, load_ensemble_outputs
+    from deeppert.tracking.session import TrackingSession
 
     if not args.config or not args.ensemble:
         raise DeeppertError("--config and --ensemble are required (or --build-pooled)")
     config = job_config(args)
-    uri = config.tracking.uri
-    check_server(uri)
-    outputs = load_ensemble_outputs(uri, args.ensemble)
-    model = load_ensemble_model(uri, outputs.version)
+    session = TrackingSession(config.tracking).connect()
+    outputs = load_ensemble_outputs(session, args.ensemble)
+    model = load_ensemble_model(session, outputs.version)
     log.info(
         "ensemble %s -> %s (run %s)", args.ensemble, outputs.version.uri, outputs.version.run_id
     )
@@ -197,22 +195,19 @@ def _evaluate(args) -> int:
         for kind, which in jobs
         for f in feats
     }
-    experiment_id = get_or_create_experiment(uri, config.tracking.experiment)
     results = []
     runs_of_task: dict[str, list[str]] = {}
     while pending:
         done, _ = ray.wait(list(pending), num_returns=1)
         kind, which, feat = pending.pop(done[0])
         _, _, res = ray.get(done[0])
-        run_id = log_downstream_run(
-            uri, experiment_id, outputs, kind, which, feat, res, eval_config
-        )
+        run_id = log_downstream_run(session, outputs, kind, which, feat, res, eval_config)
         log.info("%s %s %s: logged run %s", kind, which, feat.name, run_id)
         results.append(res)
         runs_of_task.setdefault(f"{kind}_{which}", []).append(run_id)
     merged = ds.merge_results(results)
     summary = ds.summarize(merged.scores)
-    log_task_figures(uri, summary, runs_of_task)
+    log_task_figures(session, summary, runs_of_task)
     if args.out:
         ds.write_results(
             merged,

@@ -25,9 +25,9 @@ from deeppert.ensemble import Ensemble, EnsembleModel
 from deeppert.errors import DeeppertError
 from deeppert.grid import load_dataset, prepare
 from deeppert.stability import ensemble_step
-from deeppert.tracking.client import check_server, get_or_create_experiment
 from deeppert.tracking.contract import ENSEMBLE_ALIAS
 from deeppert.tracking.registry import ensemble_model_name, load_sweep_encoders, log_ensemble
+from deeppert.tracking.session import TrackingSession
 from deeppert.tracking.sweep import sweep_name
 from ray_jobs._common import connect_ray, job_config, job_parser, run_job
 
@@ -35,16 +35,21 @@ log = logging.getLogger("deeppert.ensemble_job")
 
 
 def ensemble_dataset(
-    config: ExperimentConfig, dataset: str, sweep: str, *, with_ensemble: bool = False
+    session: TrackingSession,
+    config: ExperimentConfig,
+    dataset: str,
+    sweep: str,
+    *,
+    with_ensemble: bool = False,
 ) -> dict | tuple[dict, Ensemble]:
-    """Build, log and register one cell line's ensemble; returns a summary row.
+    """Build, log and register one cell line's ensemble in the connected ``session``'s
+    experiment; returns a summary row.
 
     With ``with_ensemble=True`` returns ``(row, ensemble)``: the in-memory
     :class:`~deeppert.ensemble.Ensemble` whose frames were logged (tests compare them with
     what a reader fetches by alias).
     """
-    uri = config.tracking.uri
-    encoders = load_sweep_encoders(uri, dataset, sweep, train_config=config.train)
+    encoders = load_sweep_encoders(session, dataset, sweep, train_config=config.train)
     log.info(
         "%s: %d encoders, %d latent variables",
         dataset,
@@ -69,10 +74,8 @@ def ensemble_dataset(
     for line in step.report():
         log.info("%s: %s", dataset, line)
     model = EnsembleModel.from_ensemble(ensemble, list(encoders.groups.values()), encoders.pca)
-    experiment_id = get_or_create_experiment(uri, config.tracking.experiment)
     version = log_ensemble(
-        uri,
-        experiment_id,
+        session,
         dataset=dataset,
         sweep=sweep,
         step=step,
@@ -97,16 +100,16 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> int:
         config = job_config(args)
-        check_server(config.tracking.uri)
+        session = TrackingSession(config.tracking).connect()
         sweep = sweep_name(config)  # read only: never reopen the sweep's parent run
         if len(config.datasets) > 1:
             import ray
 
             connect_ray(config)
             task = ray.remote(ensemble_dataset)
-            rows = ray.get([task.remote(config, d.name, sweep) for d in config.datasets])
+            rows = ray.get([task.remote(session, config, d.name, sweep) for d in config.datasets])
         else:
-            rows = [ensemble_dataset(config, config.datasets[0].name, sweep)]
+            rows = [ensemble_dataset(session, config, config.datasets[0].name, sweep)]
         print(pd.DataFrame(rows).to_string(index=False))
         return 0
 

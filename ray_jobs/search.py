@@ -28,7 +28,7 @@ from deeppert.config import ExperimentConfig
 from deeppert.errors import DeeppertError
 from deeppert.grid import load_dataset, prepare
 from deeppert.search import SEARCHED, Distribution, apply_hyperparameters, train_with_validation
-from deeppert.tracking.client import configure_mlflow, mark_run_failed
+from deeppert.tracking.client import mark_run_failed
 from deeppert.tracking.search import (
     SearchContext,
     close_search,
@@ -58,12 +58,11 @@ def _trainable(trial_config: dict, *, prepared: dict, config: ExperimentConfig, 
     import torch
     from ray import tune
 
-    configure_mlflow(config.tracking)
     torch.set_num_threads(max(1, int(config.sweep.cpus_per_trial)))
     shape = trial_config["shape"]
     values = {k: trial_config[k] for k in SEARCHED if k in trial_config}
     trial = apply_hyperparameters(config, values)
-    uri, epochs = ctx.tracking_uri, trial.train.epochs
+    session, epochs = ctx.session, trial.train.epochs
     run_id = start_search_trial(
         ctx,
         dataset=shape["dataset"],
@@ -78,7 +77,7 @@ def _trainable(trial_config: dict, *, prepared: dict, config: ExperimentConfig, 
 
     def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
         nonlocal done
-        log_search_epoch(uri, run_id, epoch, metrics)
+        log_search_epoch(session, run_id, epoch, metrics)
         done = epoch + 1
         tune.report({**metrics, "epoch": done, "epochs": epochs, "mlflow_run_id": run_id})
 
@@ -96,9 +95,9 @@ def _trainable(trial_config: dict, *, prepared: dict, config: ExperimentConfig, 
         # knows why (the scheduler's decision), closes the run (close_search).
         raise
     except BaseException as exc:
-        end_search_trial(uri, run_id, status="FAILED", reason=f"{type(exc).__name__}: {exc}")
+        end_search_trial(session, run_id, status="FAILED", reason=f"{type(exc).__name__}: {exc}")
         raise
-    end_search_trial(uri, run_id, status="FINISHED", reason=f"completed {epochs} epochs")
+    end_search_trial(session, run_id, status="FINISHED", reason=f"completed {epochs} epochs")
 
 
 def _trial_name(trial) -> str:
@@ -118,7 +117,7 @@ def run_search(config: ExperimentConfig, *, storage_path: str | None = None) -> 
         raise DeeppertError("the config has no search: section")
     check_ray_address(config)  # before the parent run: a wrong address leaves no run behind
     ctx = open_search(config)
-    log.info("search %s: parent run %s on %s", ctx.name, ctx.parent_run_id, ctx.tracking_uri)
+    log.info("search %s: parent run %s on %s", ctx.name, ctx.parent_run_id, ctx.session.uri)
     try:
         prepared = {d.name: prepare(load_dataset(d), config) for d in config.datasets}
         connect_ray(config)
@@ -171,12 +170,12 @@ def run_search(config: ExperimentConfig, *, storage_path: str | None = None) -> 
         results = tuner.fit()
         wall = time.perf_counter() - t0
     except BaseException as exc:
-        mark_run_failed(ctx.tracking_uri, ctx.parent_run_id, reason=f"{type(exc).__name__}: {exc}")
+        mark_run_failed(ctx.session, ctx.parent_run_id, reason=f"{type(exc).__name__}: {exc}")
         raise
     if results.errors:
         close_search(ctx, best=None, summary={}, status="FAILED")
         mark_run_failed(
-            ctx.tracking_uri, ctx.parent_run_id, reason=f"{len(results.errors)} trial(s) failed"
+            ctx.session, ctx.parent_run_id, reason=f"{len(results.errors)} trial(s) failed"
         )
         raise DeeppertError(
             f"search {ctx.name}: {len(results.errors)} trial(s) failed; first: {results.errors[0]}"

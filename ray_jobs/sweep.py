@@ -26,15 +26,15 @@ from deeppert.config import ExperimentConfig
 from deeppert.errors import DeeppertError
 from deeppert.grid import Prepared, load_dataset, prepare
 from deeppert.interrupts import interrupt_exit
-from deeppert.tracking.client import configure_mlflow, finish_run, request_error
+from deeppert.tracking.client import finish_run, first_line, request_error
 from deeppert.tracking.contract import TAGS
 from deeppert.tracking.report import log_sweep_report
+from deeppert.tracking.session import TrackingSession
 from deeppert.tracking.sweep import (
     SweepContext,
     close_sweep,
     data_sha256,
     finished_grid_keys,
-    first_line,
     log_dataset,
     open_sweep,
     run_trial,
@@ -105,7 +105,6 @@ def _trainable(
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    configure_mlflow(config.tracking)
     torch.set_num_threads(max(1, int(config.sweep.cpus_per_trial)))
     if config.sweep.gpus_per_trial > 0 and torch.cuda.is_available():
         config = dataclasses.replace(config, train=dataclasses.replace(config.train, device="cuda"))
@@ -119,7 +118,7 @@ def _trainable(
             tags={TAGS.ray_node_id: ray.get_runtime_context().get_node_id()},
         )
     except Exception as exc:
-        fatal = _non_retryable(exc, ctx.tracking_uri)
+        fatal = _non_retryable(exc, ctx.session)
         if fatal is None:
             raise  # Tune retries it (sweep.max_failures)
         # The trial's runs are already marked FAILED; report the cause instead of raising,
@@ -130,11 +129,29 @@ def _trainable(
     tune.report({**metrics, "done": 1})
 
 
+def trial_name(trial: dict) -> str:
+    """What a planned trial holds, for Tune's progress table and folders:
+    ``<dataset>_<MODEL>_d<dim>_runs<first>-<last>`` (``run<r>`` for one run, ``runs0,2,5`` for
+    runs that are not consecutive)."""
+    runs = list(trial["runs"])
+    if len(runs) == 1:
+        which = f"run{runs[0]}"
+    elif runs == list(range(runs[0], runs[-1] + 1)):
+        which = f"runs{runs[0]}-{runs[-1]}"
+    else:
+        which = "runs" + ",".join(map(str, runs))
+    return f"{trial['dataset']}_{trial['model']}_d{trial['latent_dim']}_{which}"
+
+
+def _tune_trial_name(trial) -> str:
+    return trial_name(trial.config["trial"])
+
+
 #: Result key of a trial that failed in a way no retry can fix (the cause, one line).
 FATAL_METRIC = "deeppert_fatal"
 
 
-def _non_retryable(exc: BaseException, uri: str) -> str | None:
+def _non_retryable(exc: BaseException, session: TrackingSession) -> str | None:
     """The cause of ``exc`` in one line when retrying the trial cannot help: bad input
     (``DeeppertError``), a refused tracking request, a full or read-only store; else None.
 
@@ -142,7 +159,7 @@ def _non_retryable(exc: BaseException, uri: str) -> str | None:
     the server reports itself healthy: one that answers /health with an error (e.g. its readiness check
     finds the artifact store unwritable) would fail every retry the same way.
     """
-    from deeppert.tracking.client import ServerUnreachable, check_server
+    from deeppert.tracking.client import ServerUnreachable
 
     if isinstance(exc, DeeppertError):
         return str(exc)
@@ -155,7 +172,7 @@ def _non_retryable(exc: BaseException, uri: str) -> str | None:
     if " HTTP 500" not in line:  # 502-504: a gateway or a restart, worth another try
         return None
     try:
-        check_server(uri, timeout=3.0)
+        session.check(timeout=3.0)
     except ServerUnreachable:
         return None
     except DeeppertError as unhealthy:
@@ -182,11 +199,11 @@ def run_sweep(config: ExperimentConfig, *, storage_path: str | None = None) -> p
     """
     check_ray_address(config)  # before any work: an unreachable cluster fails in seconds
     ctx = open_sweep(config)
-    log.info("sweep %s: parent run %s on %s", ctx.sweep, ctx.parent_run_id, ctx.tracking_uri)
+    log.info("sweep %s: parent run %s on %s", ctx.sweep, ctx.parent_run_id, ctx.session.uri)
     try:
         table = _run_opened(ctx, config, storage_path)
         log_sweep_report(ctx, config)  # a resumed, complete sweep refreshes its report
-        finish_run(ctx.tracking_uri, ctx.parent_run_id)
+        finish_run(ctx.session, ctx.parent_run_id)
     except BaseException as exc:
         close_sweep(ctx, _failure_reason(exc))
         raise
@@ -228,6 +245,8 @@ def _run_opened(
             # One actor process per trial would re-import torch + mlflow every time
             # (bench/bench_sweep.py); trials all ask for the same resources, so reuse them.
             reuse_actors=True,
+            trial_name_creator=_tune_trial_name,
+            trial_dirname_creator=_tune_trial_name,
         ),
         run_config=tune.RunConfig(
             name=f"{ctx.sweep}-{time.strftime('%Y%m%d-%H%M%S')}",
@@ -285,16 +304,16 @@ def _sweep_failed(config: ExperimentConfig, ctx: SweepContext, errors: list) -> 
     now; the runs left RUNNING stop renewing their heartbeat and the next run of the same
     command (the resume) marks them FAILED with the reason before training their points.
     """
-    from deeppert.tracking.client import ServerUnreachable, check_server
+    from deeppert.tracking.client import ServerUnreachable
 
     last = [ln for ln in str(errors[0]).strip().splitlines() if ln.strip()]
     cause = last[-1].strip()[:300] if last else type(errors[0]).__name__
     t = config.tracking
     try:
-        check_server(ctx.tracking_uri, timeout=3.0)
+        ctx.session.check(timeout=3.0)
     except ServerUnreachable:
         return DeeppertError(
-            f"sweep {ctx.sweep}: tracking server {ctx.tracking_uri} unreachable beyond the "
+            f"sweep {ctx.sweep}: tracking server {ctx.session.uri} unreachable beyond the "
             f"retry budget (tracking.http_max_retries={t.http_max_retries}, "
             f"http_backoff_factor={t.http_backoff_factor}); {len(errors)} trial(s) failed; "
             f"rerun the same command when the server is back to resume (runs left RUNNING are "

@@ -15,14 +15,10 @@ import tempfile
 from pathlib import Path
 
 from deeppert.targets import load_known_pairs, predict_targets, write_target_outputs
-from deeppert.tracking.client import (
-    check_server,
-    get_or_create_experiment,
-    tracked_run,
-    tracking_client,
-)
+from deeppert.tracking.client import tracked_run
 from deeppert.tracking.contract import ARTIFACTS, ENSEMBLE_ALIAS, ROLES, TAGS
 from deeppert.tracking.registry import ensemble_model_name, lineage_tags, load_ensemble_outputs
+from deeppert.tracking.session import TrackingSession
 from ray_jobs._common import job_config, job_parser, run_job
 
 
@@ -42,23 +38,20 @@ def main(argv: list[str] | None = None) -> int:
 
 def _predict(args) -> int:
     config = job_config(args)
-    uri = config.tracking.uri
-    check_server(uri)
+    session = TrackingSession(config.tracking).connect()
     ref = args.ensemble or f"{ensemble_model_name(config.datasets[0].name)}@{ENSEMBLE_ALIAS}"
     known = load_known_pairs(args.pairs_dir)
-    outputs = load_ensemble_outputs(uri, ref)
+    outputs = load_ensemble_outputs(session, ref)
     result = predict_targets(
         outputs.weights, config=config.targets, known=known, disease=args.disease
     )
-    experiment_id = get_or_create_experiment(uri, config.tracking.experiment)
     with tracked_run(
-        uri,
-        experiment_id,
+        session,
         run_name=f"targets {args.disease}",
         tags={TAGS.role: ROLES.targets, TAGS.disease: args.disease, **lineage_tags(outputs)},
         params={f"targets.{k}": v for k, v in config.targets.to_dict().items()},
     ) as run_id:
-        client = tracking_client(uri)
+        client = session.client
         extra = {"ensemble": ref, "model_version": outputs.version.version}
         with tempfile.TemporaryDirectory() as tmp:
             folder = write_target_outputs(

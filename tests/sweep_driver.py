@@ -21,6 +21,7 @@ import yaml
 
 from deeppert.tracking.client import find_runs_by_tag, tracking_client
 from deeppert.tracking.contract import TAGS, VERSION_TAGS, encoder_model_prefix
+from deeppert.tracking.session import TrackingSession
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "configs" / "smoke.yaml"
@@ -116,7 +117,8 @@ def sweep_runs(uri: str, experiment: str, sweep: str) -> tuple[list, list]:
     exp = tracking_client(uri).get_experiment_by_name(experiment)
     if exp is None:
         return [], []
-    runs = find_runs_by_tag(uri, exp.experiment_id, TAGS.sweep, sweep)
+    session = TrackingSession.for_uri(uri, experiment_id=exp.experiment_id)
+    runs = find_runs_by_tag(session, TAGS.sweep, sweep)
     return (
         [r for r in runs if r.data.tags.get(TAGS.role) == "sweep"],
         [r for r in runs if r.data.tags.get(TAGS.role) == "trial"],

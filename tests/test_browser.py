@@ -66,7 +66,7 @@ def finished_sweep(tmp_path_factory):
                 latent_dim=3, runs=[0, 1], data_input=entity,
             )  # fmt: skip
         log_sweep_report(ctx, config)
-        finish_run(server.url, ctx.parent_run_id)
+        finish_run(ctx.session, ctx.parent_run_id)
         yield server, ctx
 
 
@@ -82,7 +82,7 @@ def dump_dom(chromium: str, url: str, budget_ms: int = 30000) -> str:
 
 def test_parent_run_page_lists_the_report(chromium, finished_sweep) -> None:
     server, ctx = finished_sweep
-    dom = dump_dom(chromium, ui_url(server.url, ctx.experiment_id, ctx.parent_run_id))
+    dom = dump_dom(chromium, ui_url(server.url, ctx.session.experiment_id, ctx.parent_run_id))
     assert "sweep browser" in dom  # the run page rendered, not an error page
     for shape in ("AE_d3", "VAE_d3"):
         for stat in ("r2_genes_best", "r2_genes_mean", "r2_genes_sd", "seed_agreement"):
@@ -94,7 +94,7 @@ def test_parent_run_page_lists_the_report(chromium, finished_sweep) -> None:
 
 def test_parent_run_artifacts_show_the_report_figures(chromium, finished_sweep) -> None:
     server, ctx = finished_sweep
-    base = ui_url(server.url, ctx.experiment_id, ctx.parent_run_id)
+    base = ui_url(server.url, ctx.session.experiment_id, ctx.parent_run_id)
     route, query = base.split("?")
     dom = dump_dom(chromium, f"{route}/artifacts/report/r2_vs_latent_dim.png?{query}")
     for name in ("report", "config.yaml", "r2_vs_latent_dim.png"):

@@ -412,7 +412,8 @@ def test_cli_toxicity_writes_tables_and_plots(seed_data, tmp_path):
 @pytest.mark.mlflow
 def test_downstream_job_logs_each_tasks_bars_on_that_tasks_runs(sqlite_server) -> None:
     """The Ray job's runs carry the per-task chart: every feature set, honest and leaky splits."""
-    from deeppert.tracking.client import get_or_create_experiment, start_run, tracking_client
+    from deeppert.tracking.client import start_run, tracking_client
+    from deeppert.tracking.session import TrackingSession
     from ray_jobs.downstream import log_task_figures
 
     rows = [
@@ -425,10 +426,10 @@ def test_downstream_job_logs_each_tasks_bars_on_that_tasks_runs(sqlite_server) -
         for split in splits
         for fs in ("genes", "ensemble")
     ]  # fmt: skip
-    experiment = get_or_create_experiment(sqlite_server.url, "downstream-figures")
-    runs = {t: [start_run(sqlite_server.url, experiment) for _ in range(2)]
+    session = TrackingSession.for_uri(sqlite_server.url, "downstream-figures").connect()
+    runs = {t: [start_run(session) for _ in range(2)]
             for t in ("synergy_A375", "toxicity_neu")}  # fmt: skip
-    log_task_figures(sqlite_server.url, pd.DataFrame(rows), runs)
+    log_task_figures(session, pd.DataFrame(rows), runs)
     client = tracking_client(sqlite_server.url)
     for task, metric in (("synergy_A375", "pearson_r"), ("toxicity_neu", "roc_auc")):
         for run_id in runs[task]:

@@ -27,12 +27,12 @@ from deeppert.errors import DeeppertError
 from deeppert.tracking.client import (
     FAILURE_TAG,
     find_runs_by_tag,
-    get_or_create_experiment,
     request_error,
     start_run,
     tracking_client,
 )
 from deeppert.tracking.contract import ROLES, TAGS
+from deeppert.tracking.session import TrackingSession
 from deeppert.tracking.sweep import SweepContext, close_sweep, open_sweep, sweep_name
 from ray_jobs import sweep as sweep_job
 from ray_jobs._common import run_job
@@ -92,16 +92,16 @@ def test_open_sweep_closes_runs_of_ended_processes(sqlite_server):
     same experiment and under another config (another sweep name), are closed FAILED with a
     reason when the next sweep opens; runs of a live process stay RUNNING."""
     uri = sqlite_server.url
-    exp = get_or_create_experiment(uri, "drv-resume")
+    session = TrackingSession.for_uri(uri, "drv-resume").connect()
     dead, alive = ended_pid(), f"{socket.gethostname()}:{os.getpid()}"
     old_parent = start_run(
-        uri, exp, tags={TAGS.role: ROLES.sweep, TAGS.sweep: "drv-resume-old", TAGS.driver: dead}
+        session, tags={TAGS.role: ROLES.sweep, TAGS.sweep: "drv-resume-old", TAGS.driver: dead}
     )
     old_trial = start_run(
-        uri, exp, tags={TAGS.role: ROLES.trial, TAGS.sweep: "drv-resume-old", TAGS.worker: dead}
+        session, tags={TAGS.role: ROLES.trial, TAGS.sweep: "drv-resume-old", TAGS.worker: dead}
     )
     live_trial = start_run(
-        uri, exp, tags={TAGS.role: ROLES.trial, TAGS.sweep: "drv-resume-old", TAGS.worker: alive}
+        session, tags={TAGS.role: ROLES.trial, TAGS.sweep: "drv-resume-old", TAGS.worker: alive}
     )
     ctx = open_sweep(parse_config(smoke_raw(uri, "drv-resume")))
     client = tracking_client(uri)
@@ -125,8 +125,7 @@ def test_close_sweep_closes_only_this_drivers_trials(sqlite_server):
 
     def trial(owner: SweepContext) -> str:
         return start_run(
-            uri,
-            ctx.experiment_id,
+            ctx.session,
             parent_run_id=ctx.parent_run_id,
             tags={TAGS.role: ROLES.trial, TAGS.sweep: ctx.sweep, TAGS.driver: owner.driver},
         )
@@ -140,7 +139,7 @@ def test_close_sweep_closes_only_this_drivers_trials(sqlite_server):
     assert client.get_run(mine).info.status == "FAILED"
     assert "sweep driver ended" in client.get_run(mine).data.tags[FAILURE_TAG]
     assert client.get_run(theirs).info.status == "RUNNING"
-    assert find_runs_by_tag(uri, ctx.experiment_id, TAGS.driver, ctx.driver, status="RUNNING") == []
+    assert find_runs_by_tag(ctx.session, TAGS.driver, ctx.driver, status="RUNNING") == []
 
 
 # --- a stub server that answers every request with one error -------------------------------
@@ -225,7 +224,9 @@ def test_refused_request_is_named_by_status_and_server_text(
     with pytest.raises(Exception) as caught:
         tracking_client(url).get_experiment_by_name("x")
     assert request_error(caught.value)[1] is retryable
-    assert (sweep_job._non_retryable(caught.value, url) is None) is retryable
+    assert (
+        sweep_job._non_retryable(caught.value, TrackingSession.for_uri(url)) is None
+    ) is retryable
 
 
 def test_unreachable_server_is_retryable_and_says_so():
@@ -237,7 +238,10 @@ def test_unreachable_server_is_retryable_and_says_so():
         MlflowException("API request to http://h:1/x failed with exception Max retries exceeded")
     )
     assert retryable and "after the retry budget" in line
-    assert sweep_job._non_retryable(DeeppertError("bad input"), "http://h:1") == "bad input"
+    assert (
+        sweep_job._non_retryable(DeeppertError("bad input"), TrackingSession.for_uri("http://h:1"))
+        == "bad input"
+    )
     assert request_error(ValueError("not a request")) is None
 
 

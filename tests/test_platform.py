@@ -33,6 +33,7 @@ from deeppert.tracking.client import (
 from deeppert.tracking.registry import load_ensemble_outputs
 from deeppert.tracking.report import METRICS
 from deeppert.tracking.server import ServerConfig, TrackingServer, ensure_database, free_port
+from deeppert.tracking.session import TrackingSession
 from deeppert.tracking.sweep import TAGS, data_sha256, grid_key, sweep_name
 from ray_jobs import ensemble as ensemble_job
 from ray_jobs import sweep as sweep_job
@@ -94,13 +95,15 @@ def sweep_parent(uri: str, config: ExperimentConfig) -> SimpleNamespace:
     experiment_id = (
         tracking_client(uri).get_experiment_by_name(config.tracking.experiment).experiment_id
     )
+    session = TrackingSession(config.tracking, experiment_id=experiment_id)
     parents = [
         r
-        for r in find_runs_by_tag(uri, experiment_id, TAGS.sweep, sweep_name(config))
+        for r in find_runs_by_tag(session, TAGS.sweep, sweep_name(config))
         if r.data.tags.get(TAGS.role) == "sweep"
     ]
     assert len(parents) == 1, f"expected one parent run, found {len(parents)}"
     return SimpleNamespace(
+        session=session,
         experiment_id=experiment_id,
         parent_run_id=parents[0].info.run_id,
         sweep=sweep_name(config),
@@ -176,7 +179,11 @@ def run_platform(server: TrackingServer, backend: str, tmp: Path, pairs: Path) -
     ctx = sweep_parent(server.url, config)
     t0 = time.perf_counter()
     row, ensemble = ensemble_job.ensemble_dataset(
-        config, config.datasets[0].name, ctx.sweep, with_ensemble=True
+        TrackingSession(config.tracking).connect(),
+        config,
+        config.datasets[0].name,
+        ctx.sweep,
+        with_ensemble=True,
     )
     ensemble_s = time.perf_counter() - t0
     t0 = time.perf_counter()
@@ -223,7 +230,7 @@ def check_contract(server: TrackingServer, out: dict) -> None:
     assert parent.data.tags[TAGS.role] == "sweep"
     pca = PCAModel.from_frames(
         *(
-            load_parquet(uri, ctx.parent_run_id, f"pca/{dataset.name}/{n}.parquet")
+            load_parquet(ctx.session, ctx.parent_run_id, f"pca/{dataset.name}/{n}.parquet")
             for n in ("components", "center", "explained_variance")
         )
     )
@@ -279,8 +286,8 @@ def check_contract(server: TrackingServer, out: dict) -> None:
         assert params["pca_artifact"] == f"runs:/{ctx.parent_run_id}/pca/{dataset.name}"
         for name in ("r2_pca", "r2_genes"):
             assert np.isfinite(run.data.metrics[name])
-        latents = load_parquet(uri, run.info.run_id, "latents.parquet")
-        weights = load_parquet(uri, run.info.run_id, "gene_weights.parquet")
+        latents = load_parquet(ctx.session, run.info.run_id, "latents.parquet")
+        weights = load_parquet(ctx.session, run.info.run_id, "gene_weights.parquet")
         assert latents.shape == (len(prepared.train_ids), dim)
         assert latents.index.tolist() == prepared.train_ids
         assert weights.shape == (len(signatures.genes), dim)
@@ -293,7 +300,7 @@ def check_contract(server: TrackingServer, out: dict) -> None:
         assert tags["deeppert.encoder_version"] == version.version
         # The registered encoder reproduces the logged latents.
         assert version.name == f"{dataset.name}-encoder-{kind}-d{dim}"
-        encoder = load_torch_model(uri, f"models:/{version.name}/{version.version}")
+        encoder = load_torch_model(ctx.session, f"models:/{version.name}/{version.version}")
         with torch.no_grad():
             z = encoder(x).numpy()
         np.testing.assert_allclose(z, latents.to_numpy(), rtol=1e-4, atol=1e-4)
@@ -378,7 +385,7 @@ def check_registry_handoff(server: TrackingServer, out: dict) -> None:
     uri, ctx = server.url, out["ctx"]
     dataset = out["config"].datasets[0].name
     ensemble = out["ensemble"]
-    outputs = load_ensemble_outputs(uri, f"{dataset}-ensemble@current")
+    outputs = load_ensemble_outputs(ctx.session, f"{dataset}-ensemble@current")
     pd.testing.assert_frame_equal(outputs.weights, ensemble.weights)
     pd.testing.assert_frame_equal(outputs.embedding, ensemble.embedding)
     pd.testing.assert_frame_equal(outputs.labels, ensemble.labels)

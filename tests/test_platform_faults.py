@@ -29,6 +29,7 @@ from sweep_driver import ray_processes, wait_for
 from deeppert.config import parse_config
 from deeppert.tracking.client import FAILURE_TAG, find_runs_by_tag, tracking_client
 from deeppert.tracking.server import TrackingServer
+from deeppert.tracking.session import TrackingSession
 from deeppert.tracking.sweep import TAGS, grid_key, sweep_name
 
 pytestmark = [pytest.mark.ray, pytest.mark.mlflow, pytest.mark.slow, pytest.mark.timeout(600)]
@@ -55,7 +56,9 @@ def trial_runs(uri: str, experiment: str, sweep: str) -> list:
         return []
     return [
         r
-        for r in find_runs_by_tag(uri, found.experiment_id, TAGS.sweep, sweep)
+        for r in find_runs_by_tag(
+            TrackingSession.for_uri(uri, experiment_id=found.experiment_id), TAGS.sweep, sweep
+        )
         if r.data.tags.get(TAGS.role) == "trial"
     ]
 
@@ -226,7 +229,9 @@ def test_killed_driver_resumes_without_training_a_grid_point_twice(
     parent = [
         r
         for r in find_runs_by_tag(
-            server.url, after[0].info.experiment_id, TAGS.sweep, scenario["sweep"]
+            TrackingSession.for_uri(server.url, experiment_id=after[0].info.experiment_id),
+            TAGS.sweep,
+            scenario["sweep"],
         )
         if r.data.tags.get(TAGS.role) == "sweep"
     ]

@@ -28,7 +28,6 @@ from deeppert.config import parse_config
 from deeppert.ensemble import EnsembleConfig, EnsembleModel, build_ensemble
 from deeppert.grid import load_dataset, prepare, train_shape
 from deeppert.stability import EnsembleStep
-from deeppert.tracking.client import get_or_create_experiment
 from deeppert.tracking.registry import (
     EnsemblePyfunc,
     SweepEncoders,
@@ -37,6 +36,7 @@ from deeppert.tracking.registry import (
     log_ensemble,
 )
 from deeppert.tracking.server import ServerConfig, TrackingServer, free_port
+from deeppert.tracking.session import TrackingSession
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -130,10 +130,9 @@ def _post(url: str, payload: str) -> tuple[int, dict]:
 def test_mlflow_models_serve_answers_the_ensemble_embedding(tmp_path: Path):
     prepared, model, ensemble, encoders = tiny_ensemble()
     with TrackingServer(ServerConfig(data_dir=str(tmp_path / "mlflow"), port=0)) as server:
-        experiment_id = get_or_create_experiment(server.url, "serving")
+        session = TrackingSession.for_uri(server.url, "serving").connect()
         version = log_ensemble(
-            server.url,
-            experiment_id,
+            session,
             dataset="SYN1",
             sweep="serving",
             step=EnsembleStep(ensemble, {}),

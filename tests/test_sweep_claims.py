@@ -1,4 +1,4 @@
-"""Grid-point claims (deeppert.tracking.sweep.claim_state): which existing run blocks a point."""
+"""Grid-point claims (deeppert.tracking.claims.claim_state): which existing run blocks a point."""
 
 from __future__ import annotations
 
@@ -8,10 +8,19 @@ import subprocess
 import sys
 from types import SimpleNamespace
 
-from deeppert.tracking.sweep import TAGS, ClaimState, SweepContext, claim_state
+from deeppert.tracking.claims import ClaimState, claim_state
+from deeppert.tracking.contract import TAGS
+from deeppert.tracking.session import TrackingSession
+from deeppert.tracking.sweep import SweepContext
 
 CTX = SweepContext(
-    "http://x", "1", "parent", "s", "sha-a", "v", heartbeat_seconds=5, claim_stale_seconds=60
+    TrackingSession.for_uri("http://x", experiment_id="1"),
+    "parent",
+    "s",
+    "sha-a",
+    "v",
+    heartbeat_seconds=5,
+    claim_stale_seconds=60,
 )
 NOW = 10_000_000
 
@@ -36,35 +45,41 @@ def test_claim_states() -> None:
     here = socket.gethostname()
     alive = f"{here}:{os.getpid()}"
     assert (
-        claim_state(run("FINISHED", worker=alive, beat_age_s=1), CTX, now_ms=NOW)[0]
-        == ClaimState.done
+        claim_state(run("FINISHED", worker=alive, beat_age_s=1), CTX, now=NOW)[0] == ClaimState.done
     )
     assert (
-        claim_state(run("FINISHED", worker=alive, beat_age_s=1, sha="b"), CTX, now_ms=NOW)[0]
+        claim_state(run("FINISHED", worker=alive, beat_age_s=1, sha="b"), CTX, now=NOW)[0]
         == ClaimState.ended
     )
     assert (
-        claim_state(run("FAILED", worker=alive, beat_age_s=1), CTX, now_ms=NOW)[0]
-        == ClaimState.ended
+        claim_state(run("FAILED", worker=alive, beat_age_s=1), CTX, now=NOW)[0] == ClaimState.ended
     )
     # A live attempt: fresh heartbeat, worker alive (this process), or on another host.
     assert (
-        claim_state(run("RUNNING", worker=alive, beat_age_s=5), CTX, now_ms=NOW)[0]
-        == ClaimState.live
+        claim_state(run("RUNNING", worker=alive, beat_age_s=5), CTX, now=NOW)[0] == ClaimState.live
     )
     assert (
-        claim_state(run("RUNNING", worker="elsewhere:1", beat_age_s=59), CTX, now_ms=NOW)[0]
+        claim_state(run("RUNNING", worker="elsewhere:1", beat_age_s=59), CTX, now=NOW)[0]
         == ClaimState.live
     )
     # Dead attempts: the worker process on this host is gone, or the heartbeat is stale.
     state, why = claim_state(
-        run("RUNNING", worker=f"{here}:{dead_pid()}", beat_age_s=1), CTX, now_ms=NOW
+        run("RUNNING", worker=f"{here}:{dead_pid()}", beat_age_s=1), CTX, now=NOW
     )
     assert state == ClaimState.stale and "is gone" in why
-    state, why = claim_state(run("RUNNING", worker="elsewhere:1", beat_age_s=61), CTX, now_ms=NOW)
+    state, why = claim_state(run("RUNNING", worker="elsewhere:1", beat_age_s=61), CTX, now=NOW)
     assert state == ClaimState.stale and "no heartbeat for 61 s" in why
     # No heartbeat tag at all (a run from before claims): its start time counts.
     assert (
-        claim_state(run("RUNNING", worker="elsewhere:1", beat_age_s=None), CTX, now_ms=NOW)[0]
+        claim_state(run("RUNNING", worker="elsewhere:1", beat_age_s=None), CTX, now=NOW)[0]
         == ClaimState.stale
     )
+
+
+def test_tune_trials_are_named_for_what_they_train() -> None:
+    from ray_jobs.sweep import trial_name
+
+    trial = {"dataset": "A549", "model": "AE", "latent_dim": 10}
+    assert trial_name({**trial, "runs": list(range(20))}) == "A549_AE_d10_runs0-19"
+    assert trial_name({**trial, "runs": [3]}) == "A549_AE_d10_run3"
+    assert trial_name({**trial, "runs": [0, 2, 5]}) == "A549_AE_d10_runs0,2,5"

@@ -36,6 +36,7 @@ from deeppert.tracking import (
     tracking_client,
 )
 from deeppert.tracking.client import code_version, dataset_entity
+from deeppert.tracking.session import TrackingSession
 
 pytestmark = [pytest.mark.mlflow, pytest.mark.timeout(600)]
 
@@ -77,8 +78,9 @@ def server(
 
 
 @pytest.fixture
-def experiment(server: str) -> str:
-    return get_or_create_experiment(server, f"exp-{uuid.uuid4().hex[:8]}")
+def session(server: str) -> TrackingSession:
+    """A session connected to a fresh experiment of ``server``."""
+    return TrackingSession.for_uri(server, f"exp-{uuid.uuid4().hex[:8]}").connect()
 
 
 def _frames() -> dict[str, pd.DataFrame]:
@@ -103,11 +105,10 @@ def _frames() -> dict[str, pd.DataFrame]:
 
 
 def test_run_logs_params_metrics_and_parquet_that_read_back_identically(
-    server: str, experiment: str
+    server: str, session: TrackingSession
 ) -> None:
     run_id = start_run(
-        server,
-        experiment,
+        session,
         run_name="trial",
         tags={"deeppert.grid_key": "A375/vae/8/0"},
         params={"model": "vae", "latent_dim": 8, "lr": 1e-3},
@@ -117,8 +118,8 @@ def test_run_logs_params_metrics_and_parquet_that_read_back_identically(
         client.log_metric(run_id, "train_loss", 1.0 / (step + 1), step=step)
     frames = _frames()
     for path, frame in frames.items():
-        assert log_parquet(server, run_id, frame, path) == path
-    finish_run(server, run_id)
+        assert log_parquet(session, run_id, frame, path) == path
+    finish_run(session, run_id)
 
     run = client.get_run(run_id)
     assert run.info.status == "FINISHED"
@@ -127,14 +128,14 @@ def test_run_logs_params_metrics_and_parquet_that_read_back_identically(
     assert run.data.tags["mlflow.source.type"] == "JOB" and run.data.tags["mlflow.user"]
     assert run.data.tags["mlflow.source.name"]
     assert run.data.tags["mlflow.source.git.commit"] == code_identity_commit()
-    kind = client.get_experiment(experiment).tags["mlflow.experimentKind"]
+    kind = client.get_experiment(session.experiment_id).tags["mlflow.experimentKind"]
     assert kind == "custom_model_development"
     assert run.data.tags["deeppert.grid_key"] == "A375/vae/8/0"
     history = client.get_metric_history(run_id, "train_loss")
     assert [(m.step, m.value) for m in history] == [(s, 1.0 / (s + 1)) for s in range(5)]
     assert run.info.artifact_uri.startswith("mlflow-artifacts:")  # served, not a local path
     for path, frame in frames.items():
-        back = load_parquet(server, run_id, path)
+        back = load_parquet(session, run_id, path)
         pd.testing.assert_frame_equal(back, frame, check_exact=True)
 
 
@@ -151,8 +152,8 @@ def code_identity_commit() -> str:
     ).stdout.strip()
 
 
-def test_description_and_code_version(server: str, experiment: str) -> None:
-    run_id = start_run(server, experiment, run_name="VAE d10 r2", description="one trial")
+def test_description_and_code_version(server: str, session: TrackingSession) -> None:
+    run_id = start_run(session, run_name="VAE d10 r2", description="one trial")
     run = tracking_client(server).get_run(run_id)
     assert run.data.tags["mlflow.note.content"] == "one trial"
     assert run.info.run_name == "VAE d10 r2"
@@ -160,15 +161,15 @@ def test_description_and_code_version(server: str, experiment: str) -> None:
     assert code_version().split("+g")[1][:12] == code_identity_commit()[:12]
 
 
-def test_parquet_bad_input_is_named(server: str, experiment: str) -> None:
-    run_id = start_run(server, experiment)
+def test_parquet_bad_input_is_named(server: str, session: TrackingSession) -> None:
+    run_id = start_run(session)
     frame = pd.DataFrame(np.ones((2, 2)), columns=[0, 1])
     with pytest.raises(DeeppertError, match="string column names"):
-        log_parquet(server, run_id, frame, "x.parquet")
+        log_parquet(session, run_id, frame, "x.parquet")
     with pytest.raises(DeeppertError, match="relative path ending in .parquet"):
-        log_parquet(server, run_id, frame.rename(columns=str), "../x.parquet")
+        log_parquet(session, run_id, frame.rename(columns=str), "../x.parquet")
     with pytest.raises(DeeppertError, match="no artifact 'missing.parquet'"):
-        load_parquet(server, run_id, "missing.parquet")
+        load_parquet(session, run_id, "missing.parquet")
 
 
 def test_dataset_entity_equals_mlflows_own() -> None:
@@ -182,40 +183,40 @@ def test_dataset_entity_equals_mlflows_own() -> None:
     assert ours.name == "X" and ours.schema and ours.profile
 
 
-def test_tracked_run_finishes_or_fails_and_reraises(server: str, experiment: str) -> None:
+def test_tracked_run_finishes_or_fails_and_reraises(server: str, session: TrackingSession) -> None:
     client = tracking_client(server)
-    with tracked_run(server, experiment, tags={"deeppert.grid_key": "ok"}, params={"a": 1}) as ok:
+    with tracked_run(session, tags={"deeppert.grid_key": "ok"}, params={"a": 1}) as ok:
         assert client.get_run(ok).info.status == "RUNNING"
     done = client.get_run(ok)
     assert done.info.status == "FINISHED" and done.data.params == {"a": "1"}
 
     with pytest.raises(KeyError, match="boom"):
-        with tracked_run(server, experiment, run_name="bad") as bad:
+        with tracked_run(session, run_name="bad") as bad:
             raise KeyError("boom")
     failed = client.get_run(bad)
     assert failed.info.status == "FAILED"
     assert failed.data.tags["deeppert.failure"] == "KeyError: 'boom'"
 
 
-def test_find_runs_by_tag_status_and_parent(server: str, experiment: str) -> None:
-    parent = start_run(server, experiment, run_name="sweep", tags={"deeppert.sweep": "s1"})
+def test_find_runs_by_tag_status_and_parent(server: str, session: TrackingSession) -> None:
+    parent = start_run(session, run_name="sweep", tags={"deeppert.sweep": "s1"})
     key = "deeppert.grid_key"
-    failed = start_run(server, experiment, tags={key: "g1"}, parent_run_id=parent)
-    mark_run_failed(server, failed, reason="worker died")
-    done = start_run(server, experiment, tags={key: "g1"}, parent_run_id=parent)
-    finish_run(server, done)
-    other = start_run(server, experiment, tags={key: "g2"})
+    failed = start_run(session, tags={key: "g1"}, parent_run_id=parent)
+    mark_run_failed(session, failed, reason="worker died")
+    done = start_run(session, tags={key: "g1"}, parent_run_id=parent)
+    finish_run(session, done)
+    other = start_run(session, tags={key: "g2"})
 
-    assert {r.info.run_id for r in find_runs_by_tag(server, experiment, key, "g1")} == {
+    assert {r.info.run_id for r in find_runs_by_tag(session, key, "g1")} == {
         failed,
         done,
     }
 
     def ids(value: str, **narrow) -> list[str]:
-        return [r.info.run_id for r in find_runs_by_tag(server, experiment, key, value, **narrow)]
+        return [r.info.run_id for r in find_runs_by_tag(session, key, value, **narrow)]
 
     assert ids("g1", status="FINISHED") == [done]
-    (failed_run,) = find_runs_by_tag(server, experiment, key, "g1", status="FAILED")
+    (failed_run,) = find_runs_by_tag(session, key, "g1", status="FAILED")
     assert failed_run.info.run_id == failed
     assert failed_run.data.tags["deeppert.failure"] == "worker died"
     assert ids("g1", status="RUNNING") == []
@@ -223,21 +224,25 @@ def test_find_runs_by_tag_status_and_parent(server: str, experiment: str) -> Non
     assert ids("g2") == [other]
     assert set(ids("g1", parent_run_id=parent)) == {done, failed}
     with pytest.raises(DeeppertError, match="quotes"):
-        find_runs_by_tag(server, experiment, key, "it's")
+        find_runs_by_tag(session, key, "it's")
     with pytest.raises(DeeppertError, match="unknown run status"):
-        find_runs_by_tag(server, experiment, key, "g1", status="DONE")  # type: ignore[arg-type]
+        find_runs_by_tag(session, key, "g1", status="DONE")  # type: ignore[arg-type]
 
 
 def test_get_or_create_experiment_is_idempotent_under_races(server: str) -> None:
     name = f"race-{uuid.uuid4().hex[:8]}"
     with ThreadPoolExecutor(6) as pool:
-        ids = list(pool.map(lambda _: get_or_create_experiment(server, name), range(6)))
+        ids = list(
+            pool.map(
+                lambda _: get_or_create_experiment(TrackingSession.for_uri(server), name), range(6)
+            )
+        )
     assert len(set(ids)) == 1
     assert tracking_client(server).get_experiment_by_name(name).experiment_id == ids[0]
 
 
 def test_torch_model_registered_alias_resolves_to_same_version(
-    server: str, experiment: str, tmp_path: Path
+    server: str, session: TrackingSession, tmp_path: Path
 ) -> None:
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(5, 4), torch.nn.Tanh(), torch.nn.Linear(4, 2))
@@ -245,15 +250,15 @@ def test_torch_model_registered_alias_resolves_to_same_version(
     import mlflow
 
     uris_before = (mlflow.get_tracking_uri(), mlflow.get_registry_uri())
-    run_id = start_run(server, experiment, run_name="trial")
-    logged = log_torch_model(server, run_id, model, name="encoder", input_example=x)
-    finish_run(server, run_id)
+    run_id = start_run(session, run_name="trial")
+    logged = log_torch_model(session, run_id, model, name="encoder", input_example=x)
+    finish_run(session, run_id)
     assert logged.model_uri == f"models:/{logged.model_id}"
     # The logged model lives in the run's experiment (MLflow's log_model(run_id=...) alone
     # put it in Default), is READY, and the run lists it as an output.
     client = tracking_client(server)
     stored = client.get_logged_model(logged.model_id)
-    assert stored.experiment_id == experiment and stored.source_run_id == run_id
+    assert stored.experiment_id == session.experiment_id and stored.source_run_id == run_id
     assert str(stored.status) in ("READY", "LoggedModelStatus.READY")
     outputs = client.get_run(run_id).outputs
     assert [m.model_id for m in outputs.model_outputs] == [logged.model_id]
@@ -261,17 +266,17 @@ def test_torch_model_registered_alias_resolves_to_same_version(
     assert logged.model_id not in {m.model_id for m in in_default}
 
     name = f"A375-encoder-{uuid.uuid4().hex[:6]}"
-    v1 = register_logged_model(server, logged.model_uri, name, tags={"model": "ae", "dim": 4})
-    v2 = register_logged_model(server, logged.model_uri, name)
+    v1 = register_logged_model(session, logged.model_uri, name, tags={"model": "ae", "dim": 4})
+    v2 = register_logged_model(session, logged.model_uri, name)
     assert (v1.version, v2.version) == ("1", "2")
     assert v1.run_id == run_id and v1.tags == {"model": "ae", "dim": "4"}
-    set_alias(server, name, "current", v1.version)
+    set_alias(session, name, "current", v1.version)
 
-    resolved = resolve_alias(server, f"{name}@current")
+    resolved = resolve_alias(session, f"{name}@current")
     assert (resolved.version, resolved.run_id, resolved.source) == (v1.version, run_id, v1.source)
     assert resolved.model_id == logged.model_id and resolved.alias == "current"
 
-    loaded = load_torch_model(server, f"models:/{name}@current")
+    loaded = load_torch_model(session, f"models:/{name}@current")
     assert (mlflow.get_tracking_uri(), mlflow.get_registry_uri()) == uris_before  # no leak
     with torch.no_grad():
         np.testing.assert_array_equal(
@@ -288,28 +293,28 @@ def test_torch_model_registered_alias_resolves_to_same_version(
     assert '"shape": [-1, 5]' in signature["inputs"]
 
     with pytest.raises(DeeppertError, match=r"no alias 'gone'.*current->v1"):
-        resolve_alias(server, f"{name}@gone")
+        resolve_alias(session, f"{name}@gone")
     with pytest.raises(DeeppertError, match=rf"no registered model 'absent-model'.*{name}"):
-        resolve_alias(server, "absent-model@current")
+        resolve_alias(session, "absent-model@current")
     with pytest.raises(DeeppertError, match="reserved"):
-        set_alias(server, name, "latest", v1.version)
+        set_alias(session, name, "latest", v1.version)
     with pytest.raises(DeeppertError, match="logged model URI"):
-        register_logged_model(server, "runs:/abc/encoder", name)
+        register_logged_model(session, "runs:/abc/encoder", name)
 
 
 @pytest.mark.slow
-def test_concurrent_writers_lose_no_metric(server: str, experiment: str) -> None:
+def test_concurrent_writers_lose_no_metric(server: str, session: TrackingSession) -> None:
     """8 writers, each its own run, 50 steps x 2 metrics as single requests, all at once."""
     barrier = threading.Barrier(N_WRITERS)
     client = tracking_client(server)
 
     def writer(i: int) -> str:
-        run_id = start_run(server, experiment, tags={"deeppert.grid_key": f"w{i}"})
+        run_id = start_run(session, tags={"deeppert.grid_key": f"w{i}"})
         barrier.wait()
         for step in range(N_STEPS):
             client.log_metric(run_id, "loss", i + step / 1000, step=step)
             client.log_metric(run_id, "r2", -i - step / 1000, step=step)
-        finish_run(server, run_id)
+        finish_run(session, run_id)
         return run_id
 
     t0 = time.perf_counter()
@@ -333,7 +338,9 @@ def test_concurrent_writers_lose_no_metric(server: str, experiment: str) -> None
     )
 
 
-def test_tag_writes_to_one_run_from_many_writers_all_land(server: str, experiment: str) -> None:
+def test_tag_writes_to_one_run_from_many_writers_all_land(
+    server: str, session: TrackingSession
+) -> None:
     """Two sweep drivers write the same tags of their shared parent at the same moment.
 
     MLflow's store reads a tag, misses it, and inserts; two writers that both miss collide on
@@ -342,7 +349,7 @@ def test_tag_writes_to_one_run_from_many_writers_all_land(server: str, experimen
     retry updates the row. Every write must land and every key hold one writer's value.
     """
     n_writers, keys = 4, [f"k{j}" for j in range(50)]
-    run_id = start_run(server, experiment)
+    run_id = start_run(session)
     barrier = threading.Barrier(n_writers)
 
     def writer(i: int) -> None:

@@ -15,7 +15,13 @@ import pytest
 import requests
 
 from deeppert.errors import DeeppertError
-from deeppert.tracking import ServerConfig, TrackingServer, check_server, get_or_create_experiment
+from deeppert.tracking import (
+    ServerConfig,
+    TrackingServer,
+    TrackingSession,
+    check_server,
+    get_or_create_experiment,
+)
 
 pytestmark = [pytest.mark.mlflow, pytest.mark.timeout(300)]
 
@@ -88,7 +94,9 @@ def test_sqlite_server_starts_serves_and_stops_its_whole_process_group(tmp_path:
         print(f"\nMEASURE start_seconds sqlite {server.startup_seconds:.2f}")
         check_server(server.url)  # reachable: no error
         client = MlflowClient(server.url)
-        run = client.create_run(get_or_create_experiment(server.url, "modes"))
+        run = client.create_run(
+            get_or_create_experiment(TrackingSession.for_uri(server.url), "modes")
+        )
         client.log_text(run.info.run_id, "private", "notes/a.txt")
     finally:
         code = server.stop()
@@ -123,11 +131,11 @@ def test_postgres_server_creates_database_and_migrates(postgres_uri: str, tmp_pa
             conn.close()
             assert not (tmp_path / "mlflow.db").exists()
             print(f"\nMEASURE start_seconds postgres(fresh db) {server.startup_seconds:.2f}")
-            eid = get_or_create_experiment(server.url, "pg-check")
+            eid = get_or_create_experiment(TrackingSession.for_uri(server.url), "pg-check")
         # A restart on the existing, migrated database keeps the data.
         with TrackingServer(config) as server:
             print(f"MEASURE start_seconds postgres(existing db) {server.startup_seconds:.2f}")
-            assert get_or_create_experiment(server.url, "pg-check") == eid
+            assert get_or_create_experiment(TrackingSession.for_uri(server.url), "pg-check") == eid
     finally:
         _drop_database(postgres_uri, name)
 
@@ -160,7 +168,8 @@ def test_auth_refuses_unauthenticated_requests_and_accepts_credentials(
         monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "admin")
         monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", ADMIN_PASSWORD)
         check_server(srv.url)
-        eid = get_or_create_experiment(srv.url, "authed")  # the MLflow client authenticates
+        # the MLflow client authenticates
+        eid = get_or_create_experiment(TrackingSession.for_uri(srv.url), "authed")
         assert eid != "0"
 
 

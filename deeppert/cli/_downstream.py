@@ -155,11 +155,11 @@ def load_ensemble_source(ensemble: str | None, ensemble_dir: Path | None, tracki
         return None
     if not tracking_uri:
         raise DeeppertError("--ensemble NAME@ALIAS needs --tracking-uri URI")
-    from deeppert.tracking.client import check_server
     from deeppert.tracking.registry import load_ensemble_model
+    from deeppert.tracking.session import TrackingSession
 
-    check_server(tracking_uri)
-    return load_ensemble_model(tracking_uri, ensemble)
+    session = TrackingSession.for_uri(tracking_uri).connect(experiment=False)
+    return load_ensemble_model(session, ensemble)
 
 
 def _ensemble_model(args: argparse.Namespace):

@@ -57,11 +57,11 @@ def _weights(ref: str, tracking_uri: str | None):
         raise DeeppertError(
             f"--weights {ref!r} is a registry alias: pass --tracking-uri (or set MLFLOW_TRACKING_URI)"
         )
-    from deeppert.tracking.client import check_server
     from deeppert.tracking.registry import load_ensemble_outputs
+    from deeppert.tracking.session import TrackingSession
 
-    check_server(tracking_uri)
-    outputs = load_ensemble_outputs(tracking_uri, ref)
+    session = TrackingSession.for_uri(tracking_uri).connect(experiment=False)
+    outputs = load_ensemble_outputs(session, ref)
     print(
         f"weights: {ref} -> {outputs.version.name} version {outputs.version.version} (run {outputs.version.run_id})"
     )

@@ -2,7 +2,8 @@
 
 ``server`` starts and stops a tracking server process; ``client`` holds the helpers jobs use
 to log and read runs, Parquet artifacts and registry aliases; ``contract`` names every tag,
-param and artifact jobs exchange. Every helper takes the tracking URI explicitly. ``mlflow``
+param and artifact jobs exchange; ``session`` holds :class:`TrackingSession` (server,
+experiment, one client), which every helper that talks to the server takes. ``mlflow``
 itself is imported lazily, inside the helpers. Importing the package changes no process
 setting; :func:`configure_mlflow` does, where a job or client starts.
 """
@@ -33,6 +34,8 @@ _EXPORTS = {
     "start_run": "client",
     "tracked_run": "client",
     "tracking_client": "client",
+    "ServerUnreachable": "client",
+    "TrackingSession": "session",
     "ServerConfig": "server",
     "TrackingServer": "server",
     "ensure_database": "server",
@@ -52,7 +55,9 @@ __all__ = [
     "ModelVersionRef",
     "RunStatus",
     "ServerConfig",
+    "ServerUnreachable",
     "TrackingServer",
+    "TrackingSession",
     "check_server",
     "configure_mlflow",
     "ensure_database",

@@ -1,7 +1,9 @@
 """Thin helpers over ``mlflow.MlflowClient`` for the artifact contract.
 
-Every function takes the tracking URI explicitly and builds its own client, so nothing
-global leaks between jobs, threads or tests. They add only what the pipeline needs on top
+Every helper that talks to the server takes a :class:`~deeppert.tracking.session.TrackingSession`
+(server, experiment, one client) explicitly, so nothing global leaks between jobs, threads or
+tests; only the primitives below it (:func:`tracking_client`, :func:`check_server`,
+:func:`global_uris`, :func:`ui_url`) take the URI itself. They add only what the pipeline needs on top
 of MLflow: a fast reachability check, idempotent lookups by tag, Parquet artifacts that
 round-trip exactly (never ``log_table``, which writes JSON), and registry aliases that fail
 with a message listing what does exist.
@@ -40,6 +42,7 @@ if TYPE_CHECKING:
     from mlflow.entities import Run
 
     from deeppert.config import TrackingConfig
+    from deeppert.tracking.session import TrackingSession
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +57,7 @@ __all__ = [
     "check_server",
     "ServerUnreachable",
     "request_error",
+    "first_line",
     "get_or_create_experiment",
     "EXPERIMENT_KIND",
     "git_commit",
@@ -282,11 +286,18 @@ def request_error(exc: BaseException) -> tuple[str, bool] | None:
     return line, not (refused or storage)
 
 
+def first_line(exc: BaseException) -> str:
+    """``Type: first line of the message``, for one-line reports."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"[:500]
+
+
 def tracking_client(tracking_uri: str) -> MlflowClient:
     """An ``MlflowClient`` bound to ``tracking_uri`` for both tracking and registry.
 
-    Every deeppert call to MLflow starts here, so the process gets :data:`MLFLOW_DEFAULTS`
-    (:func:`configure_mlflow`) before its first request.
+    The one client factory: a :class:`~deeppert.tracking.session.TrackingSession` makes its
+    client here, so the process gets :data:`MLFLOW_DEFAULTS` (:func:`configure_mlflow`) before
+    its first request.
 
     Tag, param and batch writes are retried when they lose a first-write race: two sweep
     drivers writing the same tag of their shared parent run at the same moment make MLflow's
@@ -396,7 +407,7 @@ def ui_url(tracking_uri: str, experiment_id: str | None = None, run_id: str | No
     return f"{tracking_uri.rstrip('/')}/#{route}?workflowType=machine_learning"
 
 
-def get_or_create_experiment(tracking_uri: str, name: str) -> str:
+def get_or_create_experiment(session: TrackingSession, name: str) -> str:
     """Id of the experiment called ``name``, created when missing (safe under races).
 
     The experiment carries tag ``mlflow.experimentKind = custom_model_development``, so the
@@ -404,12 +415,12 @@ def get_or_create_experiment(tracking_uri: str, name: str) -> str:
     """
     from mlflow.exceptions import MlflowException
 
-    client = tracking_client(tracking_uri)
+    client = session.client
     found = client.get_experiment_by_name(name)
     if found is not None:
         if found.lifecycle_stage == "deleted":
             raise DeeppertError(
-                f"experiment {name!r} at {tracking_uri} is deleted; restore it or pick another name"
+                f"experiment {name!r} at {session.uri} is deleted; restore it or pick another name"
             )
         if EXPERIMENT_KIND_TAG not in (found.tags or {}):
             client.set_experiment_tag(found.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
@@ -499,8 +510,7 @@ def source_tags() -> dict[str, str]:
 
 
 def start_run(
-    tracking_uri: str,
-    experiment_id: str,
+    session: TrackingSession,
     *,
     run_name: str | None = None,
     tags: Mapping[str, Any] | None = None,
@@ -508,7 +518,8 @@ def start_run(
     parent_run_id: str | None = None,
     description: str | None = None,
 ) -> str:
-    """Create a RUNNING run (a child of ``parent_run_id`` when given); returns its id.
+    """Create a RUNNING run in the session's experiment (a child of ``parent_run_id`` when
+    given); returns its id.
 
     The run carries :func:`source_tags` and, when given, ``description`` as its MLflow
     description (``mlflow.note.content``). It stays RUNNING until :func:`finish_run` or
@@ -518,13 +529,13 @@ def start_run(
     from mlflow.entities import Param
     from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NOTE
 
-    client = tracking_client(tracking_uri)
+    client = session.client
     all_tags = {**source_tags(), **{str(k): str(v) for k, v in (tags or {}).items()}}
     if description:
         all_tags[MLFLOW_RUN_NOTE] = description
     if parent_run_id is not None:
         all_tags[MLFLOW_PARENT_RUN_ID] = parent_run_id
-    run = client.create_run(experiment_id, run_name=run_name, tags=all_tags)
+    run = client.create_run(session.experiment_id, run_name=run_name, tags=all_tags)
     run_id = run.info.run_id
     if params:
         client.log_batch(run_id, params=[Param(str(k), str(v)) for k, v in params.items()])
@@ -533,8 +544,7 @@ def start_run(
 
 @contextlib.contextmanager
 def tracked_run(
-    tracking_uri: str,
-    experiment_id: str,
+    session: TrackingSession,
     *,
     run_name: str | None = None,
     tags: Mapping[str, Any] | None = None,
@@ -547,8 +557,7 @@ def tracked_run(
     with the exception as the reason (:func:`mark_run_failed`) and the exception re-raised.
     """
     run_id = start_run(
-        tracking_uri,
-        experiment_id,
+        session,
         run_name=run_name,
         tags=tags,
         params=params,
@@ -556,22 +565,22 @@ def tracked_run(
     )
     try:
         yield run_id
-        finish_run(tracking_uri, run_id)
+        finish_run(session, run_id)
     except BaseException as exc:
-        mark_run_failed(tracking_uri, run_id, reason=f"{type(exc).__name__}: {exc}")
+        mark_run_failed(session, run_id, reason=f"{type(exc).__name__}: {exc}")
         raise
 
 
 def find_runs_by_tag(
-    tracking_uri: str,
-    experiment_id: str,
+    session: TrackingSession,
     key: str,
     value: str,
     *,
     status: RunStatus | None = None,
     parent_run_id: str | None = None,
 ) -> list[Run]:
-    """All active (not deleted) runs with tag ``key == value``, newest first.
+    """All active (not deleted) runs of the session's experiment with tag ``key == value``,
+    newest first.
 
     ``status`` and ``parent_run_id`` narrow the search. Used to make retried or resumed
     trials idempotent: look the grid key up before starting a run.
@@ -587,12 +596,11 @@ def find_runs_by_tag(
         clauses.append(
             f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{_filter_safe('parent run id', parent_run_id)}'"
         )
-    client = tracking_client(tracking_uri)
     runs: list[Run] = []
     token = None
     while True:
-        page = client.search_runs(
-            [experiment_id],
+        page = session.client.search_runs(
+            [session.experiment_id],
             filter_string=" and ".join(clauses),
             max_results=1000,
             order_by=["attributes.start_time DESC"],
@@ -604,20 +612,22 @@ def find_runs_by_tag(
             return runs
 
 
-def finish_run(tracking_uri: str, run_id: str) -> None:
+def finish_run(session: TrackingSession, run_id: str) -> None:
     """Mark ``run_id`` FINISHED."""
-    tracking_client(tracking_uri).set_terminated(run_id, status="FINISHED")
+    session.client.set_terminated(run_id, status="FINISHED")
 
 
-def mark_run_failed(tracking_uri: str, run_id: str, *, reason: str | None = None) -> None:
+def mark_run_failed(session: TrackingSession, run_id: str, *, reason: str | None = None) -> None:
     """Mark ``run_id`` FAILED, recording ``reason`` (truncated) in tag ``deeppert.failure``."""
-    client = tracking_client(tracking_uri)
+    client = session.client
     if reason:
         client.set_tag(run_id, FAILURE_TAG, reason[:4000])
     client.set_terminated(run_id, status="FAILED")
 
 
-def log_parquet(tracking_uri: str, run_id: str, frame: pd.DataFrame, artifact_path: str) -> str:
+def log_parquet(
+    session: TrackingSession, run_id: str, frame: pd.DataFrame, artifact_path: str
+) -> str:
     """Write ``frame`` (index included) as Parquet and log it at ``artifact_path``.
 
     ``artifact_path`` is the file's path inside the run, e.g. ``"latents.parquet"`` or
@@ -636,18 +646,18 @@ def log_parquet(tracking_uri: str, run_id: str, frame: pd.DataFrame, artifact_pa
     with tempfile.TemporaryDirectory(prefix="deeppert-parquet-") as tmp:
         local = Path(tmp) / filename
         frame.to_parquet(local, index=True)
-        tracking_client(tracking_uri).log_artifact(run_id, str(local), directory or None)
+        session.client.log_artifact(run_id, str(local), directory or None)
     return artifact_path
 
 
-def load_parquet(tracking_uri: str, run_id: str, artifact_path: str) -> pd.DataFrame:
+def load_parquet(session: TrackingSession, run_id: str, artifact_path: str) -> pd.DataFrame:
     """Download the Parquet artifact ``artifact_path`` of ``run_id`` and read it back."""
     directory, filename = _split_artifact_path(artifact_path)
-    client = tracking_client(tracking_uri)
+    client = session.client
     present = [a.path for a in client.list_artifacts(run_id, directory or None)]
     if artifact_path not in present:
         raise DeeppertError(
-            f"run {run_id} at {tracking_uri} has no artifact {artifact_path!r}; "
+            f"run {run_id} at {session.uri} has no artifact {artifact_path!r}; "
             f"found in {directory or 'the run root'}: {sorted(present) or 'nothing'}"
         )
     with tempfile.TemporaryDirectory(prefix="deeppert-parquet-") as tmp:
@@ -672,7 +682,7 @@ def dataset_entity(dataset: Any) -> Any:
 
 
 def log_torch_model(
-    tracking_uri: str,
+    session: TrackingSession,
     run_id: str,
     model: torch.nn.Module,
     *,
@@ -694,7 +704,7 @@ def log_torch_model(
 
     if pip_requirements is None:
         pip_requirements = [f"torch=={torch.__version__.split('+')[0]}", f"numpy=={np.__version__}"]
-    client = tracking_client(tracking_uri)
+    client = session.client
     run = client.get_run(run_id)
     # log_model(run_id=...) alone creates the logged model in the process's active experiment
     # (Default), not the run's: the run would list no model. Create it in the run's experiment.
@@ -705,7 +715,7 @@ def log_torch_model(
         tags={str(k): str(v) for k, v in (tags or {}).items()} or None,
         params=dict(run.data.params) or None,
     )
-    with global_uris(tracking_uri):
+    with global_uris(session.uri):
         info = mlflow.pytorch.log_model(
             model,
             name=name,
@@ -723,28 +733,28 @@ def log_torch_model(
 
 
 def load_torch_model(
-    tracking_uri: str, model_uri: str, *, map_location: str | None = None
+    session: TrackingSession, model_uri: str, *, map_location: str | None = None
 ) -> torch.nn.Module:
     """Download and load the PyTorch model at ``model_uri`` (e.g. a sweep's encoder).
 
     Accepts ``models:/m-...`` (a logged model), ``models:/name/version`` and
     ``models:/name@alias``; MLflow's downloader consults the process-global URIs for these, so
-    they are pointed at ``tracking_uri`` (:func:`global_uris`) for the download only.
+    they are pointed at the session's server (:func:`global_uris`) for the download only.
     ``map_location`` (e.g. ``"cpu"``) is torch's, for a model logged from a GPU.
     """
     import mlflow.artifacts
     import mlflow.pytorch
 
-    source = _logged_model_source(tracking_uri, model_uri)
+    source = _logged_model_source(session, model_uri)
     with tempfile.TemporaryDirectory(prefix="deeppert-model-") as tmp:
-        with global_uris(tracking_uri):
+        with global_uris(session.uri):
             local = mlflow.artifacts.download_artifacts(
-                artifact_uri=source, dst_path=tmp, tracking_uri=tracking_uri
+                artifact_uri=source, dst_path=tmp, tracking_uri=session.uri
             )
         return mlflow.pytorch.load_model(local, map_location=map_location)
 
 
-def _logged_model_source(tracking_uri: str, model_uri: str) -> str:
+def _logged_model_source(session: TrackingSession, model_uri: str) -> str:
     if not model_uri.startswith("models:/"):
         raise DeeppertError(
             f"model URI {model_uri!r} must be models:/m-<id>, models:/<name>/<version> "
@@ -754,15 +764,15 @@ def _logged_model_source(tracking_uri: str, model_uri: str) -> str:
     if rest.startswith("m-"):
         return model_uri
     if "@" in rest:
-        return resolve_alias(tracking_uri, rest).source
+        return resolve_alias(session, rest).source
     name, sep, version = rest.rpartition("/")
     if not sep or not version.isdigit():
         raise DeeppertError(f"model URI {model_uri!r} names no version or alias")
-    return tracking_client(tracking_uri).get_model_version(name, version).source
+    return session.client.get_model_version(name, version).source
 
 
 def register_logged_model(
-    tracking_uri: str,
+    session: TrackingSession,
     model_uri: str,
     name: str,
     *,
@@ -780,7 +790,7 @@ def register_logged_model(
             "(as returned by log_torch_model)"
         )
     model_id = model_uri.removeprefix("models:/").split("/", 1)[0]
-    client = tracking_client(tracking_uri)
+    client = session.client
     try:
         client.create_registered_model(name)
     except MlflowException as exc:
@@ -797,14 +807,14 @@ def register_logged_model(
     return _version_ref(version)
 
 
-def set_alias(tracking_uri: str, name: str, alias: str, version: str | int) -> None:
+def set_alias(session: TrackingSession, name: str, alias: str, version: str | int) -> None:
     """Point ``name@alias`` at ``version`` (moving it if it pointed elsewhere)."""
     if alias == "latest":
         raise DeeppertError("alias 'latest' is reserved by MLflow; use e.g. 'current'")
-    tracking_client(tracking_uri).set_registered_model_alias(name, alias, str(version))
+    session.client.set_registered_model_alias(name, alias, str(version))
 
 
-def resolve_alias(tracking_uri: str, ref: str) -> ModelVersionRef:
+def resolve_alias(session: TrackingSession, ref: str) -> ModelVersionRef:
     """The model version ``ref`` (``"name@alias"``) points at.
 
     Raises :class:`DeeppertError` naming ``ref`` and listing the model's aliases, or the
@@ -815,7 +825,7 @@ def resolve_alias(tracking_uri: str, ref: str) -> ModelVersionRef:
     name, sep, alias = ref.rpartition("@")
     if not sep or not name or not alias:
         raise DeeppertError(f"model reference {ref!r} is not of the form 'name@alias'")
-    client = tracking_client(tracking_uri)
+    client = session.client
     try:
         model = client.get_registered_model(name)
     except MlflowException as exc:
@@ -823,7 +833,7 @@ def resolve_alias(tracking_uri: str, ref: str) -> ModelVersionRef:
             raise
         names = sorted(m.name for m in client.search_registered_models(max_results=100))
         raise DeeppertError(
-            f"no registered model {name!r} (from {ref!r}) at {tracking_uri}; "
+            f"no registered model {name!r} (from {ref!r}) at {session.uri}; "
             f"registered models: {names or 'none'}"
         ) from exc
     aliases = dict(model.aliases or {})
@@ -831,7 +841,7 @@ def resolve_alias(tracking_uri: str, ref: str) -> ModelVersionRef:
         listing = ", ".join(f"{a}->v{v}" for a, v in sorted(aliases.items())) or "none"
         raise DeeppertError(
             f"registered model {name!r} has no alias {alias!r} (from {ref!r}) at "
-            f"{tracking_uri}; its aliases: {listing}"
+            f"{session.uri}; its aliases: {listing}"
         )
     return _version_ref(client.get_model_version_by_alias(name, alias), alias=alias)
 

@@ -86,6 +86,8 @@ class ROLES:
     ensemble = "ensemble"
     targets = "targets"
     downstream = "downstream"
+    search = "search"  # a model search's parent run (ray_jobs/search.py)
+    search_trial = "search_trial"  # one Tune trial of a model search
 
 
 class ARTIFACTS:

@@ -35,7 +35,6 @@ from deeppert.tracking.client import (
     resolve_alias,
     set_alias,
     tracked_run,
-    tracking_client,
 )
 from deeppert.tracking.contract import (
     ARTIFACTS,
@@ -50,6 +49,7 @@ from deeppert.tracking.contract import (
     pca_artifact,
 )
 from deeppert.tracking.report import log_ensemble_figures
+from deeppert.tracking.session import TrackingSession
 from deeppert.train import TrainConfig, TrainedModels
 
 __all__ = [
@@ -82,10 +82,14 @@ class SweepEncoders:
 
 
 def load_sweep_encoders(
-    uri: str, dataset: str, sweep: str, *, train_config: TrainConfig | None = None
+    session: TrackingSession,
+    dataset: str,
+    sweep: str,
+    *,
+    train_config: TrainConfig | None = None,
 ) -> SweepEncoders:
     """Collect the encoders a sweep registered for ``dataset``, with their Parquet artifacts."""
-    client = tracking_client(uri)
+    client = session.client
     prefix = encoder_model_prefix(dataset)
     versions = [
         v
@@ -96,7 +100,7 @@ def load_sweep_encoders(
     ]
     if not versions:
         raise DeeppertError(
-            f"no encoder versions of registered models {prefix}* carry sweep tag {sweep!r} on {uri}"
+            f"no encoder versions of registered models {prefix}* carry sweep tag {sweep!r} on {session.uri}"
         )
     vt = VERSION_TAGS
     versions.sort(key=lambda v: (v.tags[vt.model], int(v.tags[vt.dim]), int(v.tags[vt.run])))
@@ -105,9 +109,9 @@ def load_sweep_encoders(
     for v in versions:
         run = client.get_run(v.run_id)
         parents.add(run.data.tags.get("mlflow.parentRunId"))
-        latents.append(load_parquet(uri, v.run_id, ARTIFACTS.latents))
-        weights.append(load_parquet(uri, v.run_id, ARTIFACTS.gene_weights))
-        encoder = load_torch_model(uri, f"models:/{v.name}/{v.version}", map_location="cpu")
+        latents.append(load_parquet(session, v.run_id, ARTIFACTS.latents))
+        weights.append(load_parquet(session, v.run_id, ARTIFACTS.gene_weights))
+        encoder = load_torch_model(session, f"models:/{v.name}/{v.version}", map_location="cpu")
         by_shape[f"{v.tags[vt.model]}_d{v.tags[vt.dim]}"].append(
             (int(v.tags[vt.run]), encoder.autoencoder)
         )
@@ -117,7 +121,7 @@ def load_sweep_encoders(
         )
     parent = parents.pop()
     pca = PCAModel.from_frames(
-        *(load_parquet(uri, parent, pca_artifact(dataset, n)) for n in PCA_TABLES)
+        *(load_parquet(session, parent, pca_artifact(dataset, n)) for n in PCA_TABLES)
     )
     groups = {
         shape: TrainedModels.from_replicas(
@@ -214,8 +218,7 @@ def gene_signature(genes: list[str], output: pd.DataFrame):
 
 
 def log_ensemble(
-    uri: str,
-    experiment_id: str,
+    session: TrackingSession,
     *,
     dataset: str,
     sweep: str,
@@ -242,8 +245,7 @@ def log_ensemble(
         tags[TAGS.warning] = "; ".join(step.warnings)
     density = ensemble.density_filter or {}
     with tracked_run(
-        uri,
-        experiment_id,
+        session,
         run_name=f"ensemble {dataset}",
         tags=tags,
         params={
@@ -253,7 +255,7 @@ def log_ensemble(
             "n_members": len(encoders.versions),
         },
     ) as run_id:
-        client = tracking_client(uri)
+        client = session.client
         client.log_metric(run_id, "n_clusters", ensemble.n_clusters)
         client.log_metric(run_id, "n_components_dropped", ensemble.n_dropped)
         chosen = step.summary()["chosen"]
@@ -263,9 +265,9 @@ def log_ensemble(
             if isinstance(value, (int, float)):
                 client.log_metric(run_id, f"stability_{key}", float(value))
         for role, frame in step.tables().items():
-            log_parquet(uri, run_id, frame, ENSEMBLE_TABLES[role])
+            log_parquet(session, run_id, frame, ENSEMBLE_TABLES[role])
         if ensemble.selection is not None:  # consensus mode: the L-selection curve
-            log_parquet(uri, run_id, ensemble.selection, ARTIFACTS.selection)
+            log_parquet(session, run_id, ensemble.selection, ARTIFACTS.selection)
             with tempfile.TemporaryDirectory() as tmp:
                 client.log_artifact(
                     run_id, str(plot_selection(ensemble.selection, Path(tmp) / "selection.png"))
@@ -275,7 +277,7 @@ def log_ensemble(
                 json.dumps(stability, indent=2, default=float) + "\n"
             )
             client.log_artifact(run_id, str(Path(tmp) / ARTIFACTS.stability))
-            log_ensemble_figures(uri, run_id, ensemble, stability)
+            log_ensemble_figures(session, run_id, ensemble, stability)
             if step.baselines is not None:
                 from deeppert.program_baselines import comparison_figure
 
@@ -285,7 +287,7 @@ def log_ensemble(
             model_dir = model.save(Path(tmp) / "ensemble_model")
             example = pd.DataFrame(encoders.pca.mean[None, :], columns=encoders.pca.genes)
             # pyfunc.log_model has no run_id argument: resume the run fluently.
-            with global_uris(uri), mlflow.start_run(run_id=run_id):
+            with global_uris(session.uri), mlflow.start_run(run_id=run_id):
                 info = mlflow.pyfunc.log_model(
                     name=ARTIFACTS.ensemble_model,
                     python_model=EnsemblePyfunc(),
@@ -296,9 +298,12 @@ def log_ensemble(
                 )
         name = ensemble_model_name(dataset)
         version = register_logged_model(
-            uri, info.model_uri, name, tags={VERSION_TAGS.sweep: sweep, VERSION_TAGS.run_id: run_id}
+            session,
+            info.model_uri,
+            name,
+            tags={VERSION_TAGS.sweep: sweep, VERSION_TAGS.run_id: run_id},
         )
-        set_alias(uri, name, alias, version.version)
+        set_alias(session, name, alias, version.version)
         client.set_tag(run_id, TAGS.ensemble_version, f"{name}/{version.version}")
     return version
 
@@ -317,20 +322,20 @@ class EnsembleOutputs:
     loadings: pd.DataFrame | None = None
 
 
-def load_ensemble_outputs(uri: str, ref: str) -> EnsembleOutputs:
+def load_ensemble_outputs(session: TrackingSession, ref: str) -> EnsembleOutputs:
     """Resolve ``name@alias`` and read its run's ensemble Parquet files."""
-    version = resolve_alias(uri, ref)
+    version = resolve_alias(session, ref)
     if version.run_id is None:
         raise DeeppertError(
             f"{ref}: model version {version.version} has no source run to read products from"
         )
-    present = {a.path for a in tracking_client(uri).list_artifacts(version.run_id)}
+    present = {a.path for a in session.client.list_artifacts(version.run_id)}
     return EnsembleOutputs(
         version,
-        load_parquet(uri, version.run_id, ARTIFACTS.ensemble_weights),
-        load_parquet(uri, version.run_id, ARTIFACTS.ensemble_embedding),
-        load_parquet(uri, version.run_id, ARTIFACTS.labels),
-        load_parquet(uri, version.run_id, ARTIFACTS.ensemble_loadings)
+        load_parquet(session, version.run_id, ARTIFACTS.ensemble_weights),
+        load_parquet(session, version.run_id, ARTIFACTS.ensemble_embedding),
+        load_parquet(session, version.run_id, ARTIFACTS.labels),
+        load_parquet(session, version.run_id, ARTIFACTS.ensemble_loadings)
         if ARTIFACTS.ensemble_loadings in present
         else None,
     )
@@ -346,14 +351,14 @@ def lineage_tags(outputs: EnsembleOutputs) -> dict[str, str]:
     }
 
 
-def load_ensemble_model(uri: str, ref: str | ModelVersionRef) -> EnsembleModel:
+def load_ensemble_model(session: TrackingSession, ref: str | ModelVersionRef) -> EnsembleModel:
     """The :class:`EnsembleModel` behind a registered ensemble pyfunc (``name@alias`` or a version).
 
     Loads ``models:/<name>/<version>`` (pinned, so a moving alias cannot swap it mid-job)
     through ``mlflow.pyfunc`` and unwraps the :class:`EnsemblePyfunc`.
     """
-    version = resolve_alias(uri, ref) if isinstance(ref, str) else ref
-    with global_uris(uri):
+    version = resolve_alias(session, ref) if isinstance(ref, str) else ref
+    with global_uris(session.uri):
         pyfunc = mlflow.pyfunc.load_model(version.uri)
     inner = pyfunc.unwrap_python_model()
     if not isinstance(getattr(inner, "model", None), EnsembleModel):

@@ -28,6 +28,7 @@ import io
 import itertools
 import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -35,6 +36,9 @@ import pandas as pd
 from deeppert.config import ExperimentConfig
 from deeppert.stability import match_rows
 from deeppert.tracking.contract import ARTIFACTS, BEST_ALIAS, ROLES, TAGS
+
+if TYPE_CHECKING:
+    from deeppert.tracking.session import TrackingSession
 
 __all__ = [
     "SweepReport",
@@ -351,7 +355,7 @@ def report_figures(report: SweepReport) -> dict:
     return figures
 
 
-def build_report(uri: str, runs, config: ExperimentConfig) -> SweepReport:
+def build_report(session: TrackingSession, runs, config: ExperimentConfig) -> SweepReport:
     """Tables of the report from the sweep's FINISHED trial runs (latents read for agreement)."""
     from deeppert.tracking.client import load_parquet
 
@@ -361,7 +365,7 @@ def build_report(uri: str, runs, config: ExperimentConfig) -> SweepReport:
         if len(group) < 2:
             continue
         latents = {
-            int(row.run): load_parquet(uri, row.run_id, ARTIFACTS.latents)
+            int(row.run): load_parquet(session, row.run_id, ARTIFACTS.latents)
             for row in group.itertuples()
         }
         parts.append(seed_agreement(latents).assign(dataset=dataset, model=model, latent_dim=dim))
@@ -380,14 +384,13 @@ def log_sweep_report(ctx, config: ExperimentConfig) -> SweepReport | None:
     from mlflow.entities import Metric
     from mlflow.utils.mlflow_tags import MLFLOW_RUN_NOTE
 
-    from deeppert.tracking.client import find_runs_by_tag, tracking_client, ui_url
+    from deeppert.tracking.client import find_runs_by_tag, ui_url
 
-    uri = ctx.tracking_uri
+    session = ctx.session
     runs = [
         r
         for r in find_runs_by_tag(
-            uri,
-            ctx.experiment_id,
+            session,
             TAGS.sweep,
             ctx.sweep,
             status="FINISHED",
@@ -399,8 +402,8 @@ def log_sweep_report(ctx, config: ExperimentConfig) -> SweepReport | None:
     if not runs:
         log.info("sweep %s: no finished trials yet; no report", ctx.sweep)
         return None
-    report = build_report(uri, runs, config)
-    client = tracking_client(uri)
+    report = build_report(session, runs, config)
+    client = session.client
     run_id = ctx.parent_run_id
     stamp = pd.Timestamp.now().value // 1_000_000
     metrics = []
@@ -432,30 +435,33 @@ def log_sweep_report(ctx, config: ExperimentConfig) -> SweepReport | None:
     buffer = io.StringIO()
     report.trials.drop(columns=["run_id", "encoder_version"]).to_csv(buffer, index=False)
     client.log_text(run_id, buffer.getvalue(), "report/trials.csv")
-    set_best_aliases(uri, report)
+    set_best_aliases(session, report)
     for name, fig in report_figures(report).items():
         client.log_figure(run_id, fig, f"report/{name}")
         client.log_image(run_id, _as_image(fig), key=f"report/{name.removesuffix('.png')}", step=0)
     log.info(
         "sweep %s: report on parent run %s (best %s d%d, R^2 %.3f); %s",
         ctx.sweep, run_id, best["model"], best["latent_dim"], best["r2_genes_mean"],
-        ui_url(uri, ctx.experiment_id, run_id),
+        ui_url(session.uri, session.experiment_id, run_id),
     )  # fmt: skip
     for line in baseline_lines(versus):
         log.warning("sweep %s: %s", ctx.sweep, line)
     return report
 
 
-def set_best_aliases(uri: str, report: SweepReport) -> None:
+def set_best_aliases(session: TrackingSession, report: SweepReport) -> None:
     """Point ``<dataset>-encoder-<MODEL>-d<dim>@best`` at the shape's best run of this sweep."""
     from deeppert.tracking.client import set_alias
-    from deeppert.tracking.sweep import encoder_model_name
+    from deeppert.tracking.contract import encoder_model_name
 
     trials = report.trials.dropna(subset=["r2_genes", "encoder_version"])
     for (dataset, model, dim), group in trials.groupby(["dataset", "model", "latent_dim"]):
         best = group.loc[group["r2_genes"].idxmax()]
         set_alias(
-            uri, encoder_model_name(dataset, model, int(dim)), BEST_ALIAS, best["encoder_version"]
+            session,
+            encoder_model_name(dataset, model, int(dim)),
+            BEST_ALIAS,
+            best["encoder_version"],
         )
 
 
@@ -469,14 +475,15 @@ def _as_image(fig):
     return Image.open(buffer).convert("RGB")
 
 
-def log_ensemble_figures(uri: str, run_id: str, ensemble, stability: dict | None) -> None:
+def log_ensemble_figures(
+    session: TrackingSession, run_id: str, ensemble, stability: dict | None
+) -> None:
     """Log the ensemble's figures (:mod:`deeppert.ensemble_figures`) and ``top_genes.csv``."""
     import matplotlib.pyplot as plt
 
     from deeppert.ensemble_figures import ensemble_figures, top_genes
-    from deeppert.tracking.client import tracking_client
 
-    client = tracking_client(uri)
+    client = session.client
     for name, fig in ensemble_figures(ensemble, stability).items():
         client.log_figure(run_id, fig, name)
         client.log_image(run_id, _as_image(fig), key=name.removesuffix(".png"), step=0)

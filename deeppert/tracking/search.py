@@ -14,13 +14,9 @@ import json
 from dataclasses import dataclass
 
 from deeppert.config import ExperimentConfig
-from deeppert.tracking.client import (
-    check_server,
-    get_or_create_experiment,
-    start_run,
-    tracking_client,
-)
-from deeppert.tracking.sweep import TAGS, code_version
+from deeppert.tracking.client import code_version, start_run
+from deeppert.tracking.contract import ROLES, TAGS
+from deeppert.tracking.session import TrackingSession
 
 __all__ = [
     "STOP_REASON",
@@ -37,10 +33,10 @@ STOP_REASON = TAGS.stop_reason
 
 @dataclass(frozen=True)
 class SearchContext:
-    """Where a search's trials log; small and picklable."""
+    """Where a search's trials log; small and picklable (the session travels without its
+    client)."""
 
-    tracking_uri: str
-    experiment_id: str
+    session: TrackingSession
     parent_run_id: str
     name: str
 
@@ -48,9 +44,7 @@ class SearchContext:
 def open_search(config: ExperimentConfig) -> SearchContext:
     """Start the search's parent run (a new one per invocation: searches are not resumed),
     named ``search <config name> <ASHA|FIFO>`` so runs of either scheduler tell apart."""
-    uri = config.tracking.uri
-    check_server(uri)
-    experiment_id = get_or_create_experiment(uri, config.tracking.experiment)
+    session = TrackingSession(config.tracking).connect()
     name = f"{config.name}-search-{config.sha256()[:12]}"
     assert config.search is not None
     params = {
@@ -59,18 +53,17 @@ def open_search(config: ExperimentConfig) -> SearchContext:
         if v is not None
     }
     parent = start_run(
-        uri,
-        experiment_id,
+        session,
         run_name=f"search {config.name} {config.search.scheduler.upper()}",
         tags={
-            TAGS.role: "search",
+            TAGS.role: ROLES.search,
             TAGS.sweep: name,
             TAGS.config_sha: config.sha256(),
             TAGS.code_version: code_version(),
         },
         params=params,
     )
-    return SearchContext(uri, experiment_id, parent, name)
+    return SearchContext(session, parent, name)
 
 
 def start_search_trial(
@@ -86,12 +79,11 @@ def start_search_trial(
 ) -> str:
     """A RUNNING child run for one trial, with its sampled values as params."""
     return start_run(
-        ctx.tracking_uri,
-        ctx.experiment_id,
+        ctx.session,
         run_name=f"{dataset} {kind} d{latent_dim} trial {trial_id}",
         parent_run_id=ctx.parent_run_id,
         tags={
-            TAGS.role: "search_trial",
+            TAGS.role: ROLES.search_trial,
             TAGS.sweep: ctx.name,
             TAGS.cell_line: dataset,
             TAGS.model: kind,
@@ -104,21 +96,23 @@ def start_search_trial(
     )
 
 
-def log_search_epoch(uri: str, run_id: str, epoch: int, metrics: dict[str, float]) -> None:
+def log_search_epoch(
+    session: TrackingSession, run_id: str, epoch: int, metrics: dict[str, float]
+) -> None:
     """One request per epoch for all of its metrics."""
     import time
 
     from mlflow.entities import Metric
 
     stamp = int(time.time() * 1000)
-    tracking_client(uri).log_batch(
+    session.client.log_batch(
         run_id, metrics=[Metric(k, float(v), stamp, epoch) for k, v in metrics.items()]
     )
 
 
-def end_search_trial(uri: str, run_id: str, *, status: str, reason: str) -> None:
+def end_search_trial(session: TrackingSession, run_id: str, *, status: str, reason: str) -> None:
     """Close a trial run as FINISHED / KILLED / FAILED with ``reason`` in ``deeppert.stop_reason``."""
-    client = tracking_client(uri)
+    client = session.client
     client.set_tag(run_id, STOP_REASON, reason[:4000])
     client.set_terminated(run_id, status=status)
 
@@ -134,7 +128,7 @@ def close_search(
     """Close every trial run still RUNNING with its ``outcomes[run_id]`` (status, reason), as
     the driver saw the scheduler decide (a stopped trial cannot log once Tune stops it), else
     KILLED; tag the best config on the parent, log the summary numbers, finish the parent."""
-    client = tracking_client(ctx.tracking_uri)
+    client = ctx.session.client
     leftovers = client.search_runs(
         [ctx.experiment_id],
         filter_string=(
@@ -145,7 +139,7 @@ def close_search(
         end, reason = (outcomes or {}).get(
             run.info.run_id, ("KILLED", "stopped by the scheduler before reporting an epoch")
         )
-        end_search_trial(ctx.tracking_uri, run.info.run_id, status=end, reason=reason)
+        end_search_trial(ctx.session, run.info.run_id, status=end, reason=reason)
     if best is not None:
         client.set_tag(ctx.parent_run_id, TAGS.best_config, json.dumps(best, sort_keys=True))
     import time

@@ -4,13 +4,13 @@ A *grid point* is (dataset, model, latent dim, run). Each has exactly one FINISH
 under the sweep's parent run, found again by its ``deeppert.grid_key`` tag. A trial:
 
 1. skips grid points that already have a FINISHED run with the same config hash,
-2. *claims* the others (:func:`claim_grid_points`): a RUNNING run whose heartbeat is fresh
+2. *claims* the others (:func:`~deeppert.tracking.claims.claim_grid_points`): a RUNNING run whose heartbeat is fresh
    belongs to a live attempt (another sweep submitted beside this one) and is waited for,
    never marked failed; a stale one (heartbeat older than ``sweep.claim_stale_seconds``, or
    its worker process on this host gone) is marked FAILED and taken over; when two trials
    create a claim at once, the older run wins and the other deletes its own,
 3. trains the claimed runs of its shape vectorised, logging per-epoch metrics, while a
-   :class:`Heartbeat` thread renews their ``deeppert.heartbeat`` tag,
+   :class:`~deeppert.tracking.claims.Heartbeat` thread renews their ``deeppert.heartbeat`` tag,
 4. computes IG gene weights, logs latents and gene weights as Parquet, the encoder as an
    MLflow PyTorch model registered as a version of ``<dataset>-encoder-<MODEL>-d<dim>``,
 5. marks each run FINISHED only when all of that is logged (FAILED on any exception).
@@ -22,12 +22,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
-import socket
-import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -36,22 +33,28 @@ import pandas as pd
 from deeppert.attribution import attribute_genes
 from deeppert.config import ExperimentConfig
 from deeppert.data import Signatures
-from deeppert.errors import DeeppertError
 from deeppert.grid import Prepared, train_shape
 from deeppert.models import MeanEncoder
+from deeppert.tracking.claims import (
+    Heartbeat,
+    claim_grid_points,
+    mark_failed_if_reachable,
+    now_ms,
+    process_alive,
+    worker_id,
+)
 from deeppert.tracking.client import (
-    check_server,
+    FAILURE_TAG,
     code_version,
     dataset_entity,
     find_runs_by_tag,
     finish_run,
-    get_or_create_experiment,
+    first_line,
     log_parquet,
     log_torch_model,
     mark_run_failed,
     register_logged_model,
     start_run,
-    tracking_client,
 )
 from deeppert.tracking.contract import (
     ARTIFACTS,
@@ -68,6 +71,7 @@ from deeppert.tracking.contract import (
     pca_artifact,
     pca_folder,
 )
+from deeppert.tracking.session import TrackingSession
 from deeppert.train import seed_for_run
 
 if TYPE_CHECKING:
@@ -88,14 +92,8 @@ __all__ = [
     "encoder_model_prefix",
     "trial_plan",
     "trial_params",
-    "claim_grid_points",
-    "Heartbeat",
-    "ClaimState",
-    "claim_state",
-    "mark_failed_if_reachable",
     "close_sweep",
     "close_abandoned_runs",
-    "first_line",
 ]
 
 log = logging.getLogger(__name__)
@@ -112,10 +110,10 @@ def data_sha256(signatures: Signatures) -> str:
 
 @dataclass(frozen=True)
 class SweepContext:
-    """What every trial needs to log into the right place; small and picklable."""
+    """What every trial needs to log into the right place; small and picklable (the session
+    travels without its client)."""
 
-    tracking_uri: str
-    experiment_id: str
+    session: TrackingSession
     parent_run_id: str
     sweep: str
     config_sha: str
@@ -125,7 +123,8 @@ class SweepContext:
     driver: str = ""  # host:pid of the driver that opened it; tag deeppert.driver of its runs
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The fields, the session as itself (``asdict`` would copy it field by field)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 def sweep_name(config: ExperimentConfig) -> str:
@@ -146,18 +145,15 @@ def open_sweep(config: ExperimentConfig, *, version: str | None = None) -> Sweep
     (:func:`close_abandoned_runs`). The caller owns the returned parent: it must end it
     (``finish_run``, or :func:`close_sweep` on failure); a failure here closes it itself.
     """
-    uri = config.tracking.uri
-    check_server(uri)
-    experiment_id = get_or_create_experiment(uri, config.tracking.experiment)
+    session = TrackingSession(config.tracking).connect()
     config_sha = config.sha256()
     sweep = sweep_name(config)
-    driver = _worker_id()
-    close_abandoned_runs(uri, experiment_id, keep_sweep=sweep)
-    parents = _sweep_parents(uri, experiment_id, sweep)
+    driver = worker_id()
+    close_abandoned_runs(session, keep_sweep=sweep)
+    parents = _sweep_parents(session, sweep)
     if not parents:
         created = start_run(
-            uri,
-            experiment_id,
+            session,
             run_name=f"sweep {config.name}",
             description=_sweep_description(config),
             tags={
@@ -171,24 +167,22 @@ def open_sweep(config: ExperimentConfig, *, version: str | None = None) -> Sweep
         )
         # Two drivers started together both create a parent: the oldest one is the sweep's,
         # the others are deleted by their creators before any trial logs under them.
-        parents = _sweep_parents(uri, experiment_id, sweep)
+        parents = _sweep_parents(session, sweep)
         if parents[0].info.run_id != created:
             log.info("sweep %s: another driver opened it first; joining its parent run", sweep)
-            tracking_client(uri).delete_run(created)
+            session.client.delete_run(created)
     else:
-        _note_abandoned_driver(uri, parents[0])
+        _note_abandoned_driver(session, parents[0])
     parent_id = parents[0].info.run_id
     try:
-        client = tracking_client(uri)
-        client.update_run(parent_id, status="RUNNING")
-        client.set_tag(parent_id, TAGS.driver, driver)
-        log_config(uri, parent_id, config)
+        session.client.update_run(parent_id, status="RUNNING")
+        session.client.set_tag(parent_id, TAGS.driver, driver)
+        log_config(session, parent_id, config)
     except BaseException as exc:
-        mark_failed_if_reachable(uri, [parent_id], first_line(exc))
+        mark_failed_if_reachable(session, [parent_id], first_line(exc))
         raise
     return SweepContext(
-        uri,
-        experiment_id,
+        session,
         parent_id,
         sweep,
         config_sha,
@@ -208,10 +202,9 @@ def close_sweep(ctx: SweepContext, reason: str) -> None:
     the same sweep keeps its live trials.
     """
     try:
-        check_server(ctx.tracking_uri, timeout=3.0)
+        ctx.session.check(timeout=3.0)
         left = find_runs_by_tag(
-            ctx.tracking_uri,
-            ctx.experiment_id,
+            ctx.session,
             TAGS.driver,
             ctx.driver,
             status="RUNNING",
@@ -221,12 +214,12 @@ def close_sweep(ctx: SweepContext, reason: str) -> None:
         log.warning("sweep %s: runs not closed (%s); the next attempt will", ctx.sweep, exc)
         return
     trials = [r.info.run_id for r in left if r.info.run_id != ctx.parent_run_id]
-    mark_failed_if_reachable(ctx.tracking_uri, trials, f"sweep driver ended: {reason}")
-    mark_failed_if_reachable(ctx.tracking_uri, [ctx.parent_run_id], reason)
+    mark_failed_if_reachable(ctx.session, trials, f"sweep driver ended: {reason}")
+    mark_failed_if_reachable(ctx.session, [ctx.parent_run_id], reason)
 
 
-def close_abandoned_runs(uri: str, experiment_id: str, *, keep_sweep: str | None = None) -> int:
-    """Mark FAILED the runs of ``experiment_id`` left RUNNING by a process of this host that
+def close_abandoned_runs(session: TrackingSession, *, keep_sweep: str | None = None) -> int:
+    """Mark FAILED the runs of the session's experiment left RUNNING by a process of this host that
     no longer exists: sweep parents whose driver is gone and trial runs whose worker is gone,
     but not those of ``keep_sweep`` (the sweep being resumed reopens its parent, and its
     trials' claims supersede their stale runs). Returns how many were closed.
@@ -239,18 +232,18 @@ def close_abandoned_runs(uri: str, experiment_id: str, *, keep_sweep: str | None
     closed = 0
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     for role, tag in ((ROLES.sweep, TAGS.driver), (ROLES.trial, TAGS.worker)):
-        for run in find_runs_by_tag(uri, experiment_id, TAGS.role, role, status="RUNNING"):
+        for run in find_runs_by_tag(session, TAGS.role, role, status="RUNNING"):
             owner = run.data.tags.get(tag, "")
             if run.data.tags.get(TAGS.sweep) == keep_sweep:
                 continue  # resumed: its parent reopens, its trials' claims supersede them
-            if not owner or _process_alive(owner) is not False:
+            if not owner or process_alive(owner) is not False:
                 continue
             what = "driver" if role == ROLES.sweep else "worker"
             mark_run_failed(
-                uri,
+                session,
                 run.info.run_id,
                 reason=f"its {what} {owner} ended without closing it; closed by "
-                f"{_worker_id()} at {stamp}",
+                f"{worker_id()} at {stamp}",
             )
             closed += 1
     if closed:
@@ -258,30 +251,28 @@ def close_abandoned_runs(uri: str, experiment_id: str, *, keep_sweep: str | None
     return closed
 
 
-def _sweep_parents(uri: str, experiment_id: str, sweep: str) -> list:
+def _sweep_parents(session: TrackingSession, sweep: str) -> list:
     """The sweep's parent runs, oldest first (ties by run id): the first one is *the* parent."""
     parents = [
         r
-        for r in find_runs_by_tag(uri, experiment_id, TAGS.sweep, sweep)
+        for r in find_runs_by_tag(session, TAGS.sweep, sweep)
         if r.data.tags.get(TAGS.role) == ROLES.sweep
     ]
     return sorted(parents, key=lambda r: (r.info.start_time, r.info.run_id))
 
 
-def _note_abandoned_driver(uri: str, parent) -> None:
+def _note_abandoned_driver(session: TrackingSession, parent) -> None:
     """Record on a resumed parent why its last driver left it open (``deeppert.failure``).
 
     A parent left RUNNING by a driver process of this host that no longer exists was
     abandoned (killed, or its tracking server stayed down beyond the retry budget).
     """
-    from deeppert.tracking.client import FAILURE_TAG
-
     driver = parent.data.tags.get(TAGS.driver)
-    if parent.info.status == "RUNNING" and driver and _process_alive(driver) is False:
-        tracking_client(uri).set_tag(
+    if parent.info.status == "RUNNING" and driver and process_alive(driver) is False:
+        session.client.set_tag(
             parent.info.run_id,
             FAILURE_TAG,
-            f"driver {driver} ended without closing the sweep; resumed by {_worker_id()} "
+            f"driver {driver} ended without closing the sweep; resumed by {worker_id()} "
             f"at {time.strftime('%Y-%m-%dT%H:%M:%S%z')}",
         )
 
@@ -296,11 +287,11 @@ def _sweep_description(config: ExperimentConfig) -> str:
     )
 
 
-def log_config(uri: str, run_id: str, config: ExperimentConfig) -> None:
+def log_config(session: TrackingSession, run_id: str, config: ExperimentConfig) -> None:
     """The resolved config as ``config.yaml`` on the parent run (read back by ``load_config``)."""
     import yaml
 
-    client = tracking_client(uri)
+    client = session.client
     if not any(a.path == "config.yaml" for a in client.list_artifacts(run_id)):
         client.log_text(run_id, yaml.safe_dump(config.to_dict(), sort_keys=False), "config.yaml")
 
@@ -334,11 +325,11 @@ def log_dataset(
         warnings.simplefilter("ignore", UserWarning)
         frame = prepared.signatures.to_frame().reset_index()
         entity = dataset_entity(mlflow.data.from_pandas(frame, source=source, name=dataset))
-    client = tracking_client(ctx.tracking_uri)
+    client = ctx.session.client
     existing = {a.path for a in client.list_artifacts(ctx.parent_run_id, pca_folder(dataset))}
     if pca_artifact(dataset, "components") not in existing:
         for name, table in prepared.pca.to_frames().items():
-            log_parquet(ctx.tracking_uri, ctx.parent_run_id, table, pca_artifact(dataset, name))
+            log_parquet(ctx.session, ctx.parent_run_id, table, pca_artifact(dataset, name))
         client.set_tag(ctx.parent_run_id, dataset_sha_tag(dataset), sha)
         client.log_inputs(
             ctx.parent_run_id,
@@ -349,9 +340,7 @@ def log_dataset(
 
 def finished_grid_keys(ctx: SweepContext) -> set[str]:
     """Grid keys that already have a FINISHED child run of this sweep (same config hash)."""
-    runs = find_runs_by_tag(
-        ctx.tracking_uri, ctx.experiment_id, TAGS.sweep, ctx.sweep, status="FINISHED"
-    )
+    runs = find_runs_by_tag(ctx.session, TAGS.sweep, ctx.sweep, status="FINISHED")
     return {
         r.data.tags[TAGS.grid_key]
         for r in runs
@@ -377,7 +366,8 @@ def run_trial(
     """Train, attribute and log the grid points ``(dataset, kind, latent_dim, r) for r in runs``.
 
     Grid points that another live attempt is training (a second sweep submitted beside this
-    one) are waited for, not trained twice (:func:`claim_grid_points`); the trial returns when
+    one) are waited for, not trained twice
+    (:func:`~deeppert.tracking.claims.claim_grid_points`); the trial returns when
     every point of ``runs`` has a FINISHED run. Returns the mean held-out metrics of the runs
     it trained itself (empty when all were done elsewhere). ``tags`` are added to every trial
     run it starts.
@@ -443,14 +433,12 @@ def _start_trial_run(
     tags: dict[str, str] | None = None,
 ) -> str:
     """Create the RUNNING child run of one grid point, with a fresh heartbeat: the claim."""
-    uri = ctx.tracking_uri
     dataset, kind, latent_dim = shape.dataset, shape.kind, shape.latent_dim
     # Trials run in Ray workers (argv[0] = Ray's default_worker.py): name the sweep's entry point.
-    parent_tags = tracking_client(uri).get_run(ctx.parent_run_id).data.tags
+    parent_tags = ctx.session.client.get_run(ctx.parent_run_id).data.tags
     source = {k: v for k, v in parent_tags.items() if k == "mlflow.source.name"}
     return start_run(
-        uri,
-        ctx.experiment_id,
+        ctx.session,
         run_name=f"{kind} d{latent_dim} r{run}",
         parent_run_id=ctx.parent_run_id,
         description=(
@@ -468,9 +456,9 @@ def _start_trial_run(
             TAGS.data_sha: shape.data_sha,
             TAGS.config_sha: ctx.config_sha,
             TAGS.code_version: ctx.code_version,
-            TAGS.worker: _worker_id(),
+            TAGS.worker: worker_id(),
             TAGS.driver: ctx.driver,
-            TAGS.heartbeat: _now_ms(),
+            TAGS.heartbeat: now_ms(),
             TAGS.model: kind,
             TAGS.latent_dim: latent_dim,
             TAGS.run: run,
@@ -502,10 +490,10 @@ def _train_claimed(
     Each run leaves ``run_ids`` once FINISHED (or taken over); the rest are marked FAILED
     when anything raises.
     """
-    uri = ctx.tracking_uri
-    heartbeat = Heartbeat(uri, run_ids, ctx.heartbeat_seconds).start()
+    session = ctx.session
+    client = session.client
+    heartbeat = Heartbeat(session, run_ids, ctx.heartbeat_seconds).start()
     try:
-        client = tracking_client(uri)
         if data_input is not None:
             _log_training_input(client, run_ids.values(), data_input)
         trained, metrics = train_shape(
@@ -526,17 +514,17 @@ def _train_claimed(
                 run_ids.pop(run)
                 continue
             row = metrics[metrics["run"] == run].iloc[0]
-            log_parquet(uri, run_id, latents[r], ARTIFACTS.latents)
-            log_parquet(uri, run_id, attribution.frame(r), ARTIFACTS.gene_weights)
+            log_parquet(session, run_id, latents[r], ARTIFACTS.latents)
+            log_parquet(session, run_id, attribution.frame(r), ARTIFACTS.gene_weights)
             client.log_batch(run_id, metrics=_held_out_metrics(row, attribution, r))
             encoder = MeanEncoder(trained.module, r).float().cpu()  # GPU trials log a CPU model
             version = _register_encoder(ctx, shape, run, run_id, encoder, example, row)
             client.set_tag(run_id, TAGS.encoder_version, version)
-            finish_run(uri, run_id)
+            finish_run(session, run_id)
             run_ids.pop(run)
     except BaseException as exc:
         heartbeat.stop()
-        mark_failed_if_reachable(uri, list(run_ids.values()), f"{type(exc).__name__}: {exc}")
+        mark_failed_if_reachable(session, list(run_ids.values()), f"{type(exc).__name__}: {exc}")
         raise
     finally:
         heartbeat.stop()
@@ -586,8 +574,9 @@ def _register_encoder(
     held_out: pd.Series,
 ) -> str:
     """Log ``encoder`` on ``run_id`` and register it as a version of its shape's model name."""
-    uri = ctx.tracking_uri
-    ref = log_torch_model(uri, run_id, encoder, name=ARTIFACTS.encoder, input_example=example)
+    ref = log_torch_model(
+        ctx.session, run_id, encoder, name=ARTIFACTS.encoder, input_example=example
+    )
     tags = {
         VERSION_TAGS.sweep: ctx.sweep,
         VERSION_TAGS.model: shape.kind,
@@ -599,167 +588,7 @@ def _register_encoder(
         ),
     }
     name = encoder_model_name(shape.dataset, shape.kind, shape.latent_dim)
-    return register_logged_model(uri, ref.model_uri, name, tags=tags).version
-
-
-def mark_failed_if_reachable(uri: str, run_ids: list[str], reason: str) -> None:
-    """Mark ``run_ids`` FAILED with ``reason``; if the server cannot be reached, leave them.
-
-    One quick :func:`check_server` first, so an unreachable server costs seconds, not the
-    client's retry budget per run. Runs left RUNNING this way have a heartbeat that stops
-    being renewed, so the next trial or resume of their grid point finds them stale and marks
-    them FAILED then.
-    """
-    from mlflow.exceptions import MlflowException
-
-    if not run_ids:
-        return
-    try:
-        check_server(uri, timeout=3.0)
-        for run_id in run_ids:
-            mark_run_failed(uri, run_id, reason=reason)
-    except (DeeppertError, MlflowException, OSError) as exc:
-        log.warning(
-            "could not mark run(s) %s FAILED (%s); the next attempt will",
-            ", ".join(run_ids),
-            first_line(exc),
-        )
-
-
-def first_line(exc: BaseException) -> str:
-    """``Type: first line of the message``, for one-line reports."""
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}"[:500]
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
-
-
-def _worker_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def _process_alive(worker: str) -> bool | None:
-    """Whether the process ``host:pid`` exists; ``None`` when it runs on another host."""
-    host, _, pid = worker.rpartition(":")
-    if host != socket.gethostname() or not pid.isdigit():
-        return None
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-class ClaimState:
-    """What an existing run means for its grid point (:func:`claim_state`)."""
-
-    done = "done"  # FINISHED with this config: nothing to train
-    live = "live"  # RUNNING, heartbeat fresh and worker alive: another attempt trains it
-    stale = "stale"  # RUNNING but its attempt is gone: mark FAILED, take over
-    ended = "ended"  # FAILED / KILLED / FINISHED with another config: ignore
-
-
-def claim_state(run, ctx: SweepContext, *, now_ms: int | None = None) -> tuple[str, str]:
-    """``(state, why)`` of an existing trial run of a grid point, for :func:`claim_grid_points`."""
-    status = run.info.status
-    if status == "FINISHED":
-        same = run.data.tags.get(TAGS.config_sha) == ctx.config_sha
-        return (ClaimState.done if same else ClaimState.ended), status
-    if status not in ("RUNNING", "SCHEDULED"):
-        return ClaimState.ended, status
-    worker = run.data.tags.get(TAGS.worker, "")
-    if _process_alive(worker) is False:
-        return ClaimState.stale, f"its worker {worker} is gone"
-    beat = run.data.tags.get(TAGS.heartbeat)
-    last = int(beat) if beat and beat.isdigit() else run.info.start_time
-    age = ((now_ms or _now_ms()) - last) / 1000
-    if age > ctx.claim_stale_seconds:
-        return ClaimState.stale, f"no heartbeat for {age:.0f} s"
-    return ClaimState.live, f"heartbeat {age:.0f} s ago"
-
-
-def claim_grid_points(
-    ctx: SweepContext, keys: dict[int, str], create: Callable[[int], str]
-) -> tuple[dict[int, str], list[int]]:
-    """Claim the grid points ``keys`` (run -> grid key) that nobody has finished or is training.
-
-    For each point: a FINISHED run of this config means done; a live RUNNING run (fresh
-    heartbeat, worker alive) means busy, and it is never touched; stale RUNNING runs are
-    marked FAILED ("superseded by a retry"). Free points get a new run from ``create(run)``;
-    then the point's live runs are compared and the oldest (start time, then run id) wins, so
-    two trials that created a run at the same moment agree on one owner; the loser deletes its
-    run before any work. Returns ``(claimed run -> run id, busy runs)``.
-    """
-    uri = ctx.tracking_uri
-    client = tracking_client(uri)
-    claimed: dict[int, str] = {}
-    busy: list[int] = []
-
-    def runs_of(key: str) -> list:
-        return find_runs_by_tag(
-            uri, ctx.experiment_id, TAGS.grid_key, key, parent_run_id=ctx.parent_run_id
-        )
-
-    for run, key in keys.items():
-        states = [(r, *claim_state(r, ctx)) for r in runs_of(key)]
-        if any(state == ClaimState.done for _, state, _ in states):
-            continue
-        for old, state, why in states:
-            if state == ClaimState.stale:
-                log.info("%s: run %s is stale (%s); taking over", key, old.info.run_id, why)
-                mark_run_failed(
-                    uri,
-                    old.info.run_id,
-                    reason=f"attempt died before finishing ({why}); superseded by a retry",
-                )
-        if any(state == ClaimState.live for _, state, _ in states):
-            busy.append(run)
-            continue
-        run_id = create(run)
-        live = [r for r in runs_of(key) if claim_state(r, ctx)[0] == ClaimState.live]
-        owner = min(live, key=lambda r: (r.info.start_time, r.info.run_id), default=None)
-        if owner is not None and owner.info.run_id != run_id:
-            log.info("%s: claimed at the same time by run %s; yielding", key, owner.info.run_id)
-            client.delete_run(run_id)
-            busy.append(run)
-        else:
-            claimed[run] = run_id
-    return claimed, busy
-
-
-class Heartbeat:
-    """Renew tag ``deeppert.heartbeat`` on the runs in ``run_ids`` every ``interval`` seconds.
-
-    ``run_ids`` is read at every beat, so runs the trial finishes (pops) stop beating. A beat
-    that cannot reach the server is skipped (the main thread meets the same outage and fails
-    or retries); an attempt that stops beating is taken over by others after
-    ``sweep.claim_stale_seconds``.
-    """
-
-    def __init__(self, uri: str, run_ids: dict[int, str], interval: float) -> None:
-        self._uri, self._run_ids, self._interval = uri, run_ids, interval
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._beat, name="deeppert-heartbeat", daemon=True)
-
-    def start(self) -> Heartbeat:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-
-    def _beat(self) -> None:
-        client = tracking_client(self._uri)
-        while not self._stop.wait(self._interval):
-            for run_id in list(self._run_ids.values()):
-                try:
-                    client.set_tag(run_id, TAGS.heartbeat, str(_now_ms()))
-                except Exception as exc:  # noqa: BLE001 - logged; the claim just ages
-                    log.warning("heartbeat of run %s not renewed: %s", run_id, first_line(exc))
+    return register_logged_model(ctx.session, ref.model_uri, name, tags=tags).version
 
 
 # TrainConfig fields logged under another name, and those that are not trial params.

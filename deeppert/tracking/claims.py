@@ -1,0 +1,196 @@
+"""Grid-point claims and their heartbeats: how concurrent sweep attempts agree on one owner.
+
+A trial run is the claim on its grid point. While a trial trains, a :class:`Heartbeat` thread
+renews tag ``deeppert.heartbeat`` (epoch ms) on its runs. Before training a point, a trial
+reads the point's trial runs (:func:`claim_state`): FINISHED with the same config -> done;
+RUNNING with a fresh heartbeat and a live worker -> busy, waited for and never marked failed;
+RUNNING with a stale heartbeat or a dead worker on this host -> marked FAILED and taken over.
+Two trials that create a claim at once keep the oldest run (:func:`claim_grid_points`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from deeppert.errors import DeeppertError
+from deeppert.tracking.client import find_runs_by_tag, first_line, mark_run_failed
+from deeppert.tracking.contract import TAGS
+
+if TYPE_CHECKING:
+    from deeppert.tracking.session import TrackingSession
+    from deeppert.tracking.sweep import SweepContext
+
+__all__ = [
+    "ClaimState",
+    "claim_state",
+    "claim_grid_points",
+    "Heartbeat",
+    "mark_failed_if_reachable",
+    "now_ms",
+    "worker_id",
+    "process_alive",
+]
+
+log = logging.getLogger(__name__)
+
+
+def now_ms() -> int:
+    """Wall-clock time in epoch milliseconds, the unit of ``deeppert.heartbeat``."""
+    return int(time.time() * 1000)
+
+
+def worker_id() -> str:
+    """``host:pid`` of this process (tags ``deeppert.worker`` and ``deeppert.driver``)."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def process_alive(worker: str) -> bool | None:
+    """Whether the process ``host:pid`` exists; ``None`` when it runs on another host."""
+    host, _, pid = worker.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return None
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def mark_failed_if_reachable(session: TrackingSession, run_ids: list[str], reason: str) -> None:
+    """Mark ``run_ids`` FAILED with ``reason``; if the server cannot be reached, leave them.
+
+    One quick liveness probe first (:meth:`TrackingSession.check`), so an unreachable server
+    costs seconds, not the client's retry budget per run. Runs left RUNNING this way have a
+    heartbeat that stops being renewed, so the next trial or resume of their grid point finds
+    them stale and marks them FAILED then.
+    """
+    from mlflow.exceptions import MlflowException
+
+    if not run_ids:
+        return
+    try:
+        session.check(timeout=3.0)
+        for run_id in run_ids:
+            mark_run_failed(session, run_id, reason=reason)
+    except (DeeppertError, MlflowException, OSError) as exc:
+        log.warning(
+            "could not mark run(s) %s FAILED (%s); the next attempt will",
+            ", ".join(run_ids),
+            first_line(exc),
+        )
+
+
+class ClaimState:
+    """What an existing trial run means for its grid point (:func:`claim_state`)."""
+
+    done = "done"  # FINISHED with this config: nothing to train
+    live = "live"  # RUNNING, heartbeat fresh and worker alive: another attempt trains it
+    stale = "stale"  # RUNNING but its attempt is gone: mark FAILED, take over
+    ended = "ended"  # FAILED / KILLED / FINISHED with another config: ignore
+
+
+def claim_state(trial_run: Any, ctx: SweepContext, *, now: int | None = None) -> tuple[str, str]:
+    """``(state, why)`` of an existing trial run (an MLflow ``Run``) of a grid point, for
+    :func:`claim_grid_points`; ``now`` in epoch ms (default: the clock)."""
+    status = trial_run.info.status
+    tags = trial_run.data.tags
+    if status == "FINISHED":
+        same = tags.get(TAGS.config_sha) == ctx.config_sha
+        return (ClaimState.done if same else ClaimState.ended), status
+    if status not in ("RUNNING", "SCHEDULED"):
+        return ClaimState.ended, status
+    worker = tags.get(TAGS.worker, "")
+    if process_alive(worker) is False:
+        return ClaimState.stale, f"its worker {worker} is gone"
+    beat = tags.get(TAGS.heartbeat)
+    last = int(beat) if beat and beat.isdigit() else trial_run.info.start_time
+    age = ((now or now_ms()) - last) / 1000
+    if age > ctx.claim_stale_seconds:
+        return ClaimState.stale, f"no heartbeat for {age:.0f} s"
+    return ClaimState.live, f"heartbeat {age:.0f} s ago"
+
+
+def claim_grid_points(
+    ctx: SweepContext, keys: dict[int, str], create: Callable[[int], str]
+) -> tuple[dict[int, str], list[int]]:
+    """Claim the grid points ``keys`` (run -> grid key) that nobody has finished or is training.
+
+    For each point: a FINISHED trial run of this config means done; a live RUNNING one (fresh
+    heartbeat, worker alive) means busy, and it is never touched; stale RUNNING ones are
+    marked FAILED ("superseded by a retry"). Free points get a new trial run from
+    ``create(run)``; then the point's live trial runs are compared and the oldest (start time,
+    then run id) wins, so two trials that created one at the same moment agree on one owner;
+    the loser deletes its trial run before any work. Returns ``(claimed run -> run id, busy
+    runs)``; ``run`` is always a seed index, an MLflow run is a ``trial_run``.
+    """
+    session = ctx.session
+    claimed: dict[int, str] = {}
+    busy: list[int] = []
+
+    def trial_runs_of(key: str) -> list:
+        return find_runs_by_tag(session, TAGS.grid_key, key, parent_run_id=ctx.parent_run_id)
+
+    for run, key in keys.items():
+        states = [(trial_run, *claim_state(trial_run, ctx)) for trial_run in trial_runs_of(key)]
+        if any(state == ClaimState.done for _, state, _ in states):
+            continue
+        for old, state, why in states:
+            if state == ClaimState.stale:
+                log.info("%s: run %s is stale (%s); taking over", key, old.info.run_id, why)
+                mark_run_failed(
+                    session,
+                    old.info.run_id,
+                    reason=f"attempt died before finishing ({why}); superseded by a retry",
+                )
+        if any(state == ClaimState.live for _, state, _ in states):
+            busy.append(run)
+            continue
+        run_id = create(run)
+        live = [t for t in trial_runs_of(key) if claim_state(t, ctx)[0] == ClaimState.live]
+        owner = min(live, key=lambda t: (t.info.start_time, t.info.run_id), default=None)
+        if owner is not None and owner.info.run_id != run_id:
+            log.info("%s: claimed at the same time by run %s; yielding", key, owner.info.run_id)
+            session.client.delete_run(run_id)
+            busy.append(run)
+        else:
+            claimed[run] = run_id
+    return claimed, busy
+
+
+class Heartbeat:
+    """Renew tag ``deeppert.heartbeat`` on the runs in ``run_ids`` every ``interval`` seconds.
+
+    ``run_ids`` is read at every beat, so runs the trial finishes (pops) stop beating. A beat
+    that cannot reach the server is skipped (the main thread meets the same outage and fails
+    or retries); an attempt that stops beating is taken over by others after
+    ``sweep.claim_stale_seconds``.
+    """
+
+    def __init__(self, session: TrackingSession, run_ids: dict[int, str], interval: float) -> None:
+        self._session, self._run_ids, self._interval = session, run_ids, interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name="deeppert-heartbeat", daemon=True)
+
+    def start(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _beat(self) -> None:
+        client = self._session.client
+        while not self._stop.wait(self._interval):
+            for run_id in list(self._run_ids.values()):
+                try:
+                    client.set_tag(run_id, TAGS.heartbeat, str(now_ms()))
+                except Exception as exc:  # noqa: BLE001 - logged; the claim just ages
+                    log.warning("heartbeat of run %s not renewed: %s", run_id, first_line(exc))
