@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import re
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -64,6 +64,10 @@ __all__ = [
     "rotate_code",
     "apply_rotation",
     "model_components",
+    "RunComponents",
+    "run_components",
+    "components_by_run",
+    "run_groups",
     "local_density",
     "consensus_ensemble",
     "parse_variable_name",
@@ -310,6 +314,7 @@ def build_ensemble(
     cluster_on: Literal["latents", "gene_weights"] | None = None,
     x_pca: np.ndarray | None = None,
     pca: PCAModel | None = None,
+    precomputed: Mapping[str, RunComponents] | None = None,
 ) -> Ensemble:
     """Cluster latent variables and average them into ensemble weights and embedding.
 
@@ -328,6 +333,9 @@ def build_ensemble(
         The PCA scores the latents were computed from (rows aligned with ``latents``) and the
         PCA model: the consensus mode needs them; the gmeans mode uses them, when given, for
         :attr:`Ensemble.loadings`.
+    precomputed
+        Consensus mode: model run -> :class:`RunComponents` already computed
+        (:func:`components_by_run`), used instead of rotating those runs again.
     """
     config = config or EnsembleConfig()
     if config.method == "consensus":
@@ -336,7 +344,7 @@ def build_ensemble(
                 "ensemble.method = consensus needs the PCA scores and PCA model of the latents "
                 "(or set ensemble.method = gmeans, the reference mode)"
             )
-        return consensus_ensemble(latents, x_pca, pca, config=config)
+        return consensus_ensemble(latents, x_pca, pca, config=config, precomputed=precomputed)
     cluster_on = cluster_on or config.cluster_on
     names = list(latents.columns)
     if len(set(names)) != len(names):
@@ -527,11 +535,46 @@ def apply_rotation(z: np.ndarray, rotation: np.ndarray) -> np.ndarray:
     return np.asarray(z, dtype=np.float64) @ rotation[1:] - rotation[0]
 
 
-def model_components(
-    latents: pd.DataFrame, x_pca: np.ndarray, pca: PCAModel, config: EnsembleConfig
-) -> Components:
-    """Rotate every model run's code (:func:`rotate_code`) and load its components on the PCA
-    scores, one model run at a time (the samples x components matrix is never held)."""
+@dataclass(frozen=True)
+class RunComponents:
+    """One model run's part of :class:`Components`: its rotation and the signed loadings of its
+    components on the PCA scores (what :func:`run_components` computes)."""
+
+    rotation: np.ndarray  # (d + 1, r), as rotate_code returns
+    loadings_pca: np.ndarray  # (p, r)
+
+
+def run_components(
+    z: np.ndarray, xc: np.ndarray, config: EnsembleConfig, *, key: str = "model run"
+) -> RunComponents:
+    """Rotate one model run's code ``z`` (n, d) (:func:`rotate_code`) and load its components on
+    the centred PCA scores ``xc`` (n, p): the per-run unit of :func:`model_components`, which
+    depends on no other run (a distributed ensemble runs it as one task)."""
+    z = np.asarray(z, dtype=np.float64)
+    if not np.isfinite(z).all():
+        raise DeeppertError(f"latent values of {key} contain NaN or infinity")
+    rot = rotate_code(
+        z,
+        config.rotation,
+        seed=config.seed,
+        max_iter=config.ica_max_iter,
+        max_rows=config.ica_max_rows,
+    )
+    S = apply_rotation(z, rot)
+    return RunComponents(rot, xc.T @ (S - S.mean(0)) / len(S))
+
+
+def run_groups(columns: Iterable[str]) -> dict[str, list[str]]:
+    """``"<model>_run<r>"`` -> its latent variables, in column order."""
+    groups: dict[str, list[str]] = {}
+    for name in columns:
+        model, run, _ = parse_variable_name(name)
+        groups.setdefault(f"{model}_run{run}", []).append(name)
+    return groups
+
+
+def _checked_scores(latents, x_pca: np.ndarray | None, pca: PCAModel | None) -> np.ndarray:
+    """The PCA scores as float64, checked against the latents' rows and the PCA model."""
     if x_pca is None or pca is None:
         raise DeeppertError(
             "ensemble.method = consensus needs the PCA scores and PCA model of the latents "
@@ -544,27 +587,52 @@ def model_components(
         )
     if x.shape[1] != pca.n_components:
         raise DeeppertError(f"PCA scores have {x.shape[1]} columns, PCA has {pca.n_components}")
+    return x
+
+
+def components_by_run(
+    latents: pd.DataFrame,
+    x_pca: np.ndarray,
+    pca: PCAModel,
+    config: EnsembleConfig,
+    *,
+    keys: Sequence[str] | None = None,
+) -> dict[str, RunComponents]:
+    """:func:`run_components` of the model runs ``keys`` (default all) of ``latents``, reading
+    one run's code at a time (``latents`` may be a :class:`~deeppert.latent_store.LatentStore`)."""
+    x = _checked_scores(latents, x_pca, pca)
     xc = x - x.mean(0)
-    groups: dict[str, list[str]] = {}
-    for name in latents.columns:
-        model, run, _ = parse_variable_name(name)
-        groups.setdefault(f"{model}_run{run}", []).append(name)
+    groups = run_groups(latents.columns)
+    return {
+        key: run_components(latents[groups[key]].to_numpy(dtype=np.float64), xc, config, key=key)
+        for key in (groups if keys is None else keys)
+    }
+
+
+def model_components(
+    latents: pd.DataFrame,
+    x_pca: np.ndarray,
+    pca: PCAModel,
+    config: EnsembleConfig,
+    *,
+    precomputed: Mapping[str, RunComponents] | None = None,
+) -> Components:
+    """Rotate every model run's code (:func:`rotate_code`) and load its components on the PCA
+    scores, one model run at a time (the samples x components matrix is never held).
+
+    ``precomputed`` (model run -> :class:`RunComponents`, e.g. from :func:`components_by_run`
+    or Ray tasks) is used for the runs it holds; the others are computed here."""
+    x = _checked_scores(latents, x_pca, pca)
+    xc = x - x.mean(0)
+    groups = run_groups(latents.columns)
     loads, names, rotations = [], [], {}
     for key, cols in groups.items():
-        z = latents[cols].to_numpy(dtype=np.float64)
-        if not np.isfinite(z).all():
-            raise DeeppertError(f"latent values of {key} contain NaN or infinity")
-        rot = rotate_code(
-            z,
-            config.rotation,
-            seed=config.seed,
-            max_iter=config.ica_max_iter,
-            max_rows=config.ica_max_rows,
-        )
-        rotations[key] = rot
-        S = apply_rotation(z, rot)
-        loads.append(xc.T @ (S - S.mean(0)) / len(S))
-        names += [f"{key}_ic{k:02d}" for k in range(rot.shape[1])]
+        found = (precomputed or {}).get(key)
+        if found is None:
+            found = run_components(latents[cols].to_numpy(dtype=np.float64), xc, config, key=key)
+        rotations[key] = found.rotation
+        loads.append(found.loadings_pca)
+        names += [f"{key}_ic{k:02d}" for k in range(found.rotation.shape[1])]
     return Components(names, np.hstack(loads), rotations, groups)
 
 
@@ -639,6 +707,7 @@ def consensus_ensemble(
     pca: PCAModel,
     *,
     config: EnsembleConfig | None = None,
+    precomputed: Mapping[str, RunComponents] | None = None,
 ) -> Ensemble:
     """Identifiable consensus of many models' latent spaces (``ensemble.method = consensus``).
 
@@ -665,7 +734,7 @@ def consensus_ensemble(
     """
     config = config or EnsembleConfig()
     x = np.asarray(x_pca, dtype=np.float64)
-    comp = model_components(latents, x, pca, config)
+    comp = model_components(latents, x, pca, config, precomputed=precomputed)
     if comp.n_models < 2:
         raise DeeppertError(
             f"the consensus compares components across model runs and found one "

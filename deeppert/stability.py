@@ -19,6 +19,7 @@ and shown by the command line and on the MLflow ensemble run.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -29,7 +30,9 @@ from scipy.optimize import linear_sum_assignment
 from deeppert.ensemble import (
     Ensemble,
     EnsembleConfig,
+    RunComponents,
     build_ensemble,
+    components_by_run,
     model_components,
     parse_variable_name,
 )
@@ -139,13 +142,15 @@ def stability_report(
     runs_b: list[int] | None = None,
     x_pca: np.ndarray | None = None,
     pca: PCAModel | None = None,
+    precomputed: Mapping[str, RunComponents] | None = None,
 ) -> StabilityReport:
     """Stability (a) and (b) from latents (samples x variables) and gene weights (genes x variables).
 
     Variables are named ``<model>_run<r>_z<k>``. ``runs_a`` / ``runs_b`` default to
     :func:`split_runs` of all runs. For (b) the ``i``-th run of A is compared with the
     ``i``-th run of B for every model; correlations of all matched node pairs are pooled.
-    ``x_pca`` and ``pca`` are needed by the consensus mode (as for :func:`build_ensemble`).
+    ``x_pca`` and ``pca`` are needed by the consensus mode (as for :func:`build_ensemble`),
+    which uses the model runs' ``precomputed`` components where given.
     """
     config = config or EnsembleConfig()
     consensus = config.method == "consensus"
@@ -159,7 +164,9 @@ def stability_report(
     if set(runs_a) & set(runs_b):
         raise DeeppertError(f"seed sets overlap: {sorted(set(runs_a) & set(runs_b))}")
     if consensus:
-        profiles = model_components(latents, x_pca, pca, config).gene_loadings(pca)
+        profiles = model_components(
+            latents, x_pca, pca, config, precomputed=precomputed
+        ).gene_loadings(pca)
         owner = pd.Series([c.rsplit("_ic", 1)[0] for c in profiles.columns], index=profiles.columns)
     else:
         if gene_weights is None:
@@ -178,6 +185,7 @@ def stability_report(
                 config=config,
                 x_pca=x_pca,
                 pca=pca,
+                precomputed=precomputed,
             )
         )
     tables = [e.loadings if consensus else e.weights for e in ens]
@@ -357,6 +365,7 @@ def ensemble_step(
     x_pca: np.ndarray | None = None,
     pca: PCAModel | None = None,
     stability: bool = True,
+    precomputed: Mapping[str, RunComponents] | None = None,
 ) -> EnsembleStep:
     """The ensemble step: :func:`build_ensemble` and, on the same config, :func:`stability_report`.
 
@@ -365,8 +374,17 @@ def ensemble_step(
     or with ``stability=False``, the dict says why it was skipped (and, when the ensemble of a
     half of the runs fails, why, with a warning). Every warning of
     :func:`ensemble_warnings` is logged (``logging.WARNING``) and kept in the result.
+
+    ``latents`` may be a :class:`~deeppert.latent_store.LatentStore` (one model run's code read
+    at a time). In the consensus mode each model run is rotated once
+    (:func:`~deeppert.ensemble.components_by_run`, or ``precomputed``, e.g. by Ray tasks) and
+    the ensemble and both halves of the stability report reuse it.
     """
-    ens = build_ensemble(latents, gene_weights, config=config, x_pca=x_pca, pca=pca)
+    if config.method == "consensus" and precomputed is None and x_pca is not None and pca:
+        precomputed = components_by_run(latents, x_pca, pca, config)
+    ens = build_ensemble(
+        latents, gene_weights, config=config, x_pca=x_pca, pca=pca, precomputed=precomputed
+    )
     parsed = [parse_variable_name(c) for c in latents.columns]
     runs = sorted({run for _, run, _ in parsed})
     half_models = min(
@@ -385,7 +403,7 @@ def ensemble_step(
     else:
         try:
             report = stability_report(
-                latents, gene_weights, config=config, x_pca=x_pca, pca=pca
+                latents, gene_weights, config=config, x_pca=x_pca, pca=pca, precomputed=precomputed
             ).to_dict()
         except DeeppertError as exc:  # the ensemble of a half failed: nothing recurs there
             report = {"skipped": f"no ensemble of half the runs: {exc}", "failed": True}

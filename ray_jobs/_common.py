@@ -12,7 +12,7 @@ from collections.abc import Callable
 from deeppert.config import ExperimentConfig, load_config
 from deeppert.errors import DeeppertError
 from deeppert.interrupts import Terminated, interrupt_exit, terminate_raises
-from deeppert.tracking.client import request_error
+from deeppert.tracking.client import quiet_mlflow, request_error
 
 __all__ = [
     "job_parser",
@@ -33,6 +33,12 @@ def job_parser(doc: str, *, config_required: bool = True) -> argparse.ArgumentPa
         "--tracking-uri",
         help="MLflow server (default: $MLFLOW_TRACKING_URI, else the config's tracking.uri)",
     )
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="also show MLflow's per-run prints and warnings (and Tune's status tables)",
+    )
     return parser
 
 
@@ -40,7 +46,9 @@ def job_config(args: argparse.Namespace) -> ExperimentConfig:
     """The validated config of ``--config``, its tracking URI replaced by ``--tracking-uri``, else
     by an exported ``MLFLOW_TRACKING_URI`` (as MLflow's own clients do). The job's
     :class:`~deeppert.tracking.session.TrackingSession` of ``config.tracking`` sets the
-    process's MLflow client settings when it connects."""
+    process's MLflow client settings when it connects; MLflow's per-run prints stay out of
+    the log unless ``--verbose`` (:func:`~deeppert.tracking.client.quiet_mlflow`)."""
+    quiet_mlflow(getattr(args, "verbose", False))
     config = load_config(args.config)
     uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
     if uri:

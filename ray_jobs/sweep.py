@@ -26,7 +26,7 @@ from deeppert.config import ExperimentConfig
 from deeppert.errors import DeeppertError
 from deeppert.grid import Prepared, load_dataset, prepare
 from deeppert.interrupts import interrupt_exit
-from deeppert.tracking.client import finish_run, first_line, request_error
+from deeppert.tracking.client import finish_run, first_line, quiet_mlflow, request_error, ui_url
 from deeppert.tracking.contract import TAGS
 from deeppert.tracking.report import log_sweep_report
 from deeppert.tracking.session import TrackingSession
@@ -96,15 +96,24 @@ def run_planned_trial(
 
 
 def _trainable(
-    trial_config: dict, *, data: SweepData, config: ExperimentConfig, ctx: SweepContext
+    trial_config: dict,
+    *,
+    data: SweepData,
+    config: ExperimentConfig,
+    ctx: SweepContext,
+    verbose: bool = False,
 ) -> None:
     import ray
     import torch
     from ray import tune
 
+    # The driver prints one line per trial; a trial's own INFO lines (and MLflow's per-run
+    # prints) reach the driver's log only with --verbose.
     logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    quiet_mlflow(verbose)
     torch.set_num_threads(max(1, int(config.sweep.cpus_per_trial)))
     if config.sweep.gpus_per_trial > 0 and torch.cuda.is_available():
         config = dataclasses.replace(config, train=dataclasses.replace(config.train, device="cuda"))
@@ -190,8 +199,13 @@ def _failure_reason(exc: BaseException) -> str:
     return found[0] if found is not None else first_line(exc)
 
 
-def run_sweep(config: ExperimentConfig, *, storage_path: str | None = None) -> pd.DataFrame:
+def run_sweep(
+    config: ExperimentConfig, *, storage_path: str | None = None, verbose: bool = False
+) -> pd.DataFrame:
     """Run (or resume) the sweep of ``config``; returns one row per trial that ran.
+
+    The log holds one line per finished trial (:func:`trial_lines`); ``verbose`` adds the
+    trials' own lines, MLflow's per-run prints and Tune's status tables.
 
     Whatever ends the driver once the parent run exists (bad data, a refused request, an
     interrupt, trials out of retries) closes the parent and this driver's leftover trial runs
@@ -201,7 +215,7 @@ def run_sweep(config: ExperimentConfig, *, storage_path: str | None = None) -> p
     ctx = open_sweep(config)
     log.info("sweep %s: parent run %s on %s", ctx.sweep, ctx.parent_run_id, ctx.session.uri)
     try:
-        table = _run_opened(ctx, config, storage_path)
+        table = _run_opened(ctx, config, storage_path, verbose)
         log_sweep_report(ctx, config)  # a resumed, complete sweep refreshes its report
         finish_run(ctx.session, ctx.parent_run_id)
     except BaseException as exc:
@@ -211,7 +225,7 @@ def run_sweep(config: ExperimentConfig, *, storage_path: str | None = None) -> p
 
 
 def _run_opened(
-    ctx: SweepContext, config: ExperimentConfig, storage_path: str | None
+    ctx: SweepContext, config: ExperimentConfig, storage_path: str | None, verbose: bool
 ) -> pd.DataFrame:
     """The sweep under its open parent run: plan, prepare the data, run the trials with Tune."""
     from ray import tune
@@ -234,7 +248,7 @@ def _run_opened(
     connect_ray(config)
     fatal = _fatal_stopper()
     trainable = tune.with_resources(
-        tune.with_parameters(_trainable, data=data, config=config, ctx=ctx),
+        tune.with_parameters(_trainable, data=data, config=config, ctx=ctx, verbose=verbose),
         {"cpu": config.sweep.cpus_per_trial, "gpu": config.sweep.gpus_per_trial},
     )
     tuner = tune.Tuner(
@@ -253,7 +267,8 @@ def _run_opened(
             storage_path=storage_path,
             failure_config=tune.FailureConfig(max_failures=config.sweep.max_failures),
             stop=fatal,
-            verbose=1,
+            verbose=1 if verbose else 0,
+            callbacks=[trial_lines(ctx, len(plan))],
         ),
     )
     results = tuner.fit()
@@ -275,6 +290,38 @@ def _run_opened(
             }
         )
     return pd.DataFrame(rows)
+
+
+def trial_lines(ctx: SweepContext, total: int):
+    """A Tune callback that logs one line per trial as it ends: how many of ``total`` are done,
+    what it trained, its held-out R^2 and the sweep's MLflow run (its grid points' runs are
+    the children listed there)."""
+    from ray.tune import Callback
+
+    link = ui_url(ctx.session.uri, ctx.session.experiment_id, ctx.parent_run_id)
+    started = time.monotonic()
+
+    class TrialLines(Callback):
+        done = 0
+
+        def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+            self.done += 1
+            result = trial.last_result or {}
+            r2 = result.get("r2_genes")
+            log.info(
+                "trial %d/%d %s done after %.0f s%s; runs: %s",
+                self.done,
+                total,
+                trial_name(trial.config["trial"]),
+                time.monotonic() - started,
+                f", held-out R^2 {r2:.3f}" if isinstance(r2, float) else "",
+                link,
+            )
+
+        def on_trial_error(self, iteration, trials, trial, **info) -> None:
+            log.warning("trial %s failed; see %s", trial_name(trial.config["trial"]), link)
+
+    return TrialLines()
 
 
 def _fatal_stopper():
@@ -332,7 +379,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     def body() -> int:
-        table = run_sweep(job_config(args), storage_path=args.storage_path)
+        table = run_sweep(job_config(args), storage_path=args.storage_path, verbose=args.verbose)
         if table.empty:
             print("sweep: every grid point already has a finished run; nothing to do")
         else:

@@ -52,6 +52,7 @@ __all__ = [
     "ModelVersionRef",
     "MLFLOW_DEFAULTS",
     "configure_mlflow",
+    "quiet_mlflow",
     "tracking_client",
     "global_uris",
     "check_server",
@@ -203,6 +204,27 @@ def configure_mlflow(tracking: TrackingConfig | None = None) -> None:
         os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(tracking.http_max_retries)
         os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"] = str(tracking.http_backoff_factor)
         os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(tracking.http_timeout)
+
+
+def quiet_mlflow(verbose: bool = False) -> None:
+    """Keep MLflow's per-run prints and warnings out of this process's log unless ``verbose``.
+
+    Quiet: no "View run ... at" / "View experiment at" lines (MLflow's
+    ``MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT``), MLflow's loggers at ERROR (its "Waiting up to
+    300 seconds ..." notes and "Saving pytorch model by Pickle ..." warnings) and no Python
+    warnings raised from MLflow's modules. Verbose: MLflow's own defaults. A sweep prints three
+    such lines per grid point; the driver prints one line per trial instead.
+    """
+    import warnings
+
+    if verbose:
+        os.environ.pop("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", None)
+        logging.getLogger("mlflow").setLevel(logging.INFO)  # MLflow's own default
+        warnings.filterwarnings("default", module=r"mlflow(\.|$)")
+        return
+    os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
+    logging.getLogger("mlflow").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", module=r"mlflow(\.|$)")
 
 
 def _keep_last_response() -> None:
