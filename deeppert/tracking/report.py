@@ -35,7 +35,7 @@ import pandas as pd
 
 from deeppert.config import ExperimentConfig
 from deeppert.stability import match_rows
-from deeppert.tracking.contract import ARTIFACTS, BEST_ALIAS, ROLES, TAGS
+from deeppert.tracking.contract import ARTIFACTS, BEST_ALIAS, ENSEMBLE_FILES, ROLES, TAGS
 
 if TYPE_CHECKING:
     from deeppert.tracking.session import TrackingSession
@@ -506,4 +506,7 @@ def log_ensemble_figures(
         client.log_figure(run_id, fig, name)
         client.log_image(run_id, _as_image(fig), key=name.removesuffix(".png"), step=0)
         plt.close(fig)
-    client.log_text(run_id, top_genes(ensemble, 20).to_csv(index=False), "top_genes.csv")
+    from deeppert.ensemble_outputs import TOP_GENES
+
+    table = top_genes(ensemble, TOP_GENES).to_csv(index=False)
+    client.log_text(run_id, table, ENSEMBLE_FILES.top_genes)
