@@ -1,4 +1,4 @@
-"""Benchmark: one cell line out of a full-width Level 5 GCTX, in bounded memory (issue 12).
+"""Benchmark: one cell line out of a full-width Level 5 GCTX, in bounded memory.
 
 Writes a GCTX in the Broad layout (ROW = 12,328 genes with probe ids, ``pr_gene_symbol``,
 ``pr_gene_id``, ``pr_is_lmark``; COL = signatures with the 35 fields of a Level 5 file) of

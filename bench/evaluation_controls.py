@@ -3,9 +3,9 @@
 Usage: ``.venv/bin/python bench/evaluation_controls.py [--seeds 10] [--trees 30]
 [--out bench/results/evaluation_controls.md]``. 22 drugs, 16 random features per drug, RF,
 5 outer / 2 inner folds, Loewe target; per seed: one-unseen r, the oracle r of the seen drug's
-true effect on the same rows, both-unseen r, random (leaky) r, all as fold means. The numbers
-of the code before the fix (pooled over folds, averaged two-fold predictions) were measured
-with the same task and settings and are kept in the output file as text.
+true effect on the same rows, both-unseen r, random (leaky) r, all as fold means. Beside
+them the output keeps, as text, the numbers of pooled scoring (predictions pooled over folds,
+two-fold predictions averaged; commit d81be6f) on the same task and settings.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import pandas as pd
 from deeppert import downstream as ds
 from deeppert.downstream._controls import identity_synergy_task, seen_drug_oracle_r
 
-BEFORE = """Before the fix (commit d81be6f; same tasks, RF 30 trees, 10 seeds; mean +- sd over seeds):
+POOLED = """Pooled scoring (commit d81be6f; same tasks, RF 30 trees, 10 seeds; mean +- sd over seeds):
 
 | control | drug_disjoint (pooled) | one-unseen rows, two-fold average | oracle (seen drug's effect) | both_unseen (pooled) | random_leaky |
 |---|---|---|---|---|---|
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     df = run(args.seeds, args.trees)
     cols = ["one_unseen", "oracle", "both_unseen", "random_leaky"]
     lines = [
-        f"After the fix (RF {args.trees} trees, {args.seeds} seeds; fold means; mean +- sd over seeds):",
+        f"Fold-mean scoring (RF {args.trees} trees, {args.seeds} seeds; fold means; mean +- sd over seeds):",
         "",
         "| control | one_unseen | oracle (seen drug's effect) | both_unseen | random_leaky |",
         "|---|---|---|---|---|",
@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     for control, part in df.groupby("control", sort=False):
         cells = [f"{part[c].mean():.3f} +- {np.std(part[c], ddof=1):.3f}" for c in cols]
         lines.append(f"| {control} | " + " | ".join(cells) + " |")
-    text = "# Evaluation controls\n\n" + BEFORE + "\n" + "\n".join(lines) + "\n"
+    text = "# Evaluation controls\n\n" + POOLED + "\n" + "\n".join(lines) + "\n"
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)
     print(text)

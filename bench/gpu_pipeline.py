@@ -1,4 +1,4 @@
-"""The pure compute path at DeepProfile scale on one device: train -> IG -> ensemble (issue 16).
+"""The pure compute path at DeepProfile scale on one device: train -> IG -> ensemble.
 
 15,000 x 978 synthetic signatures, PCA to 100 components, VAE and AE at latent dims
 5, 10, 25, 50, 75, 100, 100 runs each (1,200 models: every shape's 100 runs trained in one

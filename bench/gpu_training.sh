@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The one prepared device call of issue 15 (about 2 minutes on an H100): AE, DAE and VAE
+# One prepared device call (about 2 minutes on an H100): AE, DAE and VAE
 # trained vectorised vs one by one (10 seeds, d=50, 15,000 x 978 -> PCA 100, 3 epochs) with
 # the batched-matmul reference and profiler tables, the float64 group-vs-alone check on the
 # GPU, and 10 of the 100 epochs of the DeepProfile grid (AE+VAE x 6 dims x 100 runs).

@@ -34,7 +34,7 @@ class EnsembleConfig:
         follows bench/results/recovery.md: on four planted worlds the consensus recovers every
         module (matched top-30 precision 0.97-1.00), the reference 0.37-0.56.
     cluster_on
-        gmeans mode: cluster the variables' latent values (METHOD.md) or their IG gene-weight
+        gmeans mode: cluster the variables' latent values (docs/method.md section 4) or their IG gene-weight
         vectors (``"gene_weights"``).
     seed
         ``random_state`` of every KMeans (GMeans splits, final labelling) and of FastICA.

@@ -28,6 +28,7 @@ import json
 import logging
 import os
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -38,12 +39,15 @@ from deeppert.baselines import BASELINE_KINDS, fit_baseline
 from deeppert.config import DataConfig, ExperimentConfig
 from deeppert.data import Signatures
 from deeppert.errors import DeeppertError
-from deeppert.grid import baseline_frame, prepare, train_shape
+from deeppert.grid import Prepared, baseline_frame, prepare, train_shape
 from deeppert.preprocess import PCAModel
 from deeppert.progress import Progress
 from deeppert.train import TrainedModels
 
 __all__ = [
+    "TrainedRun",
+    "run_folder",
+    "ensemble_section",
     "train_dataset",
     "load_pca",
     "load_trained",
@@ -71,70 +75,92 @@ def train_dataset(
     dataset = dataset or config.datasets[0]
     check_output_dir(out_dir)
     prepared = prepare(signatures, config)
-    grid = config.grid
-    runs = list(range(grid.runs))
-    too_big = [d for d in grid.latent_dims if d > prepared.pca.n_components]
-    if too_big:
-        raise DeeppertError(
-            f"grid.latent_dims {too_big} exceed preprocess.n_components={prepared.pca.n_components}"
-        )
+    _check_latent_dims(config.grid.latent_dims, prepared.pca.n_components)
     with contextlib.ExitStack() as stack:
         tmp = stack.enter_context(atomic_dir(out_dir))
-        (tmp / "config.json").write_text(
-            json.dumps({"dataset": dataset.name, "experiment": config.to_dict()}, indent=2) + "\n"
-        )
-        signatures.to_frame().to_parquet(tmp / "signatures.parquet")
-        (tmp / "split.json").write_text(
-            json.dumps(
-                {
-                    "split": prepared.split,
-                    "train": prepared.train_idx.tolist(),
-                    "val": prepared.val_idx.tolist(),
-                }
-            )
-            + "\n"
-        )
-        prepared.pca.save(tmp / "pca")
-        all_metrics, histories = [], []
-        shapes = [(k, d) for k in grid.models for d in grid.latent_dims]
+        _write_inputs(tmp, dataset.name, config, prepared)
+        shapes = [(k, d) for k in config.grid.models for d in config.grid.latent_dims]
         bar = stack.enter_context(
             Progress(len(shapes) * config.train.epochs, f"training {dataset.name}", unit="epoch")
         )
-        for kind, dim in shapes:
-            trained, metrics = train_shape(
-                prepared,
-                config,
-                kind,
-                dim,
-                runs,
-                on_epoch=lambda _, frame, name=f"{kind}_d{dim}": bar.update(
-                    1, model=name, loss=float(frame["loss"].mean())
-                ),
-            )
-            trained.save(tmp / "models" / trained.name)
-            (tmp / "latents").mkdir(exist_ok=True)
-            for run, frame in zip(
-                trained.runs, trained.latents_frames(prepared.x_train, prepared.train_ids)
-            ):
-                frame.to_parquet(tmp / "latents" / f"{trained.name}_run{run}.parquet")
-            all_metrics.append(metrics)
-            histories.append(trained.history.assign(model=trained.name))
-        if grid.baselines:
-            (tmp / "baselines").mkdir()
-            for kind in BASELINE_KINDS:
-                for dim in grid.latent_dims:
-                    base = fit_baseline(
-                        kind, prepared.x_train, prepared.pca, dim, sample_ids=prepared.train_ids
-                    )
-                    base.embedding.to_parquet(tmp / "baselines" / f"{base.name}_embedding.parquet")
-                    base.gene_weights.to_parquet(
-                        tmp / "baselines" / f"{base.name}_gene_weights.parquet"
-                    )
-                    if len(prepared.val_idx):
-                        all_metrics.append(baseline_frame(base, prepared))
+        all_metrics, histories = _train_shapes(tmp, prepared, config, shapes, bar)
+        if config.grid.baselines:
+            all_metrics += _fit_baselines(tmp, prepared, config.grid.latent_dims)
         metrics = pd.concat(all_metrics, ignore_index=True)
         metrics.to_csv(tmp / "metrics.csv", index=False)
         _plot_curves(pd.concat(histories, ignore_index=True), tmp / "training_curves.png")
+    return metrics
+
+
+def _check_latent_dims(dims: Sequence[int], n_components: int) -> None:
+    too_big = [d for d in dims if d > n_components]
+    if too_big:
+        raise DeeppertError(
+            f"grid.latent_dims {too_big} exceed preprocess.n_components={n_components}"
+        )
+
+
+def _write_inputs(tmp: Path, name: str, config: ExperimentConfig, prepared: Prepared) -> None:
+    """``config.json``, ``signatures.parquet``, ``split.json`` and ``pca/``: what the runs saw."""
+    (tmp / "config.json").write_text(
+        json.dumps({"dataset": name, "experiment": config.to_dict()}, indent=2) + "\n"
+    )
+    prepared.signatures.to_frame().to_parquet(tmp / "signatures.parquet")
+    split = {
+        "split": prepared.split,
+        "train": prepared.train_idx.tolist(),
+        "val": prepared.val_idx.tolist(),
+    }
+    (tmp / "split.json").write_text(json.dumps(split) + "\n")
+    prepared.pca.save(tmp / "pca")
+
+
+def _train_shapes(
+    tmp: Path,
+    prepared: Prepared,
+    config: ExperimentConfig,
+    shapes: list[tuple[str, int]],
+    bar: Progress,
+) -> tuple[list[pd.DataFrame], list[pd.DataFrame]]:
+    """Train every shape's runs; write ``models/`` and ``latents/``; (metrics, histories)."""
+    runs = list(range(config.grid.runs))
+    all_metrics, histories = [], []
+    for kind, dim in shapes:
+        trained, metrics = train_shape(
+            prepared,
+            config,
+            kind,
+            dim,
+            runs,
+            on_epoch=lambda _, frame, name=f"{kind}_d{dim}": bar.update(
+                1, model=name, loss=float(frame["loss"].mean())
+            ),
+        )
+        trained.save(tmp / "models" / trained.name)
+        (tmp / "latents").mkdir(exist_ok=True)
+        for run, frame in zip(
+            trained.runs, trained.latents_frames(prepared.x_train, prepared.train_ids)
+        ):
+            frame.to_parquet(tmp / "latents" / f"{trained.name}_run{run}.parquet")
+        all_metrics.append(metrics)
+        histories.append(trained.history.assign(model=trained.name))
+    return all_metrics, histories
+
+
+def _fit_baselines(tmp: Path, prepared: Prepared, dims: Sequence[int]) -> list[pd.DataFrame]:
+    """Fit every linear baseline at every latent dim into ``baselines/``; their held-out
+    metrics (none without validation rows)."""
+    (tmp / "baselines").mkdir()
+    metrics = []
+    for kind in BASELINE_KINDS:
+        for dim in dims:
+            base = fit_baseline(
+                kind, prepared.x_train, prepared.pca, dim, sample_ids=prepared.train_ids
+            )
+            base.embedding.to_parquet(tmp / "baselines" / f"{base.name}_embedding.parquet")
+            base.gene_weights.to_parquet(tmp / "baselines" / f"{base.name}_gene_weights.parquet")
+            if len(prepared.val_idx):
+                metrics.append(baseline_frame(base, prepared))
     return metrics
 
 
@@ -246,3 +272,71 @@ def training_inputs(run_dir: str | Path) -> tuple[np.ndarray, list[str]]:
     train_idx, _ = load_split(run_dir)
     pca = load_pca(run_dir)
     return pca.transform(sig.values[train_idx]), sig.sample_ids[train_idx].tolist()
+
+
+def ensemble_section(run_dir: str | Path) -> dict:
+    """The ``ensemble`` section of a run folder's experiment config (empty when it has none)."""
+    path = Path(run_dir) / "config.json"
+    if not path.is_file():
+        return {}
+    return dict(read_json(path).get("experiment", {}).get("ensemble") or {})
+
+
+class TrainedRun:
+    """A run folder (``deeppert train`` / :func:`deeppert.tl.train`), as the later steps take it.
+
+    A thin handle on the folder: each accessor reads the files it names, so the object stays
+    valid while :func:`deeppert.tl.attribute` and :func:`deeppert.tl.ensemble` add to the
+    folder. It is path-like (``os.fspath(run)`` is the folder).
+    """
+
+    def __init__(self, path: str | os.PathLike, metrics: pd.DataFrame | None = None) -> None:
+        self.path = Path(path)
+        _require(self.path, "models")
+        self._metrics = metrics
+
+    def __fspath__(self) -> str:
+        return str(self.path)
+
+    def __repr__(self) -> str:
+        return f"TrainedRun({str(self.path)!r})"
+
+    @property
+    def dataset(self) -> str:
+        """The dataset's name (``config.json``)."""
+        return read_json(_require(self.path, "config.json"))["dataset"]
+
+    @property
+    def metrics(self) -> pd.DataFrame:
+        """Held-out metrics, one row per model and run (``metrics.csv``)."""
+        if self._metrics is None:
+            self._metrics = pd.read_csv(_require(self.path, "metrics.csv"))
+        return self._metrics
+
+    def signatures(self) -> Signatures:
+        """The input matrix the runs were trained on."""
+        return load_signatures_of(self.path)
+
+    def pca(self) -> PCAModel:
+        return load_pca(self.path)
+
+    def models(self) -> list[TrainedModels]:
+        """Every trained (kind, dim) group, each with all its runs."""
+        return load_trained(self.path)
+
+    def latents(self) -> pd.DataFrame:
+        """Training samples x every latent variable of every run."""
+        return read_member_frames(self.path, "latents", "latent")
+
+    def gene_weights(self) -> pd.DataFrame:
+        """Genes x every latent variable (after :func:`deeppert.tl.attribute`)."""
+        return read_member_frames(self.path, "gene_weights", "gene-weight")
+
+
+def run_folder(run: TrainedRun | str | os.PathLike) -> Path:
+    """The folder of ``run`` (a :class:`TrainedRun` or a path), checked to be one."""
+    path = Path(os.fspath(run))
+    if not path.is_dir():
+        state = "is a file, not a folder" if path.is_file() else "folder not found"
+        raise DeeppertError(f"run folder {path}: {state}")
+    return path

@@ -27,7 +27,13 @@ import pandas as pd
 from deeppert.config import ExperimentConfig
 from deeppert.errors import DeeppertError
 from deeppert.grid import load_dataset, prepare
-from deeppert.search import SEARCHED, Distribution, apply_hyperparameters, train_with_validation
+from deeppert.search import (
+    SEARCHED,
+    Distribution,
+    SearchConfig,
+    apply_hyperparameters,
+    train_with_validation,
+)
 from deeppert.tracking.client import mark_run_failed
 from deeppert.tracking.search import (
     SearchContext,
@@ -108,10 +114,6 @@ def _trial_name(trial) -> str:
 
 def run_search(config: ExperimentConfig, *, storage_path: str | None = None) -> pd.DataFrame:
     """Run the search of ``config``; returns one row per trial (values, epochs, metric)."""
-    from ray import tune
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
-    from ray.tune.search import BasicVariantGenerator
-
     search = config.search
     if search is None:
         raise DeeppertError("the config has no search: section")
@@ -121,51 +123,7 @@ def run_search(config: ExperimentConfig, *, storage_path: str | None = None) -> 
     try:
         prepared = {d.name: prepare(load_dataset(d), config) for d in config.datasets}
         connect_ray(config)
-        space = {k: tune_space(d, k in ("batch_size", "epochs")) for k, d in search.spaces.items()}
-        space["shape"] = tune.grid_search(
-            [
-                {"dataset": d.name, "model": m, "latent_dim": dim}
-                for d in config.datasets
-                for m in config.grid.models
-                for dim in config.grid.latent_dims
-            ]
-        )
-        max_t = search.max_epochs(config.train.epochs)
-        scheduler = (
-            ASHAScheduler(
-                time_attr="training_iteration",
-                max_t=max_t,
-                grace_period=min(search.grace_period, max_t),
-                reduction_factor=search.reduction_factor,
-            )
-            if search.scheduler == "asha"
-            else FIFOScheduler()
-        )
-        trainable = tune.with_resources(
-            tune.with_parameters(_trainable, prepared=prepared, config=config, ctx=ctx),
-            {"cpu": config.sweep.cpus_per_trial, "gpu": config.sweep.gpus_per_trial},
-        )
-        tuner = tune.Tuner(
-            trainable,
-            param_space=space,
-            tune_config=tune.TuneConfig(
-                metric=search.metric,
-                mode="max",
-                scheduler=scheduler,
-                num_samples=search.num_samples,
-                search_alg=BasicVariantGenerator(
-                    random_state=search.seed, max_concurrent=config.sweep.max_concurrent_trials
-                ),
-                reuse_actors=True,
-                trial_name_creator=_trial_name,
-                trial_dirname_creator=_trial_name,
-            ),
-            run_config=tune.RunConfig(
-                name=f"{ctx.name}-{time.strftime('%Y%m%d-%H%M%S')}",
-                storage_path=storage_path,
-                verbose=1,
-            ),
-        )
+        tuner = _tuner(config, ctx, prepared, storage_path)
         t0 = time.perf_counter()
         results = tuner.fit()
         wall = time.perf_counter() - t0
@@ -180,6 +138,80 @@ def run_search(config: ExperimentConfig, *, storage_path: str | None = None) -> 
         raise DeeppertError(
             f"search {ctx.name}: {len(results.errors)} trial(s) failed; first: {results.errors[0]}"
         )
+    table = _trial_table(results, search)
+    best_config, summary = _best_and_summary(table, search, wall)
+    close_search(ctx, best=best_config, summary=summary, outcomes=_outcomes(table, search))
+    table.attrs.update(summary=summary, best=best_config, parent_run_id=ctx.parent_run_id)
+    return table
+
+
+def _search_space(config: ExperimentConfig) -> dict:
+    """Tune's param space: the sampled hyper-parameters, and a grid over the shapes."""
+    from ray import tune
+
+    space = {
+        k: tune_space(d, k in ("batch_size", "epochs")) for k, d in config.search.spaces.items()
+    }
+    space["shape"] = tune.grid_search(
+        [
+            {"dataset": d.name, "model": m, "latent_dim": dim}
+            for d in config.datasets
+            for m in config.grid.models
+            for dim in config.grid.latent_dims
+        ]
+    )
+    return space
+
+
+def _scheduler(search: SearchConfig, max_t: int):
+    """ASHA over training iterations (epochs), or FIFO (no early stops)."""
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    if search.scheduler != "asha":
+        return FIFOScheduler()
+    return ASHAScheduler(
+        time_attr="training_iteration",
+        max_t=max_t,
+        grace_period=min(search.grace_period, max_t),
+        reduction_factor=search.reduction_factor,
+    )
+
+
+def _tuner(config: ExperimentConfig, ctx: SearchContext, prepared: dict, storage_path: str | None):
+    """The Tuner of the search: prepared data through ``tune.with_parameters``, named trials."""
+    from ray import tune
+    from ray.tune.search import BasicVariantGenerator
+
+    search = config.search
+    trainable = tune.with_resources(
+        tune.with_parameters(_trainable, prepared=prepared, config=config, ctx=ctx),
+        {"cpu": config.sweep.cpus_per_trial, "gpu": config.sweep.gpus_per_trial},
+    )
+    return tune.Tuner(
+        trainable,
+        param_space=_search_space(config),
+        tune_config=tune.TuneConfig(
+            metric=search.metric,
+            mode="max",
+            scheduler=_scheduler(search, search.max_epochs(config.train.epochs)),
+            num_samples=search.num_samples,
+            search_alg=BasicVariantGenerator(
+                random_state=search.seed, max_concurrent=config.sweep.max_concurrent_trials
+            ),
+            reuse_actors=True,
+            trial_name_creator=_trial_name,
+            trial_dirname_creator=_trial_name,
+        ),
+        run_config=tune.RunConfig(
+            name=f"{ctx.name}-{time.strftime('%Y%m%d-%H%M%S')}",
+            storage_path=storage_path,
+            verbose=1,
+        ),
+    )
+
+
+def _trial_table(results, search: SearchConfig) -> pd.DataFrame:
+    """One row per trial: its shape, sampled values, epochs trained and planned, metric, run."""
     rows = []
     for result in results:
         m = result.metrics
@@ -193,7 +225,11 @@ def run_search(config: ExperimentConfig, *, storage_path: str | None = None) -> 
                 "mlflow_run_id": m.get("mlflow_run_id"),
             }
         )
-    table = pd.DataFrame(rows)
+    return pd.DataFrame(rows)
+
+
+def _best_and_summary(table: pd.DataFrame, search: SearchConfig, wall: float) -> tuple[dict, dict]:
+    """The best trial's values (the parent's ``deeppert.best_config``) and the search summary."""
     best = json.loads(table.loc[table[search.metric].idxmax()].to_json())  # plain Python types
     keys = ("dataset", "model", "latent_dim", *search.spaces, search.metric, "mlflow_run_id")
     best_config = {k: best[k] for k in keys}
@@ -206,7 +242,12 @@ def run_search(config: ExperimentConfig, *, storage_path: str | None = None) -> 
         "wall_s": wall,
         f"best_{search.metric}": float(best[search.metric]),
     }
-    outcomes = {
+    return best_config, summary
+
+
+def _outcomes(table: pd.DataFrame, search: SearchConfig) -> dict[str, tuple[str, str]]:
+    """MLflow run id -> (status, stop reason) of every trial: FINISHED, or KILLED early."""
+    return {
         row.mlflow_run_id: (
             ("FINISHED", f"completed {row.epochs_planned} epochs")
             if row.epochs_trained >= row.epochs_planned
@@ -218,9 +259,6 @@ def run_search(config: ExperimentConfig, *, storage_path: str | None = None) -> 
         )
         for row in table.itertuples()
     }
-    close_search(ctx, best=best_config, summary=summary, outcomes=outcomes)
-    table.attrs.update(summary=summary, best=best_config, parent_run_id=ctx.parent_run_id)
-    return table
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -454,7 +454,7 @@ def test_consensus_over_a_vae_with_dead_directions_embeds(tmp_path):
 
 def test_warnings_say_when_not_to_trust_the_ensemble(caplog):
     """Codes of independent noise recur nowhere: the step says so (warnings logged and kept);
-    a single model run is refused with the fix; a clean planted world gives no warning."""
+    a single model run is refused, naming what to change; a clean planted world gives no warning."""
     import logging
 
     from deeppert.stability import ensemble_step, ensemble_warnings

@@ -336,11 +336,11 @@ NULL_CFG = TargetConfig(
 
 
 def test_permutation_null_is_not_fooled_by_candidates_that_resemble_each_other() -> None:
-    """The issue's counter-example: 7/100 matched against a chance rate of 8.5 %.
+    """Candidates that share one profile: 7/100 matched against a chance rate of 8.5 %.
 
-    The old null (random rows of the whole matrix) gave p = 0.0033 here, the smallest
-    possible with 300 permutations; relabelling the candidates gives what the hypergeometric
-    tail says, and its mean is the chance rate times N.
+    A null of random rows of the whole matrix gives p = 0.0033 here, the smallest possible
+    with 300 permutations (docs/evaluation.md); relabelling the candidates gives what the
+    hypergeometric tail says, and its mean is the chance rate times N.
     """
     w, known = covarying_case("counter")
     res = predict_targets(w, config=NULL_CFG, known=known, disease="Counter")

@@ -7,7 +7,6 @@ genes, columns = node names), ``completeness.csv`` and ``ig_config.json``, atomi
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 from pathlib import Path
 
@@ -50,49 +49,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run_attribute(args: argparse.Namespace) -> int:
     run_dir: Path = args.run_dir
     require_dir(run_dir, "run folder")
-    import pandas as pd
-    import torch
-
-    from deeppert.atomic import atomic_dir
-    from deeppert.attribution import attribute_genes
-    from deeppert.progress import Progress
-    from deeppert.workspace import load_pca, load_trained, training_inputs
+    from deeppert import tl
 
     config = apply_flags(config_section(args, "attribution", IGConfig), args, _IG_FLAGS)
-    pca = load_pca(run_dir)
-    x_pca, _ = training_inputs(run_dir)
-    device = torch.device(args.device)
-    rows = []
-    models = load_trained(run_dir)
-    with (
-        atomic_dir(run_dir / "gene_weights") as tmp,
-        Progress(sum(len(t.runs) for t in models), "attributing", unit="run") as bar,
-    ):
-        for trained in models:
-            trained.module.to(
-                device=device,
-                dtype=torch.float32 if trained.train_config.dtype == "float32" else torch.float64,
-            )
-            result = attribute_genes(trained, x_pca, pca, config=config)
-            for r, run in enumerate(result.runs):
-                result.frame(r).to_parquet(tmp / f"{trained.name}_run{run}.parquet")
-                for k, node in enumerate(result.node_names[r]):
-                    rows.append(
-                        {
-                            "model": trained.name,
-                            "run": run,
-                            "node": node,
-                            "max_abs_delta": result.max_abs_delta[r, k],
-                            "output_range": result.output_range[r, k],
-                            "relative_delta": result.relative_delta[r, k],
-                        }
-                    )
-            bar.update(
-                len(result.runs),
-                model=trained.name,
-                max_rel_error=float(result.relative_delta.max()),
-            )
-        pd.DataFrame(rows).to_csv(tmp / "completeness.csv", index=False)
-        (tmp / "ig_config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
-    print(f"wrote {run_dir / 'gene_weights'} ({len(rows)} nodes)")
+    table = tl.attribute(run_dir, config=config, device=args.device)
+    print(f"wrote {run_dir / 'gene_weights'} ({len(table)} nodes)")
     return 0

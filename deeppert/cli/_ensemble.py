@@ -10,16 +10,16 @@ signatures) and plots; the consensus mode adds its L-selection curve, ``selectio
 ``selection.png``. It prints a short report (L, components used and dropped, stability,
 warnings). The ensemble config is the run's (``config.json``, section ``ensemble``) with the
 command-line flags on top; flags and their defaults come from
-:class:`~deeppert.ensemble_config.EnsembleConfig`. The step itself is
-:func:`deeppert.stability.ensemble_step`. The output folder is written atomically; an
-ensemble of another method already there is replaced only with ``--force`` (rerunning the
-same method replaces it).
+:class:`~deeppert.ensemble_config.EnsembleConfig`. The step is
+:func:`deeppert.tl.ensemble` (:func:`deeppert.stability.ensemble_step`, then the one writer
+:func:`deeppert.ensemble_outputs.write_ensemble_outputs`). The output folder is written
+atomically; an ensemble of another method already there is replaced only with ``--force``
+(rerunning the same method replaces it).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 from pathlib import Path
 
@@ -80,13 +80,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def ensemble_config(run_dir: Path, args: argparse.Namespace) -> EnsembleConfig:
     """The run's ``ensemble`` config section with the flags that were given on top."""
-    from deeppert.atomic import read_json
     from deeppert.config import build_dataclass
+    from deeppert.workspace import ensemble_section
 
-    raw: dict = {}
-    path = run_dir / "config.json"
-    if path.is_file():
-        raw = dict(read_json(path).get("experiment", {}).get("ensemble") or {})
+    raw = ensemble_section(run_dir)
     raw.update({k: getattr(args, k) for k in _FLAGS if getattr(args, k, None) is not None})
     return build_dataclass(EnsembleConfig, raw, "ensemble")
 
@@ -94,69 +91,11 @@ def ensemble_config(run_dir: Path, args: argparse.Namespace) -> EnsembleConfig:
 def run_ensemble(args: argparse.Namespace) -> int:
     run_dir: Path = args.run_dir
     require_dir(run_dir, "run folder")
-    from deeppert.atomic import atomic_dir
-    from deeppert.ensemble import EnsembleModel
-    from deeppert.stability import ensemble_step, plot_selection
-    from deeppert.tracking.contract import ENSEMBLE_TABLES
-    from deeppert.workspace import load_pca, load_trained, read_member_frames, training_inputs
+    from deeppert import tl
 
     config = ensemble_config(run_dir, args)
-    _check_replace(run_dir / "ensemble", config.method, args.force)
-    latents = read_member_frames(run_dir, "latents", "latent")
-    weights = read_member_frames(run_dir, "gene_weights", "gene-weight")
-    x_pca, _ = training_inputs(run_dir)
-    pca = load_pca(run_dir)
-    step = ensemble_step(
-        latents, weights, config=config, x_pca=x_pca, pca=pca, stability=not args.no_stability
-    )
-    ens = step.ensemble
-    model = EnsembleModel.from_ensemble(ens, load_trained(run_dir), pca)
-    with atomic_dir(run_dir / "ensemble") as tmp:
-        for role, frame in step.tables().items():
-            frame.to_parquet(tmp / ENSEMBLE_TABLES[role])
-        (tmp / "members.json").write_text(json.dumps(ens.members, indent=2) + "\n")
-        (tmp / "summary.json").write_text(json.dumps(step.summary(), indent=2) + "\n")
-        (tmp / "stability.json").write_text(
-            json.dumps(step.stability, indent=2, default=float) + "\n"
-        )
-        if step.selection is not None:
-            step.selection.to_csv(tmp / "selection.csv")
-            plot_selection(step.selection, tmp / "selection.png")
-        model.save(tmp / "model")
-        _plots(ens, step.stability, tmp)
-        if step.baselines is not None:
-            from deeppert.program_baselines import comparison_figure
-
-            comparison_figure(step.baselines).savefig(tmp / "program_baselines.png", dpi=120)
+    step = tl.ensemble(run_dir, config=config, stability=not args.no_stability, force=args.force)
     print(f"wrote {run_dir / 'ensemble'} ({config.method})")
     for line in step.report():
         print(f"  {line}")
     return 0
-
-
-def _check_replace(folder: Path, method: str, force: bool) -> None:
-    """Refuse to replace an ensemble of another method unless ``force``."""
-    from deeppert.atomic import read_json
-    from deeppert.errors import DeeppertError
-
-    summary = folder / "summary.json"
-    if force or not summary.is_file():
-        return
-    old = read_json(summary).get("method")
-    if old != method:
-        raise DeeppertError(
-            f"{folder} holds a {old} ensemble; --method {method} would replace it: "
-            "pass --force to replace it (or copy it elsewhere first)"
-        )
-
-
-def _plots(ens, stability: dict | None, folder: Path) -> None:
-    """The ensemble's figures (:mod:`deeppert.ensemble_figures`) and top-20 genes table."""
-    import matplotlib.pyplot as plt
-
-    from deeppert.ensemble_figures import ensemble_figures, top_genes
-
-    for name, fig in ensemble_figures(ens, stability).items():
-        fig.savefig(folder / name, dpi=120)
-        plt.close(fig)
-    top_genes(ens, 20).to_csv(folder / "top_genes.csv", index=False)

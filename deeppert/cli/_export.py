@@ -6,21 +6,16 @@ with ``RUN_DIR/ensemble/model``; ``export --ensemble NAME@ALIAS --tracking-uri U
 (signatures), ``obs`` (their metadata), ``obsm["X_deeppert"]``, ``varm["deeppert_weights"]``
 (gene importances, non-negative), ``varm["deeppert_loadings"]`` (signed gene loadings, when the
 ensemble has them) and ``uns["deeppert"]`` (see :mod:`deeppert.data._anndata`); it is written
-atomically.
+atomically. The run-folder case is :func:`deeppert.export`.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from deeppert.cli._data import add_load_arguments, load_from_args
 from deeppert.errors import DeeppertError
-
-if TYPE_CHECKING:
-    from deeppert.data import Signatures
 
 __all__ = ["register"]
 
@@ -49,16 +44,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_export)
 
 
-def _signatures(args: argparse.Namespace, run_dir: Path | None) -> Signatures:
-    if args.path is not None:
-        return load_from_args(args, min_rows=1, min_genes=1)
-    if run_dir is None:
-        raise DeeppertError("export --ensemble needs --signatures FILE (the signatures to embed)")
-    from deeppert.workspace import load_signatures_of
-
-    return load_signatures_of(run_dir)
-
-
 def run_export(args: argparse.Namespace) -> int:
     if (args.run_dir is None) == (args.ensemble is None):
         raise DeeppertError("export needs exactly one of RUN_DIR or --ensemble NAME@ALIAS")
@@ -68,66 +53,50 @@ def run_export(args: argparse.Namespace) -> int:
         raise DeeppertError(
             f"{args.run_dir}: no ensemble/model (run `deeppert ensemble {args.run_dir}` first)"
         )
-    import numpy as np
-
-    from deeppert.atomic import read_json, read_parquet
-    from deeppert.data._anndata import signatures_to_anndata, write_h5ad
-    from deeppert.ensemble import EnsembleModel
-    from deeppert.tracking.contract import ARTIFACTS
-
     if args.run_dir is not None:
-        run_dir: Path = args.run_dir
-        folder = run_dir / "ensemble"
-        model = EnsembleModel.load(folder / "model")
-        weights = read_parquet(folder / ARTIFACTS.ensemble_weights)
-        path = folder / ARTIFACTS.ensemble_loadings
-        loadings = read_parquet(path) if path.is_file() else None
-        config = read_json(run_dir / "config.json")
-        summary = read_json(folder / "summary.json")
-        info = {
-            "source": str(run_dir),
-            "config": json.dumps(config),
-            "ensemble": json.dumps(summary),
-            "model_versions": {"run_folder": str(folder / "model")},
-            "members": sorted(model.models),
-        }
-    else:
-        if not args.tracking_uri:
-            raise DeeppertError("--ensemble needs --tracking-uri")
-        from deeppert.tracking.registry import load_ensemble_model, load_ensemble_outputs
+        from deeppert import export
 
-        outputs = load_ensemble_outputs(args.tracking_uri, args.ensemble)
-        model = load_ensemble_model(args.tracking_uri, outputs.version)
-        weights, loadings = outputs.weights, outputs.loadings
-        v = outputs.version
-        info = {
-            "source": args.tracking_uri,
-            "model_versions": {
-                "ensemble": f"{v.name}/{v.version}",
-                "alias": args.ensemble,
-                "run_id": v.run_id or "",
-                **{k: str(val) for k, val in (v.tags or {}).items()},
-            },
-            "members": sorted(model.models),
-        }
-    sig = _signatures(args, args.run_dir)
-    info["gene_tables"] = {
-        "deeppert_weights": "gene importances (>= 0), the input of deeppert targets",
-        "deeppert_loadings": "signed gene loadings (covariance per SD of the cluster)",
-    }
-    adata = signatures_to_anndata(sig, weights=weights, info=info)
-    if loadings is not None:
-        missing = [g for g in sig.genes if g not in loadings.columns]
-        if missing:
-            raise DeeppertError(
-                f"ensemble loadings lack {len(missing)} genes of the signatures, e.g. {missing[:3]}"
-            )
-        adata.varm["deeppert_loadings"] = loadings[sig.genes].T.to_numpy(dtype=np.float32)
-    model.embed(adata)  # obsm["X_deeppert"], uns["deeppert"]["clusters"]
-    write_h5ad(adata, args.h5ad)
+        signatures = load_from_args(args, min_rows=1, min_genes=1) if args.path else None
+        adata = export(args.run_dir, signatures=signatures, h5ad=args.h5ad)
+    else:
+        adata = _export_registered(args)
     print(
         f"wrote {args.h5ad}: X {adata.n_obs} x {adata.n_vars}, "
         f"obsm['X_deeppert'] {adata.obsm['X_deeppert'].shape}, "
         f"varm['deeppert_weights'] {adata.varm['deeppert_weights'].shape}"
     )
     return 0
+
+
+def _export_registered(args: argparse.Namespace):
+    """``--ensemble NAME@ALIAS``: the registered ensemble's model and gene tables embed
+    ``--signatures``; written to ``--h5ad``."""
+    if not args.tracking_uri:
+        raise DeeppertError("--ensemble needs --tracking-uri")
+    from deeppert import to_anndata
+    from deeppert.data._anndata import write_h5ad
+    from deeppert.tracking.registry import load_ensemble_model, load_ensemble_outputs
+    from deeppert.tracking.session import TrackingSession
+
+    session = TrackingSession.for_uri(args.tracking_uri).connect(experiment=False)
+    outputs = load_ensemble_outputs(session, args.ensemble)
+    model = load_ensemble_model(session, outputs.version)
+    v = outputs.version
+    info = {
+        "source": args.tracking_uri,
+        "model_versions": {
+            "ensemble": f"{v.name}/{v.version}",
+            "alias": args.ensemble,
+            "run_id": v.run_id or "",
+            **{k: str(val) for k, val in (v.tags or {}).items()},
+        },
+        "members": sorted(model.models),
+    }
+    if args.path is None:
+        raise DeeppertError("export --ensemble needs --signatures FILE (the signatures to embed)")
+    signatures = load_from_args(args, min_rows=1, min_genes=1)
+    adata = to_anndata(
+        signatures, model, weights=outputs.weights, loadings=outputs.loadings, info=info
+    )
+    write_h5ad(adata, args.h5ad)
+    return adata

@@ -48,11 +48,10 @@ def parse_threshold(text: str) -> float | str:
 
 
 def _weights(ref: str, tracking_uri: str | None):
-    """Weights from a file, or from a registered ensemble's run when ``ref`` is NAME@ALIAS."""
-    from deeppert.targets import load_weights
-
+    """``ref`` when it names a file (the step reads it), else the weights of the registered
+    ensemble ``ref`` (NAME@ALIAS)."""
     if Path(ref).exists() or "@" not in ref:
-        return load_weights(ref)
+        return ref
     if not tracking_uri:
         raise DeeppertError(
             f"--weights {ref!r} is a registry alias: pass --tracking-uri (or set MLFLOW_TRACKING_URI)"
@@ -120,55 +119,80 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Execute ``deeppert targets``; bad input raises :class:`DeeppertError` before any write."""
-    from deeppert.targets import (
-        load_known_pairs,
-        predict_targets,
-        read_gene_list,
-        run_all_diseases,
-        write_all_diseases,
-        write_target_outputs,
-    )
+    _check_modes(args)
+    config = _config(args)
     from deeppert.targets._outputs import check_out_dir
 
+    check_out_dir(args.out)
+    start = time.perf_counter()
+    weights = _weights(args.weights, args.tracking_uri)
+    inputs = {
+        "weights": str(args.weights),
+        "pairs_dir": args.pairs_dir,
+        "gene_list": args.gene_list,
+    }
+    if args.all_diseases:
+        _run_all_diseases(args, weights, config, inputs, start)
+    else:
+        _run_one(args, weights, config, inputs, start)
+    return 0
+
+
+def _check_modes(args: argparse.Namespace) -> None:
+    """Exactly one of --disease / --gene-list / --all-diseases, with --pairs-dir where needed."""
     if args.all_diseases and (args.disease or args.gene_list):
         raise DeeppertError("--all-diseases runs every disease; drop --disease / --gene-list")
     if not (args.all_diseases or args.disease or args.gene_list):
         raise DeeppertError("give --disease, --gene-list or --all-diseases")
     if (args.all_diseases or args.disease) and not args.pairs_dir:
         raise DeeppertError("--disease and --all-diseases need --pairs-dir (the known-pair tables)")
+
+
+def _config(args: argparse.Namespace) -> TargetConfig:
+    """The ``--config`` file's ``targets`` section (or the defaults) with the flags on top."""
     config = apply_flags(config_section(args, "targets", TargetConfig), args, _FLAGS)
     if args.no_plots:
         config = dataclasses.replace(config, plots=False)
-    check_out_dir(args.out)
-    start = time.perf_counter()
-    weights = _weights(args.weights, args.tracking_uri)
-    known = load_known_pairs(args.pairs_dir) if args.pairs_dir else None
-    inputs = {
-        "weights": str(args.weights),
-        "pairs_dir": args.pairs_dir,
-        "gene_list": args.gene_list,
-    }
+    return config
 
-    if args.all_diseases:
-        table = run_all_diseases(weights, known, config=config, min_pairs=args.min_pairs)
-        seconds = time.perf_counter() - start
-        summary = {
-            "config": config.to_dict(),
-            "inputs": inputs,
-            "min_pairs": args.min_pairs,
-            "diseases": int(len(table)),
-            "ok": int((table["status"] == "ok").sum()),
-            "seconds": round(seconds, 3),
-        }
-        write_all_diseases(table, args.out, summary=summary)
-        print(table.to_string(index=False, max_colwidth=40))
-        print(f"wrote {args.out}/all_diseases.csv ({len(table)} diseases, {seconds:.1f} s)")
-        return 0
+
+def _run_all_diseases(args, weights, config: TargetConfig, inputs: dict, start: float) -> None:
+    from deeppert import tl
+
+    table = tl.all_diseases(
+        weights,
+        args.pairs_dir,
+        config=config,
+        min_pairs=args.min_pairs,
+        out=args.out,
+        inputs=inputs,
+    )
+    seconds = time.perf_counter() - start
+    print(table.to_string(index=False, max_colwidth=40))
+    print(f"wrote {args.out}/all_diseases.csv ({len(table)} diseases, {seconds:.1f} s)")
+
+
+def _run_one(args, weights, config: TargetConfig, inputs: dict, start: float) -> None:
+    from deeppert import tl
+    from deeppert.targets import read_gene_list
 
     genes = read_gene_list(args.gene_list) if args.gene_list else None
-    result = predict_targets(weights, config=config, known=known, disease=args.disease, genes=genes)
+    result = tl.targets(
+        weights,
+        config=config,
+        known=args.pairs_dir,
+        disease=args.disease,
+        genes=genes,
+        out=args.out,
+        inputs=inputs,
+    )
     seconds = time.perf_counter() - start
-    write_target_outputs(result, args.out, extra={"inputs": inputs, "seconds": round(seconds, 3)})
+    _print_result(result)
+    print(f"wrote {args.out} ({seconds:.1f} s)")
+
+
+def _print_result(result) -> None:
+    """The chosen cluster, target columns, the top pairs and, with a disease, the match table."""
     print(
         f"candidates in weights: {len(result.candidates)}; chosen {result.chosen_cluster} "
         f"with {len(result.cluster_candidates)}: {', '.join(result.cluster_candidates)}"
@@ -178,20 +202,16 @@ def run(args: argparse.Namespace) -> int:
         f"threshold {result.threshold}; {len(result.pairs)} pairs"
     )
     print(result.pairs.head(5).to_string(index=False))
-    if result.match_statistics is not None:
-        merged = result.match_statistics.merge(result.significance, on="TOP_N")
-        print(
-            merged[
-                [
-                    "TOP_N",
-                    "Total_Pairs",
-                    "Matched_Pairs",
-                    "Match_Rate",
-                    "Chance_Rate_Cluster",
-                    "P_Hypergeom_Cluster",
-                    "P_Permutation",
-                ]
-            ].to_string(index=False)
-        )
-    print(f"wrote {args.out} ({seconds:.1f} s)")
-    return 0
+    if result.match_statistics is None:
+        return
+    merged = result.match_statistics.merge(result.significance, on="TOP_N")
+    columns = [
+        "TOP_N",
+        "Total_Pairs",
+        "Matched_Pairs",
+        "Match_Rate",
+        "Chance_Rate_Cluster",
+        "P_Hypergeom_Cluster",
+        "P_Permutation",
+    ]
+    print(merged[columns].to_string(index=False))

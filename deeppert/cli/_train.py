@@ -75,18 +75,16 @@ def run(args: argparse.Namespace) -> int:
     # Named files are checked before torch and pandas load, so a typo fails in well under 1 s.
     require_file(args.config, "--config")
     require_file(args.data, "--data")
+    from deeppert import load, tl
     from deeppert.config import ExperimentConfig, load_config
-    from deeppert.grid import load_dataset
-    from deeppert.workspace import train_dataset
 
     config = load_config(args.config) if args.config else ExperimentConfig()
     config = _overrides(config, args)
     tables = []
     for dataset in config.datasets:
-        signatures = load_dataset(dataset)
         out = args.out / dataset.name
-        metrics = train_dataset(signatures, config, out, dataset=dataset)
-        tables.append(metrics.assign(dataset=dataset.name))
+        run = tl.train(load(dataset), out, config=config, dataset=dataset)
+        tables.append(run.metrics.assign(dataset=dataset.name))
         print(f"wrote {out}")
     for table in tables:
         if "r2_genes" not in table:  # val_fraction 0: no held-out rows to score

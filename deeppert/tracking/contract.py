@@ -17,6 +17,7 @@ __all__ = [
     "VERSION_TAGS",
     "ENSEMBLE_ALIAS",
     "ENSEMBLE_TABLES",
+    "ENSEMBLE_FILES",
     "BEST_ALIAS",
     "PCA_TABLES",
     "TRIAL_PARAMS",
@@ -135,6 +136,21 @@ ENSEMBLE_TABLES = {
     "embedding": ARTIFACTS.ensemble_embedding,
     "baselines": ARTIFACTS.program_baselines,
 }
+
+
+class ENSEMBLE_FILES:
+    """The other files of an ensemble's outputs (``RUN_DIR/ensemble/``, written by
+    :func:`deeppert.ensemble_outputs.write_ensemble_outputs`); the ensemble run logs the
+    figures, ``top_genes.csv`` and the plots under the same names."""
+
+    members = "members.json"  # cluster -> its latent variables
+    summary = "summary.json"  # L, what chose it, the density filter, warnings
+    selection = "selection.csv"  # consensus mode: the L-selection curve (the run: ARTIFACTS)
+    selection_plot = "selection.png"
+    top_genes = "top_genes.csv"  # top 20 genes per cluster
+    baselines_plot = "program_baselines.png"
+    model = "model"  # EnsembleModel.save(): embeds new signatures
+
 
 ENSEMBLE_ALIAS = "current"  # MLflow reserves "latest"
 BEST_ALIAS = "best"  # encoder versions: each shape's best held-out R^2 in the latest sweep

@@ -39,6 +39,7 @@ from deeppert.tracking.client import (
 from deeppert.tracking.contract import (
     ARTIFACTS,
     ENSEMBLE_ALIAS,
+    ENSEMBLE_FILES,
     ENSEMBLE_TABLES,
     PCA_TABLES,
     ROLES,
@@ -270,9 +271,8 @@ def log_ensemble(
         if ensemble.selection is not None:  # consensus mode: the L-selection curve
             log_parquet(session, run_id, ensemble.selection, ARTIFACTS.selection)
             with tempfile.TemporaryDirectory() as tmp:
-                client.log_artifact(
-                    run_id, str(plot_selection(ensemble.selection, Path(tmp) / "selection.png"))
-                )
+                plot = Path(tmp) / ENSEMBLE_FILES.selection_plot
+                client.log_artifact(run_id, str(plot_selection(ensemble.selection, plot)))
         with tempfile.TemporaryDirectory() as tmp:
             (Path(tmp) / ARTIFACTS.stability).write_text(
                 json.dumps(stability, indent=2, default=float) + "\n"
@@ -283,7 +283,7 @@ def log_ensemble(
                 from deeppert.program_baselines import comparison_figure
 
                 client.log_figure(
-                    run_id, comparison_figure(step.baselines), "program_baselines.png"
+                    run_id, comparison_figure(step.baselines), ENSEMBLE_FILES.baselines_plot
                 )
             model_dir = model.save(Path(tmp) / "ensemble_model")
             example = pd.DataFrame(encoders.pca.mean[None, :], columns=encoders.pca.genes)

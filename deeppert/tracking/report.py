@@ -35,7 +35,7 @@ import pandas as pd
 
 from deeppert.config import ExperimentConfig
 from deeppert.stability import match_rows
-from deeppert.tracking.contract import ARTIFACTS, BEST_ALIAS, ROLES, TAGS
+from deeppert.tracking.contract import ARTIFACTS, BEST_ALIAS, ENSEMBLE_FILES, ROLES, TAGS
 
 if TYPE_CHECKING:
     from deeppert.tracking.session import TrackingSession
@@ -262,16 +262,29 @@ def _fmt(value: float) -> str:
 def report_figures(report: SweepReport) -> dict:
     """The report's figures by artifact file name: :class:`matplotlib.figure.Figure` objects,
     outside pyplot's state (no backend is chosen, nothing needs closing)."""
+    shapes = list(dict.fromkeys(_shape_labels(report.trials.sort_values(["model", "latent_dim"]))))
+    return {
+        "r2_vs_latent_dim.png": _r2_figure(report),
+        "final_loss_per_trial.png": _final_loss_figure(report.trials, shapes),
+        "seed_agreement.png": _agreement_figure(report.agreement, shapes),
+    }
+
+
+def _shape_labels(table: pd.DataFrame) -> pd.Series:
+    """``<MODEL> d<dim>`` per row: a shape's label on the x axis."""
+    return table["model"] + " d" + table["latent_dim"].astype(str)
+
+
+def _r2_figure(report: SweepReport):
+    """Held-out R^2 against latent dim, one line per model (error bars over runs) and one per
+    linear baseline; one panel per dataset."""
     from matplotlib import colormaps
     from matplotlib.figure import Figure
 
-    figures = {}
     datasets = sorted(report.trials["dataset"].unique())
     models = sorted(report.trials["model"].unique())
     colours = dict(zip(models, colormaps["tab10"].colors))
     base_style = {"PCA": ("0.35", "--", "s"), "ICA": ("0.6", ":", "^")}
-
-    # 1. held-out R^2 against latent dim, one line per model, error bars over runs.
     fig = Figure(figsize=(5.5 * len(datasets), 4))
     axes = fig.subplots(1, len(datasets), squeeze=False)
     for ax, dataset in zip(axes[0], datasets):
@@ -298,11 +311,14 @@ def report_figures(report: SweepReport) -> dict:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
-    figures["r2_vs_latent_dim.png"] = fig
+    return fig
 
-    # 2. final training and validation loss per trial.
-    trials = report.trials.assign(shape=lambda t: t["model"] + " d" + t["latent_dim"].astype(str))
-    shapes = list(dict.fromkeys(trials.sort_values(["model", "latent_dim"])["shape"]))
+
+def _final_loss_figure(trials: pd.DataFrame, shapes: list[str]):
+    """Final training and held-out loss per trial, one point per run, grouped by shape."""
+    from matplotlib.figure import Figure
+
+    trials = trials.assign(shape=_shape_labels(trials))
     fig = Figure(figsize=(max(5.0, 0.9 * len(shapes) + 2), 4))
     ax = fig.subplots()
     x = {s: i for i, s in enumerate(shapes)}
@@ -321,15 +337,18 @@ def report_figures(report: SweepReport) -> dict:
     ax.grid(alpha=0.3, axis="y")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    figures["final_loss_per_trial.png"] = fig
+    return fig
 
-    # 3. seed agreement per shape.
+
+def _agreement_figure(agreement: pd.DataFrame, shapes: list[str]):
+    """Seed agreement per shape: the mean over run pairs as bars, each pair as a point."""
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=(max(5.0, 0.9 * len(shapes) + 2), 4))
     ax = fig.subplots()
-    if len(report.agreement):
-        agreement = report.agreement.assign(
-            shape=lambda t: t["model"] + " d" + t["latent_dim"].astype(str)
-        )
+    if len(agreement):
+        x = {s: i for i, s in enumerate(shapes)}
+        agreement = agreement.assign(shape=_shape_labels(agreement))
         means = agreement.groupby("shape")["agreement"].mean().reindex(shapes)
         ax.bar(range(len(shapes)), means.to_numpy(), color="0.8", label="mean over run pairs")
         ax.scatter(
@@ -351,8 +370,7 @@ def report_figures(report: SweepReport) -> dict:
     ax.set_title("seed agreement per shape")
     ax.grid(alpha=0.3, axis="y")
     fig.tight_layout()
-    figures["seed_agreement.png"] = fig
-    return figures
+    return fig
 
 
 def build_report(session: TrackingSession, runs, config: ExperimentConfig) -> SweepReport:
@@ -488,4 +506,7 @@ def log_ensemble_figures(
         client.log_figure(run_id, fig, name)
         client.log_image(run_id, _as_image(fig), key=name.removesuffix(".png"), step=0)
         plt.close(fig)
-    client.log_text(run_id, top_genes(ensemble, 20).to_csv(index=False), "top_genes.csv")
+    from deeppert.ensemble_outputs import TOP_GENES
+
+    table = top_genes(ensemble, TOP_GENES).to_csv(index=False)
+    client.log_text(run_id, table, ENSEMBLE_FILES.top_genes)

@@ -1,0 +1,66 @@
+"""``dp.tl.ensemble``: the ensemble of a run folder's latent variables, with its stability."""
+
+from __future__ import annotations
+
+import os
+
+from deeppert.config import build_dataclass
+from deeppert.ensemble import EnsembleModel
+from deeppert.ensemble_config import EnsembleConfig
+from deeppert.ensemble_outputs import check_replace, write_ensemble_outputs
+from deeppert.stability import EnsembleStep, ensemble_step
+from deeppert.workspace import (
+    TrainedRun,
+    ensemble_section,
+    load_pca,
+    load_trained,
+    read_member_frames,
+    run_folder,
+    training_inputs,
+)
+
+__all__ = ["ensemble"]
+
+
+def ensemble(
+    run: TrainedRun | str | os.PathLike,
+    *,
+    config: EnsembleConfig | None = None,
+    stability: bool = True,
+    force: bool = False,
+) -> EnsembleStep:
+    """Cluster every latent variable of a run folder into an ensemble (consensus or GMeans).
+
+    Reads the latents and gene weights (:func:`deeppert.tl.attribute`) and writes
+    ``<run>/ensemble/`` (:func:`deeppert.ensemble_outputs.write_ensemble_outputs`: tables,
+    members, summary, stability, figures and ``model/``, an :class:`EnsembleModel` that embeds
+    new signatures), replacing an earlier ensemble of the same method.
+
+    Parameters
+    ----------
+    run
+        A run folder with ``gene_weights/``.
+    config
+        The ensemble config; None: the run's own (``config.json``, section ``ensemble``).
+    stability
+        Compute the split-half stability report (ensembles of each half of the runs).
+    force
+        Replace an ensemble of another method already in ``<run>/ensemble/``.
+
+    Returns
+    -------
+    The step: ``.ensemble`` (:class:`~deeppert.ensemble.Ensemble`), ``.stability``,
+    ``.warnings``, ``.summary()``, ``.report()``.
+    """
+    run_dir = run_folder(run)
+    if config is None:
+        config = build_dataclass(EnsembleConfig, ensemble_section(run_dir), "ensemble")
+    check_replace(run_dir / "ensemble", config.method, force)
+    latents = read_member_frames(run_dir, "latents", "latent")
+    weights = read_member_frames(run_dir, "gene_weights", "gene-weight")
+    x_pca, _ = training_inputs(run_dir)
+    pca = load_pca(run_dir)
+    step = ensemble_step(latents, weights, config=config, x_pca=x_pca, pca=pca, stability=stability)
+    model = EnsembleModel.from_ensemble(step.ensemble, load_trained(run_dir), pca)
+    write_ensemble_outputs(run_dir / "ensemble", step, model=model)
+    return step
