@@ -11,8 +11,10 @@ under the sweep's parent run, found again by its ``deeppert.grid_key`` tag. A tr
    create a claim at once, the older run wins and the other deletes its own,
 3. trains the claimed runs of its shape vectorised, logging per-epoch metrics, while a
    :class:`~deeppert.tracking.claims.Heartbeat` thread renews their ``deeppert.heartbeat`` tag,
-4. computes IG gene weights, logs latents and gene weights as Parquet, the encoder as an
-   MLflow PyTorch model registered as a version of ``<dataset>-encoder-<MODEL>-d<dim>``,
+4. computes IG gene weights, logs them as Parquet and the encoder as an MLflow PyTorch model
+   registered as a version of ``<dataset>-encoder-<MODEL>-d<dim>`` (no latents: the encoder
+   gives them again where the ensemble runs), and each run's seed agreement with the other
+   runs it trained (metric ``seed_agreement_in_trial``, from the latents in memory),
 5. marks each run FINISHED only when all of that is logged (FAILED on any exception).
 
 Nothing here imports Ray: ``ray_jobs/sweep.py`` calls :func:`run_trial` from a Tune trainable.
@@ -57,6 +59,7 @@ from deeppert.tracking.client import (
     start_run,
 )
 from deeppert.tracking.contract import (
+    AGREEMENT_METRIC,
     ARTIFACTS,
     EPOCH_METRICS,
     HELD_OUT_METRICS,
@@ -71,6 +74,7 @@ from deeppert.tracking.contract import (
     pca_artifact,
     pca_folder,
 )
+from deeppert.tracking.report import run_agreement
 from deeppert.tracking.session import TrackingSession
 from deeppert.train import seed_for_run
 
@@ -444,8 +448,8 @@ def _start_trial_run(
         description=(
             f"{kind} autoencoder, {latent_dim} latent dims, run {run} "
             f"(seed {seed_for_run(run)}) on cell line {dataset}; one grid point of sweep "
-            f"{ctx.sweep}. Encoder: logged model 'encoder'; latents.parquet, "
-            "gene_weights.parquet (IG)."
+            f"{ctx.sweep}. Encoder: logged model 'encoder' (its code of the training PCA scores "
+            "is the run's latents); gene_weights.parquet (IG)."
         ),
         tags={
             **source,
@@ -503,7 +507,9 @@ def _train_claimed(
         attribution = attribute_genes(
             trained, prepared.x_train, prepared.pca, config=config.attribution
         )
-        latents = trained.latents_frames(prepared.x_train, prepared.train_ids)
+        agreement = run_agreement(
+            dict(zip(trained.runs, trained.latents_frames(prepared.x_train, prepared.train_ids)))
+        )
         example = prepared.x_train[:5].astype(np.float32)
         for r, run in enumerate(trained.runs):
             run_id = run_ids[run]
@@ -514,9 +520,10 @@ def _train_claimed(
                 run_ids.pop(run)
                 continue
             row = metrics[metrics["run"] == run].iloc[0]
-            log_parquet(session, run_id, latents[r], ARTIFACTS.latents)
             log_parquet(session, run_id, attribution.frame(r), ARTIFACTS.gene_weights)
-            client.log_batch(run_id, metrics=_held_out_metrics(row, attribution, r))
+            client.log_batch(
+                run_id, metrics=_held_out_metrics(row, attribution, r, agreement.get(run))
+            )
             encoder = MeanEncoder(trained.module, r).float().cpu()  # GPU trials log a CPU model
             version = _register_encoder(ctx, shape, run, run_id, encoder, example, row)
             client.set_tag(run_id, TAGS.encoder_version, version)
@@ -627,12 +634,16 @@ def trial_params(
     }
 
 
-def _held_out_metrics(row: pd.Series, attribution, r: int) -> list:
+def _held_out_metrics(row: pd.Series, attribution, r: int, agreement: float | None) -> list:
+    """The run's held-out metrics, IG completeness error and (when its trial trained other
+    runs of the shape) its seed agreement with them."""
     from mlflow.entities import Metric
 
     stamp = pd.Timestamp.now().value // 1_000_000
     values = {k: float(row[k]) for k in HELD_OUT_METRICS if k in row}
     values[IG_METRIC] = float(np.max(attribution.relative_delta[r]))
+    if agreement is not None:
+        values[AGREEMENT_METRIC] = agreement
     return [Metric(k, v, stamp, 0) for k, v in values.items()]
 
 
