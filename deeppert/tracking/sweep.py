@@ -27,7 +27,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -77,9 +77,6 @@ from deeppert.tracking.contract import (
 from deeppert.tracking.report import run_agreement
 from deeppert.tracking.session import TrackingSession
 from deeppert.train import seed_for_run
-
-if TYPE_CHECKING:
-    import torch
 
 __all__ = [
     "TAGS",
@@ -378,9 +375,15 @@ def run_trial(
     """
     shape = _Shape(dataset, data_sha, kind, latent_dim)
     keys = {run: shape.grid_key(run) for run in runs}
+    # Trials run in Ray workers (argv[0] = Ray's default_worker.py): name the sweep's entry
+    # point, read once per trial from the parent.
+    parent_tags = ctx.session.client.get_run(ctx.parent_run_id).data.tags
+    source = {k: v for k, v in parent_tags.items() if k == "mlflow.source.name"}
 
     def create(run: int) -> str:
-        return _start_trial_run(ctx, prepared, config, shape=shape, run=run, tags=tags)
+        return _start_trial_run(
+            ctx, prepared, config, shape=shape, run=run, tags={**source, **(tags or {})}
+        )
 
     pending, frames, announced = list(runs), [], set()
     while pending:
@@ -438,9 +441,6 @@ def _start_trial_run(
 ) -> str:
     """Create the RUNNING child run of one grid point, with a fresh heartbeat: the claim."""
     dataset, kind, latent_dim = shape.dataset, shape.kind, shape.latent_dim
-    # Trials run in Ray workers (argv[0] = Ray's default_worker.py): name the sweep's entry point.
-    parent_tags = ctx.session.client.get_run(ctx.parent_run_id).data.tags
-    source = {k: v for k, v in parent_tags.items() if k == "mlflow.source.name"}
     return start_run(
         ctx.session,
         run_name=f"{kind} d{latent_dim} r{run}",
@@ -452,7 +452,6 @@ def _start_trial_run(
             "is the run's latents); gene_weights.parquet (IG)."
         ),
         tags={
-            **source,
             TAGS.role: ROLES.trial,
             TAGS.sweep: ctx.sweep,
             TAGS.grid_key: shape.grid_key(run),
@@ -521,11 +520,13 @@ def _train_claimed(
                 continue
             row = metrics[metrics["run"] == run].iloc[0]
             log_parquet(session, run_id, attribution.frame(r), ARTIFACTS.gene_weights)
-            client.log_batch(
-                run_id, metrics=_held_out_metrics(row, attribution, r, agreement.get(run))
-            )
             encoder = MeanEncoder(trained.module, r).float().cpu()  # GPU trials log a CPU model
-            version = _register_encoder(ctx, shape, run, run_id, encoder, example, row)
+            ref = log_torch_model(
+                session, run_id, encoder, name=ARTIFACTS.encoder, input_example=example
+            )
+            held_out = _held_out_metrics(row, attribution, r, agreement.get(run), ref.model_id)
+            client.log_batch(run_id, metrics=held_out)
+            version = _register_encoder(ctx, shape, run, ref.model_uri, row)
             client.set_tag(run_id, TAGS.encoder_version, version)
             finish_run(session, run_id)
             run_ids.pop(run)
@@ -575,15 +576,10 @@ def _register_encoder(
     ctx: SweepContext,
     shape: _Shape,
     run: int,
-    run_id: str,
-    encoder: torch.nn.Module,
-    example: np.ndarray,
+    model_uri: str,
     held_out: pd.Series,
 ) -> str:
-    """Log ``encoder`` on ``run_id`` and register it as a version of its shape's model name."""
-    ref = log_torch_model(
-        ctx.session, run_id, encoder, name=ARTIFACTS.encoder, input_example=example
-    )
+    """Register the logged encoder ``model_uri`` as a version of its shape's model name."""
     tags = {
         VERSION_TAGS.sweep: ctx.sweep,
         VERSION_TAGS.model: shape.kind,
@@ -595,7 +591,7 @@ def _register_encoder(
         ),
     }
     name = encoder_model_name(shape.dataset, shape.kind, shape.latent_dim)
-    return register_logged_model(ctx.session, ref.model_uri, name, tags=tags).version
+    return register_logged_model(ctx.session, model_uri, name, tags=tags).version
 
 
 # TrainConfig fields logged under another name, and those that are not trial params.
@@ -634,9 +630,12 @@ def trial_params(
     }
 
 
-def _held_out_metrics(row: pd.Series, attribution, r: int, agreement: float | None) -> list:
+def _held_out_metrics(
+    row: pd.Series, attribution, r: int, agreement: float | None, model_id: str
+) -> list:
     """The run's held-out metrics, IG completeness error and (when its trial trained other
-    runs of the shape) its seed agreement with them."""
+    runs of the shape) its seed agreement with them, linked to its logged encoder
+    ``model_id`` (the model's page lists them)."""
     from mlflow.entities import Metric
 
     stamp = pd.Timestamp.now().value // 1_000_000
@@ -644,7 +643,7 @@ def _held_out_metrics(row: pd.Series, attribution, r: int, agreement: float | No
     values[IG_METRIC] = float(np.max(attribution.relative_delta[r]))
     if agreement is not None:
         values[AGREEMENT_METRIC] = agreement
-    return [Metric(k, v, stamp, 0) for k, v in values.items()]
+    return [Metric(k, v, stamp, 0, model_id=model_id) for k, v in values.items()]
 
 
 def trial_plan(config: ExperimentConfig, done: set[str]) -> list[dict]:
