@@ -3,9 +3,13 @@
     ray job submit --working-dir . -- python ray_jobs/ensemble.py --config configs/demo.yaml
 
 Selects the sweep's encoder versions from the registry (``<dataset>-encoder``, tag sweep),
-pulls their latents and IG gene weights as Parquet, runs the ensemble step
+checks that the data is the sweep's (its sha256 against the parent's
+``deeppert.data_sha256.<dataset>`` tag), and runs the ensemble step
 (:func:`deeppert.stability.ensemble_step`, the same function as ``deeppert ensemble``, with the
-config's ``ensemble`` section), logs an ensemble run with ``labels``, ``ensemble_weights``
+config's ``ensemble`` section) on latents recomputed here from each encoder, one model run at a
+time: no latents are downloaded, and IG gene weights only in the gmeans mode. On a Ray cluster
+(``ray job submit``, or ``sweep.ray_address``) the consensus mode's per-run rotations and
+loadings run as Ray tasks (:func:`ray_jobs._distributed.distributed_components`). It logs an ensemble run with ``labels``, ``ensemble_weights``
 (gene importances, what the targets job reads), ``ensemble_loadings`` (signed),
 ``ensemble_embedding`` (Parquet), ``stability.json`` (and the consensus mode's
 ``selection.parquet`` / ``selection.png``), the density filter's counts and the step's
@@ -16,20 +20,21 @@ warnings (logged, and tag ``deeppert.warning``), and registers an embedding pyfu
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 import pandas as pd
 
 from deeppert.config import ExperimentConfig
 from deeppert.ensemble import Ensemble, EnsembleModel
-from deeppert.errors import DeeppertError
 from deeppert.grid import load_dataset, prepare
 from deeppert.stability import ensemble_step
 from deeppert.tracking.contract import ENSEMBLE_ALIAS
 from deeppert.tracking.registry import ensemble_model_name, load_sweep_encoders, log_ensemble
 from deeppert.tracking.session import TrackingSession
-from deeppert.tracking.sweep import sweep_name
+from deeppert.tracking.sweep import data_sha256, sweep_name
 from ray_jobs._common import connect_ray, job_config, job_parser, run_job
+from ray_jobs._distributed import distributed_components
 
 log = logging.getLogger("deeppert.ensemble_job")
 
@@ -49,26 +54,38 @@ def ensemble_dataset(
     :class:`~deeppert.ensemble.Ensemble` whose frames were logged (tests compare them with
     what a reader fetches by alias).
     """
-    encoders = load_sweep_encoders(session, dataset, sweep, train_config=config.train)
+    signatures = load_dataset(config.dataset(dataset))
+    prepared = prepare(signatures, config)
+    gmeans = config.ensemble.method == "gmeans"
+    encoders = load_sweep_encoders(
+        session,
+        dataset,
+        sweep,
+        x_pca=prepared.x_train,
+        sample_ids=prepared.train_ids,
+        data_sha=data_sha256(signatures),
+        gene_weights=gmeans,
+        train_config=config.train,
+    )
     log.info(
         "%s: %d encoders, %d latent variables",
         dataset,
         len(encoders.versions),
         encoders.latents.shape[1],
     )
-    # the signed loadings (and the consensus mode) need the training PCA scores
-    x_pca = prepare(load_dataset(config.dataset(dataset)), config).x_train
-    if len(x_pca) != len(encoders.latents):
-        raise DeeppertError(
-            f"{dataset}: {len(x_pca)} training rows now, {len(encoders.latents)} in the "
-            "sweep's latents: the data or the split changed since the sweep"
+    latents = encoders.latents.to_frame() if gmeans else encoders.latents
+    precomputed = None
+    if not gmeans and _on_ray():
+        precomputed = distributed_components(
+            latents, prepared.x_train, encoders.pca, config.ensemble
         )
     step = ensemble_step(
-        encoders.latents,
+        latents,
         encoders.gene_weights,
         config=config.ensemble,
-        x_pca=x_pca,
+        x_pca=prepared.x_train,
         pca=encoders.pca,
+        precomputed=precomputed,
     )
     ensemble, stability = step.ensemble, step.stability
     for line in step.report():
@@ -95,6 +112,12 @@ def ensemble_dataset(
     return (row, ensemble) if with_ensemble else row
 
 
+def _on_ray() -> bool:
+    """Whether this process is connected to Ray (its tasks then run on the cluster's workers)."""
+    ray = sys.modules.get("ray")
+    return ray is not None and ray.is_initialized()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = job_parser(__doc__).parse_args(argv)
 
@@ -102,10 +125,11 @@ def main(argv: list[str] | None = None) -> int:
         config = job_config(args)
         session = TrackingSession(config.tracking).connect()
         sweep = sweep_name(config)  # read only: never reopen the sweep's parent run
+        if len(config.datasets) > 1 or config.sweep.ray_address or os.environ.get("RAY_ADDRESS"):
+            connect_ray(config)
         if len(config.datasets) > 1:
             import ray
 
-            connect_ray(config)
             task = ray.remote(ensemble_dataset)
             rows = ray.get([task.remote(session, config, d.name, sweep) for d in config.datasets])
         else:

@@ -10,6 +10,7 @@ import pytest
 
 from deeppert.tracking import contract
 from deeppert.tracking.contract import (
+    AGREEMENT_METRIC,
     ARTIFACTS,
     EPOCH_METRICS,
     HELD_OUT_METRICS,
@@ -55,7 +56,7 @@ def test_trial_params_match(section):
 
 def test_metrics_models_and_version_tags_documented(section):
     ticked = _ticked(section)
-    names = [*EPOCH_METRICS, *HELD_OUT_METRICS, IG_METRIC]
+    names = [*EPOCH_METRICS, *HELD_OUT_METRICS, IG_METRIC, AGREEMENT_METRIC]
     names += [v for k, v in vars(VERSION_TAGS).items() if not k.startswith("_")]
     names += [ARTIFACTS.encoder, ARTIFACTS.ensemble_model, f"{ARTIFACTS.targets}/"]
     assert [n for n in names if n not in ticked] == []

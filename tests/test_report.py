@@ -14,6 +14,7 @@ from deeppert.tracking.report import (
     baseline_lines,
     baseline_versus_models,
     report_figures,
+    run_agreement,
     seed_agreement,
     summarise,
     summary_markdown,
@@ -80,6 +81,18 @@ def _report() -> SweepReport:
          "r2_genes": [0.45, 0.65, 0.44]}
     )  # fmt: skip
     return SweepReport(trials, summarise(trials, agreement), baselines, agreement)
+
+
+def test_run_agreement_is_each_runs_mean_over_its_pairs() -> None:
+    rng = np.random.default_rng(1)
+    a = _latents(rng)
+    twin = -3.0 * a[a.columns[::-1]]
+    noise = _latents(rng)
+    pairs = seed_agreement({0: a, 1: twin, 2: noise}).set_index(["run_a", "run_b"])["agreement"]
+    per_run = run_agreement({0: a, 1: twin, 2: noise})
+    assert per_run[0] == pytest.approx((pairs[(0, 1)] + pairs[(0, 2)]) / 2)
+    assert per_run[2] == pytest.approx((pairs[(0, 2)] + pairs[(1, 2)]) / 2) and per_run[2] < 0.2
+    assert run_agreement({0: a}) == {}
 
 
 def test_summary_is_best_mean_sd_per_shape_and_picks_the_best_mean() -> None:

@@ -723,6 +723,7 @@ def log_torch_model(
     import mlflow.pytorch
     import numpy as np
     import torch
+    from mlflow.entities import LoggedModelOutput
 
     if pip_requirements is None:
         pip_requirements = [f"torch=={torch.__version__.split('+')[0]}", f"numpy=={np.__version__}"]
@@ -738,17 +739,21 @@ def log_torch_model(
         params=dict(run.data.params) or None,
     )
     with global_uris(session.uri):
+        # No run_id here: given one, log_model re-reads the history of every metric of the
+        # run (one request per metric name) to link its step-0 values to the model. The run
+        # is linked as the model's source above and as the run's output below; the caller
+        # links the metrics that describe the model (Metric(model_id=...)).
         info = mlflow.pytorch.log_model(
             model,
             name=name,
             input_example=input_example,
             pip_requirements=list(pip_requirements),
-            run_id=run_id,
             model_id=pending.model_id,
             # pickle keeps the module's own class (the ensemble job restacks replicas);
             # MLflow 3's default, torch.export's pt2, reloads as an anonymous GraphModule.
             serialization_format="pickle",
         )
+    client.log_outputs(run_id, models=[LoggedModelOutput(info.model_id, step=0)])
     return LoggedModelRef(
         model_uri=info.model_uri, model_id=info.model_id, run_id=run_id, name=name
     )

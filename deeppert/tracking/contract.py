@@ -24,6 +24,7 @@ __all__ = [
     "EPOCH_METRICS",
     "HELD_OUT_METRICS",
     "IG_METRIC",
+    "AGREEMENT_METRIC",
     "grid_key",
     "dataset_sha_tag",
     "pca_folder",
@@ -94,8 +95,7 @@ class ROLES:
 class ARTIFACTS:
     """Artifact paths inside a run (files, logged models and folders)."""
 
-    # trial runs
-    latents = "latents.parquet"
+    # trial runs (no latents: the encoder on the training PCA scores gives them)
     gene_weights = "gene_weights.parquet"
     encoder = "encoder"  # logged PyTorch model
     # ensemble runs
@@ -186,6 +186,8 @@ EPOCH_METRICS = (
 )
 HELD_OUT_METRICS = ("r2_pca", "r2_genes", "val_sse_plus_kl")
 IG_METRIC = "ig_max_rel_completeness_error"
+# mean best-match |r| of a run's latent nodes with each other run its trial trained (>= 2 runs)
+AGREEMENT_METRIC = "seed_agreement_in_trial"
 
 
 def grid_key(dataset: str, kind: str, latent_dim: int, run: int) -> str:

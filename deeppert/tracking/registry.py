@@ -15,14 +15,17 @@ import json
 import logging
 import tempfile
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow.pyfunc
+import numpy as np
 import pandas as pd
 
 from deeppert.ensemble import EnsembleModel
 from deeppert.errors import DeeppertError
+from deeppert.latent_store import LatentStore
 from deeppert.preprocess import PCAModel
 from deeppert.stability import EnsembleStep, plot_selection
 from deeppert.tracking.client import (
@@ -45,6 +48,7 @@ from deeppert.tracking.contract import (
     ROLES,
     TAGS,
     VERSION_TAGS,
+    dataset_sha_tag,
     encoder_model_prefix,
     ensemble_model_name,
     pca_artifact,
@@ -72,10 +76,15 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class SweepEncoders:
-    """Everything the ensemble step needs, pulled from one sweep's registered encoders."""
+    """Everything the ensemble step needs, from one sweep's registered encoders.
 
-    latents: pd.DataFrame  # training samples x latent variables (all encoders)
-    gene_weights: pd.DataFrame  # genes x latent variables
+    ``latents`` is a :class:`~deeppert.latent_store.LatentStore` that computes each model
+    run's code from its encoder on the training PCA scores when asked, one run at a time
+    (a DataFrame also serves). ``gene_weights`` are the IG gene weights, downloaded only
+    when asked for (the gmeans mode reads them; the consensus mode does not)."""
+
+    latents: LatentStore | pd.DataFrame  # training samples x latent variables (all encoders)
+    gene_weights: pd.DataFrame | None  # genes x latent variables
     groups: dict[str, TrainedModels]  # by shape name (e.g. VAE_d10), runs stacked
     pca: PCAModel
     versions: list[str]  # encoder model versions used, as <name>/<version>
@@ -87,9 +96,20 @@ def load_sweep_encoders(
     dataset: str,
     sweep: str,
     *,
+    x_pca: np.ndarray,
+    sample_ids: Sequence[str],
+    data_sha: str,
+    gene_weights: bool = False,
     train_config: TrainConfig | None = None,
 ) -> SweepEncoders:
-    """Collect the encoders a sweep registered for ``dataset``, with their Parquet artifacts."""
+    """Collect the encoders a sweep registered for ``dataset``; no latents are downloaded.
+
+    ``x_pca`` (rows ``sample_ids``) are the training PCA scores of the data whose hash is
+    ``data_sha`` (:func:`~deeppert.tracking.sweep.data_sha256`): it must equal the sweep parent's
+    ``deeppert.data_sha256.<dataset>`` tag, else a one-line DeeppertError names both hashes.
+    The latents are the encoders' codes of ``x_pca``, computed on demand. ``gene_weights``:
+    also download every run's ``gene_weights.parquet`` (the gmeans mode's input).
+    """
     client = session.client
     prefix = encoder_model_prefix(dataset)
     versions = [
@@ -105,37 +125,41 @@ def load_sweep_encoders(
         )
     vt = VERSION_TAGS
     versions.sort(key=lambda v: (v.tags[vt.model], int(v.tags[vt.dim]), int(v.tags[vt.run])))
-    latents, weights, by_shape = [], [], defaultdict(list)
-    parents = set()
-    for v in versions:
-        run = client.get_run(v.run_id)
-        parents.add(run.data.tags.get("mlflow.parentRunId"))
-        latents.append(load_parquet(session, v.run_id, ARTIFACTS.latents))
-        weights.append(load_parquet(session, v.run_id, ARTIFACTS.gene_weights))
-        encoder = load_torch_model(session, f"models:/{v.name}/{v.version}", map_location="cpu")
-        by_shape[f"{v.tags[vt.model]}_d{v.tags[vt.dim]}"].append(
-            (int(v.tags[vt.run]), encoder.autoencoder)
-        )
+    parents = {client.get_run(v.run_id).data.tags.get("mlflow.parentRunId") for v in versions}
     if len(parents) != 1:
         raise DeeppertError(
             f"sweep {sweep!r}: encoder versions come from {len(parents)} parent runs; expected one"
         )
     parent = parents.pop()
+    tag = dataset_sha_tag(dataset)
+    sweep_sha = client.get_run(parent).data.tags.get(tag)
+    if sweep_sha != data_sha:
+        raise DeeppertError(
+            f"{dataset}: the data's sha256 is {data_sha}, the sweep's ({tag} on parent run "
+            f"{parent}) is {sweep_sha}: the data changed since the sweep"
+        )
+    weights, by_shape = [], defaultdict(list)
+    for v in versions:
+        if gene_weights:
+            weights.append(load_parquet(session, v.run_id, ARTIFACTS.gene_weights))
+        encoder = load_torch_model(session, f"models:/{v.name}/{v.version}", map_location="cpu")
+        by_shape[f"{v.tags[vt.model]}_d{v.tags[vt.dim]}"].append((int(v.tags[vt.run]), encoder))
     pca = PCAModel.from_frames(
         *(load_parquet(session, parent, pca_artifact(dataset, n)) for n in PCA_TABLES)
     )
-    groups = {
-        shape: TrainedModels.from_replicas(
-            [m for _, m in sorted(items)],
-            [r for r, _ in sorted(items)],
+    groups, codes = {}, {}
+    for shape, items in by_shape.items():
+        items.sort(key=lambda item: item[0])
+        group = groups[shape] = TrainedModels.from_replicas(
+            [e.autoencoder for _, e in items],
+            [r for r, _ in items],
             train_config or TrainConfig(),
         )
-        for shape, items in by_shape.items()
-    }
-    frame = pd.concat(latents, axis=1)
+        for r, (run, encoder) in enumerate(items):
+            codes[f"{shape}_run{run}"] = (group.node_names(r), encoder)
     return SweepEncoders(
-        frame,
-        pd.concat(weights, axis=1),
+        LatentStore.from_encoders(x_pca, sample_ids, codes),
+        pd.concat(weights, axis=1) if gene_weights else None,
         groups,
         pca,
         [f"{v.name}/{v.version}" for v in versions],

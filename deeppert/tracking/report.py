@@ -35,7 +35,13 @@ import pandas as pd
 
 from deeppert.config import ExperimentConfig
 from deeppert.stability import match_rows
-from deeppert.tracking.contract import ARTIFACTS, BEST_ALIAS, ENSEMBLE_FILES, ROLES, TAGS
+from deeppert.tracking.contract import (
+    AGREEMENT_METRIC,
+    BEST_ALIAS,
+    ENSEMBLE_FILES,
+    ROLES,
+    TAGS,
+)
 
 if TYPE_CHECKING:
     from deeppert.tracking.session import TrackingSession
@@ -45,6 +51,7 @@ __all__ = [
     "trial_table",
     "summarise",
     "seed_agreement",
+    "run_agreement",
     "baseline_table",
     "baseline_versus_models",
     "baseline_lines",
@@ -81,7 +88,9 @@ class SweepReport:
     )  # dataset, model, latent_dim, run, r2_genes, r2_pca, loss, val_loss, run_id
     summary: pd.DataFrame  # one row per (dataset, model, latent_dim)
     baselines: pd.DataFrame  # dataset, model (PCA/ICA), latent_dim, r2_genes
-    agreement: pd.DataFrame  # dataset, model, latent_dim, run_a, run_b, agreement
+    # dataset, model, latent_dim, agreement and run (a run's mean over the runs its trial
+    # trained) or run_a, run_b (one pair, :func:`seed_agreement`)
+    agreement: pd.DataFrame
 
     @property
     def best(self) -> pd.Series:
@@ -152,11 +161,13 @@ def trial_table(runs) -> pd.DataFrame:
                 "r2_pca": metrics.get("r2_pca", np.nan),
                 "loss": metrics.get("loss", np.nan),
                 "val_loss": metrics.get("val_loss", np.nan),
+                "seed_agreement": metrics.get(AGREEMENT_METRIC, np.nan),
                 "run_id": r.info.run_id,
                 "encoder_version": tags.get(TAGS.encoder_version),
             }
         )
     columns = ["dataset", "model", "latent_dim", "run", "r2_genes", "r2_pca", "loss", "val_loss"]
+    columns.append("seed_agreement")
     frame = pd.DataFrame(rows, columns=[*columns, "run_id", "encoder_version"])
     return frame.sort_values(["dataset", "model", "latent_dim", "run"], ignore_index=True)
 
@@ -177,6 +188,18 @@ def seed_agreement(latents: dict[int, pd.DataFrame]) -> pd.DataFrame:
         )
         rows.append({"run_a": a, "run_b": b, "agreement": float(np.mean(matching.corr))})
     return pd.DataFrame(rows, columns=["run_a", "run_b", "agreement"])
+
+
+def run_agreement(latents: dict[int, pd.DataFrame]) -> dict[int, float]:
+    """Each run's mean :func:`seed_agreement` with the other runs of ``latents`` (run ->
+    samples x nodes, one shape); empty for fewer than two runs. A trial logs it per run
+    (``seed_agreement_in_trial``) from the latents it holds, so the report reads no latents."""
+    pairs = seed_agreement(latents)
+    return {
+        run: float(pairs.loc[(pairs["run_a"] == run) | (pairs["run_b"] == run), "agreement"].mean())
+        for run in latents
+        if len(latents) > 1
+    }
 
 
 def summarise(trials: pd.DataFrame, agreement: pd.DataFrame) -> pd.DataFrame:
@@ -247,7 +270,8 @@ def summary_markdown(report: SweepReport, title: str) -> str:
     lines += [
         "",
         "R² is gene-space reconstruction of the held-out signatures; seed agreement is the mean "
-        "best-match |r| of latent nodes between runs (1 = the same nodes). Figures: `report/`. "
+        "best-match |r| of latent nodes between runs trained in the same trial (1 = the same "
+        "nodes). Figures: `report/`. "
         f"Metrics: `{METRICS['r2_genes_mean']}/<cell line>/<MODEL>_d<dim>` and alike, "
         f"`{METRICS['baseline']}/...` for the baselines, "
         f"`{METRICS['margin']}/<cell line>` (> 0: a baseline wins).",
@@ -350,19 +374,22 @@ def _agreement_figure(agreement: pd.DataFrame, shapes: list[str]):
         x = {s: i for i, s in enumerate(shapes)}
         agreement = agreement.assign(shape=_shape_labels(agreement))
         means = agreement.groupby("shape")["agreement"].mean().reindex(shapes)
-        ax.bar(range(len(shapes)), means.to_numpy(), color="0.8", label="mean over run pairs")
+        ax.bar(range(len(shapes)), means.to_numpy(), color="0.8", label="mean over runs")
         ax.scatter(
             [x[s] for s in agreement["shape"]], agreement["agreement"], color="C3", zorder=3,
-            s=14, label="one pair of runs",
+            s=14, label="one run, mean over the runs its trial trained",
         )  # fmt: skip
         for i, value in enumerate(means.to_numpy()):
             if not np.isfinite(value):
-                ax.text(i, 0.5, "one run:\nno pair", ha="center", fontsize=8, color="0.4")
+                ax.text(
+                    i, 0.5, "runs trained\nalone: no pair", ha="center", fontsize=8, color="0.4"
+                )
         ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2)
     else:
         ax.text(
-            0.5, 0.5, "one run per shape: nothing to compare", ha="center", transform=ax.transAxes
-        )
+            0.5, 0.5, "no two runs trained in one trial: nothing to compare", ha="center",
+            transform=ax.transAxes,
+        )  # fmt: skip
     ax.set_xticks(range(len(shapes)), shapes, rotation=30 if len(shapes) > 6 else 0)
     ax.set_ylim(0, 1.02)
     ax.set_xlim(-0.6, len(shapes) - 0.4)
@@ -373,25 +400,14 @@ def _agreement_figure(agreement: pd.DataFrame, shapes: list[str]):
     return fig
 
 
-def build_report(session: TrackingSession, runs, config: ExperimentConfig) -> SweepReport:
-    """Tables of the report from the sweep's FINISHED trial runs (latents read for agreement)."""
-    from deeppert.tracking.client import load_parquet
-
+def build_report(runs, config: ExperimentConfig) -> SweepReport:
+    """Tables of the report from the sweep's FINISHED trial runs (their metrics only: the seed
+    agreement is each run's ``seed_agreement_in_trial``, none for a run trained alone)."""
     trials = trial_table(runs)
-    parts = []
-    for (dataset, model, dim), group in trials.groupby(["dataset", "model", "latent_dim"]):
-        if len(group) < 2:
-            continue
-        latents = {
-            int(row.run): load_parquet(session, row.run_id, ARTIFACTS.latents)
-            for row in group.itertuples()
-        }
-        parts.append(seed_agreement(latents).assign(dataset=dataset, model=model, latent_dim=dim))
-    agreement = (
-        pd.concat(parts, ignore_index=True)
-        if parts
-        else pd.DataFrame(columns=["run_a", "run_b", "agreement", "dataset", "model", "latent_dim"])
-    )
+    paired = trials.dropna(subset=["seed_agreement"])
+    agreement = paired.rename(columns={"seed_agreement": "agreement"}).reset_index(drop=True)[
+        ["dataset", "model", "latent_dim", "run", "agreement"]
+    ]
     summary = summarise(trials, agreement)
     baselines = baseline_table(config, sorted(trials["dataset"].unique()))
     return SweepReport(trials, summary, baselines, agreement)
@@ -420,7 +436,7 @@ def log_sweep_report(ctx, config: ExperimentConfig) -> SweepReport | None:
     if not runs:
         log.info("sweep %s: no finished trials yet; no report", ctx.sweep)
         return None
-    report = build_report(session, runs, config)
+    report = build_report(runs, config)
     client = session.client
     run_id = ctx.parent_run_id
     stamp = pd.Timestamp.now().value // 1_000_000

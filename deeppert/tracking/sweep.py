@@ -11,8 +11,10 @@ under the sweep's parent run, found again by its ``deeppert.grid_key`` tag. A tr
    create a claim at once, the older run wins and the other deletes its own,
 3. trains the claimed runs of its shape vectorised, logging per-epoch metrics, while a
    :class:`~deeppert.tracking.claims.Heartbeat` thread renews their ``deeppert.heartbeat`` tag,
-4. computes IG gene weights, logs latents and gene weights as Parquet, the encoder as an
-   MLflow PyTorch model registered as a version of ``<dataset>-encoder-<MODEL>-d<dim>``,
+4. computes IG gene weights, logs them as Parquet and the encoder as an MLflow PyTorch model
+   registered as a version of ``<dataset>-encoder-<MODEL>-d<dim>`` (no latents: the encoder
+   gives them again where the ensemble runs), and each run's seed agreement with the other
+   runs it trained (metric ``seed_agreement_in_trial``, from the latents in memory),
 5. marks each run FINISHED only when all of that is logged (FAILED on any exception).
 
 Nothing here imports Ray: ``ray_jobs/sweep.py`` calls :func:`run_trial` from a Tune trainable.
@@ -25,7 +27,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -57,6 +59,7 @@ from deeppert.tracking.client import (
     start_run,
 )
 from deeppert.tracking.contract import (
+    AGREEMENT_METRIC,
     ARTIFACTS,
     EPOCH_METRICS,
     HELD_OUT_METRICS,
@@ -71,11 +74,9 @@ from deeppert.tracking.contract import (
     pca_artifact,
     pca_folder,
 )
+from deeppert.tracking.report import run_agreement
 from deeppert.tracking.session import TrackingSession
 from deeppert.train import seed_for_run
-
-if TYPE_CHECKING:
-    import torch
 
 __all__ = [
     "TAGS",
@@ -374,9 +375,15 @@ def run_trial(
     """
     shape = _Shape(dataset, data_sha, kind, latent_dim)
     keys = {run: shape.grid_key(run) for run in runs}
+    # Trials run in Ray workers (argv[0] = Ray's default_worker.py): name the sweep's entry
+    # point, read once per trial from the parent.
+    parent_tags = ctx.session.client.get_run(ctx.parent_run_id).data.tags
+    source = {k: v for k, v in parent_tags.items() if k == "mlflow.source.name"}
 
     def create(run: int) -> str:
-        return _start_trial_run(ctx, prepared, config, shape=shape, run=run, tags=tags)
+        return _start_trial_run(
+            ctx, prepared, config, shape=shape, run=run, tags={**source, **(tags or {})}
+        )
 
     pending, frames, announced = list(runs), [], set()
     while pending:
@@ -434,9 +441,6 @@ def _start_trial_run(
 ) -> str:
     """Create the RUNNING child run of one grid point, with a fresh heartbeat: the claim."""
     dataset, kind, latent_dim = shape.dataset, shape.kind, shape.latent_dim
-    # Trials run in Ray workers (argv[0] = Ray's default_worker.py): name the sweep's entry point.
-    parent_tags = ctx.session.client.get_run(ctx.parent_run_id).data.tags
-    source = {k: v for k, v in parent_tags.items() if k == "mlflow.source.name"}
     return start_run(
         ctx.session,
         run_name=f"{kind} d{latent_dim} r{run}",
@@ -444,11 +448,10 @@ def _start_trial_run(
         description=(
             f"{kind} autoencoder, {latent_dim} latent dims, run {run} "
             f"(seed {seed_for_run(run)}) on cell line {dataset}; one grid point of sweep "
-            f"{ctx.sweep}. Encoder: logged model 'encoder'; latents.parquet, "
-            "gene_weights.parquet (IG)."
+            f"{ctx.sweep}. Encoder: logged model 'encoder' (its code of the training PCA scores "
+            "is the run's latents); gene_weights.parquet (IG)."
         ),
         tags={
-            **source,
             TAGS.role: ROLES.trial,
             TAGS.sweep: ctx.sweep,
             TAGS.grid_key: shape.grid_key(run),
@@ -503,7 +506,9 @@ def _train_claimed(
         attribution = attribute_genes(
             trained, prepared.x_train, prepared.pca, config=config.attribution
         )
-        latents = trained.latents_frames(prepared.x_train, prepared.train_ids)
+        agreement = run_agreement(
+            dict(zip(trained.runs, trained.latents_frames(prepared.x_train, prepared.train_ids)))
+        )
         example = prepared.x_train[:5].astype(np.float32)
         for r, run in enumerate(trained.runs):
             run_id = run_ids[run]
@@ -514,11 +519,14 @@ def _train_claimed(
                 run_ids.pop(run)
                 continue
             row = metrics[metrics["run"] == run].iloc[0]
-            log_parquet(session, run_id, latents[r], ARTIFACTS.latents)
             log_parquet(session, run_id, attribution.frame(r), ARTIFACTS.gene_weights)
-            client.log_batch(run_id, metrics=_held_out_metrics(row, attribution, r))
             encoder = MeanEncoder(trained.module, r).float().cpu()  # GPU trials log a CPU model
-            version = _register_encoder(ctx, shape, run, run_id, encoder, example, row)
+            ref = log_torch_model(
+                session, run_id, encoder, name=ARTIFACTS.encoder, input_example=example
+            )
+            held_out = _held_out_metrics(row, attribution, r, agreement.get(run), ref.model_id)
+            client.log_batch(run_id, metrics=held_out)
+            version = _register_encoder(ctx, shape, run, ref.model_uri, row)
             client.set_tag(run_id, TAGS.encoder_version, version)
             finish_run(session, run_id)
             run_ids.pop(run)
@@ -568,15 +576,10 @@ def _register_encoder(
     ctx: SweepContext,
     shape: _Shape,
     run: int,
-    run_id: str,
-    encoder: torch.nn.Module,
-    example: np.ndarray,
+    model_uri: str,
     held_out: pd.Series,
 ) -> str:
-    """Log ``encoder`` on ``run_id`` and register it as a version of its shape's model name."""
-    ref = log_torch_model(
-        ctx.session, run_id, encoder, name=ARTIFACTS.encoder, input_example=example
-    )
+    """Register the logged encoder ``model_uri`` as a version of its shape's model name."""
     tags = {
         VERSION_TAGS.sweep: ctx.sweep,
         VERSION_TAGS.model: shape.kind,
@@ -588,7 +591,7 @@ def _register_encoder(
         ),
     }
     name = encoder_model_name(shape.dataset, shape.kind, shape.latent_dim)
-    return register_logged_model(ctx.session, ref.model_uri, name, tags=tags).version
+    return register_logged_model(ctx.session, model_uri, name, tags=tags).version
 
 
 # TrainConfig fields logged under another name, and those that are not trial params.
@@ -627,13 +630,20 @@ def trial_params(
     }
 
 
-def _held_out_metrics(row: pd.Series, attribution, r: int) -> list:
+def _held_out_metrics(
+    row: pd.Series, attribution, r: int, agreement: float | None, model_id: str
+) -> list:
+    """The run's held-out metrics, IG completeness error and (when its trial trained other
+    runs of the shape) its seed agreement with them, linked to its logged encoder
+    ``model_id`` (the model's page lists them)."""
     from mlflow.entities import Metric
 
     stamp = pd.Timestamp.now().value // 1_000_000
     values = {k: float(row[k]) for k in HELD_OUT_METRICS if k in row}
     values[IG_METRIC] = float(np.max(attribution.relative_delta[r]))
-    return [Metric(k, v, stamp, 0) for k, v in values.items()]
+    if agreement is not None:
+        values[AGREEMENT_METRIC] = agreement
+    return [Metric(k, v, stamp, 0, model_id=model_id) for k, v in values.items()]
 
 
 def trial_plan(config: ExperimentConfig, done: set[str]) -> list[dict]:
