@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 from deeppert.config import ExperimentConfig, load_config
 from deeppert.errors import DeeppertError
-from deeppert.interrupts import Terminated, interrupt_exit, terminate_raises
+from deeppert.interrupts import Terminated, interrupt_exit, rearm_terminate, terminate_raises
 from deeppert.tracking.client import quiet_mlflow, request_error
 
 __all__ = [
@@ -89,6 +89,7 @@ def connect_ray(config: ExperimentConfig, *, num_cpus: int | None = None) -> Non
     address = config.sweep.ray_address or os.environ.get("RAY_ADDRESS") or "local"
     try:
         ray.init(address=address, num_cpus=num_cpus if address == "local" else None)
+        rearm_terminate()  # ray.init replaced SIGTERM's handler with its own sys.exit
     except Exception as exc:  # ConnectionError, AuthenticationError, ...: Ray's own types
         reason = (str(exc).strip().splitlines() or [""])[0][:300]
         raise DeeppertError(
@@ -121,8 +122,8 @@ def run_job(name: str, body: Callable[[], int]) -> int:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     try:
-        # SIGTERM before Ray is joined lets the job close its runs; once joined, Ray's own
-        # handler ends the process (its runs are closed by the next sweep that opens).
+        # SIGTERM raises Terminated, before and after Ray is joined (connect_ray re-arms it),
+        # so the job closes its runs and exits 143.
         with terminate_raises():
             return body()
     except (KeyboardInterrupt, Terminated) as exc:

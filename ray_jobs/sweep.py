@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
+import signal
 import sys
 import time
 from typing import Any
@@ -25,7 +27,7 @@ import pandas as pd
 from deeppert.config import ExperimentConfig
 from deeppert.errors import DeeppertError
 from deeppert.grid import Prepared, load_dataset, prepare
-from deeppert.interrupts import interrupt_exit
+from deeppert.interrupts import Terminated, interrupt_exit, terminate_deferred
 from deeppert.tracking.client import finish_run, first_line, quiet_mlflow, request_error, ui_url
 from deeppert.tracking.contract import TAGS
 from deeppert.tracking.report import log_sweep_report
@@ -199,6 +201,14 @@ def _failure_reason(exc: BaseException) -> str:
     return found[0] if found is not None else first_line(exc)
 
 
+def _ask_tune_to_stop() -> None:
+    """Tune's graceful stop (its SIGUSR1 handler); before Tune has installed it, SIGUSR1 would
+    end the process outright, so stop at once instead."""
+    if signal.getsignal(signal.SIGUSR1) in (signal.SIG_DFL, None):
+        raise Terminated()
+    os.kill(os.getpid(), signal.SIGUSR1)
+
+
 def run_sweep(
     config: ExperimentConfig, *, storage_path: str | None = None, verbose: bool = False
 ) -> pd.DataFrame:
@@ -271,7 +281,10 @@ def _run_opened(
             callbacks=[trial_lines(ctx, len(plan))],
         ),
     )
-    results = tuner.fit()
+    # SIGTERM (`ray job stop`) asks Tune to stop the way its SIGUSR1 handler does: it ends
+    # the trials and returns, then Terminated closes the parent and the trial runs.
+    with terminate_deferred(_ask_tune_to_stop):
+        results = tuner.fit()
     if fatal.error:
         raise DeeppertError(f"sweep {ctx.sweep}: a trial failed: {fatal.error}")
     if results.errors:

@@ -271,3 +271,39 @@ def test_a_trial_that_cannot_succeed_is_not_retried(sqlite_server, tmp_path):
     for trial in trials:
         assert trial.info.status == "FAILED"
         assert "loss became non-finite" in trial.data.tags[FAILURE_TAG]
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_sigterm_after_ray_is_joined_fails_the_parent_and_its_trials(sqlite_server, tmp_path):
+    """`ray job stop` sends SIGTERM to a driver that is running Tune: it ends with one line and
+    exit 143, and the parent and the trial it was training end FAILED naming the signal
+    (``ray.init`` installs a handler that would abort the driver mid-Tune; ours is re-armed)."""
+    import signal
+    import time
+
+    from sweep_driver import trial_training
+
+    uri = sqlite_server.url
+    raw = tiny_sweep(uri, "drv-term", runs=1, epochs=100000)
+    (tmp_path / "term.yaml").write_text(yaml.safe_dump(raw))
+    sweep = sweep_name(parse_config(raw))
+    driver = Driver(tmp_path / "term.yaml", uri, tmp_path, "term")
+    try:
+        deadline = time.monotonic() + 200
+        while not trial_training(uri, "drv-term", sweep):
+            assert driver.proc.poll() is None, driver.output()
+            assert time.monotonic() < deadline, driver.output()
+            time.sleep(1)
+        driver.proc.send_signal(signal.SIGTERM)
+        code = driver.proc.wait(120)
+    finally:
+        driver.kill()
+    parents, trials = sweep_runs(uri, "drv-term", sweep)
+    lines = driver.stderr_lines()
+    print(f"\nMEASURE SIGTERM mid-Tune: exit {code}, last line {lines[-1] if lines else None!r}")
+    assert code == 143, driver.output()
+    assert lines[-1] == "sweep: terminated (SIGTERM)", lines[-5:]
+    assert [r.info.status for r in parents] == ["FAILED"]
+    assert parents[0].data.tags[FAILURE_TAG] == "sweep driver terminated (SIGTERM)"
+    assert trials and {t.info.status for t in trials} == {"FAILED"}
