@@ -54,6 +54,16 @@ def test_help_and_input_errors_import_nothing_heavy(argv: list[str]) -> None:
         assert proc.stderr.splitlines()[0].startswith(f"deeppert {argv[0]}: error: ")
 
 
+def test_train_threads_below_one_is_one_line_before_torch() -> None:
+    argv = ["train", "--data", "README.md", "--out", "/tmp/unused", "--threads", "0"]
+    loaded, proc = _modules_after(argv)
+    assert proc.returncode == 2
+    assert (
+        proc.stderr.splitlines()[0] == "deeppert train: error: --threads must be at least 1, got 0"
+    )
+    assert not loaded & set(HEAVY), sorted(loaded & set(HEAVY))
+
+
 def test_every_help_and_missing_input_imports_neither_torch_nor_pandas() -> None:
     """``--help`` of every command and sub-command the parser lists, and a missing input
     file, answer before torch, pandas or numpy load (one interpreter; each step's new imports)."""
