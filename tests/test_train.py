@@ -300,6 +300,7 @@ print(json.dumps(seen))
         [sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=300
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.splitlines()[0] == "deeppert train: loading torch and scikit-learn"
     seen = json.loads(proc.stdout.strip().splitlines()[-1])
     assert seen["rc"] == 0 and seen["torch"] == 3
     assert set(seen["pools"].values()) == {3}, seen["pools"]

@@ -85,6 +85,8 @@ def run(args: argparse.Namespace) -> int:
     require_file(args.data, "--data")
     if args.threads < 1:
         raise DeeppertError(f"--threads must be at least 1, got {args.threads}")
+    # The imports below take seconds (minutes on a busy machine): say so before they start.
+    print("deeppert train: loading torch and scikit-learn", flush=True)
     import torch
     from threadpoolctl import threadpool_limits
 
