@@ -24,13 +24,13 @@ from typing import Any, Literal, Union, get_args, get_origin
 import yaml
 
 from deeppert.attribution import IGConfig
-from deeppert.data.synthetic import SynthConfig
 from deeppert.ensemble import EnsembleConfig
 from deeppert.errors import DeeppertError
 from deeppert.file_formats import Format
 from deeppert.models import MODEL_KINDS, ModelConfig, ModelKind
 from deeppert.preprocess import PreprocessConfig
 from deeppert.search import SearchConfig
+from deeppert.synth_config import SynthConfig
 from deeppert.targets import TargetConfig
 from deeppert.train import TrainConfig
 

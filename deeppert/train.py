@@ -279,7 +279,10 @@ def fit(
     is_vae = model_config.kind == "VAE"
     B = train_config.batch_size
     n_batches = math.ceil(n / B)
-    words_per_step = R * B * max(noise_width(model_config), 1)
+    # Noise rows per step: a batch never holds more than n rows, and row i's numbers do not
+    # depend on how many rows are drawn, so data smaller than a batch draws only what it uses.
+    rows = min(B, n)
+    words_per_step = R * rows * max(noise_width(model_config), 1)
     block_steps = max(1, min(n_batches, NOISE_BLOCK_WORDS.get(device.type, 1) // words_per_step))
     records = []
     for epoch in range(train_config.epochs):
@@ -296,7 +299,7 @@ def fit(
                     keys,
                     epoch * n_batches + i,
                     min(block_steps, n_batches - i),
-                    B,
+                    rows,
                     dtype=dtype,
                 )
             idx = perms[:, i * B : (i + 1) * B]

@@ -54,13 +54,19 @@ def test_help_and_input_errors_import_nothing_heavy(argv: list[str]) -> None:
         assert proc.stderr.splitlines()[0].startswith(f"deeppert {argv[0]}: error: ")
 
 
-# Commands whose --help still loads a heavy module, and why (the test fails once it does not).
-HEAVY_HELP = {"synth": "SynthConfig lives beside the generator in deeppert/data/synthetic.py"}
+def test_train_threads_below_one_is_one_line_before_torch() -> None:
+    argv = ["train", "--data", "README.md", "--out", "/tmp/unused", "--threads", "0"]
+    loaded, proc = _modules_after(argv)
+    assert proc.returncode == 2
+    assert (
+        proc.stderr.splitlines()[0] == "deeppert train: error: --threads must be at least 1, got 0"
+    )
+    assert not loaded & set(HEAVY), sorted(loaded & set(HEAVY))
 
 
 def test_every_help_and_missing_input_imports_neither_torch_nor_pandas() -> None:
     """``--help`` of every command and sub-command the parser lists, and a missing input
-    file, answer before torch or pandas load (one interpreter; each step's new imports)."""
+    file, answer before torch, pandas or numpy load (one interpreter; each step's new imports)."""
     code = """
 import argparse, json, sys
 from deeppert.cli import COMMANDS, build_parser, main
@@ -72,24 +78,23 @@ def run(argv):
     except SystemExit as exc:
         rc = exc.code
     new = {m.split('.')[0] for m in set(sys.modules) - before}
-    return {"argv": argv, "rc": rc, "heavy": sorted(new & {'torch', 'pandas'})}
+    return {"argv": argv, "rc": rc, "heavy": sorted(new & {'torch', 'pandas', 'numpy'})}
 
-last = json.loads(sys.argv[1])  # heavy ones last: a module loads once per process
 steps = [run(["--help"])]
-for name in sorted(COMMANDS, key=lambda n: n in last):
+for name in COMMANDS:
     steps.append(run([name, "--help"]))
     sub = next(a for a in build_parser([name])._actions if isinstance(a, argparse._SubParsersAction))
     nested = [a for a in sub.choices[name]._actions if isinstance(a, argparse._SubParsersAction)]
     for action in nested:
         steps += [run([name, child, "--help"]) for child in action.choices]
-    if name == "export":  # the missing-input checks, before any heavy help
+    if name == "export":  # the missing-input checks
         steps.append(run(["info", "/no/such/file.csv"]))
         steps.append(run(["downstream", "toxicity", "--data-dir", "/no/such/dir", "--out", "/x"]))
         steps.append(run(["export", "/no/such/run", "--h5ad", "/tmp/x.h5ad"]))
 print(json.dumps(steps), file=sys.stderr)
 """
     proc = subprocess.run(
-        [sys.executable, "-c", code, json.dumps(sorted(HEAVY_HELP))],
+        [sys.executable, "-c", code],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -99,7 +104,7 @@ print(json.dumps(steps), file=sys.stderr)
     helped = {" ".join(s["argv"][:-1]) for s in steps if s["argv"][-1] == "--help"}
     assert set(COMMANDS) | {"downstream synergy", "cluster start"} <= helped, sorted(helped)
     heavy = {" ".join(s["argv"]): s["heavy"] for s in steps if s["heavy"]}
-    assert set(heavy) == {f"{name} --help" for name in HEAVY_HELP}, heavy
+    assert not heavy, heavy
     for step in steps:
         assert step["rc"] == (0 if step["argv"][-1] == "--help" else 2), step
 

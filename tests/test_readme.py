@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import http.server
+import json
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -133,3 +136,160 @@ def test_readme_blocks_run_the_venvs_tools() -> None:
             if bare.match(line.strip()) and not on_path:
                 offenders.append(line.strip())
     assert not offenders, offenders
+
+
+SEVERAL_NODES = "<!-- readme-test: several-nodes -->"
+
+# The recipe's job, replaced by a small one: once three nodes are up, four one-CPU tasks
+# spread over the cluster; it prints where the driver and each task ran, which nodes offer CPUs.
+NODES_JOB = """
+import json, time, ray
+ray.init()
+deadline = time.time() + 180  # the workers may still be joining
+while len([n for n in ray.nodes() if n["Alive"]]) < 3 and time.time() < deadline:
+    time.sleep(1)
+@ray.remote(num_cpus=1)
+def node():
+    import time
+    time.sleep(1)
+    return ray.get_runtime_context().get_node_id()
+tasks = ray.get([node.options(scheduling_strategy="SPREAD").remote() for _ in range(4)])
+alive = [n for n in ray.nodes() if n["Alive"]]
+print("NODES " + json.dumps({
+    "driver": ray.get_runtime_context().get_node_id(),
+    "tasks": tasks,
+    "cpu_nodes": [n["NodeID"] for n in alive if n["Resources"].get("CPU", 0) > 0],
+    "all_nodes": [n["NodeID"] for n in alive],
+}))
+"""
+
+
+def recipe_commands(block: str) -> list[str]:
+    """The block's commands: comments dropped, backslash continuations joined."""
+    joined = re.sub(r"\\\n\s*", "", block)
+    return [c for line in joined.splitlines() if (c := line.split(" #")[0].strip())
+            and not c.startswith("#")]  # fmt: skip
+
+
+def test_several_nodes_recipe_has_the_lines_its_test_runs() -> None:
+    kinds = [c.split()[:3] for c in recipe_commands(readme_block(SEVERAL_NODES))]
+    assert kinds == [
+        ["export", "RAY_AUTH_MODE=token"],
+        ["ray", "get-auth-token", "--generate"],
+        ["ray", "start", "--head"],
+        ["ray", "start", "--address=HEAD_HOST:6379"],
+        ["deeppert", "server", "--backend-store-uri"],
+        ["export", "RAY_ADDRESS=http://HEAD_HOST:8265"],
+        ["ray", "job", "submit"],
+    ], kinds
+
+
+@pytest.fixture
+def recipe_nodes(tmp_path: Path):
+    """Start the recipe's head and two workers as written, each in its own process group with
+    its own temp dir and free ports (one machine); yields ``(env, dashboard address)`` and
+    stops exactly those process groups, interrupted or not (never ``ray stop``, which ends
+    every Ray on the machine)."""
+    from deeppert.cluster import _PORT_FLAGS, free_ports, stop_group
+
+    commands = recipe_commands(readme_block(SEVERAL_NODES))
+    env = {**os.environ, "HOME": str(tmp_path)}  # a machine with no token yet
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    for key in ("RAY_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):
+        env.pop(key, None)
+    gcs, dashboard = free_ports(2)
+    started: list[subprocess.Popen] = []
+    temp_dirs: list[str] = []
+
+    def node(command: str, name: str) -> subprocess.Popen:
+        own = free_ports(len(_PORT_FLAGS) - 1, exclude=(gcs, dashboard))  # all but --port
+        temp = tempfile.mkdtemp(prefix="rrn", dir="/tmp")  # short: socket paths <= 107 chars
+        temp_dirs.append(temp)
+        argv = (
+            command.replace("HEAD_HOST", "127.0.0.1")
+            .replace("6379", str(gcs))
+            .replace("--dashboard-host=0.0.0.0", "--dashboard-host=127.0.0.1")
+            .replace("--num-cpus=16", "--num-cpus=1")
+            .replace("--num-gpus=1", "--num-gpus=0")
+            .split()
+        )
+        argv += ["--block", "--temp-dir", temp, "--node-ip-address", "127.0.0.1"]
+        argv += [a for flag, port in zip(_PORT_FLAGS[1:], own) for a in (flag, str(port))]
+        if "--head" in argv:
+            argv += ["--dashboard-port", str(dashboard), "--disable-usage-stats"]
+        log = (tmp_path / f"{name}.log").open("wb")
+        proc = subprocess.Popen(
+            argv, env=env, cwd=tmp_path, start_new_session=True, stdout=log,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        started.append(proc)
+        return proc
+
+    try:
+        for command in commands:
+            if command.startswith("export RAY_AUTH_MODE="):
+                env["RAY_AUTH_MODE"] = command.split("=", 1)[1]
+            elif command.startswith("ray get-auth-token"):
+                subprocess.run(command.split(), env=env, check=True, capture_output=True)
+            elif command.startswith("ray start --head"):
+                head = node(command, "head")
+                _wait_for_dashboard(f"http://127.0.0.1:{dashboard}", head, tmp_path)
+            elif command.startswith("ray start --address"):
+                workers = [node(command, f"worker{i}") for i in range(2)]
+        assert (tmp_path / ".ray" / "auth_token").is_file()
+        yield env, f"http://127.0.0.1:{dashboard}", commands
+        for i, proc in enumerate(workers):  # still up after the job: none fell over
+            assert proc.poll() is None, (tmp_path / f"worker{i}.log").read_text()[-3000:]
+    finally:
+        for proc in reversed(started):
+            stop_group(proc.pid)
+        for temp in temp_dirs:
+            shutil.rmtree(temp, ignore_errors=True)
+
+
+def _wait_for_dashboard(address: str, head: subprocess.Popen, home: Path) -> None:
+    """Until the head's dashboard answers a request carrying the recipe's token."""
+    import requests
+
+    token = (home / ".ray" / "auth_token").read_text().strip()
+    deadline = time.time() + 180
+    while time.time() < deadline:
+        assert head.poll() is None, (home / "head.log").read_text()[-3000:]
+        try:
+            answer = requests.get(
+                f"{address}/api/version", headers={"Authorization": f"Bearer {token}"}, timeout=5
+            )
+            if answer.ok:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(1)
+    raise AssertionError(f"the head's dashboard {address} did not answer within 180 s")
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+@pytest.mark.timeout(600)
+def test_several_nodes_recipe_runs_a_job_on_head_and_workers(recipe_nodes, tmp_path) -> None:
+    """The recipe's `ray` lines as real processes; its submit line runs a small job whose
+    driver runs on the CPU-less head and whose tasks run on both workers."""
+    env, address, commands = recipe_nodes
+    job_dir = tmp_path / "job"
+    job_dir.mkdir()
+    (job_dir / "nodes_job.py").write_text(NODES_JOB)
+    export = next(c for c in commands if c.startswith("export RAY_ADDRESS="))
+    assert export.endswith("HEAD_HOST:8265")
+    env = {**env, "RAY_ADDRESS": address}
+    submit = next(c for c in commands if c.startswith("ray job submit"))
+    argv = submit.split(" -- ")[0].split() + ["--", "python", "nodes_job.py"]
+    proc = subprocess.run(argv, env=env, cwd=job_dir, capture_output=True, text=True,
+                          timeout=400)  # fmt: skip
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-4000:]
+    report = json.loads(next(line for line in out.splitlines() if line.startswith("NODES "))[6:])
+    head = set(report["all_nodes"]) - set(report["cpu_nodes"])
+    assert len(report["all_nodes"]) == 3 and len(report["cpu_nodes"]) == 2, report
+    assert {report["driver"]} == head, report  # the driver on the head (--num-cpus=0)
+    assert set(report["tasks"]) == set(report["cpu_nodes"]), report  # tasks on both workers
+    print(f"\nMEASURE several-nodes recipe: tasks per worker "
+          f"{ {n[:8]: report['tasks'].count(n) for n in report['cpu_nodes']} }")  # fmt: skip

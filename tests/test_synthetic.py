@@ -18,6 +18,7 @@ from deeppert.data import (
     write_synthetic,
 )
 from deeppert.errors import DeeppertError
+from deeppert.synth_config import N_LANDMARKS
 
 SMALL = SynthConfig(
     n_samples=400,
@@ -294,3 +295,10 @@ def test_module_recovery_matches_modules_to_programs_one_to_one():
     assert list(table["program"]) == ["c1", "c2"]
     assert table["precision"].tolist() == [1.0, 1.0]
     assert table.attrs["matrix"].loc["m1", "c0"] == pytest.approx(2 / 3)
+
+
+def test_the_numpy_free_landmark_count_matches_the_gene_file() -> None:
+    """``SynthConfig`` checks module coverage against N_LANDMARKS without reading the file."""
+    assert N_LANDMARKS == len(landmark_genes())
+    assert SynthConfig.__module__ == "deeppert.synth_config"
+    assert make_synthetic.__module__ == "deeppert.data.synthetic"

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import math
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -254,3 +257,52 @@ def test_pinned_configuration_reaches_ninety_percent_of_the_signal():
     # and nothing beats the signal: held-out noise cannot be reconstructed
     assert all(r <= syn.signal_fraction + 0.02 for r in results.values()), results
     assert math.isfinite(sum(results.values()))
+
+
+def test_train_command_runs_torch_and_every_blas_pool_on_its_threads(tmp_path):
+    """``deeppert train --threads N`` in a fresh interpreter: torch and every BLAS / OpenMP
+    pool (scipy's and sklearn's, which load with the training code, included) run on N
+    threads while training; torch's count is restored after."""
+    code = """
+import builtins, json, sys
+import pandas as pd, torch
+from threadpoolctl import threadpool_info
+
+seen = {}
+
+def record(signatures, config, out, *, dataset):
+    seen["torch"] = torch.get_num_threads()
+    seen["pools"] = {i["filepath"]: i["num_threads"] for i in threadpool_info()}
+    return pd.DataFrame({"model": ["AE"]})
+
+real_import = builtins.__import__
+
+def patched(name, *args, **kwargs):  # replace training and loading as their modules load
+    module = real_import(name, *args, **kwargs)
+    if name == "deeppert.workspace":
+        sys.modules[name].train_dataset = record
+    if name == "deeppert.grid":
+        sys.modules[name].load_dataset = lambda dataset: None
+    return module
+
+builtins.__import__ = patched
+from deeppert.cli import main
+before = torch.get_num_threads()
+rc = main(sys.argv[1:])
+seen["later"] = sorted(i["filepath"] for i in threadpool_info())
+seen.update(rc=rc, before=before, after=torch.get_num_threads())
+print(json.dumps(seen))
+"""
+    data = tmp_path / "signatures.csv"
+    data.write_text("sample_id\n")
+    argv = ["train", "--data", str(data), "--out", str(tmp_path / "out"), "--threads", "3"]
+    proc = subprocess.run(
+        [sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.splitlines()[0] == "deeppert train: loading torch and scikit-learn"
+    seen = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert seen["rc"] == 0 and seen["torch"] == 3
+    assert set(seen["pools"].values()) == {3}, seen["pools"]
+    assert sorted(seen["pools"]) == seen["later"]  # no pool loaded after the limit was set
+    assert seen["after"] == seen["before"]

@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-from collections.abc import Callable
 from dataclasses import fields
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, get_args
 
 from deeppert.cli._inputs import require_file
 from deeppert.errors import DeeppertError
+from deeppert.synth_config import Activity, Response, Signs, SynthConfig
 
 if TYPE_CHECKING:
     from deeppert.config import DataConfig
@@ -59,7 +59,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Write DIR/signatures.parquet, DIR/ground_truth/ and DIR/target_pairs/ atomically.",
     )
     synth.add_argument("--out", required=True, metavar="DIR", help="output folder")
-    _when_parsed(synth, _add_synth_flags)
+    _add_synth_flags(synth)
     synth.set_defaults(func=_synth)
 
     info = subparsers.add_parser(
@@ -73,26 +73,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     info.set_defaults(func=_info)
 
 
-def _when_parsed(
-    parser: argparse.ArgumentParser, add: Callable[[argparse.ArgumentParser], None]
-) -> None:
-    """Call ``add(parser)`` just before ``parser`` first parses: ``deeppert info --help``
-    registers ``synth`` too, and the flags of ``synth`` import the generator (numpy, pandas)."""
-    parse = parser.parse_known_args
-
-    def parse_known_args(args=None, namespace=None):
-        del parser.parse_known_args  # back to the class's method; add once
-        add(parser)
-        return parse(args, namespace)
-
-    parser.parse_known_args = parse_known_args  # type: ignore[method-assign]
-
-
 def _add_synth_flags(synth: argparse.ArgumentParser) -> None:
-    from typing import get_args
-
-    from deeppert.data.synthetic import Activity, Response, Signs, SynthConfig
-
+    """One ``--flag`` per name in ``_SYNTH_FLAGS``, typed and defaulted by :class:`SynthConfig`."""
     defaults = SynthConfig(**_SYNTH_DEFAULTS)
     types = {f.name: f.type for f in fields(SynthConfig)}
     choices = {"activity": Activity, "signs": Signs, "response": Response}
@@ -194,7 +176,7 @@ def load_from_args(args: argparse.Namespace, **kwargs) -> Signatures:
 
 
 def _synth(args: argparse.Namespace) -> int:
-    from deeppert.data import SynthConfig, make_synthetic, write_synthetic
+    from deeppert.data import make_synthetic, write_synthetic
 
     cfg = SynthConfig(**{name: getattr(args, name) for name in _SYNTH_FLAGS})
     data = make_synthetic(cfg)

@@ -35,6 +35,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dims", help="comma-separated latent dims, e.g. 5,10")
     p.add_argument("--runs", type=int, help="number of runs (seeds) per shape")
     p.add_argument("--epochs", type=int, help="training epochs")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="CPU threads for torch and BLAS (default 1: a minibatch of 256 rows is too small to "
+        "split, and extra threads on a busy machine multiply the time; on an idle many-core "
+        "machine with thousands of rows, more can help)",
+    )
     add_load_arguments(p)  # how --data is read: --cell-line, --pert-type, --id-column, ...
     p.set_defaults(func=run)
 
@@ -75,6 +83,27 @@ def run(args: argparse.Namespace) -> int:
     # Named files are checked before torch and pandas load, so a typo fails in well under 1 s.
     require_file(args.config, "--config")
     require_file(args.data, "--data")
+    if args.threads < 1:
+        raise DeeppertError(f"--threads must be at least 1, got {args.threads}")
+    # The imports below take seconds (minutes on a busy machine): say so before they start.
+    print("deeppert train: loading torch and scikit-learn", flush=True)
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    # The limit covers only the thread pools already loaded: deeppert.workspace loads scipy's
+    # BLAS and sklearn's OpenMP beside torch's.
+    import deeppert.workspace  # noqa: F401
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(args.threads)
+    try:
+        with threadpool_limits(limits=args.threads):
+            return _train(args)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _train(args: argparse.Namespace) -> int:
     from deeppert import load, tl
     from deeppert.config import ExperimentConfig, load_config
 
