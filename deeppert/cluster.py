@@ -22,7 +22,6 @@ No Ray or MLflow import here: both run as subprocesses.
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import hashlib
 import json
@@ -39,7 +38,7 @@ import requests
 
 from deeppert.errors import DeeppertError
 from deeppert.tracking.client import ui_url
-from deeppert.tracking.server import free_port
+from deeppert.tracking.server import free_port, free_ports
 
 __all__ = [
     "ClusterInfo",
@@ -98,21 +97,6 @@ def job_env(base: dict | None = None) -> dict:
     env["PYTHONUNBUFFERED"] = "1"
     env["RAY_AUTH_MODE"] = "disabled"
     return env
-
-
-def free_ports(n: int, exclude: tuple[int, ...] = ()) -> list[int]:
-    """``n`` distinct free TCP ports on 127.0.0.1 (held open together, so none repeats)."""
-    import socket
-
-    with contextlib.ExitStack() as stack:
-        ports: list[int] = []
-        while len(ports) < n:
-            sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-            if port not in exclude:
-                ports.append(port)
-        return ports
 
 
 def ray_temp_dir(folder: Path) -> Path:

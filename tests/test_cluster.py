@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from deeppert.cluster import lock_cluster_dir, stop_cluster
+from deeppert.cluster import free_ports, lock_cluster_dir, stop_cluster
 from deeppert.errors import DeeppertError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -35,6 +35,27 @@ def _lock_is_free(folder: Path) -> bool:
         return False
     finally:
         os.close(fd)
+
+
+def test_free_ports_are_distinct_bindable_and_outside_ephemeral_and_ray_worker_ports() -> None:
+    """Ports promised to Ray's and MLflow's servers come from the band no outgoing connection
+    or Ray worker takes (20000 up to the kernel's ephemeral range), skip ``exclude`` and ports
+    in use, and are free to bind."""
+    import socket
+
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    if low - 20000 < 64 * 9:
+        pytest.skip(f"ephemeral ports start at {low}: no band to pick from, the kernel picks")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        for _ in range(20):
+            ports = free_ports(9, exclude=(20000,))
+            assert len(set(ports)) == 9
+            assert all(20000 < p < low for p in ports), ports
+            assert busy.getsockname()[1] not in ports
+    for port in ports:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", port))
 
 
 def test_a_held_lock_refuses_a_start_before_it_touches_anything(tmp_path: Path) -> None:

@@ -153,11 +153,52 @@ def redact_uri(uri: str) -> str:
         return uri
 
 
+# Ray's workers bind ports 10002-19999 (its --min/--max-worker-port defaults).
+_FIRST_PICKED_PORT = 20000
+
+
+def _ephemeral_range_start() -> int:
+    """The first port the kernel hands to outgoing connections (Linux; 32768 elsewhere)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def free_ports(n: int, host: str = "127.0.0.1", exclude: tuple[int, ...] = ()) -> list[int]:
+    """``n`` distinct TCP ports on ``host`` that were free a moment ago (held open together).
+
+    Picked between Ray's worker ports and the kernel's ephemeral range: a port the kernel
+    picks (bind to 0) is an ephemeral one, which any outgoing connection on a busy machine
+    can take before the server that was promised it binds it (Ray's dashboard agent then
+    fails with "address already in use"); ports below the range are only taken by explicit
+    binds. Falls back to the kernel's picks where that band is too narrow.
+    """
+    import random
+
+    band = list(range(_FIRST_PICKED_PORT, _ephemeral_range_start()))
+    random.SystemRandom().shuffle(band)
+    if len(band) < 64 * n:
+        band = [0] * (4 * n + len(exclude) + 16)  # the kernel's picks
+    with contextlib.ExitStack() as stack:
+        ports: list[int] = []
+        for candidate in band:
+            sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            try:
+                sock.bind((host, candidate))
+            except OSError:  # taken
+                continue
+            port = int(sock.getsockname()[1])
+            if port not in exclude and port not in ports:
+                ports.append(port)
+            if len(ports) == n:
+                return ports
+    raise DeeppertError(f"found only {len(ports)} of {n} free TCP ports on {host}")
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port on ``host`` that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+    """A TCP port on ``host`` that was free a moment ago (see :func:`free_ports`)."""
+    return free_ports(1, host)[0]
 
 
 def ensure_database(uri: str, *, connect_timeout: int = 5) -> bool:
