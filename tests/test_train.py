@@ -264,7 +264,7 @@ def test_train_command_runs_torch_and_every_blas_pool_on_its_threads(tmp_path):
     pool (scipy's and sklearn's, which load with the training code, included) run on N
     threads while training; torch's count is restored after."""
     code = """
-import builtins, json, sys
+import builtins, json, sys, types
 import pandas as pd, torch
 from threadpoolctl import threadpool_info
 
@@ -281,6 +281,7 @@ def patched(name, *args, **kwargs):  # replace training and loading as their mod
     module = real_import(name, *args, **kwargs)
     if name == "deeppert.workspace":
         sys.modules[name].train_dataset = record
+        sys.modules[name].TrainedRun = lambda out, metrics: types.SimpleNamespace(metrics=metrics)
     if name == "deeppert.grid":
         sys.modules[name].load_dataset = lambda dataset: None
     return module
@@ -302,7 +303,7 @@ print(json.dumps(seen))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.splitlines()[0] == "deeppert train: loading torch and scikit-learn"
     seen = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert seen["rc"] == 0 and seen["torch"] == 3
+    assert seen["rc"] == 0 and seen["torch"] == 3, proc.stderr[-2000:]
     assert set(seen["pools"].values()) == {3}, seen["pools"]
     assert sorted(seen["pools"]) == seen["later"]  # no pool loaded after the limit was set
     assert seen["after"] == seen["before"]
