@@ -5,7 +5,9 @@
 
 Reads ``ensemble_weights.parquet`` (the gene importances, non-negative) of
 ``<dataset>-ensemble@current`` (or ``--ensemble NAME@ALIAS``), runs docs/method.md section 5 with the config's ``targets`` section, and logs a
-run holding the output tables and plots, tagged with the model version it consumed.
+run holding the output tables and plots, tagged with the model version it consumed, with
+metrics per reported TOP_N (``match_rate_top_<N>``, ``known_pairs_in_top_<N>``,
+``perm_p_top_<N>``) and a description that says how to read them.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path
 from deeppert.targets import load_known_pairs, predict_targets, write_target_outputs
 from deeppert.tracking.client import tracked_run
 from deeppert.tracking.contract import ARTIFACTS, ENSEMBLE_ALIAS, ROLES, TAGS
+from deeppert.tracking.notes import targets_description, targets_metrics
 from deeppert.tracking.registry import ensemble_model_name, lineage_tags, load_ensemble_outputs
 from deeppert.tracking.session import TrackingSession
 from ray_jobs._common import job_config, job_parser, run_job
@@ -45,11 +48,13 @@ def _predict(args) -> int:
     result = predict_targets(
         outputs.weights, config=config.targets, known=known, disease=args.disease
     )
+    version = f"{outputs.version.name}/{outputs.version.version}"
     with tracked_run(
         session,
         run_name=f"targets {args.disease}",
         tags={TAGS.role: ROLES.targets, TAGS.disease: args.disease, **lineage_tags(outputs)},
         params={f"targets.{k}": v for k, v in config.targets.to_dict().items()},
+        description=targets_description(result, ensemble=ref, version=version),
     ) as run_id:
         client = session.client
         extra = {"ensemble": ref, "model_version": outputs.version.version}
@@ -58,12 +63,11 @@ def _predict(args) -> int:
                 result, args.out or Path(tmp) / ARTIFACTS.targets, extra=extra
             )
             client.log_artifacts(run_id, str(folder), ARTIFACTS.targets)
-        stats = result.match_statistics.set_index("TOP_N")["Match_Rate"]
-        for top_n, rate in stats.items():
-            client.log_metric(run_id, "match_rate", float(rate), step=int(top_n))
+        for name, value in targets_metrics(result).items():
+            client.log_metric(run_id, name, value)
     print(f"ensemble {ref} (version {outputs.version.version}); disease {args.disease!r}")
     print(result.pairs.head(10).to_string(index=False))
-    print(result.match_statistics.to_string(index=False))
+    print(result.match_tables()[0].to_string(index=False))
     return 0
 
 

@@ -15,6 +15,8 @@ from deeppert.tracking.contract import (
     EPOCH_METRICS,
     HELD_OUT_METRICS,
     IG_METRIC,
+    STABILITY_METRICS,
+    TARGETS_METRICS,
     TRIAL_PARAMS,
     VERSION_TAGS,
 )
@@ -59,6 +61,8 @@ def test_metrics_models_and_version_tags_documented(section):
     names = [*EPOCH_METRICS, *HELD_OUT_METRICS, IG_METRIC, AGREEMENT_METRIC]
     names += [v for k, v in vars(VERSION_TAGS).items() if not k.startswith("_")]
     names += [ARTIFACTS.encoder, ARTIFACTS.ensemble_model, f"{ARTIFACTS.targets}/"]
+    names += list(STABILITY_METRICS.values())
+    names += [contract.targets_metric(kind, "<N>") for kind in TARGETS_METRICS]
     assert [n for n in names if n not in ticked] == []
     assert contract.encoder_model_name("<dataset>", "<MODEL>", "<dim>") in ticked
     assert contract.ensemble_model_name("<dataset>") in ticked
@@ -100,3 +104,24 @@ def test_trial_params_are_the_contracts_and_come_from_the_dataclasses():
     assert params["seed"] == seed_for_run(3) == 123456 * 3
     assert params["lr_cycle_epochs"] == 7 and params["dropout"] == 0.25
     assert params["pca_components"] == 40 and params["vae_decoder"] == "mirrored"
+
+
+def test_sweep_params_of_a_file_dataset_have_no_synthetic_section():
+    """A file-backed dataset logs no synthetic.* params; the config (and its hash) keep them."""
+    from deeppert.config import parse_config
+    from deeppert.tracking.sweep import sweep_params
+
+    raw = {
+        "datasets": [
+            {"name": "FILE", "path": "/data/sigs.parquet"},
+            {"name": "SYN", "synthetic": {"n_samples": 300, "seed": 2}},
+        ]
+    }
+    config = parse_config(raw)
+    before = config.sha256()
+    params = sweep_params(config)
+    assert params["datasets.FILE.path"] == "/data/sigs.parquet"
+    assert not [k for k in params if k.startswith("datasets.FILE.synthetic.")]
+    assert params["datasets.SYN.synthetic.n_samples"] == "300"
+    assert config.sha256() == before == parse_config(raw).sha256()
+    assert config.to_dict()["datasets"][0]["synthetic"]["n_samples"] == 5000

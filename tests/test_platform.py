@@ -411,7 +411,13 @@ def check_registry_handoff(server: TrackingServer, out: dict) -> None:
     assert tags["deeppert.input_model"] == f"{dataset}-ensemble/{outputs.version.version}"
     assert tags["deeppert.input_run"] == outputs.version.run_id
     assert tags["deeppert.input_alias"] == f"{dataset}-ensemble@current"
-    assert client.get_metric_history(targets[0].info.run_id, "match_rate")
+    metrics = targets[0].data.metrics
+    assert {"match_rate_top_10", "known_pairs_in_top_10", "perm_p_top_10"} <= set(metrics)
+    assert "match_rate" not in metrics
+    note = tags["mlflow.note.content"]
+    assert f"{dataset}-ensemble/{outputs.version.version}" in note and "match_rate_top_" in note
+    assert "stability_half_a_n_programs" in ens_run.data.metrics
+    assert "stability_half_a_n_programs" in ens_run.data.tags["mlflow.note.content"]
     # Reading the sweep never reopened its parent run.
     assert client.get_run(ctx.parent_run_id).info.status == "FINISHED"
     # The job's path (latents recomputed from each encoder one run at a time, per-run

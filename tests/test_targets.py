@@ -382,6 +382,29 @@ def test_permutation_null_detects_planted_signal_and_is_seeded(planted: dict) ->
     np.testing.assert_allclose(m["Match_Rate"], m["Matched_Pairs"] / m["Total_Pairs"])
 
 
+def test_match_tables_stop_at_the_top_n_holding_every_pair(planted: dict, tmp_path: Path) -> None:
+    """Reported TOP_N rows end at the first N >= pairs found; reference mode keeps all."""
+    w, known = planted["w"], planted["known"]
+    cfg = TargetConfig(**{**planted["cfg"].to_dict(), "n_pairs": 45, "plots": False})
+    res = predict_targets(w, config=cfg, known=known, disease="Signal")
+    assert len(res.pairs) == 45 and list(res.match_statistics["TOP_N"]) == list(cfg.top_ns)
+    stats, significance = res.match_tables()
+    assert list(stats["TOP_N"]) == list(significance["TOP_N"]) == [10, 20, 30, 40, 50]
+    assert stats["Total_Pairs"].iloc[-1] == 45  # the largest row holds the total
+    write_target_outputs(res, tmp_path / "out")
+    written = pd.read_csv(tmp_path / "out" / "match_statistics.csv")
+    assert list(written["TOP_N"]) == [10, 20, 30, 40, 50]
+    assert len(pd.read_csv(tmp_path / "out" / "match_significance.csv")) == 5
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert [row["TOP_N"] for row in summary["match"]] == [10, 20, 30, 40, 50]
+    exact = TargetConfig(**{**cfg.to_dict(), "n_pairs": 50})
+    stats = predict_targets(w, config=exact, known=known, disease="Signal").match_tables()[0]
+    assert list(stats["TOP_N"]) == [10, 20, 30, 40, 50]
+    ref = TargetConfig(**{**cfg.to_dict(), "mode": "reference"})
+    stats = predict_targets(w, config=ref, known=known, disease="Signal").match_tables()[0]
+    assert list(stats["TOP_N"]) == list(cfg.top_ns)
+
+
 def test_permutation_null_by_hand() -> None:
     """Two selected pairs, known pair (0, 1): a relabelling hits it with probability 2/6 per pair."""
     from deeppert.targets import permutation_null

@@ -202,9 +202,10 @@ def _print_result(result) -> None:
         f"threshold {result.threshold}; {len(result.pairs)} pairs"
     )
     print(result.pairs.head(5).to_string(index=False))
-    if result.match_statistics is None:
+    tables = result.match_tables()
+    if tables is None:
         return
-    merged = result.match_statistics.merge(result.significance, on="TOP_N")
+    merged = tables[0].merge(tables[1], on="TOP_N")
     columns = [
         "TOP_N",
         "Total_Pairs",

@@ -36,7 +36,8 @@ def write_target_outputs(
     """Write one run (a :class:`TargetResult`) into ``out``, replacing an earlier output whole.
 
     Files: target_combinations.csv, match_statistics.csv (docs/method.md columns) and
-    match_significance.csv (chance rates, p-values) when a disease was evaluated,
+    match_significance.csv (chance rates, p-values) when a disease was evaluated, their TOP_N
+    rows those of :meth:`TargetResult.match_tables`,
     candidate_assignments.csv, summary.json, and with ``config.plots`` the gene-cluster
     heatmap and the match-rate plot as SVG and PNG.
     """
@@ -47,22 +48,22 @@ def write_target_outputs(
     if extra:
         summary.update(extra)
     label = result.disease or "gene list"
+    tables = result.match_tables()
     with atomic_dir(out) as tmp:
         result.pairs.to_csv(tmp / "target_combinations.csv", index=False)
         result.assignments.to_csv(tmp / "candidate_assignments.csv", index=False)
-        if result.match_statistics is not None:
-            result.match_statistics.to_csv(tmp / "match_statistics.csv", index=False)
-            result.significance.to_csv(tmp / "match_significance.csv", index=False)
+        if tables is not None:
+            tables[0].to_csv(tmp / "match_statistics.csv", index=False)
+            tables[1].to_csv(tmp / "match_significance.csv", index=False)
         if result.config.plots:
             fig = plot_gene_clusters(
                 result.prepared, title=f"Gene importance across clusters ({label})"
             )
             for ext in ("svg", "png"):
                 fig.savefig(tmp / f"gene_cluster_heatmap.{ext}", dpi=150, bbox_inches="tight")
-            if result.match_statistics is not None:
+            if tables is not None:
                 fig = plot_match_rate(
-                    result.match_statistics,
-                    result.significance,
+                    *tables,
                     title=f"{label}: match rate vs TOP_N",
                 )
                 for ext in ("svg", "png"):

@@ -113,13 +113,38 @@ class TargetResult:
                 "overall": self.chance_overall.summary(),
             },
         }
-        if self.significance is not None and self.match_statistics is not None:
-            merged = self.match_statistics.merge(self.significance, on="TOP_N")
+        tables = self.match_tables()
+        if tables is not None:
+            merged = tables[0].merge(tables[1], on="TOP_N")
             out["match"] = [
                 {k: _nan_to_none(v) for k, v in row.items()}
                 for row in merged.to_dict(orient="records")
             ]
         return out
+
+    def match_tables(self) -> tuple[pd.DataFrame, pd.DataFrame] | None:
+        """``(match_statistics, significance)`` as reported (written, printed, logged).
+
+        Once a TOP_N reaches the number of pairs found, every larger TOP_N repeats the same
+        pairs; the reported rows stop at the first TOP_N that holds every found pair (its
+        ``Total_Pairs`` is the total). The reference mode keeps every configured TOP_N, as the
+        reference's match_statistics.csv has them. ``None`` without a disease.
+        """
+        if self.match_statistics is None or self.significance is None:
+            return None
+        if self.config.mode == "reference":
+            return self.match_statistics, self.significance
+        keep = _reported_top_ns(self.match_statistics["TOP_N"].to_numpy(), len(self.pairs))
+        return (
+            self.match_statistics[keep].reset_index(drop=True),
+            self.significance[keep].reset_index(drop=True),
+        )
+
+
+def _reported_top_ns(top_ns: np.ndarray, n_found: int) -> np.ndarray:
+    """Mask of the TOP_N values below ``n_found`` and the smallest one at or above it."""
+    covering = top_ns[top_ns >= n_found]
+    return (top_ns < n_found) | (top_ns == covering.min() if covering.size else False)
 
 
 def _nan_to_none(value: object) -> object:

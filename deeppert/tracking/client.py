@@ -572,6 +572,7 @@ def tracked_run(
     tags: Mapping[str, Any] | None = None,
     params: Mapping[str, Any] | None = None,
     parent_run_id: str | None = None,
+    description: str | None = None,
 ) -> Iterator[str]:
     """The run lifecycle: start a run (as :func:`start_run`), yield its id, mark it FINISHED.
 
@@ -584,6 +585,7 @@ def tracked_run(
         tags=tags,
         params=params,
         parent_run_id=parent_run_id,
+        description=description,
     )
     try:
         yield run_id

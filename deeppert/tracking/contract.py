@@ -25,6 +25,9 @@ __all__ = [
     "HELD_OUT_METRICS",
     "IG_METRIC",
     "AGREEMENT_METRIC",
+    "STABILITY_METRICS",
+    "TARGETS_METRICS",
+    "targets_metric",
     "grid_key",
     "dataset_sha_tag",
     "pca_folder",
@@ -188,6 +191,27 @@ HELD_OUT_METRICS = ("r2_pca", "r2_genes", "val_sse_plus_kl")
 IG_METRIC = "ig_max_rel_completeness_error"
 # mean best-match |r| of a run's latent nodes with each other run its trial trained (>= 2 runs)
 AGREEMENT_METRIC = "seed_agreement_in_trial"
+
+
+# ensemble runs: stability.json key -> metric. Split-half stability splits the model runs into
+# two halves, builds an ensemble of each and matches their programs (docs/method.md).
+STABILITY_METRICS = {
+    "ensemble_median": "stability_ensemble_median",  # median |r| of matched programs
+    "single_median": "stability_single_model_median",  # the same for single-model nodes
+    "n_clusters_a": "stability_half_a_n_programs",  # programs the first half's ensemble found
+    "n_clusters_b": "stability_half_b_n_programs",  # and the second half's
+}
+# targets runs, one metric of each per reported TOP_N (targets_metric): known pairs among the
+# top N predicted pairs, that count / the pairs in the top N, and its permutation p-value
+TARGETS_METRICS = ("known_pairs_in_top", "match_rate_top", "perm_p_top")
+
+
+def targets_metric(kind: str, top_n: int) -> str:
+    """A targets run's metric for one TOP_N, e.g. ``match_rate_top_20`` (kind of
+    :data:`TARGETS_METRICS`)."""
+    if kind not in TARGETS_METRICS:
+        raise ValueError(f"unknown targets metric {kind!r}; one of {TARGETS_METRICS}")
+    return f"{kind}_{top_n}"
 
 
 def grid_key(dataset: str, kind: str, latent_dim: int, run: int) -> str:

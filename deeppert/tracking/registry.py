@@ -53,6 +53,7 @@ from deeppert.tracking.contract import (
     ensemble_model_name,
     pca_artifact,
 )
+from deeppert.tracking.notes import ensemble_description, stability_metrics
 from deeppert.tracking.report import log_ensemble_figures
 from deeppert.tracking.session import TrackingSession
 from deeppert.train import TrainConfig, TrainedModels
@@ -257,7 +258,9 @@ def log_ensemble(
 
     Besides the tables (:meth:`EnsembleStep.tables`, one file each by
     :data:`~deeppert.tracking.contract.ENSEMBLE_TABLES`) the run says what the density filter
-    did (params ``density.*``, metric ``n_components_dropped``), the chosen L's ``silhouette``
+    did (params ``density.*``, metric ``n_components_dropped``), the chosen L's ``silhouette``,
+    the split-half stability (:data:`~deeppert.tracking.contract.STABILITY_METRICS`), a
+    description that says how to read them (:func:`~deeppert.tracking.notes.ensemble_description`)
     and, under tag ``deeppert.warning``, every warning of the step."""
     ensemble, stability = step.ensemble, step.stability
     tags = {
@@ -270,10 +273,18 @@ def log_ensemble(
     if step.warnings:
         tags[TAGS.warning] = "; ".join(step.warnings)
     density = ensemble.density_filter or {}
+    description = ensemble_description(
+        step,
+        dataset=dataset,
+        sweep=sweep,
+        versions=encoders.versions,
+        parent_run_id=encoders.parent_run_id,
+    )
     with tracked_run(
         session,
         run_name=f"ensemble {dataset}",
         tags=tags,
+        description=description,
         params={
             **{f"ensemble.{k}": v for k, v in ensemble.config.to_dict().items()},
             **{f"density.{k}": v for k, v in density.items()},
@@ -287,9 +298,8 @@ def log_ensemble(
         chosen = step.summary()["chosen"]
         if chosen is not None:
             client.log_metric(run_id, "silhouette", chosen["silhouette"])
-        for key, value in stability.items():
-            if isinstance(value, (int, float)):
-                client.log_metric(run_id, f"stability_{key}", float(value))
+        for name, value in stability_metrics(stability).items():
+            client.log_metric(run_id, name, value)
         for role, frame in step.tables().items():
             log_parquet(session, run_id, frame, ENSEMBLE_TABLES[role])
         if ensemble.selection is not None:  # consensus mode: the L-selection curve

@@ -164,7 +164,7 @@ def open_sweep(config: ExperimentConfig, *, version: str | None = None) -> Sweep
                 TAGS.code_version: version or code_version(),
                 TAGS.driver: driver,
             },
-            params=_flat_params(config),
+            params=sweep_params(config),
         )
         # Two drivers started together both create a parent: the oldest one is the sweep's,
         # the others are deleted by their creators before any trial logs under them.
@@ -297,13 +297,18 @@ def log_config(session: TrackingSession, run_id: str, config: ExperimentConfig) 
         client.log_text(run_id, yaml.safe_dump(config.to_dict(), sort_keys=False), "config.yaml")
 
 
-def _flat_params(config: ExperimentConfig) -> dict[str, str]:
+def sweep_params(config: ExperimentConfig) -> dict[str, str]:
     """The config as ``section.key`` params; datasets as ``datasets.<name>.<key>`` (not a blob).
 
-    The whole config is also the parent's ``config.yaml`` artifact.
+    A dataset read from a file logs no ``synthetic.*`` params: that section only describes
+    generated data. The whole config (the one the config hash covers) is also the parent's
+    ``config.yaml`` artifact.
     """
     raw = config.to_dict()
     raw["datasets"] = {d.pop("name"): d for d in raw["datasets"]}
+    for dataset in raw["datasets"].values():
+        if dataset.get("path") is not None:
+            dataset.pop("synthetic", None)
     flat = pd.json_normalize(raw, sep=".").iloc[0].to_dict()
     return {k: str(v)[:500] for k, v in flat.items()}
 
