@@ -155,6 +155,39 @@ def test_report_figures_have_the_planted_lines(tmp_path) -> None:
         assert (tmp_path / name).stat().st_size > 5000
 
 
+def test_r2_figure_keeps_equal_lines_visible_and_says_they_are_equal(tmp_path) -> None:
+    """ICA = PCA and DAE = AE (as on the demo): each line is drawn apart and labelled equal."""
+    runs = [
+        _run(m, d, r, 0.3 + d / 100, 1.0) for m in ("AE", "DAE") for d in (5, 10) for r in (0, 1)
+    ]
+    trials = trial_table(runs)
+    baselines = pd.DataFrame(
+        {"dataset": "SYN1", "model": ["ICA", "ICA", "PCA", "PCA"], "latent_dim": [5, 10, 5, 10],
+         "r2_genes": [0.5, 0.6, 0.5, 0.6]}
+    )  # fmt: skip
+    agreement = _report().agreement.assign(model=["AE", "DAE"])
+    report = SweepReport(trials, summarise(trials, agreement), baselines, agreement)
+    fig = report_figures(report)["r2_vs_latent_dim.png"]
+    ax = fig.axes[0]
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "ICA baseline: same R² as PCA baseline" in labels and "PCA baseline" in labels
+    assert "DAE (mean ± sd): same R² as AE" in labels and "AE (mean ± sd)" in labels
+    lines = {
+        line.get_label(): line for line in ax.get_lines() if not line.get_label().startswith("_")
+    }
+    lines.update({c.get_label(): c.lines[0] for c in ax.containers})  # errorbar: its data line
+    assert len(lines) == 4
+    pca, ica = lines["PCA baseline"], lines["ICA baseline: same R² as PCA baseline"]
+    np.testing.assert_allclose(pca.get_ydata(), ica.get_ydata())
+    assert np.abs(np.asarray(pca.get_xdata()) - np.asarray(ica.get_xdata())).min() > 0.02
+    xs = [tuple(np.round(np.asarray(line.get_xdata(), float), 6)) for line in lines.values()]
+    assert len(set(xs)) == 4  # no two lines at the same x
+    assert len({line.get_marker() for line in lines.values()}) == 4
+    assert len({line.get_linestyle() for line in lines.values()}) >= 3
+    fig.savefig(tmp_path / "r2.png", dpi=100)
+    assert (tmp_path / "r2.png").stat().st_size > 5000
+
+
 def test_ensemble_top_genes_and_figures_show_the_planted_programs(tmp_path) -> None:
     import matplotlib.pyplot as plt
 

@@ -405,6 +405,27 @@ def test_match_tables_stop_at_the_top_n_holding_every_pair(planted: dict, tmp_pa
     assert list(stats["TOP_N"]) == list(cfg.top_ns)
 
 
+def test_targets_run_metrics_and_description_name_their_top_n(planted: dict) -> None:
+    """The targets run logs one metric of each kind per reported TOP_N, values from the tables."""
+    from deeppert.tracking.notes import targets_description, targets_metrics
+
+    cfg = TargetConfig(**{**planted["cfg"].to_dict(), "n_pairs": 30, "plots": False})
+    res = predict_targets(planted["w"], config=cfg, known=planted["known"], disease="Signal")
+    metrics = targets_metrics(res)
+    stats, significance = res.match_tables()
+    assert sorted(metrics) == sorted(
+        f"{kind}_{n}"
+        for kind in ("known_pairs_in_top", "match_rate_top", "perm_p_top")
+        for n in (10, 20, 30)
+    )
+    assert metrics["known_pairs_in_top_30"] == stats["Matched_Pairs"].iloc[-1]
+    assert metrics["match_rate_top_20"] == stats["Match_Rate"].iloc[1]
+    assert metrics["perm_p_top_10"] == significance["P_Permutation"].iloc[0]
+    note = targets_description(res, ensemble="SYN1-ensemble@current", version="SYN1-ensemble/3")
+    assert "SYN1-ensemble/3" in note and "`match_rate_top_30`" in note and "`perm_p_top_30`" in note
+    assert f"{metrics['match_rate_top_30']:.2f}" in note
+
+
 def test_permutation_null_by_hand() -> None:
     """Two selected pairs, known pair (0, 1): a relabelling hits it with probability 2/6 per pair."""
     from deeppert.targets import permutation_null

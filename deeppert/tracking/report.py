@@ -301,41 +301,86 @@ def _shape_labels(table: pd.DataFrame) -> pd.Series:
 
 def _r2_figure(report: SweepReport):
     """Held-out R^2 against latent dim, one line per model (error bars over runs) and one per
-    linear baseline; one panel per dataset."""
+    linear baseline; one panel per dataset.
+
+    Every line stays visible where two coincide (ICA reconstructs exactly as PCA does, being
+    a rotation of it; two models can tie): each line has its own marker and dash, the lines
+    are shifted slightly sideways about each latent dim, and a line equal to an earlier one
+    says so in its legend label.
+    """
     from matplotlib import colormaps
     from matplotlib.figure import Figure
 
     datasets = sorted(report.trials["dataset"].unique())
     models = sorted(report.trials["model"].unique())
     colours = dict(zip(models, colormaps["tab10"].colors))
-    base_style = {"PCA": ("0.35", "--", "s"), "ICA": ("0.6", ":", "^")}
+    dims = sorted(report.trials["latent_dim"].unique())
     fig = Figure(figsize=(5.5 * len(datasets), 4))
     axes = fig.subplots(1, len(datasets), squeeze=False)
     for ax, dataset in zip(axes[0], datasets):
-        summary = report.summary[report.summary["dataset"] == dataset]
-        for model in models:
-            s = summary[summary["model"] == model].sort_values("latent_dim")
-            ax.errorbar(
-                s["latent_dim"], s["r2_genes_mean"], yerr=s["r2_genes_sd"].fillna(0),
-                marker="o", capsize=4, color=colours[model], label=f"{model} (mean ± sd)",
-            )  # fmt: skip
-        base = report.baselines[report.baselines["dataset"] == dataset]
-        for kind, b in base.groupby("model"):
-            colour, style, marker = base_style.get(kind, ("0.5", "-.", "x"))
-            b = b.sort_values("latent_dim")
-            ax.plot(
-                b["latent_dim"], b["r2_genes"], linestyle=style, marker=marker,
-                color=colour, label=f"{kind} baseline",
-            )  # fmt: skip
-        dims = sorted(report.trials["latent_dim"].unique())
+        series = _r2_series(report, dataset, models, colours)
+        span = (max(dims) - min(dims)) if len(dims) > 1 else 1.0
+        step = 0.015 * span
+        drawn: list[tuple[str, pd.Series]] = []
+        for i, (name, values, sd, colour) in enumerate(series):
+            shift = (i - (len(series) - 1) / 2) * step
+            same = [n for n, v in drawn if _same_values(v, values)]
+            label = name if not same else f"{name}: same R² as {same[0].split(' (')[0]}"
+            marker, dash = _R2_MARKERS[i % len(_R2_MARKERS)], _R2_DASHES[i % len(_R2_DASHES)]
+            x = values.index.to_numpy(dtype=float) + shift
+            if sd is None:  # a baseline: grey
+                ax.plot(
+                    x, values, linestyle=dash, marker=marker, color=colour, label=label,
+                    markerfacecolor="none", markersize=7,
+                )  # fmt: skip
+            else:
+                ax.errorbar(
+                    x, values, yerr=sd, marker=marker, linestyle=dash, capsize=4,
+                    color=colour, label=label,
+                )  # fmt: skip
+            drawn.append((name, values))
         ax.set_xticks(dims)
-        ax.set_xlabel("latent dimension")
+        ax.set_xlabel("latent dimension (lines shifted sideways so none hides another)")
         ax.set_ylabel("held-out gene-space R²")
         ax.set_title(f"{dataset}: reconstruction by latent size")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+_R2_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+_R2_DASHES = ("-", "--", "-.", ":")
+_BASELINE_GREYS = {"PCA": "0.3", "ICA": "0.55"}
+
+
+def _r2_series(
+    report: SweepReport, dataset: str, models: list[str], colours: dict
+) -> list[tuple[str, pd.Series, pd.Series | None, object]]:
+    """``(label, mean R^2 by latent dim, sd or None, colour)`` of each model, then each
+    baseline (in grey)."""
+    summary = report.summary[report.summary["dataset"] == dataset]
+    out: list[tuple[str, pd.Series, pd.Series | None, object]] = []
+    for model in models:
+        s = summary[summary["model"] == model].sort_values("latent_dim").set_index("latent_dim")
+        sd = s["r2_genes_sd"].fillna(0)
+        out.append((f"{model} (mean ± sd)", s["r2_genes_mean"], sd, colours[model]))
+    base = report.baselines[report.baselines["dataset"] == dataset]
+    order = {kind: i for i, kind in enumerate(_BASELINE_GREYS)}  # PCA first: ICA rotates it
+    for kind in sorted(base["model"].unique(), key=lambda k: (order.get(k, len(order)), k)):
+        b = base[base["model"] == kind].sort_values("latent_dim").set_index("latent_dim")
+        out.append((f"{kind} baseline", b["r2_genes"], None, _BASELINE_GREYS.get(kind, "0.5")))
+    return out
+
+
+def _same_values(a: pd.Series, b: pd.Series) -> bool:
+    """Whether two R^2 lines would be drawn on top of each other (same dims, values within
+    0.001, a tenth of a line's width on the usual scale)."""
+    return (
+        len(a) > 0
+        and list(a.index) == list(b.index)
+        and np.allclose(a.to_numpy(float), b.to_numpy(float), rtol=0, atol=1e-3)
+    )
 
 
 def _final_loss_figure(trials: pd.DataFrame, shapes: list[str]):
