@@ -227,3 +227,34 @@ def test_ensemble_top_genes_and_figures_show_the_planted_programs(tmp_path) -> N
         fig.savefig(tmp_path / name, dpi=100)
         plt.close(fig)
     assert "stability.png" not in ensemble_figures(ens, None)
+
+
+def test_ensemble_run_description_and_stability_metrics_say_what_they_are() -> None:
+    """The ensemble run's metrics are named for what they hold and its description explains
+    them and names its inputs."""
+    from deeppert.ensemble import EnsembleConfig, build_ensemble
+    from deeppert.stability import EnsembleStep
+    from deeppert.tracking.notes import ensemble_description, stability_metrics
+
+    rng = np.random.default_rng(1)
+    latents = pd.DataFrame(
+        rng.normal(size=(100, 4)), columns=[f"AE_d2_run{r}_z{k}" for r in (0, 1) for k in (0, 1)]
+    )
+    weights = pd.DataFrame(rng.normal(size=(6, 4)), columns=latents.columns)
+    ens = build_ensemble(latents, weights, config=EnsembleConfig(method="gmeans", n_clusters=2))
+    stability = {"ensemble_median": 0.47, "single_median": 0.3, "n_clusters_a": 2,
+                 "n_clusters_b": 3, "runs_a": [0], "ensemble_corr": [0.4, 0.5]}  # fmt: skip
+    metrics = stability_metrics(stability)
+    assert metrics == {
+        "stability_ensemble_median": 0.47,
+        "stability_single_model_median": 0.3,
+        "stability_half_a_n_programs": 2.0,
+        "stability_half_b_n_programs": 3.0,
+    }
+    step = EnsembleStep(ensemble=ens, stability=stability)
+    note = ensemble_description(
+        step, dataset="SYN1", sweep="demo", versions=["E/1", "E/2"], parent_run_id="p1"
+    )
+    assert note.startswith("**Ensemble of SYN1**: 2 gene programs") and "`demo`" in note
+    assert "E/1 ... E/2" in note and "`p1`" in note and "ensemble 0.47" in note
+    assert all(f"`{name}`" in note for name in metrics)

@@ -49,7 +49,7 @@ def ensemble_description(
         f"- Inputs: {len(versions)} registered encoder versions ({first} ... {last}; all in "
         f"tag `{TAGS.encoder_versions}`) of the sweep's parent run `{parent_run_id}`, their "
         "latents recomputed on the training PCA scores.",
-        *(f"- {line}" for line in step.report()),
+        *(f"- {line.strip()}" for line in step.report()),
         "",
         "How to read it:",
         f"- `{ARTIFACTS.ensemble_weights}`: programs x genes, non-negative gene importances "
@@ -100,7 +100,7 @@ def targets_description(result: TargetResult, *, ensemble: str, version: str) ->
         f"- Inputs: `{ARTIFACTS.ensemble_weights}` of `{version}` (tag `{TAGS.input_model}`) and "
         f"{result.known_pairs} known pairs of {label}; {len(result.candidates)} of its genes "
         "are in the weights.",
-        f"- Chosen gene cluster {result.chosen_cluster} ({len(result.cluster_candidates)} "
+        f"- Chosen gene cluster: {result.chosen_cluster} ({len(result.cluster_candidates)} "
         f"candidates); pairs need |r| >= {result.threshold}; scored on columns "
         f"{result.target_columns[0]} (max) and {result.target_columns[1]} (min).",
         f"- `{ARTIFACTS.targets}/target_combinations.csv`: the ranked pairs; "
@@ -110,6 +110,7 @@ def targets_description(result: TargetResult, *, ensemble: str, version: str) ->
     if tables is not None:
         top = tables[0].iloc[-1]
         n = int(top["TOP_N"])
+        p = tables[1]["P_Permutation"].iloc[-1]
         chance = result.chance_cluster.rate
         by_chance = (
             f"; a random pair of the cluster's candidates is one with probability {chance:.2f}"
@@ -123,7 +124,7 @@ def targets_description(result: TargetResult, *, ensemble: str, version: str) ->
             f" / {int(top['Total_Pairs'])}: the share of the top {n} predicted pairs that are "
             f"known pairs of {label} (here {top['Match_Rate']:.2f}{by_chance}).",
             f"- `{targets_metric('perm_p_top', n)}`: the chance of as many matches when the "
-            "candidates' gene labels are shuffled (small: better than chance).",
+            f"candidates' gene labels are shuffled (here {p:.2g}; small: better than chance).",
             "- One metric of each per TOP_N; the TOP_N stop at the first that holds every pair.",
         ]
     return "\n".join(lines)
