@@ -269,8 +269,9 @@ class Ensemble:
     rotations
         consensus mode: ``"<model>_run<r>"`` -> ``(d + 1, r)`` array (:func:`rotate_code`):
         rows 1.. the map ``W`` (d x r), row 0 the offset ``mean(z) @ W``; component values
-        are :func:`apply_rotation` ``= z @ W - offset`` (centred, unit variance). ``r < d``
-        when the code has directions without variance.
+        are :func:`apply_rotation` ``= z @ W - offset`` (centred, unit variance). ``r`` is the
+        code's rank (``< d`` when it has directions without variance), twice that for the
+        pooled ``"ica+varimax"`` rotation.
     n_dropped
         consensus mode: components dropped by the density filter.
     density_filter
@@ -570,7 +571,7 @@ def rotate_code(
             x = x[rows]
             s = zc[rows] @ white
             genes = pca.components.T @ ((x - x.mean(0)).T @ (s - s.mean(0)) / len(rows))
-            maps.append(white @ _varimax(genes))
+            maps.append(white @ (_varimax(genes) if white.shape[1] > 1 else np.eye(white.shape[1])))
         W = np.hstack(maps)
     sd = (zc @ W).std(0)
     W = W / np.where(sd > 0, sd, 1.0)

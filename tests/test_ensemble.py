@@ -393,6 +393,10 @@ def test_varimax_finds_gaussian_programs_with_sparse_loadings_where_ica_cannot()
     assert prec["ica"].mean() < 0.8, prec
     with pytest.raises(DeeppertError, match="needs the PCA scores"):
         rotate_code(z, "varimax")
+    # a code of rank 1 has one component per rotation, a constant code none
+    rank1 = np.column_stack([z[:, 0], 2 * z[:, 0], np.ones(len(z))])
+    assert rotate_code(rank1, "ica+varimax", x_pca=x, pca=pca).shape == (4, 2)
+    assert rotate_code(np.ones((len(z), 3)), "ica+varimax", x_pca=x, pca=pca).shape == (4, 0)
 
 
 def test_more_programs_than_the_largest_latent_dim():
