@@ -53,9 +53,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from bench.bench_recovery import World, _markdown, score, train_grid
+from bench.bench_recovery import Grid, World, _markdown, score, train_grid
 from deeppert.data.synthetic import SynthConfig, make_synthetic
-from deeppert.ensemble import EnsembleConfig, build_ensemble, model_components
+from deeppert.ensemble import Ensemble, EnsembleConfig, build_ensemble, model_components
 from deeppert.program_baselines import compare_programs, consensus_nmf, fit_programs
 from deeppert.stability import stability_report
 
@@ -182,22 +182,27 @@ def run_world(name: str, args: argparse.Namespace) -> list[dict]:
         time.perf_counter() - t0,
     )
 
+    for r in rows:
+        r["train_seconds"] = grid.seconds
+    rows[0]["compare"] = compare_step(grid, ens, config)
+    print(f"[{name}] compare_programs: {rows[0]['compare']['verdict']}", flush=True)
+    return rows
+
+
+def compare_step(grid: Grid, ens: Ensemble, config: EnsembleConfig) -> dict:
+    """What the ensemble step reports (:func:`deeppert.stability.ensemble_step`): split-half
+    stability, then :func:`compare_programs` of the signed loadings with PCA, FastICA, NMF."""
     t0 = time.perf_counter()
     stability = stability_report(grid.latents, None, config=config, x_pca=grid.x, pca=grid.pca)
     cmp = compare_programs(
-        grid.x, grid.pca, ens.weights, ensemble_stability=stability.ensemble_median
+        grid.x, grid.pca, ens.loadings, ensemble_stability=stability.ensemble_median
     )
-    cmp_seconds = time.perf_counter() - t0
-    for r in rows:
-        r["train_seconds"] = grid.seconds
-    rows[0]["compare"] = {
+    return {
         "table": cmp.table.to_dict(orient="records"),
         "verdict": cmp.verdict,
         "ensemble_worse": cmp.ensemble_worse,
-        "seconds": cmp_seconds,
+        "seconds": time.perf_counter() - t0,
     }
-    print(f"[{name}] compare_programs ({cmp_seconds:.1f} s): {cmp.verdict}", flush=True)
-    return rows
 
 
 DEFAULT = "consensus, covariance loadings (default)"
