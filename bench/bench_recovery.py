@@ -321,7 +321,7 @@ def ensemble_modes() -> dict[str, tuple[EnsembleConfig, str]]:
             EnsembleConfig(method="gmeans", n_clusters=K, sign_alignment="centroid"),
             "latents",
         ),
-        "consensus, ICA rotation (default)": (EnsembleConfig(method="consensus"), "latents"),
+        "consensus, default rotation": (EnsembleConfig(method="consensus"), "latents"),
         "consensus, no rotation": (
             EnsembleConfig(method="consensus", rotation="none"),
             "latents",
@@ -405,7 +405,7 @@ def run_scale(args: argparse.Namespace) -> dict:
     """DeepProfile-sized consensus, end to end: dims 5,10,25,50,75,100 x ``--scale-runs`` runs
     over 15,000 samples (26,500 latent variables at 100 runs), latents float32, no training:
     each model's code is a random linear map of the PCA scores of a planted world plus noise.
-    ``build_ensemble`` runs with the default consensus config (ICA rotation of every run, the
+    ``build_ensemble`` runs with the default consensus config (default rotation of every run, the
     selection curve over l_min..l_max); the ICA of one run per dim is also timed on its own."""
     import resource
 
