@@ -49,7 +49,7 @@ from deeppert.data.synthetic import SynthConfig, make_synthetic
 from deeppert.ensemble import EnsembleConfig, build_ensemble, parse_variable_name, rotate_code
 from deeppert.models import ModelConfig
 from deeppert.preprocess import PCAModel, fit_pca
-from deeppert.train import TrainConfig, fit
+from deeppert.train import TrainConfig, TrainedModels, fit
 
 ROOT = Path(__file__).resolve().parents[1]
 K, MODULE = 6, 30
@@ -205,40 +205,68 @@ class Grid:
     rotated_gene_space: pd.DataFrame | None = None
 
 
-def _rotation_maps(z: np.ndarray) -> list[np.ndarray]:
+def _rotation_maps(z: np.ndarray, x: np.ndarray, pca: PCAModel) -> list[np.ndarray]:
     """Each run's map to its components, exactly as the default consensus rotates codes."""
     cfg = EnsembleConfig()
     return [
         rotate_code(
-            zr, cfg.rotation, seed=cfg.seed, max_iter=cfg.ica_max_iter, max_rows=cfg.ica_max_rows
+            zr,
+            cfg.rotation,
+            seed=cfg.seed,
+            max_iter=cfg.ica_max_iter,
+            max_rows=cfg.ica_max_rows,
+            x_pca=x,
+            pca=pca,
         )[1:]
         for zr in z
     ]
 
 
+def _rotated_ig(
+    models: list[TrainedModels], x: np.ndarray, pca: PCAModel, args: argparse.Namespace
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """IG of every run's components under the default rotation (PCA space, gene space)."""
+    rows = np.sort(np.random.default_rng(0).choice(len(x), min(args.ig_rows, len(x)), False))
+    ig = IGConfig(n_steps=args.ig_steps)
+    rw, rg = [], []
+    for tm in models:
+        maps = _rotation_maps(tm.embed(x).astype(np.float64), x.astype(np.float64), pca)
+        rw += attribute_rotated_components(tm, x[rows], pca, maps, config=ig).frames
+        rg += attribute_rotated_components(tm, x[rows], pca, maps, config=ig, space="genes").frames
+    return pd.concat(rw, axis=1), pd.concat(rg, axis=1)
+
+
 def train_grid(world: World, args: argparse.Namespace) -> Grid:
     """Train and attribute the grid; with ``--cache`` reuse a grid trained with the same settings.
 
-    With ``args.rotated_ig`` also the IG gene weights of every run's rotated components."""
+    With ``args.rotated_ig`` also the IG gene weights of every run's components under the
+    default rotation (cached per rotation; the cached models are reused for it)."""
     rotated = getattr(args, "rotated_ig", False)
     t0 = time.perf_counter()
     pca = fit_pca(world.X, world.genes, args.pca)
     x = pca.transform(world.X).astype(np.float32)
     key = f"{world.name}_s{args.seed}_{'-'.join(args.models)}_d{'-'.join(map(str, args.dims))}"
     key += f"_r{args.runs}_e{args.epochs}_p{args.pca}_ig{args.ig_steps}x{args.ig_rows}"
-    key += "_rot2" if rotated else ""
     cached = args.cache / key if args.cache else None
+    rotation = EnsembleConfig().rotation
+    rot_files = [f"rotated_weights_{rotation}", f"rotated_gene_space_{rotation}"]
     if cached is not None and (cached / "seconds.json").is_file():
-        return Grid(
+        grid = Grid(
             pca,
             x.astype(np.float64),
             pd.read_parquet(cached / "latents.parquet"),
             pd.read_parquet(cached / "gene_weights.parquet"),
             json.loads((cached / "seconds.json").read_text())["seconds"],
-            pd.read_parquet(cached / "rotated_weights.parquet") if rotated else None,
-            pd.read_parquet(cached / "rotated_gene_space.parquet") if rotated else None,
         )
-    lat, gw, rw, rg = [], [], [], []
+        if rotated:
+            if not (cached / f"{rot_files[1]}.parquet").is_file():
+                models = [TrainedModels.load(p) for p in sorted((cached / "models").iterdir())]
+                for name, frame in zip(rot_files, _rotated_ig(models, x, pca, args), strict=True):
+                    frame.to_parquet(cached / f"{name}.parquet")
+            grid.rotated_weights = pd.read_parquet(cached / f"{rot_files[0]}.parquet")
+            grid.rotated_gene_space = pd.read_parquet(cached / f"{rot_files[1]}.parquet")
+        return grid
+    lat, gw, models = [], [], []
     for kind in args.models:
         for d in args.dims:
             tm = fit(
@@ -247,6 +275,7 @@ def train_grid(world: World, args: argparse.Namespace) -> Grid:
                 TrainConfig(epochs=args.epochs),
                 runs=range(args.runs),
             )
+            models.append(tm)
             z = tm.embed(x)
             rows = np.random.default_rng(0).choice(len(x), min(args.ig_rows, len(x)), replace=False)
             ig = IGConfig(n_steps=args.ig_steps)
@@ -254,30 +283,25 @@ def train_grid(world: World, args: argparse.Namespace) -> Grid:
             for r in range(args.runs):
                 lat.append(pd.DataFrame(z[r], columns=tm.node_names(r)))
                 gw.append(ga.frame(r))
-            if rotated:
-                maps = _rotation_maps(z.astype(np.float64))
-                rw += attribute_rotated_components(
-                    tm, x[np.sort(rows)], pca, maps, config=ig
-                ).frames
-                rg += attribute_rotated_components(
-                    tm, x[np.sort(rows)], pca, maps, config=ig, space="genes"
-                ).frames
+    rw, rg = _rotated_ig(models, x, pca, args) if rotated else (None, None)
     grid = Grid(
         pca,
         x.astype(np.float64),
         pd.concat(lat, axis=1),
         pd.concat(gw, axis=1),
         time.perf_counter() - t0,
-        pd.concat(rw, axis=1) if rotated else None,
-        pd.concat(rg, axis=1) if rotated else None,
+        rw,
+        rg,
     )
     if cached is not None:
         cached.mkdir(parents=True, exist_ok=True)
         grid.latents.to_parquet(cached / "latents.parquet")
         grid.gene_weights.to_parquet(cached / "gene_weights.parquet")
+        for tm in models:
+            tm.save(cached / "models" / tm.name)
         if rotated:
-            grid.rotated_weights.to_parquet(cached / "rotated_weights.parquet")
-            grid.rotated_gene_space.to_parquet(cached / "rotated_gene_space.parquet")
+            grid.rotated_weights.to_parquet(cached / f"{rot_files[0]}.parquet")
+            grid.rotated_gene_space.to_parquet(cached / f"{rot_files[1]}.parquet")
         (cached / "seconds.json").write_text(json.dumps({"seconds": grid.seconds}))
     return grid
 
@@ -297,7 +321,7 @@ def ensemble_modes() -> dict[str, tuple[EnsembleConfig, str]]:
             EnsembleConfig(method="gmeans", n_clusters=K, sign_alignment="centroid"),
             "latents",
         ),
-        "consensus, ICA rotation (default)": (EnsembleConfig(method="consensus"), "latents"),
+        "consensus, default rotation": (EnsembleConfig(method="consensus"), "latents"),
         "consensus, no rotation": (
             EnsembleConfig(method="consensus", rotation="none"),
             "latents",
@@ -381,7 +405,7 @@ def run_scale(args: argparse.Namespace) -> dict:
     """DeepProfile-sized consensus, end to end: dims 5,10,25,50,75,100 x ``--scale-runs`` runs
     over 15,000 samples (26,500 latent variables at 100 runs), latents float32, no training:
     each model's code is a random linear map of the PCA scores of a planted world plus noise.
-    ``build_ensemble`` runs with the default consensus config (ICA rotation of every run, the
+    ``build_ensemble`` runs with the default consensus config (default rotation of every run, the
     selection curve over l_min..l_max); the ICA of one run per dim is also timed on its own."""
     import resource
 

@@ -1,8 +1,9 @@
 """Ensembling latent variables of many models (docs/method.md section 4).
 
 Two modes (``EnsembleConfig.method``). The default, ``"consensus"``
-(:func:`consensus_ensemble`), rotates each model run's code to independent axes and takes a
-consensus of the components' signed gene loadings, L chosen from a stability curve.
+(:func:`consensus_ensemble`), rotates each model run's code to identifiable axes (ICA and
+varimax, pooled) and takes a consensus of the components' signed gene loadings, L chosen
+from a stability curve.
 
 The reference mode, ``"gmeans"``: every latent variable of every model (all dims, all runs)
 is one row of ``V``, its values over the training samples the features. :func:`gmeans`
@@ -272,8 +273,9 @@ class Ensemble:
     rotations
         consensus mode: ``"<model>_run<r>"`` -> ``(d + 1, r)`` array (:func:`rotate_code`):
         rows 1.. the map ``W`` (d x r), row 0 the offset ``mean(z) @ W``; component values
-        are :func:`apply_rotation` ``= z @ W - offset`` (centred, unit variance). ``r < d``
-        when the code has directions without variance.
+        are :func:`apply_rotation` ``= z @ W - offset`` (centred, unit variance). ``r`` is the
+        code's rank (``< d`` when it has directions without variance), twice that for the
+        pooled ``"ica+varimax"`` rotation.
     n_dropped
         consensus mode: components dropped by the density filter.
     density_filter
@@ -482,6 +484,26 @@ class Components:
         return out
 
 
+def _varimax(loadings: np.ndarray, *, max_iter: int = 500, tol: float = 1e-8) -> np.ndarray:
+    """Orthogonal ``(r, r)`` rotation maximising the varimax criterion of ``loadings`` (m, r).
+
+    Kaiser's raw varimax (no row normalisation: genes with small loadings stay small), by the
+    SVD iteration, started from the identity: deterministic. Stops when the criterion grows by
+    less than ``tol`` (relative) or after ``max_iter`` rounds.
+    """
+    m, r = loadings.shape
+    R = np.eye(r)
+    crit = 0.0
+    for _ in range(max_iter):
+        lam = loadings @ R
+        u, s, vt = np.linalg.svd(loadings.T @ (lam**3 - lam * ((lam**2).sum(0) / m)))
+        R = u @ vt
+        prev, crit = crit, float(s.sum())
+        if prev > 0 and crit <= prev * (1 + tol):
+            break
+    return R
+
+
 def rotate_code(
     z: np.ndarray,
     rotation: str = "ica",
@@ -489,24 +511,37 @@ def rotate_code(
     seed: int = 0,
     max_iter: int = 200,
     max_rows: int | None = None,
+    x_pca: np.ndarray | None = None,
+    pca: PCAModel | None = None,
 ) -> np.ndarray:
     """``(d + 1, r)``: offset and map of one model's code ``z`` (n, d) to unit-variance components.
 
     Rows 1.. are the map ``W`` (d x r), row 0 the offset ``mean(z) @ W``: component values
     are ``z @ W - offset`` (:func:`apply_rotation`), whatever ``r``.
 
-    ``"ica"`` rotates to FastICA's independent axes (an invertible map of the latent space:
-    the model reconstructs the same, but its axes are no longer arbitrary mixtures);
-    ``"none"`` only standardises. Directions with (numerically) no variance, e.g. collapsed
-    VAE nodes, are left out, so ``r <= d``.
+    The code is whitened with its own covariance over all rows (``eigh``, ``d x d``) and the
+    white code rotated orthogonally (an invertible map of the latent space: the model
+    reconstructs the same, but its axes are no longer arbitrary mixtures):
 
-    The code is whitened with its own covariance over all rows (``eigh``, ``d x d``); FastICA
-    (logcosh, symmetric) then only finds the orthogonal unmixing of the white code, from at
-    most ``max_rows`` rows (a sample seeded by ``seed``) and ``max_iter`` iterations, and the
-    map is applied to every row. The cost per model is ``max_rows x r^2 x max_iter``, whatever
-    the number of samples: a DeepProfile-sized ensemble (600 models up to d = 100 over 15,000
-    samples) stays tractable (bench/results/recovery_scale.json).
+    - ``"ica"``: to FastICA's independent axes (logcosh, symmetric): programs whose
+      activities are non-Gaussian;
+    - ``"varimax"``: to the raw varimax axes of the white components' gene loadings (their
+      covariance with the genes, through ``x_pca`` and ``pca``): programs whose gene loadings
+      are sparse, whatever the distribution of their activities;
+    - ``"ica+varimax"``: both sets side by side (``r`` = twice the rank), for the consensus to
+      keep what recurs across runs;
+    - ``"none"``: only standardises the raw nodes.
+
+    Directions with (numerically) no variance, e.g. collapsed VAE nodes, are left out, so
+    ``r <= d`` per rotation. FastICA and the loadings use at most ``max_rows`` rows (a sample
+    seeded by ``seed``), FastICA at most ``max_iter`` iterations, and the map is applied to
+    every row. The cost per model is ``max_rows x r^2 x max_iter`` (ICA) and ``genes x r^2``
+    per varimax round, whatever the number of samples: a DeepProfile-sized ensemble
+    (600 models up to d = 100 over 15,000 samples) stays tractable
+    (bench/results/recovery_scale.json).
     """
+    if rotation not in ("ica", "varimax", "ica+varimax", "none"):
+        raise DeeppertError(f"rotation must be ica, varimax, ica+varimax or none, got {rotation!r}")
     z = np.asarray(z, dtype=np.float64)
     mean = z.mean(0)
     zc = z - mean
@@ -516,15 +551,36 @@ def rotate_code(
     else:
         evals, evecs = np.linalg.eigh(np.cov(zc, rowvar=False).reshape(d, d))
         keep = evals > 1e-8 * max(float(evals.max()), np.finfo(float).tiny)
-        W = evecs[:, keep] / np.sqrt(evals[keep])  # whitening: zc @ W has identity covariance
-        if W.shape[1] > 1:
-            rows = np.arange(len(zc))
-            if max_rows is not None and len(zc) > max_rows:
-                rows = np.sort(np.random.default_rng(seed).choice(len(zc), max_rows, replace=False))
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", ConvergenceWarning)
-                ica = FastICA(whiten=False, random_state=seed, max_iter=max_iter).fit(zc[rows] @ W)
-            W = W @ ica.components_.T
+        white = evecs[:, keep] / np.sqrt(evals[keep])  # zc @ white has identity covariance
+        rows = np.arange(len(zc))
+        if max_rows is not None and len(zc) > max_rows:
+            rows = np.sort(np.random.default_rng(seed).choice(len(zc), max_rows, replace=False))
+        maps = []
+        if rotation in ("ica", "ica+varimax"):
+            W = white
+            if W.shape[1] > 1:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", ConvergenceWarning)
+                    ica = FastICA(whiten=False, random_state=seed, max_iter=max_iter)
+                    W = W @ ica.fit(zc[rows] @ W).components_.T
+            maps.append(W)
+        if rotation in ("varimax", "ica+varimax"):
+            if x_pca is None or pca is None:
+                raise DeeppertError(
+                    f"rotation = {rotation} needs the PCA scores and PCA model of the code "
+                    "(the gene loadings it makes sparse)"
+                )
+            x = np.asarray(x_pca, dtype=np.float64)
+            if x.shape != (len(z), pca.n_components):
+                raise DeeppertError(
+                    f"PCA scores of shape {x.shape} do not fit a code of {len(z)} rows and a "
+                    f"PCA of {pca.n_components} components"
+                )
+            x = x[rows]
+            s = zc[rows] @ white
+            genes = pca.components.T @ ((x - x.mean(0)).T @ (s - s.mean(0)) / len(rows))
+            maps.append(white @ (_varimax(genes) if white.shape[1] > 1 else np.eye(white.shape[1])))
+        W = np.hstack(maps)
     sd = (zc @ W).std(0)
     W = W / np.where(sd > 0, sd, 1.0)
     return np.vstack([mean @ W, W])
@@ -545,11 +601,18 @@ class RunComponents:
 
 
 def run_components(
-    z: np.ndarray, xc: np.ndarray, config: EnsembleConfig, *, key: str = "model run"
+    z: np.ndarray,
+    x: np.ndarray,
+    xc: np.ndarray,
+    pca: PCAModel,
+    config: EnsembleConfig,
+    *,
+    key: str = "model run",
 ) -> RunComponents:
-    """Rotate one model run's code ``z`` (n, d) (:func:`rotate_code`) and load its components on
-    the centred PCA scores ``xc`` (n, p): the per-run unit of :func:`model_components`, which
-    depends on no other run (a distributed ensemble runs it as one task)."""
+    """Rotate one model run's code ``z`` (n, d) (:func:`rotate_code`; the varimax rotation reads
+    the PCA scores ``x`` and ``pca``) and load its components on the centred PCA scores ``xc``
+    (n, p): the per-run unit of :func:`model_components`, which depends on no other run (a
+    distributed ensemble runs it as one task)."""
     z = np.asarray(z, dtype=np.float64)
     if not np.isfinite(z).all():
         raise DeeppertError(f"latent values of {key} contain NaN or infinity")
@@ -559,6 +622,8 @@ def run_components(
         seed=config.seed,
         max_iter=config.ica_max_iter,
         max_rows=config.ica_max_rows,
+        x_pca=x,
+        pca=pca,
     )
     S = apply_rotation(z, rot)
     return RunComponents(rot, xc.T @ (S - S.mean(0)) / len(S))
@@ -604,7 +669,9 @@ def components_by_run(
     xc = x - x.mean(0)
     groups = run_groups(latents.columns)
     return {
-        key: run_components(latents[groups[key]].to_numpy(dtype=np.float64), xc, config, key=key)
+        key: run_components(
+            latents[groups[key]].to_numpy(dtype=np.float64), x, xc, pca, config, key=key
+        )
         for key in (groups if keys is None else keys)
     }
 
@@ -629,29 +696,45 @@ def model_components(
     for key, cols in groups.items():
         found = (precomputed or {}).get(key)
         if found is None:
-            found = run_components(latents[cols].to_numpy(dtype=np.float64), xc, config, key=key)
+            z = latents[cols].to_numpy(dtype=np.float64)
+            found = run_components(z, x, xc, pca, config, key=key)
         rotations[key] = found.rotation
         loads.append(found.loadings_pca)
         names += [f"{key}_ic{k:02d}" for k in range(found.rotation.shape[1])]
     return Components(names, np.hstack(loads), rotations, groups)
 
 
-def local_density(profiles: np.ndarray, n_neighbours: int, *, chunk: int = 512) -> np.ndarray:
+def local_density(
+    profiles: np.ndarray,
+    n_neighbours: int,
+    *,
+    groups: np.ndarray | None = None,
+    chunk: int = 512,
+) -> np.ndarray:
     """Mean distance of each unit-normalised profile (row) to its ``n_neighbours`` nearest others.
 
     Distance between rows ``u, v`` is ``sqrt(2 - 2 |u . v|)``: the Euclidean distance after
-    aligning signs. Computed in row chunks, so ``(m, m)`` is never held: about 3 x chunk x m x
+    aligning signs. With ``groups`` (one label per row, e.g. the model run), only rows of
+    other groups count as neighbours: two rotations of one run that agree are not a
+    recurrence. Computed in row chunks, so ``(m, m)`` is never held: about 3 x chunk x m x
     8 bytes at a time (0.33 GiB for the 26,500 components of a DeepProfile-sized ensemble).
     """
     U = _unit_rows(profiles)
     m = len(U)
-    k = min(max(1, n_neighbours), m - 1)
+    if groups is None:
+        g = np.arange(m)
+    elif len(groups) == m:
+        g = np.unique(np.asarray(groups), return_inverse=True)[1].ravel()
+    else:
+        raise DeeppertError(f"local_density: {len(groups)} group labels for {m} profiles")
+    largest = int(np.bincount(g).max()) if m else 0
+    k = min(max(1, n_neighbours), m - largest)
     out = np.zeros(m)
     if k < 1:
         return out
     for start in range(0, m, chunk):
         sim = np.abs(U[start : start + chunk] @ U.T)
-        sim[np.arange(len(sim)), np.arange(start, start + len(sim))] = -np.inf  # not itself
+        sim[g[start : start + chunk, None] == g[None]] = -np.inf  # not itself, not its group
         top = -np.partition(-sim, k - 1, axis=1)[:, :k]
         out[start : start + len(sim)] = np.sqrt(np.clip(2 - 2 * top, 0, None)).mean(1)
     return out
@@ -711,15 +794,18 @@ def consensus_ensemble(
 ) -> Ensemble:
     """Identifiable consensus of many models' latent spaces (``ensemble.method = consensus``).
 
-    1. Each model run's code is rotated to independent axes (:func:`rotate_code`; an
-       autoencoder's code is defined only up to an invertible map, so its raw nodes are
-       arbitrary mixtures of programs that differ from run to run).
+    1. Each model run's code is rotated to identifiable axes (:func:`rotate_code`,
+       ``config.rotation``; an autoencoder's code is defined only up to an invertible map, so
+       its raw nodes are arbitrary mixtures of programs that differ from run to run): by
+       default both its ICA axes (non-Gaussian activities) and its varimax axes (sparse gene
+       loadings), pooled.
     2. Each component gets signed loadings through the linear PCA map (its covariance with
        the PCA scores; over genes that is :func:`deeppert.attribution.gene_loadings`), compared
        as unit vectors in the ``p`` PCA coordinates (an isometry of gene space).
     3. cNMF-style filter: components whose mean sign-aligned distance to their
        ``neighbourhood x n_replicates`` nearest neighbours exceeds ``density_threshold`` are
-       dropped (no other run reproduces them). ``n_replicates`` is the number of runs of a
+       dropped (no other run reproduces them; a run's own components are not its
+       neighbours). ``n_replicates`` is the number of runs of a
        model shape (cNMF's replicates of one K), not the number of model runs of all shapes:
        a program that only the larger latent dims hold recurs in their runs alone.
     4. For every L in ``l_min..l_max``: sign-aligned KMeans (:func:`align_signs`); stability =
@@ -743,7 +829,8 @@ def consensus_ensemble(
     P_all = comp.loadings_pca.T  # components x p
     U = _unit_rows(P_all)
     n_neighbours = max(1, int(round(config.neighbourhood * comp.n_replicates)))
-    density = local_density(U, n_neighbours)
+    runs = np.array([name.rsplit("_ic", 1)[0] for name in comp.names])
+    density = local_density(U, n_neighbours, groups=runs)
     keep = density <= config.density_threshold
     density_filter = {
         "components": len(U),
@@ -763,8 +850,8 @@ def consensus_ensemble(
             f"only {int(keep.sum())} of {len(U)} components recur across the "
             f"{comp.n_models} model runs (median distance to the {n_neighbours} nearest "
             f"{np.median(density):.2f} > ensemble.density_threshold = "
-            f"{config.density_threshold}): train more runs, or use ensemble.method = gmeans "
-            "(programs with Gaussian activities give ICA nothing to identify)"
+            f"{config.density_threshold}): train more runs or more epochs, or use "
+            "ensemble.method = gmeans"
         )
     U, P = U[keep], P_all[keep]
     names = [n for n, k in zip(comp.names, keep, strict=True) if k]

@@ -27,7 +27,7 @@ class EnsembleConfig:
     ----------
     method
         ``"consensus"`` (the default): make nodes identifiable first (rotate each model's code
-        to independent axes), then take a cNMF-style consensus of their signed gene loadings
+        to identifiable axes), then take a cNMF-style consensus of their signed gene loadings
         with L chosen from a stability-versus-error curve (see :func:`consensus_ensemble`); it
         needs the PCA scores and model. ``"gmeans"``: the reference mode (docs/method.md
         section 4: GMeans chooses L, KMeans(L) labels the raw latent variables). The default
@@ -57,7 +57,14 @@ class EnsembleConfig:
     max_sign_iter
         Rounds of sign flipping before giving up (a warning-free cap; converges in a few).
     rotation
-        consensus mode: ``"ica"`` (FastICA on each model's code) or ``"none"`` (raw nodes).
+        consensus mode, how each model run's whitened code is rotated to components
+        (:func:`deeppert.ensemble.rotate_code`): ``"ica"`` (FastICA: programs with
+        non-Gaussian activities), ``"varimax"`` (raw varimax of the components' gene loadings:
+        programs with sparse loadings, Gaussian activities included), ``"ica+varimax"`` (the
+        default: both sets pooled, the density filter keeps what recurs across runs) or
+        ``"none"`` (raw nodes). The default was chosen on world seed 1 of
+        bench/bench_programs.py (docs/method.md): ICA alone misses Gaussian-activity programs,
+        varimax alone misses overlapping modules, the pool meets the bar in every world.
     l_min, l_max
         consensus mode: the range of L scanned for the selection curve (inclusive).
     neighbourhood
@@ -88,7 +95,7 @@ class EnsembleConfig:
     scaling: Literal["standardize", "none"] = "standardize"
     sign_alignment: Literal["none", "centroid"] = "none"
     max_sign_iter: int = 50
-    rotation: Literal["ica", "none"] = "ica"
+    rotation: Literal["ica", "varimax", "ica+varimax", "none"] = "ica+varimax"
     l_min: int = 2
     l_max: int = 30
     neighbourhood: float = 0.3
@@ -103,7 +110,7 @@ class EnsembleConfig:
             "labelling": ("kmeans", "gmeans"),
             "scaling": ("standardize", "none"),
             "sign_alignment": ("none", "centroid"),
-            "rotation": ("ica", "none"),
+            "rotation": ("ica", "varimax", "ica+varimax", "none"),
         }
         for key, valid in choices.items():
             if getattr(self, key) not in valid:

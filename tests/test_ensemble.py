@@ -273,16 +273,17 @@ def test_a549_latents_gmeans_is_deterministic(seed_data):
 
 
 # -- the consensus mode ---------------------------------------------------------------------
-def _mixed_codes(seed=0, n=800, G=120, K=4, size=15, runs=6):
+def _mixed_codes(seed=0, n=800, G=120, K=4, size=15, runs=6, activity="laplace"):
     """Planted modules; each 'model' is an arbitrary invertible mixture of the programs plus
-    noise (what an autoencoder's code is, up to nonlinearity), dims K and K + 2."""
+    noise (what an autoencoder's code is, up to nonlinearity), dims K and K + 2. Program
+    activities are Laplace (heavy-tailed) or Gaussian."""
     rng = np.random.default_rng(seed)
     member = np.zeros((K, G), bool)
     for k in range(K):
         member[k, k * size : (k + 1) * size] = True
     sign = rng.choice([-1.0, 1.0], (K, G))
     load = np.where(member, rng.uniform(0.8, 1.2, (K, G)) * sign, rng.normal(0, 0.1, (K, G)))
-    A = rng.laplace(size=(n, K))
+    A = rng.laplace(size=(n, K)) if activity == "laplace" else rng.normal(size=(n, K))
     X = A @ load + rng.normal(size=(n, G))
     genes = [f"g{j}" for j in range(G)]
     pca = fit_pca(X, genes, 20)
@@ -365,12 +366,45 @@ def test_rotate_code_unmixes_from_a_row_sample_deterministically():
     assert np.abs(np.corrcoef(S.T, raw.T)[:4, 4:]).max(1).min() < 0.98
 
 
+def test_varimax_finds_gaussian_programs_with_sparse_loadings_where_ica_cannot():
+    """Gaussian activities, sparse 15-gene loadings: a code's ICA axes are arbitrary (a white
+    Gaussian code looks the same under every rotation), so neither one model's components
+    nor their consensus are the programs; varimax on the components' gene loadings finds
+    each program in each model run and the consensus recovers every module."""
+    latents, x, pca, member = _mixed_codes(activity="gaussian", n=600)
+    worst = {"ica": [], "varimax": []}  # per model run: its worst module's precision
+    for key in sorted({c.rsplit("_z", 1)[0] for c in latents.columns}):
+        z = latents[[c for c in latents.columns if c.startswith(key + "_z")]].to_numpy()
+        for rot, out in worst.items():
+            comp = apply_rotation(z, rotate_code(z, rot, x_pca=x, pca=pca))
+            genes = pca.components.T @ (x - x.mean(0)).T @ comp / len(z)
+            out.append(_top_precision(member, genes.T).min())
+    assert min(worst["varimax"]) >= 0.9, worst  # every run holds every program
+    assert np.mean(np.array(worst["ica"]) < 0.9) >= 0.75, worst  # most runs miss one
+    prec = {}
+    for rot in ("ica", "varimax"):
+        ens = build_ensemble(
+            latents, config=EnsembleConfig(rotation=rot, l_max=10), x_pca=x, pca=pca
+        )
+        prec[rot] = _top_precision(member, ens.weights.to_numpy())
+        if rot == "varimax":
+            assert ens.n_clusters == 4
+    assert prec["varimax"].min() >= 0.9, prec
+    assert prec["ica"].mean() < 0.8, prec
+    with pytest.raises(DeeppertError, match="needs the PCA scores"):
+        rotate_code(z, "varimax")
+    # a code of rank 1 has one component per rotation, a constant code none
+    rank1 = np.column_stack([z[:, 0], 2 * z[:, 0], np.ones(len(z))])
+    assert rotate_code(rank1, "ica+varimax", x_pca=x, pca=pca).shape == (4, 2)
+    assert rotate_code(np.ones((len(z), 3)), "ica+varimax", x_pca=x, pca=pca).shape == (4, 0)
+
+
 def test_more_programs_than_the_largest_latent_dim():
     """Eight programs; each d6 model run holds a random 6 of them (each program recurs in
     about 4 of the 6 d6 runs), each d3 run an unidentifiable mixture of 5. The density filter
     counts neighbours per shape's runs, so programs that only some runs of the largest dim
-    hold are kept: L = 8 > 6 and every program is recovered. (With neighbours counted over
-    all 12 model runs one program is dropped: L = 7.)"""
+    hold are kept: L = 8 > 6 under ICA or varimax alone (9 for their pool) and every program
+    is recovered. (With neighbours counted over all 12 model runs one program is dropped.)"""
     rng = np.random.default_rng(0)
     n, G, K, size = 1000, 160, 8, 15
     member = np.zeros((K, G), bool)
@@ -388,10 +422,12 @@ def test_more_programs_than_the_largest_latent_dim():
             codes.append(A[:, sub] @ rng.normal(size=(held, d)) + 0.3 * rng.normal(size=(n, d)))
             cols += [f"AE_d{d}_run{run}_z{k:02d}" for k in range(d)]
     latents = pd.DataFrame(np.hstack(codes), columns=cols)
-    ens = build_ensemble(latents, config=EnsembleConfig(l_max=12), x_pca=pca.transform(X), pca=pca)
-    assert ens.density_filter["neighbours"] == 2  # round(0.3 x 6 runs of a shape)
-    assert ens.n_clusters == K
-    assert _top_precision(member, ens.weights.to_numpy()).min() >= 0.9
+    for rotation in ("ica", "varimax", "ica+varimax"):
+        config = EnsembleConfig(l_max=12, rotation=rotation)
+        ens = build_ensemble(latents, config=config, x_pca=pca.transform(X), pca=pca)
+        assert ens.density_filter["neighbours"] == 2  # round(0.3 x 6 runs of a shape)
+        assert ens.n_clusters == K + (rotation == "ica+varimax"), rotation
+        assert _top_precision(member, ens.weights.to_numpy()).min() >= 0.9, rotation
 
 
 def test_rotate_code_leaves_out_duplicate_and_constant_directions():
@@ -413,7 +449,7 @@ def test_rotate_code_leaves_out_duplicate_and_constant_directions():
     latents[first[-1]] = latents[first[0]]  # an exact duplicate node
     latents[first[-2]] = 0.25  # a dead node
     ens = build_ensemble(latents, config=EnsembleConfig(l_max=8), x_pca=x, pca=pca)
-    assert ens.rotations["AE_d6_run0"].shape == (7, 4)
+    assert ens.rotations["AE_d6_run0"].shape == (7, 8)  # ICA and varimax of rank 4
     assert _top_precision(member, ens.weights.to_numpy()).min() >= 0.8
 
 
@@ -441,7 +477,8 @@ def test_consensus_over_a_vae_with_dead_directions_embeds(tmp_path):
         assert (evals <= 1e-8 * evals.max()).sum() >= 1  # a direction with ~0 variance
     latents = pd.concat([pd.DataFrame(z[r], columns=tm.node_names(r)) for r in range(2)], axis=1)
     ens = build_ensemble(latents, config=EnsembleConfig(ica_max_iter=50, l_max=4), x_pca=x, pca=pca)
-    assert all(rot.shape[1] < 100 for rot in ens.rotations.values())
+    # ICA and varimax components of fewer than 100 directions each
+    assert all(rot.shape[1] < 2 * 100 for rot in ens.rotations.values())
     model = EnsembleModel.from_ensemble(ens, [tm], pca)
     model.save(tmp_path / "ens")
     again = EnsembleModel.load(tmp_path / "ens")
@@ -477,10 +514,10 @@ def test_warnings_say_when_not_to_trust_the_ensemble(caplog):
     assert len(low) == 1 and "split-half stability of the ensemble is 0.30 < 0.5" in low[0]
     worse = ensemble_warnings(clean.ensemble, {"ensemble_median": 0.7, "single_median": 0.8})
     assert worse == ["the ensemble is less stable (0.70) than single models (0.80)"]
-    # L = 20 fits the 31 recurring components of all runs, not the ~15 of half of them
-    halves = ensemble_step(
-        latents, None, config=EnsembleConfig(l_min=20, l_max=20), x_pca=x, pca=pca
-    )
+    # L = 20 fits the 31 recurring ICA components of all runs, not the ~15 of half of them
+    # (and stays within the PCA's 20 dimensions, which the baselines at L need)
+    config = EnsembleConfig(l_min=20, l_max=20, rotation="ica")
+    halves = ensemble_step(latents, None, config=config, x_pca=x, pca=pca)
     assert halves.ensemble.n_clusters == 20 and halves.stability["failed"]
     assert any("split-half stability could not be computed" in w for w in halves.warnings)
     f = {**clean.ensemble.density_filter, "components": 40, "kept": 12, "dropped": 28}
