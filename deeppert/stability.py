@@ -329,7 +329,8 @@ def ensemble_warnings(ensemble: Ensemble, stability: dict) -> list[str]:
     if f is not None and f["dropped"] > DROPPED_CEILING * f["components"]:
         out.append(
             f"the density filter dropped {f['dropped']} of {f['components']} components: most "
-            "do not recur across runs (Gaussian programs, too few runs, or undertrained models)"
+            "do not recur across runs (too few runs, undertrained models, or no sparse or "
+            "non-Gaussian programs in the data)"
         )
     if ensemble.selection is not None:
         s = float(ensemble.selection.loc[ensemble.selection["chosen"], "stability"].iloc[0])
