@@ -46,7 +46,12 @@ from deeppert.attribution import IGConfig, attribute_genes, attribute_rotated_co
 from deeppert.baselines import fit_baseline
 from deeppert.data import landmark_genes
 from deeppert.data.synthetic import SynthConfig, make_synthetic
-from deeppert.ensemble import EnsembleConfig, build_ensemble, parse_variable_name, rotate_code
+from deeppert.ensemble import (
+    EnsembleConfig,
+    build_ensemble,
+    configured_rotation,
+    parse_variable_name,
+)
 from deeppert.models import ModelConfig
 from deeppert.preprocess import PCAModel, fit_pca
 from deeppert.train import TrainConfig, TrainedModels, fit
@@ -207,19 +212,7 @@ class Grid:
 
 def _rotation_maps(z: np.ndarray, x: np.ndarray, pca: PCAModel) -> list[np.ndarray]:
     """Each run's map to its components, exactly as the default consensus rotates codes."""
-    cfg = EnsembleConfig()
-    return [
-        rotate_code(
-            zr,
-            cfg.rotation,
-            seed=cfg.seed,
-            max_iter=cfg.ica_max_iter,
-            max_rows=cfg.ica_max_rows,
-            x_pca=x,
-            pca=pca,
-        )[1:]
-        for zr in z
-    ]
+    return [configured_rotation(zr, x, pca, EnsembleConfig())[1:] for zr in z]
 
 
 def _rotated_ig(

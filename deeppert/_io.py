@@ -6,13 +6,12 @@ import json
 import os
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import pandas as pd
 
 from deeppert.atomic import read_json, read_parquet
 from deeppert.config import DataConfig
 from deeppert.data import Signatures
-from deeppert.data._anndata import signatures_to_anndata, write_h5ad
+from deeppert.data._anndata import gene_table, signatures_to_anndata, write_h5ad
 from deeppert.ensemble import EnsembleModel
 from deeppert.errors import DeeppertError
 from deeppert.tracking.contract import ARTIFACTS, ENSEMBLE_FILES
@@ -102,11 +101,8 @@ def to_anndata(
     info = {**(info or {}), "gene_tables": dict(GENE_TABLES)}
     adata = signatures_to_anndata(signatures, weights=weights, info=info)
     if loadings is not None:
-        missing = [g for g in signatures.genes if g not in loadings.columns]
-        if missing:
-            raise DeeppertError(
-                f"ensemble loadings lack {len(missing)} genes of the signatures, e.g. {missing[:3]}"
-            )
-        adata.varm["deeppert_loadings"] = loadings[signatures.genes].T.to_numpy(dtype=np.float32)
+        adata.varm["deeppert_loadings"] = gene_table(
+            loadings, signatures.genes, "ensemble loadings"
+        )
     model.embed(adata)  # obsm["X_deeppert"], uns["deeppert"]["clusters"]
     return adata

@@ -600,6 +600,21 @@ class RunComponents:
     loadings_pca: np.ndarray  # (p, r)
 
 
+def configured_rotation(
+    z: np.ndarray, x_pca: np.ndarray, pca: PCAModel, config: EnsembleConfig
+) -> np.ndarray:
+    """:func:`rotate_code` of one model run's code with the consensus settings of ``config``."""
+    return rotate_code(
+        z,
+        config.rotation,
+        seed=config.seed,
+        max_iter=config.ica_max_iter,
+        max_rows=config.ica_max_rows,
+        x_pca=x_pca,
+        pca=pca,
+    )
+
+
 def run_components(
     z: np.ndarray,
     x: np.ndarray,
@@ -616,15 +631,7 @@ def run_components(
     z = np.asarray(z, dtype=np.float64)
     if not np.isfinite(z).all():
         raise DeeppertError(f"latent values of {key} contain NaN or infinity")
-    rot = rotate_code(
-        z,
-        config.rotation,
-        seed=config.seed,
-        max_iter=config.ica_max_iter,
-        max_rows=config.ica_max_rows,
-        x_pca=x,
-        pca=pca,
-    )
+    rot = configured_rotation(z, x, pca, config)
     S = apply_rotation(z, rot)
     return RunComponents(rot, xc.T @ (S - S.mean(0)) / len(S))
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,17 @@ def _h5_safe(value: Any) -> Any:
     if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
         return list(value)
     return json.dumps(value, default=str)
+
+
+def gene_table(table: pd.DataFrame, genes: Sequence[str], what: str) -> np.ndarray:
+    """``table`` (clusters x genes) as a genes x clusters float32 array in ``genes`` order, for
+    ``varm``; DeeppertError when it lacks some of ``genes``."""
+    missing = [g for g in genes if g not in table.columns]
+    if missing:
+        raise DeeppertError(
+            f"{what} lack {len(missing)} genes of the signatures, e.g. {missing[:3]}"
+        )
+    return table[list(genes)].T.to_numpy(dtype=np.float32)
 
 
 def signatures_to_anndata(
@@ -75,12 +87,7 @@ def signatures_to_anndata(
         adata.obsm["X_deeppert"] = embedding.to_numpy(dtype=np.float32)
         uns["clusters"] = [str(c) for c in embedding.columns]
     if weights is not None:
-        missing = [g for g in sig.genes if g not in weights.columns]
-        if missing:
-            raise DeeppertError(
-                f"ensemble weights lack {len(missing)} genes of the signatures, e.g. {missing[:3]}"
-            )
-        adata.varm["deeppert_weights"] = weights[sig.genes].T.to_numpy(dtype=np.float32)
+        adata.varm["deeppert_weights"] = gene_table(weights, sig.genes, "ensemble weights")
         uns.setdefault("clusters", [str(c) for c in weights.index])
     adata.uns["deeppert"] = _h5_safe(uns)
     return adata
