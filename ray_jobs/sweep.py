@@ -14,12 +14,15 @@ are retried up to ``sweep.max_failures`` times.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
 import signal
 import sys
 import time
+import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import pandas as pd
@@ -116,6 +119,9 @@ def _trainable(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     quiet_mlflow(verbose)
+    # The data arrive as read-only views of Ray's object store; training only reads them, so
+    # torch's warning about tensors over non-writable arrays says nothing here.
+    warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
     torch.set_num_threads(max(1, int(config.sweep.cpus_per_trial)))
     if config.sweep.gpus_per_trial > 0 and torch.cuda.is_available():
         config = dataclasses.replace(config, train=dataclasses.replace(config.train, device="cuda"))
@@ -201,6 +207,25 @@ def _failure_reason(exc: BaseException) -> str:
     return found[0] if found is not None else first_line(exc)
 
 
+@contextlib.contextmanager
+def _tune_console(verbose: bool) -> Iterator[None]:
+    """Without ``verbose``, Tune's console output off: its newer engine prints a configuration
+    box, a results path and a TensorBoard hint even at ``verbose=0``; the older one at 0 prints
+    nothing (``RAY_AIR_NEW_OUTPUT=0``). The driver's own lines say what a person needs."""
+    if verbose:
+        yield
+        return
+    previous = os.environ.get("RAY_AIR_NEW_OUTPUT")
+    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("RAY_AIR_NEW_OUTPUT", None)
+        else:
+            os.environ["RAY_AIR_NEW_OUTPUT"] = previous
+
+
 def _ask_tune_to_stop() -> None:
     """Tune's graceful stop (its SIGUSR1 handler); before Tune has installed it, SIGUSR1 would
     end the process outright, so stop at once instead."""
@@ -283,7 +308,7 @@ def _run_opened(
     )
     # SIGTERM (`ray job stop`) asks Tune to stop the way its SIGUSR1 handler does: it ends
     # the trials and returns, then Terminated closes the parent and the trial runs.
-    with terminate_deferred(_ask_tune_to_stop):
+    with terminate_deferred(_ask_tune_to_stop), _tune_console(verbose):
         results = tuner.fit()
     if fatal.error:
         raise DeeppertError(f"sweep {ctx.sweep}: a trial failed: {fatal.error}")

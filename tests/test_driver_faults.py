@@ -307,3 +307,7 @@ def test_sigterm_after_ray_is_joined_fails_the_parent_and_its_trials(sqlite_serv
     assert [r.info.status for r in parents] == ["FAILED"]
     assert parents[0].data.tags[FAILURE_TAG] == "sweep driver terminated (SIGTERM)"
     assert trials and {t.info.status for t in trials} == {"FAILED"}
+    # the default log is the driver's own lines: no Tune console box, no torch warning
+    output = driver.output(10**6)
+    assert "Configuration for experiment" not in output and "TensorBoard" not in output
+    assert "not writable" not in output
