@@ -21,11 +21,14 @@ demo: $(STAMP)
 	$(PY) -m deeppert.demo
 
 # Two pytest workers, each taking whole test files (module fixtures such as a sweep run once);
-# most slow tests wait on servers and subprocesses, so two share the 2 cores well. No test
-# changes machine-wide state: the PostgreSQL restart test restarts a cluster of its own.
+# most slow tests wait on servers and subprocesses, so two share the 2 cores well. Files run in
+# collection order, which tests/conftest.py sets to the slow files first and the quick ones
+# last (--no-loadscope-reorder: xdist's own order, most tests first, left the one-test files
+# that take minutes for the end). No test changes machine-wide state: the PostgreSQL restart
+# test restarts a cluster of its own.
 TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(PY) -m pytest -q --timeout=900 -n $(TEST_WORKERS) --dist loadfile
+	$(PY) -m pytest -q --timeout=900 -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow and not ray and not mlflow and not postgres"

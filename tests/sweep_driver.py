@@ -47,12 +47,17 @@ def tiny_sweep(uri: str, experiment: str, *, runs: int, epochs: int, **sections)
 class Driver:
     """One ``ray_jobs/sweep.py`` process (own session, own local Ray)."""
 
-    def __init__(self, config_path: Path, uri: str, tmp: Path, name: str) -> None:
+    def __init__(
+        self, config_path: Path, uri: str, tmp: Path, name: str, *, verbose: bool = False
+    ) -> None:
+        """``verbose``: ``--verbose``, so the trials' INFO lines (a claim waited for) reach
+        the driver's log."""
         self.ray_tmp = tempfile.mkdtemp(prefix=f"ray{name}", dir="/tmp")  # short socket paths
         self.log = tmp / f"{name}.log"
         env = {**os.environ, "RAY_ADDRESS": "local", "RAY_TMPDIR": self.ray_tmp}
         command = [sys.executable, "ray_jobs/sweep.py", "--config", str(config_path)]
         command += ["--tracking-uri", uri, "--storage-path", str(tmp / f"tune-{name}")]
+        command += ["--verbose"] * verbose
         with self.log.open("w") as out, (tmp / f"{name}.err").open("w") as err:
             self.proc = subprocess.Popen(
                 command, cwd=REPO, env=env, stdout=out, stderr=err, start_new_session=True

@@ -103,7 +103,8 @@ def scenario(server: TrackingServer, tmp: Path, experiment: str, *, staggered: b
             key = victim.data.tags[TAGS.grid_key]
             os.kill(pid, signal.SIGSTOP)
             try:
-                second = Driver(config_path, server.url, tmp, "b")
+                # --verbose: the wait line is a trial's INFO line, out of a quiet driver's log
+                second = Driver(config_path, server.url, tmp, "b", verbose=True)
                 wait_for(
                     lambda: (
                         WAIT_LINE in second.output(10**7)
