@@ -130,7 +130,7 @@ def close_search(
     KILLED; tag the best config on the parent, log the summary numbers, finish the parent."""
     client = ctx.session.client
     leftovers = client.search_runs(
-        [ctx.experiment_id],
+        [ctx.session.experiment_id],
         filter_string=(
             f"tags.`mlflow.parentRunId` = '{ctx.parent_run_id}' and attributes.status = 'RUNNING'"
         ),
