@@ -103,7 +103,10 @@ def world(tmp_path_factory) -> dict:
     dataset = dp.DataConfig(name="signatures", path=data)
     config = dataclasses.replace(load_config(tmp / "config.yaml"), datasets=(dataset,))
     sig = dp.load(data)
-    run = dp.tl.train(sig, api / "signatures", config=config, dataset=dataset)
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1):  # as `deeppert train` (--threads 1): same BLAS sums
+        run = dp.tl.train(sig, api / "signatures", config=config, dataset=dataset)
     completeness = dp.tl.attribute(run, config=dp.IGConfig(n_steps=8))
     step = dp.tl.ensemble(run, stability=False)
     target_config = dp.TargetConfig(**TARGETS)
