@@ -8,7 +8,7 @@ names, and ``tests/test_contract.py`` checks that the two list the same ones.
 
 from __future__ import annotations
 
-from deeppert.preprocess import PCA_TABLES  # the PCA model's own format, one table a file
+from deeppert.train_config import PCA_TABLES  # the PCA model's own format, one table a file
 
 __all__ = [
     "TAGS",
