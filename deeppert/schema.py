@@ -40,12 +40,9 @@ __all__ = [
 HELP, METAVAR = "help", "metavar"
 
 
-def knob(default: Any = dataclasses.MISSING, help: str = "", *, metavar: str | None = None,
-         default_factory: Any = dataclasses.MISSING) -> Any:  # fmt: skip
+def knob(default: Any, help: str, *, metavar: str | None = None) -> Any:
     """A dataclass field with its help line (shown by ``--help`` of every front end)."""
     metadata = {HELP: help} if metavar is None else {HELP: help, METAVAR: metavar}
-    if default_factory is not dataclasses.MISSING:
-        return dataclasses.field(default_factory=default_factory, metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
 
 
@@ -107,6 +104,11 @@ def flag_name(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+def _flag_map(names: Iterable[str] | Mapping[str, str]) -> Mapping[str, str]:
+    """``{field: flag}``: ``names`` itself, or each field's :func:`flag_name`."""
+    return names if isinstance(names, Mapping) else {n: flag_name(n) for n in names}
+
+
 def _shown(value: Any) -> str:
     if isinstance(value, tuple):
         return ",".join(str(v) for v in value)
@@ -129,13 +131,10 @@ def add_flags(
     one of these (e.g. ``float | Literal["auto"]``). ``defaults`` replaces a field's default
     in the help, for a command whose defaults differ from the dataclass's.
     """
-    flags = names if isinstance(names, Mapping) else {n: flag_name(n) for n in names}
     table = _fields(cls)
-    for name, flag in flags.items():
+    for name, flag in _flag_map(names).items():
         field, tp = table[name]
         default = (defaults or {}).get(name, field.default)
-        if default is dataclasses.MISSING and field.default_factory is not dataclasses.MISSING:
-            default = field.default_factory()
         metavar = field.metadata.get(METAVAR) or flag.lstrip("-").upper().replace("-", "_")
         kwargs: dict[str, Any] = {"default": None, "dest": name}
         plain = _without_none(tp)
@@ -169,10 +168,9 @@ def given(
     """The flags of :func:`add_flags` that were given, by field name; a comma-separated list
     becomes a tuple of the field's item type (a bad item raises :class:`DeeppertError`
     naming the flag, before anything heavy is imported)."""
-    flags = names if isinstance(names, Mapping) else {n: flag_name(n) for n in names}
     table = _fields(cls)
     out = {}
-    for name, flag in flags.items():
+    for name, flag in _flag_map(names).items():
         value = getattr(args, name, None)
         if value is None:
             continue
