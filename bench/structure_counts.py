@@ -19,7 +19,8 @@ With ``--schema``, for the tree at ``--root`` (default: this one):
   ``add_argument`` call, and those that declare a knob's value set there (a ``default`` other
   than None/False/an environment lookup, or ``choices``);
 - lists of choices written out in a config ``__post_init__`` (a tuple/list/set of two or more
-  string literals in a ``__post_init__`` of a ``*Config`` dataclass);
+  string literals that a value is tested ``in``, or held in a dict, in a ``__post_init__`` of
+  a ``*Config`` dataclass);
 - for ``deeppert <command> --help`` (every command and sub-command) and ``python
   ray_jobs/<job>.py --help`` (every job), in a fresh interpreter with ``-X importtime``: the
   modules imported, whether numpy / pandas / torch / mlflow are among them, and the wall time
@@ -140,6 +141,16 @@ def _knob_default(call: ast.Call) -> bool:
     return False
 
 
+def _str_list(node: ast.AST) -> bool:
+    """A tuple / list / set of two or more string literals (a list of choices)."""
+    elts = getattr(node, "elts", None)
+    return (
+        isinstance(node, (ast.Tuple, ast.List, ast.Set))
+        and len(elts) >= 2
+        and all(isinstance(e, ast.Constant) and isinstance(e.value, str) for e in elts)
+    )
+
+
 def schema_counts(root: Path) -> dict:
     """Hand-written flags of the front ends and choice lists repeated in ``__post_init__``."""
     flags, knob_flags, by_file = 0, [], {}
@@ -164,15 +175,16 @@ def schema_counts(root: Path) -> dict:
                 if not (isinstance(fn, ast.FunctionDef) and fn.name == "__post_init__"):
                     continue
                 for node in ast.walk(fn):
-                    elts = getattr(node, "elts", None)
-                    if (
-                        isinstance(node, (ast.Tuple, ast.List, ast.Set))
-                        and len(elts) >= 2
-                        and all(
-                            isinstance(e, ast.Constant) and isinstance(e.value, str) for e in elts
-                        )
+                    if isinstance(node, ast.Compare) and isinstance(
+                        node.ops[0], (ast.In, ast.NotIn)
                     ):
-                        repeated.append(f"{path.relative_to(root).as_posix()}:{cls.name}")
+                        lists = node.comparators
+                    elif isinstance(node, ast.Dict):
+                        lists = node.values
+                    else:
+                        continue
+                    where = f"{path.relative_to(root).as_posix()}:{cls.name}"
+                    repeated += [where for x in lists if _str_list(x)]
     return {
         "hand_written_flags": flags,
         "hand_written_flags_by_file": by_file,
