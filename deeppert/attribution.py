@@ -46,7 +46,6 @@ from deeppert.ig_config import (
     IGAlgorithm,
     IGConfig,
     IGMethod,
-    _check_knobs,
 )
 from deeppert.models import PerturbationAutoencoder, StackedBatchNorm, StackedLinear
 from deeppert.preprocess import PCAModel
@@ -81,7 +80,7 @@ def quadrature(
     mapped from [-1, 1], Riemann rules as ``torch.linspace`` in the default dtype, as captum
     computes them.
     """
-    _check_knobs(n_steps, method, "auto")
+    IGConfig(n_steps=n_steps, method=method)  # validates the knobs
     if method == "gausslegendre":
         nodes, weights = np.polynomial.legendre.leggauss(n_steps)
         alphas, steps = 0.5 * (1.0 + nodes), 0.5 * weights
@@ -327,7 +326,7 @@ def integrated_gradients(
         ``(n, p, d)`` attributions (``(R, n, p, d)`` with ``replica="all"``), and the delta
         ``(n, d)`` (``(R, n, d)``) when asked for.
     """
-    _check_knobs(n_steps, method, algorithm)
+    IGConfig(n_steps=n_steps, method=method, algorithm=algorithm)  # validates the knobs
     rows, keep_axis = _replica_rows(model, replica)
     x, x0 = _as_inputs(model, inputs, baselines)
     if algorithm == "captum":

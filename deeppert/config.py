@@ -1,4 +1,4 @@
-"""YAML experiment configs parsed into typed, validated, frozen dataclasses.
+"""YAML experiment configs parsed into typed, validated, frozen dataclasses: the one schema.
 
 One file in ``configs/`` describes one experiment. Every section is the config dataclass of
 the component it drives (``model`` -> :class:`~deeppert.models.ModelConfig` fields, ``train``
@@ -6,7 +6,9 @@ the component it drives (``model`` -> :class:`~deeppert.models.ModelConfig` fiel
 dataclass; ``to_dict()`` becomes the sweep parent run's MLflow params (flattened) and the
 config hash. (Ray Tune's search space is the sweep's trial plan, not this dict.) An unknown
 key, a wrong type or a bad value raises :class:`~deeppert.errors.DeeppertError` naming it,
-e.g. ``config.yaml: train.epochz: unknown key``.
+e.g. ``config.yaml: train.epochz: unknown key``. The command-line flags of every front end
+are derived from the same fields (:mod:`deeppert.schema`), and this module, like every config
+module it imports, loads neither numpy, pandas nor torch.
 """
 
 from __future__ import annotations
@@ -23,19 +25,24 @@ from typing import Any, Literal, Union, get_args, get_origin
 
 import yaml
 
-from deeppert.attribution import IGConfig
-from deeppert.ensemble import EnsembleConfig
+from deeppert.ensemble_config import EnsembleConfig
 from deeppert.errors import DeeppertError
 from deeppert.file_formats import Format
-from deeppert.models import MODEL_KINDS, ModelConfig, ModelKind
-from deeppert.preprocess import PreprocessConfig
-from deeppert.search import SearchConfig
+from deeppert.ig_config import IGConfig
+from deeppert.schema import check_choices, knob
 from deeppert.synth_config import SynthConfig
-from deeppert.targets import TargetConfig
-from deeppert.train import TrainConfig
+from deeppert.target_config import TargetConfig
+from deeppert.train_config import (
+    ModelConfig,
+    ModelKind,
+    PreprocessConfig,
+    SearchConfig,
+    TrainConfig,
+)
 
 __all__ = [
     "DataConfig",
+    "LOAD_OPTIONS",
     "GridConfig",
     "ArchitectureConfig",
     "SweepConfig",
@@ -49,39 +56,48 @@ __all__ = [
 
 @dataclass(frozen=True)
 class DataConfig:
-    """One signature matrix (one cell line): a file, or the synthetic generator when ``path`` is null."""
+    """One signature matrix (one cell line): a file, or the synthetic generator when ``path`` is null.
+
+    The fields from ``format`` on (but ``synthetic``) are :func:`deeppert.data.load_signatures`'
+    options (:data:`LOAD_OPTIONS`), e.g. a GCTX's own metadata: ``pert_type: trt_cp`` and
+    ``id_column: pert_iname`` need no external table; the commands that read a file take them
+    as flags.
+    """
 
     name: str = "synthetic"
     path: str | None = None
-    format: Format | None = None
-    cell_line: str | None = None
-    fill_missing: bool = False
+    format: Format | None = knob(None, "file format (default: from the file name)")
+    cell_line: str | None = knob(None, "keep one cell line (file metadata, or --siginfo)")
+    fill_missing: bool = knob(False, "fill missing values with 0")
     synthetic: SynthConfig = field(default_factory=SynthConfig)
-    # The rest of :func:`deeppert.data.load_signatures`' options, e.g. a GCTX's own metadata:
-    # ``pert_type: trt_cp`` and ``id_column: pert_iname`` need no external table.
-    id_column: str | None = None
-    gene_columns: tuple[str, ...] | None = None
-    pert_type: str | None = None
-    siginfo: str | None = None
-    geneinfo: str | None = None
-    compoundinfo: str | None = None
+    id_column: str | None = knob(
+        None, "id column; for GCT/GCTX/h5ad a metadata field such as pert_iname or pert_id"
+    )
+    gene_columns: tuple[str, ...] | None = knob(
+        None, "gene columns: comma-separated, or @FILE with one name per line",
+        metavar="LIST|@FILE",
+    )  # fmt: skip
+    pert_type: str | None = knob(None, "keep one perturbation type, e.g. trt_cp")
+    siginfo: str | None = knob(None, "siginfo_beta.txt / sig_info.txt")
+    geneinfo: str | None = knob(None, "geneinfo_beta.txt / gene_info.txt")
+    compoundinfo: str | None = knob(None, "compoundinfo_beta.txt / pert_info.txt")
+
+    def __post_init__(self) -> None:
+        check_choices(self, "datasets")
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     def load_options(self) -> dict:
         """Keyword arguments of :func:`deeppert.data.load_signatures` for ``path``."""
-        return {
-            "format": self.format,
-            "id_column": self.id_column,
-            "gene_columns": list(self.gene_columns) if self.gene_columns else None,
-            "fill_missing": self.fill_missing,
-            "cell_line": self.cell_line,
-            "pert_type": self.pert_type,
-            "siginfo": self.siginfo,
-            "geneinfo": self.geneinfo,
-            "compoundinfo": self.compoundinfo,
-        }
+        options = {name: getattr(self, name) for name in LOAD_OPTIONS}
+        options["gene_columns"] = list(self.gene_columns) if self.gene_columns else None
+        return options
+
+
+#: The fields of :class:`DataConfig` that are :func:`deeppert.data.load_signatures`' options.
+LOAD_OPTIONS = ("format", "id_column", "gene_columns", "fill_missing", "cell_line", "pert_type",
+                "siginfo", "geneinfo", "compoundinfo")  # fmt: skip
 
 
 #: DataConfig fields added after configs were hashed: left out of the hash while unset, so
@@ -94,17 +110,17 @@ _UNHASHED_WHEN_UNSET = ("id_column", "gene_columns", "pert_type", "siginfo", "ge
 class GridConfig:
     """The model x latent dim x run grid; runs are numbered 0 .. runs-1 (seed: ``seed_for_run``)."""
 
-    models: tuple[ModelKind, ...] = ("AE", "DAE", "VAE")
-    latent_dims: tuple[int, ...] = (5, 10, 25, 50)
-    runs: int = 5
+    models: tuple[ModelKind, ...] = knob(("AE", "DAE", "VAE"), "comma-separated models")
+    latent_dims: tuple[int, ...] = knob(
+        (5, 10, 25, 50), "comma-separated latent dims", metavar="D1,D2"
+    )
+    runs: int = knob(5, "runs (seeds) per model shape")
     baselines: bool = True
 
     def __post_init__(self) -> None:
         if not self.models or not self.latent_dims:
             raise DeeppertError("grid.models and grid.latent_dims must not be empty")
-        bad = [m for m in self.models if m not in MODEL_KINDS]
-        if bad:
-            raise DeeppertError(f"grid.models: unknown model(s) {bad}; valid: {list(MODEL_KINDS)}")
+        check_choices(self, "grid")
         if any(d < 1 for d in self.latent_dims):
             raise DeeppertError(f"grid.latent_dims must be positive, got {list(self.latent_dims)}")
         if self.runs < 1:

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass
 from typing import Literal
 
 from deeppert.errors import DeeppertError
+from deeppert.schema import check_choices, knob
 
 __all__ = ["EnsembleConfig"]
 
@@ -84,39 +85,40 @@ class EnsembleConfig:
         does not grow with the number of samples (:func:`rotate_code`).
     """
 
-    method: Literal["gmeans", "consensus"] = "consensus"
-    cluster_on: Literal["latents", "gene_weights"] = "latents"
-    seed: int = 0
+    method: Literal["gmeans", "consensus"] = knob(
+        "consensus",
+        "consensus (identifiable components, L by stability) or gmeans (the reference)",
+    )
+    cluster_on: Literal["latents", "gene_weights"] = knob(
+        "latents", "gmeans mode: latent values or IG gene-weight vectors"
+    )
+    seed: int = knob(0, "seed of every KMeans and FastICA")
     n_init: int = 10
     strictness: int = 3
     max_depth: int = 10
-    n_clusters: int | None = None
-    labelling: Literal["kmeans", "gmeans"] = "kmeans"
-    scaling: Literal["standardize", "none"] = "standardize"
-    sign_alignment: Literal["none", "centroid"] = "none"
+    n_clusters: int | None = knob(None, "fix L instead of choosing it")
+    labelling: Literal["kmeans", "gmeans"] = knob(
+        "kmeans", "gmeans mode: KMeans(L) or the GMeans leaves"
+    )
+    scaling: Literal["standardize", "none"] = knob(
+        "standardize", "gmeans mode: standardise each variable before clustering"
+    )
+    sign_alignment: Literal["none", "centroid"] = knob(
+        "none", "gmeans mode: flip variables to their cluster's sign"
+    )
     max_sign_iter: int = 50
-    rotation: Literal["ica", "varimax", "ica+varimax", "none"] = "ica+varimax"
-    l_min: int = 2
-    l_max: int = 30
+    rotation: Literal["ica", "varimax", "ica+varimax", "none"] = knob(
+        "ica+varimax", "consensus: per-model rotation"
+    )
+    l_min: int = knob(2, "consensus: smallest L scanned")
+    l_max: int = knob(30, "consensus: largest L scanned")
     neighbourhood: float = 0.3
-    density_threshold: float = 0.5
+    density_threshold: float = knob(0.5, "consensus: outlier filter")
     ica_max_iter: int = 200
     ica_max_rows: int = 5000
 
     def __post_init__(self) -> None:
-        choices = {
-            "method": ("gmeans", "consensus"),
-            "cluster_on": ("latents", "gene_weights"),
-            "labelling": ("kmeans", "gmeans"),
-            "scaling": ("standardize", "none"),
-            "sign_alignment": ("none", "centroid"),
-            "rotation": ("ica", "varimax", "ica+varimax", "none"),
-        }
-        for key, valid in choices.items():
-            if getattr(self, key) not in valid:
-                raise DeeppertError(
-                    f"ensemble.{key} must be one of {list(valid)}, got {getattr(self, key)!r}"
-                )
+        check_choices(self, "ensemble")
         if not 0 <= self.strictness < len(_AD_NORMAL):
             raise DeeppertError(f"ensemble.strictness must be 0..4, got {self.strictness}")
         for key in (

@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass
 from typing import Literal
 
 from deeppert.errors import DeeppertError
+from deeppert.schema import check_choices, knob
 
 __all__ = ["IGMethod", "IGAlgorithm", "IGConfig"]
 
@@ -18,8 +19,6 @@ IGMethod = Literal[
 ]
 IGAlgorithm = Literal["auto", "exact", "autograd", "captum"]
 
-_METHODS = ("gausslegendre", "riemann_trapezoid", "riemann_left", "riemann_right", "riemann_middle")
-_ALGORITHMS = ("auto", "exact", "autograd", "captum")
 _DEFAULT_CHUNK = 256
 
 
@@ -41,24 +40,19 @@ class IGConfig:
         ``"autograd"`` or ``"captum"``.
     """
 
-    n_steps: int = 50
-    method: IGMethod = "gausslegendre"
-    chunk_size: int = _DEFAULT_CHUNK
-    algorithm: IGAlgorithm = "auto"
+    n_steps: int = knob(50, "quadrature steps")
+    method: IGMethod = knob("gausslegendre", "captum's quadrature rule")
+    chunk_size: int = knob(_DEFAULT_CHUNK, "samples per chunk")
+    algorithm: IGAlgorithm = knob(
+        "auto", "exact (fast path), autograd or captum; auto = exact where possible"
+    )
 
     def __post_init__(self) -> None:
-        _check_knobs(self.n_steps, self.method, self.algorithm)
+        check_choices(self, "ig")
+        if self.n_steps < 1:
+            raise DeeppertError(f"ig.n_steps must be positive, got {self.n_steps}")
         if self.chunk_size < 1:
             raise DeeppertError(f"ig.chunk_size must be positive, got {self.chunk_size}")
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def _check_knobs(n_steps: int, method: str, algorithm: str) -> None:
-    if n_steps < 1:
-        raise DeeppertError(f"ig.n_steps must be positive, got {n_steps}")
-    if method not in _METHODS:
-        raise DeeppertError(f"ig.method must be one of {_METHODS}, got {method!r}")
-    if algorithm not in _ALGORITHMS:
-        raise DeeppertError(f"ig.algorithm must be one of {_ALGORITHMS}, got {algorithm!r}")

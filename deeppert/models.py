@@ -15,15 +15,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
-from typing import Literal
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from deeppert import rng
-from deeppert.errors import DeeppertError
+from deeppert.train_config import ModelConfig, ModelKind, hidden_sizes
 
 __all__ = [
     "ModelKind",
@@ -39,68 +38,6 @@ __all__ = [
     "draw_noise",
     "MeanEncoder",
 ]
-
-ModelKind = Literal["AE", "DAE", "VAE"]
-MODEL_KINDS: tuple[str, ...] = ("AE", "DAE", "VAE")
-
-
-def hidden_sizes(latent_dim: int) -> tuple[int, int]:
-    """Hidden widths (h1, h2) by latent dim: 5 -> (100, 25); 10 -> (250, 50); else (250, 100)."""
-    if latent_dim == 5:
-        return (100, 25)
-    if latent_dim == 10:
-        return (250, 50)
-    return (250, 100)
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    """Architecture of one autoencoder.
-
-    Parameters
-    ----------
-    kind
-        ``"AE"``, ``"DAE"`` (AE + Gaussian input noise in training) or ``"VAE"``.
-    latent_dim
-        Size ``d`` of the code.
-    n_inputs
-        Number of PCA components ``p`` fed in.
-    dropout
-        Dropout rate of the AE/DAE hidden layers.
-    dae_noise_std
-        Standard deviation of the DAE input noise.
-    vae_decoder
-        ``"mirrored"`` (d -> h2 -> h1 -> p, the default) or ``"reference"`` (d -> h1 -> h2 -> p,
-        as the reference implementation built it).
-    """
-
-    kind: ModelKind = "VAE"
-    latent_dim: int = 10
-    n_inputs: int = 100
-    dropout: float = 0.1
-    dae_noise_std: float = 1.0
-    vae_decoder: Literal["mirrored", "reference"] = "mirrored"
-
-    def __post_init__(self) -> None:
-        if self.kind not in MODEL_KINDS:
-            raise DeeppertError(f"model kind must be one of {MODEL_KINDS}, got {self.kind!r}")
-        if self.latent_dim < 1 or self.n_inputs < 1:
-            raise DeeppertError(
-                f"latent_dim and n_inputs must be positive, got {self.latent_dim}, {self.n_inputs}"
-            )
-        if not 0.0 <= self.dropout < 1.0:
-            raise DeeppertError(f"dropout must be in [0, 1), got {self.dropout}")
-        if self.vae_decoder not in ("mirrored", "reference"):
-            raise DeeppertError(
-                f"vae_decoder must be 'mirrored' or 'reference', got {self.vae_decoder!r}"
-            )
-
-    @property
-    def hidden(self) -> tuple[int, int]:
-        return hidden_sizes(self.latent_dim)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 @dataclass

@@ -7,15 +7,15 @@ through them, and reconstructions are mapped back to gene space to score held-ou
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import pandas as pd
 
 from deeppert.atomic import read_parquet
 from deeppert.errors import DeeppertError
+from deeppert.train_config import PCA_TABLES, PreprocessConfig
 
 __all__ = [
     "PreprocessConfig",
@@ -26,37 +26,6 @@ __all__ = [
     "fit_pca",
     "r2_score_flat",
 ]
-
-
-@dataclass(frozen=True)
-class PreprocessConfig:
-    """PCA size, held-out fraction and split seed; gene-wise standardisation is opt-in.
-
-    ``split``: ``"auto"`` groups the validation split by sample id when ids repeat (a
-    compound profiled twice never sits on both sides), else splits rows; ``"grouped"`` and
-    ``"rows"`` force one or the other.
-    """
-
-    n_components: int = 100
-    val_fraction: float = 0.1
-    split_seed: int = 0
-    standardize: bool = False
-    split: Literal["auto", "grouped", "rows"] = "auto"
-
-    def __post_init__(self) -> None:
-        if self.n_components < 1:
-            raise DeeppertError(f"n_components must be positive, got {self.n_components}")
-        if not 0.0 <= self.val_fraction < 1.0:
-            raise DeeppertError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
-        if self.split not in ("auto", "grouped", "rows"):
-            raise DeeppertError(f"split must be one of auto, grouped, rows; got {self.split!r}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-#: The tables a PCA model is stored as, one ``<name>.parquet`` each (:meth:`PCAModel.to_frames`).
-PCA_TABLES = ("components", "center", "explained_variance")
 
 
 @dataclass

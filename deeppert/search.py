@@ -13,8 +13,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
-from typing import Literal
 
 import pandas as pd
 import torch
@@ -22,6 +20,7 @@ import torch
 from deeppert.errors import DeeppertError
 from deeppert.models import PerturbationAutoencoder
 from deeppert.train import TrainedModels, fit
+from deeppert.train_config import _INTEGER, SEARCHED, Distribution, SearchConfig
 
 __all__ = [
     "Distribution",
@@ -30,95 +29,6 @@ __all__ = [
     "apply_hyperparameters",
     "train_with_validation",
 ]
-
-SEARCHED = ("lr_max", "dropout", "batch_size", "epochs")
-_INTEGER = ("batch_size", "epochs")
-
-
-@dataclass(frozen=True)
-class Distribution:
-    """One search space: ``loguniform``/``uniform`` over ``[low, high]``, or ``choice`` of ``values``."""
-
-    distribution: Literal["loguniform", "uniform", "choice"]
-    low: float | None = None
-    high: float | None = None
-    values: tuple[float, ...] = ()
-
-    def __post_init__(self) -> None:
-        if self.distribution == "choice":
-            if not self.values or self.low is not None or self.high is not None:
-                raise DeeppertError("choice takes a non-empty `values` list and no low/high")
-            return
-        if self.values or self.low is None or self.high is None:
-            raise DeeppertError(f"{self.distribution} takes `low` and `high` and no values")
-        if not self.low < self.high:
-            raise DeeppertError(f"low must be < high, got low={self.low}, high={self.high}")
-        if self.distribution == "loguniform" and self.low <= 0:
-            raise DeeppertError(f"loguniform needs low > 0, got {self.low}")
-
-    @property
-    def bounds(self) -> tuple[float, float]:
-        if self.distribution == "choice":
-            return min(self.values), max(self.values)
-        return float(self.low), float(self.high)  # type: ignore[arg-type]
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-@dataclass(frozen=True)
-class SearchConfig:
-    """The ``search:`` section: spaces for the searched knobs and the early-stopping rule.
-
-    Each trial trains run ``run`` of one (model, latent dim) of ``grid`` with sampled values;
-    ``num_samples`` trials per (model, latent dim). ASHA compares trials on ``metric`` after
-    ``grace_period`` epochs and keeps the top ``1 / reduction_factor`` at each rung.
-    """
-
-    num_samples: int = 8
-    scheduler: Literal["asha", "fifo"] = "asha"
-    metric: Literal["r2_genes", "r2_pca"] = "r2_genes"
-    grace_period: int = 2
-    reduction_factor: float = 2.0
-    run: int = 0
-    seed: int = 0
-    lr_max: Distribution | None = None
-    dropout: Distribution | None = None
-    batch_size: Distribution | None = None
-    epochs: Distribution | None = None
-
-    def __post_init__(self) -> None:
-        if self.num_samples < 1 or self.grace_period < 1 or self.run < 0:
-            raise DeeppertError("num_samples and grace_period must be >= 1 and run >= 0")
-        if not self.reduction_factor > 1:
-            raise DeeppertError(f"reduction_factor must be > 1, got {self.reduction_factor}")
-        if not self.spaces:
-            raise DeeppertError(f"give a space for at least one of {', '.join(SEARCHED)}")
-        for name, space in self.spaces.items():
-            low, high = space.bounds
-            if name in _INTEGER:
-                if space.distribution != "choice" or any(v != int(v) for v in space.values):
-                    raise DeeppertError(f"{name}: must be a choice of integers")
-                if low < (2 if name == "batch_size" else 1):
-                    raise DeeppertError(
-                        f"{name}: values must be >= {2 if name == 'batch_size' else 1}"
-                    )
-            elif name == "dropout" and not (0 <= low and high < 1):
-                raise DeeppertError(f"dropout: bounds must lie in [0, 1), got [{low}, {high}]")
-            elif name == "lr_max" and not low > 0:
-                raise DeeppertError(f"lr_max: bounds must be > 0, got [{low}, {high}]")
-
-    @property
-    def spaces(self) -> dict[str, Distribution]:
-        """The searched knobs that have a space, by name."""
-        return {n: getattr(self, n) for n in SEARCHED if getattr(self, n) is not None}
-
-    def max_epochs(self, default: int) -> int:
-        """Longest training a trial can ask for (ASHA's ``max_t``)."""
-        return int(self.epochs.bounds[1]) if self.epochs is not None else default
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def apply_hyperparameters(config, values: dict[str, float]):

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Any, Literal, get_args
+from typing import Any, Literal
 
 from deeppert.errors import DeeppertError
+from deeppert.schema import check_choices, knob
 
 __all__ = ["Activity", "Signs", "Response", "N_LANDMARKS", "SynthConfig"]
 
@@ -58,27 +59,28 @@ class SynthConfig:
         Name put in the metadata's ``cell_iname`` column.
     """
 
-    n_samples: int = 5000
-    n_programs: int = 5
-    module_size: int = 40
-    module_overlap: int = 0
-    signal_fraction: float = 0.6
-    module_loading: float = 1.0
-    background_loading: float = 0.15
-    activity: Activity = "gaussian"
+    n_samples: int = knob(5000, "rows (signatures)")
+    n_programs: int = knob(5, "hidden programs K")
+    module_size: int = knob(40, "genes per planted module")
+    module_overlap: int = knob(0, "genes each module shares with the next")
+    signal_fraction: float = knob(0.6, "trace cov(signal) / trace cov(matrix), in (0, 1)")
+    module_loading: float = knob(1.0, "mean |loading| of a program on its module genes")
+    background_loading: float = knob(0.15, "std of a program's loadings on other genes")
+    activity: Activity = knob("gaussian", "distribution of program activities")
     student_df: float = 4.0
-    signs: Signs = "random"
-    response: Response = "linear"
-    interaction: bool = False
-    seed: int = 0
-    disease: str = "Synthetic Disease"
+    signs: Signs = knob("random", "signs of module loadings: per gene, or half negative")
+    response: Response = knob("linear", "how module genes respond to their program")
+    interaction: bool = knob(False, "the last module responds to the last two programs' product")
+    seed: int = knob(0, "seeds every random draw")
+    disease: str = knob("Synthetic Disease", "disease name of the known pairs")
     decoy_disease: str = "Synthetic Decoy Disease"
-    n_known_pairs: int = 40
-    n_disease_programs: int = 1
-    n_decoy_pairs: int = 20
+    n_known_pairs: int = knob(40, "known target pairs, within the disease programs' modules")
+    n_disease_programs: int = knob(1, "programs whose modules hold the known pairs")
+    n_decoy_pairs: int = knob(20, "decoy pairs across modules")
     cell_line: str = "SYN1"
 
     def __post_init__(self) -> None:
+        check_choices(self, "synthetic")
         n_genes = N_LANDMARKS
         checks = [
             (self.n_samples >= 10, "n_samples must be at least 10"),
@@ -98,16 +100,7 @@ class SynthConfig:
             ),
             (self.module_loading > 0, "module_loading must be positive"),
             (self.background_loading >= 0, "background_loading must be >= 0"),
-            (
-                self.activity in get_args(Activity),
-                f"unknown activity {self.activity!r}",
-            ),
             (self.student_df > 2, "student_df must exceed 2 (finite variance)"),
-            (self.signs in get_args(Signs), f"unknown signs {self.signs!r}"),
-            (
-                self.response in get_args(Response),
-                f"unknown response {self.response!r}",
-            ),
             (
                 not self.interaction or self.n_programs >= 2,
                 "interaction needs at least 2 programs",

@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass
 from typing import Literal
 
 from deeppert.errors import DeeppertError
+from deeppert.schema import check_choices, knob
 
 __all__ = ["Mode", "TargetConfig"]
 
@@ -25,19 +26,18 @@ class TargetConfig:
     ``plots`` is part of the config because in reference mode drawing plots changes results.
     """
 
-    n_clusters: int = 4
-    top_genes: int = 50
-    threshold: float | Literal["auto"] = 0.8
-    n_pairs: int = 100
-    mode: Mode = "default"
+    n_clusters: int = knob(4, "gene clusters")
+    top_genes: int = knob(50, "top genes clustered")
+    threshold: float | Literal["auto"] = knob(0.8, "|Pearson r| threshold in [0, 1] or 'auto'")
+    n_pairs: int = knob(100, "pairs reported")
+    mode: Mode = knob("default", "'reference' reproduces the published script's quirks")
     plots: bool = True
-    permutations: int = 1000
-    seed: int = 0
+    permutations: int = knob(1000, "label permutations for the null")
+    seed: int = knob(0, "seed of the permutation null")
     top_ns: tuple[int, ...] = tuple(range(10, 101, 10))
 
     def __post_init__(self) -> None:
-        if self.mode not in ("default", "reference"):
-            raise DeeppertError(f"mode must be 'default' or 'reference', got {self.mode!r}")
+        check_choices(self, "targets")
         if self.n_clusters < 2:
             raise DeeppertError(f"n_clusters must be >= 2, got {self.n_clusters}")
         if self.top_genes < self.n_clusters:

@@ -19,9 +19,8 @@ import logging
 import math
 import pickle
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -38,6 +37,7 @@ from deeppert.models import (
 )
 from deeppert.preprocess import PCAModel, r2_score_flat
 from deeppert.rng import replica_keys
+from deeppert.train_config import TrainConfig
 
 __all__ = ["TrainConfig", "seed_for_run", "TrainedModels", "fit"]
 
@@ -54,43 +54,6 @@ NOISE_BLOCK_WORDS = {"cpu": 1, "cuda": 1 << 25}
 def seed_for_run(run: int) -> int:
     """The reference's seed for run ``run`` (runs numbered from 0)."""
     return 123456 * run
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Optimisation settings; defaults are docs/method.md's (``beta_start=1`` mimics the reference)."""
-
-    epochs: int = 100
-    batch_size: int = 256
-    lr_max: float = 1e-3
-    lr_min: float = 1e-6
-    cycle_epochs: int = 20
-    beta_start: float = 0.0
-    kl_kappa: float = 0.01
-    dtype: Literal["float32", "float64"] = "float32"
-    device: str = "cpu"
-
-    def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "cycle_epochs"):
-            if getattr(self, name) < 1:
-                raise DeeppertError(f"train.{name} must be positive, got {getattr(self, name)}")
-        if not 0 < self.lr_min <= self.lr_max:
-            raise DeeppertError(
-                f"need 0 < train.lr_min <= train.lr_max, got {self.lr_min}, {self.lr_max}"
-            )
-        if self.dtype not in ("float32", "float64"):
-            raise DeeppertError(f"train.dtype must be float32 or float64, got {self.dtype!r}")
-
-    @property
-    def torch_dtype(self) -> torch.dtype:
-        return torch.float64 if self.dtype == "float64" else torch.float32
-
-    def beta(self, epoch: int) -> float:
-        """KL weight at ``epoch`` (0-based): warm-up from beta_start by kl_kappa, capped at 1."""
-        return min(1.0, self.beta_start + self.kl_kappa * epoch)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 @dataclass

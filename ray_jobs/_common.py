@@ -1,4 +1,9 @@
-"""What every job shares: config and tracking flags, logging, the Ray connection, the exit code."""
+"""What every job shares: config and tracking flags, logging, the Ray connection, the exit code.
+
+Only light modules are imported here (the config schema, the standard library): a job's
+``--help`` answers before MLflow, pandas or torch load; each job imports those inside the
+functions that use them.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +17,6 @@ from collections.abc import Callable
 from deeppert.config import ExperimentConfig, load_config
 from deeppert.errors import DeeppertError
 from deeppert.interrupts import Terminated, interrupt_exit, rearm_terminate, terminate_raises
-from deeppert.tracking.client import quiet_mlflow, request_error
 
 __all__ = [
     "job_parser",
@@ -48,6 +52,8 @@ def job_config(args: argparse.Namespace) -> ExperimentConfig:
     :class:`~deeppert.tracking.session.TrackingSession` of ``config.tracking`` sets the
     process's MLflow client settings when it connects; MLflow's per-run prints stay out of
     the log unless ``--verbose`` (:func:`~deeppert.tracking.client.quiet_mlflow`)."""
+    from deeppert.tracking.client import quiet_mlflow
+
     quiet_mlflow(getattr(args, "verbose", False))
     config = load_config(args.config)
     uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
@@ -117,6 +123,8 @@ def run_job(name: str, body: Callable[[], int]) -> int:
     """
     from mlflow.exceptions import MlflowException
     from requests import RequestException
+
+    from deeppert.tracking.client import request_error
 
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"

@@ -25,11 +25,15 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
-
+from deeppert.downstream_config import TaskConfig, add_downstream_flags, downstream_configs
 from deeppert.errors import DeeppertError
+from deeppert.schema import add_flags, given
 from ray_jobs._common import connect_ray, job_config, job_parser, run_job
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger("deeppert.downstream_job")
 
@@ -122,19 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--build-pooled", type=Path, metavar="OUT.parquet", help="write the pooled signatures"
     )
-    parser.add_argument("--synergy", default="A375,HT29,VCAP", help="cell lines ('' = none)")
-    parser.add_argument("--toxicity", default="renal,npc,neu", help="sets ('' = none)")
-    parser.add_argument("--pca-components", default=10, type=int)
-    parser.add_argument("--member", help="model group for the single-model features")
-    parser.add_argument("--models", default="rf", help="comma list of rf, hgb")
-    parser.add_argument("--seeds", default=3, type=int)
-    parser.add_argument("--n-estimators", default=100, type=int)
-    parser.add_argument("--folds", default=5, type=int)
-    parser.add_argument("--inner-folds", default=3, type=int)
-    parser.add_argument(
-        "--settings", default="inductive,transductive", help="featurizer settings (PCA)"
-    )
-    parser.add_argument("--hgb-max-iter", default=100, type=int)
+    add_flags(parser, TaskConfig, ("synergy", "toxicity"))
+    add_downstream_flags(parser)  # EvalConfig and FeatureConfig, as `deeppert downstream`
     parser.add_argument("--num-cpus", default=2, type=int, help="local Ray size when no cluster")
     parser.add_argument("--out", type=Path, help="also write scores/summary here")
     args = parser.parse_args(argv)
@@ -170,18 +163,12 @@ def _evaluate(args) -> int:
     log.info(
         "ensemble %s -> %s (run %s)", args.ensemble, outputs.version.uri, outputs.version.run_id
     )
-    feats = ensemble_feature_sets(model, pca_components=args.pca_components, group=args.member)
-    eval_config = ds.EvalConfig(
-        n_folds=args.folds,
-        seeds=tuple(range(args.seeds)),
-        models=tuple(m.strip() for m in args.models.split(",") if m.strip()),
-        n_estimators=args.n_estimators,
-        inner_folds=args.inner_folds,
-        hgb_max_iter=args.hgb_max_iter,
-        settings=tuple(s.strip() for s in args.settings.split(",") if s.strip()),
+    eval_config, features = downstream_configs(args)
+    tasks = TaskConfig(**given(args, TaskConfig, ("synergy", "toxicity")))
+    feats = ensemble_feature_sets(
+        model, pca_components=features.pca_components, group=features.member
     )
-    jobs = [("synergy", c.strip()) for c in args.synergy.split(",") if c.strip()]
-    jobs += [("toxicity", t.strip()) for t in args.toxicity.split(",") if t.strip()]
+    jobs = [("synergy", c) for c in tasks.synergy] + [("toxicity", t) for t in tasks.toxicity]
     if not jobs:
         raise DeeppertError("no task: --synergy and --toxicity are both empty")
     import ray
@@ -235,5 +222,4 @@ def _evaluate(args) -> int:
 
 
 if __name__ == "__main__":
-    pd.set_option("display.width", 200)
     sys.exit(main())

@@ -5,15 +5,17 @@
 Selects the sweep's encoder versions from the registry (``<dataset>-encoder``, tag sweep),
 checks that the data is the sweep's (its sha256 against the parent's
 ``deeppert.data_sha256.<dataset>`` tag), and runs the ensemble step
-(:func:`deeppert.stability.ensemble_step`, the same function as ``deeppert ensemble``, with the
-config's ``ensemble`` section) on latents recomputed here from each encoder, one model run at a
+(:func:`deeppert.tl.ensemble_of`, what ``deeppert ensemble`` runs, with the config's
+``ensemble`` section) on latents recomputed here from each encoder, one model run at a
 time: no latents are downloaded, and IG gene weights only in the gmeans mode. On a Ray cluster
 (``ray job submit``, or ``sweep.ray_address``) the consensus mode's per-run rotations and
-loadings run as Ray tasks (:func:`ray_jobs._distributed.distributed_components`). It logs an ensemble run with ``labels``, ``ensemble_weights``
+loadings run as Ray tasks (:func:`ray_jobs._distributed.distributed_components`). It logs an
+ensemble run holding the files ``deeppert ensemble`` writes, by the same writer
+(:func:`deeppert.tracking.registry.log_ensemble_outputs`: ``labels``, ``ensemble_weights``
 (gene importances, what the targets job reads), ``ensemble_loadings`` (signed),
-``ensemble_embedding`` (Parquet), ``stability.json`` (and the consensus mode's
-``selection.parquet`` / ``selection.png``), the density filter's counts and the step's
-warnings (logged, and tag ``deeppert.warning``), and registers an embedding pyfunc as
+``ensemble_embedding``, ``members.json``, ``summary.json``, ``stability.json``, the consensus
+mode's ``selection.csv`` / ``selection.png``, the figures), the density filter's counts and the
+step's warnings (logged, and tag ``deeppert.warning``), and registers an embedding pyfunc as
 ``<dataset>-ensemble@current``. Cell lines are ensembled in parallel as Ray tasks.
 """
 
@@ -22,19 +24,14 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from typing import TYPE_CHECKING
 
-import pandas as pd
-
-from deeppert.config import ExperimentConfig
-from deeppert.ensemble import Ensemble, EnsembleModel
-from deeppert.grid import load_dataset, prepare
-from deeppert.stability import ensemble_step
-from deeppert.tracking.contract import ENSEMBLE_ALIAS
-from deeppert.tracking.registry import ensemble_model_name, load_sweep_encoders, log_ensemble
-from deeppert.tracking.session import TrackingSession
-from deeppert.tracking.sweep import data_sha256, sweep_name
 from ray_jobs._common import connect_ray, job_config, job_parser, run_job
-from ray_jobs._distributed import distributed_components
+
+if TYPE_CHECKING:
+    from deeppert.config import ExperimentConfig
+    from deeppert.ensemble import Ensemble
+    from deeppert.tracking.session import TrackingSession
 
 log = logging.getLogger("deeppert.ensemble_job")
 
@@ -54,6 +51,13 @@ def ensemble_dataset(
     :class:`~deeppert.ensemble.Ensemble` whose frames were logged (tests compare them with
     what a reader fetches by alias).
     """
+    from deeppert import tl
+    from deeppert.grid import load_dataset, prepare
+    from deeppert.tracking.contract import ENSEMBLE_ALIAS
+    from deeppert.tracking.registry import ensemble_model_name, load_sweep_encoders, log_ensemble
+    from deeppert.tracking.sweep import data_sha256
+    from ray_jobs._distributed import distributed_components
+
     signatures = load_dataset(config.dataset(dataset))
     prepared = prepare(signatures, config)
     gmeans = config.ensemble.method == "gmeans"
@@ -79,18 +83,18 @@ def ensemble_dataset(
         precomputed = distributed_components(
             latents, prepared.x_train, encoders.pca, config.ensemble
         )
-    step = ensemble_step(
+    step, model = tl.ensemble_of(
         latents,
         encoders.gene_weights,
-        config=config.ensemble,
         x_pca=prepared.x_train,
         pca=encoders.pca,
+        members=list(encoders.groups.values()),
+        config=config.ensemble,
         precomputed=precomputed,
     )
     ensemble, stability = step.ensemble, step.stability
     for line in step.report():
         log.info("%s: %s", dataset, line)
-    model = EnsembleModel.from_ensemble(ensemble, list(encoders.groups.values()), encoders.pca)
     version = log_ensemble(
         session,
         dataset=dataset,
@@ -122,6 +126,11 @@ def main(argv: list[str] | None = None) -> int:
     args = job_parser(__doc__).parse_args(argv)
 
     def body() -> int:
+        import pandas as pd
+
+        from deeppert.tracking.session import TrackingSession
+        from deeppert.tracking.sweep import sweep_name
+
         config = job_config(args)
         session = TrackingSession(config.tracking).connect()
         sweep = sweep_name(config)  # read only: never reopen the sweep's parent run

@@ -21,29 +21,18 @@ import json
 import logging
 import sys
 import time
+from typing import TYPE_CHECKING
 
-import pandas as pd
-
-from deeppert.config import ExperimentConfig
 from deeppert.errors import DeeppertError
-from deeppert.grid import load_dataset, prepare
-from deeppert.search import (
-    SEARCHED,
-    Distribution,
-    SearchConfig,
-    apply_hyperparameters,
-    train_with_validation,
-)
-from deeppert.tracking.client import mark_run_failed
-from deeppert.tracking.search import (
-    SearchContext,
-    close_search,
-    end_search_trial,
-    log_search_epoch,
-    open_search,
-    start_search_trial,
-)
+from deeppert.schema import add_flags
+from deeppert.train_config import SEARCHED, Distribution, SearchConfig
 from ray_jobs._common import check_ray_address, connect_ray, job_config, job_parser, run_job
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from deeppert.config import ExperimentConfig
+    from deeppert.tracking.search import SearchContext
 
 log = logging.getLogger("deeppert.search")
 
@@ -63,6 +52,9 @@ def _trainable(trial_config: dict, *, prepared: dict, config: ExperimentConfig, 
     import ray
     import torch
     from ray import tune
+
+    from deeppert.search import apply_hyperparameters, train_with_validation
+    from deeppert.tracking.search import end_search_trial, log_search_epoch, start_search_trial
 
     torch.set_num_threads(max(1, int(config.sweep.cpus_per_trial)))
     shape = trial_config["shape"]
@@ -114,6 +106,10 @@ def _trial_name(trial) -> str:
 
 def run_search(config: ExperimentConfig, *, storage_path: str | None = None) -> pd.DataFrame:
     """Run the search of ``config``; returns one row per trial (values, epochs, metric)."""
+    from deeppert.grid import load_dataset, prepare
+    from deeppert.tracking.client import mark_run_failed
+    from deeppert.tracking.search import close_search, open_search
+
     search = config.search
     if search is None:
         raise DeeppertError("the config has no search: section")
@@ -212,6 +208,8 @@ def _tuner(config: ExperimentConfig, ctx: SearchContext, prepared: dict, storage
 
 def _trial_table(results, search: SearchConfig) -> pd.DataFrame:
     """One row per trial: its shape, sampled values, epochs trained and planned, metric, run."""
+    import pandas as pd
+
     rows = []
     for result in results:
         m = result.metrics
@@ -264,9 +262,7 @@ def _outcomes(table: pd.DataFrame, search: SearchConfig) -> dict[str, tuple[str,
 def main(argv: list[str] | None = None) -> int:
     parser = job_parser(__doc__)
     parser.add_argument("--storage-path", help="Tune's results folder (default ~/ray_results)")
-    parser.add_argument(
-        "--scheduler", choices=["asha", "fifo"], help="override search.scheduler (fifo: no stops)"
-    )
+    add_flags(parser, SearchConfig, ("scheduler",))  # overrides the config's search.scheduler
     args = parser.parse_args(argv)
 
     def body() -> int:

@@ -23,28 +23,10 @@ import sys
 import time
 import warnings
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
-
-from deeppert.config import ExperimentConfig
 from deeppert.errors import DeeppertError
-from deeppert.grid import Prepared, load_dataset, prepare
 from deeppert.interrupts import Terminated, interrupt_exit, terminate_deferred
-from deeppert.tracking.client import finish_run, first_line, quiet_mlflow, request_error, ui_url
-from deeppert.tracking.contract import TAGS
-from deeppert.tracking.report import log_sweep_report
-from deeppert.tracking.session import TrackingSession
-from deeppert.tracking.sweep import (
-    SweepContext,
-    close_sweep,
-    data_sha256,
-    finished_grid_keys,
-    log_dataset,
-    open_sweep,
-    run_trial,
-    trial_plan,
-)
 from ray_jobs._common import (
     check_ray_address,
     connect_ray,
@@ -52,6 +34,14 @@ from ray_jobs._common import (
     job_parser,
     run_job,
 )
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from deeppert.config import ExperimentConfig
+    from deeppert.grid import Prepared
+    from deeppert.tracking.session import TrackingSession
+    from deeppert.tracking.sweep import SweepContext
 
 log = logging.getLogger("deeppert.sweep")
 
@@ -68,6 +58,9 @@ class SweepData:
 
 def prepare_sweep_data(ctx: SweepContext, config: ExperimentConfig, plan: list[dict]) -> SweepData:
     """Load, split and project every dataset ``plan`` trains on, and log each on the parent run."""
+    from deeppert.grid import load_dataset, prepare
+    from deeppert.tracking.sweep import data_sha256, log_dataset
+
     data = SweepData({}, {}, {})
     for dataset in config.datasets:
         if not any(t["dataset"] == dataset.name for t in plan):
@@ -86,6 +79,8 @@ def run_planned_trial(
 ) -> dict:
     """One trial of :func:`~deeppert.tracking.sweep.trial_plan` through
     :func:`~deeppert.tracking.sweep.run_trial` (``kwargs``: its ``report`` and ``tags``)."""
+    from deeppert.tracking.sweep import run_trial
+
     return run_trial(
         ctx,
         data.prepared[trial["dataset"]],
@@ -111,6 +106,9 @@ def _trainable(
     import ray
     import torch
     from ray import tune
+
+    from deeppert.tracking.client import quiet_mlflow
+    from deeppert.tracking.contract import TAGS
 
     # The driver prints one line per trial; a trial's own INFO lines (and MLflow's per-run
     # prints) reach the driver's log only with --verbose.
@@ -176,7 +174,7 @@ def _non_retryable(exc: BaseException, session: TrackingSession) -> str | None:
     the server reports itself healthy: one that answers /health with an error (e.g. its readiness check
     finds the artifact store unwritable) would fail every retry the same way.
     """
-    from deeppert.tracking.client import ServerUnreachable
+    from deeppert.tracking.client import ServerUnreachable, request_error
 
     if isinstance(exc, DeeppertError):
         return str(exc)
@@ -199,6 +197,8 @@ def _non_retryable(exc: BaseException, session: TrackingSession) -> str | None:
 
 def _failure_reason(exc: BaseException) -> str:
     """One line for a run's ``deeppert.failure`` tag."""
+    from deeppert.tracking.client import first_line, request_error
+
     if isinstance(exc, DeeppertError):
         return str(exc)
     if (stopped := interrupt_exit(exc)) is not None:
@@ -246,6 +246,10 @@ def run_sweep(
     interrupt, trials out of retries) closes the parent and this driver's leftover trial runs
     FAILED with the cause (:func:`~deeppert.tracking.sweep.close_sweep`) before it propagates.
     """
+    from deeppert.tracking.client import finish_run
+    from deeppert.tracking.report import log_sweep_report
+    from deeppert.tracking.sweep import close_sweep, open_sweep
+
     check_ray_address(config)  # before any work: an unreachable cluster fails in seconds
     ctx = open_sweep(config)
     log.info("sweep %s: parent run %s on %s", ctx.sweep, ctx.parent_run_id, ctx.session.uri)
@@ -263,7 +267,10 @@ def _run_opened(
     ctx: SweepContext, config: ExperimentConfig, storage_path: str | None, verbose: bool
 ) -> pd.DataFrame:
     """The sweep under its open parent run: plan, prepare the data, run the trials with Tune."""
+    import pandas as pd
     from ray import tune
+
+    from deeppert.tracking.sweep import finished_grid_keys, trial_plan
 
     done = finished_grid_keys(ctx)
     plan = trial_plan(config, done)
@@ -335,6 +342,8 @@ def trial_lines(ctx: SweepContext, total: int):
     what it trained, its held-out R^2 and the sweep's MLflow run (its grid points' runs are
     the children listed there)."""
     from ray.tune import Callback
+
+    from deeppert.tracking.client import ui_url
 
     link = ui_url(ctx.session.uri, ctx.session.experiment_id, ctx.parent_run_id)
     started = time.monotonic()

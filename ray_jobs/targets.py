@@ -4,9 +4,10 @@
         --disease "Synthetic Disease" --pairs-dir demo_out/synth/target_pairs
 
 Reads ``ensemble_weights.parquet`` (the gene importances, non-negative) of
-``<dataset>-ensemble@current`` (or ``--ensemble NAME@ALIAS``), runs docs/method.md section 5 with the config's ``targets`` section, and logs a
-run holding the output tables and plots, tagged with the model version it consumed, with
-metrics per reported TOP_N (``match_rate_top_<N>``, ``known_pairs_in_top_<N>``,
+``<dataset>-ensemble@current`` (or ``--ensemble NAME@ALIAS``), runs docs/method.md section 5
+(:func:`deeppert.tl.targets`, what ``deeppert targets`` runs) with the config's ``targets``
+section, and logs a run holding the output tables and plots, tagged with the model version it
+consumed, with metrics per reported TOP_N (``match_rate_top_<N>``, ``known_pairs_in_top_<N>``,
 ``perm_p_top_<N>``) and a description that says how to read them.
 """
 
@@ -16,12 +17,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-from deeppert.targets import load_known_pairs, predict_targets, write_target_outputs
-from deeppert.tracking.client import tracked_run
-from deeppert.tracking.contract import ARTIFACTS, ENSEMBLE_ALIAS, ROLES, TAGS
-from deeppert.tracking.notes import targets_description, targets_metrics
-from deeppert.tracking.registry import ensemble_model_name, lineage_tags, load_ensemble_outputs
-from deeppert.tracking.session import TrackingSession
 from ray_jobs._common import job_config, job_parser, run_job
 
 
@@ -40,14 +35,20 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _predict(args) -> int:
+    from deeppert import tl
+    from deeppert.targets import load_known_pairs, write_target_outputs
+    from deeppert.tracking.client import tracked_run
+    from deeppert.tracking.contract import ARTIFACTS, ENSEMBLE_ALIAS, ROLES, TAGS
+    from deeppert.tracking.notes import targets_description, targets_metrics
+    from deeppert.tracking.registry import ensemble_model_name, lineage_tags, load_ensemble_outputs
+    from deeppert.tracking.session import TrackingSession
+
     config = job_config(args)
     session = TrackingSession(config.tracking).connect()
     ref = args.ensemble or f"{ensemble_model_name(config.datasets[0].name)}@{ENSEMBLE_ALIAS}"
     known = load_known_pairs(args.pairs_dir)
     outputs = load_ensemble_outputs(session, ref)
-    result = predict_targets(
-        outputs.weights, config=config.targets, known=known, disease=args.disease
-    )
+    result = tl.targets(outputs.weights, config=config.targets, known=known, disease=args.disease)
     version = f"{outputs.version.name}/{outputs.version.version}"
     with tracked_run(
         session,

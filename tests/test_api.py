@@ -32,7 +32,7 @@ DISEASE = "Synthetic Disease"
 TARGETS = {"n_clusters": 3, "top_genes": 100, "permutations": 10}
 # files holding wall times, compared without them
 TIMED = {"signatures/ensemble/program_baselines.parquet", "signatures/ensemble/summary.json"}
-STEPS = {"train", "attribute", "ensemble", "targets", "all_diseases"}
+STEPS = {"train", "attribute", "ensemble", "ensemble_of", "targets", "all_diseases"}
 
 
 def test_import_deeppert_loads_neither_torch_nor_pandas():

@@ -138,3 +138,37 @@ def test_the_demo_prints_a_deeppert_command_that_runs_as_pasted() -> None:
         f"{command} server --help", shell=True, cwd=REPO, capture_output=True, text=True
     )
     assert proc.returncode == 0 and "--data-dir" in proc.stdout, (command, proc.stderr[-500:])
+
+
+def test_every_ray_job_help_imports_neither_torch_nor_pandas() -> None:
+    """``python ray_jobs/<job>.py --help`` of every entry point answers before torch, pandas,
+    numpy, MLflow or Ray load (its flags come from the config schema; one interpreter, each
+    job's new imports)."""
+    jobs = sorted(p.name for p in (REPO / "ray_jobs").glob("*.py") if not p.name.startswith("_"))
+    code = """
+import json, runpy, sys
+heavy, jobs = set(sys.argv[1].split(",")), sys.argv[2:]
+steps = []
+for job in jobs:
+    before = set(sys.modules)
+    sys.argv = [f"ray_jobs/{job}", "--help"]
+    try:
+        runpy.run_path(f"ray_jobs/{job}", run_name="__main__")
+        rc = None
+    except SystemExit as exc:
+        rc = exc.code
+    new = {m.split('.')[0] for m in set(sys.modules) - before}
+    steps.append({"job": job, "rc": rc, "heavy": sorted(new & heavy)})
+print(json.dumps(steps), file=sys.stderr)
+"""
+    proc = subprocess.run(
+        [sys.executable, "-c", code, ",".join(HEAVY), *jobs],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    steps = json.loads(proc.stderr.strip().splitlines()[-1])
+    assert [s["job"] for s in steps] == jobs and len(jobs) >= 5
+    assert all(s["rc"] == 0 for s in steps), steps
+    assert {s["job"]: s["heavy"] for s in steps if s["heavy"]} == {}

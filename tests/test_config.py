@@ -230,11 +230,18 @@ def test_architecture_section_is_model_config_less_the_grid_point():
         parse_config({"model": {"dropout": 1.5}})
 
 
-def test_every_dataset_load_option_has_a_command_line_flag():
-    """cli/_data.py lists the load options by name (importing DataConfig would load the data
-    stack into `--help`); a DataConfig option missing there would be silently dropped by
-    `deeppert train --data`."""
-    from deeppert.cli._data import LOAD_OPTIONS
-    from deeppert.config import DataConfig
+def test_every_dataset_load_option_is_a_flag_with_its_fields_help():
+    """The commands that read a file take DataConfig's load options as flags, each with the
+    help line of its field, so `deeppert train --data` drops none of them."""
+    import argparse
 
-    assert set(LOAD_OPTIONS) == set(DataConfig().load_options())
+    from deeppert.cli._data import add_load_arguments
+    from deeppert.config import LOAD_OPTIONS, DataConfig
+    from deeppert.schema import help_of
+
+    parser = argparse.ArgumentParser()
+    add_load_arguments(parser)
+    helps = {a.dest: a.help for a in parser._actions if a.dest != "help"}
+    assert set(helps) == set(LOAD_OPTIONS) == set(DataConfig().load_options())
+    for name in LOAD_OPTIONS:
+        assert help_of(DataConfig, name) and helps[name].startswith(help_of(DataConfig, name))

@@ -125,3 +125,47 @@ def test_sweep_params_of_a_file_dataset_have_no_synthetic_section():
     assert params["datasets.SYN.synthetic.n_samples"] == "300"
     assert config.sha256() == before == parse_config(raw).sha256()
     assert config.to_dict()["datasets"][0]["synthetic"]["n_samples"] == 5000
+
+
+@pytest.mark.mlflow
+def test_the_ensemble_run_logs_the_files_deeppert_ensemble_writes(sqlite_server, tmp_path):
+    """One writer: the MLflow ensemble run holds the files of ``RUN_DIR/ensemble/`` (the
+    tables, members, summary, stability, selection curve, figures) under the same names; only
+    ``model/`` is the run's pyfunc instead, and the figures are also keyed images."""
+    from threadpoolctl import threadpool_limits
+
+    import deeppert as dp
+    from deeppert.config import parse_config
+    from deeppert.data import SynthConfig, make_synthetic
+    from deeppert.tracking.client import tracked_run
+    from deeppert.tracking.contract import ENSEMBLE_FILES, ROLES, TAGS
+    from deeppert.tracking.registry import log_ensemble_outputs
+    from deeppert.tracking.session import TrackingSession
+
+    raw = {
+        "preprocess": {"n_components": 10},
+        "grid": {"models": ["AE"], "latent_dims": [3], "runs": 2, "baselines": False},
+        "train": {"epochs": 2, "batch_size": 128},
+        "ensemble": {"l_min": 2, "l_max": 3},
+    }
+    sig = make_synthetic(SynthConfig(n_samples=150, n_programs=2, module_size=10)).signatures
+    with threadpool_limits(limits=1):
+        run = dp.tl.train(sig, tmp_path / "run", config=parse_config(raw))
+    dp.tl.attribute(run, config=dp.IGConfig(n_steps=4))
+    step = dp.tl.ensemble(run, stability=False)  # the command's path: writes run/ensemble/
+    written = {p.relative_to(run.path / "ensemble").as_posix()
+               for p in (run.path / "ensemble").rglob("*") if p.is_file()}  # fmt: skip
+
+    session = TrackingSession.for_uri(sqlite_server.url, "contract-ensemble").connect()
+    with tracked_run(session, run_name="ensemble", tags={TAGS.role: ROLES.ensemble}) as run_id:
+        log_ensemble_outputs(session, run_id, step, tmp_path / "logged")
+    logged, folders = set(), [None]
+    while folders:
+        for item in session.client.list_artifacts(run_id, folders.pop()):
+            (folders.append if item.is_dir else logged.add)(item.path)
+
+    assert ENSEMBLE_FILES.selection in logged and ENSEMBLE_FILES.summary in logged
+    assert {p for p in logged if not p.startswith("images/")} == {
+        p for p in written if not p.startswith(f"{ENSEMBLE_FILES.model}/")
+    }
+    assert {p for p in logged if p.startswith("images/")}, "figures also as keyed images"

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from deeppert import grid
 from deeppert.config import parse_config
 from deeppert.data.synthetic import SynthConfig, make_synthetic, write_synthetic
 from deeppert.tracking.client import tracking_client
@@ -55,7 +56,7 @@ def test_sweep_on_three_node_cluster_needs_no_driver_files(tmp_path, monkeypatch
     driver_cwd.mkdir()
     monkeypatch.chdir(driver_cwd)
 
-    original_load = sweep_job.load_dataset
+    original_load = grid.load_dataset
 
     def load_then_move(dataset):
         signatures = original_load(dataset)
@@ -65,7 +66,7 @@ def test_sweep_on_three_node_cluster_needs_no_driver_files(tmp_path, monkeypatch
         )  # from here on the file is gone from where trials would look
         return signatures
 
-    monkeypatch.setattr(sweep_job, "load_dataset", load_then_move)
+    monkeypatch.setattr(grid, "load_dataset", load_then_move)  # the driver's load
     ray_tmp = tempfile.mkdtemp(prefix="rmn", dir="/tmp")  # short: Unix socket paths <= 107 chars
     cluster = Cluster(
         initialize_head=True,

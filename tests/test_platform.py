@@ -400,6 +400,9 @@ def check_registry_handoff(server: TrackingServer, out: dict) -> None:
     assert ens_run.data.tags[TAGS.role] == "ensemble"
     assert ens_run.data.tags[TAGS.sweep] == ctx.sweep
     assert len(ens_run.data.tags["deeppert.encoder_versions"].split(",")) == 8
+    # The job logs the files `deeppert ensemble` writes (one writer), beside its pyfunc.
+    logged = {a.path for a in client.list_artifacts(outputs.version.run_id)}
+    assert {"members.json", "summary.json", "stability.json", "selection.csv"} <= logged
     # Lineage: the targets job's run names the version it consumed.
     assert out["targets_rc"] == 0
     targets = client.search_runs(

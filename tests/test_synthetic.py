@@ -165,7 +165,7 @@ def test_write_refuses_foreign_folder(small, tmp_path):
             "the modules cover 1200 genes, more than the 978",
         ),
         ({"n_known_pairs": 1000, "module_size": 10}, "n_known_pairs must lie in"),
-        ({"activity": "cauchy"}, "unknown activity 'cauchy'"),
+        ({"activity": "cauchy"}, "synthetic.activity must be one of"),
     ],
 )
 def test_config_validation(change, message):

@@ -231,7 +231,7 @@ def test_unknown_config_key(tmp_path, train_cli, capsys):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["--models", "AE,XYZ"], "grid.models: unknown model(s) ['XYZ']"),
+        (["--models", "AE,XYZ"], "grid.models: 'XYZ' is not one of ['AE', 'DAE', 'VAE']"),
         (["--dims", "5,x"], "--dims must be comma-separated integers"),
         (["--runs", "0"], "grid.runs must be at least 1"),
         (["--epochs", "0"], "train.epochs must be positive"),

@@ -10,26 +10,21 @@ import argparse
 import logging
 from pathlib import Path
 
-from deeppert.cli._flags import add_config_flag, add_dataclass_flags, apply_flags, config_section
+from deeppert.cli._flags import add_config_flag, apply_flags, config_section
 from deeppert.cli._inputs import require_dir
 from deeppert.ig_config import IGConfig
+from deeppert.schema import add_flags
 
 __all__ = ["register", "run_attribute"]
 
 log = logging.getLogger(__name__)
 
-# IGConfig fields of `deeppert attribute` and their flags; defaults come from IGConfig.
+# IGConfig fields of `deeppert attribute` and their flags; help and defaults come from IGConfig.
 _IG_FLAGS = {
     "n_steps": "--steps",
     "method": "--method",
     "chunk_size": "--chunk-size",
     "algorithm": "--algorithm",
-}
-_IG_HELP = {
-    "n_steps": "quadrature steps",
-    "method": "captum's quadrature rule",
-    "chunk_size": "samples per chunk",
-    "algorithm": "exact (fast path), autograd or captum; auto = exact where possible",
 }
 
 
@@ -41,7 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("run_dir", type=Path)
     add_config_flag(p, "attribution")
-    add_dataclass_flags(p, IGConfig, _IG_FLAGS, help=_IG_HELP)
+    add_flags(p, IGConfig, _IG_FLAGS)
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.set_defaults(func=run_attribute)
 

@@ -5,16 +5,16 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-from dataclasses import fields
 from pathlib import Path
-from typing import TYPE_CHECKING, get_args
+from typing import TYPE_CHECKING
 
 from deeppert.cli._inputs import require_file
+from deeppert.config import LOAD_OPTIONS, DataConfig
 from deeppert.errors import DeeppertError
-from deeppert.synth_config import Activity, Response, Signs, SynthConfig
+from deeppert.schema import add_flags, given
+from deeppert.synth_config import SynthConfig
 
 if TYPE_CHECKING:
-    from deeppert.config import DataConfig
     from deeppert.data import Signatures
 
 __all__ = [
@@ -27,7 +27,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-# SynthConfig fields exposed as --flags (name -> type); the rest keep their defaults.
+# SynthConfig fields exposed as --flags (``--n-samples`` for ``n_samples``); the rest keep
+# their defaults. Help, choices and defaults come from SynthConfig.
 _SYNTH_FLAGS = (
     "n_samples",
     "n_programs",
@@ -74,49 +75,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _add_synth_flags(synth: argparse.ArgumentParser) -> None:
-    """One ``--flag`` per name in ``_SYNTH_FLAGS``, typed and defaulted by :class:`SynthConfig`."""
-    defaults = SynthConfig(**_SYNTH_DEFAULTS)
-    types = {f.name: f.type for f in fields(SynthConfig)}
-    choices = {"activity": Activity, "signs": Signs, "response": Response}
-    for name in _SYNTH_FLAGS:
-        default = getattr(defaults, name)
-        kwargs: dict = {"default": default, "help": f"(default: {default})"}
-        if name in choices:
-            kwargs["choices"] = list(get_args(choices[name]))
-        elif isinstance(default, bool):
-            kwargs["action"] = "store_true"
-        else:
-            kwargs["type"] = type(default)
-        assert name in types, name
-        synth.add_argument("--" + name.replace("_", "-"), dest=name, **kwargs)
+    """One flag per name in ``_SYNTH_FLAGS`` (:func:`deeppert.schema.add_flags`)."""
+    add_flags(synth, SynthConfig, _SYNTH_FLAGS, defaults=_SYNTH_DEFAULTS)
 
 
 def add_load_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of :func:`deeppert.data.load_signatures`, shared by commands that read files."""
-    from deeppert.file_formats import FORMATS
-
-    parser.add_argument("--format", choices=FORMATS, default=None)
-    parser.add_argument(
-        "--id-column",
-        default=None,
-        help="id column; for GCT/GCTX/h5ad a metadata field such as pert_iname or pert_id",
-    )
-    parser.add_argument(
-        "--gene-columns",
-        default=None,
-        metavar="LIST|@FILE",
-        help="gene columns: comma-separated, or @FILE with one name per line",
-    )
-    parser.add_argument("--fill-missing", action="store_true", help="fill missing values with 0")
-    parser.add_argument(
-        "--cell-line", default=None, help="keep one cell line (file metadata, or --siginfo)"
-    )
-    parser.add_argument("--pert-type", default=None, help="keep one perturbation type, e.g. trt_cp")
-    parser.add_argument("--siginfo", default=None, help="siginfo_beta.txt / sig_info.txt")
-    parser.add_argument("--geneinfo", default=None, help="geneinfo_beta.txt / gene_info.txt")
-    parser.add_argument(
-        "--compoundinfo", default=None, help="compoundinfo_beta.txt / pert_info.txt"
-    )
+    """The options of :func:`deeppert.data.load_signatures` (:data:`deeppert.config.LOAD_OPTIONS`,
+    fields of :class:`~deeppert.config.DataConfig`), shared by commands that read files."""
+    add_flags(parser, DataConfig, LOAD_OPTIONS, types={"gene_columns": str})
 
 
 def gene_list(spec: str | None) -> list[str] | None:
@@ -136,16 +102,13 @@ def gene_list(spec: str | None) -> list[str] | None:
     return names
 
 
-#: The options :func:`add_load_arguments` adds, by their ``DataConfig`` field names.
-LOAD_OPTIONS = ("format", "id_column", "gene_columns", "fill_missing", "cell_line", "pert_type",
-                "siginfo", "geneinfo", "compoundinfo")  # fmt: skip
-
-
 def _load_options(args: argparse.Namespace) -> dict:
-    """The options of :func:`add_load_arguments` by field name, ``gene_columns`` as a list;
-    the files they name are checked here, before anything heavy is imported."""
-    options = {name: getattr(args, name) for name in LOAD_OPTIONS}
-    options["gene_columns"] = gene_list(options["gene_columns"])
+    """The options of :func:`add_load_arguments` by field name (the ``DataConfig`` default when
+    not given), ``gene_columns`` as a list; the files they name are checked here, before
+    anything heavy is imported."""
+    options = DataConfig().load_options()
+    options.update(given(args, DataConfig, [n for n in LOAD_OPTIONS if n != "gene_columns"]))
+    options["gene_columns"] = gene_list(args.gene_columns)  # a list, or @FILE
     for name in ("siginfo", "geneinfo", "compoundinfo"):
         require_file(options[name], f"--{name}")
     return options
@@ -156,16 +119,13 @@ def data_config_from_args(args: argparse.Namespace, path: str) -> DataConfig:
     options = _load_options(args)
     genes = options["gene_columns"]
     options["gene_columns"] = tuple(genes) if genes else None
-    from deeppert.config import DataConfig
-
     return DataConfig(name=Path(path).stem, path=str(path), **options)
 
 
 def load_from_args(args: argparse.Namespace, **kwargs) -> Signatures:
     """:func:`load_signatures` with the options of :func:`add_load_arguments`.
 
-    Missing files are reported before numpy/pandas load; the options are those of
-    ``DataConfig.load_options`` (a test keeps :data:`LOAD_OPTIONS` equal to them)."""
+    Missing files are reported before numpy/pandas load."""
     if not Path(args.path).is_file():
         state = "is a folder, not a file" if Path(args.path).is_dir() else "file not found"
         raise DeeppertError(f"{args.path}: {state}")
@@ -178,7 +138,7 @@ def load_from_args(args: argparse.Namespace, **kwargs) -> Signatures:
 def _synth(args: argparse.Namespace) -> int:
     from deeppert.data import make_synthetic, write_synthetic
 
-    cfg = SynthConfig(**{name: getattr(args, name) for name in _SYNTH_FLAGS})
+    cfg = SynthConfig(**{**_SYNTH_DEFAULTS, **given(args, SynthConfig, _SYNTH_FLAGS)})
     data = make_synthetic(cfg)
     out = write_synthetic(data, args.out)
     print(

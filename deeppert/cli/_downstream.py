@@ -8,10 +8,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from deeppert.cli._inputs import require_dir, require_file
+from deeppert.downstream_config import TaskConfig, add_downstream_flags, downstream_configs
 from deeppert.errors import DeeppertError
+from deeppert.schema import add_flags, given
 
 if TYPE_CHECKING:
     import numpy as np
+
+    from deeppert.downstream_config import FeatureConfig
 
 __all__ = ["register"]
 
@@ -33,7 +37,6 @@ def _add_common(p: argparse.ArgumentParser) -> None:
         help="comma list of raw, pca, embedding (the --embedding table), single, ensemble "
         "(single/ensemble need --ensemble or --ensemble-dir)",
     )
-    p.add_argument("--pca-components", default=10, type=int)
     p.add_argument(
         "--embedding",
         type=Path,
@@ -50,25 +53,8 @@ def _add_common(p: argparse.ArgumentParser) -> None:
         help="a saved EnsembleModel folder, e.g. RUN_DIR/ensemble/model",
     )
     p.add_argument("--tracking-uri", help="MLflow server holding --ensemble")
-    p.add_argument("--member", help="model group for --features single (default: largest)")
-    p.add_argument("--models", default="rf,hgb", type=_csv_list, help="comma list of rf, hgb")
-    p.add_argument("--seeds", default=5, type=int, help="number of seeds (mean +- sd over them)")
-    p.add_argument(
-        "--seed-start", default=0, type=int, help="first seed (to run seeds apart and merge)"
-    )
-    p.add_argument("--folds", default=5, type=int)
-    p.add_argument("--inner-folds", default=3, type=int)
-    p.add_argument("--n-estimators", default=200, type=int, help="trees per random forest")
-    p.add_argument("--grid", default="tiny", choices=["tiny", "small"])
-    p.add_argument("--n-jobs", default=1, type=int)
+    add_downstream_flags(p)  # EvalConfig and FeatureConfig: --models, --seeds, --member, ...
     p.add_argument("--splits", type=_csv_list, help="comma list of splits (default: all)")
-    p.add_argument(
-        "--settings",
-        default="inductive,transductive",
-        type=_csv_list,
-        help="featurizer settings for PCA: inductive (training fold's signatures), "
-        "transductive (all of the task's signatures; labels never used)",
-    )
     p.add_argument("--no-plots", action="store_true")
     p.add_argument(
         "--out", required=True, type=Path, help="output folder (replaced whole, atomically)"
@@ -83,13 +69,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     syn = sub.add_parser(
         "synergy", help="O'Neil Loewe synergy (regression + label), drug-disjoint folds"
     )
-    syn.add_argument("--cell-lines", default="A375,HT29,VCAP", type=_csv_list)
+    add_flags(syn, TaskConfig, {"synergy": "--cell-lines"})
     _add_common(syn)
     syn.set_defaults(func=_run_synergy)
     tox = sub.add_parser(
         "toxicity", help="HA1E renal / NPC / NEU toxicity, structure and scaffold splits"
     )
-    tox.add_argument("--sets", default="renal,npc,neu", type=_csv_list)
+    add_flags(tox, TaskConfig, {"toxicity": "--sets"})
     _add_common(tox)
     tox.set_defaults(func=_run_toxicity)
     mrg = sub.add_parser("summarize", help="merge the scores of several runs into one table")
@@ -97,21 +83,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     mrg.add_argument("--out", required=True, type=Path)
     mrg.add_argument("--no-plots", action="store_true")
     mrg.set_defaults(func=_run_summarize)
-
-
-def _config(args: argparse.Namespace):
-    from deeppert.downstream import EvalConfig
-
-    return EvalConfig(
-        n_folds=args.folds,
-        seeds=tuple(range(args.seed_start, args.seed_start + args.seeds)),
-        models=tuple(args.models),
-        n_estimators=args.n_estimators,
-        inner_folds=args.inner_folds,
-        grid=args.grid,
-        n_jobs=args.n_jobs,
-        settings=tuple(args.settings),
-    )
 
 
 def _embedding_lookup(path: Path, keyed_values: dict[str, np.ndarray]):
@@ -170,7 +141,9 @@ def _ensemble_model(args: argparse.Namespace):
     return args._ensemble_model
 
 
-def _featurizers(args: argparse.Namespace, keyed_values: dict[str, np.ndarray]):
+def _featurizers(
+    args: argparse.Namespace, features: FeatureConfig, keyed_values: dict[str, np.ndarray]
+):
     from deeppert.downstream import embedding_featurizer, pca_featurizer, raw_featurizer
     from deeppert.downstream._pooled import (
         default_member_group,
@@ -183,7 +156,7 @@ def _featurizers(args: argparse.Namespace, keyed_values: dict[str, np.ndarray]):
         if name == "raw":
             out.append(raw_featurizer())
         elif name == "pca":
-            out.append(pca_featurizer(args.pca_components))
+            out.append(pca_featurizer(features.pca_components))
         elif name == "embedding":
             if args.embedding is None:
                 raise DeeppertError("--features embedding needs --embedding FILE")
@@ -200,7 +173,7 @@ def _featurizers(args: argparse.Namespace, keyed_values: dict[str, np.ndarray]):
             if name == "ensemble":
                 out.append(embedding_featurizer(ensemble_embed_fn(model), name="ensemble"))
             else:
-                group = args.member or default_member_group(model)
+                group = features.member or default_member_group(model)
                 out.append(
                     embedding_featurizer(
                         member_embed_fn(model, group, 0), name=f"single_{group}_run0"
@@ -215,7 +188,7 @@ def _featurizers(args: argparse.Namespace, keyed_values: dict[str, np.ndarray]):
     return out
 
 
-def _finish(results, args: argparse.Namespace, config) -> int:
+def _finish(results, args: argparse.Namespace, config, features: FeatureConfig) -> int:
     from deeppert.downstream import markdown_table, merge_results, summarize, write_results
 
     merged = merge_results(results)
@@ -226,7 +199,7 @@ def _finish(results, args: argparse.Namespace, config) -> int:
         config={
             "eval": config.to_dict(),
             "features": args.features,
-            "pca_components": args.pca_components,
+            "pca_components": features.pca_components,
             "embedding": args.embedding,
             "ensemble": args.ensemble,
             "ensemble_dir": args.ensemble_dir,
@@ -248,7 +221,7 @@ def _check_inputs(args: argparse.Namespace) -> None:
 
 def _run_tasks(args: argparse.Namespace, load, evaluate, default_splits, names) -> int:
     """Load each named task, evaluate every feature set on it, write the merged results."""
-    config = _config(args)
+    config, features = downstream_configs(args)
     splits = tuple(args.splits or default_splits)
     from deeppert.progress import Progress
 
@@ -256,24 +229,32 @@ def _run_tasks(args: argparse.Namespace, load, evaluate, default_splits, names) 
     with Progress(len(names), f"downstream {args.downstream_command}", unit="task") as bar:
         for name in names:
             task = load(args.data_dir, name)
-            feats = _featurizers(args, dict(zip(task.keys, task.values, strict=True)))
+            keyed = dict(zip(task.keys, task.values, strict=True))
+            feats = _featurizers(args, features, keyed)
             results.append(evaluate(task, feats, config=config, splits=splits))
             bar.update(1, task=name)
-    return _finish(results, args, config)
+    return _finish(results, args, config, features)
+
+
+def _tasks(args: argparse.Namespace, field: str) -> TaskConfig:
+    """The subcommand's tasks (``--cell-lines`` / ``--sets``, else the defaults)."""
+    return TaskConfig(**given(args, TaskConfig, [field]))
 
 
 def _run_synergy(args: argparse.Namespace) -> int:
     _check_inputs(args)
     from deeppert.downstream import SYNERGY_SPLITS, evaluate_synergy, load_synergy
 
-    return _run_tasks(args, load_synergy, evaluate_synergy, SYNERGY_SPLITS, args.cell_lines)
+    names = _tasks(args, "synergy").synergy
+    return _run_tasks(args, load_synergy, evaluate_synergy, SYNERGY_SPLITS, names)
 
 
 def _run_toxicity(args: argparse.Namespace) -> int:
     _check_inputs(args)
     from deeppert.downstream import TOXICITY_SPLITS, evaluate_toxicity, load_toxicity
 
-    return _run_tasks(args, load_toxicity, evaluate_toxicity, TOXICITY_SPLITS, args.sets)
+    names = _tasks(args, "toxicity").toxicity
+    return _run_tasks(args, load_toxicity, evaluate_toxicity, TOXICITY_SPLITS, names)
 
 
 def _run_summarize(args: argparse.Namespace) -> int:

@@ -23,41 +23,18 @@ import argparse
 import logging
 from pathlib import Path
 
-from deeppert.cli._flags import add_dataclass_flags
 from deeppert.cli._inputs import require_dir
 from deeppert.ensemble_config import EnsembleConfig
+from deeppert.schema import add_flags, given
 
 __all__ = ["register", "run_ensemble", "ensemble_config"]
 
 log = logging.getLogger(__name__)
 
-# EnsembleConfig fields of `deeppert ensemble` and their flags; defaults come from EnsembleConfig.
-_FLAGS = {
-    "method": "--method",
-    "seed": "--seed",
-    "n_clusters": "--n-clusters",
-    "labelling": "--labelling",
-    "scaling": "--scaling",
-    "sign_alignment": "--sign-alignment",
-    "cluster_on": "--cluster-on",
-    "rotation": "--rotation",
-    "l_min": "--l-min",
-    "l_max": "--l-max",
-    "density_threshold": "--density-threshold",
-}
-_HELP = {
-    "method": "consensus (identifiable components, L by stability) or gmeans (the reference)",
-    "seed": "seed of every KMeans and FastICA",
-    "n_clusters": "fix L instead of choosing it",
-    "labelling": "gmeans mode: KMeans(L) or the GMeans leaves",
-    "scaling": "gmeans mode: standardise each variable before clustering",
-    "sign_alignment": "gmeans mode: flip variables to their cluster's sign",
-    "cluster_on": "gmeans mode: latent values or IG gene-weight vectors",
-    "rotation": "consensus: per-model rotation",
-    "l_min": "consensus: smallest L scanned",
-    "l_max": "consensus: largest L scanned",
-    "density_threshold": "consensus: outlier filter",
-}
+# EnsembleConfig fields with a flag (``--n-clusters`` for ``n_clusters``); help and defaults
+# come from EnsembleConfig.
+_FLAGS = ("method", "seed", "n_clusters", "labelling", "scaling", "sign_alignment", "cluster_on",
+          "rotation", "l_min", "l_max", "density_threshold")  # fmt: skip
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -68,7 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "Flags override the run's ensemble config; unset flags keep it.",
     )
     e.add_argument("run_dir", type=Path)
-    add_dataclass_flags(e, EnsembleConfig, _FLAGS, help=_HELP, types={"n_clusters": int})
+    add_flags(e, EnsembleConfig, _FLAGS)
     e.add_argument("--no-stability", action="store_true", help="skip the stability report")
     e.add_argument(
         "--force",
@@ -84,7 +61,7 @@ def ensemble_config(run_dir: Path, args: argparse.Namespace) -> EnsembleConfig:
     from deeppert.workspace import ensemble_section
 
     raw = ensemble_section(run_dir)
-    raw.update({k: getattr(args, k) for k in _FLAGS if getattr(args, k, None) is not None})
+    raw.update(given(args, EnsembleConfig, _FLAGS))
     return build_dataclass(EnsembleConfig, raw, "ensemble")
 
 

@@ -13,10 +13,10 @@ import sys
 import threading
 from types import FrameType
 
-from deeppert.cli._flags import add_dataclass_flags, apply_flags
+from deeppert.cli._flags import apply_flags
+from deeppert.schema import add_flags
 from deeppert.tracking.server import (
     ADMIN_PASSWORD_ENV,
-    DEFAULT_AUTH_CACHE_TTL,
     SECRET_KEY_ENV,
     ServerConfig,
     TrackingServer,
@@ -25,22 +25,10 @@ from deeppert.tracking.server import (
 
 __all__ = ["register"]
 
-#: ServerConfig fields with a flag (``--startup-timeout`` for ``startup_timeout``) and its help;
-#: the defaults are the dataclass's.
-_HELP = {
-    "data_dir": "server state folder",
-    "host": "bind address",
-    "port": "port (0 = any free)",
-    "workers": "uvicorn workers",
-    "default_permission": "with --auth: what users may do where nobody granted them anything "
-    "(READ: every authenticated user reads every experiment; NO_PERMISSIONS: nothing until "
-    "granted)",
-    "auth_cache_ttl": "with --auth: seconds a verified password stays cached in each worker "
-    f"(0 = off; None = auth_cache_ttl_seconds of DATA_DIR/basic_auth.ini, else "
-    f"{DEFAULT_AUTH_CACHE_TTL})",
-    "startup_timeout": "seconds to wait for /health",
-}
-_FLAGS = {name: "--" + name.replace("_", "-") for name in _HELP}
+#: ServerConfig fields with a flag (``--startup-timeout`` for ``startup_timeout``); help and
+#: defaults come from the dataclass.
+_FLAGS = ("data_dir", "host", "port", "workers", "default_permission", "auth_cache_ttl",
+          "startup_timeout")  # fmt: skip
 
 _log = logging.getLogger("deeppert.server")
 
@@ -67,7 +55,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "PostgreSQL database is created). Put a URI with a password in "
         f"${BACKEND_URI_ENV}, not on the command line, where `ps` shows it",
     )
-    add_dataclass_flags(p, ServerConfig, _FLAGS, help=_HELP, types={"auth_cache_ttl": int})
+    add_flags(p, ServerConfig, _FLAGS)
     p.add_argument(
         "--artifacts-dir",
         default=None,

@@ -10,26 +10,18 @@ import os
 import time
 from pathlib import Path
 
-from deeppert.cli._flags import add_config_flag, add_dataclass_flags, apply_flags, config_section
+from deeppert.cli._flags import add_config_flag, apply_flags, config_section
 from deeppert.errors import DeeppertError
+from deeppert.schema import add_flags
 from deeppert.target_config import TargetConfig
 
 __all__ = ["register", "parse_threshold"]
 
 log = logging.getLogger(__name__)
 
-#: TargetConfig fields with a flag (``--n-clusters`` for ``n_clusters``) and the flag's help;
-#: the defaults are the dataclass's (the reference's evaluation mode).
-_HELP = {
-    "n_clusters": "gene clusters",
-    "top_genes": "top genes clustered",
-    "threshold": "|Pearson r| threshold in [0, 1] or 'auto'",
-    "n_pairs": "pairs reported",
-    "mode": "'reference' reproduces the published script's quirks",
-    "permutations": "label permutations for the null",
-    "seed": "seed of the permutation null",
-}
-_FLAGS = {name: "--" + name.replace("_", "-") for name in _HELP}
+#: TargetConfig fields with a flag (``--n-clusters`` for ``n_clusters``); help and defaults come
+#: from the dataclass (the reference's evaluation mode).
+_FLAGS = ("n_clusters", "top_genes", "threshold", "n_pairs", "mode", "permutations", "seed")
 
 
 def parse_threshold(text: str) -> float | str:
@@ -111,7 +103,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--min-pairs", type=int, default=20, help="known pairs a disease needs (default 20)"
     )
     add_config_flag(p, "targets")
-    add_dataclass_flags(p, TargetConfig, _FLAGS, help=_HELP, types={"threshold": parse_threshold})
+    add_flags(p, TargetConfig, _FLAGS, types={"threshold": parse_threshold})
     p.add_argument("--no-plots", action="store_true", help="skip the heatmap and match-rate plots")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (replaced whole)")
     p.set_defaults(func=run)

@@ -7,14 +7,21 @@ import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from deeppert.cli._data import LOAD_OPTIONS, add_load_arguments, data_config_from_args
+from deeppert.cli._data import add_load_arguments, data_config_from_args
 from deeppert.cli._inputs import require_file
+from deeppert.config import LOAD_OPTIONS, GridConfig
 from deeppert.errors import DeeppertError
+from deeppert.schema import add_flags, given
+from deeppert.train_config import TrainConfig
 
 if TYPE_CHECKING:
     from deeppert.config import ExperimentConfig
 
 __all__ = ["register"]
+
+# Config fields with a flag; help and defaults come from GridConfig and TrainConfig.
+_GRID_FLAGS = {"models": "--models", "latent_dims": "--dims", "runs": "--runs"}
+_TRAIN_FLAGS = {"epochs": "--epochs"}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -31,10 +38,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--out", type=Path, required=True, help="output folder (one run folder per dataset)"
     )
-    p.add_argument("--models", help="comma-separated subset, e.g. AE,VAE")
-    p.add_argument("--dims", help="comma-separated latent dims, e.g. 5,10")
-    p.add_argument("--runs", type=int, help="number of runs (seeds) per shape")
-    p.add_argument("--epochs", type=int, help="training epochs")
+    add_flags(p, GridConfig, _GRID_FLAGS)
+    add_flags(p, TrainConfig, _TRAIN_FLAGS)
     p.add_argument(
         "--threads",
         type=int,
@@ -48,32 +53,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _overrides(config: ExperimentConfig, args: argparse.Namespace) -> ExperimentConfig:
-    from deeppert.config import GridConfig
-
-    grid = config.grid
-    if args.models:
-        grid = dataclasses.replace(grid, models=tuple(m.strip() for m in args.models.split(",")))
-    if args.dims:
-        try:
-            dims = tuple(int(d) for d in args.dims.split(","))
-        except ValueError as exc:
-            raise DeeppertError(
-                f"--dims must be comma-separated integers, got {args.dims!r}"
-            ) from exc
-        grid = dataclasses.replace(grid, latent_dims=dims)
-    if args.runs is not None:
-        grid = dataclasses.replace(grid, runs=args.runs)
-    grid = GridConfig(**dataclasses.asdict(grid))  # re-validate
-    config = dataclasses.replace(config, grid=grid)
-    if args.epochs is not None:
-        config = dataclasses.replace(
-            config, train=dataclasses.replace(config.train, epochs=args.epochs)
-        )
+    grid = dataclasses.replace(config.grid, **given(args, GridConfig, _GRID_FLAGS))
+    train = dataclasses.replace(config.train, **given(args, TrainConfig, _TRAIN_FLAGS))
+    config = dataclasses.replace(config, grid=grid, train=train)
     if args.data:
         config = dataclasses.replace(config, datasets=(data_config_from_args(args, args.data),))
-    elif given := [n for n in LOAD_OPTIONS if getattr(args, n) not in (None, False)]:
+    elif stray := [n for n in LOAD_OPTIONS if getattr(args, n) not in (None, False)]:
         raise DeeppertError(
-            f"--{given[0].replace('_', '-')} describes how --data is read; without --data set "
+            f"--{stray[0].replace('_', '-')} describes how --data is read; without --data set "
             "it on the config's datasets entry instead"
         )
     return config
@@ -124,8 +111,8 @@ def _train(args: argparse.Namespace) -> int:
         split = ", ".join(sorted(set(table["split"])))
         print(f"\nheld-out reconstruction R^2 (mean, sd over runs; validation split: {split})")
         print(summary.round(4).to_string())
-        from deeppert.models import MODEL_KINDS
         from deeppert.tracking.report import BASELINES, baseline_lines, baseline_versus_models
+        from deeppert.train_config import MODEL_KINDS
 
         models, bases = (table[table["model"].isin(k)] for k in (MODEL_KINDS, BASELINES))
         for line in baseline_lines(baseline_versus_models(models, bases)):

@@ -9,13 +9,13 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import pandas as pd
 
 from deeppert.data._signatures import Signatures, landmark_genes
 from deeppert.downstream._compounds import structure_keys, warn_unmatched
+from deeppert.downstream_config import SYNERGY_CELL_LINES, TOXICITY_SETS, ToxicitySet
 from deeppert.errors import DeeppertError
 
 __all__ = [
@@ -31,9 +31,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-ToxicitySet = Literal["renal", "npc", "neu"]
-TOXICITY_SETS: tuple[ToxicitySet, ...] = ("renal", "npc", "neu")
-SYNERGY_CELL_LINES: tuple[str, ...] = ("A375", "HT29", "VCAP")
 
 # toxicity set -> (signature file, label/split table), under downstream/toxicity
 _TOX_FILES: dict[str, tuple[str, str]] = {

@@ -17,7 +17,7 @@ import functools
 import logging
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
@@ -46,6 +46,7 @@ from deeppert.downstream._splits import (
     scaffold_splits,
     structure_splits,
 )
+from deeppert.downstream_config import SETTINGS, EvalConfig, ModelName, Setting
 from deeppert.errors import DeeppertError
 
 __all__ = [
@@ -65,81 +66,11 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-ModelName = Literal["rf", "hgb"]
 Target = Literal["regression", "classification"]
-Setting = Literal["inductive", "transductive"]
-SETTINGS: tuple[Setting, ...] = ("inductive", "transductive")
 SynergySplit = Literal["one_unseen", "both_unseen", "random_leaky"]
 ToxicitySplit = Literal["structure", "scaffold", "given_leaky"]
 SYNERGY_SPLITS: tuple[SynergySplit, ...] = ("one_unseen", "both_unseen", "random_leaky")
 TOXICITY_SPLITS: tuple[ToxicitySplit, ...] = ("structure", "scaffold", "given_leaky")
-
-
-@dataclass(frozen=True)
-class EvalConfig:
-    """How the downstream evaluation runs.
-
-    Attributes
-    ----------
-    n_folds
-        Outer folds (synergy: drug folds, each holding out ~1/n_folds of the drugs).
-    settings
-        How featurizers that learn from signatures are fitted: ``inductive`` (the training
-        fold's signatures only) and/or ``transductive`` (all of the task's signatures, test
-        rows included; labels never). Featurizers that learn nothing per fold (raw genes, a
-        pre-trained embedding) carry their own fixed setting.
-    seeds
-        One full cross-validation per seed (fold assignment and model seed); metrics are
-        reported as mean +- sd over seeds.
-    models
-        ``"rf"`` (RandomForest, the reference) and/or ``"hgb"`` (HistGradientBoosting).
-    n_estimators
-        Trees per random forest.
-    hgb_max_iter
-        Boosting iterations.
-    inner_folds
-        Inner CV folds for the hyper-parameter grid (grouped by drug / structure / scaffold).
-    grid
-        ``"tiny"``: 2 combinations per model (RF min_samples_leaf 1/5, HGB learning rate
-        0.05/0.15); ``"small"``: 2 x 2 (adds RF max_depth, HGB max_leaf_nodes).
-    n_jobs
-        Parallel jobs of the grid search.
-    """
-
-    n_folds: int = 5
-    settings: tuple[Setting, ...] = SETTINGS
-    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
-    models: tuple[ModelName, ...] = ("rf", "hgb")
-    n_estimators: int = 200
-    hgb_max_iter: int = 100
-    inner_folds: int = 3
-    grid: Literal["small", "tiny"] = "tiny"
-    n_jobs: int = 1
-
-    def __post_init__(self) -> None:
-        if self.n_folds < 2 or self.inner_folds < 2:
-            raise DeeppertError(
-                f"EvalConfig: n_folds and inner_folds must be >= 2, got {self.n_folds}, {self.inner_folds}"
-            )
-        if not self.seeds:
-            raise DeeppertError("EvalConfig: at least one seed")
-        if not self.settings or any(s not in SETTINGS for s in self.settings):
-            raise DeeppertError(
-                f"EvalConfig: settings must be a non-empty subset of {list(SETTINGS)}, "
-                f"got {list(self.settings)}"
-            )
-        bad = [m for m in self.models if m not in ("rf", "hgb")]
-        if bad or not self.models:
-            raise DeeppertError(
-                f"EvalConfig: models must be a non-empty subset of rf, hgb; got {list(self.models)}"
-            )
-
-    def to_dict(self) -> dict[str, object]:
-        d = asdict(self)
-        d["seeds"] = list(self.seeds)
-        d["settings"] = list(self.settings)
-        d["models"] = list(self.models)
-        return d
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ _EXPORTS = {
     "train": "_train",
     "attribute": "_attribute",
     "ensemble": "_ensemble",
+    "ensemble_of": "_ensemble",
     "targets": "_targets",
     "all_diseases": "_targets",
 }

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
 
 from deeppert.config import build_dataclass
-from deeppert.ensemble import EnsembleModel
+from deeppert.ensemble import EnsembleModel, RunComponents
 from deeppert.ensemble_config import EnsembleConfig
 from deeppert.ensemble_outputs import check_replace, write_ensemble_outputs
+from deeppert.preprocess import PCAModel
 from deeppert.stability import EnsembleStep, ensemble_step
+from deeppert.train import TrainedModels
 from deeppert.workspace import (
     TrainedRun,
     ensemble_section,
@@ -19,7 +25,7 @@ from deeppert.workspace import (
     training_inputs,
 )
 
-__all__ = ["ensemble"]
+__all__ = ["ensemble", "ensemble_of"]
 
 
 def ensemble(
@@ -59,8 +65,58 @@ def ensemble(
     latents = read_member_frames(run_dir, "latents", "latent")
     weights = read_member_frames(run_dir, "gene_weights", "gene-weight")
     x_pca, _ = training_inputs(run_dir)
-    pca = load_pca(run_dir)
-    step = ensemble_step(latents, weights, config=config, x_pca=x_pca, pca=pca, stability=stability)
-    model = EnsembleModel.from_ensemble(step.ensemble, load_trained(run_dir), pca)
+    step, model = ensemble_of(
+        latents,
+        weights,
+        x_pca=x_pca,
+        pca=load_pca(run_dir),
+        members=load_trained(run_dir),
+        config=config,
+        stability=stability,
+    )
     write_ensemble_outputs(run_dir / "ensemble", step, model=model)
     return step
+
+
+def ensemble_of(
+    latents: pd.DataFrame,
+    gene_weights: pd.DataFrame | None,
+    *,
+    x_pca: np.ndarray,
+    pca: PCAModel,
+    members: Sequence[TrainedModels],
+    config: EnsembleConfig,
+    stability: bool = True,
+    precomputed: Mapping[str, RunComponents] | None = None,
+) -> tuple[EnsembleStep, EnsembleModel]:
+    """The ensemble step on latent variables held in memory, and its embedding model.
+
+    What :func:`ensemble` computes between reading a run folder and writing its outputs; the
+    MLflow ensemble job calls it on the latents its registered encoders give.
+
+    Parameters
+    ----------
+    latents, gene_weights
+        Latent variables (samples x variables, or a :class:`~deeppert.latent_store.LatentStore`)
+        and their IG gene weights (needed by the gmeans mode only).
+    x_pca, pca
+        The training rows' PCA scores and the PCA model.
+    members
+        The trained models the variables come from (the embedding model re-encodes with them).
+    config
+        The ensemble config.
+    stability
+        Compute the split-half stability report.
+    precomputed
+        The consensus mode's per-run components, when computed elsewhere (Ray tasks).
+    """
+    step = ensemble_step(
+        latents,
+        gene_weights,
+        config=config,
+        x_pca=x_pca,
+        pca=pca,
+        stability=stability,
+        precomputed=precomputed,
+    )
+    return step, EnsembleModel.from_ensemble(step.ensemble, list(members), pca)

@@ -8,7 +8,7 @@ names, and ``tests/test_contract.py`` checks that the two list the same ones.
 
 from __future__ import annotations
 
-from deeppert.preprocess import PCA_TABLES  # the PCA model's own format, one table a file
+from deeppert.train_config import PCA_TABLES  # the PCA model's own format, one table a file
 
 __all__ = [
     "TAGS",
@@ -110,7 +110,6 @@ class ARTIFACTS:
     # stability and held-out R^2 (deeppert.program_baselines), + program_baselines.png
     program_baselines = "program_baselines.parquet"
     stability = "stability.json"
-    selection = "selection.parquet"  # consensus mode: the L-selection curve (+ selection.png)
     ensemble_model = "ensemble"  # logged pyfunc model
     # targets runs
     targets = "targets"  # folder of the target-combination outputs
@@ -143,12 +142,12 @@ ENSEMBLE_TABLES = {
 
 class ENSEMBLE_FILES:
     """The other files of an ensemble's outputs (``RUN_DIR/ensemble/``, written by
-    :func:`deeppert.ensemble_outputs.write_ensemble_outputs`); the ensemble run logs the
-    figures, ``top_genes.csv`` and the plots under the same names."""
+    :func:`deeppert.ensemble_outputs.write_ensemble_outputs`); the ensemble run logs the same
+    files (but ``model/``: its pyfunc model is :attr:`ARTIFACTS.ensemble_model`)."""
 
     members = "members.json"  # cluster -> its latent variables
     summary = "summary.json"  # L, what chose it, the density filter, warnings
-    selection = "selection.csv"  # consensus mode: the L-selection curve (the run: ARTIFACTS)
+    selection = "selection.csv"  # consensus mode: the L-selection curve
     selection_plot = "selection.png"
     top_genes = "top_genes.csv"  # top 20 genes per cluster
     baselines_plot = "program_baselines.png"
@@ -266,5 +265,6 @@ def role_names() -> set[str]:
 
 def artifact_names() -> set[str]:
     """Every artifact file name of the contract (``.parquet`` / ``.json``), PCA tables included."""
-    files = {a for a in _values(ARTIFACTS) if a.endswith((".parquet", ".json"))}
+    names = [*_values(ARTIFACTS), *_values(ENSEMBLE_FILES)]
+    files = {a for a in names if a.endswith((".parquet", ".json"))}
     return files | {f"{t}.parquet" for t in PCA_TABLES}

@@ -11,7 +11,6 @@ read those Parquet files, and tag their own runs with the version they used.
 
 from __future__ import annotations
 
-import json
 import logging
 import tempfile
 from collections import defaultdict
@@ -24,16 +23,16 @@ import numpy as np
 import pandas as pd
 
 from deeppert.ensemble import EnsembleModel
+from deeppert.ensemble_outputs import write_ensemble_outputs
 from deeppert.errors import DeeppertError
 from deeppert.latent_store import LatentStore
 from deeppert.preprocess import PCAModel
-from deeppert.stability import EnsembleStep, plot_selection
+from deeppert.stability import EnsembleStep
 from deeppert.tracking.client import (
     ModelVersionRef,
     global_uris,
     load_parquet,
     load_torch_model,
-    log_parquet,
     register_logged_model,
     resolve_alias,
     set_alias,
@@ -42,8 +41,6 @@ from deeppert.tracking.client import (
 from deeppert.tracking.contract import (
     ARTIFACTS,
     ENSEMBLE_ALIAS,
-    ENSEMBLE_FILES,
-    ENSEMBLE_TABLES,
     PCA_TABLES,
     ROLES,
     TAGS,
@@ -54,7 +51,7 @@ from deeppert.tracking.contract import (
     pca_artifact,
 )
 from deeppert.tracking.notes import ensemble_description, stability_metrics
-from deeppert.tracking.report import log_ensemble_figures
+from deeppert.tracking.report import log_figure_images
 from deeppert.tracking.session import TrackingSession
 from deeppert.train import TrainConfig, TrainedModels
 
@@ -66,6 +63,8 @@ __all__ = [
     "check_signature_frame",
     "gene_signature",
     "log_ensemble",
+    "log_ensemble_outputs",
+    "pyfunc_requirements",
     "EnsembleOutputs",
     "load_ensemble_outputs",
     "load_ensemble_model",
@@ -254,10 +253,11 @@ def log_ensemble(
     encoders: SweepEncoders,
     alias: str = ENSEMBLE_ALIAS,
 ) -> ModelVersionRef:
-    """Log an ensemble run with its Parquet products and register its pyfunc model under ``alias``.
+    """Log an ensemble run with its outputs and register its pyfunc model under ``alias``.
 
-    Besides the tables (:meth:`EnsembleStep.tables`, one file each by
-    :data:`~deeppert.tracking.contract.ENSEMBLE_TABLES`) the run says what the density filter
+    The run holds the files ``deeppert ensemble`` writes (:func:`log_ensemble_outputs`: the
+    tables, members, summary, stability, selection curve, figures), the embedding model as a
+    pyfunc (in place of ``model/``), and says what the density filter
     did (params ``density.*``, metric ``n_components_dropped``), the chosen L's ``silhouette``,
     the split-half stability (:data:`~deeppert.tracking.contract.STABILITY_METRICS`), a
     description that says how to read them (:func:`~deeppert.tracking.notes.ensemble_description`)
@@ -300,25 +300,8 @@ def log_ensemble(
             client.log_metric(run_id, "silhouette", chosen["silhouette"])
         for name, value in stability_metrics(stability).items():
             client.log_metric(run_id, name, value)
-        for role, frame in step.tables().items():
-            log_parquet(session, run_id, frame, ENSEMBLE_TABLES[role])
-        if ensemble.selection is not None:  # consensus mode: the L-selection curve
-            log_parquet(session, run_id, ensemble.selection, ARTIFACTS.selection)
-            with tempfile.TemporaryDirectory() as tmp:
-                plot = Path(tmp) / ENSEMBLE_FILES.selection_plot
-                client.log_artifact(run_id, str(plot_selection(ensemble.selection, plot)))
         with tempfile.TemporaryDirectory() as tmp:
-            (Path(tmp) / ARTIFACTS.stability).write_text(
-                json.dumps(stability, indent=2, default=float) + "\n"
-            )
-            client.log_artifact(run_id, str(Path(tmp) / ARTIFACTS.stability))
-            log_ensemble_figures(session, run_id, ensemble, stability)
-            if step.baselines is not None:
-                from deeppert.program_baselines import comparison_figure
-
-                client.log_figure(
-                    run_id, comparison_figure(step.baselines), ENSEMBLE_FILES.baselines_plot
-                )
+            log_ensemble_outputs(session, run_id, step, Path(tmp) / "outputs")
             model_dir = model.save(Path(tmp) / "ensemble_model")
             example = pd.DataFrame(encoders.pca.mean[None, :], columns=encoders.pca.genes)
             # pyfunc.log_model has no run_id argument: resume the run fluently.
@@ -329,7 +312,7 @@ def log_ensemble(
                     artifacts={"ensemble": str(model_dir)},
                     input_example=example,
                     signature=gene_signature(model.embed(example)),
-                    pip_requirements=["deeppert", "torch==2.13.0"],
+                    pip_requirements=pyfunc_requirements(),
                 )
         name = ensemble_model_name(dataset)
         version = register_logged_model(
@@ -341,6 +324,25 @@ def log_ensemble(
         set_alias(session, name, alias, version.version)
         client.set_tag(run_id, TAGS.ensemble_version, f"{name}/{version.version}")
     return version
+
+
+def log_ensemble_outputs(
+    session: TrackingSession, run_id: str, step: EnsembleStep, folder: Path
+) -> Path:
+    """Write ``step``'s outputs into ``folder`` with the one writer of ``deeppert ensemble``
+    (:func:`~deeppert.ensemble_outputs.write_ensemble_outputs`, no ``model/``) and log them at
+    the run's artifact root, each figure also as a keyed image (the run's image panel)."""
+    write_ensemble_outputs(folder, step)
+    session.client.log_artifacts(run_id, str(folder))
+    log_figure_images(session, run_id, folder)
+    return folder
+
+
+def pyfunc_requirements() -> list[str]:
+    """The ensemble pyfunc's pip requirements: deeppert and the torch release running here."""
+    import torch
+
+    return ["deeppert", f"torch=={torch.__version__.split('+')[0]}"]
 
 
 @dataclass

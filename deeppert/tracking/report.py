@@ -28,6 +28,7 @@ import io
 import itertools
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -38,7 +39,6 @@ from deeppert.stability import match_rows
 from deeppert.tracking.contract import (
     AGREEMENT_METRIC,
     BEST_ALIAS,
-    ENSEMBLE_FILES,
     ROLES,
     TAGS,
 )
@@ -59,7 +59,7 @@ __all__ = [
     "summary_markdown",
     "report_figures",
     "log_sweep_report",
-    "log_ensemble_figures",
+    "log_figure_images",
     "set_best_aliases",
 ]
 
@@ -554,20 +554,12 @@ def _as_image(fig):
     return Image.open(buffer).convert("RGB")
 
 
-def log_ensemble_figures(
-    session: TrackingSession, run_id: str, ensemble, stability: dict | None
-) -> None:
-    """Log the ensemble's figures (:mod:`deeppert.ensemble_figures`) and ``top_genes.csv``."""
-    import matplotlib.pyplot as plt
-
-    from deeppert.ensemble_figures import ensemble_figures, top_genes
+def log_figure_images(session: TrackingSession, run_id: str, folder: Path) -> None:
+    """Each ``*.png`` of ``folder`` (already logged as a file) also as a keyed image, for the
+    run's image panel."""
+    from PIL import Image
 
     client = session.client
-    for name, fig in ensemble_figures(ensemble, stability).items():
-        client.log_figure(run_id, fig, name)
-        client.log_image(run_id, _as_image(fig), key=name.removesuffix(".png"), step=0)
-        plt.close(fig)
-    from deeppert.ensemble_outputs import TOP_GENES
-
-    table = top_genes(ensemble, TOP_GENES).to_csv(index=False)
-    client.log_text(run_id, table, ENSEMBLE_FILES.top_genes)
+    for path in sorted(Path(folder).glob("*.png")):
+        with Image.open(path) as image:
+            client.log_image(run_id, image.convert("RGB"), key=path.stem, step=0)

@@ -37,6 +37,7 @@ from typing import Any, Literal, get_args
 import requests
 
 from deeppert.errors import DeeppertError
+from deeppert.schema import knob
 
 __all__ = [
     "ADMIN_PASSWORD_ENV",
@@ -107,17 +108,26 @@ class ServerConfig:
         Seconds to wait for ``/health`` to answer before giving up.
     """
 
-    data_dir: str = "mlruns"
+    data_dir: str = knob("mlruns", "server state folder")
     backend_store_uri: str | None = None
     artifacts_dir: str | None = None
-    host: str = "127.0.0.1"
-    port: int = 5000
-    workers: int = 1
+    host: str = knob("127.0.0.1", "bind address")
+    port: int = knob(5000, "port (0 = any free)")
+    workers: int = knob(1, "uvicorn workers")
     auth: bool = False
     auth_database_uri: str | None = None
-    default_permission: Permission = "READ"
-    auth_cache_ttl: int | None = None
-    startup_timeout: float = 120.0
+    default_permission: Permission = knob(
+        "READ",
+        "with --auth: what users may do where nobody granted them anything (READ: every "
+        "authenticated user reads every experiment; NO_PERMISSIONS: nothing until granted)",
+    )
+    auth_cache_ttl: int | None = knob(
+        None,
+        "with --auth: seconds a verified password stays cached in each worker (0 = off; None = "
+        "auth_cache_ttl_seconds of DATA_DIR/basic_auth.ini, else "
+        f"{DEFAULT_AUTH_CACHE_TTL})",
+    )
+    startup_timeout: float = knob(120.0, "seconds to wait for /health")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
