@@ -1,6 +1,7 @@
 """``deeppert ensemble``: cluster a run folder's latent variables into an ensemble.
 
-``ensemble RUN_DIR`` reads the latents and gene weights and writes ``RUN_DIR/ensemble/``:
+``ensemble RUN_DIR`` reads the latents of ``deeppert train`` (the gmeans mode also the IG gene
+weights of ``deeppert attribute``) and writes ``RUN_DIR/ensemble/``:
 ``labels.parquet``, ``ensemble_weights.parquet`` (clusters x genes: non-negative gene
 importances, what ``deeppert targets`` reads), ``ensemble_loadings.parquet`` (clusters x
 genes: signed loadings), ``ensemble_embedding.parquet`` (samples x clusters),
