@@ -88,8 +88,11 @@ def test_consensus_needs_no_gene_weights_and_gmeans_names_the_step(
     err = one_line_error(capsys, argv, "ensemble")
     assert f"deeppert attribute {bare}" in err
     assert not (bare / "ensemble").exists()
+    capsys.readouterr()  # one_line_error's own MEASURE line
     for run in (bare, with_ig):
         assert main(["ensemble", str(run), "--no-stability"]) == 0
+        first = capsys.readouterr().out.splitlines()[0]  # before minutes of work, what runs
+        assert first == f"deeppert ensemble: the consensus ensemble of {run}"
     table = "ensemble/ensemble_weights.parquet"
     assert (bare / table).read_bytes() == (with_ig / table).read_bytes()
 

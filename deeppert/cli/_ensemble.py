@@ -95,6 +95,9 @@ def run_ensemble(args: argparse.Namespace) -> int:
     from deeppert import tl
 
     config = ensemble_config(run_dir, args)
+    # Minutes pass before the report on a run of many models: say what is running.
+    stability = "" if args.no_stability else " and its split-half stability"
+    print(f"deeppert ensemble: the {config.method} ensemble of {run_dir}{stability}", flush=True)
     step = tl.ensemble(run_dir, config=config, stability=not args.no_stability, force=args.force)
     print(f"wrote {run_dir / 'ensemble'} ({config.method})")
     for line in step.report():
