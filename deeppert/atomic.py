@@ -28,6 +28,20 @@ __all__ = [
 ]
 
 
+def _process_umask() -> int:
+    """The process's umask (read by setting it, then restoring it)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+# mkstemp / mkdtemp create 0600 / 0700; outputs get the modes a plain open / mkdir would give
+# (readable by the group and others under the usual umask 022).
+_UMASK = _process_umask()
+_FILE_MODE = 0o666 & ~_UMASK
+_DIR_MODE = 0o777 & ~_UMASK
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it onto ``path`` only on success."""
@@ -36,6 +50,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         os.close(fd)
         tmp_path = Path(tmp)
+        tmp_path.chmod(_FILE_MODE)
         try:
             yield tmp_path
             os.replace(tmp_path, path)
@@ -53,6 +68,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     path = Path(path)
     with _parents(path):
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+        tmp.chmod(_DIR_MODE)
         try:
             yield tmp
             if path.exists():

@@ -37,7 +37,6 @@ from pathlib import Path
 import requests
 
 from deeppert.errors import DeeppertError
-from deeppert.tracking.client import ui_url
 from deeppert.tracking.server import free_port, free_ports
 
 __all__ = [
@@ -81,6 +80,8 @@ class ClusterInfo:
 
     def exports(self) -> str:
         """Shell lines that point ``ray job submit`` and the jobs at this cluster."""
+        from deeppert.tracking.client import ui_url  # loads pandas: not for stop's errors
+
         return (
             f"export RAY_ADDRESS={self.ray_address}\n"
             f"export MLFLOW_TRACKING_URI={self.tracking_uri}\n"

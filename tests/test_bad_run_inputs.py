@@ -75,6 +75,28 @@ def test_ensemble_with_a_deleted_latent_file_names_it(run_copy: Path, capsys) ->
     assert not (run_copy / "ensemble").exists()
 
 
+def test_consensus_needs_no_gene_weights_and_gmeans_names_the_step(
+    trained: Path, tmp_path: Path, capsys
+) -> None:
+    """The default consensus reads latents and PCA only: on ``train``'s folder alone it writes
+    the same weights as beside IG gene weights; the gmeans mode averages IG weights and says
+    which command writes them."""
+    bare = Path(shutil.copytree(trained, tmp_path / "bare"))
+    with_ig = Path(shutil.copytree(trained, tmp_path / "with_ig"))
+    shutil.rmtree(bare / "gene_weights")
+    argv = ["ensemble", str(bare), "--method", "gmeans", "--no-stability"]
+    err = one_line_error(capsys, argv, "ensemble")
+    assert f"deeppert attribute {bare}" in err
+    assert not (bare / "ensemble").exists()
+    capsys.readouterr()  # one_line_error's own MEASURE line
+    for run in (bare, with_ig):
+        assert main(["ensemble", str(run), "--no-stability"]) == 0
+        first = capsys.readouterr().out.splitlines()[0]  # before minutes of work, what runs
+        assert first == f"deeppert ensemble: the consensus ensemble of {run}"
+    table = "ensemble/ensemble_weights.parquet"
+    assert (bare / table).read_bytes() == (with_ig / table).read_bytes()
+
+
 def test_truncated_signatures_parquet_is_named(run_copy: Path, capsys) -> None:
     victim = run_copy / "signatures.parquet"
     victim.write_bytes(victim.read_bytes()[:100])

@@ -64,21 +64,43 @@ def test_train_threads_below_one_is_one_line_before_torch() -> None:
     assert not loaded & set(HEAVY), sorted(loaded & set(HEAVY))
 
 
-def test_every_help_and_missing_input_imports_neither_torch_nor_pandas() -> None:
-    """``--help`` of every command and sub-command the parser lists, and a missing input
-    file, answer before torch, pandas or numpy load (one interpreter; each step's new imports)."""
-    code = """
-import argparse, json, sys
+# One bad input per command and sub-command (a missing file or folder, a value out of range,
+# no server): each must end in one line and exit 2 before torch, pandas or numpy load.
+BAD_INPUTS = {
+    "synth": ["synth", "--out", "/no/such/synth", "--n-samples", "0"],
+    "info": ["info", "/no/such/file.csv"],
+    "train": ["train", "--data", "/no/such/file.csv", "--out", "/no/such/out"],
+    "attribute": ["attribute", "/no/such/run"],
+    "ensemble": ["ensemble", "/no/such/run"],
+    "server": ["server", "--backend-store-uri", "nosuch://x", "--port", "0"],
+    "targets": ["targets", "--weights", "/no/such/weights.parquet", "--out", "/no/such/out"],
+    "downstream synergy": ["downstream", "synergy", "--data-dir", "/no/such", "--out", "/x"],
+    "downstream toxicity": ["downstream", "toxicity", "--data-dir", "/no/such", "--out", "/x"],
+    "downstream summarize": ["downstream", "summarize", "/no/such", "--out", "/no/such/out"],
+    "export": ["export", "/no/such/run", "--h5ad", "/no/such/x.h5ad"],
+    "cluster start": ["cluster", "start", "--dir", "/proc/no/such"],
+    "cluster stop": ["cluster", "stop", "--dir", "/no/such"],
+    "cluster submit": ["cluster", "submit", "--address", "http://127.0.0.1:9", "--", "true"],
+}
+
+
+def test_every_help_and_bad_input_imports_neither_torch_nor_pandas() -> None:
+    """``--help`` of every command and sub-command the parser lists, and a bad input of each,
+    answer before torch, pandas or numpy load (one interpreter; each step's new imports)."""
+    code = f"""
+import argparse, json, sys, time
 from deeppert.cli import COMMANDS, build_parser, main
 
 def run(argv):
     before = set(sys.modules)
+    t0 = time.perf_counter()
     try:
         rc = main(argv)
     except SystemExit as exc:
         rc = exc.code
-    new = {m.split('.')[0] for m in set(sys.modules) - before}
-    return {"argv": argv, "rc": rc, "heavy": sorted(new & {'torch', 'pandas', 'numpy'})}
+    new = {{m.split('.')[0] for m in set(sys.modules) - before}}
+    return {{"argv": argv, "rc": rc, "s": time.perf_counter() - t0,
+            "heavy": sorted(new & {{'torch', 'pandas', 'numpy'}})}}
 
 steps = [run(["--help"])]
 for name in COMMANDS:
@@ -87,10 +109,7 @@ for name in COMMANDS:
     nested = [a for a in sub.choices[name]._actions if isinstance(a, argparse._SubParsersAction)]
     for action in nested:
         steps += [run([name, child, "--help"]) for child in action.choices]
-    if name == "export":  # the missing-input checks
-        steps.append(run(["info", "/no/such/file.csv"]))
-        steps.append(run(["downstream", "toxicity", "--data-dir", "/no/such/dir", "--out", "/x"]))
-        steps.append(run(["export", "/no/such/run", "--h5ad", "/tmp/x.h5ad"]))
+steps += [run(argv) for argv in {list(BAD_INPUTS.values())!r}]
 print(json.dumps(steps), file=sys.stderr)
 """
     proc = subprocess.run(
@@ -103,6 +122,10 @@ print(json.dumps(steps), file=sys.stderr)
     steps = json.loads(proc.stderr.strip().splitlines()[-1])
     helped = {" ".join(s["argv"][:-1]) for s in steps if s["argv"][-1] == "--help"}
     assert set(COMMANDS) | {"downstream synergy", "cluster start"} <= helped, sorted(helped)
+    commands = {c for c in helped if c and c not in ("downstream", "cluster")}
+    assert commands == set(BAD_INPUTS), sorted(commands ^ set(BAD_INPUTS))
+    for step in steps:
+        print(f"MEASURE deeppert {' '.join(step['argv'])}: exit {step['rc']}, {step['s']:.2f} s")
     heavy = {" ".join(s["argv"]): s["heavy"] for s in steps if s["heavy"]}
     assert not heavy, heavy
     for step in steps:

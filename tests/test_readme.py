@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.server
+import importlib
 import json
 import os
 import re
@@ -118,17 +119,12 @@ def test_stop_without_a_cluster_names_the_folder(tmp_path: Path, capsys) -> None
 def test_readme_blocks_run_the_venvs_tools() -> None:
     """A fresh machine has none of the project's packages on its own ``python`` nor its tools
     (``deeppert``, ``ray``, ``mlflow``) on PATH: every bash block calls them through
-    ``.venv/bin/`` or after exporting it on PATH. Commands after ``--`` run inside a Ray job.
-    The several-nodes recipe runs on cluster machines set up by their operator."""
+    ``.venv/bin/`` or after exporting it on PATH. Commands after ``--`` run inside a Ray job."""
     text = (REPO / "README.md").read_text()
     bare = re.compile(r"^(?:python3?|deeppert|ray|mlflow)\s")
     offenders, blocks = [], list(re.finditer(r"(?s)```bash\n(.*?)```", text))
     assert len(blocks) >= 6, len(blocks)
     for match in blocks:
-        prose = re.sub(r"(?s)```.*?```", "", text[: match.start()])  # no bash comments
-        headers = re.findall(r"(?m)^#+ .*$", prose)
-        if "Several nodes" in headers[-1]:
-            continue
         block = match.group(1)
         on_path = False
         for line in block.splitlines():
@@ -174,6 +170,7 @@ def recipe_commands(block: str) -> list[str]:
 def test_several_nodes_recipe_has_the_lines_its_test_runs() -> None:
     kinds = [c.split()[:3] for c in recipe_commands(readme_block(SEVERAL_NODES))]
     assert kinds == [
+        ["export", "PATH=$PWD/.venv/bin:$PATH"],
         ["export", "RAY_AUTH_MODE=token"],
         ["ray", "get-auth-token", "--generate"],
         ["ray", "start", "--head"],
@@ -293,3 +290,42 @@ def test_several_nodes_recipe_runs_a_job_on_head_and_workers(recipe_nodes, tmp_p
     assert set(report["tasks"]) == set(report["cpu_nodes"]), report  # tasks on both workers
     print(f"\nMEASURE several-nodes recipe: tasks per worker "
           f"{ {n[:8]: report['tasks'].count(n) for n in report['cpu_nodes']} }")  # fmt: skip
+
+
+def python_blocks() -> list[str]:
+    return re.findall(r"(?s)```python\n(.*?)```", (REPO / "README.md").read_text())
+
+
+def test_readme_python_blocks_compile_and_import_what_exists() -> None:
+    blocks = python_blocks()
+    assert len(blocks) >= 2
+    for block in blocks:
+        compile(block, "README.md", "exec")
+        for module, names in re.findall(r"(?m)^from ([\w.]+) import ([\w, ]+)$", block):
+            imported = importlib.import_module(module)
+            for name in (n.strip() for n in names.split(",")):
+                assert hasattr(imported, name), f"{module}.{name}"
+
+
+def test_readme_encoder_block_passes_a_session_and_a_model_uri(monkeypatch, capsys) -> None:
+    """The encoder block, run with the loader replaced: it must hand the loader what it takes
+    (a TrackingSession, then a models:/ URI), not a bare URL string."""
+    import deeppert.tracking.client as client
+    from deeppert.tracking import TrackingSession
+
+    calls = []
+
+    class MeanEncoder:
+        pass
+
+    def fake_loader(session, model_uri, *, map_location=None):
+        calls.append((session, model_uri, map_location))
+        return MeanEncoder()
+
+    monkeypatch.setattr(client, "load_torch_model", fake_loader)
+    block = next(b for b in python_blocks() if "load_torch_model" in b)
+    exec(compile(block, "README.md", "exec"), {})  # noqa: S102 - the README's own code
+    ((session, model_uri, _),) = calls
+    assert isinstance(session, TrackingSession) and session.uri == "http://127.0.0.1:5000"
+    assert model_uri.startswith("models:/") and "@" in model_uri
+    assert capsys.readouterr().out.strip() == "MeanEncoder"

@@ -1,6 +1,7 @@
 """``deeppert ensemble``: cluster a run folder's latent variables into an ensemble.
 
-``ensemble RUN_DIR`` reads the latents and gene weights and writes ``RUN_DIR/ensemble/``:
+``ensemble RUN_DIR`` reads the latents of ``deeppert train`` (the gmeans mode also the IG gene
+weights of ``deeppert attribute``) and writes ``RUN_DIR/ensemble/``:
 ``labels.parquet``, ``ensemble_weights.parquet`` (clusters x genes: non-negative gene
 importances, what ``deeppert targets`` reads), ``ensemble_loadings.parquet`` (clusters x
 genes: signed loadings), ``ensemble_embedding.parquet`` (samples x clusters),
@@ -71,6 +72,9 @@ def run_ensemble(args: argparse.Namespace) -> int:
     from deeppert import tl
 
     config = ensemble_config(run_dir, args)
+    # Minutes pass before the report on a run of many models: say what is running.
+    stability = "" if args.no_stability else " and its split-half stability"
+    print(f"deeppert ensemble: the {config.method} ensemble of {run_dir}{stability}", flush=True)
     step = tl.ensemble(run_dir, config=config, stability=not args.no_stability, force=args.force)
     print(f"wrote {run_dir / 'ensemble'} ({config.method})")
     for line in step.report():

@@ -12,6 +12,7 @@ from deeppert.config import build_dataclass
 from deeppert.ensemble import EnsembleModel, RunComponents
 from deeppert.ensemble_config import EnsembleConfig
 from deeppert.ensemble_outputs import check_replace, write_ensemble_outputs
+from deeppert.errors import DeeppertError
 from deeppert.preprocess import PCAModel
 from deeppert.stability import EnsembleStep, ensemble_step
 from deeppert.train import TrainedModels
@@ -37,7 +38,9 @@ def ensemble(
 ) -> EnsembleStep:
     """Cluster every latent variable of a run folder into an ensemble (consensus or GMeans).
 
-    Reads the latents and gene weights (:func:`deeppert.tl.attribute`) and writes
+    Reads the latents (and, in the gmeans mode, the IG gene weights of
+    :func:`deeppert.tl.attribute`; the consensus mode derives its gene loadings from the PCA
+    map and reads no gene weights) and writes
     ``<run>/ensemble/`` (:func:`deeppert.ensemble_outputs.write_ensemble_outputs`: tables,
     members, summary, stability, figures and ``model/``, an :class:`EnsembleModel` that embeds
     new signatures), replacing an earlier ensemble of the same method.
@@ -45,7 +48,8 @@ def ensemble(
     Parameters
     ----------
     run
-        A run folder with ``gene_weights/``.
+        A run folder of :func:`deeppert.tl.train`; the gmeans mode also needs its
+        ``gene_weights/`` (:func:`deeppert.tl.attribute`).
     config
         The ensemble config; None: the run's own (``config.json``, section ``ensemble``).
     stability
@@ -63,7 +67,15 @@ def ensemble(
         config = build_dataclass(EnsembleConfig, ensemble_section(run_dir), "ensemble")
     check_replace(run_dir / "ensemble", config.method, force)
     latents = read_member_frames(run_dir, "latents", "latent")
-    weights = read_member_frames(run_dir, "gene_weights", "gene-weight")
+    weights = None
+    if config.method == "gmeans":
+        if not (run_dir / "gene_weights").is_dir():
+            raise DeeppertError(
+                f"{run_dir / 'gene_weights'}: no IG gene weights; the gmeans mode averages "
+                f"them: run 'deeppert attribute {run_dir}' first (the default consensus mode "
+                "needs none)"
+            )
+        weights = read_member_frames(run_dir, "gene_weights", "gene-weight")
     x_pca, _ = training_inputs(run_dir)
     step, model = ensemble_of(
         latents,
