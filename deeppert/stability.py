@@ -43,7 +43,8 @@ from deeppert.program_baselines import ProgramComparison, compare_programs
 log = logging.getLogger(__name__)
 
 # Kaufman & Rousseeuw's reading of an average silhouette: 0.26-0.50 "weak structure, could
-# be artificial", <= 0.25 "no substantial structure"; above 0.5 a reasonable one.
+# be artificial", <= 0.25 "no substantial structure"; above 0.5 a reasonable one. The default
+# consensus gives 0.65-0.78 on world seed 1 of bench/bench_programs.py (programs_seed1.md).
 SILHOUETTE_FLOOR = 0.5
 # A matched correlation below 0.5 shares under a quarter of the variance: the two halves of
 # the runs did not find the same programs.
