@@ -588,6 +588,8 @@ def test_consensus_needs_pca_scores_and_reports_sparse_components():
         ({"max_depth": 0}, "ensemble.max_depth"),
         ({"density_threshold": -0.1}, "ensemble.density_threshold"),
         ({"neighbourhood": 0}, "ensemble.neighbourhood"),
+        ({"merge_threshold": 1.5}, "ensemble.merge_threshold"),
+        ({"gain_factor": -1}, "ensemble.gain_factor"),
         ({"method": "icasso"}, "ensemble.method"),
     ],
 )
