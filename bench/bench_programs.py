@@ -34,8 +34,9 @@ the ensemble step reports: split-half stability and held-out R^2 at the ensemble
 ensemble's stability is ``stability_report``'s, even vs odd runs).
 Nothing here was tuned on the reported seed: the baseline constants (program_baselines
 defaults; cNMF at 5 runs x 100 iterations, cut from 10 x 200 for time: 69 s a world) were
-fixed on world seed 1 (``--seed 1 --worlds laplace6``), the consensus rotation on world
-seed 1 over all eight worlds (docs/method.md); the tables use seed 2.
+fixed on world seed 1 (``--seed 1 --worlds laplace6``), the consensus rotation and the
+L-selection constants (density filter, ``gain_factor``, ``merge_threshold``) on world seed 1
+over all eight worlds (docs/method.md); the tables use seed 2.
 
     PYTHONPATH=. .venv/bin/python bench/bench_programs.py --seed 2 --cache /tmp/programs_cache
 """

@@ -37,6 +37,8 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
+from scipy.sparse import csr_matrix
+from scipy.sparse.csgraph import connected_components
 from scipy.stats import anderson
 from sklearn.cluster import KMeans
 from sklearn.decomposition import FastICA
@@ -767,28 +769,87 @@ def _unexplained(x: np.ndarray, programs: np.ndarray) -> float:
     return float((resid**2).sum() / max((xc**2).sum(), np.finfo(float).tiny))
 
 
+def _merge_duplicates(
+    P: np.ndarray, signs: np.ndarray, labels: np.ndarray, threshold: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Join clusters whose median loadings have ``|cosine| >= threshold`` (and chains of them).
+
+    KMeans on the pooled rotations can split one program into near-copies (its ICA and its
+    varimax components, or those of small and large latent dims), each tight enough for the
+    silhouette to prefer the split. A joined cluster's members are flipped to the sign of
+    its largest part. Returns signs and canonical labels."""
+    L = int(labels.max()) + 1
+    if L < 2:
+        return signs, labels
+    M = _unit_rows(_medians(signs[:, None] * P, labels, L))
+    cos = M @ M.T
+    _, group = connected_components(csr_matrix(np.abs(cos) >= threshold), directed=False)
+    sizes = np.bincount(labels, minlength=L)
+    flip = np.ones(L)
+    for g in np.unique(group):
+        parts = np.flatnonzero(group == g)
+        lead = parts[np.argmax(sizes[parts])]
+        flip[parts] = np.where(cos[parts, lead] < 0, -1.0, 1.0)
+    return signs * flip[labels], _canonical(group[labels])
+
+
+def _explains(curve: pd.DataFrame, p: int, factor: float) -> np.ndarray:
+    """Per row of the selection curve: do its added clusters explain more than ``factor``
+    times what as many average residual directions would?
+
+    The error of row ``i`` is compared with the previous row's (with L = 0, error 1 before
+    the first): the gain ``error[i-1] - error[i]`` against ``factor x error[i-1] x (L[i] -
+    L[i-1]) / (p - L[i-1])``, the share of the residual variance an average one of the
+    ``p - L[i-1]`` remaining PCA directions carries (Kaiser's criterion on the residual).
+    Duplicate and noise clusters explain about an average direction or nothing."""
+    L = curve["L"].to_numpy()
+    err = curve["error"].to_numpy()
+    prev_L = np.concatenate([[0], L[:-1]])
+    prev_err = np.concatenate([[1.0], err[:-1]])
+    added = np.maximum(L - prev_L, 0)
+    baseline = factor * prev_err * added / np.maximum(p - prev_L, 1)
+    return (added > 0) & (prev_err - err > baseline)
+
+
 def _consensus_at(
     U: np.ndarray, P: np.ndarray, x: np.ndarray, L: int, config: EnsembleConfig
 ) -> tuple[np.ndarray, np.ndarray, dict]:
-    """Sign-aligned KMeans(L) of unit profiles ``U``; stability and error of that clustering."""
+    """Sign-aligned KMeans(L) of unit profiles ``U``; stability and error of that clustering,
+    and the clusters left after joining duplicates (:func:`_merge_duplicates`)."""
     signs, labels = align_signs(
         U, L, seed=config.seed, n_init=config.n_init, max_iter=config.max_sign_iter
     )
     labels = _canonical(labels)
     L = int(labels.max()) + 1
-    A = signs[:, None] * U
-    stability = (
-        float(silhouette_score(A, labels, sample_size=min(len(A), 5000), random_state=config.seed))
-        if 1 < L < len(A)
-        else float("nan")
-    )
+    stability = _silhouette(signs[:, None] * U, labels, config.seed)
     error = _unexplained(x, _medians(signs[:, None] * P, labels, L))
     sizes = np.bincount(labels, minlength=L)
+    distinct_stability = stability
+    if config.n_clusters is None:  # a fixed L is kept as asked
+        signs, labels = _merge_duplicates(P, signs, labels, config.merge_threshold)
+        if labels.max() + 1 < L:
+            distinct_stability = _silhouette(signs[:, None] * U, labels, config.seed)
     return (
         signs,
         labels,
-        {"L": L, "stability": stability, "error": error, "min_size": int(sizes.min())},
+        {
+            "L": L,
+            "stability": stability,
+            "error": error,
+            "min_size": int(sizes.min()),
+            "distinct": int(labels.max()) + 1,
+            "distinct_stability": distinct_stability,
+        },
     )
+
+
+def _silhouette(A: np.ndarray, labels: np.ndarray, seed: int) -> float:
+    """Silhouette of a clustering of the rows of ``A`` (at most 5,000 rows, seeded); NaN for
+    one cluster or one row per cluster."""
+    L = int(labels.max()) + 1
+    if not 1 < L < len(A):
+        return float("nan")
+    return float(silhouette_score(A, labels, sample_size=min(len(A), 5000), random_state=seed))
 
 
 def consensus_ensemble(
@@ -810,16 +871,23 @@ def consensus_ensemble(
        the PCA scores; over genes that is :func:`deeppert.attribution.gene_loadings`), compared
        as unit vectors in the ``p`` PCA coordinates (an isometry of gene space).
     3. cNMF-style filter: components whose mean sign-aligned distance to their
-       ``neighbourhood x n_replicates`` nearest neighbours exceeds ``density_threshold`` are
+       ``neighbourhood x n_replicates x copies`` nearest neighbours (``copies`` = 2 under the
+       pooled rotation, which gives a program an ICA and a varimax component in each run;
+       else 1) exceeds ``density_threshold`` are
        dropped (no other run reproduces them; a run's own components are not its
        neighbours). ``n_replicates`` is the number of runs of a
        model shape (cNMF's replicates of one K), not the number of model runs of all shapes:
        a program that only the larger latent dims hold recurs in their runs alone.
     4. For every L in ``l_min..l_max``: sign-aligned KMeans (:func:`align_signs`); stability =
        silhouette of that clustering (cNMF's stability), error = fraction of the PCA-score
-       variance the L consensus programs leave unexplained (least-squares usages). L = the
-       most stable (the smaller on ties) unless ``n_clusters`` fixes it; the curve is
-       ``Ensemble.selection``.
+       variance the L consensus programs leave unexplained (least-squares usages), and
+       whether the clusters added at that L explain more than ``gain_factor`` average
+       residual directions (:func:`_explains`; duplicates and noise clusters do not). L = the
+       most stable (the smaller on ties) of those up to the last L that explains, unless
+       ``n_clusters`` fixes it (when none explains, the most stable of all). Clusters of the
+       chosen L whose medians have ``|cosine| >= merge_threshold`` are then joined
+       (:func:`_merge_duplicates`; not when ``n_clusters`` fixes L). The curve is
+       ``Ensemble.selection`` (``distinct``: the clusters left after joining).
     5. Cluster loadings = per-cluster median of the members' sign-aligned gene loadings
        (robust to stragglers), signed so the largest |loading| is positive; gene importances
        (``weights``) = their absolute values; embedding = per-cluster mean of the sign-aligned
@@ -835,7 +903,8 @@ def consensus_ensemble(
         )
     P_all = comp.loadings_pca.T  # components x p
     U = _unit_rows(P_all)
-    n_neighbours = max(1, int(round(config.neighbourhood * comp.n_replicates)))
+    copies = 2 if config.rotation == "ica+varimax" else 1  # a program's components per run
+    n_neighbours = max(1, int(round(config.neighbourhood * comp.n_replicates * copies)))
     runs = np.array([name.rsplit("_ic", 1)[0] for name in comp.names])
     density = local_density(U, n_neighbours, groups=runs)
     keep = density <= config.density_threshold
@@ -872,7 +941,11 @@ def consensus_ensemble(
         rows.append(row)
         fits[L] = (signs, labels)
     curve = pd.DataFrame(rows, index=pd.Index(Ls, name="L_requested"))
+    curve["explains"] = _explains(curve, x.shape[1], config.gain_factor)
     stab = curve["stability"].fillna(-np.inf).to_numpy()
+    if config.n_clusters is None and curve["explains"].any():  # not beyond the last that does
+        last = int(np.flatnonzero(curve["explains"].to_numpy())[-1])
+        stab = np.where(np.arange(len(stab)) <= last, stab, -np.inf)
     chosen = Ls[int(np.argmax(stab))]  # the first maximum: the smaller L on ties
     curve["chosen"] = curve.index == chosen
     signs, labels = fits[chosen]

@@ -72,10 +72,21 @@ class EnsembleConfig:
         consensus mode: neighbours counted for a component's local density, as a fraction of
         the number of runs of a model shape (cNMF's ``local_neighborhood_size`` of its
         ``n_iter`` replicates): a program that only the runs of the larger latent dims hold
-        still counts as recurring.
+        still counts as recurring. Under the pooled rotation ``"ica+varimax"`` the count is
+        doubled (a program has two components per run): two neighbours for 3-4 runs a
+        shape, where one chance coincidence would keep a noise component. With
+        ``density_threshold`` 0.4 chosen on world seed 1 of bench/bench_programs.py and the
+        demo world (docs/method.md).
     density_threshold
         consensus mode: components whose mean distance to those neighbours (Euclidean between
         sign-aligned unit vectors, 0..sqrt 2) exceeds this are dropped as unreproducible.
+    merge_threshold
+        consensus mode: clusters of the chosen L whose median loadings have ``|cosine|`` at
+        least this are joined into one program (near-copies of one program that KMeans split).
+    gain_factor
+        consensus mode: L is not chosen beyond the last L whose added clusters explain more
+        of the PCA-score variance than this many average residual directions (noise and
+        duplicate clusters explain about one or none); 0 lets any gain count.
     ica_max_iter
         FastICA iterations per model run (a cap: trained codes converge in far fewer; the
         planted worlds of bench/results/recovery.md score the same at 200 and 1000).
@@ -113,7 +124,13 @@ class EnsembleConfig:
     l_min: int = knob(2, "consensus: smallest L scanned")
     l_max: int = knob(30, "consensus: largest L scanned")
     neighbourhood: float = 0.3
-    density_threshold: float = knob(0.5, "consensus: outlier filter")
+    density_threshold: float = knob(0.4, "consensus: outlier filter")
+    merge_threshold: float = knob(
+        0.9, "consensus: join clusters whose medians have |cos| at or above this"
+    )
+    gain_factor: float = knob(
+        3.0, "consensus: an added cluster must explain this many average residual directions"
+    )
     ica_max_iter: int = 200
     ica_max_rows: int = 5000
 
@@ -142,6 +159,12 @@ class EnsembleConfig:
             raise DeeppertError(
                 f"ensemble.neighbourhood must lie in (0, 1], got {self.neighbourhood}"
             )
+        if not 0 < self.merge_threshold <= 1:
+            raise DeeppertError(
+                f"ensemble.merge_threshold must lie in (0, 1], got {self.merge_threshold}"
+            )
+        if self.gain_factor < 0:
+            raise DeeppertError(f"ensemble.gain_factor must be >= 0, got {self.gain_factor}")
         if self.density_threshold <= 0:
             raise DeeppertError(
                 f"ensemble.density_threshold must be positive, got {self.density_threshold}"

@@ -346,6 +346,37 @@ def test_consensus_recovers_mixed_programs_deterministically():
     )
 
 
+@pytest.mark.parametrize("activity", ["laplace", "gaussian"])
+def test_default_consensus_finds_as_many_programs_as_were_planted(activity):
+    """K = 4 planted programs, 6 runs of codes of dims K and K + 2 under the default
+    ensemble: L = K. The two extra dims hold noise, and with Gaussian activities the ICA half
+    of the pooled components is arbitrary; neither becomes a program: the clusters the curve
+    adds beyond K explain no more than average residual directions, so L stops at K."""
+    latents, x, pca, member = _mixed_codes(activity=activity, n=600, runs=6)
+    ens = build_ensemble(latents, config=EnsembleConfig(), x_pca=x, pca=pca)
+    assert ens.n_clusters == len(member)
+    assert _top_precision(member, ens.weights.to_numpy()).min() >= 0.9
+    curve = ens.selection.set_index("L")
+    assert curve.loc[len(member), "explains"] and not curve.loc[len(member) + 1 :, "explains"].any()
+
+
+def test_near_copies_of_one_program_are_joined():
+    """Two clusters whose medians point the same way (one of them negated) are one program;
+    a third, orthogonal one stays apart. Joined members are flipped to the larger part's sign."""
+    from deeppert.ensemble import _merge_duplicates
+
+    rng = np.random.default_rng(0)
+    a, b = np.eye(6)[0], np.eye(6)[1]
+    P = np.vstack([a + 0.05 * rng.normal(size=(5, 6)), -a + 0.05 * rng.normal(size=(3, 6))])
+    P = np.vstack([P, b + 0.05 * rng.normal(size=(4, 6))])
+    labels = np.repeat([0, 1, 2], [5, 3, 4])
+    signs, joined = _merge_duplicates(P, np.ones(12), labels, 0.9)
+    assert joined.tolist() == [0] * 8 + [1] * 4
+    assert signs.tolist() == [1.0] * 5 + [-1.0] * 3 + [1.0] * 4
+    _, apart = _merge_duplicates(P, np.ones(12), labels, 0.999)
+    assert len(np.unique(apart)) == 3
+
+
 def test_rotate_code_unmixes_from_a_row_sample_deterministically():
     """FastICA fitted on 5,000 of 20,000 rows still unmixes every planted source, the map
     applies to all rows (unit variance there) and depends only on the seed."""
@@ -403,8 +434,8 @@ def test_more_programs_than_the_largest_latent_dim():
     """Eight programs; each d6 model run holds a random 6 of them (each program recurs in
     about 4 of the 6 d6 runs), each d3 run an unidentifiable mixture of 5. The density filter
     counts neighbours per shape's runs, so programs that only some runs of the largest dim
-    hold are kept: L = 8 > 6 under ICA or varimax alone (9 for their pool) and every program
-    is recovered. (With neighbours counted over all 12 model runs one program is dropped.)"""
+    hold are kept: L = 8 > 6 under ICA, varimax and their pool, and every program is
+    recovered. (With neighbours counted over all 12 model runs one program is dropped.)"""
     rng = np.random.default_rng(0)
     n, G, K, size = 1000, 160, 8, 15
     member = np.zeros((K, G), bool)
@@ -425,8 +456,9 @@ def test_more_programs_than_the_largest_latent_dim():
     for rotation in ("ica", "varimax", "ica+varimax"):
         config = EnsembleConfig(l_max=12, rotation=rotation)
         ens = build_ensemble(latents, config=config, x_pca=pca.transform(X), pca=pca)
-        assert ens.density_filter["neighbours"] == 2  # round(0.3 x 6 runs of a shape)
-        assert ens.n_clusters == K + (rotation == "ica+varimax"), rotation
+        # round(0.3 x 6 runs of a shape x 2 components of a program per run under the pool)
+        assert ens.density_filter["neighbours"] == (4 if rotation == "ica+varimax" else 2)
+        assert ens.n_clusters == K, rotation
         assert _top_precision(member, ens.weights.to_numpy()).min() >= 0.9, rotation
 
 
@@ -512,17 +544,22 @@ def test_warnings_say_when_not_to_trust_the_ensemble(caplog):
     assert step.summary()["warnings"] == step.warnings
     low = ensemble_warnings(clean.ensemble, {"ensemble_median": 0.3, "single_median": 0.6})
     assert len(low) == 1 and "split-half stability of the ensemble is 0.30 < 0.5" in low[0]
+    flat = replace(clean.ensemble, selection=clean.ensemble.selection.assign(explains=False))
+    assert ensemble_warnings(flat, {}) == [
+        "no L of the curve explains more of the data than as many average residual "
+        "directions x 3.0: no program stands out from noise"
+    ]
     worse = ensemble_warnings(clean.ensemble, {"ensemble_median": 0.7, "single_median": 0.8})
     assert worse == ["the ensemble is less stable (0.70) than single models (0.80)"]
     # L = 20 fits the 31 recurring ICA components of all runs, not the ~15 of half of them
     # (and stays within the PCA's 20 dimensions, which the baselines at L need)
-    config = EnsembleConfig(l_min=20, l_max=20, rotation="ica")
+    config = EnsembleConfig(l_min=20, l_max=20, rotation="ica", merge_threshold=1.0)
     halves = ensemble_step(latents, None, config=config, x_pca=x, pca=pca)
     assert halves.ensemble.n_clusters == 20 and halves.stability["failed"]
     assert any("split-half stability could not be computed" in w for w in halves.warnings)
-    f = {**clean.ensemble.density_filter, "components": 40, "kept": 12, "dropped": 28}
+    f = {**clean.ensemble.density_filter, "components": 40, "kept": 8, "dropped": 32}
     most = ensemble_warnings(replace(clean.ensemble, density_filter=f), {})
-    assert len(most) == 1 and "dropped 28 of 40 components" in most[0]
+    assert len(most) == 1 and "dropped 32 of 40 components" in most[0]
     one_run = latents[[c for c in latents.columns if c.startswith("AE_d4_run0_")]]
     with pytest.raises(DeeppertError, match="train at least 2 runs"):
         build_ensemble(one_run, config=EnsembleConfig(), x_pca=x, pca=pca)
@@ -551,6 +588,8 @@ def test_consensus_needs_pca_scores_and_reports_sparse_components():
         ({"max_depth": 0}, "ensemble.max_depth"),
         ({"density_threshold": -0.1}, "ensemble.density_threshold"),
         ({"neighbourhood": 0}, "ensemble.neighbourhood"),
+        ({"merge_threshold": 1.5}, "ensemble.merge_threshold"),
+        ({"gain_factor": -1}, "ensemble.gain_factor"),
         ({"method": "icasso"}, "ensemble.method"),
     ],
 )

@@ -35,7 +35,8 @@ log = logging.getLogger(__name__)
 # EnsembleConfig fields with a flag (``--n-clusters`` for ``n_clusters``); help and defaults
 # come from EnsembleConfig.
 _FLAGS = ("method", "seed", "n_clusters", "labelling", "scaling", "sign_alignment", "cluster_on",
-          "rotation", "l_min", "l_max", "density_threshold")  # fmt: skip
+          "rotation", "l_min", "l_max", "density_threshold", "merge_threshold",
+          "gain_factor")  # fmt: skip
 
 
 def register(sub: argparse._SubParsersAction) -> None:
