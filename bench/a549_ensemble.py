@@ -24,10 +24,10 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import adjusted_rand_score
 
-from deeppert.ensemble import EnsembleConfig, build_ensemble, gmeans, prepare_variables
+from deeppert.ensemble.modes import EnsembleConfig, build_ensemble, gmeans, prepare_variables
+from deeppert.ensemble.stability import correlation_matrix, match_rows
 from deeppert.errors import DeeppertError
 from deeppert.preprocess import fit_pca
-from deeppert.stability import correlation_matrix, match_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "deeppert-seed" / "a549_vae"

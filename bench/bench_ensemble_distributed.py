@@ -3,7 +3,7 @@
 Synthetic planted programs (``--samples`` x 978 genes, PCA to 100 components); each model run's
 code is a random mixture of the programs plus noise, at latent dims 5, 10, 25, 50.
 
-* Speed-up: the per-run rotations and loadings (:func:`deeppert.ensemble.components_by_run`)
+* Speed-up: the per-run rotations and loadings (:func:`deeppert.ensemble.modes.components_by_run`)
   in process, then as Ray tasks (``ray_jobs/_distributed.py``) on a local Ray of 1 and of 2
   CPUs; then the whole consensus step with those components (``ensemble_step(precomputed=)``).
 * Memory: the whole step (stability included) in a fresh process per point, over the same
@@ -80,8 +80,8 @@ def load_case(folder: Path, mode: str):
 
 def memory_point(folder: str, mode: str) -> None:
     """In a fresh process: the whole step; prints wall s and peak RSS MiB as JSON."""
-    from deeppert.ensemble import EnsembleConfig
-    from deeppert.stability import ensemble_step
+    from deeppert.ensemble.modes import EnsembleConfig
+    from deeppert.ensemble.stability import ensemble_step
 
     t0 = time.perf_counter()
     latents, x, pca = load_case(Path(folder), mode)
@@ -100,8 +100,8 @@ def memory_point(folder: str, mode: str) -> None:
 def speedup(folder: Path, cpus: list[int]) -> dict:
     import ray
 
-    from deeppert.ensemble import EnsembleConfig, components_by_run
-    from deeppert.stability import ensemble_step
+    from deeppert.ensemble.modes import EnsembleConfig, components_by_run
+    from deeppert.ensemble.stability import ensemble_step
     from ray_jobs._distributed import distributed_components
 
     config = EnsembleConfig(seed=0)

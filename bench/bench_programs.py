@@ -26,10 +26,10 @@ top-30 precision of |gene weight| against the planted modules):
 - single models, median over model runs: IG of nodes; rotated covariance loadings; rotated IG
   (both spaces);
 - PCA, FastICA, NMF on [X+, X-] at the largest latent dim and cNMF-style consensus NMF
-  (:mod:`deeppert.program_baselines`; 5 seeded NMF runs of at most 100 iterations, KMeans,
+  (:mod:`deeppert.ensemble.baselines`; 5 seeded NMF runs of at most 100 iterations, KMeans,
   medians), on all rows.
 
-Also :func:`deeppert.program_baselines.compare_programs` on the consensus programs (what
+Also :func:`deeppert.ensemble.baselines.compare_programs` on the consensus programs (what
 the ensemble step reports: split-half stability and held-out R^2 at the ensemble's L; the
 ensemble's stability is ``stability_report``'s, even vs odd runs).
 Nothing here was tuned on the reported seed: the baseline constants (program_baselines
@@ -56,9 +56,9 @@ import torch
 
 from bench.bench_recovery import Grid, World, _markdown, score, train_grid
 from deeppert.data.synthetic import SynthConfig, make_synthetic
-from deeppert.ensemble import Ensemble, EnsembleConfig, build_ensemble, model_components
-from deeppert.program_baselines import compare_programs, consensus_nmf, fit_programs
-from deeppert.stability import stability_report
+from deeppert.ensemble.baselines import compare_programs, consensus_nmf, fit_programs
+from deeppert.ensemble.modes import Ensemble, EnsembleConfig, build_ensemble, model_components
+from deeppert.ensemble.stability import stability_report
 
 ROOT = Path(__file__).resolve().parents[1]
 # consensus rotations scored beside the default (EnsembleConfig.rotation)
@@ -191,7 +191,7 @@ def run_world(name: str, args: argparse.Namespace) -> list[dict]:
 
 
 def compare_step(grid: Grid, ens: Ensemble, config: EnsembleConfig) -> dict:
-    """What the ensemble step reports (:func:`deeppert.stability.ensemble_step`): split-half
+    """What the ensemble step reports (:func:`deeppert.ensemble.stability.ensemble_step`): split-half
     stability, then :func:`compare_programs` of the signed loadings with PCA, FastICA, NMF."""
     t0 = time.perf_counter()
     stability = stability_report(grid.latents, None, config=config, x_pca=grid.x, pca=grid.pca)

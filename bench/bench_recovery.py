@@ -46,7 +46,7 @@ from deeppert.attribution import IGConfig, attribute_genes, attribute_rotated_co
 from deeppert.baselines import fit_baseline
 from deeppert.data import landmark_genes
 from deeppert.data.synthetic import SynthConfig, make_synthetic
-from deeppert.ensemble import (
+from deeppert.ensemble.modes import (
     EnsembleConfig,
     build_ensemble,
     configured_rotation,
@@ -402,7 +402,7 @@ def run_scale(args: argparse.Namespace) -> dict:
     selection curve over l_min..l_max); the ICA of one run per dim is also timed on its own."""
     import resource
 
-    from deeppert.ensemble import rotate_code
+    from deeppert.ensemble.modes import rotate_code
 
     def rss_mib() -> float:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -266,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     import pandas as pd
 
     try:  # scikit-learn / scipy: if the image lacks them, keep train + IG figures
-        from deeppert.ensemble import EnsembleConfig, build_ensemble
+        from deeppert.ensemble.modes import EnsembleConfig, build_ensemble
     except ImportError as exc:
         stages["ensemble"] = {"skipped": f"{type(exc).__name__}: {exc}", "seconds": 0.0}
         _write(out, results)

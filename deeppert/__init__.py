@@ -32,16 +32,16 @@ _EXPORTS = {
     "to_anndata": "deeppert._io",
     "Signatures": "deeppert.data",
     "TrainedRun": "deeppert.workspace",
-    "Ensemble": "deeppert.ensemble",
-    "EnsembleModel": "deeppert.ensemble",
-    "EnsembleStep": "deeppert.stability",
+    "Ensemble": "deeppert.ensemble.modes",
+    "EnsembleModel": "deeppert.ensemble.modes",
+    "EnsembleStep": "deeppert.ensemble.stability",
     "TargetResult": "deeppert.targets",
     "ExperimentConfig": "deeppert.config",
     "DataConfig": "deeppert.config",
     "IGConfig": "deeppert.ig_config",
-    "EnsembleConfig": "deeppert.ensemble_config",
+    "EnsembleConfig": "deeppert.ensemble.config",
     "TargetConfig": "deeppert.target_config",
-    "write_ensemble_outputs": "deeppert.ensemble_outputs",
+    "write_ensemble_outputs": "deeppert.ensemble.outputs",
 }
 
 __all__ = ["__version__", "tl", *_EXPORTS]

@@ -12,7 +12,7 @@ from deeppert.atomic import read_json, read_parquet
 from deeppert.config import DataConfig
 from deeppert.data import Signatures
 from deeppert.data._anndata import gene_table, signatures_to_anndata, write_h5ad
-from deeppert.ensemble import EnsembleModel
+from deeppert.ensemble.modes import EnsembleModel
 from deeppert.errors import DeeppertError
 from deeppert.tracking.contract import ARTIFACTS, ENSEMBLE_FILES
 from deeppert.workspace import TrainedRun, load_signatures_of, run_folder

@@ -668,7 +668,7 @@ def attribute_rotated_components(
     """Gene weights of rotated components ``c = (z - m) @ W`` through Integrated Gradients.
 
     ``maps[r]`` is replica ``r``'s ``(d, k)`` map ``W`` (the rows after the mean in what
-    :func:`deeppert.ensemble.rotate_code` returns; the shift ``m`` has no gradient and is not
+    :func:`deeppert.ensemble.modes.rotate_code` returns; the shift ``m`` has no gradient and is not
     needed). IG is linear in the output, so ``IG_c(x) = IG_z(x) @ W`` exactly and
     completeness carries over: ``sum_j IG_c,j(x) = c(x) - c(x0)``. A
     component's gene weight vector is then the nodes' definition (docs/method.md section 3):

@@ -25,7 +25,7 @@ from typing import Any, Literal, Union, get_args, get_origin
 
 import yaml
 
-from deeppert.ensemble_config import EnsembleConfig
+from deeppert.ensemble.config import EnsembleConfig
 from deeppert.errors import DeeppertError
 from deeppert.file_formats import Format
 from deeppert.ig_config import IGConfig

@@ -1,7 +1,7 @@
 """Samples x latent variables held one model run at a time: what a streaming ensemble reads.
 
 :class:`LatentStore` stands where the ensemble step takes a latents DataFrame
-(:func:`deeppert.stability.ensemble_step`, consensus mode): it knows every latent variable's
+(:func:`deeppert.ensemble.stability.ensemble_step`, consensus mode): it knows every latent variable's
 name and the sample ids, and reads a model run's code only when asked
 (``store[columns].to_numpy()``), from a Parquet file per run (:meth:`LatentStore.from_files`)
 or by running the run's encoder on the PCA scores (:meth:`LatentStore.from_encoders`). So the
@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from deeppert.ensemble import run_groups
+from deeppert.ensemble.modes import run_groups
 from deeppert.errors import DeeppertError
 
 __all__ = ["LatentStore", "EncoderLatents", "ParquetLatents"]

@@ -1,6 +1,6 @@
 """The ensemble step's per-run work as Ray tasks on the cluster's workers.
 
-:func:`distributed_components` is :func:`deeppert.ensemble.components_by_run` (each model run's
+:func:`distributed_components` is :func:`deeppert.ensemble.modes.components_by_run` (each model run's
 rotation and loadings, independent of the others) split over Ray tasks; the ensemble step then
 clusters with them (``ensemble_step(..., precomputed=...)``), the same result as in process.
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from deeppert.ensemble import EnsembleConfig, RunComponents, components_by_run, run_groups
+from deeppert.ensemble.modes import EnsembleConfig, RunComponents, components_by_run, run_groups
 from deeppert.preprocess import PCAModel
 
 __all__ = ["distributed_components"]
@@ -23,7 +23,7 @@ def distributed_components(
     *,
     tasks: int | None = None,
 ) -> dict[str, RunComponents]:
-    """Every model run's :class:`~deeppert.ensemble.RunComponents`, computed by ``tasks`` Ray
+    """Every model run's :class:`~deeppert.ensemble.modes.RunComponents`, computed by ``tasks`` Ray
     tasks (default 4 per CPU of the cluster) of 1 CPU each over interleaved runs.
 
     ``latents`` (a DataFrame, or a :class:`~deeppert.latent_store.LatentStore` that reads one

@@ -30,7 +30,7 @@ from ray_jobs._common import connect_ray, job_config, job_parser, run_job
 
 if TYPE_CHECKING:
     from deeppert.config import ExperimentConfig
-    from deeppert.ensemble import Ensemble
+    from deeppert.ensemble.modes import Ensemble
     from deeppert.tracking.session import TrackingSession
 
 log = logging.getLogger("deeppert.ensemble_job")
@@ -48,7 +48,7 @@ def ensemble_dataset(
     experiment; returns a summary row.
 
     With ``with_ensemble=True`` returns ``(row, ensemble)``: the in-memory
-    :class:`~deeppert.ensemble.Ensemble` whose frames were logged (tests compare them with
+    :class:`~deeppert.ensemble.modes.Ensemble` whose frames were logged (tests compare them with
     what a reader fetches by alias).
     """
     from deeppert import tl

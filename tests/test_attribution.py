@@ -141,7 +141,7 @@ def test_streaming_gene_weights_match_full(trained, data):
 def test_rotated_components_are_captum_ig_of_the_composed_model(trained, data):
     """IG of c = (z - m) @ W equals captum's IG of the encoder followed by that linear map,
     and completeness carries over; a rotation may drop directions (k < d)."""
-    from deeppert.ensemble import rotate_code
+    from deeppert.ensemble.modes import rotate_code
 
     x, comps = data
     xs = torch.as_tensor(x[:30])

@@ -18,7 +18,7 @@ from deeppert.downstream._pooled import (
     ensemble_feature_sets,
     member_embed_fn,
 )
-from deeppert.ensemble import EnsembleModel
+from deeppert.ensemble.modes import EnsembleModel
 from deeppert.errors import DeeppertError
 from deeppert.models import ModelConfig
 from deeppert.preprocess import fit_pca

@@ -14,7 +14,7 @@ from sklearn.datasets import make_blobs
 from sklearn.metrics import adjusted_rand_score, roc_auc_score
 
 from deeppert.attribution import attribute_genes
-from deeppert.ensemble import (
+from deeppert.ensemble.modes import (
     EnsembleConfig,
     EnsembleModel,
     anderson_critical_value,
@@ -24,10 +24,10 @@ from deeppert.ensemble import (
     parse_variable_name,
     rotate_code,
 )
+from deeppert.ensemble.stability import match_rows, stability_report
 from deeppert.errors import DeeppertError
 from deeppert.models import ModelConfig
 from deeppert.preprocess import fit_pca
-from deeppert.stability import match_rows, stability_report
 from deeppert.train import TrainConfig, fit
 
 
@@ -363,7 +363,7 @@ def test_default_consensus_finds_as_many_programs_as_were_planted(activity):
 def test_near_copies_of_one_program_are_joined():
     """Two clusters whose medians point the same way (one of them negated) are one program;
     a third, orthogonal one stays apart. Joined members are flipped to the larger part's sign."""
-    from deeppert.ensemble import _merge_duplicates
+    from deeppert.ensemble.modes import _merge_duplicates
 
     rng = np.random.default_rng(0)
     a, b = np.eye(6)[0], np.eye(6)[1]
@@ -526,7 +526,7 @@ def test_warnings_say_when_not_to_trust_the_ensemble(caplog):
     a single model run is refused, naming what to change; a clean planted world gives no warning."""
     import logging
 
-    from deeppert.stability import ensemble_step, ensemble_warnings
+    from deeppert.ensemble.stability import ensemble_step, ensemble_warnings
 
     latents, x, pca, _ = _mixed_codes(runs=4)
     clean = ensemble_step(latents, None, config=EnsembleConfig(l_max=8), x_pca=x, pca=pca)
@@ -537,7 +537,7 @@ def test_warnings_say_when_not_to_trust_the_ensemble(caplog):
         np.random.default_rng(1).laplace(size=latents.shape), columns=latents.columns
     )
     config = EnsembleConfig(l_max=8, density_threshold=1.5)  # keep everything: nothing recurs
-    with caplog.at_level(logging.WARNING, logger="deeppert.stability"):
+    with caplog.at_level(logging.WARNING, logger="deeppert.ensemble.stability"):
         step = ensemble_step(noise, None, config=config, x_pca=x, pca=pca)
     assert any("silhouette" in w for w in step.warnings), step.warnings
     assert [r.getMessage() for r in caplog.records] == [f"ensemble: {w}" for w in step.warnings]

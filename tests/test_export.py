@@ -12,7 +12,7 @@ import torch
 
 from deeppert.cli import main
 from deeppert.data import load_signatures, save_signatures
-from deeppert.ensemble import EnsembleModel
+from deeppert.ensemble.modes import EnsembleModel
 from deeppert.workspace import load_signatures_of
 
 CONFIG = """\

@@ -7,10 +7,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from deeppert.ensemble import EnsembleConfig, components_by_run, run_groups
+from deeppert.ensemble.modes import EnsembleConfig, components_by_run, run_groups
+from deeppert.ensemble.stability import ensemble_step
 from deeppert.errors import DeeppertError
 from deeppert.latent_store import LatentStore
-from deeppert.stability import ensemble_step
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -22,10 +22,10 @@ import yaml
 
 from deeppert.config import ExperimentConfig, parse_config
 from deeppert.data.synthetic import make_synthetic, write_synthetic
+from deeppert.ensemble.stability import ensemble_step
 from deeppert.errors import DeeppertError
 from deeppert.grid import load_dataset, prepare
 from deeppert.preprocess import PCAModel
-from deeppert.stability import ensemble_step
 from deeppert.tracking.client import (
     find_runs_by_tag,
     load_parquet,

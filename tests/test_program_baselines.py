@@ -8,9 +8,7 @@ import pytest
 from scipy.optimize import linear_sum_assignment
 
 from deeppert.data.synthetic import SynthConfig, make_synthetic
-from deeppert.errors import DeeppertError
-from deeppert.preprocess import fit_pca
-from deeppert.program_baselines import (
+from deeppert.ensemble.baselines import (
     ProgramBaselineConfig,
     compare_programs,
     comparison_figure,
@@ -19,6 +17,8 @@ from deeppert.program_baselines import (
     reconstruction_r2,
     split_half_stability,
 )
+from deeppert.errors import DeeppertError
+from deeppert.preprocess import fit_pca
 
 K, MODULE = 4, 25
 

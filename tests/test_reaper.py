@@ -33,7 +33,8 @@ def test_a_sigkilled_session_leaves_no_process_and_others_are_untouched(tmp_path
     ignores SIGTERM, like Ray's agents) is SIGKILLed: the child is gone within the grace
     period; a process of another session (started here) keeps running."""
     script = tmp_path / "session.py"
-    script.write_text(textwrap.dedent(f"""
+    script.write_text(
+        textwrap.dedent(f"""
         import subprocess, sys, time
         sys.path.insert(0, {str(TESTS)!r})
         from reaper import start_reaper
@@ -43,8 +44,11 @@ def test_a_sigkilled_session_leaves_no_process_and_others_are_untouched(tmp_path
         child.stdout.readline()
         print(child.pid, flush=True)
         time.sleep(600)
-    """))
-    bystander = subprocess.Popen([sys.executable, "-c", STUBBORN], stdout=subprocess.PIPE, text=True)
+    """)
+    )
+    bystander = subprocess.Popen(
+        [sys.executable, "-c", STUBBORN], stdout=subprocess.PIPE, text=True
+    )
     session = subprocess.Popen(
         [sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )

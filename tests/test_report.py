@@ -191,8 +191,8 @@ def test_r2_figure_keeps_equal_lines_visible_and_says_they_are_equal(tmp_path) -
 def test_ensemble_top_genes_and_figures_show_the_planted_programs(tmp_path) -> None:
     import matplotlib.pyplot as plt
 
-    from deeppert.ensemble import EnsembleConfig, build_ensemble
-    from deeppert.ensemble_figures import ensemble_figures, top_genes
+    from deeppert.ensemble.figures import ensemble_figures, top_genes
+    from deeppert.ensemble.modes import EnsembleConfig, build_ensemble
 
     rng = np.random.default_rng(0)
     n, genes = 300, [f"G{j}" for j in range(30)]
@@ -232,8 +232,8 @@ def test_ensemble_top_genes_and_figures_show_the_planted_programs(tmp_path) -> N
 def test_ensemble_run_description_and_stability_metrics_say_what_they_are() -> None:
     """The ensemble run's metrics are named for what they hold and its description explains
     them and names its inputs."""
-    from deeppert.ensemble import EnsembleConfig, build_ensemble
-    from deeppert.stability import EnsembleStep
+    from deeppert.ensemble.modes import EnsembleConfig, build_ensemble
+    from deeppert.ensemble.stability import EnsembleStep
     from deeppert.tracking.notes import ensemble_description, stability_metrics
 
     rng = np.random.default_rng(1)

@@ -25,9 +25,9 @@ from mlflow.exceptions import MlflowException
 
 from deeppert.attribution import IGConfig, attribute_genes
 from deeppert.config import parse_config
-from deeppert.ensemble import EnsembleConfig, EnsembleModel, build_ensemble
+from deeppert.ensemble.modes import EnsembleConfig, EnsembleModel, build_ensemble
+from deeppert.ensemble.stability import EnsembleStep
 from deeppert.grid import load_dataset, prepare, train_shape
-from deeppert.stability import EnsembleStep
 from deeppert.tracking.registry import (
     EnsemblePyfunc,
     SweepEncoders,
@@ -114,7 +114,9 @@ def test_the_logged_model_answers_bad_frames_with_the_short_message(tmp_path: Pa
     assert info.value.message == f"ensemble input: 12 of {len(genes)} genes missing: {shown}, ..."
     with pytest.raises(MlflowException) as info:
         served.predict(pd.concat([frame, frame[[genes[3]]]], axis=1))
-    assert info.value.message == f"ensemble input: 1 column name(s) given more than once: {genes[3]}"
+    assert (
+        info.value.message == f"ensemble input: 1 column name(s) given more than once: {genes[3]}"
+    )
 
 
 def _post(url: str, payload: str) -> tuple[int, dict]:
@@ -208,8 +210,12 @@ def test_mlflow_models_serve_answers_the_ensemble_embedding(tmp_path: Path):
                 ),
                 "not a table": json.dumps({"inputs": "hello"}),
                 "duplicated column": json.dumps(
-                    {"dataframe_split": {"columns": [*genes, genes[0]],
-                                         "data": [[0.5] * (len(genes) + 1)]}}
+                    {
+                        "dataframe_split": {
+                            "columns": [*genes, genes[0]],
+                            "data": [[0.5] * (len(genes) + 1)],
+                        }
+                    }
                 ),
                 "1e308": json.dumps(
                     {"dataframe_split": frame.assign(**{genes[2]: 1e308}).to_dict(orient="split")}

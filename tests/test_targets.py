@@ -725,7 +725,7 @@ def test_negatively_loaded_module_genes_reach_the_top_genes_as_often_as_positive
     consensus ensemble's importances, hold as many negatively as positively loaded module
     genes, both far above chance (10 of each); ranking by the signed loadings instead would
     keep only one sign half of each module, so a signed table is refused."""
-    from deeppert.ensemble import EnsembleConfig, build_ensemble
+    from deeppert.ensemble.modes import EnsembleConfig, build_ensemble
     from deeppert.preprocess import fit_pca
     from deeppert.targets import gene_importance
 

@@ -136,7 +136,9 @@ def load_from_args(args: argparse.Namespace, **kwargs) -> Signatures:
 
 
 def _synth(args: argparse.Namespace) -> int:
-    cfg = SynthConfig(**{**_SYNTH_DEFAULTS, **given(args, SynthConfig, _SYNTH_FLAGS)})  # checks first
+    cfg = SynthConfig(
+        **{**_SYNTH_DEFAULTS, **given(args, SynthConfig, _SYNTH_FLAGS)}
+    )  # checks first
     from deeppert.data import make_synthetic, write_synthetic
 
     data = make_synthetic(cfg)

@@ -118,7 +118,7 @@ def _embedding_lookup(path: Path, keyed_values: dict[str, np.ndarray]):
 
 def load_ensemble_source(ensemble: str | None, ensemble_dir: Path | None, tracking_uri: str | None):
     """The EnsembleModel named by ``--ensemble NAME@ALIAS`` or ``--ensemble-dir``, or None."""
-    from deeppert.ensemble import EnsembleModel
+    from deeppert.ensemble.modes import EnsembleModel
 
     if ensemble_dir is not None:
         return EnsembleModel.load(ensemble_dir)

@@ -11,9 +11,9 @@ signatures) and plots; the consensus mode adds its L-selection curve, ``selectio
 ``selection.png``. It prints a short report (L, components used and dropped, stability,
 warnings). The ensemble config is the run's (``config.json``, section ``ensemble``) with the
 command-line flags on top; flags and their defaults come from
-:class:`~deeppert.ensemble_config.EnsembleConfig`. The step is
-:func:`deeppert.tl.ensemble` (:func:`deeppert.stability.ensemble_step`, then the one writer
-:func:`deeppert.ensemble_outputs.write_ensemble_outputs`). The output folder is written
+:class:`~deeppert.ensemble.config.EnsembleConfig`. The step is
+:func:`deeppert.tl.ensemble` (:func:`deeppert.ensemble.stability.ensemble_step`, then the one writer
+:func:`deeppert.ensemble.outputs.write_ensemble_outputs`). The output folder is written
 atomically; an ensemble of another method already there is replaced only with ``--force``
 (rerunning the same method replaces it).
 """
@@ -25,7 +25,7 @@ import logging
 from pathlib import Path
 
 from deeppert.cli._inputs import require_dir
-from deeppert.ensemble_config import EnsembleConfig
+from deeppert.ensemble.config import EnsembleConfig
 from deeppert.schema import add_flags, given
 
 __all__ = ["register", "run_ensemble", "ensemble_config"]

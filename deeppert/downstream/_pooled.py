@@ -93,7 +93,7 @@ def ensemble_embed_fn(model):
 
 def default_member_group(model) -> str:
     """The model group contributing most ensemble members (ties: first by name)."""
-    from deeppert.ensemble import parse_variable_name
+    from deeppert.ensemble.modes import parse_variable_name
 
     counts = pd.Series([parse_variable_name(v)[0] for v in model.labels.index]).value_counts()
     best = counts[counts == counts.max()].index

@@ -9,12 +9,12 @@ import numpy as np
 import pandas as pd
 
 from deeppert.config import build_dataclass
-from deeppert.ensemble import EnsembleModel, RunComponents
-from deeppert.ensemble_config import EnsembleConfig
-from deeppert.ensemble_outputs import check_replace, write_ensemble_outputs
+from deeppert.ensemble.config import EnsembleConfig
+from deeppert.ensemble.modes import EnsembleModel, RunComponents
+from deeppert.ensemble.outputs import check_replace, write_ensemble_outputs
+from deeppert.ensemble.stability import EnsembleStep, ensemble_step
 from deeppert.errors import DeeppertError
 from deeppert.preprocess import PCAModel
-from deeppert.stability import EnsembleStep, ensemble_step
 from deeppert.train import TrainedModels
 from deeppert.workspace import (
     TrainedRun,
@@ -41,7 +41,7 @@ def ensemble(
     Reads the latents (and, in the gmeans mode, the IG gene weights of
     :func:`deeppert.tl.attribute`; the consensus mode derives its gene loadings from the PCA
     map and reads no gene weights) and writes
-    ``<run>/ensemble/`` (:func:`deeppert.ensemble_outputs.write_ensemble_outputs`: tables,
+    ``<run>/ensemble/`` (:func:`deeppert.ensemble.outputs.write_ensemble_outputs`: tables,
     members, summary, stability, figures and ``model/``, an :class:`EnsembleModel` that embeds
     new signatures), replacing an earlier ensemble of the same method.
 
@@ -59,7 +59,7 @@ def ensemble(
 
     Returns
     -------
-    The step: ``.ensemble`` (:class:`~deeppert.ensemble.Ensemble`), ``.stability``,
+    The step: ``.ensemble`` (:class:`~deeppert.ensemble.modes.Ensemble`), ``.stability``,
     ``.warnings``, ``.summary()``, ``.report()``.
     """
     run_dir = run_folder(run)

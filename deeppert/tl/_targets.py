@@ -8,8 +8,8 @@ import time
 
 import pandas as pd
 
-from deeppert.ensemble import Ensemble
-from deeppert.stability import EnsembleStep
+from deeppert.ensemble.modes import Ensemble
+from deeppert.ensemble.stability import EnsembleStep
 from deeppert.target_config import TargetConfig
 from deeppert.targets import (
     TargetResult,

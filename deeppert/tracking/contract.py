@@ -107,7 +107,7 @@ class ARTIFACTS:
     ensemble_loadings = "ensemble_loadings.parquet"  # signed gene loadings, beside them
     ensemble_embedding = "ensemble_embedding.parquet"
     # PCA, FastICA and NMF programs at the ensemble's L beside the ensemble: split-half
-    # stability and held-out R^2 (deeppert.program_baselines), + program_baselines.png
+    # stability and held-out R^2 (deeppert.ensemble.baselines), + program_baselines.png
     program_baselines = "program_baselines.parquet"
     stability = "stability.json"
     ensemble_model = "ensemble"  # logged pyfunc model
@@ -142,7 +142,7 @@ ENSEMBLE_TABLES = {
 
 class ENSEMBLE_FILES:
     """The other files of an ensemble's outputs (``RUN_DIR/ensemble/``, written by
-    :func:`deeppert.ensemble_outputs.write_ensemble_outputs`); the ensemble run logs the same
+    :func:`deeppert.ensemble.outputs.write_ensemble_outputs`); the ensemble run logs the same
     files (but ``model/``: its pyfunc model is :attr:`ARTIFACTS.ensemble_model`)."""
 
     members = "members.json"  # cluster -> its latent variables

@@ -20,7 +20,7 @@ from deeppert.tracking.contract import (
 )
 
 if TYPE_CHECKING:
-    from deeppert.stability import EnsembleStep
+    from deeppert.ensemble.stability import EnsembleStep
     from deeppert.targets import TargetResult
 
 __all__ = ["stability_metrics", "ensemble_description", "targets_metrics", "targets_description"]

@@ -22,12 +22,12 @@ import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 
-from deeppert.ensemble import EnsembleModel
-from deeppert.ensemble_outputs import write_ensemble_outputs
+from deeppert.ensemble.modes import EnsembleModel
+from deeppert.ensemble.outputs import write_ensemble_outputs
+from deeppert.ensemble.stability import EnsembleStep
 from deeppert.errors import DeeppertError
 from deeppert.latent_store import LatentStore
 from deeppert.preprocess import PCAModel
-from deeppert.stability import EnsembleStep
 from deeppert.tracking.client import (
     ModelVersionRef,
     global_uris,
@@ -330,7 +330,7 @@ def log_ensemble_outputs(
     session: TrackingSession, run_id: str, step: EnsembleStep, folder: Path
 ) -> Path:
     """Write ``step``'s outputs into ``folder`` with the one writer of ``deeppert ensemble``
-    (:func:`~deeppert.ensemble_outputs.write_ensemble_outputs`, no ``model/``) and log them at
+    (:func:`~deeppert.ensemble.outputs.write_ensemble_outputs`, no ``model/``) and log them at
     the run's artifact root, each figure also as a keyed image (the run's image panel)."""
     write_ensemble_outputs(folder, step)
     session.client.log_artifacts(run_id, str(folder))

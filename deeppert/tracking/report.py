@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 
 from deeppert.config import ExperimentConfig
-from deeppert.stability import match_rows
+from deeppert.ensemble.stability import match_rows
 from deeppert.tracking.contract import (
     AGREEMENT_METRIC,
     BEST_ALIAS,

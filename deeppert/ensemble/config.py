@@ -2,7 +2,7 @@
 
 A module of its own (no numpy, scikit-learn or torch) so the command line can derive the
 ``deeppert ensemble`` flags from it without loading the compute stack;
-:mod:`deeppert.ensemble` re-exports it.
+:mod:`deeppert.ensemble.modes` re-exports it.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ class EnsembleConfig:
         Rounds of sign flipping before giving up (a warning-free cap; converges in a few).
     rotation
         consensus mode, how each model run's whitened code is rotated to components
-        (:func:`deeppert.ensemble.rotate_code`): ``"ica"`` (FastICA: programs with
+        (:func:`deeppert.ensemble.modes.rotate_code`): ``"ica"`` (FastICA: programs with
         non-Gaussian activities), ``"varimax"`` (raw varimax of the components' gene loadings:
         programs with sparse loadings, Gaussian activities included), ``"ica+varimax"`` (the
         default: both sets pooled, the density filter keeps what recurs across runs) or

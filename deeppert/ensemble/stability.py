@@ -27,7 +27,8 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import linear_sum_assignment
 
-from deeppert.ensemble import (
+from deeppert.ensemble.baselines import ProgramComparison, compare_programs
+from deeppert.ensemble.modes import (
     Ensemble,
     EnsembleConfig,
     RunComponents,
@@ -38,7 +39,6 @@ from deeppert.ensemble import (
 )
 from deeppert.errors import DeeppertError
 from deeppert.preprocess import PCAModel
-from deeppert.program_baselines import ProgramComparison, compare_programs
 
 log = logging.getLogger(__name__)
 
@@ -397,7 +397,7 @@ def ensemble_step(
 
     ``latents`` may be a :class:`~deeppert.latent_store.LatentStore` (one model run's code read
     at a time). In the consensus mode each model run is rotated once
-    (:func:`~deeppert.ensemble.components_by_run`, or ``precomputed``, e.g. by Ray tasks) and
+    (:func:`~deeppert.ensemble.modes.components_by_run`, or ``precomputed``, e.g. by Ray tasks) and
     the ensemble and both halves of the stability report reuse it.
     """
     if config.method == "consensus" and precomputed is None and x_pca is not None and pca:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from deeppert.ensemble import Ensemble
+from deeppert.ensemble.modes import Ensemble
 
 __all__ = ["top_genes", "ensemble_figures"]
 

@@ -11,7 +11,7 @@ that module imports no MLflow). Files:
   ``stability.json``;
 - consensus mode: ``selection.csv`` and ``selection.png`` (the L-selection curve);
 - ``model/`` (:meth:`EnsembleModel.save`) when a model is given;
-- the figures of :mod:`deeppert.ensemble_figures`, ``top_genes.csv`` and, with program
+- the figures of :mod:`deeppert.ensemble.figures`, ``top_genes.csv`` and, with program
   baselines, ``program_baselines.png``.
 
 The folder is written atomically: it appears whole, replacing an earlier one, or not at all.
@@ -29,8 +29,8 @@ from deeppert.errors import DeeppertError
 from deeppert.tracking.contract import ARTIFACTS, ENSEMBLE_FILES, ENSEMBLE_TABLES
 
 if TYPE_CHECKING:
-    from deeppert.ensemble import Ensemble, EnsembleModel
-    from deeppert.stability import EnsembleStep
+    from deeppert.ensemble.modes import Ensemble, EnsembleModel
+    from deeppert.ensemble.stability import EnsembleStep
 
 __all__ = ["write_ensemble_outputs", "check_replace", "TOP_GENES"]
 
@@ -41,7 +41,7 @@ def write_ensemble_outputs(
     folder: str | os.PathLike, step: EnsembleStep, *, model: EnsembleModel | None = None
 ) -> Path:
     """Write ``step`` (and ``model``, when given) into ``folder``, replacing it whole."""
-    from deeppert.stability import plot_selection
+    from deeppert.ensemble.stability import plot_selection
 
     ens = step.ensemble
     with atomic_dir(folder) as tmp:
@@ -57,7 +57,7 @@ def write_ensemble_outputs(
             model.save(tmp / ENSEMBLE_FILES.model)
         _write_figures(ens, step.stability, tmp)
         if step.baselines is not None:
-            from deeppert.program_baselines import comparison_figure
+            from deeppert.ensemble.baselines import comparison_figure
 
             comparison_figure(step.baselines).savefig(tmp / ENSEMBLE_FILES.baselines_plot, dpi=120)
     return Path(folder)
@@ -82,10 +82,10 @@ def _write_json(path: Path, value, **kwargs) -> None:
 
 
 def _write_figures(ens: Ensemble, stability: dict | None, folder: Path) -> None:
-    """The ensemble's figures (:mod:`deeppert.ensemble_figures`) and top-genes table."""
+    """The ensemble's figures (:mod:`deeppert.ensemble.figures`) and top-genes table."""
     import matplotlib.pyplot as plt
 
-    from deeppert.ensemble_figures import ensemble_figures, top_genes
+    from deeppert.ensemble.figures import ensemble_figures, top_genes
 
     for name, fig in ensemble_figures(ens, stability).items():
         fig.savefig(folder / name, dpi=120)

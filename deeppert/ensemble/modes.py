@@ -47,7 +47,7 @@ from sklearn.metrics import silhouette_score
 
 from deeppert.atomic import atomic_dir
 from deeppert.attribution import gene_loadings
-from deeppert.ensemble_config import _AD_NORMAL, EnsembleConfig
+from deeppert.ensemble.config import _AD_NORMAL, EnsembleConfig
 from deeppert.errors import DeeppertError
 from deeppert.preprocess import PCAModel
 from deeppert.train import TrainedModels
