@@ -62,6 +62,8 @@ MIB = 2**20
 # MLflow's per-run prints in a job's log (they should be out of the default log)
 MLFLOW_NOISE = ("View run", "Saving pytorch model by Pickle", "Waiting up to 300 seconds")
 REQUEST = re.compile(r'"(GET|POST|PATCH|DELETE|PUT) (\S+?)(?:\?\S*)? HTTP/1\.1" (\d{3})')
+# what follows this line in the .md is written by hand and kept when the tables are rewritten
+NOTES = "\n<!-- notes below are kept by bench_platform_scale.py -->\n"
 THREADS = {k: "1" for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
 
 
@@ -623,7 +625,9 @@ def _write(args: argparse.Namespace, grids: dict, load_before: tuple) -> None:
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(results, indent=2) + "\n")
-    args.out.with_suffix(".md").write_text(markdown(results))
+    md = args.out.with_suffix(".md")
+    notes = md.read_text().partition(NOTES)[2] if md.exists() else ""
+    md.write_text(markdown(results) + (NOTES + notes if notes else ""))
 
 
 if __name__ == "__main__":
