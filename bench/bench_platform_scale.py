@@ -446,8 +446,7 @@ def _scalars(phase: dict) -> dict[str, float]:
     out = {"wall_s": phase["wall_s"], "cpu_s": sum(phase.get("cpu_s", {}).values())}
     for what, mib in phase.get("peak_rss_mib", {}).items():
         out[f"peak_rss_mib.{what}"] = mib
-    for key in ("requests", "artifact_bytes", "download_bytes", "database_bytes",
-                "bytes_written"):
+    for key in ("requests", "artifact_bytes", "download_bytes", "database_bytes", "bytes_written"):
         if key in phase:
             out[key] = phase[key]
     for table, n in phase.get("rows_added", {}).items():

@@ -71,8 +71,12 @@ def log_sweep(url: str, runs: int, workers: int) -> dict:
             "name": "ui-scale",
             "datasets": [{"name": "SYN", "synthetic": {"n_samples": 400}}],
             "preprocess": {"n_components": 100},
-            "grid": {"models": list(MODELS), "latent_dims": list(DIMS), "runs": runs,
-                     "baselines": False},
+            "grid": {
+                "models": list(MODELS),
+                "latent_dims": list(DIMS),
+                "runs": runs,
+                "baselines": False,
+            },
             "train": {"epochs": 1},
             "tracking": {"uri": url, "experiment": "ui-scale"},
         }  # fmt: skip
