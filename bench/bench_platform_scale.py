@@ -62,6 +62,8 @@ MIB = 2**20
 # MLflow's per-run prints in a job's log (they should be out of the default log)
 MLFLOW_NOISE = ("View run", "Saving pytorch model by Pickle", "Waiting up to 300 seconds")
 REQUEST = re.compile(r'"(GET|POST|PATCH|DELETE|PUT) (\S+?)(?:\?\S*)? HTTP/1\.1" (\d{3})')
+# what follows this line in the .md is written by hand and kept when the tables are rewritten
+NOTES = "\n<!-- notes below are kept by bench_platform_scale.py -->\n"
 THREADS = {k: "1" for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
 
 
@@ -194,6 +196,22 @@ def folder_bytes(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.exists() else 0
 
 
+ARTIFACT_GET = "/api/2.0/mlflow-artifacts/artifacts/"
+
+
+def download_bytes(requests: list[tuple[str, str, str]], artifacts: Path) -> int:
+    """Bytes served by the phase's successful artifact GETs (the access log has no sizes: each
+    request path is resolved to its file in the server's artifact store)."""
+    from urllib.parse import unquote
+
+    total = 0
+    for method, path, code in requests:
+        if method == "GET" and code == "200" and path.startswith(ARTIFACT_GET):
+            target = artifacts / unquote(path[len(ARTIFACT_GET) :])
+            total += target.stat().st_size if target.is_file() else 0
+    return total
+
+
 def run_logged(cmd: list[str], log: Path, *, env: dict, sampler: TreeSampler, root: str) -> int:
     """Run ``cmd`` from the repository root, its output to ``log``, its tree sampled as ``root``."""
     with log.open("w") as out:
@@ -313,6 +331,7 @@ def platform_path(
                 log_start = server.log_path.stat().st_size
                 before = folder_bytes(artifacts)
                 db_before = _database_bytes(database)
+                rows_before = _table_rows(database)
                 sampler.begin()
                 t0 = time.perf_counter()
                 code = _submit(submit_command(address, entry), work / f"platform_{name}.log", env)
@@ -330,7 +349,11 @@ def platform_path(
                         collections.Counter(endpoint(p) for _, p, _ in requests).most_common(12)
                     ),
                     "artifact_bytes": folder_bytes(artifacts) - before,
+                    "download_bytes": download_bytes(requests, artifacts),
                     "database_bytes": _database_bytes(database) - db_before,
+                    "rows_added": {
+                        k: v - rows_before.get(k, 0) for k, v in _table_rows(database).items()
+                    },
                     "driver_log": log_lines(work / f"platform_{name}.log"),
                     "exit_code": code,
                     **({"error": _tail(work / f"platform_{name}.log")} if code else {}),
@@ -367,6 +390,28 @@ def _database_bytes(uri: str) -> int:
             return int(cur.fetchone()[0])
 
 
+ROW_TABLES = ("runs", "params", "tags", "metrics", "model_versions", "logged_models",
+              "logged_model_params", "logged_model_metrics")  # fmt: skip
+
+
+def _table_rows(uri: str) -> dict[str, int]:
+    """Rows in MLflow's tables that grow with the grid (registry versions, logged models...)."""
+    import psycopg2
+
+    with contextlib.closing(psycopg2.connect(uri)) as conn:
+        with conn.cursor() as cur:
+            cur.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'"
+            )
+            present = {name for (name,) in cur.fetchall()}
+            out = {}
+            for table in ROW_TABLES:
+                if table in present:
+                    cur.execute(f"SELECT count(*) FROM {table}")  # noqa: S608 (fixed names)
+                    out[table] = int(cur.fetchone()[0])
+            return out
+
+
 def _tail(log: Path) -> str:
     lines = [ln for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
     return "\n".join(lines[-5:])[-1500:]
@@ -401,9 +446,11 @@ def _scalars(phase: dict) -> dict[str, float]:
     out = {"wall_s": phase["wall_s"], "cpu_s": sum(phase.get("cpu_s", {}).values())}
     for what, mib in phase.get("peak_rss_mib", {}).items():
         out[f"peak_rss_mib.{what}"] = mib
-    for key in ("requests", "artifact_bytes", "database_bytes", "bytes_written"):
+    for key in ("requests", "artifact_bytes", "download_bytes", "database_bytes", "bytes_written"):
         if key in phase:
             out[key] = phase[key]
+    for table, n in phase.get("rows_added", {}).items():
+        out[f"rows.{table}"] = n
     if "driver_log" in phase:
         out["driver_log_lines"] = phase["driver_log"]["lines"]
     return out
@@ -577,7 +624,9 @@ def _write(args: argparse.Namespace, grids: dict, load_before: tuple) -> None:
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(results, indent=2) + "\n")
-    args.out.with_suffix(".md").write_text(markdown(results))
+    md = args.out.with_suffix(".md")
+    notes = md.read_text().partition(NOTES)[2] if md.exists() else ""
+    md.write_text(markdown(results) + (NOTES + notes if notes else ""))
 
 
 if __name__ == "__main__":

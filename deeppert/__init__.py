@@ -14,7 +14,7 @@ objects, the same functions the ``deeppert`` commands call:
 - :func:`dp.export <deeppert._io.export>` -> AnnData.
 
 The steps live in ``dp.tl`` (as scanpy's ``sc.tl``) because ``deeppert.train``,
-``deeppert.ensemble`` and ``deeppert.targets`` are the modules that compute them.
+``deeppert.ensemble.modes`` and ``deeppert.targets`` are the modules that compute them.
 Everything here is imported on first use, so ``import deeppert`` loads neither torch nor
 pandas. Orchestration lives beside it: :mod:`deeppert.tracking` (MLflow) and ``ray_jobs/`` (Ray).
 """

@@ -32,6 +32,10 @@ class ParquetLatents:
     def __call__(self, key: str, columns: Sequence[str]) -> np.ndarray:
         return pd.read_parquet(self.files[key], columns=list(columns)).to_numpy()
 
+    def subset(self, keys: Sequence[str]) -> ParquetLatents:
+        """The reader of model runs ``keys`` only."""
+        return ParquetLatents({key: self.files[key] for key in keys})
+
 
 class EncoderLatents:
     """Computes one model run's code with its encoder (a ``(n, p) -> (n, d)`` torch module) on
@@ -55,6 +59,10 @@ class EncoderLatents:
         if z.shape[1] != len(names):
             raise DeeppertError(f"encoder of {key} has {z.shape[1]} nodes, expected {len(names)}")
         return z[:, [names.index(c) for c in columns]]
+
+    def subset(self, keys: Sequence[str]) -> EncoderLatents:
+        """The reader of model runs ``keys`` only: it holds their encoders, not the others'."""
+        return EncoderLatents(self.x_pca, {key: self.encoders[key] for key in keys})
 
 
 class LatentStore:
@@ -121,6 +129,18 @@ class LatentStore:
         if missing:
             raise KeyError(f"latent variables not in the store: {missing[:3]}")
         return LatentStore(self.index, columns, self.read)
+
+    def runs(self, keys: Sequence[str]) -> LatentStore:
+        """The store of model runs ``keys`` alone; its reader keeps only their files or
+        encoders (when it has ``subset``), so what is sent to a worker does not grow with the
+        number of runs in the whole store."""
+        keys = list(keys)
+        unknown = [key for key in keys if key not in self.groups]
+        if unknown:
+            raise KeyError(f"model runs not in the store: {unknown[:3]}")
+        subset = getattr(self.read, "subset", None)
+        read = subset(keys) if subset is not None else self.read
+        return LatentStore(self.index, [c for key in keys for c in self.groups[key]], read)
 
     def run(self, key: str) -> np.ndarray:
         """``(n, d)``: one model run's code, float64."""

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from deeppert.ensemble.modes import EnsembleConfig, RunComponents, components_by_run, run_groups
+from deeppert.ensemble.config import EnsembleConfig
+from deeppert.ensemble.modes import RunComponents, components_by_run, run_groups
+from deeppert.latent_store import LatentStore
 from deeppert.preprocess import PCAModel
 
 __all__ = ["distributed_components"]
@@ -22,21 +24,31 @@ def distributed_components(
     config: EnsembleConfig,
     *,
     tasks: int | None = None,
+    runs_per_task: int = 8,
 ) -> dict[str, RunComponents]:
-    """Every model run's :class:`~deeppert.ensemble.modes.RunComponents`, computed by ``tasks`` Ray
-    tasks (default 4 per CPU of the cluster) of 1 CPU each over interleaved runs.
+    """Every model run's :class:`~deeppert.ensemble.modes.RunComponents`, computed by Ray tasks of
+    1 CPU each over interleaved runs: ``tasks`` of them (default 4 per CPU of the cluster),
+    or more so that none has over ``runs_per_task`` runs.
 
-    ``latents`` (a DataFrame, or a :class:`~deeppert.latent_store.LatentStore` that reads one
-    run at a time) and the PCA scores go to the object store once; each task reads only its
-    own runs' codes.
+    The PCA scores go to the object store once; each task is sent only its own runs' part of
+    ``latents`` (the columns of a DataFrame, or :meth:`LatentStore.runs`: their encoders or
+    files), so a task's memory does not grow with the number of runs.
     """
     import ray
 
-    keys = list(run_groups(latents.columns))
+    groups = run_groups(latents.columns)
+    keys = list(groups)
     n = tasks or max(1, 4 * int(ray.cluster_resources().get("CPU", 1)))
+    n = max(n, -(-len(keys) // runs_per_task))
     chunks = [keys[i::n] for i in range(min(n, len(keys)))]
     task = ray.remote(num_cpus=1)(components_by_run)
-    latents_ref, x_ref = ray.put(latents), ray.put(np.asarray(x_pca))
-    parts = ray.get([task.remote(latents_ref, x_ref, pca, config, keys=chunk) for chunk in chunks])
+    x_ref = ray.put(np.asarray(x_pca))
+
+    def part(chunk: list[str]):
+        if isinstance(latents, LatentStore):
+            return latents.runs(chunk)
+        return latents[[c for key in chunk for c in groups[key]]]
+
+    parts = ray.get([task.remote(part(c), x_ref, pca, config, keys=c) for c in chunks])
     found = {key: part[key] for part in parts for key in part}
     return {key: found[key] for key in keys}

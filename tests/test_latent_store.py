@@ -157,6 +157,16 @@ def test_store_from_files_and_from_encoders(tmp_path):
     )  # fmt: skip
     assert torch.get_num_threads() == 1
 
+    one = store.runs([f"{trained.name}_run1"])
+    assert list(one.columns) == trained.node_names(1)
+    assert list(one.read.encoders) == [f"{trained.name}_run1"]  # the other encoder is not sent
+    np.testing.assert_array_equal(one.to_numpy(), store[list(one.columns)].to_numpy())
+    files_one = LatentStore.from_files(files).runs(["AE_d5_run1"])
+    assert list(files_one.read.files) == ["AE_d5_run1"]
+    np.testing.assert_array_equal(files_one.to_numpy(), frames["AE_d5_run1"].to_numpy())
+    with pytest.raises(KeyError, match="not in the store"):
+        store.runs(["AE_d9_run0"])
+
 
 def test_store_refuses_repeated_names_and_wrong_shapes():
     frames, _, _ = _planted(runs=2)

@@ -83,3 +83,34 @@ def test_tune_trials_are_named_for_what_they_train() -> None:
     assert trial_name({**trial, "runs": list(range(20))}) == "A549_AE_d10_runs0-19"
     assert trial_name({**trial, "runs": [3]}) == "A549_AE_d10_run3"
     assert trial_name({**trial, "runs": [0, 2, 5]}) == "A549_AE_d10_runs0,2,5"
+
+
+def test_a_trial_beats_once_for_all_its_runs() -> None:
+    """The heartbeat renews one run's tag per beat (the lead), the others point at it, and a
+    follower's claim is as fresh or stale as its lead's heartbeat."""
+    import threading
+
+    from deeppert.tracking.claims import Heartbeat
+
+    calls, beat = [], threading.Event()
+
+    def set_tag(run_id, key, value):
+        calls.append((run_id, key, value))
+        if key == TAGS.heartbeat:
+            beat.set()
+
+    session = SimpleNamespace(client=SimpleNamespace(set_tag=set_tag))
+    run_ids = {3: "c", 1: "a", 2: "b"}
+    heartbeat = Heartbeat(session, run_ids, interval=0.01).start()
+    assert beat.wait(10)
+    heartbeat.stop()
+    pointers = [(r, v) for r, k, v in calls if k == TAGS.heartbeat_run]
+    assert sorted(pointers) == [("b", "a"), ("c", "a")]
+    assert {r for r, k, _ in calls if k == TAGS.heartbeat} == {"a"}
+
+    follower = run("RUNNING", worker="elsewhere:1", beat_age_s=600)
+    follower.data.tags[TAGS.heartbeat_run] = "a"
+    fresh_lead = run("FINISHED", worker="elsewhere:1", beat_age_s=5)
+    stale_lead = run("RUNNING", worker="elsewhere:1", beat_age_s=61)
+    assert claim_state(follower, CTX, now=NOW, lead=fresh_lead)[0] == ClaimState.live
+    assert claim_state(follower, CTX, now=NOW, lead=stale_lead)[0] == ClaimState.stale

@@ -1,7 +1,9 @@
 """Grid-point claims and their heartbeats: how concurrent sweep attempts agree on one owner.
 
 A trial run is the claim on its grid point. While a trial trains, a :class:`Heartbeat` thread
-renews tag ``deeppert.heartbeat`` (epoch ms) on its runs. Before training a point, a trial
+renews tag ``deeppert.heartbeat`` (epoch ms) on one of its runs, the lead, which the others
+name in tag ``deeppert.heartbeat_run``: one request per beat whatever the trial's number of
+runs. Before training a point, a trial
 reads the point's trial runs (:func:`claim_state`): FINISHED with the same config -> done;
 RUNNING with a fresh heartbeat and a live worker -> busy, waited for and never marked failed;
 RUNNING with a stale heartbeat or a dead worker on this host -> marked FAILED and taken over.
@@ -31,6 +33,7 @@ __all__ = [
     "claim_state",
     "claim_grid_points",
     "Heartbeat",
+    "heartbeat_lead",
     "mark_failed_if_reachable",
     "now_ms",
     "worker_id",
@@ -97,9 +100,13 @@ class ClaimState:
     ended = "ended"  # FAILED / KILLED / FINISHED with another config: ignore
 
 
-def claim_state(trial_run: Any, ctx: SweepContext, *, now: int | None = None) -> tuple[str, str]:
+def claim_state(
+    trial_run: Any, ctx: SweepContext, *, now: int | None = None, lead: Any = None
+) -> tuple[str, str]:
     """``(state, why)`` of an existing trial run (an MLflow ``Run``) of a grid point, for
-    :func:`claim_grid_points`; ``now`` in epoch ms (default: the clock)."""
+    :func:`claim_grid_points`; ``now`` in epoch ms (default: the clock). ``lead``: the run
+    its tag ``deeppert.heartbeat_run`` names (:func:`heartbeat_lead`), whose heartbeat is
+    the trial's."""
     status = trial_run.info.status
     tags = trial_run.data.tags
     if status == "FINISHED":
@@ -110,12 +117,21 @@ def claim_state(trial_run: Any, ctx: SweepContext, *, now: int | None = None) ->
     worker = tags.get(TAGS.worker, "")
     if process_alive(worker) is False:
         return ClaimState.stale, f"its worker {worker} is gone"
-    beat = tags.get(TAGS.heartbeat)
+    beat = (lead.data.tags if lead is not None else tags).get(TAGS.heartbeat)
     last = int(beat) if beat and beat.isdigit() else trial_run.info.start_time
     age = ((now or now_ms()) - last) / 1000
     if age > ctx.claim_stale_seconds:
         return ClaimState.stale, f"no heartbeat for {age:.0f} s"
     return ClaimState.live, f"heartbeat {age:.0f} s ago"
+
+
+def heartbeat_lead(session: TrackingSession, trial_run: Any) -> Any:
+    """The run whose heartbeat stands for RUNNING ``trial_run``'s (tag
+    ``deeppert.heartbeat_run``), fetched; None when it beats itself or is not RUNNING."""
+    lead = trial_run.data.tags.get(TAGS.heartbeat_run)
+    if trial_run.info.status != "RUNNING" or not lead or lead == trial_run.info.run_id:
+        return None
+    return session.client.get_run(lead)
 
 
 def claim_grid_points(
@@ -139,7 +155,10 @@ def claim_grid_points(
         return find_runs_by_tag(session, TAGS.grid_key, key, parent_run_id=ctx.parent_run_id)
 
     for run, key in keys.items():
-        states = [(trial_run, *claim_state(trial_run, ctx)) for trial_run in trial_runs_of(key)]
+        states = [
+            (trial_run, *claim_state(trial_run, ctx, lead=heartbeat_lead(session, trial_run)))
+            for trial_run in trial_runs_of(key)
+        ]
         if any(state == ClaimState.done for _, state, _ in states):
             continue
         for old, state, why in states:
@@ -154,7 +173,11 @@ def claim_grid_points(
             busy.append(run)
             continue
         run_id = create(run)
-        live = [t for t in trial_runs_of(key) if claim_state(t, ctx)[0] == ClaimState.live]
+        live = [
+            t
+            for t in trial_runs_of(key)
+            if claim_state(t, ctx, lead=heartbeat_lead(session, t))[0] == ClaimState.live
+        ]
         owner = min(live, key=lambda t: (t.info.start_time, t.info.run_id), default=None)
         if owner is not None and owner.info.run_id != run_id:
             log.info("%s: claimed at the same time by run %s; yielding", key, owner.info.run_id)
@@ -166,20 +189,29 @@ def claim_grid_points(
 
 
 class Heartbeat:
-    """Renew tag ``deeppert.heartbeat`` on the runs in ``run_ids`` every ``interval`` seconds.
+    """Renew tag ``deeppert.heartbeat`` every ``interval`` seconds on the lead of the runs in
+    ``run_ids`` (its first run), which the others name in tag ``deeppert.heartbeat_run``: a
+    trial of many runs costs one request per beat, not one per run.
 
-    ``run_ids`` is read at every beat, so runs the trial finishes (pops) stop beating. A beat
-    that cannot reach the server is skipped (the main thread meets the same outage and fails
-    or retries); an attempt that stops beating is taken over by others after
-    ``sweep.claim_stale_seconds``.
+    ``run_ids`` is read at every beat: the lead beats until the trial has finished (popped)
+    every run, its own included. A beat that cannot reach the server is skipped (the main
+    thread meets the same outage and fails or retries); an attempt that stops beating is
+    taken over by others after ``sweep.claim_stale_seconds``.
     """
 
     def __init__(self, session: TrackingSession, run_ids: dict[int, str], interval: float) -> None:
         self._session, self._run_ids, self._interval = session, run_ids, interval
+        self._lead = ""
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat, name="deeppert-heartbeat", daemon=True)
 
     def start(self) -> Heartbeat:
+        """Point the other runs at the lead (one tag each), then beat in a thread."""
+        if self._run_ids:
+            self._lead = self._run_ids[min(self._run_ids)]
+            for run_id in self._run_ids.values():
+                if run_id != self._lead:
+                    self._session.client.set_tag(run_id, TAGS.heartbeat_run, self._lead)
         self._thread.start()
         return self
 
@@ -188,9 +220,8 @@ class Heartbeat:
 
     def _beat(self) -> None:
         client = self._session.client
-        while not self._stop.wait(self._interval):
-            for run_id in list(self._run_ids.values()):
-                try:
-                    client.set_tag(run_id, TAGS.heartbeat, str(now_ms()))
-                except Exception as exc:  # noqa: BLE001 - logged; the claim just ages
-                    log.warning("heartbeat of run %s not renewed: %s", run_id, first_line(exc))
+        while not self._stop.wait(self._interval) and self._run_ids:
+            try:
+                client.set_tag(self._lead, TAGS.heartbeat, str(now_ms()))
+            except Exception as exc:  # noqa: BLE001 - logged; the claim just ages
+                log.warning("heartbeat of run %s not renewed: %s", self._lead, first_line(exc))

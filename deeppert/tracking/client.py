@@ -773,14 +773,27 @@ def load_torch_model(
     """
     import mlflow.artifacts
     import mlflow.pytorch
+    import yaml
 
     source = _logged_model_source(session, model_uri)
+    model_id = source.removeprefix("models:/").split("/", 1)[0]
+    if not model_id.startswith("m-"):
+        raise DeeppertError(f"{model_uri!r} resolves to {source!r}, not a logged model")
+    # Only what loading reads: MLmodel and the flavor's data folder (not the environment
+    # files, input example and signature files beside them): about half the requests.
+    location = session.client.get_logged_model(model_id).artifact_location.rstrip("/")
     with tempfile.TemporaryDirectory(prefix="deeppert-model-") as tmp:
         with global_uris(session.uri):
-            local = mlflow.artifacts.download_artifacts(
-                artifact_uri=source, dst_path=tmp, tracking_uri=session.uri
-            )
-        return mlflow.pytorch.load_model(local, map_location=map_location)
+
+            def fetch(path: str) -> None:
+                mlflow.artifacts.download_artifacts(
+                    artifact_uri=f"{location}/{path}", dst_path=tmp, tracking_uri=session.uri
+                )
+
+            fetch("MLmodel")
+            flavor = yaml.safe_load(Path(tmp, "MLmodel").read_text())["flavors"]["pytorch"]
+            fetch(flavor["model_data"])
+        return mlflow.pytorch.load_model(tmp, map_location=map_location)
 
 
 def _logged_model_source(session: TrackingSession, model_uri: str) -> str:

@@ -60,6 +60,8 @@ class TAGS:
     run = "deeppert.run"
     encoder_version = "deeppert.encoder_version"
     heartbeat = "deeppert.heartbeat"  # epoch ms, renewed while a trial attempt lives (its claim)
+    # the run of the same trial whose deeppert.heartbeat stands for this run's (one beat a trial)
+    heartbeat_run = "deeppert.heartbeat_run"
     driver = "deeppert.driver"  # parent: host:pid of the sweep driver that last opened it
     ray_node_id = "deeppert.ray_node_id"  # the Ray node a trial ran on
     best_shape = "deeppert.best_shape"  # parent: the sweep report's best <dataset>/<MODEL>/d<dim>

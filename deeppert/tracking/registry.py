@@ -142,7 +142,9 @@ def load_sweep_encoders(
     for v in versions:
         if gene_weights:
             weights.append(load_parquet(session, v.run_id, ARTIFACTS.gene_weights))
-        encoder = load_torch_model(session, f"models:/{v.name}/{v.version}", map_location="cpu")
+        # the version's source (models:/m-...) is in the search result: no model-versions/get
+        source = v.source if v.source.startswith("models:/m-") else f"models:/{v.name}/{v.version}"
+        encoder = load_torch_model(session, source, map_location="cpu")
         by_shape[f"{v.tags[vt.model]}_d{v.tags[vt.dim]}"].append((int(v.tags[vt.run]), encoder))
     pca = PCAModel.from_frames(
         *(load_parquet(session, parent, pca_artifact(dataset, n)) for n in PCA_TABLES)

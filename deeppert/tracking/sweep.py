@@ -10,7 +10,8 @@ under the sweep's parent run, found again by its ``deeppert.grid_key`` tag. A tr
    its worker process on this host gone) is marked FAILED and taken over; when two trials
    create a claim at once, the older run wins and the other deletes its own,
 3. trains the claimed runs of its shape vectorised, logging per-epoch metrics, while a
-   :class:`~deeppert.tracking.claims.Heartbeat` thread renews their ``deeppert.heartbeat`` tag,
+   :class:`~deeppert.tracking.claims.Heartbeat` thread renews the ``deeppert.heartbeat`` tag
+   of the trial's lead run (the others name it in ``deeppert.heartbeat_run``),
 4. computes IG gene weights, logs them as Parquet and the encoder as an MLflow PyTorch model
    registered as a version of ``<dataset>-encoder-<MODEL>-d<dim>`` (no latents: the encoder
    gives them again where the ensemble runs), and each run's seed agreement with the other
@@ -500,8 +501,9 @@ def _train_claimed(
     """
     session = ctx.session
     client = session.client
-    heartbeat = Heartbeat(session, run_ids, ctx.heartbeat_seconds).start()
+    heartbeat = Heartbeat(session, run_ids, ctx.heartbeat_seconds)
     try:
+        heartbeat.start()
         if data_input is not None:
             _log_training_input(client, run_ids.values(), data_input)
         trained, metrics = train_shape(
