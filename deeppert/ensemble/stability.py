@@ -352,8 +352,8 @@ def ensemble_warnings(ensemble: Ensemble, stability: dict) -> list[str]:
             out.append(
                 f"the chosen L = {ensemble.n_clusters} has silhouette {s:.2f} < "
                 f"{SILHOUETTE_FLOOR}: weak clusters, little structure recurs across runs "
-                "(programs with Gaussian activities give ICA nothing to identify: try "
-                "ensemble.method = gmeans)"
+                "(more runs or epochs may help; program_baselines says whether PCA, FastICA "
+                "or NMF programs do better on these data)"
             )
         if ensemble.config.n_clusters is None and not ensemble.selection["explains"].any():
             out.append(
