@@ -1,8 +1,9 @@
-"""Progress of long CLI steps: a tqdm bar on a terminal, plain log lines otherwise.
+"""Progress of long steps: a tqdm bar on a terminal or in a notebook, log lines otherwise.
 
-A bar redrawn in place is what a person at a terminal wants; in a log file (CI, ``nohup``,
-a Ray job) it becomes thousands of carriage returns, so there the same progress is written
-as at most ~10 INFO lines with the elapsed time and an ETA.
+A bar redrawn in place is what a person at a terminal or in Jupyter wants (a notebook's
+stderr is no terminal, and INFO log lines there go nowhere unless logging is set up); in a
+log file (CI, ``nohup``, a Ray job) a bar becomes thousands of carriage returns, so there the
+same progress is written as at most ~10 INFO lines with the elapsed time and an ETA.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import sys
 import time
 from types import TracebackType
 
-__all__ = ["Progress"]
+__all__ = ["Progress", "interactive"]
 
 log = logging.getLogger("deeppert.progress")
 
@@ -21,12 +22,12 @@ class Progress:
     """``with Progress(total, "training") as bar: bar.update(1, loss=0.3)``.
 
     ``tty`` forces the bar (True) or the log lines (False); by default the bar is used when
-    stderr is a terminal.
+    stderr is a terminal or the process is a Jupyter kernel (:func:`interactive`).
     """
 
     def __init__(self, total: int, desc: str, *, unit: str = "step", tty: bool | None = None):
         self.total, self.desc, self.unit = max(int(total), 1), desc, unit
-        self.tty = sys.stderr.isatty() if tty is None else tty
+        self.tty = interactive() if tty is None else tty
         self.done = 0
         self._bar = None
         self._start = time.perf_counter()
@@ -34,7 +35,7 @@ class Progress:
 
     def __enter__(self) -> Progress:
         if self.tty:
-            from tqdm import tqdm
+            from tqdm.auto import tqdm  # a widget in Jupyter, text on a terminal
 
             self._bar = tqdm(total=self.total, desc=self.desc, unit=self.unit, file=sys.stderr)
         else:  # a first line at once: the first tenth of a long step can take minutes
@@ -69,6 +70,12 @@ class Progress:
     ) -> None:
         if self._bar is not None:
             self._bar.close()
+
+
+def interactive() -> bool:
+    """Whether a person watches this process live: stderr is a terminal, or it is a Jupyter
+    (IPython) kernel, whose stderr is a pipe shown in the notebook."""
+    return sys.stderr.isatty() or "ipykernel" in sys.modules
 
 
 def _short(value: float | str) -> str:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import logging
+import sys
+import types
 
 from deeppert.progress import Progress
 
@@ -30,3 +32,21 @@ def test_bar_on_a_terminal(monkeypatch, caplog) -> None:
                 bar.update(1, model="VAE_d5")
     assert caplog.records == []  # the bar replaces the log lines
     assert "attributing: 100%" in err.getvalue() and "3/3" in err.getvalue()
+
+
+def test_bar_in_a_notebook_kernel(monkeypatch, caplog) -> None:
+    """A Jupyter kernel's stderr is a pipe, yet a person watches it: the bar, not log lines
+    that an unconfigured logger would drop."""
+    err = io.StringIO()
+    monkeypatch.setattr("sys.stderr", err)
+    monkeypatch.setitem(sys.modules, "ipykernel", types.ModuleType("ipykernel"))
+    with caplog.at_level(logging.INFO, logger="deeppert.progress"):
+        with Progress(2, "training", unit="epoch") as bar:
+            bar.update(2)
+    assert caplog.records == []
+    assert "training: 100%" in err.getvalue()
+    monkeypatch.delitem(sys.modules, "ipykernel")
+    with caplog.at_level(logging.INFO, logger="deeppert.progress"):
+        with Progress(2, "training", unit="epoch") as bar:  # a pipe, no kernel: log lines
+            bar.update(2)
+    assert [r.getMessage() for r in caplog.records][0] == "training: 0/2 epochs"
