@@ -902,7 +902,47 @@ def consensus_ensemble(
             f"({', '.join(comp.rotations)}): train at least 2 runs, or use ensemble.method = gmeans"
         )
     P_all = comp.loadings_pca.T  # components x p
-    U = _unit_rows(P_all)
+    U_all = _unit_rows(P_all)
+    keep, density, density_filter = _density_filter(U_all, comp, config)
+    U, P = U_all[keep], P_all[keep]
+    names = [n for n, k in zip(comp.names, keep, strict=True) if k]
+    curve, signs, labels = _select_clusters(U, P, x, config)
+    L = int(labels.max()) + 1
+    loadings, signs = _cluster_loadings(P @ pca.components, signs, labels, L)
+    embedding = _cluster_embedding(latents, comp, names, signs, labels, L)
+    cnames = cluster_names(L)
+    frame = pd.DataFrame(
+        {
+            "cluster": labels,
+            "cluster_name": [cnames[k] for k in labels],
+            "sign": signs.astype(np.int64),
+            "local_distance": density[keep],
+        },
+        index=pd.Index(names, name="variable"),
+    )
+    index, genes = pd.Index(cnames, name="cluster"), pd.Index(pca.genes, name="gene")
+    return Ensemble(
+        labels=frame,
+        n_clusters=L,
+        gmeans_n_clusters=None,
+        weights=pd.DataFrame(np.abs(loadings), index=index, columns=genes),
+        embedding=pd.DataFrame(embedding, index=latents.index, columns=cnames),
+        config=config,
+        loadings=pd.DataFrame(loadings, index=index, columns=genes),
+        selection=curve,
+        rotations=comp.rotations,
+        n_dropped=int((~keep).sum()),
+        density_filter=density_filter,
+    )
+
+
+def _density_filter(
+    U: np.ndarray, comp: Components, config: EnsembleConfig
+) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Step 3 of :func:`consensus_ensemble`: which unit profiles ``U`` another model run
+    reproduces (cNMF's local-density filter); returns the kept mask, each component's mean
+    distance to its neighbours and the filter's summary. Raises when too few are kept to
+    cluster."""
     copies = 2 if config.rotation == "ica+varimax" else 1  # a program's components per run
     n_neighbours = max(1, int(round(config.neighbourhood * comp.n_replicates * copies)))
     runs = np.array([name.rsplit("_ic", 1)[0] for name in comp.names])
@@ -929,8 +969,15 @@ def consensus_ensemble(
             f"{config.density_threshold}): train more runs or more epochs, or use "
             "ensemble.method = gmeans"
         )
-    U, P = U[keep], P_all[keep]
-    names = [n for n, k in zip(comp.names, keep, strict=True) if k]
+    return keep, density, density_filter
+
+
+def _select_clusters(
+    U: np.ndarray, P: np.ndarray, x: np.ndarray, config: EnsembleConfig
+) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """Step 4 of :func:`consensus_ensemble`: the selection curve over L and the signs and
+    labels of the chosen L (the most stable up to the last L whose clusters explain, or the
+    fixed ``n_clusters``)."""
     if config.n_clusters is not None:
         Ls = [min(config.n_clusters, len(U))]
     else:
@@ -949,43 +996,41 @@ def consensus_ensemble(
     chosen = Ls[int(np.argmax(stab))]  # the first maximum: the smaller L on ties
     curve["chosen"] = curve.index == chosen
     signs, labels = fits[chosen]
-    L = int(labels.max()) + 1
-    loadings = _medians(signs[:, None] * (P @ pca.components), labels, L)
+    return curve, signs, labels
+
+
+def _cluster_loadings(
+    gene_profiles: np.ndarray, signs: np.ndarray, labels: np.ndarray, L: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Step 5 of :func:`consensus_ensemble`: per-cluster median of the members' sign-aligned
+    gene loadings (robust to stragglers), each flipped so its largest |loading| is positive;
+    returns the loadings (L x genes) and the members' signs flipped with them."""
+    loadings = _medians(signs[:, None] * gene_profiles, labels, L)
     flip = np.where(loadings[np.arange(L), np.abs(loadings).argmax(1)] < 0, -1.0, 1.0)
     loadings *= flip[:, None]
-    signs = signs * flip[labels]
+    return loadings, signs * flip[labels]
+
+
+def _cluster_embedding(
+    latents: pd.DataFrame,
+    comp: Components,
+    names: Sequence[str],
+    signs: np.ndarray,
+    labels: np.ndarray,
+    L: int,
+) -> np.ndarray:
+    """Step 5 of :func:`consensus_ensemble`: per-cluster mean of the sign-aligned component
+    values (samples x L), built one model run at a time so samples x all components is never
+    held in memory."""
     embedding = np.zeros((len(latents), L))
     by_run: dict[str, list[int]] = {}
     for j, name in enumerate(names):
         by_run.setdefault(name.rsplit("_ic", 1)[0], []).append(j)
-    for idx in by_run.values():  # one model run at a time: samples x components never held
+    for idx in by_run.values():
         values = comp.values(latents, [names[j] for j in idx]) * signs[idx]
         np.add.at(embedding.T, labels[idx], values.T)
     embedding /= np.bincount(labels, minlength=L)
-    cnames = cluster_names(L)
-    frame = pd.DataFrame(
-        {
-            "cluster": labels,
-            "cluster_name": [cnames[k] for k in labels],
-            "sign": signs.astype(np.int64),
-            "local_distance": density[keep],
-        },
-        index=pd.Index(names, name="variable"),
-    )
-    index, genes = pd.Index(cnames, name="cluster"), pd.Index(pca.genes, name="gene")
-    return Ensemble(
-        labels=frame,
-        n_clusters=L,
-        gmeans_n_clusters=None,
-        weights=pd.DataFrame(np.abs(loadings), index=index, columns=genes),
-        embedding=pd.DataFrame(embedding, index=latents.index, columns=cnames),
-        config=config,
-        loadings=pd.DataFrame(loadings, index=index, columns=genes),
-        selection=curve,
-        rotations=comp.rotations,
-        n_dropped=int((~keep).sum()),
-        density_filter=density_filter,
-    )
+    return embedding
 
 
 # -- applying an ensemble to new signatures -------------------------------------------------
