@@ -46,6 +46,7 @@ import platform
 import resource
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -244,7 +245,20 @@ def equality_check(device: torch.device) -> dict:
     return out
 
 
-def main(argv: list[str] | None = None) -> dict:
+@dataclass
+class Inputs:
+    """The PCA training matrix every shape is timed on, and the phases that built it."""
+
+    x: np.ndarray
+    n_train: int
+    n_genes: int
+    rss0: int
+    data_phase: Phase
+    pca_phase: Phase
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The benchmark's flags: the shapes timed, the input size, the device and the grid."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--n-samples", type=int, default=15000)
@@ -261,15 +275,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--grid-rows", type=int, default=0, help="rows timed (0: all)")
     parser.add_argument("--grid-full-epochs", type=int, default=100)
     parser.add_argument("--out", type=Path, help="JSON path (default bench/results/...)")
-    args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    out_path = args.out or RESULTS / (
-        "training.json" if device.type == "cpu" else f"training_{device.type}.json"
-    )
-    t_start = time.perf_counter()
+    return parser.parse_args(argv)
 
+
+def build_inputs(args: argparse.Namespace, device: torch.device) -> Inputs:
+    """Synthetic signatures and their PCA scores, each step timed: the data every shape trains on."""
     rss0 = _rss()
     with Phase(device) as data_phase:
         syn = make_synthetic(SynthConfig(n_samples=args.n_samples, seed=0))
@@ -278,73 +288,90 @@ def main(argv: list[str] | None = None) -> dict:
         train_idx, _ = split_indices(sig.n_samples, 0.1, 0)
         pca = fit_pca(sig.values[train_idx], sig.genes, args.n_components)
         x = pca.transform(sig.values[train_idx])
-    train = TrainConfig(epochs=args.epochs, device=args.device)
-    runs = list(range(args.runs))
-    kinds = args.models.split(",")
-    load = [os.getloadavg()[0]]
+    return Inputs(x, int(len(train_idx)), sig.n_genes, rss0, data_phase, pca_phase)
 
-    # warm-up: lazy library initialisation must not be charged to whichever mode runs first
+
+def warm_up(x: np.ndarray, kinds: list[str], runs: list[int], args: argparse.Namespace) -> None:
+    """One short fit per shape and mode, so lazy library initialisation is not charged to
+    whichever mode is timed first."""
     for kind in kinds:
         cfg = ModelConfig(kind=kind, latent_dim=args.dim, n_inputs=args.n_components)
         fit(x[:512], cfg, TrainConfig(epochs=1, device=args.device), runs)
         fit(x[:512], cfg, TrainConfig(epochs=1, device=args.device), [0])
 
-    shapes = []
-    steps = args.epochs * math.ceil(len(x) / train.batch_size)
-    for kind in kinds:
-        cfg = ModelConfig(kind=kind, latent_dim=args.dim, n_inputs=args.n_components)
-        with Phase(device) as seq:
-            singles = [fit(x, cfg, train, [r]) for r in runs]
-        with Phase(device) as vec:
-            group = fit(x, cfg, train, runs)
-        load.append(os.getloadavg()[0])
-        probe = x[:2000]
-        z_vec = group.embed(probe)
-        z_seq = np.stack([s.embed(probe)[0] for s in singles])
-        work = len(x) * args.epochs * args.runs  # samples x replicas
-        ref = matmul_reference(cfg, args.runs, train.batch_size, steps, device)
-        shape = {
-            "model": kind,
-            "latent_dim": args.dim,
-            "runs": args.runs,
-            "sequential": seq.record(),
-            "vectorised": vec.record(),
-            "speedup": round(seq.seconds / vec.seconds, 3),
-            # CPU time the process used: on a shared machine this sees less of the other
-            # processes' load than wall time does (with 1 thread it is the work done)
-            "speedup_process_cpu_time": round(seq.cpu_seconds / vec.cpu_seconds, 3),
-            "samples_x_replicas_per_s": {
-                "sequential": round(work / seq.seconds),
-                "vectorised": round(work / vec.seconds),
-                "matmul_reference": round(ref["samples_x_replicas_per_s"]),
-            },
-            "matmul_reference_tflops": round(ref["matmul_tflops"], 3),
-            "share_of_matmul": round(work / vec.seconds / ref["samples_x_replicas_per_s"], 4),
-            "max_abs_embedding_diff_vs_sequential": float(np.abs(z_vec - z_seq).max()),
-            "embedding_scale": float(np.abs(z_seq).max()),
-        }
-        if args.profile:
-            try:  # a profiler hiccup must not cost the timings above
-                shape["profile_top10"] = profile_table(
-                    x[: 10 * train.batch_size], cfg, runs, device
-                )
-            except Exception as exc:  # noqa: BLE001 - recorded in the results, not hidden
-                shape["profile_error"] = repr(exc)
-        shapes.append(shape)
-        print(
-            f"{kind}_d{args.dim}: sequential {seq.seconds:.2f} s, vectorised {vec.seconds:.2f} s, "
-            f"{shape['speedup']:.2f}x; process CPU time {seq.cpu_seconds:.2f} s vs "
-            f"{vec.cpu_seconds:.2f} s, {shape['speedup_process_cpu_time']:.2f}x (load {load[-1]:.1f})",
-            flush=True,
-        )
-        del singles, group
 
-    result = {
+def measure_shape(
+    kind: str,
+    x: np.ndarray,
+    train: TrainConfig,
+    runs: list[int],
+    args: argparse.Namespace,
+    device: torch.device,
+    load: list[float],
+) -> dict:
+    """Time one shape's R seeds one by one and vectorised, check they embed alike, and
+    compare the throughput with the batched-matmul reference; appends the load average."""
+    cfg = ModelConfig(kind=kind, latent_dim=args.dim, n_inputs=args.n_components)
+    steps = args.epochs * math.ceil(len(x) / train.batch_size)
+    with Phase(device) as seq:
+        singles = [fit(x, cfg, train, [r]) for r in runs]
+    with Phase(device) as vec:
+        group = fit(x, cfg, train, runs)
+    load.append(os.getloadavg()[0])
+    probe = x[:2000]
+    z_vec = group.embed(probe)
+    z_seq = np.stack([s.embed(probe)[0] for s in singles])
+    work = len(x) * args.epochs * args.runs  # samples x replicas
+    ref = matmul_reference(cfg, args.runs, train.batch_size, steps, device)
+    shape = {
+        "model": kind,
+        "latent_dim": args.dim,
+        "runs": args.runs,
+        "sequential": seq.record(),
+        "vectorised": vec.record(),
+        "speedup": round(seq.seconds / vec.seconds, 3),
+        # CPU time the process used: on a shared machine this sees less of the other
+        # processes' load than wall time does (with 1 thread it is the work done)
+        "speedup_process_cpu_time": round(seq.cpu_seconds / vec.cpu_seconds, 3),
+        "samples_x_replicas_per_s": {
+            "sequential": round(work / seq.seconds),
+            "vectorised": round(work / vec.seconds),
+            "matmul_reference": round(ref["samples_x_replicas_per_s"]),
+        },
+        "matmul_reference_tflops": round(ref["matmul_tflops"], 3),
+        "share_of_matmul": round(work / vec.seconds / ref["samples_x_replicas_per_s"], 4),
+        "max_abs_embedding_diff_vs_sequential": float(np.abs(z_vec - z_seq).max()),
+        "embedding_scale": float(np.abs(z_seq).max()),
+    }
+    if args.profile:
+        try:  # a profiler hiccup must not cost the timings above
+            shape["profile_top10"] = profile_table(x[: 10 * train.batch_size], cfg, runs, device)
+        except Exception as exc:  # noqa: BLE001 - recorded in the results, not hidden
+            shape["profile_error"] = repr(exc)
+    print(
+        f"{kind}_d{args.dim}: sequential {seq.seconds:.2f} s, vectorised {vec.seconds:.2f} s, "
+        f"{shape['speedup']:.2f}x; process CPU time {seq.cpu_seconds:.2f} s vs "
+        f"{vec.cpu_seconds:.2f} s, {shape['speedup_process_cpu_time']:.2f}x (load {load[-1]:.1f})",
+        flush=True,
+    )
+    return shape
+
+
+def result_record(
+    args: argparse.Namespace,
+    device: torch.device,
+    inputs: Inputs,
+    train: TrainConfig,
+    shapes: list[dict],
+    load: list[float],
+) -> dict:
+    """The results JSON of the timed shapes: input sizes, machine, phases and memory."""
+    return {
         "benchmark": "training: R seeds vectorised vs one by one",
         "input": {
             "n_samples": args.n_samples,
-            "n_train_rows": int(len(train_idx)),
-            "n_genes": sig.n_genes,
+            "n_train_rows": inputs.n_train,
+            "n_genes": inputs.n_genes,
             "n_components": args.n_components,
         },
         "train": {"epochs": args.epochs, "batch_size": train.batch_size, "dtype": train.dtype},
@@ -356,31 +383,28 @@ def main(argv: list[str] | None = None) -> dict:
         "torch_threads": torch.get_num_threads(),
         "load_average_1min": [round(v, 2) for v in load],
         "torch": torch.__version__,
-        "data": data_phase.record(),
-        "pca": pca_phase.record(),
+        "data": inputs.data_phase.record(),
+        "pca": inputs.pca_phase.record(),
         "shapes": shapes,
-        "rss_at_start_mib": round(rss0 / MIB, 1),
+        "rss_at_start_mib": round(inputs.rss0 / MIB, 1),
         "process_peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "memory_target_mib": 2048,
         "speedup_target": 3.0 if device.type == "cpu" else 10.0,
     }
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    out_path.write_text(json.dumps(result, indent=2) + "\n")  # kept if the grid overruns
-    result["float64_equality_group_vs_alone"] = equality_check(device)
-    if args.grid:
-        result["deepprofile_grid"] = grid_estimate(x, int(len(train_idx)), args, device)
-        result["load_average_1min"].append(round(os.getloadavg()[0], 2))
-    result["bench_seconds"] = round(time.perf_counter() - t_start, 1)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    out_path.write_text(json.dumps(result, indent=2) + "\n")
 
+
+def print_report(
+    result: dict, args: argparse.Namespace, inputs: Inputs, train: TrainConfig, out_path: Path
+) -> None:
+    """The results as a table: per shape, the grid estimate and the float64 equality check."""
+    shapes = result["shapes"]
     print(
-        f"{args.n_samples} x {sig.n_genes} -> PCA {args.n_components}; {args.runs} seeds, "
+        f"{args.n_samples} x {inputs.n_genes} -> PCA {args.n_components}; {args.runs} seeds, "
         f"{args.epochs} epochs, batch {train.batch_size}, {args.device} "
         f"({result['torch_threads']} torch threads, load {result['load_average_1min']})"
     )
-    print(f"data {data_phase.seconds:.1f} s, PCA {pca_phase.seconds:.1f} s")
-    mem = "cuda_peak_allocated_mib" if device.type == "cuda" else "peak_rss_delta_mib"
+    print(f"data {inputs.data_phase.seconds:.1f} s, PCA {inputs.pca_phase.seconds:.1f} s")
+    mem = "cuda_peak_allocated_mib" if args.device == "cuda" else "peak_rss_delta_mib"
     print(
         f"{'shape':<8} {'seq s':>8} {'vec s':>8} {'speedup':>8} {'seq smp*R/s':>12} "
         f"{'vec smp*R/s':>12} {'matmul smp*R/s':>14} {'share':>6} {'seq MiB':>8} {'vec MiB':>8}"
@@ -418,6 +442,36 @@ def main(argv: list[str] | None = None) -> dict:
         f"process peak RSS {result['process_peak_rss_mib']:.0f} MiB (target < 2048 MiB); "
         f"wrote {out_path}"
     )
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Time each shape's seeds vectorised vs one by one; write and print the results."""
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    out_path = args.out or RESULTS / (
+        "training.json" if device.type == "cpu" else f"training_{device.type}.json"
+    )
+    t_start = time.perf_counter()
+    inputs = build_inputs(args, device)
+    train = TrainConfig(epochs=args.epochs, device=args.device)
+    runs = list(range(args.runs))
+    kinds = args.models.split(",")
+    load = [os.getloadavg()[0]]
+    warm_up(inputs.x, kinds, runs, args)
+    shapes = [measure_shape(kind, inputs.x, train, runs, args, device, load) for kind in kinds]
+    result = result_record(args, device, inputs, train, shapes, load)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path.write_text(json.dumps(result, indent=2) + "\n")  # kept if the grid overruns
+    result["float64_equality_group_vs_alone"] = equality_check(device)
+    if args.grid:
+        result["deepprofile_grid"] = grid_estimate(inputs.x, inputs.n_train, args, device)
+        result["load_average_1min"].append(round(os.getloadavg()[0], 2))
+    result["bench_seconds"] = round(time.perf_counter() - t_start, 1)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path.write_text(json.dumps(result, indent=2) + "\n")
+    print_report(result, args, inputs, train, out_path)
     return result
 
 
