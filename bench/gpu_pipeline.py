@@ -33,9 +33,11 @@ import sys
 import threading
 import time
 import types
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 
 MIB = 2**20
@@ -79,7 +81,7 @@ _quadrature_shim()
 from deeppert.attribution import IGConfig, attribute_genes  # noqa: E402
 from deeppert.data.synthetic import SynthConfig, make_synthetic  # noqa: E402
 from deeppert.models import ModelConfig  # noqa: E402
-from deeppert.preprocess import fit_pca, split_indices  # noqa: E402
+from deeppert.preprocess import PCAModel, fit_pca, split_indices  # noqa: E402
 from deeppert.train import TrainConfig, fit  # noqa: E402
 
 DIMS = (5, 10, 25, 50, 75, 100)
@@ -137,7 +139,8 @@ def _write(path: Path, results: dict) -> None:
     tmp.replace(path)
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The pipeline's flags: output, scale, device, epochs, time budget, IG and ensemble knobs."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, help="JSON results file")
     parser.add_argument("--scale", type=float, default=1.0, help="fraction of samples and runs")
@@ -149,16 +152,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ig-samples", type=int, default=0, help="0 = all training samples")
     parser.add_argument("--cluster-on", choices=["gene_weights", "latents"], default="gene_weights")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
-    args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    start = time.perf_counter()
-    device = torch.device(args.device)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    n_samples = max(200, int(round(15000 * args.scale)))
-    runs = max(2, int(round(100 * args.scale)))
-    results: dict = {
+    return parser.parse_args(argv)
+
+
+def results_header(
+    args: argparse.Namespace, device: torch.device, n_samples: int, runs: int
+) -> dict:
+    """The results JSON before any stage ran: machine, sizes and settings, empty stages."""
+    return {
         "benchmark": "pure compute path at DeepProfile scale: train -> IG -> ensemble",
         "target": "10 minutes in total on one H100",
         "device": str(device),
@@ -183,20 +184,101 @@ def main(argv: list[str] | None = None) -> int:
         "stages": {},
         "shapes": [],
     }
-    stages = results["stages"]
 
+
+def build_inputs(
+    args: argparse.Namespace, device: torch.device, n_samples: int, results: dict
+) -> tuple[np.ndarray, np.ndarray, PCAModel]:
+    """Synthetic signatures -> PCA training scores (the ``data_pca`` stage) and the rows IG
+    attributes; returns ``(x_train, x_ig, pca)`` and records the stage and row counts."""
     with Stage(device) as st:
         signatures = make_synthetic(SynthConfig(n_samples=n_samples, seed=0)).signatures
         train_idx, _ = split_indices(signatures.n_samples, 0.1, 0)
         pca = fit_pca(signatures.values[train_idx], signatures.genes, 100)
         x_train = pca.transform(signatures.values[train_idx])
-    stages["data_pca"] = st.record()
+    results["stages"]["data_pca"] = st.record()
     ig_rows = slice(None) if not args.ig_samples else slice(0, args.ig_samples)
     x_ig = x_train[ig_rows]
     results["n_train_rows"] = int(len(train_idx))
     results["n_ig_rows"] = int(len(x_ig))
-    _write(out, results)
+    return x_train, x_ig, pca
 
+
+def epochs_within_budget(
+    args: argparse.Namespace,
+    left: float,
+    rest: list[tuple[str, int]],
+    runs: int,
+    per_unit: list[float],
+    ig_unit: list[float],
+) -> int:
+    """All epochs when the remaining shapes' projected train + IG time fits in ``left``
+    seconds, else the probe epochs (the shape's full time is then extrapolated)."""
+    projected = (np.mean(per_unit) * args.epochs * runs * len(rest)) if per_unit else 0.0
+    projected += np.mean(ig_unit) * sum(d for _, d in rest) if ig_unit else 0.0
+    if per_unit and projected > left:
+        return min(args.probe_epochs, args.epochs)
+    return args.epochs
+
+
+@dataclass
+class ShapeRun:
+    """One shape's timed training and IG, and the latent and gene-weight frames it adds."""
+
+    train: dict
+    train_seconds: float
+    ig: dict
+    ig_seconds: float
+    latents: list[pd.DataFrame]
+    weights: list[pd.DataFrame]
+    max_rel_completeness_error: float
+
+
+def train_and_attribute(
+    kind: str,
+    dim: int,
+    epochs: int,
+    runs: int,
+    inputs: tuple[np.ndarray, np.ndarray, PCAModel],
+    args: argparse.Namespace,
+    device: torch.device,
+) -> ShapeRun:
+    """Train one shape's runs vectorised, then its IG gene weights, each a timed stage."""
+    x_train, x_ig, pca = inputs
+    model_config = ModelConfig(kind=kind, latent_dim=dim, n_inputs=100)
+    train_config = TrainConfig(epochs=epochs, batch_size=256, device=str(device))
+    with Stage(device) as train_stage:
+        trained = fit(x_train, model_config, train_config, list(range(runs)))
+    with Stage(device) as ig_stage:
+        attribution = attribute_genes(trained, x_ig, pca, config=IGConfig(n_steps=args.ig_steps))
+    latents = trained.latents_frames(x_train, [str(j) for j in range(len(x_train))])
+    weights = [attribution.frame(r) for r in range(runs)]
+    del trained
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return ShapeRun(
+        train=train_stage.record(),
+        train_seconds=train_stage.seconds,
+        ig=ig_stage.record(),
+        ig_seconds=ig_stage.seconds,
+        latents=latents,
+        weights=weights,
+        max_rel_completeness_error=float(np.max(attribution.relative_delta)),
+    )
+
+
+def run_shapes(
+    args: argparse.Namespace,
+    device: torch.device,
+    runs: int,
+    inputs: tuple[np.ndarray, np.ndarray, PCAModel],
+    results: dict,
+    out: Path,
+    start: float,
+) -> tuple[list[pd.DataFrame], list[pd.DataFrame]]:
+    """Train and attribute every (model, dim) within the budget, recording the ``train`` and
+    ``ig`` stages after each shape; returns all latent and gene-weight frames."""
+    stages = results["stages"]
     latents, weights = [], []
     train_total = ig_total = 0.0
     gpu_train = gpu_ig = 0.0
@@ -206,36 +288,19 @@ def main(argv: list[str] | None = None) -> int:
     reserve = 0.15 * args.budget_s  # kept for IG of the rest + the ensemble
     for i, (kind, dim) in enumerate(shapes):
         left = args.budget_s - (time.perf_counter() - start) - reserve
-        rest = shapes[i:]
-        projected = (np.mean(per_unit) * args.epochs * runs * len(rest)) if per_unit else 0.0
-        projected += np.mean(ig_unit) * sum(d for _, d in rest) if ig_unit else 0.0
-        epochs = args.epochs
-        if per_unit and projected > left:
-            epochs = min(args.probe_epochs, args.epochs)
-        model_config = ModelConfig(kind=kind, latent_dim=dim, n_inputs=100)
-        train_config = TrainConfig(epochs=epochs, batch_size=256, device=str(device))
-        with Stage(device) as st:
-            trained = fit(x_train, model_config, train_config, list(range(runs)))
-        train_rec = st.record()
-        unit = st.seconds / (epochs * runs)
+        epochs = epochs_within_budget(args, left, shapes[i:], runs, per_unit, ig_unit)
+        shape = train_and_attribute(kind, dim, epochs, runs, inputs, args, device)
+        unit = shape.train_seconds / (epochs * runs)
         if epochs == args.epochs:
             per_unit.append(unit)
         full_train_s = unit * args.epochs * runs
-        with Stage(device) as st:
-            attribution = attribute_genes(
-                trained, x_ig, pca, config=IGConfig(n_steps=args.ig_steps)
-            )
-        ig_rec = st.record()
-        ig_unit.append(st.seconds / dim)
-        latents.extend(trained.latents_frames(x_train, [str(j) for j in range(len(x_train))]))
-        weights.extend(attribution.frame(r) for r in range(runs))
-        del trained
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
+        ig_unit.append(shape.ig_seconds / dim)
+        latents.extend(shape.latents)
+        weights.extend(shape.weights)
         train_total += full_train_s
-        ig_total += st.seconds
-        gpu_train = max(gpu_train, train_rec["gpu_peak_allocated_mib"])
-        gpu_ig = max(gpu_ig, ig_rec["gpu_peak_allocated_mib"])
+        ig_total += shape.ig_seconds
+        gpu_train = max(gpu_train, shape.train["gpu_peak_allocated_mib"])
+        gpu_ig = max(gpu_ig, shape.ig["gpu_peak_allocated_mib"])
         results["shapes"].append(
             {
                 "model": kind,
@@ -243,10 +308,10 @@ def main(argv: list[str] | None = None) -> int:
                 "runs": runs,
                 "epochs_run": epochs,
                 "extrapolated": epochs != args.epochs,
-                "train": train_rec,
+                "train": shape.train,
                 "train_seconds_full_epochs": round(full_train_s, 3),
-                "ig": ig_rec,
-                "ig_max_rel_completeness_error": float(np.max(attribution.relative_delta)),
+                "ig": shape.ig,
+                "ig_max_rel_completeness_error": shape.max_rel_completeness_error,
             }
         )
         stages["train"] = {
@@ -257,21 +322,32 @@ def main(argv: list[str] | None = None) -> int:
         stages["ig"] = {"seconds": round(ig_total, 3), "gpu_peak_allocated_mib": gpu_ig}
         note = f", extrapolated to {full_train_s:.1f}s" if epochs != args.epochs else ""
         print(
-            f"{kind} d{dim} x{runs}: train {train_rec['seconds']:.1f}s ({epochs} epochs{note}), "
-            f"IG {ig_rec['seconds']:.1f}s, elapsed {time.perf_counter() - start:.0f}s",
+            f"{kind} d{dim} x{runs}: train {shape.train['seconds']:.1f}s ({epochs} epochs{note}), "
+            f"IG {shape.ig['seconds']:.1f}s, elapsed {time.perf_counter() - start:.0f}s",
             flush=True,
         )
         _write(out, results)
+    return latents, weights
 
-    import pandas as pd
 
-    try:  # scikit-learn / scipy: if the image lacks them, keep train + IG figures
+def run_ensemble(
+    latents: list[pd.DataFrame],
+    weights: list[pd.DataFrame],
+    args: argparse.Namespace,
+    device: torch.device,
+    results: dict,
+    out: Path,
+) -> bool:
+    """One G-means ensemble of all latent variables (the ``ensemble`` stage); False when
+    scikit-learn / scipy are missing, keeping the train and IG figures."""
+    stages = results["stages"]
+    try:
         from deeppert.ensemble.modes import EnsembleConfig, build_ensemble
     except ImportError as exc:
         stages["ensemble"] = {"skipped": f"{type(exc).__name__}: {exc}", "seconds": 0.0}
         _write(out, results)
         print(f"ensemble skipped: {exc}")
-        return 1
+        return False
     with Stage(device) as st:
         latent_frame = pd.concat(latents, axis=1)
         weight_frame = pd.concat(weights, axis=1)
@@ -287,6 +363,27 @@ def main(argv: list[str] | None = None) -> int:
         "clusters": int(ensemble.n_clusters),
         "gmeans_clusters": ensemble.gmeans_n_clusters,
     }
+    return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run data + PCA, train + IG of every shape and the ensemble; write the stage times."""
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    start = time.perf_counter()
+    device = torch.device(args.device)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    n_samples = max(200, int(round(15000 * args.scale)))
+    runs = max(2, int(round(100 * args.scale)))
+    results = results_header(args, device, n_samples, runs)
+    inputs = build_inputs(args, device, n_samples, results)
+    _write(out, results)
+    latents, weights = run_shapes(args, device, runs, inputs, results, out, start)
+    if not run_ensemble(latents, weights, args, device, results, out):
+        return 1
+    stages = results["stages"]
     total = sum(stages[s]["seconds"] for s in ("data_pca", "train", "ig", "ensemble"))
     results["total_seconds"] = round(total, 3)
     results["wall_seconds_this_run"] = round(time.perf_counter() - start, 3)
@@ -295,7 +392,8 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"total {total:.1f}s (train {stages['train']['seconds']:.1f}, IG {stages['ig']['seconds']:.1f}, "
         f"ensemble {stages['ensemble']['seconds']:.1f}, data+PCA {stages['data_pca']['seconds']:.1f}); "
-        f"{latent_frame.shape[1]} latent variables -> {ensemble.n_clusters} clusters; wrote {out}"
+        f"{stages['ensemble']['latent_variables']} latent variables -> "
+        f"{stages['ensemble']['clusters']} clusters; wrote {out}"
     )
     return 0
 
