@@ -29,6 +29,7 @@ import sys
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -64,32 +65,106 @@ def install_timer() -> None:
     rest_utils.http_request = timed
 
 
-def main(argv: list[str] | None = None) -> int:
+@dataclass
+class SweepRecord:
+    """What one sweep left behind: its wall time, the server's access log over the sweep,
+    its trial runs and how many per-epoch metric rows the server holds."""
+
+    wall: float
+    log_text: str
+    trials: list
+    rows: int
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The benchmark's flags: trial count, epochs, tracking backend and results path."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=32)
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--backend", choices=["postgres", "sqlite"], default="postgres")
     parser.add_argument("--postgres", default="postgresql://postgres@127.0.0.1:5432/postgres")
     parser.add_argument("--out", default=str(RESULTS / "concurrency.json"))
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
 
-    import numpy as np
-    import psycopg2
-    import ray
 
-    from deeppert.config import parse_config
-    from deeppert.tracking.client import tracking_client
-    from deeppert.tracking.server import ServerConfig, TrackingServer, ensure_database
-    from deeppert.tracking.sweep import TAGS, sweep_name
-    from ray_jobs.sweep import run_sweep
-
-    n = args.trials
+def sweep_grid(n: int) -> tuple[int, list[int]]:
+    """Runs per shape and latent dims of an AE + VAE grid of exactly ``n`` one-seed trials."""
     runs = max(1, n // 8)
     dims = list(range(2, 2 + n // (2 * runs)))
     assert 2 * len(dims) * runs == n, "--trials must be a multiple of 8 (or 2, 4)"
-    tmp = Path(tempfile.mkdtemp(prefix="deeppert-conc-"))
-    timing = tmp / "timing"
-    timing.mkdir()
+    return runs, dims
+
+
+def sweep_config(n: int, epochs: int, grid: tuple[int, list[int]], url: str):
+    """A sweep of ``n`` one-seed trials at ``2 / n`` CPU each, all allowed at once, on a
+    small synthetic data set, tracked at ``url``."""
+    from deeppert.config import parse_config
+
+    runs, dims = grid
+    raw = {
+        "name": f"conc{n}",
+        "datasets": [{"name": "SYN1", "synthetic": {"n_samples": 300, "seed": 0}}],
+        "preprocess": {"n_components": 10, "val_fraction": 0.1},
+        "grid": {"models": ["AE", "VAE"], "latent_dims": dims, "runs": runs,
+                 "baselines": False},
+        "train": {"epochs": epochs, "batch_size": 128},
+        "attribution": {"n_steps": 8},
+        "sweep": {"cpus_per_trial": 2 / n, "seeds_per_trial": 1,
+                  "max_concurrent_trials": n, "max_failures": 1},
+        "tracking": {"uri": url, "experiment": f"conc{n}"},
+    }  # fmt: skip
+    return parse_config(raw)
+
+
+def run_timed_sweep(server, config, tmp: Path, timing: Path) -> SweepRecord:
+    """Run the sweep on a private 2-CPU Ray whose workers time every MLflow request, then
+    read back the server log written meanwhile and the trials' per-epoch metric rows."""
+    import ray
+
+    from deeppert.tracking.client import tracking_client
+    from deeppert.tracking.sweep import TAGS, sweep_name
+    from ray_jobs.sweep import run_sweep
+
+    ray.init(
+        num_cpus=2,
+        address="local",
+        include_dashboard=False,
+        log_to_driver=False,
+        runtime_env={
+            "worker_process_setup_hook": "bench.bench_concurrency.install_timer",
+            "env_vars": {TIMING_ENV: str(timing)},
+        },
+    )
+    log_start = server.log_path.stat().st_size
+    t0 = time.perf_counter()
+    try:
+        run_sweep(config, storage_path=str(tmp / "tune"))
+    finally:
+        wall = time.perf_counter() - t0
+        ray.shutdown()
+    with open(server.log_path, "rb") as f:
+        f.seek(log_start)
+        log_text = f.read().decode(errors="replace")
+    client = tracking_client(server.url)
+    experiment = client.get_experiment_by_name(config.tracking.experiment)
+    all_runs = client.search_runs(
+        [experiment.experiment_id],
+        filter_string=f"tags.`{TAGS.sweep}` = '{sweep_name(config)}'",
+    )
+    trials = [r for r in all_runs if r.data.tags.get(TAGS.role) == "trial"]
+    rows = sum(len(client.get_metric_history(r.info.run_id, m)) for r in trials for m in PER_EPOCH)
+    return SweepRecord(wall=wall, log_text=log_text, trials=trials, rows=rows)
+
+
+def sweep_against_server(
+    args: argparse.Namespace, grid: tuple[int, list[int]], tmp: Path, timing: Path
+) -> SweepRecord:
+    """Start the tracking server (PostgreSQL in a fresh database, dropped afterwards, or
+    SQLite) and run the sweep against it."""
+    import psycopg2
+
+    from deeppert.tracking.server import ServerConfig, TrackingServer, ensure_database
+
     db_name = f"deeppert_bench_{uuid.uuid4().hex[:8]}"
     backend = None
     if args.backend == "postgres":
@@ -99,49 +174,8 @@ def main(argv: list[str] | None = None) -> int:
         with TrackingServer(
             ServerConfig(data_dir=str(tmp / "server"), backend_store_uri=backend, port=0, workers=2)
         ) as server:
-            raw = {
-                "name": f"conc{n}",
-                "datasets": [{"name": "SYN1", "synthetic": {"n_samples": 300, "seed": 0}}],
-                "preprocess": {"n_components": 10, "val_fraction": 0.1},
-                "grid": {"models": ["AE", "VAE"], "latent_dims": dims, "runs": runs,
-                         "baselines": False},
-                "train": {"epochs": args.epochs, "batch_size": 128},
-                "attribution": {"n_steps": 8},
-                "sweep": {"cpus_per_trial": 2 / n, "seeds_per_trial": 1,
-                          "max_concurrent_trials": n, "max_failures": 1},
-                "tracking": {"uri": server.url, "experiment": f"conc{n}"},
-            }  # fmt: skip
-            config = parse_config(raw)
-            ray.init(
-                num_cpus=2,
-                address="local",
-                include_dashboard=False,
-                log_to_driver=False,
-                runtime_env={
-                    "worker_process_setup_hook": "bench.bench_concurrency.install_timer",
-                    "env_vars": {TIMING_ENV: str(timing)},
-                },
-            )
-            log_start = server.log_path.stat().st_size
-            t0 = time.perf_counter()
-            try:
-                run_sweep(config, storage_path=str(tmp / "tune"))
-            finally:
-                wall = time.perf_counter() - t0
-                ray.shutdown()
-            with open(server.log_path, "rb") as f:
-                f.seek(log_start)
-                log_text = f.read().decode(errors="replace")
-            client = tracking_client(server.url)
-            experiment = client.get_experiment_by_name(f"conc{n}")
-            all_runs = client.search_runs(
-                [experiment.experiment_id],
-                filter_string=f"tags.`{TAGS.sweep}` = '{sweep_name(config)}'",
-            )
-            trials = [r for r in all_runs if r.data.tags.get(TAGS.role) == "trial"]
-            rows = sum(
-                len(client.get_metric_history(r.info.run_id, m)) for r in trials for m in PER_EPOCH
-            )
+            config = sweep_config(args.trials, args.epochs, grid, server.url)
+            return run_timed_sweep(server, config, tmp, timing)
     finally:
         if backend is not None:
             conn = psycopg2.connect(args.postgres)
@@ -150,8 +184,27 @@ def main(argv: list[str] | None = None) -> int:
                 cur.execute(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
             conn.close()
 
+
+def max_open_at_once(trials: list) -> int:
+    """How many trial runs were open at once: the peak overlap of their start/end times."""
+    events = sorted(
+        [(r.info.start_time, 1) for r in trials] + [(r.info.end_time, -1) for r in trials]
+    )
+    live = overlap = 0
+    for _, step in events:
+        live += step
+        overlap = max(overlap, live)
+    return overlap
+
+
+def summarise(args: argparse.Namespace, sweep: SweepRecord, timing: Path) -> dict:
+    """The results JSON: rows counted back, server requests and errors from its access log,
+    and the request latencies the trials timed."""
+    import numpy as np
+
+    n = args.trials
     requests = re.findall(
-        r'"(GET|POST|PATCH|DELETE|PUT) (\S+?)(?:\?\S*)? HTTP/1\.1" (\d{3})', log_text
+        r'"(GET|POST|PATCH|DELETE|PUT) (\S+?)(?:\?\S*)? HTTP/1\.1" (\d{3})', sweep.log_text
     )
     by_endpoint = collections.Counter(endpoint(path) for _, path, _ in requests)
     errors_5xx = sum(1 for *_, code in requests if code.startswith("5"))
@@ -161,30 +214,23 @@ def main(argv: list[str] | None = None) -> int:
             rec = json.loads(line)
             durations.append(rec["s"])
             timed_by_endpoint[endpoint(rec["endpoint"])].append(rec["s"])
-    events = sorted(
-        [(r.info.start_time, 1) for r in trials] + [(r.info.end_time, -1) for r in trials]
-    )
-    live = overlap = 0
-    for _, step in events:
-        live += step
-        overlap = max(overlap, live)
     ms = np.asarray(durations) * 1000
-    result = {
+    return {
         "benchmark": f"{n} concurrent sweep trials logging to one MLflow server",
         "backend": args.backend,
         "machine": f"{os.cpu_count()}-core CPU, load average {os.getloadavg()[0]:.1f}",
         "trials": n,
         "cpus_per_trial": 2 / n,
         "epochs": args.epochs,
-        "wall_s": round(wall, 1),
-        "trial_runs": len(trials),
-        "finished": sum(r.info.status == "FINISHED" for r in trials),
-        "max_open_at_once": overlap,
-        "per_epoch_metric_rows": rows,
+        "wall_s": round(sweep.wall, 1),
+        "trial_runs": len(sweep.trials),
+        "finished": sum(r.info.status == "FINISHED" for r in sweep.trials),
+        "max_open_at_once": max_open_at_once(sweep.trials),
+        "per_epoch_metric_rows": sweep.rows,
         "per_epoch_metric_rows_expected": n * len(PER_EPOCH) * args.epochs,
         "server_requests": len(requests),
         "server_5xx": errors_5xx,
-        "server_tracebacks": log_text.count("Traceback"),
+        "server_tracebacks": sweep.log_text.count("Traceback"),
         "requests_per_trial_server_log": round(len(requests) / n, 1),
         "requests_per_trial_timed_in_trials": round(len(durations) / n, 1),
         "per_epoch_log_batch_requests_per_trial": args.epochs,
@@ -201,14 +247,26 @@ def main(argv: list[str] | None = None) -> int:
         },
         "requests_by_endpoint": dict(by_endpoint.most_common()),
     }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run N concurrent trials against one tracking server; write the results; 0 when every
+    metric row arrived, no request failed with 5xx and every trial finished."""
+    args = parse_args(argv)
+    grid = sweep_grid(args.trials)
+    tmp = Path(tempfile.mkdtemp(prefix="deeppert-conc-"))
+    timing = tmp / "timing"
+    timing.mkdir()
+    sweep = sweep_against_server(args, grid, tmp, timing)
+    result = summarise(args, sweep, timing)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({k: v for k, v in result.items() if k != "requests_by_endpoint"}, indent=2))
     ok = (
-        rows == result["per_epoch_metric_rows_expected"]
-        and errors_5xx == 0
-        and result["finished"] == n
+        result["per_epoch_metric_rows"] == result["per_epoch_metric_rows_expected"]
+        and result["server_5xx"] == 0
+        and result["finished"] == args.trials
     )
     return 0 if ok else 1
 
