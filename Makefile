@@ -10,10 +10,13 @@ STAMP := $(VENV)/.installed
 
 install: $(STAMP)
 
-# torch first, from the pinned CPU wheel: a bare "torch" requirement would pull a CUDA build.
+# torch first, the CPU build: on Linux, PyPI's torch wheel brings several GB of CUDA libraries.
+# Where pip finds a local CPU wheel (this project's machines) TORCH_INDEX can stay empty;
+# elsewhere `make TORCH_INDEX=https://download.pytorch.org/whl/cpu demo` takes PyTorch's CPU index.
+TORCH_INDEX ?=
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install torch==2.13.0
+	$(PIP) install torch==2.13.0 $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(PIP) install -c requirements.lock -e '.[test]'
 	touch $(STAMP)
 

@@ -1,8 +1,8 @@
 """Benchmark: N concurrent sweep trials (fractional CPUs) logging to one tracking server.
 
 Starts a real ``mlflow server`` (PostgreSQL at 127.0.0.1:5432 in a fresh database, or
-SQLite), a private local Ray with 2 CPUs and runs a sweep of N one-seed trials at
-``2 / N`` CPU each, all allowed at once. Reports:
+SQLite), a private local Ray with ``--cpus`` CPUs (2) and runs a sweep of N one-seed trials at
+``cpus / N`` CPU each, all allowed at once. Reports:
 
 * every per-epoch metric row counted back (N x 5 metrics x epochs), server 5xx and tracebacks;
 * how many trial runs were open at once (overlap of their start/end times);
@@ -84,6 +84,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--backend", choices=["postgres", "sqlite"], default="postgres")
     parser.add_argument("--postgres", default="postgresql://postgres@127.0.0.1:5432/postgres")
     parser.add_argument("--out", default=str(RESULTS / "concurrency.json"))
+    parser.add_argument("--cpus", type=int, default=2, help="CPUs of the private Ray")
+    parser.add_argument("--server-workers", type=int, default=2, help="tracking server workers")
     return parser.parse_args(argv)
 
 
@@ -95,8 +97,8 @@ def sweep_grid(n: int) -> tuple[int, list[int]]:
     return runs, dims
 
 
-def sweep_config(n: int, epochs: int, grid: tuple[int, list[int]], url: str):
-    """A sweep of ``n`` one-seed trials at ``2 / n`` CPU each, all allowed at once, on a
+def sweep_config(n: int, epochs: int, grid: tuple[int, list[int]], url: str, cpus: int = 2):
+    """A sweep of ``n`` one-seed trials at ``cpus / n`` CPU each, all allowed at once, on a
     small synthetic data set, tracked at ``url``."""
     from deeppert.config import parse_config
 
@@ -109,15 +111,15 @@ def sweep_config(n: int, epochs: int, grid: tuple[int, list[int]], url: str):
                  "baselines": False},
         "train": {"epochs": epochs, "batch_size": 128},
         "attribution": {"n_steps": 8},
-        "sweep": {"cpus_per_trial": 2 / n, "seeds_per_trial": 1,
+        "sweep": {"cpus_per_trial": cpus / n, "seeds_per_trial": 1,
                   "max_concurrent_trials": n, "max_failures": 1},
         "tracking": {"uri": url, "experiment": f"conc{n}"},
     }  # fmt: skip
     return parse_config(raw)
 
 
-def run_timed_sweep(server, config, tmp: Path, timing: Path) -> SweepRecord:
-    """Run the sweep on a private 2-CPU Ray whose workers time every MLflow request, then
+def run_timed_sweep(server, config, tmp: Path, timing: Path, cpus: int = 2) -> SweepRecord:
+    """Run the sweep on a private ``cpus``-CPU Ray whose workers time every MLflow request, then
     read back the server log written meanwhile and the trials' per-epoch metric rows."""
     import ray
 
@@ -126,7 +128,7 @@ def run_timed_sweep(server, config, tmp: Path, timing: Path) -> SweepRecord:
     from ray_jobs.sweep import run_sweep
 
     ray.init(
-        num_cpus=2,
+        num_cpus=cpus,
         address="local",
         include_dashboard=False,
         log_to_driver=False,
@@ -161,8 +163,6 @@ def sweep_against_server(
 ) -> SweepRecord:
     """Start the tracking server (PostgreSQL in a fresh database, dropped afterwards, or
     SQLite) and run the sweep against it."""
-    import psycopg2
-
     from deeppert.tracking.server import ServerConfig, TrackingServer, ensure_database
 
     db_name = f"deeppert_bench_{uuid.uuid4().hex[:8]}"
@@ -172,12 +172,19 @@ def sweep_against_server(
         ensure_database(backend)
     try:
         with TrackingServer(
-            ServerConfig(data_dir=str(tmp / "server"), backend_store_uri=backend, port=0, workers=2)
+            ServerConfig(
+                data_dir=str(tmp / "server"),
+                backend_store_uri=backend,
+                port=0,
+                workers=args.server_workers,
+            )
         ) as server:
-            config = sweep_config(args.trials, args.epochs, grid, server.url)
-            return run_timed_sweep(server, config, tmp, timing)
+            config = sweep_config(args.trials, args.epochs, grid, server.url, args.cpus)
+            return run_timed_sweep(server, config, tmp, timing, args.cpus)
     finally:
         if backend is not None:
+            import psycopg2
+
             conn = psycopg2.connect(args.postgres)
             conn.autocommit = True
             with conn.cursor() as cur:
@@ -220,7 +227,7 @@ def summarise(args: argparse.Namespace, sweep: SweepRecord, timing: Path) -> dic
         "backend": args.backend,
         "machine": f"{os.cpu_count()}-core CPU, load average {os.getloadavg()[0]:.1f}",
         "trials": n,
-        "cpus_per_trial": 2 / n,
+        "cpus_per_trial": args.cpus / n,
         "epochs": args.epochs,
         "wall_s": round(sweep.wall, 1),
         "trial_runs": len(sweep.trials),

@@ -5,10 +5,11 @@ synthetic data (``--samples`` x 978 genes, planted programs and target pairs) go
 
 * the pure path: ``deeppert train``, ``attribute``, ``ensemble``, ``targets`` on a run folder
   (no Ray, no MLflow), each as its own process;
-* the platform: a private PostgreSQL cluster in a temp dir, a tracking server on it
+* the platform: a private PostgreSQL cluster in a temp dir (``--backend sqlite``: a SQLite
+  file, for machines without PostgreSQL), a tracking server on it
   (:class:`~deeppert.tracking.server.TrackingServer`, what ``deeppert server`` runs), a private
-  Ray head (:func:`deeppert.cluster.start_ray_head`, 2 CPUs) and, with ``ray job submit`` as the
-  README does, ``ray_jobs/sweep.py``, ``ray_jobs/ensemble.py`` (from the registry) and
+  Ray head (:func:`deeppert.cluster.start_ray_head`, ``--cpus``, the GPUs Ray finds) and, with
+  ``ray job submit`` as the README does, ``ray_jobs/sweep.py``, ``ray_jobs/ensemble.py`` (from the registry) and
   ``ray_jobs/targets.py``.
 
 Per phase: wall s; CPU s and peak RSS (summed over a process tree, read from /proc every 0.5 s)
@@ -19,7 +20,10 @@ lines and MLflow's per-run prints in it. Sweep is compared with train + attribut
 
 Several ``--runs`` values give per-grid-point slopes (the difference between the two largest
 grids divided by the difference in grid points); the full grid is extrapolated from them,
-labelled as such. ``--runs 100 --samples 15000`` runs the full grid itself.
+labelled as such. ``--runs 100 --samples 15000`` runs the full grid itself; on a GPU machine
+add ``--gpus-per-trial 0.08`` (12 trials share one GPU). ``--deadline`` stops a phase that would
+end past it (the phase is recorded as timed out) and starts none after it; results are written
+after every phase, so a cut-off run keeps what it measured.
 
 Results go under ``--label`` (e.g. ``baseline``) into ``--out``.json (other labels kept) and a
 table of every label into ``--out``.md.
@@ -258,7 +262,8 @@ def write_config(path: Path, data: Path, args: argparse.Namespace, runs: int, ur
         "ensemble": {"seed": 0},
         "targets": {"n_clusters": 4, "top_genes": 50, "n_pairs": 50, "permutations": 20,
                     "plots": False},
-        "sweep": {"cpus_per_trial": 1.0, "max_failures": 0},
+        "sweep": {"cpus_per_trial": args.cpus_per_trial, "gpus_per_trial": args.gpus_per_trial,
+                  "max_failures": 0},
         "tracking": {"uri": uri, "experiment": f"scale-r{runs}"},
     }  # fmt: skip
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
@@ -301,14 +306,27 @@ def pure_path(work: Path, config: Path, pairs: Path, disease: str, env: dict) ->
 
 
 def platform_path(
-    work: Path, config: Path, pairs: Path, disease: str, env: dict, pg, runs: int
+    work: Path,
+    config: Path,
+    pairs: Path,
+    disease: str,
+    env: dict,
+    store,
+    runs: int,
+    args: argparse.Namespace,
+    on_phase=lambda phases: None,
 ) -> dict:
     from deeppert.cluster import remove_ray_temp_dir, start_ray_head, stop_group, submit_command
     from deeppert.tracking.server import ServerConfig, TrackingServer
 
-    database = f"{pg.uri.rsplit('/', 1)[0]}/scale_r{runs}"
+    database = store.database(work, runs)
     server = TrackingServer(
-        ServerConfig(data_dir=str(work / "server"), backend_store_uri=database, port=0)
+        ServerConfig(
+            data_dir=str(work / "server"),
+            backend_store_uri=database,
+            port=0,
+            workers=args.server_workers,
+        )
     )
     server.start()
     head = None
@@ -316,7 +334,7 @@ def platform_path(
     try:
         head_dir = work / "ray"
         head_dir.mkdir()
-        head, address = start_ray_head(head_dir, num_cpus=2, cwd=REPO)
+        head, address = start_ray_head(head_dir, num_cpus=args.cpus, cwd=REPO)
         common = ["--config", str(config), "--tracking-uri", server.url]
         jobs = {
             "sweep": ["python", "ray_jobs/sweep.py", *common],
@@ -328,13 +346,18 @@ def platform_path(
         with TreeSampler() as sampler:
             sampler.roots.update({"server": server.pid, "ray": head.pid})
             for name, entry in jobs.items():
+                left = args.deadline - (time.monotonic() - STARTED)
+                if left < 30:
+                    print(f"  platform {name}: not started, past --deadline", flush=True)
+                    break
                 log_start = server.log_path.stat().st_size
                 before = folder_bytes(artifacts)
-                db_before = _database_bytes(database)
-                rows_before = _table_rows(database)
+                db_before = store.database_bytes(database)
+                rows_before = store.table_rows(database)
                 sampler.begin()
                 t0 = time.perf_counter()
-                code = _submit(submit_command(address, entry), work / f"platform_{name}.log", env)
+                log = work / f"platform_{name}.log"
+                code = _submit(submit_command(address, entry), log, env, timeout=left)
                 wall = time.perf_counter() - t0
                 measured = sampler.end()
                 with open(server.log_path, "rb") as f:
@@ -350,15 +373,17 @@ def platform_path(
                     ),
                     "artifact_bytes": folder_bytes(artifacts) - before,
                     "download_bytes": download_bytes(requests, artifacts),
-                    "database_bytes": _database_bytes(database) - db_before,
+                    "database_bytes": store.database_bytes(database) - db_before,
                     "rows_added": {
-                        k: v - rows_before.get(k, 0) for k, v in _table_rows(database).items()
+                        k: v - rows_before.get(k, 0) for k, v in store.table_rows(database).items()
                     },
                     "driver_log": log_lines(work / f"platform_{name}.log"),
                     "exit_code": code,
-                    **({"error": _tail(work / f"platform_{name}.log")} if code else {}),
+                    **({"timed_out": True} if code == TIMED_OUT else {}),
+                    **({"error": _tail(log)} if code else {}),
                 }
                 print(f"  platform {name}: {wall:.0f} s (exit {code})", flush=True)
+                on_phase(phases)
                 if code:
                     break
     finally:
@@ -369,47 +394,100 @@ def platform_path(
     return phases
 
 
-def _submit(cmd: list[str], log: Path, env: dict, attempts: int = 20) -> int:
-    """``ray job submit``, retried while a fresh head's job agent is not up yet."""
+TIMED_OUT = 124  # the exit code recorded for a job cut off at --deadline
+STARTED = time.monotonic()
+
+
+def _submit(cmd: list[str], log: Path, env: dict, attempts: int = 20, timeout: float = 1e9) -> int:
+    """``ray job submit``, retried while a fresh head's job agent is not up yet; TIMED_OUT when
+    it runs past ``timeout`` seconds (the head is stopped afterwards, and the job with it)."""
+    end = time.monotonic() + timeout
     for _ in range(attempts):
         with log.open("w") as out:
-            code = subprocess.run(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
-        if code.returncode == 0 or "No available agent" not in log.read_text(errors="replace"):
-            return code.returncode
+            try:
+                code = subprocess.run(
+                    cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
+                    timeout=max(1.0, end - time.monotonic()),
+                ).returncode  # fmt: skip
+            except subprocess.TimeoutExpired:
+                return TIMED_OUT
+        if code == 0 or "No available agent" not in log.read_text(errors="replace"):
+            return code
         time.sleep(5)
-    return code.returncode
-
-
-def _database_bytes(uri: str) -> int:
-    import psycopg2
-
-    name = uri.rsplit("/", 1)[1]
-    with contextlib.closing(psycopg2.connect(uri.rsplit("/", 1)[0] + "/postgres")) as conn:
-        with conn.cursor() as cur:
-            cur.execute("SELECT pg_database_size(%s)", (name,))
-            return int(cur.fetchone()[0])
+    return code
 
 
 ROW_TABLES = ("runs", "params", "tags", "metrics", "model_versions", "logged_models",
               "logged_model_params", "logged_model_metrics")  # fmt: skip
 
 
-def _table_rows(uri: str) -> dict[str, int]:
-    """Rows in MLflow's tables that grow with the grid (registry versions, logged models...)."""
-    import psycopg2
+class PostgresStore:
+    """A private PostgreSQL cluster; one database per grid."""
 
-    with contextlib.closing(psycopg2.connect(uri)) as conn:
-        with conn.cursor() as cur:
-            cur.execute(
-                "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'"
-            )
-            present = {name for (name,) in cur.fetchall()}
-            out = {}
-            for table in ROW_TABLES:
-                if table in present:
-                    cur.execute(f"SELECT count(*) FROM {table}")  # noqa: S608 (fixed names)
-                    out[table] = int(cur.fetchone()[0])
-            return out
+    def __init__(self) -> None:
+        from tests.conftest import PrivatePostgres
+
+        self.pg = PrivatePostgres(Path(tempfile.mkdtemp(prefix="deeppert-pg-", dir="/tmp")))
+        self.pg.start()
+
+    def database(self, work: Path, runs: int) -> str:
+        return f"{self.pg.uri.rsplit('/', 1)[0]}/scale_r{runs}"
+
+    def database_bytes(self, uri: str) -> int:
+        import psycopg2
+
+        name = uri.rsplit("/", 1)[1]
+        with contextlib.closing(psycopg2.connect(uri.rsplit("/", 1)[0] + "/postgres")) as conn:
+            with conn.cursor() as cur:
+                cur.execute("SELECT pg_database_size(%s)", (name,))
+                return int(cur.fetchone()[0])
+
+    def table_rows(self, uri: str) -> dict[str, int]:
+        """Rows in MLflow's tables that grow with the grid (registry versions, logged models)."""
+        import psycopg2
+
+        with contextlib.closing(psycopg2.connect(uri)) as conn:
+            return _count_rows(conn, "SELECT table_name FROM information_schema.tables "
+                                     "WHERE table_schema = 'public'")  # fmt: skip
+
+    def stop(self) -> None:
+        self.pg.stop()
+        shutil.rmtree(self.pg.root, ignore_errors=True)
+
+
+class SqliteStore:
+    """A SQLite file in the grid's work folder (machines without PostgreSQL)."""
+
+    def database(self, work: Path, runs: int) -> str:
+        return f"sqlite:///{work / 'mlflow.db'}"
+
+    def database_bytes(self, uri: str) -> int:
+        path = Path(uri.removeprefix("sqlite:///"))
+        return sum(f.stat().st_size for f in path.parent.glob(path.name + "*"))
+
+    def table_rows(self, uri: str) -> dict[str, int]:
+        import sqlite3
+
+        path = uri.removeprefix("sqlite:///")
+        if not Path(path).exists():
+            return {}
+        with contextlib.closing(sqlite3.connect(path)) as conn:
+            return _count_rows(conn, "SELECT name FROM sqlite_master WHERE type = 'table'")
+
+    def stop(self) -> None:
+        pass
+
+
+def _count_rows(conn, list_tables: str) -> dict[str, int]:
+    with contextlib.closing(conn.cursor()) as cur:
+        cur.execute(list_tables)
+        present = {name for (name,) in cur.fetchall()}
+        out = {}
+        for table in ROW_TABLES:
+            if table in present:
+                cur.execute(f"SELECT count(*) FROM {table}")  # noqa: S608 (fixed names)
+                out[table] = int(cur.fetchone()[0])
+        return out
 
 
 def _tail(log: Path) -> str:
@@ -551,23 +629,42 @@ def main(argv: list[str] | None = None) -> int:
                         default=["pure", "platform"])  # fmt: skip
     parser.add_argument("--out", type=Path, default=RESULTS / "platform_scale")
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
+    parser.add_argument(
+        "--backend",
+        choices=["postgres", "sqlite"],
+        default="postgres",
+        help="the tracking server's database",
+    )
+    parser.add_argument("--cpus", type=int, default=2, help="CPUs of the Ray head")
+    parser.add_argument("--cpus-per-trial", type=float, default=1.0)
+    parser.add_argument(
+        "--gpus-per-trial",
+        type=float,
+        default=0.0,
+        help="> 0 trains and attributes on the GPU, this fraction per trial",
+    )
+    parser.add_argument("--server-workers", type=int, default=1, help="tracking server workers")
+    parser.add_argument(
+        "--deadline",
+        type=float,
+        default=1e9,
+        help="seconds from start after which no platform phase runs on",
+    )
     args = parser.parse_args(argv)
 
-    from tests.conftest import PrivatePostgres
-
-    env = {**os.environ, **THREADS, "PYTHONPATH": str(REPO), "RAY_AUTH_MODE": "disabled"}
+    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
+    env = {**os.environ, **THREADS, "PYTHONPATH": path, "RAY_AUTH_MODE": "disabled"}
     from deeppert.cluster import job_env
 
     env = job_env(env)
     load_before = os.getloadavg()
     root = Path(tempfile.mkdtemp(prefix="deeppert-scale-", dir="/tmp"))
-    pg = None
+    store = None
     grids = {}
     try:
         data, pairs, disease = write_data(root / "synth", args.samples)
         if "platform" in args.paths:
-            pg = PrivatePostgres(Path(tempfile.mkdtemp(prefix="deeppert-pg-", dir="/tmp")))
-            pg.start()
+            store = PostgresStore() if args.backend == "postgres" else SqliteStore()
         for runs in args.runs:
             work = root / f"r{runs}"
             work.mkdir()
@@ -575,17 +672,21 @@ def main(argv: list[str] | None = None) -> int:
             grid = {"pure": {}, "platform": {}}
             config = write_config(work / "config.yaml", data, args, runs, "unused")
             if "platform" in args.paths:
-                grid["platform"] = platform_path(work, config, pairs, disease, env, pg, runs)
-                _write(args, {**grids, runs: grid}, load_before)
+
+                def on_phase(phases, runs=runs, grid=grid):
+                    _write(args, {**grids, runs: {**grid, "platform": phases}}, load_before)
+
+                grid["platform"] = platform_path(
+                    work, config, pairs, disease, env, store, runs, args, on_phase
+                )
             if "pure" in args.paths:
                 grid["pure"] = pure_path(work, config, pairs, disease, env)
             grid["overhead"] = compare(grid["pure"], grid["platform"])
             grids[runs] = grid
             _write(args, grids, load_before)  # a cut-off run leaves what it measured
     finally:
-        if pg is not None:
-            pg.stop()
-            shutil.rmtree(pg.root, ignore_errors=True)
+        if store is not None:
+            store.stop()
         if args.keep:
             print(f"kept {root}")
         else:
