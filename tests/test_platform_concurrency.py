@@ -71,12 +71,14 @@ def server(tmp_path_factory):
 def scenario(server: TrackingServer, tmp: Path, experiment: str, *, staggered: bool) -> dict:
     # claim_stale_seconds is long so that pausing the first sweep's worker (below) keeps its
     # claim live; sweep settings are outside the config hash, so both drivers run one sweep.
+    # heartbeat_seconds 2 (default 10): a driver waiting on the other's live run polls every
+    # 2 s instead of 5 s, so it sees that run finish sooner.
     raw = tiny_sweep(
         server.url,
         experiment,
         runs=2,
         epochs=EPOCHS,
-        sweep={"max_concurrent_trials": 1, "claim_stale_seconds": 400},
+        sweep={"max_concurrent_trials": 1, "claim_stale_seconds": 400, "heartbeat_seconds": 2},
     )
     raw["name"] = f"concurrent-{experiment}"  # its own sweep tag in the server-wide registry
     sweep = sweep_name(parse_config(raw))
