@@ -36,6 +36,7 @@ import pandas as pd
 from deeppert.attribution import attribute_genes
 from deeppert.config import ExperimentConfig
 from deeppert.data import Signatures
+from deeppert.errors import DeeppertError
 from deeppert.grid import Prepared, train_shape
 from deeppert.models import MeanEncoder
 from deeppert.tracking.claims import (
@@ -502,14 +503,15 @@ def _train_claimed(
     session = ctx.session
     client = session.client
     heartbeat = Heartbeat(session, run_ids, ctx.heartbeat_seconds)
+    epochs = EpochLog(client, run_ids, report)
     try:
         heartbeat.start()
         if data_input is not None:
             _log_training_input(client, run_ids.values(), data_input)
         trained, metrics = train_shape(
-            prepared, config, shape.kind, shape.latent_dim, sorted(run_ids),
-            on_epoch=_epoch_logger(client, run_ids, report),
-        )  # fmt: skip
+            prepared, config, shape.kind, shape.latent_dim, sorted(run_ids), on_epoch=epochs
+        )
+        epochs.flush()
         attribution = attribute_genes(
             trained, prepared.x_train, prepared.pca, config=config.attribution
         )
@@ -539,6 +541,7 @@ def _train_claimed(
             run_ids.pop(run)
     except BaseException as exc:
         heartbeat.stop()
+        epochs.flush_if_reachable(session)  # the curves up to the failure (a diverging loss)
         mark_failed_if_reachable(session, list(run_ids.values()), f"{type(exc).__name__}: {exc}")
         raise
     finally:
@@ -555,28 +558,60 @@ def _log_training_input(client: Any, run_ids: Iterable[str], data_input: Any) ->
         client.log_inputs(run_id, datasets=[DatasetInput(data_input, tag)])
 
 
-def _epoch_logger(
-    client: Any, run_ids: dict[int, str], report: Callable[[dict], None] | None
-) -> Callable[[int, pd.DataFrame], None]:
-    """``on_epoch`` for training: each run's epoch metrics to its run, the mean loss to ``report``."""
+class EpochLog:
+    """``on_epoch`` for training: each run's epoch metrics to its run, the mean loss to ``report``.
 
-    def on_epoch(epoch: int, frame: pd.DataFrame) -> None:
+    A trial trains its runs together, so a request per run and epoch would be runs x epochs
+    requests that training waits on (10,000 a trial at 100 runs and 100 epochs). The metrics
+    are buffered instead and sent as one ``log_batch`` per run: after the first epoch (the UI
+    shows the run training), then at most every ``every`` seconds, and at :meth:`flush`.
+    """
+
+    BATCH = 1000  # MLflow's limit of metrics per log_batch
+
+    def __init__(
+        self,
+        client: Any,
+        run_ids: dict[int, str],
+        report: Callable[[dict], None] | None,
+        every: float = 10.0,
+    ) -> None:
+        self.client, self.run_ids, self.report, self.every = client, run_ids, report, every
+        self._pending: dict[int, list] = {}
+        self._sent_at: float | None = None
+
+    def __call__(self, epoch: int, frame: pd.DataFrame) -> None:
         from mlflow.entities import Metric
 
         stamp = pd.Timestamp.now().value // 1_000_000
+        names = [name for name in EPOCH_METRICS if name in frame]
         for row in frame.itertuples():
-            client.log_batch(
-                run_ids[row.run],
-                metrics=[
-                    Metric(name, float(getattr(row, name)), stamp, epoch)
-                    for name in EPOCH_METRICS
-                    if name in frame
-                ],
+            self._pending.setdefault(row.run, []).extend(
+                Metric(name, float(getattr(row, name)), stamp, epoch) for name in names
             )
-        if report is not None:
-            report({"epoch": epoch, "loss": float(frame["loss"].mean())})
+        if self._sent_at is None or time.monotonic() - self._sent_at >= self.every:
+            self.flush()
+        if self.report is not None:
+            self.report({"epoch": epoch, "loss": float(frame["loss"].mean())})
 
-    return on_epoch
+    def flush(self) -> None:
+        """Send what is buffered: one ``log_batch`` per run (more past 1,000 metrics)."""
+        pending, self._pending = self._pending, {}
+        for run, metrics in pending.items():
+            for i in range(0, len(metrics), self.BATCH):
+                self.client.log_batch(self.run_ids[run], metrics=metrics[i : i + self.BATCH])
+        self._sent_at = time.monotonic()
+
+    def flush_if_reachable(self, session: TrackingSession) -> None:
+        """:meth:`flush` when the server answers a quick probe; else leave the buffer (a
+        failing trial then keeps the curves up to its last flush)."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            session.check(timeout=3.0)
+            self.flush()
+        except (DeeppertError, MlflowException, OSError) as exc:
+            log.warning("could not log the last epochs' metrics (%s)", first_line(exc))
 
 
 def _register_encoder(
