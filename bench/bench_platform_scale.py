@@ -316,7 +316,7 @@ def platform_path(
     args: argparse.Namespace,
     on_phase=lambda phases: None,
 ) -> dict:
-    from deeppert.cluster import remove_ray_temp_dir, start_ray_head, stop_group, submit_command
+    from deeppert.cluster import remove_ray_temp_dir, start_ray_head, stop_ray_head, submit_command
     from deeppert.tracking.server import ServerConfig, TrackingServer
 
     database = store.database(work, runs)
@@ -388,7 +388,7 @@ def platform_path(
                     break
     finally:
         if head is not None:
-            stop_group(head.pid)
+            stop_ray_head(head.pid)
             remove_ray_temp_dir(work / "ray")
         server.stop()
     return phases

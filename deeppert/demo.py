@@ -27,7 +27,7 @@ from deeppert.cluster import (
     job_env,
     remove_ray_temp_dir,
     start_ray_head,
-    stop_group,
+    stop_ray_head,
     submit_command,
 )
 from deeppert.config import load_config
@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     finally:
         if head is not None:
-            stop_group(head.pid)
+            stop_ray_head(head.pid)
             remove_ray_temp_dir(out)
         server.stop()
     _print_where_to_look(out, port, config.tracking.experiment, time.time() - start)

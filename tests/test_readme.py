@@ -187,7 +187,7 @@ def recipe_nodes(tmp_path: Path):
     its own temp dir and free ports (one machine); yields ``(env, dashboard address)`` and
     stops exactly those process groups, interrupted or not (never ``ray stop``, which ends
     every Ray on the machine)."""
-    from deeppert.cluster import _PORT_FLAGS, free_ports, stop_group
+    from deeppert.cluster import _PORT_FLAGS, free_ports, stop_ray_head
 
     commands = recipe_commands(readme_block(SEVERAL_NODES))
     env = {**os.environ, "HOME": str(tmp_path)}  # a machine with no token yet
@@ -238,11 +238,8 @@ def recipe_nodes(tmp_path: Path):
         for i, proc in enumerate(workers):  # still up after the job: none fell over
             assert proc.poll() is None, (tmp_path / f"worker{i}.log").read_text()[-3000:]
     finally:
-        # A worker node ends about 1 s after SIGTERM; the head spends stop_group's default 30 s
-        # grace shutting down gracefully (its autoscaler monitor and raylet linger) and is then
-        # SIGKILLed anyway. How a node ends is not what this test checks: 5 s, then SIGKILL.
-        for proc in reversed(started):
-            stop_group(proc.pid, grace=5.0)
+        for proc in reversed(started):  # head and workers: `ray start --block` process groups
+            stop_ray_head(proc.pid)
         for temp in temp_dirs:
             shutil.rmtree(temp, ignore_errors=True)
 
