@@ -9,8 +9,8 @@ synthetic data (``--samples`` x 978 genes, planted programs and target pairs) go
   file, for machines without PostgreSQL), a tracking server on it
   (:class:`~deeppert.tracking.server.TrackingServer`, what ``deeppert server`` runs), a private
   Ray head (:func:`deeppert.cluster.start_ray_head`, ``--cpus``, the GPUs Ray finds) and, with
-  ``ray job submit`` as the README does, ``ray_jobs/sweep.py``, ``ray_jobs/ensemble.py`` (from the registry) and
-  ``ray_jobs/targets.py``.
+  ``ray job submit`` as the README does, ``ray_jobs/sweep.py``, ``ray_jobs/ensemble.py`` (from
+  the registry) and ``ray_jobs/targets.py``.
 
 Per phase: wall s; CPU s and peak RSS (summed over a process tree, read from /proc every 0.5 s)
 of the pure step, and on the platform of the job driver, the Ray workers (trials and

@@ -9,8 +9,8 @@
 # call (same warm machine) finds it. Tracking server on SQLite (no PostgreSQL there), Ray head
 # with 16 CPUs and the GPU, 12 trials sharing the GPU (gpus_per_trial 0.08).
 # Rehearse on a CPU box with DEVSITE=<empty folder> CPUS=2 GPUS_PER_TRIAL=0 (the venv's python3
-# first on PATH). Results under $OUT (else /tmp/device_scale): platform_scale_gpu_<mode>.{json,md}, the GPU's
-# utilisation every 2 s, the jobs' driver logs.
+# first on PATH). Results under $OUT (else /tmp/device_scale): platform_scale_gpu_<mode>.{json,md},
+# the GPU's utilisation every 2 s, the jobs' driver logs.
 set -uo pipefail
 MODE=${1:?usage: device_platform_scale.sh check|full}
 OUT=${OUT:-/tmp/device_scale}

@@ -34,6 +34,7 @@ __all__ = [
     "claim_grid_points",
     "Heartbeat",
     "heartbeat_lead",
+    "if_reachable",
     "mark_failed_if_reachable",
     "now_ms",
     "worker_id",
@@ -67,28 +68,36 @@ def process_alive(worker: str) -> bool | None:
     return True
 
 
-def mark_failed_if_reachable(session: TrackingSession, run_ids: list[str], reason: str) -> None:
-    """Mark ``run_ids`` FAILED with ``reason``; if the server cannot be reached, leave them.
+def if_reachable(session: TrackingSession, action: Callable[[], None], undone: str) -> None:
+    """Run ``action`` (requests to the server) if the server answers; else log ``undone``.
 
     One quick liveness probe first (:meth:`TrackingSession.check`), so an unreachable server
-    costs seconds, not the client's retry budget per run. Runs left RUNNING this way have a
-    heartbeat that stops being renewed, so the next trial or resume of their grid point finds
-    them stale and marks them FAILED then.
+    costs seconds, not the client's retry budget per request: for the last words of a trial
+    or driver that is failing anyway, whose original exception is the one to raise.
     """
     from mlflow.exceptions import MlflowException
 
-    if not run_ids:
-        return
     try:
         session.check(timeout=3.0)
+        action()
+    except (DeeppertError, MlflowException, OSError) as exc:
+        log.warning("could not %s (%s)", undone, first_line(exc))
+
+
+def mark_failed_if_reachable(session: TrackingSession, run_ids: list[str], reason: str) -> None:
+    """Mark ``run_ids`` FAILED with ``reason``; if the server cannot be reached, leave them.
+
+    Runs left RUNNING this way have a heartbeat that stops being renewed, so the next trial or
+    resume of their grid point finds them stale and marks them FAILED then.
+    """
+    if not run_ids:
+        return
+
+    def mark() -> None:
         for run_id in run_ids:
             mark_run_failed(session, run_id, reason=reason)
-    except (DeeppertError, MlflowException, OSError) as exc:
-        log.warning(
-            "could not mark run(s) %s FAILED (%s); the next attempt will",
-            ", ".join(run_ids),
-            first_line(exc),
-        )
+
+    if_reachable(session, mark, f"mark run(s) {', '.join(run_ids)} FAILED; the next attempt will")
 
 
 class ClaimState:

@@ -36,12 +36,12 @@ import pandas as pd
 from deeppert.attribution import attribute_genes
 from deeppert.config import ExperimentConfig
 from deeppert.data import Signatures
-from deeppert.errors import DeeppertError
 from deeppert.grid import Prepared, train_shape
 from deeppert.models import MeanEncoder
 from deeppert.tracking.claims import (
     Heartbeat,
     claim_grid_points,
+    if_reachable,
     mark_failed_if_reachable,
     now_ms,
     process_alive,
@@ -541,7 +541,8 @@ def _train_claimed(
             run_ids.pop(run)
     except BaseException as exc:
         heartbeat.stop()
-        epochs.flush_if_reachable(session)  # the curves up to the failure (a diverging loss)
+        # the curves up to the failure (a diverging loss), then the runs marked FAILED
+        if_reachable(session, epochs.flush, "log the last epochs' metrics")
         mark_failed_if_reachable(session, list(run_ids.values()), f"{type(exc).__name__}: {exc}")
         raise
     finally:
@@ -601,17 +602,6 @@ class EpochLog:
             for i in range(0, len(metrics), self.BATCH):
                 self.client.log_batch(self.run_ids[run], metrics=metrics[i : i + self.BATCH])
         self._sent_at = time.monotonic()
-
-    def flush_if_reachable(self, session: TrackingSession) -> None:
-        """:meth:`flush` when the server answers a quick probe; else leave the buffer (a
-        failing trial then keeps the curves up to its last flush)."""
-        from mlflow.exceptions import MlflowException
-
-        try:
-            session.check(timeout=3.0)
-            self.flush()
-        except (DeeppertError, MlflowException, OSError) as exc:
-            log.warning("could not log the last epochs' metrics (%s)", first_line(exc))
 
 
 def _register_encoder(
