@@ -258,12 +258,12 @@ def write_config(path: Path, data: Path, args: argparse.Namespace, runs: int, ur
             "baselines": False,
         },
         "train": {"epochs": args.epochs, "batch_size": 256},
-        "attribution": {"n_steps": args.ig_steps},
+        "attribution": {"n_steps": args.ig_steps, "max_samples": args.ig_samples},
         "ensemble": {"seed": 0},
         "targets": {"n_clusters": 4, "top_genes": 50, "n_pairs": 50, "permutations": 20,
                     "plots": False},
         "sweep": {"cpus_per_trial": args.cpus_per_trial, "gpus_per_trial": args.gpus_per_trial,
-                  "max_failures": 0},
+                  "seeds_per_trial": args.seeds_per_trial, "max_failures": 0},
         "tracking": {"uri": uri, "experiment": f"scale-r{runs}"},
     }  # fmt: skip
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
@@ -271,7 +271,9 @@ def write_config(path: Path, data: Path, args: argparse.Namespace, runs: int, ur
 
 
 # -- the two paths ---------------------------------------------------------------------------
-def pure_path(work: Path, config: Path, pairs: Path, disease: str, env: dict) -> dict:
+def pure_path(
+    work: Path, config: Path, pairs: Path, disease: str, env: dict, on_phase=lambda phases: None
+) -> dict:
     out = work / "pure"
     run_dir = out / "SYN"
     python = [sys.executable, "-m", "deeppert"]
@@ -300,6 +302,7 @@ def pure_path(work: Path, config: Path, pairs: Path, disease: str, env: dict) ->
                 **({"error": _tail(work / f"pure_{name}.log")} if code else {}),
             }
             print(f"  pure {name}: {wall:.0f} s (exit {code})", flush=True)
+            on_phase(phases)
             if code:
                 break
     return phases
@@ -624,6 +627,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--samples", type=int, default=5000)
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--ig-steps", type=int, default=4)
+    parser.add_argument(
+        "--ig-samples",
+        type=int,
+        default=None,
+        help="IG explains this many training samples (attribution.max_samples; default all)",
+    )
+    parser.add_argument(
+        "--seeds-per-trial", type=int, default=0, help="sweep.seeds_per_trial (0: all runs)"
+    )
     parser.add_argument("--label", default="baseline", help="key of these results in --out")
     parser.add_argument("--paths", nargs="+", choices=["pure", "platform"],
                         default=["pure", "platform"])  # fmt: skip
@@ -680,7 +692,11 @@ def main(argv: list[str] | None = None) -> int:
                     work, config, pairs, disease, env, store, runs, args, on_phase
                 )
             if "pure" in args.paths:
-                grid["pure"] = pure_path(work, config, pairs, disease, env)
+
+                def on_pure(phases, runs=runs, grid=grid):
+                    _write(args, {**grids, runs: {**grid, "pure": phases}}, load_before)
+
+                grid["pure"] = pure_path(work, config, pairs, disease, env, on_pure)
             grid["overhead"] = compare(grid["pure"], grid["platform"])
             grids[runs] = grid
             _write(args, grids, load_before)  # a cut-off run leaves what it measured
@@ -711,6 +727,8 @@ def _write(args: argparse.Namespace, grids: dict, load_before: tuple) -> None:
         "samples": args.samples,
         "epochs": args.epochs,
         "ig_steps": args.ig_steps,
+        "ig_samples": args.ig_samples,
+        "seeds_per_trial": args.seeds_per_trial,
         "grids": {str(r): g for r, g in grids.items()},
         "slopes": slopes(grids),
         "notes": (

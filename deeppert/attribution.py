@@ -216,6 +216,19 @@ def _as_inputs(model: Encoder, inputs, baselines) -> tuple[torch.Tensor, torch.T
     return x, x0
 
 
+def _explained_rows(
+    x: torch.Tensor, x0: torch.Tensor, config: IGConfig
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The rows IG explains: all of them, or ``config.max_samples`` drawn with numpy seed 0
+    (sorted, the same rows for every encoder given the same number of inputs)."""
+    n, k = x.shape[0], config.max_samples
+    if k is None or n <= k:
+        return x, x0
+    rows = np.sort(np.random.default_rng(0).choice(n, size=k, replace=False))
+    index = torch.as_tensor(rows, device=x.device)
+    return x[index], x0[index]
+
+
 # -- the three algorithms, on one chunk -------------------------------------------------
 def _ig_exact_chunk(
     layers: list[_Layer],
@@ -556,7 +569,7 @@ def attribute_genes(
     module = _unwrap(model)
     if not isinstance(module, PerturbationAutoencoder):
         raise DeeppertError("attribute_genes needs a PerturbationAutoencoder or TrainedModels")
-    x, x0 = _as_inputs(model, inputs, baselines)
+    x, x0 = _explained_rows(*_as_inputs(model, inputs, baselines), config)
     comps, genes = _pca_map(pca, x, x.dtype, genes)
     R, n = module.replicas, x.shape[0]
     d = module.config.latent_dim
@@ -704,7 +717,7 @@ def attribute_rotated_components(
             "attribute_rotated_components streams the exact or autograd path; "
             "algorithm = captum is for tests of single nodes"
         )
-    x, x0 = _as_inputs(model, inputs, baselines)
+    x, x0 = _explained_rows(*_as_inputs(model, inputs, baselines), config)
     comps, genes = _pca_map(pca, x, torch.float64, genes)
     maps = [torch.as_tensor(np.asarray(W), dtype=torch.float64, device=x.device) for W in maps]
     totals = [

@@ -38,6 +38,12 @@ class IGConfig:
     algorithm
         ``"auto"`` (exact where the encoder shape allows, else autograd), ``"exact"``,
         ``"autograd"`` or ``"captum"``.
+    max_samples
+        Explain at most this many samples: a random subset of the rows (numpy seed 0, the same
+        rows for every encoder given the same inputs), drawn when there are more. ``None``
+        (default) explains every sample, as the method does. Gene weights are a mean over
+        samples, so a subset estimates them; it bounds the gene mapping's cost
+        (samples x d x p x genes), which dominates attribution at DeepProfile scale.
     """
 
     n_steps: int = knob(50, "quadrature steps")
@@ -46,6 +52,9 @@ class IGConfig:
     algorithm: IGAlgorithm = knob(
         "auto", "exact (fast path), autograd or captum; auto = exact where possible"
     )
+    max_samples: int | None = knob(
+        None, "explain a seeded random subset of this many samples (default: all)", metavar="N"
+    )
 
     def __post_init__(self) -> None:
         check_choices(self, "ig")
@@ -53,6 +62,8 @@ class IGConfig:
             raise DeeppertError(f"ig.n_steps must be positive, got {self.n_steps}")
         if self.chunk_size < 1:
             raise DeeppertError(f"ig.chunk_size must be positive, got {self.chunk_size}")
+        if self.max_samples is not None and self.max_samples < 1:
+            raise DeeppertError(f"ig.max_samples must be positive, got {self.max_samples}")
 
     def to_dict(self) -> dict:
         return asdict(self)

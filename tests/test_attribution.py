@@ -138,6 +138,32 @@ def test_streaming_gene_weights_match_full(trained, data):
     assert (np.abs(cap.weights - fast.weights) / cap.weights.max(1, keepdims=True)).max() <= 1e-4
 
 
+def test_max_samples_explains_a_seeded_subset_that_estimates_the_mean(trained, data):
+    x, comps = data
+    full = attribute_genes(trained, x, comps)
+    sub = attribute_genes(trained, x, comps, config=IGConfig(max_samples=100))
+    # exactly IG over the rows numpy's seed 0 draws (sorted), the same rows on every call
+    rows = np.sort(np.random.default_rng(0).choice(len(x), size=100, replace=False))
+    np.testing.assert_allclose(sub.weights, attribute_genes(trained, x[rows], comps).weights)
+    np.testing.assert_array_equal(
+        sub.weights, attribute_genes(trained, x, comps, config=IGConfig(max_samples=100)).weights
+    )
+    # a quarter of the samples estimates every node's gene weights (a mean over samples) ...
+    for r in range(2):
+        for k in range(5):
+            assert np.corrcoef(sub.weights[r, :, k], full.weights[r, :, k])[0, 1] > 0.85
+    # ... but is not the full mean; as many samples as there are is
+    assert not np.allclose(sub.weights, full.weights)
+    same = attribute_genes(trained, x, comps, config=IGConfig(max_samples=len(x)))
+    np.testing.assert_array_equal(same.weights, full.weights)
+    rot = attribute_rotated_components(
+        trained, x, comps, [np.eye(5), np.eye(5)], config=IGConfig(max_samples=100)
+    )
+    np.testing.assert_allclose(rot.frames[0].to_numpy(), sub.weights[0], rtol=1e-4, atol=1e-7)
+    with pytest.raises(DeeppertError, match="max_samples must be positive"):
+        IGConfig(max_samples=0)
+
+
 def test_rotated_components_are_captum_ig_of_the_composed_model(trained, data):
     """IG of c = (z - m) @ W equals captum's IG of the encoder followed by that linear map,
     and completeness carries over; a rotation may drop directions (k < d)."""

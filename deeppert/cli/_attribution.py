@@ -25,6 +25,7 @@ _IG_FLAGS = {
     "method": "--method",
     "chunk_size": "--chunk-size",
     "algorithm": "--algorithm",
+    "max_samples": "--max-samples",
 }
 
 
