@@ -767,9 +767,10 @@ def load_torch_model(
     """Download and load the PyTorch model at ``model_uri`` (e.g. a sweep's encoder).
 
     Accepts ``models:/m-...`` (a logged model), ``models:/name/version`` and
-    ``models:/name@alias``; MLflow's downloader consults the process-global URIs for these, so
-    they are pointed at the session's server (:func:`global_uris`) for the download only.
-    ``map_location`` (e.g. ``"cpu"``) is torch's, for a model logged from a GPU.
+    ``models:/name@alias``; the files come from the logged model's artifact location with the
+    session's tracking URI passed along (no process-global URI, no lock), so threads may load
+    models side by side. ``map_location`` (e.g. ``"cpu"``) is torch's, for a model logged
+    from a GPU.
     """
     import mlflow.artifacts
     import mlflow.pytorch
@@ -783,16 +784,15 @@ def load_torch_model(
     # files, input example and signature files beside them): about half the requests.
     location = session.client.get_logged_model(model_id).artifact_location.rstrip("/")
     with tempfile.TemporaryDirectory(prefix="deeppert-model-") as tmp:
-        with global_uris(session.uri):
 
-            def fetch(path: str) -> None:
-                mlflow.artifacts.download_artifacts(
-                    artifact_uri=f"{location}/{path}", dst_path=tmp, tracking_uri=session.uri
-                )
+        def fetch(path: str) -> None:
+            mlflow.artifacts.download_artifacts(
+                artifact_uri=f"{location}/{path}", dst_path=tmp, tracking_uri=session.uri
+            )
 
-            fetch("MLmodel")
-            flavor = yaml.safe_load(Path(tmp, "MLmodel").read_text())["flavors"]["pytorch"]
-            fetch(flavor["model_data"])
+        fetch("MLmodel")
+        flavor = yaml.safe_load(Path(tmp, "MLmodel").read_text())["flavors"]["pytorch"]
+        fetch(flavor["model_data"])
         return mlflow.pytorch.load_model(tmp, map_location=map_location)
 
 

@@ -15,8 +15,10 @@ import logging
 import tempfile
 from collections import defaultdict
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import mlflow.pyfunc
 import numpy as np
@@ -91,6 +93,11 @@ class SweepEncoders:
     parent_run_id: str
 
 
+#: Versions (their runs, encoders, gene weight tables) fetched side by side by
+#: :func:`load_sweep_encoders`.
+LOAD_THREADS = 8
+
+
 def load_sweep_encoders(
     session: TrackingSession,
     dataset: str,
@@ -125,27 +132,41 @@ def load_sweep_encoders(
         )
     vt = VERSION_TAGS
     versions.sort(key=lambda v: (v.tags[vt.model], int(v.tags[vt.dim]), int(v.tags[vt.run])))
-    parents = {client.get_run(v.run_id).data.tags.get("mlflow.parentRunId") for v in versions}
-    if len(parents) != 1:
-        raise DeeppertError(
-            f"sweep {sweep!r}: encoder versions come from {len(parents)} parent runs; expected one"
-        )
-    parent = parents.pop()
-    tag = dataset_sha_tag(dataset)
-    sweep_sha = client.get_run(parent).data.tags.get(tag)
-    if sweep_sha != data_sha:
-        raise DeeppertError(
-            f"{dataset}: the data's sha256 is {data_sha}, the sweep's ({tag} on parent run "
-            f"{parent}) is {sweep_sha}: the data changed since the sweep"
-        )
-    weights, by_shape = [], defaultdict(list)
-    for v in versions:
-        if gene_weights:
-            weights.append(load_parquet(session, v.run_id, ARTIFACTS.gene_weights))
-        # the version's source (models:/m-...) is in the search result: no model-versions/get
-        source = v.source if v.source.startswith("models:/m-") else f"models:/{v.name}/{v.version}"
-        encoder = load_torch_model(session, source, map_location="cpu")
-        by_shape[f"{v.tags[vt.model]}_d{v.tags[vt.dim]}"].append((int(v.tags[vt.run]), encoder))
+    # Each version costs a few small requests: LOAD_THREADS of them in flight (results in
+    # version order) instead of one at a time, which left the job waiting on round trips.
+    with ThreadPoolExecutor(LOAD_THREADS, thread_name_prefix="deeppert-load") as pool:
+        runs = pool.map(lambda v: client.get_run(v.run_id), versions)
+        parents = {run.data.tags.get("mlflow.parentRunId") for run in runs}
+        if len(parents) != 1:
+            raise DeeppertError(
+                f"sweep {sweep!r}: encoder versions come from {len(parents)} parent runs; "
+                "expected one"
+            )
+        parent = parents.pop()
+        tag = dataset_sha_tag(dataset)
+        sweep_sha = client.get_run(parent).data.tags.get(tag)
+        if sweep_sha != data_sha:
+            raise DeeppertError(
+                f"{dataset}: the data's sha256 is {data_sha}, the sweep's ({tag} on parent run "
+                f"{parent}) is {sweep_sha}: the data changed since the sweep"
+            )
+
+        def fetch(v) -> tuple[Any, pd.DataFrame | None]:
+            # the version's source (models:/m-...) is in the search result: no model-versions/get
+            source = (
+                v.source if v.source.startswith("models:/m-") else f"models:/{v.name}/{v.version}"
+            )
+            encoder = load_torch_model(session, source, map_location="cpu")
+            table = ARTIFACTS.gene_weights
+            weight = load_parquet(session, v.run_id, table) if gene_weights else None
+            return encoder, weight
+
+        weights, by_shape = [], defaultdict(list)
+        for v, (encoder, weight) in zip(versions, pool.map(fetch, versions), strict=True):
+            if weight is not None:
+                weights.append(weight)
+            shape = f"{v.tags[vt.model]}_d{v.tags[vt.dim]}"
+            by_shape[shape].append((int(v.tags[vt.run]), encoder))
     pca = PCAModel.from_frames(
         *(load_parquet(session, parent, pca_artifact(dataset, n)) for n in PCA_TABLES)
     )
