@@ -714,23 +714,30 @@ def log_torch_model(
     input_example: np.ndarray,
     pip_requirements: Sequence[str] | None = None,
     tags: Mapping[str, Any] | None = None,
+    run: Any = None,
 ) -> LoggedModelRef:
     """Log ``model`` as an MLflow PyTorch model of ``run_id``, in that run's experiment.
 
-    The signature is inferred from ``input_example`` (a float32 array of a few samples).
-    ``pip_requirements`` defaults to the running torch and numpy versions, which skips
-    MLflow's slow requirement inference. Register the result with
+    The signature is inferred from ``input_example`` (a float32 array of a few samples); the
+    example itself is not stored (two files per model that a sweep would upload for each of
+    its 1,200 encoders). ``pip_requirements`` defaults to the running torch and numpy
+    versions, which skips MLflow's slow requirement inference. ``run``: the run's entity when
+    the caller already holds it (saves a ``runs/get``). Register the result with
     :func:`register_logged_model`.
     """
     import mlflow.pytorch
     import numpy as np
     import torch
     from mlflow.entities import LoggedModelOutput
+    from mlflow.models import infer_signature
 
     if pip_requirements is None:
         pip_requirements = [f"torch=={torch.__version__.split('+')[0]}", f"numpy=={np.__version__}"]
     client = session.client
-    run = client.get_run(run_id)
+    run = run if run is not None and run.info.run_id == run_id else client.get_run(run_id)
+    with torch.no_grad():
+        output = model(torch.as_tensor(input_example, dtype=next(model.parameters()).dtype))
+    signature = infer_signature(input_example, output.cpu().numpy())
     # log_model(run_id=...) alone creates the logged model in the process's active experiment
     # (Default), not the run's: the run would list no model. Create it in the run's experiment.
     pending = client.create_logged_model(
@@ -748,7 +755,7 @@ def log_torch_model(
         info = mlflow.pytorch.log_model(
             model,
             name=name,
-            input_example=input_example,
+            signature=signature,
             pip_requirements=list(pip_requirements),
             model_id=pending.model_id,
             # pickle keeps the module's own class (the ensemble job restacks replicas);
@@ -819,10 +826,13 @@ def register_logged_model(
     name: str,
     *,
     tags: Mapping[str, Any] | None = None,
+    run_id: str | None = None,
 ) -> ModelVersionRef:
     """Register the logged model ``model_uri`` (``models:/m-...``) as a new version of ``name``.
 
-    Creates the registered model on first use (safe under races).
+    Creates the registered model when the version finds none (safe under races), so the
+    versions after the first cost one request. ``run_id``: the logged model's source run
+    when the caller knows it (else read from the logged model).
     """
     from mlflow.exceptions import MlflowException
 
@@ -833,20 +843,29 @@ def register_logged_model(
         )
     model_id = model_uri.removeprefix("models:/").split("/", 1)[0]
     client = session.client
+    if run_id is None:
+        run_id = client.get_logged_model(model_id).source_run_id
+
+    def create_version():
+        return client.create_model_version(
+            name,
+            source=model_uri,
+            run_id=run_id,
+            tags={str(k): str(v) for k, v in (tags or {}).items()},
+            model_id=model_id,
+        )
+
+    try:
+        return _version_ref(create_version())
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
     try:
         client.create_registered_model(name)
     except MlflowException as exc:
         if exc.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
             raise
-    logged = client.get_logged_model(model_id)
-    version = client.create_model_version(
-        name,
-        source=model_uri,
-        run_id=logged.source_run_id,
-        tags={str(k): str(v) for k, v in (tags or {}).items()},
-        model_id=model_id,
-    )
-    return _version_ref(version)
+    return _version_ref(create_version())
 
 
 def set_alias(session: TrackingSession, name: str, alias: str, version: str | int) -> None:

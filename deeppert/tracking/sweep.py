@@ -49,6 +49,7 @@ from deeppert.tracking.claims import (
 )
 from deeppert.tracking.client import (
     FAILURE_TAG,
+    LoggedModelRef,
     code_version,
     dataset_entity,
     find_runs_by_tag,
@@ -521,7 +522,8 @@ def _train_claimed(
         example = prepared.x_train[:5].astype(np.float32)
         for r, run in enumerate(trained.runs):
             run_id = run_ids[run]
-            if client.get_run(run_id).info.status != "RUNNING":
+            entity = client.get_run(run_id)
+            if entity.info.status != "RUNNING":
                 # Declared stale and taken over while we trained (its heartbeat could not be
                 # renewed for claim_stale_seconds): the other attempt owns the point now.
                 log.warning("%s: claim taken over by another attempt; not logging it", run_id)
@@ -531,11 +533,11 @@ def _train_claimed(
             log_parquet(session, run_id, attribution.frame(r), ARTIFACTS.gene_weights)
             encoder = MeanEncoder(trained.module, r).float().cpu()  # GPU trials log a CPU model
             ref = log_torch_model(
-                session, run_id, encoder, name=ARTIFACTS.encoder, input_example=example
+                session, run_id, encoder, name=ARTIFACTS.encoder, input_example=example, run=entity
             )
             held_out = _held_out_metrics(row, attribution, r, agreement.get(run), ref.model_id)
             client.log_batch(run_id, metrics=held_out)
-            version = _register_encoder(ctx, shape, run, ref.model_uri, row)
+            version = _register_encoder(ctx, shape, run, ref, row)
             client.set_tag(run_id, TAGS.encoder_version, version)
             finish_run(session, run_id)
             run_ids.pop(run)
@@ -608,10 +610,10 @@ def _register_encoder(
     ctx: SweepContext,
     shape: _Shape,
     run: int,
-    model_uri: str,
+    ref: LoggedModelRef,
     held_out: pd.Series,
 ) -> str:
-    """Register the logged encoder ``model_uri`` as a version of its shape's model name."""
+    """Register the logged encoder ``ref`` as a version of its shape's model name."""
     tags = {
         VERSION_TAGS.sweep: ctx.sweep,
         VERSION_TAGS.model: shape.kind,
@@ -623,7 +625,9 @@ def _register_encoder(
         ),
     }
     name = encoder_model_name(shape.dataset, shape.kind, shape.latent_dim)
-    return register_logged_model(ctx.session, model_uri, name, tags=tags).version
+    return register_logged_model(
+        ctx.session, ref.model_uri, name, tags=tags, run_id=ref.run_id
+    ).version
 
 
 # TrainConfig fields logged under another name, and those that are not trial params.
