@@ -77,6 +77,7 @@ class _Phase:
     peak_rss: dict[str, int] = field(default_factory=lambda: collections.defaultdict(int))
     cpu_start: dict[int, float] = field(default_factory=dict)
     cpu_last: dict[int, tuple[str, float]] = field(default_factory=dict)
+    commands: dict[int, str] = field(default_factory=dict)  # pid -> last command seen
 
 
 _TICK = os.sysconf("SC_CLK_TCK")
@@ -140,8 +141,8 @@ class TreeSampler:
             return "workers"
         return "ray_system"
 
-    def _processes(self) -> dict[int, tuple[str, int, float]]:
-        """pid -> (category, RSS bytes, CPU s) of every process under a root."""
+    def _processes(self) -> dict[int, tuple[str, int, float, str]]:
+        """pid -> (category, RSS bytes, CPU s, command) of every process under a root."""
         table = _proc_table()
         children = collections.defaultdict(list)
         for pid, (ppid, *_) in table.items():
@@ -153,14 +154,14 @@ class TreeSampler:
                 pid = stack.pop()
                 if pid in table and pid not in out:
                     _, rss, cpu, cmd = table[pid]
-                    out[pid] = (self.classify(root, cmd), rss, cpu)
+                    out[pid] = (self.classify(root, cmd), rss, cpu, cmd)
                     stack += children[pid]
         return out
 
     def _sample(self) -> None:
         rss: dict[str, int] = collections.defaultdict(int)
         procs = self._processes()
-        for what, value, _ in procs.values():
+        for what, value, *_ in procs.values():
             rss[what] += value
         with self._lock:
             phase = self._phase
@@ -168,9 +169,10 @@ class TreeSampler:
                 return
             for what, value in rss.items():
                 phase.peak_rss[what] = max(phase.peak_rss[what], value)
-            for pid, (what, _, cpu) in procs.items():
+            for pid, (what, _, cpu, cmd) in procs.items():
                 phase.cpu_start.setdefault(pid, 0.0)  # born in this phase: all its CPU counts
                 phase.cpu_last[pid] = (what, cpu)
+                phase.commands[pid] = cmd
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
@@ -178,7 +180,7 @@ class TreeSampler:
 
     def begin(self) -> None:
         """Start a phase: CPU is counted from each live process's current CPU time."""
-        start = {pid: cpu for pid, (_, _, cpu) in self._processes().items()}
+        start = {pid: cpu for pid, (_, _, cpu, _) in self._processes().items()}
         with self._lock:
             self._phase = _Phase(cpu_start=start)
 
@@ -188,12 +190,32 @@ class TreeSampler:
         with self._lock:
             phase, self._phase = self._phase, None
         cpu: dict[str, float] = collections.defaultdict(float)
+        by_command: dict[str, float] = collections.defaultdict(float)
         for pid, (what, value) in phase.cpu_last.items():
-            cpu[what] += max(0.0, value - phase.cpu_start.get(pid, 0.0))
+            used = max(0.0, value - phase.cpu_start.get(pid, 0.0))
+            cpu[what] += used
+            by_command[f"{what}: {_command_name(phase.commands[pid])}"] += used
+        top = sorted(by_command.items(), key=lambda kv: -kv[1])[:12]
         return {
             "cpu_s": {k: round(v, 1) for k, v in sorted(cpu.items())},
+            "cpu_s_by_command": {k: round(v, 1) for k, v in top if v >= 0.5},
             "peak_rss_mib": {k: round(v / MIB, 1) for k, v in sorted(phase.peak_rss.items())},
         }
+
+
+def _command_name(cmd: str) -> str:
+    """A process's command, short: the script or module it runs (``ray::...`` titles kept)."""
+    words = cmd.split()
+    if not words:
+        return "?"
+    if words[0].startswith("ray::") or words[0].startswith("ray-dashboard"):
+        return words[0]
+    for i, word in enumerate(words):
+        if word == "-m" and i + 1 < len(words):
+            return f"-m {words[i + 1]}"
+        if word.endswith(".py"):
+            return Path(word).name
+    return Path(words[0]).name
 
 
 def folder_bytes(path: Path) -> int:

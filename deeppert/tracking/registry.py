@@ -94,8 +94,10 @@ class SweepEncoders:
 
 
 #: Versions (their runs, encoders, gene weight tables) fetched side by side by
-#: :func:`load_sweep_encoders`.
-LOAD_THREADS = 8
+#: :func:`load_sweep_encoders`. MLflow downloads a model's data folder two files at a time
+#: and keeps 10 connections a host: at 8 threads urllib3 discarded connections (and said so
+#: in the job's log once per model).
+LOAD_THREADS = 4
 
 
 def load_sweep_encoders(
