@@ -54,8 +54,10 @@ class EncoderLatents:
 
         names, encoder = self.encoders[key]
         dtype = next(encoder.parameters()).dtype
+        # a Ray task's x_pca is a read-only view of the object store: torch warns about it
+        x = np.require(self.x_pca, requirements="W")
         with torch.no_grad():
-            z = encoder(torch.as_tensor(self.x_pca, dtype=dtype)).numpy()
+            z = encoder(torch.as_tensor(x, dtype=dtype)).numpy()
         if z.shape[1] != len(names):
             raise DeeppertError(f"encoder of {key} has {z.shape[1]} nodes, expected {len(names)}")
         return z[:, [names.index(c) for c in columns]]
