@@ -171,6 +171,10 @@ class TreeSampler:
                 phase.peak_rss[what] = max(phase.peak_rss[what], value)
             for pid, (what, _, cpu, cmd) in procs.items():
                 phase.cpu_start.setdefault(pid, 0.0)  # born in this phase: all its CPU counts
+                if not cmd and pid in phase.cpu_last:
+                    # an exiting process (a finished trial) has an empty command line: keep
+                    # the category it had, else its CPU lands in ray_system
+                    what, cmd = phase.cpu_last[pid][0], phase.commands[pid]
                 phase.cpu_last[pid] = (what, cpu)
                 phase.commands[pid] = cmd
 
