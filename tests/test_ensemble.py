@@ -346,6 +346,27 @@ def test_consensus_recovers_mixed_programs_deterministically():
     )
 
 
+def test_a_large_l_scan_logs_its_progress(monkeypatch, caplog):
+    """The L scan runs one KMeans per L over every component (about 100,000 at DeepProfile
+    scale, minutes each on two cores): above _SCAN_PROGRESS_ROWS components it logs how far it
+    is; below, it stays quiet."""
+    import deeppert.ensemble.modes as modes
+    import deeppert.progress
+
+    monkeypatch.setattr(deeppert.progress, "interactive", lambda: False)  # log lines, no bar
+    latents, x, pca, _ = _mixed_codes()
+    config = EnsembleConfig(method="consensus", l_max=6)
+    with caplog.at_level("INFO", logger="deeppert.progress"):
+        quiet = build_ensemble(latents, config=config, x_pca=x, pca=pca)
+    assert not [r for r in caplog.records if "scanning L" in r.getMessage()]
+    monkeypatch.setattr(modes, "_SCAN_PROGRESS_ROWS", 1)
+    with caplog.at_level("INFO", logger="deeppert.progress"):
+        logged = build_ensemble(latents, config=config, x_pca=x, pca=pca)
+    lines = [r.getMessage() for r in caplog.records if "scanning L" in r.getMessage()]
+    assert lines[0].endswith(": 0/5 Ls") and "5/5 Ls (100%)" in lines[-1], lines
+    pd.testing.assert_frame_equal(quiet.weights, logged.weights)  # progress changes nothing
+
+
 @pytest.mark.parametrize("activity", ["laplace", "gaussian"])
 def test_default_consensus_finds_as_many_programs_as_were_planted(activity):
     """K = 4 planted programs, 6 runs of codes of dims K and K + 2 under the default

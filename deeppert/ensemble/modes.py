@@ -28,6 +28,7 @@ mean ``|.|`` and unaffected by a flip; the ensemble embedding averages signed va
 
 from __future__ import annotations
 
+import contextlib
 import re
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
@@ -50,6 +51,7 @@ from deeppert.attribution import gene_loadings
 from deeppert.ensemble.config import _AD_NORMAL, EnsembleConfig
 from deeppert.errors import DeeppertError
 from deeppert.preprocess import PCAModel
+from deeppert.progress import Progress
 from deeppert.train import TrainedModels
 
 __all__ = [
@@ -972,6 +974,10 @@ def _density_filter(
     return keep, density, density_filter
 
 
+#: Components from which the L scan of :func:`_select_clusters` logs its progress.
+_SCAN_PROGRESS_ROWS = 10_000
+
+
 def _select_clusters(
     U: np.ndarray, P: np.ndarray, x: np.ndarray, config: EnsembleConfig
 ) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
@@ -983,10 +989,20 @@ def _select_clusters(
     else:
         Ls = list(range(config.l_min, min(config.l_max, len(U) - 1) + 1)) or [config.l_min]
     rows, fits = [], {}
-    for L in Ls:
-        signs, labels, row = _consensus_at(U, P, x, L, config)
-        rows.append(row)
-        fits[L] = (signs, labels)
+    # one axial KMeans per L over every kept component: minutes to hours at DeepProfile scale
+    # (about 100,000 components), so a large scan says how far it is
+    scan = (
+        Progress(len(Ls), f"scanning L over {len(U)} components", unit="L")
+        if len(U) >= _SCAN_PROGRESS_ROWS
+        else contextlib.nullcontext()
+    )
+    with scan as bar:
+        for L in Ls:
+            signs, labels, row = _consensus_at(U, P, x, L, config)
+            rows.append(row)
+            fits[L] = (signs, labels)
+            if bar is not None:
+                bar.update(1, stability=row["stability"])
     curve = pd.DataFrame(rows, index=pd.Index(Ls, name="L_requested"))
     curve["explains"] = _explains(curve, x.shape[1], config.gain_factor)
     stab = curve["stability"].fillna(-np.inf).to_numpy()
