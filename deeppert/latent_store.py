@@ -127,7 +127,8 @@ class LatentStore:
     def __getitem__(self, columns: Sequence[str]) -> LatentStore:
         """The store restricted to ``columns`` (names; no data is read)."""
         columns = list(columns)
-        missing = [c for c in columns if c not in set(self.columns)]
+        known = set(self.columns)  # built once: per column, it was quadratic in the columns
+        missing = [c for c in columns if c not in known]
         if missing:
             raise KeyError(f"latent variables not in the store: {missing[:3]}")
         return LatentStore(self.index, columns, self.read)
