@@ -37,6 +37,7 @@ __all__ = [
     "noise_width",
     "draw_noise",
     "MeanEncoder",
+    "ReplicaEncoder",
 ]
 
 
@@ -336,3 +337,32 @@ class MeanEncoder(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.autoencoder.eval()
         return self.autoencoder.inference(x.unsqueeze(0))["z_mean"][0]
+
+
+class ReplicaEncoder:
+    """Replica ``r`` of a stacked autoencoder used as its :class:`MeanEncoder`, without a copy.
+
+    Calling it builds that replica's MeanEncoder for the call; pickling it (a Ray task's
+    argument) sends that MeanEncoder alone, not the stack. Many of these over one stack hold
+    the stack once, where one MeanEncoder per replica would hold every replica a second time.
+    """
+
+    def __init__(self, autoencoder: PerturbationAutoencoder, replica: int) -> None:
+        self.autoencoder = autoencoder
+        self.replica = replica
+
+    def encoder(self) -> MeanEncoder:
+        return MeanEncoder(self.autoencoder, self.replica)
+
+    def parameters(self):
+        return self.autoencoder.parameters()
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encoder()(x)
+
+    def __reduce__(self):
+        return _same, (self.encoder(),)
+
+
+def _same(obj: object) -> object:
+    return obj

@@ -13,6 +13,7 @@ from deeppert.ensemble.config import EnsembleConfig
 from deeppert.ensemble.modes import RunComponents, components_by_run, run_groups
 from deeppert.latent_store import LatentStore
 from deeppert.preprocess import PCAModel
+from deeppert.progress import Progress
 
 __all__ = ["distributed_components"]
 
@@ -49,6 +50,13 @@ def distributed_components(
             return latents.runs(chunk)
         return latents[[c for key in chunk for c in groups[key]]]
 
-    parts = ray.get([task.remote(part(c), x_ref, pca, config, keys=c) for c in chunks])
+    refs = [task.remote(part(c), x_ref, pca, config, keys=c) for c in chunks]
+    runs_of = {ref: len(c) for ref, c in zip(refs, chunks, strict=True)}
+    with Progress(len(keys), "rotating model runs (Ray tasks)", unit="run") as bar:
+        pending = list(refs)
+        while pending:
+            ready, pending = ray.wait(pending, num_returns=1)
+            bar.update(runs_of[ready[0]])
+    parts = ray.get(refs)
     found = {key: part[key] for part in parts for key in part}
     return {key: found[key] for key in keys}

@@ -10,9 +10,11 @@ from torch import nn
 
 from deeppert.errors import DeeppertError
 from deeppert.models import (
+    MeanEncoder,
     ModelConfig,
     Noise,
     PerturbationAutoencoder,
+    ReplicaEncoder,
     StackedBatchNorm,
     StackedLinear,
     draw_noise,
@@ -313,3 +315,23 @@ def test_replica_cuts_out_one_model():
     assert single.replicas == 1 and not single.training
     assert next(single.parameters()).dtype == torch.float64
     torch.testing.assert_close(single.encode_mean(x[2:3])[0], m.encode_mean(x)[2], rtol=0, atol=0)
+
+
+def test_replica_encoder_is_its_mean_encoder_and_pickles_alone():
+    import pickle
+
+    torch.manual_seed(0)
+    stack = PerturbationAutoencoder(ModelConfig(kind="VAE", latent_dim=5, n_inputs=20), replicas=6)
+    with torch.no_grad():
+        for p in stack.parameters():
+            p.normal_(0, 0.3)
+    x = torch.randn(30, 20)
+    view = ReplicaEncoder(stack, 4)
+    torch.testing.assert_close(view(x), MeanEncoder(stack, 4)(x), rtol=0, atol=0)
+    assert not torch.equal(view(x), MeanEncoder(stack, 3)(x))
+    assert next(view.parameters()) is next(stack.parameters())  # no copy held
+    sent = pickle.loads(pickle.dumps(view))
+    assert isinstance(sent, MeanEncoder)
+    torch.testing.assert_close(sent(x), view(x), rtol=0, atol=0)
+    # what a Ray task receives is one replica, not the stack of six
+    assert len(pickle.dumps(view)) < len(pickle.dumps(stack)) / 3

@@ -11,9 +11,9 @@ read those Parquet files, and tag their own runs with the version they used.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import tempfile
-from collections import defaultdict
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -29,6 +29,7 @@ from deeppert.ensemble.outputs import write_ensemble_outputs
 from deeppert.ensemble.stability import EnsembleStep
 from deeppert.errors import DeeppertError
 from deeppert.latent_store import LatentStore
+from deeppert.models import ReplicaEncoder
 from deeppert.preprocess import PCAModel
 from deeppert.tracking.client import (
     ModelVersionRef,
@@ -163,25 +164,27 @@ def load_sweep_encoders(
             weight = load_parquet(session, v.run_id, table) if gene_weights else None
             return encoder, weight
 
-        weights, by_shape = [], defaultdict(list)
-        for v, (encoder, weight) in zip(versions, pool.map(fetch, versions), strict=True):
-            if weight is not None:
-                weights.append(weight)
-            shape = f"{v.tags[vt.model]}_d{v.tags[vt.dim]}"
-            by_shape[shape].append((int(v.tags[vt.run]), encoder))
+        # Versions are sorted by shape: each shape's downloaded encoders are stacked once its
+        # last one arrives, then dropped; run codes read replicas of the stack
+        # (ReplicaEncoder), so the job holds each encoder once, not twice.
+        weights, groups, codes = [], {}, {}
+        fetched = zip(versions, pool.map(fetch, versions), strict=True)
+        for shape, items in itertools.groupby(
+            fetched, key=lambda item: f"{item[0].tags[vt.model]}_d{item[0].tags[vt.dim]}"
+        ):
+            runs, replicas = [], []
+            for v, (encoder, weight) in items:
+                if weight is not None:
+                    weights.append(weight)
+                runs.append(int(v.tags[vt.run]))
+                replicas.append(encoder.autoencoder)
+            group = TrainedModels.from_replicas(replicas, runs, train_config or TrainConfig())
+            groups[shape] = group
+            for r, run in enumerate(runs):
+                codes[f"{shape}_run{run}"] = (group.node_names(r), ReplicaEncoder(group.module, r))
     pca = PCAModel.from_frames(
         *(load_parquet(session, parent, pca_artifact(dataset, n)) for n in PCA_TABLES)
     )
-    groups, codes = {}, {}
-    for shape, items in by_shape.items():
-        items.sort(key=lambda item: item[0])
-        group = groups[shape] = TrainedModels.from_replicas(
-            [e.autoencoder for _, e in items],
-            [r for r, _ in items],
-            train_config or TrainConfig(),
-        )
-        for r, (run, encoder) in enumerate(items):
-            codes[f"{shape}_run{run}"] = (group.node_names(r), encoder)
     return SweepEncoders(
         LatentStore.from_encoders(x_pca, sample_ids, codes),
         pd.concat(weights, axis=1) if gene_weights else None,
