@@ -637,7 +637,7 @@ def markdown(results: dict) -> str:
 
 
 def _row(path, phase, p, n, cpu, rss, written, req, log) -> str:
-    failed = " (failed)" if p["exit_code"] else ""
+    failed = " (cut at --deadline)" if p.get("timed_out") else " (failed)" if p["exit_code"] else ""
     db = f"{p['database_bytes'] / MIB:.1f}" if "database_bytes" in p else ""
     per_point = f"{req / n:.1f}" if req is not None else ""
     noise = f"{log['lines']} ({log['mlflow_per_run_prints']})" if log else ""
