@@ -267,8 +267,11 @@ def test_torch_model_registered_alias_resolves_to_same_version(
 
     name = f"A375-encoder-{uuid.uuid4().hex[:6]}"
     v1 = register_logged_model(session, logged.model_uri, name, tags={"model": "ae", "dim": 4})
-    v2 = register_logged_model(session, logged.model_uri, name)
+    v2 = register_logged_model(session, logged.model_uri, name, run_id=run_id)
     assert (v1.version, v2.version) == ("1", "2")
+    # the registered model is created once per process; deleted since, it is made again
+    client.delete_registered_model(name)
+    assert register_logged_model(session, logged.model_uri, name).version == "1"
     assert v1.run_id == run_id and v1.tags == {"model": "ae", "dim": "4"}
     set_alias(session, name, "current", v1.version)
 

@@ -830,9 +830,10 @@ def register_logged_model(
 ) -> ModelVersionRef:
     """Register the logged model ``model_uri`` (``models:/m-...``) as a new version of ``name``.
 
-    Creates the registered model when the version finds none (safe under races), so the
-    versions after the first cost one request. ``run_id``: the logged model's source run
-    when the caller knows it (else read from the logged model).
+    Creates the registered model on its first use in this process (safe under races; later
+    versions skip the call, which a sweep made, and had refused, once per grid point).
+    ``run_id``: the logged model's source run when the caller knows it (else read from the
+    logged model).
     """
     from mlflow.exceptions import MlflowException
 
@@ -846,6 +847,16 @@ def register_logged_model(
     if run_id is None:
         run_id = client.get_logged_model(model_id).source_run_id
 
+    def create_model() -> None:
+        # Before the version, not after one is refused: with auth on, a version of a model
+        # that does not exist is refused as 403, not as RESOURCE_DOES_NOT_EXIST.
+        try:
+            client.create_registered_model(name)
+        except MlflowException as exc:
+            if exc.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
+                raise
+        _REGISTERED_NAMES.add((session.uri, name))
+
     def create_version():
         return client.create_model_version(
             name,
@@ -855,17 +866,20 @@ def register_logged_model(
             model_id=model_id,
         )
 
+    if (session.uri, name) not in _REGISTERED_NAMES:
+        create_model()
+        return _version_ref(create_version())
     try:
         return _version_ref(create_version())
-    except MlflowException as exc:
+    except MlflowException as exc:  # deleted since, or another server on the same address
         if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
             raise
-    try:
-        client.create_registered_model(name)
-    except MlflowException as exc:
-        if exc.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
-            raise
+    create_model()
     return _version_ref(create_version())
+
+
+#: (tracking URI, registered model name) that this process created or found existing.
+_REGISTERED_NAMES: set[tuple[str, str]] = set()
 
 
 def set_alias(session: TrackingSession, name: str, alias: str, version: str | int) -> None:
