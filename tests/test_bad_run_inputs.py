@@ -299,6 +299,9 @@ def test_a_signal_mid_training_removes_the_temporary_output(
         [sys.executable, "-m", "deeppert", "train", "--config", str(config), "--out", str(out),
          "--models", "AE", "--dims", "3", "--runs", "2"],
         cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        # a suite started in the background of a non-interactive shell inherits SIGINT
+        # ignored, and Python then keeps ignoring it: the command must see Ctrl-C as a user does
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 120
