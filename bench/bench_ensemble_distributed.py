@@ -29,14 +29,19 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
+# One BLAS thread here as in each Ray task (set before numpy loads BLAS): the in-process
+# baseline is one CPU's work, and its FastICA sees the same arithmetic as the tasks'. With
+# another thread count the rotations of a run's Gaussian (unidentifiable) directions differ.
+THREADS = {k: "1" for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
+os.environ.update(THREADS)
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 DIMS = (5, 10, 25, 50)
-THREADS = {k: "1" for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
 
 
 def write_case(folder: Path, samples: int, runs: int, programs: int = 10, seed: int = 0) -> None:
@@ -112,6 +117,7 @@ def speedup(folder: Path, cpus: list[int]) -> dict:
     t0 = time.perf_counter()
     step = ensemble_step(latents, None, config=config, x_pca=x, pca=pca, precomputed=local)
     out["rest_of_step_s"] = round(time.perf_counter() - t0, 1)
+    print(json.dumps(out), flush=True)  # each step as it ends: a run cut short keeps them
     for n in cpus:
         ray.init(num_cpus=n, include_dashboard=False, log_to_driver=False,
                  runtime_env={"env_vars": THREADS})  # fmt: skip
@@ -129,6 +135,7 @@ def speedup(folder: Path, cpus: list[int]) -> dict:
         out[f"ray_{n}cpu_same_weights"] = bool(
             np.allclose(again.ensemble.weights.to_numpy(), step.ensemble.weights.to_numpy())
         )
+        print(json.dumps({k: v for k, v in out.items() if k.startswith(f"ray_{n}cpu")}), flush=True)
     base = out[f"ray_{cpus[0]}cpu_components_s"]
     out["speedup_components"] = {n: round(base / out[f"ray_{n}cpu_components_s"], 2) for n in cpus}
     return out
@@ -150,7 +157,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.memory_point:
         memory_point(*args.memory_point)
         return 0
-    os.environ.update(THREADS)
     result = {
         "command": "python bench/bench_ensemble_distributed.py " + " ".join(sys.argv[1:]),
         "samples": args.samples,

@@ -2,7 +2,9 @@
 # The DeepProfile grid through the platform on a lent GPU machine, in two device calls:
 #   bash bench/device_platform_scale.sh check   # about 3 min: the stack on a 12-point grid,
 #                                               # then 32 concurrent trials (bench_concurrency)
-#   bash bench/device_platform_scale.sh full    # the 1,200-point grid, cut off at DEADLINE s
+#   bash bench/device_platform_scale.sh full    # the 1,200-point grid, cut off at DEADLINE s,
+#       then the ensemble step's speed-up over 1, 2 and 16 CPUs (bench_ensemble_distributed)
+#       in what is left of CALL_S (the device call's own limit)
 # The machine has torch but neither Ray nor MLflow: the first call carries them as
 # .devsite/devsite.tar.xz (a --target install of Ray, MLflow and their missing dependencies for
 # CPython 3.12, made by bench/device_site.sh) and unpacks it to /tmp/devsite, where the second
@@ -35,7 +37,8 @@ SMI=$!
 if [ "$MODE" = check ]; then
     GRID=(--runs 1 --samples 2000 --epochs 2 --ig-steps 4)
 else
-    GRID=(--runs 100 --samples 15000 --epochs "${EPOCHS:-10}" --ig-steps "${IG_STEPS:-16}")
+    GRID=(--runs "${RUNS:-100}" --samples "${SAMPLES:-15000}" --epochs "${EPOCHS:-10}"
+        --ig-steps "${IG_STEPS:-16}")
 fi
 python3 bench/bench_platform_scale.py "${GRID[@]}" --paths platform --backend sqlite \
     --cpus "$CPUS" --cpus-per-trial 1 --gpus-per-trial "$GPUS_PER_TRIAL" --server-workers 4 \
@@ -46,6 +49,15 @@ if [ "$MODE" = check ]; then
     python3 bench/bench_concurrency.py --trials 32 --epochs 5 --backend sqlite --cpus "$CPUS" \
         --server-workers 4 --out "$OUT/concurrency_sqlite_32_h200host.json" 2>&1 \
         | tail -n 30 | tee "$OUT/concurrency.log"
+else
+    left=$(( ${CALL_S:-590} - ($(date +%s) - START) - 15 ))
+    if [ "$left" -gt 60 ]; then
+        timeout "$left" python3 bench/bench_ensemble_distributed.py --samples 3000 \
+            --speedup-runs "${SPEEDUP_RUNS:-10}" --cpus 1 2 "$CPUS" --memory-runs \
+            --out "$OUT/ensemble_distributed_h200.json" 2>&1 | tee "$OUT/speedup.log"
+    else
+        echo "no time left for the ensemble speed-up ($left s)"
+    fi
 fi
 kill "$SMI" 2>/dev/null
 for log in /tmp/deeppert-scale-*/r*/platform_*.log; do

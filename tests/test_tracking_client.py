@@ -241,6 +241,35 @@ def test_get_or_create_experiment_is_idempotent_under_races(server: str) -> None
     assert tracking_client(server).get_experiment_by_name(name).experiment_id == ids[0]
 
 
+def test_torch_models_logged_from_threads_at_once_each_reload_as_their_own(
+    session: TrackingSession,
+) -> None:
+    """A trial logs its runs' encoders from several threads: nothing process-global is shared."""
+    x = np.random.default_rng(2).normal(size=(3, 5)).astype(np.float32)
+    models = []
+    for seed in range(4):
+        torch.manual_seed(seed)
+        models.append(torch.nn.Sequential(torch.nn.Linear(5, 2), torch.nn.Tanh()))
+    run_ids = [start_run(session, run_name=f"trial {i}") for i in range(len(models))]
+    with ThreadPoolExecutor(len(models)) as pool:
+        logged = list(
+            pool.map(
+                lambda i: log_torch_model(
+                    session, run_ids[i], models[i], name="encoder", input_example=x
+                ),
+                range(len(models)),
+            )
+        )
+    for model, run_id, ref in zip(models, run_ids, logged):
+        stored = session.client.get_logged_model(ref.model_id)
+        assert stored.source_run_id == run_id and str(stored.status).endswith("READY")
+        loaded = load_torch_model(session, ref.model_uri)
+        with torch.no_grad():
+            np.testing.assert_array_equal(
+                loaded(torch.from_numpy(x)).numpy(), model(torch.from_numpy(x)).numpy()
+            )
+
+
 def test_torch_model_registered_alias_resolves_to_same_version(
     server: str, session: TrackingSession, tmp_path: Path
 ) -> None:

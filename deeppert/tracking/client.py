@@ -722,14 +722,16 @@ def log_torch_model(
     example itself is not stored (two files per model that a sweep would upload for each of
     its 1,200 encoders). ``pip_requirements`` defaults to the running torch and numpy
     versions, which skips MLflow's slow requirement inference. ``run``: the run's entity when
-    the caller already holds it (saves a ``runs/get``). Register the result with
+    the caller already holds it (saves a ``runs/get``). Safe to call from several threads at
+    once (a trial logs its runs in parallel). Register the result with
     :func:`register_logged_model`.
     """
     import mlflow.pytorch
     import numpy as np
     import torch
-    from mlflow.entities import LoggedModelOutput
-    from mlflow.models import infer_signature
+    from mlflow.entities import LoggedModelOutput, LoggedModelStatus
+    from mlflow.models import Model, infer_signature
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
     if pip_requirements is None:
         pip_requirements = [f"torch=={torch.__version__.split('+')[0]}", f"numpy=={np.__version__}"]
@@ -738,8 +740,10 @@ def log_torch_model(
     with torch.no_grad():
         output = model(torch.as_tensor(input_example, dtype=next(model.parameters()).dtype))
     signature = infer_signature(input_example, output.cpu().numpy())
-    # log_model(run_id=...) alone creates the logged model in the process's active experiment
-    # (Default), not the run's: the run would list no model. Create it in the run's experiment.
+    # What mlflow.pytorch.log_model does, without its reads of the process-global tracking URI
+    # (threads would take turns under global_uris) and of the model just created: create the
+    # logged model in the run's experiment, save it locally, upload it to the model's own
+    # artifact location, mark it READY (FAILED when the upload raises).
     pending = client.create_logged_model(
         experiment_id=run.info.experiment_id,
         name=name,
@@ -747,24 +751,34 @@ def log_torch_model(
         tags={str(k): str(v) for k, v in (tags or {}).items()} or None,
         params=dict(run.data.params) or None,
     )
-    with global_uris(session.uri):
-        # No run_id here: given one, log_model re-reads the history of every metric of the
-        # run (one request per metric name) to link its step-0 values to the model. The run
-        # is linked as the model's source above and as the run's output below; the caller
-        # links the metrics that describe the model (Metric(model_id=...)).
-        info = mlflow.pytorch.log_model(
-            model,
-            name=name,
-            signature=signature,
-            pip_requirements=list(pip_requirements),
-            model_id=pending.model_id,
-            # pickle keeps the module's own class (the ensemble job restacks replicas);
-            # MLflow 3's default, torch.export's pt2, reloads as an anonymous GraphModule.
-            serialization_format="pickle",
-        )
-    client.log_outputs(run_id, models=[LoggedModelOutput(info.model_id, step=0)])
+    try:
+        with tempfile.TemporaryDirectory(prefix="deeppert-model-") as tmp:
+            local = os.path.join(tmp, name)
+            mlflow.pytorch.save_model(
+                model,
+                local,
+                mlflow_model=Model(
+                    artifact_path=pending.artifact_location,
+                    model_uuid=pending.model_id,
+                    model_id=pending.model_id,
+                ),
+                signature=signature,
+                pip_requirements=list(pip_requirements),
+                # pickle keeps the module's own class (the ensemble job restacks replicas);
+                # MLflow 3's default, torch.export's pt2, reloads as an anonymous GraphModule.
+                serialization_format="pickle",
+            )
+            repository = get_artifact_repository(
+                pending.artifact_location, tracking_uri=session.uri
+            )
+            repository.log_artifacts(local)
+    except Exception:
+        client.finalize_logged_model(pending.model_id, LoggedModelStatus.FAILED)
+        raise
+    client.finalize_logged_model(pending.model_id, LoggedModelStatus.READY)
+    client.log_outputs(run_id, models=[LoggedModelOutput(pending.model_id, step=0)])
     return LoggedModelRef(
-        model_uri=info.model_uri, model_id=info.model_id, run_id=run_id, name=name
+        model_uri=f"models:/{pending.model_id}", model_id=pending.model_id, run_id=run_id, name=name
     )
 
 

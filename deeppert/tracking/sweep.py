@@ -25,8 +25,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -101,6 +103,9 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+#: Runs of one trial logged at once (each a dozen requests, mostly waits on the server).
+LOG_THREADS = 4
 
 
 def data_sha256(signatures: Signatures) -> str:
@@ -520,7 +525,9 @@ def _train_claimed(
             dict(zip(trained.runs, trained.latents_frames(prepared.x_train, prepared.train_ids)))
         )
         example = prepared.x_train[:5].astype(np.float32)
-        for r, run in enumerate(trained.runs):
+        registering = threading.Lock()
+
+        def log_run(r: int, run: int) -> None:
             run_id = run_ids[run]
             entity = client.get_run(run_id)
             if entity.info.status != "RUNNING":
@@ -528,7 +535,7 @@ def _train_claimed(
                 # renewed for claim_stale_seconds): the other attempt owns the point now.
                 log.warning("%s: claim taken over by another attempt; not logging it", run_id)
                 run_ids.pop(run)
-                continue
+                return
             row = metrics[metrics["run"] == run].iloc[0]
             log_parquet(session, run_id, attribution.frame(r), ARTIFACTS.gene_weights)
             encoder = MeanEncoder(trained.module, r).float().cpu()  # GPU trials log a CPU model
@@ -537,10 +544,23 @@ def _train_claimed(
             )
             held_out = _held_out_metrics(row, attribution, r, agreement.get(run), ref.model_id)
             client.log_batch(run_id, metrics=held_out)
-            version = _register_encoder(ctx, shape, run, ref, row)
+            with registering:  # versions of one name, one at a time (MLflow retries a clash 3x)
+                version = _register_encoder(ctx, shape, run, ref, row)
             client.set_tag(run_id, TAGS.encoder_version, version)
             finish_run(session, run_id)
             run_ids.pop(run)
+
+        # Logging a run is a dozen requests, each mostly a wait on the server: runs go out
+        # LOG_THREADS at a time. The first failure cancels what has not started.
+        with ThreadPoolExecutor(LOG_THREADS, thread_name_prefix="deeppert-log") as pool:
+            futures = [pool.submit(log_run, r, run) for r, run in enumerate(trained.runs)]
+            try:
+                for future in as_completed(futures):
+                    future.result()
+            except BaseException:
+                for future in futures:
+                    future.cancel()
+                raise
     except BaseException as exc:
         heartbeat.stop()
         # the curves up to the failure (a diverging loss), then the runs marked FAILED
