@@ -102,6 +102,13 @@ def memory_point(folder: str, mode: str) -> None:
     )
 
 
+def _warm() -> int:
+    import deeppert.ensemble.modes  # noqa: F401  what every task imports once per worker
+
+    time.sleep(1.0)
+    return os.getpid()
+
+
 def speedup(folder: Path, cpus: list[int]) -> dict:
     import ray
 
@@ -122,7 +129,9 @@ def speedup(folder: Path, cpus: list[int]) -> dict:
         ray.init(num_cpus=n, include_dashboard=False, log_to_driver=False,
                  runtime_env={"env_vars": THREADS})  # fmt: skip
         try:
-            ray.get(ray.remote(lambda: 0).remote())  # a worker up before timing
+            # every worker up, its imports done, before timing (sleeps spread them out)
+            warm = ray.remote(num_cpus=1)(_warm)
+            ray.get([warm.remote() for _ in range(n)])
             t0 = time.perf_counter()
             found = distributed_components(latents, x, pca, config)
             wall = time.perf_counter() - t0

@@ -42,6 +42,30 @@ def test_seed_agreement_finds_permuted_sign_flipped_twins_and_not_noise() -> Non
     assert len(table) == 3
 
 
+def test_seed_agreement_is_the_pairwise_matching_of_the_shared_samples() -> None:
+    """Each run standardised once: the same numbers as matching each pair's correlations
+    (stability.match_rows), also when runs hold different samples or node counts."""
+    from deeppert.ensemble.stability import match_rows
+
+    rng = np.random.default_rng(3)
+    base = rng.normal(size=(300, 3))
+    runs = {
+        run: pd.DataFrame(
+            base @ rng.normal(size=(3, d)) + 0.5 * rng.normal(size=(300, d)),
+            index=pd.Index([f"s{i}" for i in range(300)], name="sample_id"),
+        )
+        for run, d in enumerate((3, 4, 4, 5))
+    }
+    runs[2] = runs[2].iloc[20:]  # a run missing some samples: pairs use the shared ones
+    table = seed_agreement(runs).set_index(["run_a", "run_b"])["agreement"]
+    common = runs[2].index
+    for (a, b), value in table.items():
+        za, zb = runs[a].loc[common].to_numpy().T, runs[b].loc[common].to_numpy().T
+        expected = np.mean(match_rows(za, zb, absolute=True).corr)
+        assert value == pytest.approx(expected, abs=1e-12)
+    assert len(table) == 6 and table.between(0.3, 1.0).all()
+
+
 def _run(model: str, dim: int, run: int, r2: float, loss: float) -> SimpleNamespace:
     return SimpleNamespace(
         data=SimpleNamespace(

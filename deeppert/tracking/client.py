@@ -55,6 +55,7 @@ __all__ = [
     "quiet_mlflow",
     "tracking_client",
     "global_uris",
+    "REQUEST_THREADS",
     "check_server",
     "ServerUnreachable",
     "request_error",
@@ -108,6 +109,10 @@ MLFLOW_DEFAULTS = {
 # downloader) reads the tracking and registry URIs from process-global state; this lock keeps
 # threads from seeing each other's URIs.
 _GLOBAL_URIS_LOCK = threading.Lock()
+
+#: Requests one trial keeps in flight at once where its runs are independent (claiming grid
+#: points, tagging and logging runs): each is mostly a wait on the server.
+REQUEST_THREADS = 4
 
 
 @contextlib.contextmanager

@@ -51,6 +51,7 @@ from deeppert.tracking.claims import (
 )
 from deeppert.tracking.client import (
     FAILURE_TAG,
+    REQUEST_THREADS,
     LoggedModelRef,
     code_version,
     dataset_entity,
@@ -103,9 +104,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-#: Runs of one trial logged at once (each a dozen requests, mostly waits on the server).
-LOG_THREADS = 4
 
 
 def data_sha256(signatures: Signatures) -> str:
@@ -551,8 +549,8 @@ def _train_claimed(
             run_ids.pop(run)
 
         # Logging a run is a dozen requests, each mostly a wait on the server: runs go out
-        # LOG_THREADS at a time. The first failure cancels what has not started.
-        with ThreadPoolExecutor(LOG_THREADS, thread_name_prefix="deeppert-log") as pool:
+        # REQUEST_THREADS at a time. The first failure cancels what has not started.
+        with ThreadPoolExecutor(REQUEST_THREADS, thread_name_prefix="deeppert-log") as pool:
             futures = [pool.submit(log_run, r, run) for r, run in enumerate(trained.runs)]
             try:
                 for future in as_completed(futures):
@@ -576,9 +574,9 @@ def _log_training_input(client: Any, run_ids: Iterable[str], data_input: Any) ->
     """Record the training data set (an ``mlflow.entities.Dataset``) as each run's input."""
     from mlflow.entities import DatasetInput, InputTag
 
-    tag = [InputTag("mlflow.data.context", "training")]
-    for run_id in run_ids:
-        client.log_inputs(run_id, datasets=[DatasetInput(data_input, tag)])
+    inputs = [DatasetInput(data_input, [InputTag("mlflow.data.context", "training")])]
+    with ThreadPoolExecutor(REQUEST_THREADS) as pool:
+        list(pool.map(lambda run_id: client.log_inputs(run_id, datasets=inputs), run_ids))
 
 
 class EpochLog:
