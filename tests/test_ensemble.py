@@ -347,9 +347,9 @@ def test_consensus_recovers_mixed_programs_deterministically():
 
 
 def test_a_large_l_scan_logs_its_progress(monkeypatch, caplog):
-    """The L scan runs one KMeans per L over every component (about 100,000 at DeepProfile
-    scale, minutes each on two cores): above _SCAN_PROGRESS_ROWS components it logs how far it
-    is; below, it stays quiet."""
+    """The density filter compares every component with every other and the L scan runs one
+    KMeans per L over them (about 50,000 components at DeepProfile scale, minutes each on two
+    cores): above _SCAN_PROGRESS_ROWS components both log how far they are; below, quiet."""
     import deeppert.ensemble.modes as modes
     import deeppert.progress
 
@@ -364,6 +364,9 @@ def test_a_large_l_scan_logs_its_progress(monkeypatch, caplog):
         logged = build_ensemble(latents, config=config, x_pca=x, pca=pca)
     lines = [r.getMessage() for r in caplog.records if "scanning L" in r.getMessage()]
     assert lines[0].endswith(": 0/5 Ls") and "5/5 Ls (100%)" in lines[-1], lines
+    m = len(quiet.labels) + quiet.n_dropped
+    lines = [r.getMessage() for r in caplog.records if "neighbours of" in r.getMessage()]
+    assert lines[0].endswith(f": 0/{m} components") and f"{m}/{m} components (100%)" in lines[-1]
     pd.testing.assert_frame_equal(quiet.weights, logged.weights)  # progress changes nothing
 
 

@@ -715,6 +715,10 @@ def model_components(
     return Components(names, np.hstack(loads), rotations, groups)
 
 
+#: Components from which the density filter and the L scan log their progress.
+_SCAN_PROGRESS_ROWS = 10_000
+
+
 def local_density(
     profiles: np.ndarray,
     n_neighbours: int,
@@ -743,11 +747,20 @@ def local_density(
     out = np.zeros(m)
     if k < 1:
         return out
-    for start in range(0, m, chunk):
-        sim = np.abs(U[start : start + chunk] @ U.T)
-        sim[g[start : start + chunk, None] == g[None]] = -np.inf  # not itself, not its group
-        top = -np.partition(-sim, k - 1, axis=1)[:, :k]
-        out[start : start + len(sim)] = np.sqrt(np.clip(2 - 2 * top, 0, None)).mean(1)
+    # m x m work: minutes at DeepProfile scale (over 50,000 components), so it says how far it is
+    progress = (
+        Progress(m, f"neighbours of {m} components", unit="component")
+        if m >= _SCAN_PROGRESS_ROWS
+        else contextlib.nullcontext()
+    )
+    with progress as bar:
+        for start in range(0, m, chunk):
+            sim = np.abs(U[start : start + chunk] @ U.T)
+            sim[g[start : start + chunk, None] == g[None]] = -np.inf  # not itself, its group
+            top = -np.partition(-sim, k - 1, axis=1)[:, :k]
+            out[start : start + len(sim)] = np.sqrt(np.clip(2 - 2 * top, 0, None)).mean(1)
+            if bar is not None:
+                bar.update(len(sim))
     return out
 
 
@@ -972,10 +985,6 @@ def _density_filter(
             "ensemble.method = gmeans"
         )
     return keep, density, density_filter
-
-
-#: Components from which the L scan of :func:`_select_clusters` logs its progress.
-_SCAN_PROGRESS_ROWS = 10_000
 
 
 def _select_clusters(
