@@ -169,3 +169,27 @@ def test_the_ensemble_run_logs_the_files_deeppert_ensemble_writes(sqlite_server,
         p for p in written if not p.startswith(f"{ENSEMBLE_FILES.model}/")
     }
     assert {p for p in logged if p.startswith("images/")}, "figures also as keyed images"
+
+
+def test_version_ranges_fit_a_tag_at_deeppert_scale_and_read_back_exactly():
+    """1,200 encoder versions (12 registered models x 100) listed one by one are about 30,000
+    characters, over MLflow's 8,000 for a tag (the ensemble job at that size failed on it);
+    as ranges they fit, and read back to the same items in the same order, gaps included."""
+    names = [
+        f"SYN-encoder-{kind}-d{dim}" for kind in ("AE", "VAE") for dim in (5, 10, 25, 50, 75, 100)
+    ]
+    versions = [f"{name}/{v}" for name in names for v in range(1, 101)]
+    assert len(",".join(versions)) > 8000
+    text = contract.version_ranges(versions)
+    assert len(text) < 500 and text.startswith("SYN-encoder-AE-d5/1-100;")
+    assert contract.versions_from_ranges(text) == versions
+    gaps = ["A/7", "A/3", "A/4", "A/5", "B/2", "A/9"]
+    assert contract.version_ranges(gaps) == "A/3-5,7,9;B/2"
+    assert contract.versions_from_ranges("A/3-5,7,9;B/2") == [
+        "A/3",
+        "A/4",
+        "A/5",
+        "A/7",
+        "A/9",
+        "B/2",
+    ]

@@ -32,6 +32,7 @@ from deeppert.tracking.client import (
     load_torch_model,
     tracking_client,
 )
+from deeppert.tracking.contract import versions_from_ranges
 from deeppert.tracking.registry import load_ensemble_outputs, load_sweep_encoders
 from deeppert.tracking.report import METRICS
 from deeppert.tracking.server import ServerConfig, TrackingServer, ensure_database, free_port
@@ -399,7 +400,8 @@ def check_registry_handoff(server: TrackingServer, out: dict) -> None:
     ens_run = client.get_run(outputs.version.run_id)
     assert ens_run.data.tags[TAGS.role] == "ensemble"
     assert ens_run.data.tags[TAGS.sweep] == ctx.sweep
-    assert len(ens_run.data.tags["deeppert.encoder_versions"].split(",")) == 8
+    used = versions_from_ranges(ens_run.data.tags["deeppert.encoder_versions"])
+    assert len(used) == len(set(used)) == 8
     # The job logs the files `deeppert ensemble` writes (one writer), beside its pyfunc.
     logged = {a.path for a in client.list_artifacts(outputs.version.run_id)}
     assert {"members.json", "summary.json", "stability.json", "selection.csv"} <= logged

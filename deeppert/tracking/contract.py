@@ -35,6 +35,8 @@ __all__ = [
     "encoder_model_prefix",
     "encoder_model_name",
     "ensemble_model_name",
+    "version_ranges",
+    "versions_from_ranges",
     "tag_names",
     "role_names",
     "artifact_names",
@@ -249,6 +251,41 @@ def encoder_model_name(dataset: str, kind: str, latent_dim: int) -> str:
 def ensemble_model_name(dataset: str) -> str:
     """Registered model holding the ensembles of one cell line."""
     return f"{dataset}-ensemble"
+
+
+def version_ranges(versions: list[str]) -> str:
+    """``<name>/<version>`` items as ``name/1-100;other/3,5-7`` (tag ``deeppert.encoder_versions``).
+
+    One by one, the 1,200 versions of a DeepProfile grid are about 30,000 characters; MLflow
+    keeps at most 8,000 in a tag. As ranges per registered model they are a few hundred.
+    :func:`versions_from_ranges` reads them back.
+    """
+    by_name: dict[str, list[int]] = {}
+    for item in versions:
+        name, _, version = item.rpartition("/")
+        by_name.setdefault(name, []).append(int(version))
+    parts = []
+    for name, numbers in by_name.items():
+        numbers, spans = sorted(set(numbers)), []
+        for n in numbers:
+            if spans and n == spans[-1][1] + 1:
+                spans[-1][1] = n
+            else:
+                spans.append([n, n])
+        ranges = ",".join(f"{a}" if a == b else f"{a}-{b}" for a, b in spans)
+        parts.append(f"{name}/{ranges}")
+    return ";".join(parts)
+
+
+def versions_from_ranges(text: str) -> list[str]:
+    """The ``<name>/<version>`` items that :func:`version_ranges` wrote, in its order."""
+    versions = []
+    for part in filter(None, text.split(";")):
+        name, _, ranges = part.rpartition("/")
+        for span in ranges.split(","):
+            first, _, last = span.partition("-")
+            versions += [f"{name}/{n}" for n in range(int(first), int(last or first) + 1)]
+    return versions
 
 
 def _values(cls: type) -> set[str]:

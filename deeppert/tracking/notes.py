@@ -47,7 +47,8 @@ def ensemble_description(
         f"variables) built from the encoders of sweep `{sweep}` ({ens.config.method} mode).",
         "",
         f"- Inputs: {len(versions)} registered encoder versions ({first} ... {last}; all in "
-        f"tag `{TAGS.encoder_versions}`) of the sweep's parent run `{parent_run_id}`, their "
+        f"tag `{TAGS.encoder_versions}`, as version ranges per registered model) of the sweep's "
+        f"parent run `{parent_run_id}`, their "
         "latents recomputed on the training PCA scores.",
         *(f"- {line.strip()}" for line in step.report()),
         "",

@@ -52,6 +52,7 @@ from deeppert.tracking.contract import (
     encoder_model_prefix,
     ensemble_model_name,
     pca_artifact,
+    version_ranges,
 )
 from deeppert.tracking.notes import ensemble_description, stability_metrics
 from deeppert.tracking.report import log_figure_images
@@ -295,7 +296,7 @@ def log_ensemble(
         TAGS.role: ROLES.ensemble,
         TAGS.sweep: sweep,
         TAGS.cell_line: dataset,
-        TAGS.encoder_versions: ",".join(encoders.versions),
+        TAGS.encoder_versions: version_ranges(encoders.versions),
         TAGS.sweep_parent_run: encoders.parent_run_id,
     }
     if step.warnings:
