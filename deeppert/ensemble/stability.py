@@ -59,6 +59,7 @@ __all__ = [
     "Matching",
     "StabilityReport",
     "correlation_matrix",
+    "standardised_rows",
     "match_rows",
     "split_runs",
     "stability_report",
@@ -78,13 +79,15 @@ def correlation_matrix(A: np.ndarray, B: np.ndarray) -> np.ndarray:
     B = np.asarray(B, dtype=np.float64)
     if A.shape[1] != B.shape[1]:
         raise DeeppertError(f"rows of different lengths: {A.shape[1]} vs {B.shape[1]}")
+    return standardised_rows(A) @ standardised_rows(B).T
 
-    def z(M: np.ndarray) -> np.ndarray:
-        M = M - M.mean(1, keepdims=True)
-        norm = np.linalg.norm(M, axis=1, keepdims=True)
-        return M / np.where(norm > 0, norm, 1.0)
 
-    return z(A) @ z(B).T
+def standardised_rows(M: np.ndarray) -> np.ndarray:
+    """Rows centred and scaled to unit norm (a constant row stays zero): the product of two
+    such rows is their Pearson correlation. Standardise once, multiply many times."""
+    M = M - M.mean(1, keepdims=True)
+    norm = np.linalg.norm(M, axis=1, keepdims=True)
+    return M / np.where(norm > 0, norm, 1.0)
 
 
 @dataclass

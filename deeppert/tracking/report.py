@@ -36,6 +36,7 @@ import pandas as pd
 from scipy.optimize import linear_sum_assignment
 
 from deeppert.config import ExperimentConfig
+from deeppert.ensemble.stability import standardised_rows
 from deeppert.tracking.contract import (
     AGREEMENT_METRIC,
     BEST_ALIAS,
@@ -187,21 +188,13 @@ def seed_agreement(latents: dict[int, pd.DataFrame]) -> pd.DataFrame:
     for run in runs[1:]:
         if not latents[run].index.equals(common):
             common = common.intersection(latents[run].index)
-    unit = {run: _unit_columns(latents[run].loc[common].to_numpy(np.float64)) for run in runs}
+    unit = {run: standardised_rows(latents[run].loc[common].to_numpy(np.float64).T) for run in runs}
     rows = []
     for a, b in itertools.combinations(runs, 2):
-        score = np.abs(unit[a].T @ unit[b])
+        score = np.abs(unit[a] @ unit[b].T)
         matched = score[linear_sum_assignment(-score)]
         rows.append({"run_a": a, "run_b": b, "agreement": float(np.mean(matched))})
     return pd.DataFrame(rows, columns=["run_a", "run_b", "agreement"])
-
-
-def _unit_columns(z: np.ndarray) -> np.ndarray:
-    """Columns centred and scaled to unit norm (a constant column stays zero): their products
-    are Pearson correlations."""
-    z = z - z.mean(0)
-    norm = np.linalg.norm(z, axis=0)
-    return z / np.where(norm > 0, norm, 1.0)
 
 
 def run_agreement(latents: dict[int, pd.DataFrame]) -> dict[int, float]:
