@@ -110,8 +110,10 @@ MLFLOW_DEFAULTS = {
 # threads from seeing each other's URIs.
 _GLOBAL_URIS_LOCK = threading.Lock()
 
-#: Requests one trial keeps in flight at once where its runs are independent (claiming grid
-#: points, tagging and logging runs): each is mostly a wait on the server.
+#: Requests a process keeps in flight at once where its items are independent (a trial
+#: claiming, tagging and logging its runs; the ensemble job loading encoder versions): each is
+#: mostly a wait on the server. MLflow moves a model's files two at a time and keeps 10
+#: connections a host: at 8 threads urllib3 discarded connections (and said so once per model).
 REQUEST_THREADS = 4
 
 

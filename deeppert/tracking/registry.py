@@ -32,6 +32,7 @@ from deeppert.latent_store import LatentStore
 from deeppert.models import ReplicaEncoder
 from deeppert.preprocess import PCAModel
 from deeppert.tracking.client import (
+    REQUEST_THREADS,
     ModelVersionRef,
     global_uris,
     load_parquet,
@@ -95,13 +96,6 @@ class SweepEncoders:
     parent_run_id: str
 
 
-#: Versions (their runs, encoders, gene weight tables) fetched side by side by
-#: :func:`load_sweep_encoders`. MLflow downloads a model's data folder two files at a time
-#: and keeps 10 connections a host: at 8 threads urllib3 discarded connections (and said so
-#: in the job's log once per model).
-LOAD_THREADS = 4
-
-
 def load_sweep_encoders(
     session: TrackingSession,
     dataset: str,
@@ -136,9 +130,9 @@ def load_sweep_encoders(
         )
     vt = VERSION_TAGS
     versions.sort(key=lambda v: (v.tags[vt.model], int(v.tags[vt.dim]), int(v.tags[vt.run])))
-    # Each version costs a few small requests: LOAD_THREADS of them in flight (results in
+    # Each version costs a few small requests: REQUEST_THREADS of them in flight (results in
     # version order) instead of one at a time, which left the job waiting on round trips.
-    with ThreadPoolExecutor(LOAD_THREADS, thread_name_prefix="deeppert-load") as pool:
+    with ThreadPoolExecutor(REQUEST_THREADS, thread_name_prefix="deeppert-load") as pool:
         runs = pool.map(lambda v: client.get_run(v.run_id), versions)
         parents = {run.data.tags.get("mlflow.parentRunId") for run in runs}
         if len(parents) != 1:
