@@ -52,7 +52,7 @@ if [ "$MODE" = check ]; then
 else
     left=$(( ${CALL_S:-590} - ($(date +%s) - START) - 15 ))
     if [ "$left" -gt 60 ]; then
-        timeout "$left" python3 bench/bench_ensemble_distributed.py --samples 3000 \
+        timeout "$left" python3 bench/bench_ensemble_distributed.py --samples 15000 \
             --speedup-runs "${SPEEDUP_RUNS:-10}" --cpus 1 2 "$CPUS" --memory-runs \
             --out "$OUT/ensemble_distributed_h200.json" 2>&1 | tee "$OUT/speedup.log"
     else
