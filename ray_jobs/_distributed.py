@@ -33,30 +33,38 @@ def distributed_components(
 
     The PCA scores go to the object store once; each task is sent only its own runs' part of
     ``latents`` (the columns of a DataFrame, or :meth:`LatentStore.runs`: their encoders or
-    files), so a task's memory does not grow with the number of runs.
+    files), so a task's memory does not grow with the number of runs, and tasks are submitted
+    as others finish (2 a CPU in flight), so the object store holds a few tasks' inputs, not
+    every run's.
     """
     import ray
 
     groups = run_groups(latents.columns)
     keys = list(groups)
-    n = tasks or max(1, 4 * int(ray.cluster_resources().get("CPU", 1)))
-    n = max(n, -(-len(keys) // runs_per_task))
+    cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+    n = max(tasks or 4 * cpus, -(-len(keys) // runs_per_task))
     chunks = [keys[i::n] for i in range(min(n, len(keys)))]
     task = ray.remote(num_cpus=1)(components_by_run)
     x_ref = ray.put(np.asarray(x_pca))
 
-    def part(chunk: list[str]):
+    def submit(chunk: list[str]):
         if isinstance(latents, LatentStore):
-            return latents.runs(chunk)
-        return latents[[c for key in chunk for c in groups[key]]]
+            part = latents.runs(chunk)
+        else:
+            part = latents[[c for key in chunk for c in groups[key]]]
+        return task.remote(part, x_ref, pca, config, keys=chunk)
 
-    refs = [task.remote(part(c), x_ref, pca, config, keys=c) for c in chunks]
-    runs_of = {ref: len(c) for ref, c in zip(refs, chunks, strict=True)}
+    # At most 2 tasks a CPU are submitted at a time: a task's arguments (its runs' encoders or
+    # code) wait in the object store until it runs, so submitting all at once would copy every
+    # run's inputs there (and into this process's memory) before the first task starts.
+    found: dict[str, RunComponents] = {}
+    queue, pending = list(reversed(chunks)), {}
     with Progress(len(keys), "rotating model runs (Ray tasks)", unit="run") as bar:
-        pending = list(refs)
-        while pending:
-            ready, pending = ray.wait(pending, num_returns=1)
-            bar.update(runs_of[ready[0]])
-    parts = ray.get(refs)
-    found = {key: part[key] for part in parts for key in part}
+        while queue or pending:
+            while queue and len(pending) < 2 * cpus:
+                chunk = queue.pop()
+                pending[submit(chunk)] = len(chunk)
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            found.update(ray.get(ready[0]))
+            bar.update(pending.pop(ready[0]))
     return {key: found[key] for key in keys}

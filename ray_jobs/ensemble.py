@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import os
+import resource
 import sys
 from typing import TYPE_CHECKING
 
@@ -102,6 +103,12 @@ def ensemble_dataset(
         step=step,
         model=model,
         encoders=encoders,
+    )
+    log.info(
+        "%s: registered version %s; peak memory of this process %.2f GB",
+        dataset,
+        version.version,
+        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,  # KiB on Linux
     )
     row = {
         "dataset": dataset,

@@ -346,6 +346,28 @@ def test_consensus_recovers_mixed_programs_deterministically():
     )
 
 
+def test_cluster_loadings_are_member_medians_of_gene_loadings_a_block_at_a_time(monkeypatch):
+    """Step 5's gene loadings are the per-cluster median of the members' sign-aligned gene
+    loadings; they are formed a few genes at a time (never components x genes at once, 0.8 GB
+    at DeepProfile scale) and must equal the median over the whole matrix."""
+    import deeppert.ensemble.modes as modes
+
+    latents, x, pca, _ = _mixed_codes()
+    config = EnsembleConfig(method="consensus", l_max=6)
+    monkeypatch.setattr(modes, "_BLOCK_ELEMENTS", 50)  # ~1 gene a block for these clusters
+    ens = build_ensemble(latents, config=config, x_pca=x, pca=pca)
+    comp = modes.model_components(latents, x, pca, config)
+    genes = comp.gene_loadings(pca)  # the whole matrix, as a reference
+    for c in range(ens.n_clusters):
+        members = ens.labels[ens.labels["cluster"] == c]
+        median = (genes[members.index] * members["sign"].to_numpy()).median(axis=1)
+        np.testing.assert_allclose(ens.loadings.iloc[c], median, atol=1e-12)
+    key = next(iter(comp.rotations))
+    np.testing.assert_allclose(
+        comp.run_gene_loadings(key, pca), genes.filter(like=f"{key}_ic").T.to_numpy()
+    )
+
+
 def test_a_large_l_scan_logs_its_progress(monkeypatch, caplog):
     """The density filter compares every component with every other and the L scan runs one
     KMeans per L over them (about 50,000 components at DeepProfile scale, minutes each on two

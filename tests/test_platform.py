@@ -618,3 +618,30 @@ def test_cli_targets_reads_weights_by_registry_alias(
     )
     assert list(written["GeneA"]) == list(expected.pairs["GeneA"])
     np.testing.assert_allclose(written["Total_Score"], expected.pairs["Total_Score"], rtol=1e-9)
+
+
+def test_distributed_components_feed_tasks_as_others_finish_and_match_in_process(ray_cluster):
+    """More tasks than the 2 a CPU kept in flight (10 tasks on 2 CPUs): every model run's
+    rotation and loadings come back, equal to components_by_run in this process."""
+    from deeppert.ensemble.config import EnsembleConfig
+    from deeppert.ensemble.modes import components_by_run
+    from deeppert.preprocess import fit_pca
+    from ray_jobs._distributed import distributed_components
+
+    rng = np.random.default_rng(0)
+    x = rng.laplace(size=(300, 4)) @ rng.standard_normal((4, 40))
+    pca = fit_pca(x, [f"g{i}" for i in range(40)], 10)
+    x_pca = pca.transform(x)
+    codes = {
+        f"AE_d3_run{r}_z{k}": col
+        for r in range(10)
+        for k, col in enumerate((x_pca[:, :4] @ rng.standard_normal((4, 3))).T)
+    }
+    latents = pd.DataFrame(codes)
+    config = EnsembleConfig()
+    found = distributed_components(latents, x_pca, pca, config, tasks=10)
+    local = components_by_run(latents, x_pca, pca, config)
+    assert list(found) == list(local) == [f"AE_d3_run{r}" for r in range(10)]
+    for key, part in local.items():
+        np.testing.assert_allclose(found[key].rotation, part.rotation)
+        np.testing.assert_allclose(found[key].loadings_pca, part.loadings_pca)

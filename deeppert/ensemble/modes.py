@@ -465,12 +465,26 @@ class Components:
         return max(shapes.count(s) for s in set(shapes))
 
     def gene_loadings(self, pca: PCAModel) -> pd.DataFrame:
-        """Genes x components: signed loadings in gene space."""
+        """Genes x components: signed loadings in gene space (all of them: 0.8 GB at DeepProfile
+        scale; :meth:`run_gene_loadings` gives one model run's)."""
         return pd.DataFrame(
             pca.components.T @ self.loadings_pca,
             index=pd.Index(pca.genes, name="gene"),
             columns=self.names,
         )
+
+    def run_gene_loadings(self, key: str, pca: PCAModel) -> np.ndarray:
+        """``(r, genes)``: the signed gene loadings of model run ``key``'s components."""
+        start, stop = self._spans()[key]
+        return self.loadings_pca[:, start:stop].T @ pca.components
+
+    def _spans(self) -> dict[str, tuple[int, int]]:
+        """Model run -> its components' column range (a run's components are adjacent)."""
+        spans, start = {}, 0
+        for key, rotation in self.rotations.items():
+            spans[key] = (start, start + rotation.shape[1])
+            start += rotation.shape[1]
+        return spans
 
     def values(self, latents: pd.DataFrame, names: Sequence[str] | None = None) -> np.ndarray:
         """Samples x components (``names``, default all): unit-variance component values."""
@@ -718,13 +732,19 @@ def model_components(
 #: Components from which the density filter and the L scan log their progress.
 _SCAN_PROGRESS_ROWS = 10_000
 
+#: Elements of the float64 blocks (32 MB) that the density filter (rows x all components) and
+#: the cluster medians (members x genes) work through one at a time: their memory then does not
+#: grow with the number of model runs (one 512-row block of similarities was 0.4 GB, and the
+#: gene loadings of every component 0.8 GB, at DeepProfile scale's ~100,000 components).
+_BLOCK_ELEMENTS = 4_000_000
+
 
 def local_density(
     profiles: np.ndarray,
     n_neighbours: int,
     *,
     groups: np.ndarray | None = None,
-    chunk: int = 512,
+    chunk: int | None = None,
 ) -> np.ndarray:
     """Mean distance of each unit-normalised profile (row) to its ``n_neighbours`` nearest others.
 
@@ -732,7 +752,8 @@ def local_density(
     aligning signs. With ``groups`` (one label per row, e.g. the model run), only rows of
     other groups count as neighbours: two rotations of one run that agree are not a
     recurrence. Computed in row chunks, so ``(m, m)`` is never held: about 3 x chunk x m x
-    8 bytes at a time (0.33 GiB for the 26,500 components of a DeepProfile-sized ensemble).
+    8 bytes at a time, with ``chunk`` (default) rows such that chunk x m is at most
+    ``_BLOCK_ELEMENTS`` (about 0.1 GB at any m).
     """
     U = _unit_rows(profiles)
     m = len(U)
@@ -753,6 +774,7 @@ def local_density(
         if m >= _SCAN_PROGRESS_ROWS
         else contextlib.nullcontext()
     )
+    chunk = chunk or min(512, max(1, _BLOCK_ELEMENTS // m))
     with progress as bar:
         for start in range(0, m, chunk):
             sim = np.abs(U[start : start + chunk] @ U.T)
@@ -923,7 +945,7 @@ def consensus_ensemble(
     names = [n for n, k in zip(comp.names, keep, strict=True) if k]
     curve, signs, labels = _select_clusters(U, P, x, config)
     L = int(labels.max()) + 1
-    loadings, signs = _cluster_loadings(P @ pca.components, signs, labels, L)
+    loadings, signs = _cluster_loadings(P, pca.components, signs, labels, L)
     embedding = _cluster_embedding(latents, comp, names, signs, labels, L)
     cnames = cluster_names(L)
     frame = pd.DataFrame(
@@ -1025,12 +1047,19 @@ def _select_clusters(
 
 
 def _cluster_loadings(
-    gene_profiles: np.ndarray, signs: np.ndarray, labels: np.ndarray, L: int
+    P: np.ndarray, components: np.ndarray, signs: np.ndarray, labels: np.ndarray, L: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Step 5 of :func:`consensus_ensemble`: per-cluster median of the members' sign-aligned
-    gene loadings (robust to stragglers), each flipped so its largest |loading| is positive;
-    returns the loadings (L x genes) and the members' signs flipped with them."""
-    loadings = _medians(signs[:, None] * gene_profiles, labels, L)
+    gene loadings ``P @ components`` (robust to stragglers), each flipped so its largest
+    |loading| is positive; returns the loadings (L x genes) and the members' signs flipped with
+    them. A cluster's gene loadings are formed a block of genes at a time."""
+    loadings = np.empty((L, components.shape[1]))
+    for c in range(L):
+        members = signs[labels == c, None] * P[labels == c]
+        step = max(1, _BLOCK_ELEMENTS // max(len(members), 1))
+        for g in range(0, components.shape[1], step):
+            block = members @ components[:, g : g + step]
+            loadings[c, g : g + step] = np.median(block, axis=0)
     flip = np.where(loadings[np.arange(L), np.abs(loadings).argmax(1)] < 0, -1.0, 1.0)
     loadings *= flip[:, None]
     return loadings, signs * flip[labels]

@@ -36,6 +36,7 @@ from deeppert.ensemble.modes import (
     components_by_run,
     model_components,
     parse_variable_name,
+    run_groups,
 )
 from deeppert.errors import DeeppertError
 from deeppert.preprocess import PCAModel
@@ -171,15 +172,20 @@ def stability_report(
     if set(runs_a) & set(runs_b):
         raise DeeppertError(f"seed sets overlap: {sorted(set(runs_a) & set(runs_b))}")
     if consensus:
-        profiles = model_components(
-            latents, x_pca, pca, config, precomputed=precomputed
-        ).gene_loadings(pca)
-        owner = pd.Series([c.rsplit("_ic", 1)[0] for c in profiles.columns], index=profiles.columns)
+        comp = model_components(latents, x_pca, pca, config, precomputed=precomputed)
+
+        def run_profiles(key: str) -> np.ndarray:  # one run's gene loadings, made when compared
+            return comp.run_gene_loadings(key, pca) if key in comp.rotations else np.empty((0, 0))
+
     else:
         if gene_weights is None:
             raise DeeppertError("stability of the gmeans mode needs IG gene weights")
-        profiles = gene_weights
-        owner = pd.Series([c.rsplit("_z", 1)[0] for c in latents.columns], index=latents.columns)
+        columns = run_groups(latents.columns)
+
+        def run_profiles(key: str) -> np.ndarray:
+            cols = columns.get(key, [])
+            return gene_weights[cols].to_numpy().T if cols else np.empty((0, 0))
+
     ens = []
     for runs in (runs_a, runs_b):
         cols = meta.index[meta["run"].isin(runs)]
@@ -201,13 +207,9 @@ def stability_report(
     for model in sorted(meta["model"].unique()):
         pairs = []
         for ra, rb in zip(runs_a, runs_b, strict=False):
-            va = owner.index[owner == f"{model}_run{ra}"]
-            vb = owner.index[owner == f"{model}_run{rb}"]
-            if len(va) and len(vb):
-                pm = match_rows(
-                    profiles[va].to_numpy().T, profiles[vb].to_numpy().T, absolute=consensus
-                )
-                pairs.extend(pm.corr.tolist())
+            pa, pb = run_profiles(f"{model}_run{ra}"), run_profiles(f"{model}_run{rb}")
+            if len(pa) and len(pb):
+                pairs.extend(match_rows(pa, pb, absolute=consensus).corr.tolist())
         single[str(model)] = pairs
     pooled = [c for v in single.values() for c in v]
     return StabilityReport(
