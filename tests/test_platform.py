@@ -628,6 +628,8 @@ def test_distributed_components_feed_tasks_as_others_finish_and_match_in_process
     from deeppert.preprocess import fit_pca
     from ray_jobs._distributed import distributed_components
 
+    if not ray_cluster.is_initialized():  # a job's main() run by an earlier test shut it down
+        ray_cluster.init(num_cpus=2, address="local", include_dashboard=False, log_to_driver=False)
     rng = np.random.default_rng(0)
     x = rng.laplace(size=(300, 4)) @ rng.standard_normal((4, 40))
     pca = fit_pca(x, [f"g{i}" for i in range(40)], 10)
