@@ -33,6 +33,7 @@ import re
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
@@ -475,9 +476,10 @@ class Components:
 
     def run_gene_loadings(self, key: str, pca: PCAModel) -> np.ndarray:
         """``(r, genes)``: the signed gene loadings of model run ``key``'s components."""
-        start, stop = self._spans()[key]
+        start, stop = self._spans[key]
         return self.loadings_pca[:, start:stop].T @ pca.components
 
+    @cached_property
     def _spans(self) -> dict[str, tuple[int, int]]:
         """Model run -> its components' column range (a run's components are adjacent)."""
         spans, start = {}, 0
@@ -1055,7 +1057,8 @@ def _cluster_loadings(
     them. A cluster's gene loadings are formed a block of genes at a time."""
     loadings = np.empty((L, components.shape[1]))
     for c in range(L):
-        members = signs[labels == c, None] * P[labels == c]
+        mask = labels == c
+        members = signs[mask, None] * P[mask]
         step = max(1, _BLOCK_ELEMENTS // max(len(members), 1))
         for g in range(0, components.shape[1], step):
             block = members @ components[:, g : g + step]
