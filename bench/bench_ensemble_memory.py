@@ -5,8 +5,10 @@ encoders stacked as the ensemble job holds them, and planted per-run components 
 copy of one of 40 programs, so the density filter keeps them; no rotation is computed, that is
 the Ray tasks' part) over ``--samples`` PCA scores; then the consensus step with its split-half
 stability (:func:`deeppert.tl.ensemble_of`, as the job calls it) and the ensemble model's save.
-Peak RSS is sampled every 50 ms. Per grid point = the difference between the two largest
-sizes over their difference in points.
+Peak RSS is the process's own (``getrusage``), as in bench_ensemble_distributed.py's memory
+points, which run the step from Parquet files with its rotations (4 dims, too slow for these
+sizes). Per grid point = the difference between the two largest sizes over their difference
+in points.
 
     python bench/bench_ensemble_memory.py --runs 10 40 --samples 2000
 """
@@ -15,33 +17,23 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def rss_mib() -> float:
-    for line in open("/proc/self/status"):
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS in /proc/self/status")
+def peak_rss_mib() -> float:
+    """This process's peak RSS so far (as bench_ensemble_distributed's memory points read it)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
 def one(runs: int, samples: int) -> dict:
     """The step at ``runs`` runs a shape, in this process; returns its peak RSS."""
-    peak = [0.0]
-
-    def sample() -> None:
-        while True:
-            peak[0] = max(peak[0], rss_mib())
-            time.sleep(0.05)
-
-    threading.Thread(target=sample, daemon=True).start()
     import numpy as np
     import pandas as pd
     import torch
@@ -79,7 +71,7 @@ def one(runs: int, samples: int) -> dict:
                     loadings + 0.01 * rng.standard_normal((100, k)),
                 )
     store = LatentStore.from_encoders(x_pca, [f"s{i}" for i in range(samples)], codes)
-    before = peak[0]
+    before = peak_rss_mib()
     t0 = time.perf_counter()
     step, model = tl.ensemble_of(
         store, None, x_pca=x_pca, pca=pca, members=groups, config=EnsembleConfig(),
@@ -93,7 +85,7 @@ def one(runs: int, samples: int) -> dict:
         "clusters": step.ensemble.n_clusters,
         "wall_s": round(time.perf_counter() - t0, 1),
         "peak_rss_mib_before_step": round(before),
-        "peak_rss_mib": round(peak[0]),
+        "peak_rss_mib": round(peak_rss_mib()),
     }
 
 
