@@ -1,11 +1,17 @@
-"""The ensemble step's per-run work as Ray tasks on the cluster's workers.
+"""The ensemble step's independent work as Ray tasks on the cluster's workers.
 
 :func:`distributed_components` is :func:`deeppert.ensemble.modes.components_by_run` (each model run's
 rotation and loadings, independent of the others) split over Ray tasks; the ensemble step then
 clusters with them (``ensemble_step(..., precomputed=...)``), the same result as in process.
+:func:`ray_map` is the :data:`~deeppert.ensemble.modes.Mapper` that runs the clustering's own
+independent pieces (the density filter's row segments, one clustering per L, for the ensemble
+and each half of the stability report) as Ray tasks.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -15,7 +21,27 @@ from deeppert.latent_store import LatentStore
 from deeppert.preprocess import PCAModel
 from deeppert.progress import Progress
 
-__all__ = ["distributed_components"]
+__all__ = ["distributed_components", "ray_map"]
+
+
+def ray_map(fn: Callable[[Any], Any], items: Iterable[Any]) -> Iterator[Any]:
+    """``fn(item)`` for each item as Ray tasks of 1 CPU, yielded in order as they finish.
+
+    ``fn`` (a :func:`functools.partial` holding the shared arrays: the components, the PCA
+    scores) goes to the object store once; every task reads it from there (numpy arrays without
+    a copy on the node that holds them), so the items alone travel per task.
+    """
+    import ray
+
+    fn_ref = ray.put(fn)
+    call = ray.remote(num_cpus=1)(_call)
+    refs = [call.remote(fn_ref, item) for item in items]
+    for ref in refs:
+        yield ray.get(ref)
+
+
+def _call(fn: Callable[[Any], Any], item: Any) -> Any:
+    return fn(item)
 
 
 def distributed_components(

@@ -9,7 +9,9 @@ checks that the data is the sweep's (its sha256 against the parent's
 ``ensemble`` section) on latents recomputed here from each encoder, one model run at a
 time: no latents are downloaded, and IG gene weights only in the gmeans mode. On a Ray cluster
 (``ray job submit``, or ``sweep.ray_address``) the consensus mode's per-run rotations and
-loadings run as Ray tasks (:func:`ray_jobs._distributed.distributed_components`). It logs an
+loadings run as Ray tasks (:func:`ray_jobs._distributed.distributed_components`), and so do
+the clustering's independent pieces (:func:`ray_jobs._distributed.ray_map`: the density
+filter's row segments, one clustering per L). It logs an
 ensemble run holding the files ``deeppert ensemble`` writes, by the same writer
 (:func:`deeppert.tracking.registry.log_ensemble_outputs`: ``labels``, ``ensemble_weights``
 (gene importances, what the targets job reads), ``ensemble_loadings`` (signed),
@@ -57,7 +59,7 @@ def ensemble_dataset(
     from deeppert.tracking.contract import ENSEMBLE_ALIAS
     from deeppert.tracking.registry import ensemble_model_name, load_sweep_encoders, log_ensemble
     from deeppert.tracking.sweep import data_sha256
-    from ray_jobs._distributed import distributed_components
+    from ray_jobs._distributed import distributed_components, ray_map
 
     signatures = load_dataset(config.dataset(dataset))
     prepared = prepare(signatures, config)
@@ -79,11 +81,12 @@ def ensemble_dataset(
         encoders.latents.shape[1],
     )
     latents = encoders.latents.to_frame() if gmeans else encoders.latents
-    precomputed = None
+    precomputed, mapper = None, map
     if not gmeans and _on_ray():
         precomputed = distributed_components(
             latents, prepared.x_train, encoders.pca, config.ensemble
         )
+        mapper = ray_map
     step, model = tl.ensemble_of(
         latents,
         encoders.gene_weights,
@@ -92,6 +95,7 @@ def ensemble_dataset(
         members=list(encoders.groups.values()),
         config=config.ensemble,
         precomputed=precomputed,
+        mapper=mapper,
     )
     ensemble, stability = step.ensemble, step.stability
     for line in step.report():

@@ -24,7 +24,7 @@ from deeppert.ensemble.modes import (
     parse_variable_name,
     rotate_code,
 )
-from deeppert.ensemble.stability import match_rows, stability_report
+from deeppert.ensemble.stability import ensemble_step, match_rows, stability_report
 from deeppert.errors import DeeppertError
 from deeppert.models import ModelConfig
 from deeppert.preprocess import fit_pca
@@ -390,6 +390,52 @@ def test_a_large_l_scan_logs_its_progress(monkeypatch, caplog):
     lines = [r.getMessage() for r in caplog.records if "neighbours of" in r.getMessage()]
     assert lines[0].endswith(f": 0/{m} components") and f"{m}/{m} components (100%)" in lines[-1]
     pd.testing.assert_frame_equal(quiet.weights, logged.weights)  # progress changes nothing
+
+
+def test_local_density_is_the_mean_distance_to_the_nearest_rows_of_other_groups():
+    """The density filter's distances, worked out in row segments and blocks (chunk 7 over
+    101 rows: blocks straddle the segments' ends), equal the brute-force answer over the
+    whole sign-aligned distance matrix, with a row's own group left out."""
+    from deeppert.ensemble.modes import local_density
+
+    rng = np.random.default_rng(3)
+    profiles = rng.normal(size=(101, 6))
+    groups = rng.integers(0, 9, size=101)
+    U = profiles / np.linalg.norm(profiles, axis=1, keepdims=True)
+    dist = np.sqrt(np.clip(2 - 2 * np.abs(U @ U.T), 0, None))
+    dist[groups[:, None] == groups[None]] = np.inf
+    expected = np.sort(dist, axis=1)[:, :5].mean(1)
+    found = local_density(profiles, 5, groups=groups, chunk=7)
+    np.testing.assert_allclose(found, expected, atol=1e-12)
+    np.testing.assert_allclose(local_density(profiles, 5, groups=groups), expected, atol=1e-12)
+
+
+def test_the_consensus_is_the_same_whichever_order_its_pieces_run_in():
+    """The density filter's row segments and the L scan's clusterings are independent pieces
+    that a Mapper may run anywhere (Ray tasks in the ensemble job, finishing in any order):
+    run last-first, they give the ensemble and the stability report of the builtin map. The
+    mapper gets every piece: for the ensemble and each half of the stability report, row
+    segments that cover every component once, then every L of the scan."""
+    latents, x, pca, _ = _mixed_codes()
+    config = EnsembleConfig(method="consensus", l_max=6)
+    seen = []
+
+    def last_first(fn, items):
+        items = list(items)
+        seen.append(items)
+        return reversed([fn(item) for item in reversed(items)])
+
+    ref = ensemble_step(latents, None, config=config, x_pca=x, pca=pca)
+    got = ensemble_step(latents, None, config=config, x_pca=x, pca=pca, mapper=last_first)
+    for table in ("weights", "loadings", "labels", "embedding", "selection"):
+        pd.testing.assert_frame_equal(getattr(ref.ensemble, table), getattr(got.ensemble, table))
+    assert ref.stability == got.stability and ref.stability["ensemble_median"] > 0.9
+    assert len(seen) == 6  # (segments, Ls) x (ensemble, half A, half B)
+    whole = len(ref.ensemble.labels) + ref.ensemble.n_dropped
+    segments, scan = seen[0], seen[1]
+    assert [a for a, _ in segments] == [0] + [b for _, b in segments[:-1]]
+    assert segments[-1][1] == whole and len(segments) > 1
+    assert scan == list(range(config.l_min, 7)) == seen[3] == seen[5]
 
 
 @pytest.mark.parametrize("activity", ["laplace", "gaussian"])

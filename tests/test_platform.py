@@ -647,3 +647,38 @@ def test_distributed_components_feed_tasks_as_others_finish_and_match_in_process
     for key, part in local.items():
         np.testing.assert_allclose(found[key].rotation, part.rotation)
         np.testing.assert_allclose(found[key].loadings_pca, part.loadings_pca)
+
+
+def test_ray_map_runs_the_consensus_pieces_as_tasks_with_the_in_process_result(ray_cluster):
+    """ray_map runs each piece in a Ray worker (not this process) and yields in order; the
+    consensus over it (density filter segments and L scan as tasks, reading the shared arrays
+    from the object store) is the in-process one."""
+    import os
+
+    from deeppert.ensemble.config import EnsembleConfig
+    from deeppert.ensemble.modes import consensus_ensemble
+    from deeppert.preprocess import fit_pca
+    from ray_jobs._distributed import ray_map
+
+    if not ray_cluster.is_initialized():  # a job's main() run by an earlier test shut it down
+        ray_cluster.init(num_cpus=2, address="local", include_dashboard=False, log_to_driver=False)
+    found = list(ray_map(lambda i: (i, os.getpid()), range(6)))
+    assert [i for i, _ in found] == list(range(6))
+    assert os.getpid() not in {pid for _, pid in found}
+    rng = np.random.default_rng(1)
+    x = rng.laplace(size=(400, 3)) @ rng.standard_normal((3, 40)) + 0.3 * rng.normal(size=(400, 40))
+    pca = fit_pca(x, [f"g{i}" for i in range(40)], 10)
+    x_pca = pca.transform(x)
+    latents = pd.DataFrame(
+        {
+            f"AE_d4_run{r}_z{k}": col
+            for r in range(6)
+            for k, col in enumerate((x_pca[:, :3] @ rng.standard_normal((3, 4))).T)
+        }
+    )
+    config = EnsembleConfig(l_max=5)
+    local = consensus_ensemble(latents, x_pca, pca, config=config)
+    tasks = consensus_ensemble(latents, x_pca, pca, config=config, mapper=ray_map)
+    for table in ("loadings", "labels", "selection", "embedding"):
+        pd.testing.assert_frame_equal(getattr(local, table), getattr(tasks, table))
+    assert local.n_clusters >= 2

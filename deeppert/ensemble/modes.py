@@ -31,11 +31,11 @@ from __future__ import annotations
 import contextlib
 import re
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, partial
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -75,7 +75,10 @@ __all__ = [
     "components_by_run",
     "run_groups",
     "local_density",
+    "Mapper",
     "consensus_ensemble",
+    "ConsensusPrograms",
+    "consensus_programs",
     "parse_variable_name",
     "cluster_names",
 ]
@@ -322,6 +325,7 @@ def build_ensemble(
     x_pca: np.ndarray | None = None,
     pca: PCAModel | None = None,
     precomputed: Mapping[str, RunComponents] | None = None,
+    mapper: Mapper = map,
 ) -> Ensemble:
     """Cluster latent variables and average them into ensemble weights and embedding.
 
@@ -343,6 +347,8 @@ def build_ensemble(
     precomputed
         Consensus mode: model run -> :class:`RunComponents` already computed
         (:func:`components_by_run`), used instead of rotating those runs again.
+    mapper
+        Consensus mode: how its independent pieces of work run (:data:`Mapper`).
     """
     config = config or EnsembleConfig()
     if config.method == "consensus":
@@ -351,7 +357,9 @@ def build_ensemble(
                 "ensemble.method = consensus needs the PCA scores and PCA model of the latents "
                 "(or set ensemble.method = gmeans, the reference mode)"
             )
-        return consensus_ensemble(latents, x_pca, pca, config=config, precomputed=precomputed)
+        return consensus_ensemble(
+            latents, x_pca, pca, config=config, precomputed=precomputed, mapper=mapper
+        )
     cluster_on = cluster_on or config.cluster_on
     names = list(latents.columns)
     if len(set(names)) != len(names):
@@ -734,6 +742,27 @@ def model_components(
 #: Components from which the density filter and the L scan log their progress.
 _SCAN_PROGRESS_ROWS = 10_000
 
+#: How the consensus runs its independent pieces of work (the density filter's row segments,
+#: the L scan's clusterings): ``mapper(fn, items)`` yields ``fn(item)`` for each item, in order.
+#: The builtin ``map`` runs them in this process; the Ray ensemble job passes
+#: :func:`ray_jobs._distributed.ray_map`, which runs them as Ray tasks. ``fn`` is a
+#: :func:`functools.partial` holding the shared arrays, so a mapper can ship it once.
+Mapper = Callable[[Callable[[Any], Any], Iterable[Any]], Iterable[Any]]
+
+#: Row segments of the density filter: the pieces a mapper spreads over workers.
+_DENSITY_SEGMENTS = 32
+
+
+def _progress(rows: int, total: int, desc: str, unit: str):
+    """A :class:`Progress` over ``total`` steps when the work has ``rows`` >=
+    ``_SCAN_PROGRESS_ROWS`` components (minutes at DeepProfile scale), else no progress."""
+    return (
+        Progress(total, desc, unit=unit)
+        if rows >= _SCAN_PROGRESS_ROWS
+        else contextlib.nullcontext()
+    )
+
+
 #: Elements of the float64 blocks (32 MB) that the density filter (rows x all components) and
 #: the cluster medians (members x genes) work through one at a time: their memory then does not
 #: grow with the number of model runs (one 512-row block of similarities was 0.4 GB, and the
@@ -747,6 +776,7 @@ def local_density(
     *,
     groups: np.ndarray | None = None,
     chunk: int | None = None,
+    mapper: Mapper = map,
 ) -> np.ndarray:
     """Mean distance of each unit-normalised profile (row) to its ``n_neighbours`` nearest others.
 
@@ -755,7 +785,8 @@ def local_density(
     other groups count as neighbours: two rotations of one run that agree are not a
     recurrence. Computed in row chunks, so ``(m, m)`` is never held: about 3 x chunk x m x
     8 bytes at a time, with ``chunk`` (default) rows such that chunk x m is at most
-    ``_BLOCK_ELEMENTS`` (about 0.1 GB at any m).
+    ``_BLOCK_ELEMENTS`` (about 0.1 GB at any m). ``mapper`` runs the rows'
+    ``_DENSITY_SEGMENTS`` segments (:data:`Mapper`; the same result with any).
     """
     U = _unit_rows(profiles)
     m = len(U)
@@ -770,21 +801,30 @@ def local_density(
     out = np.zeros(m)
     if k < 1:
         return out
-    # m x m work: minutes at DeepProfile scale (over 50,000 components), so it says how far it is
-    progress = (
-        Progress(m, f"neighbours of {m} components", unit="component")
-        if m >= _SCAN_PROGRESS_ROWS
-        else contextlib.nullcontext()
-    )
     chunk = chunk or min(512, max(1, _BLOCK_ELEMENTS // m))
-    with progress as bar:
-        for start in range(0, m, chunk):
-            sim = np.abs(U[start : start + chunk] @ U.T)
-            sim[g[start : start + chunk, None] == g[None]] = -np.inf  # not itself, its group
-            top = -np.partition(-sim, k - 1, axis=1)[:, :k]
-            out[start : start + len(sim)] = np.sqrt(np.clip(2 - 2 * top, 0, None)).mean(1)
+    bounds = np.linspace(0, m, min(_DENSITY_SEGMENTS, m) + 1).astype(int)
+    segments = list(zip(bounds[:-1], bounds[1:], strict=True))
+    rows = partial(_density_rows, U, g, k, chunk)
+    with _progress(m, m, f"neighbours of {m} components", "component") as bar:
+        for (start, stop), found in zip(segments, mapper(rows, segments), strict=True):
+            out[start:stop] = found
             if bar is not None:
-                bar.update(len(sim))
+                bar.update(stop - start)
+    return out
+
+
+def _density_rows(
+    U: np.ndarray, g: np.ndarray, k: int, chunk: int, rows: tuple[int, int]
+) -> np.ndarray:
+    """:func:`local_density` of the unit rows ``U[start:stop]`` (``rows``), ``chunk`` at a time."""
+    start, stop = rows
+    out = np.empty(stop - start)
+    for a in range(start, stop, chunk):
+        b = min(a + chunk, stop)
+        sim = np.abs(U[a:b] @ U.T)
+        sim[g[a:b, None] == g[None]] = -np.inf  # not itself, its group
+        top = -np.partition(-sim, k - 1, axis=1)[:, :k]
+        out[a - start : b - start] = np.sqrt(np.clip(2 - 2 * top, 0, None)).mean(1)
     return out
 
 
@@ -898,6 +938,7 @@ def consensus_ensemble(
     *,
     config: EnsembleConfig | None = None,
     precomputed: Mapping[str, RunComponents] | None = None,
+    mapper: Mapper = map,
 ) -> Ensemble:
     """Identifiable consensus of many models' latent spaces (``ensemble.method = consensus``).
 
@@ -931,7 +972,74 @@ def consensus_ensemble(
        (robust to stragglers), signed so the largest |loading| is positive; gene importances
        (``weights``) = their absolute values; embedding = per-cluster mean of the sign-aligned
        component values.
+
+    ``mapper`` (:data:`Mapper`) runs the independent work of steps 3 and 4 (row segments of
+    the filter, one clustering per L): in this process by default, as Ray tasks in the
+    ensemble job; the result is the same.
     """
+    config = config or EnsembleConfig()
+    found = consensus_programs(
+        latents, x_pca, pca, config=config, precomputed=precomputed, mapper=mapper
+    )
+    L, names, signs, labels = found.n_clusters, found.names, found.signs, found.labels
+    embedding = _cluster_embedding(latents, found.components, names, signs, labels, L)
+    cnames = cluster_names(L)
+    frame = pd.DataFrame(
+        {
+            "cluster": labels,
+            "cluster_name": [cnames[k] for k in labels],
+            "sign": signs.astype(np.int64),
+            "local_distance": found.density[found.keep],
+        },
+        index=pd.Index(names, name="variable"),
+    )
+    index, genes = pd.Index(cnames, name="cluster"), pd.Index(pca.genes, name="gene")
+    return Ensemble(
+        labels=frame,
+        n_clusters=L,
+        gmeans_n_clusters=None,
+        weights=pd.DataFrame(np.abs(found.loadings), index=index, columns=genes),
+        embedding=pd.DataFrame(embedding, index=latents.index, columns=cnames),
+        config=config,
+        loadings=pd.DataFrame(found.loadings, index=index, columns=genes),
+        selection=found.selection,
+        rotations=found.components.rotations,
+        n_dropped=int((~found.keep).sum()),
+        density_filter=found.density_filter,
+    )
+
+
+@dataclass
+class ConsensusPrograms:
+    """Steps 1-5 of :func:`consensus_ensemble` without the embedding: what the split-half
+    stability compares (each half's ``loadings``), which needs no sample values."""
+
+    components: Components  # every model run's rotated components (step 1-2)
+    keep: np.ndarray  # kept by the density filter (bool, one per component)
+    density: np.ndarray  # each component's mean distance to its neighbours
+    density_filter: dict  # the filter's summary (Ensemble.density_filter)
+    names: list[str]  # the kept components
+    selection: pd.DataFrame  # the curve over L
+    signs: np.ndarray  # the kept components' signs, aligned with their cluster's loadings
+    labels: np.ndarray  # the kept components' clusters
+    loadings: np.ndarray  # L x genes, signed
+
+    @property
+    def n_clusters(self) -> int:
+        return len(self.loadings)
+
+
+def consensus_programs(
+    latents: pd.DataFrame,
+    x_pca: np.ndarray,
+    pca: PCAModel,
+    *,
+    config: EnsembleConfig | None = None,
+    precomputed: Mapping[str, RunComponents] | None = None,
+    mapper: Mapper = map,
+) -> ConsensusPrograms:
+    """The consensus programs of :func:`consensus_ensemble` (its steps 1-5 but the
+    embedding), with the same arguments."""
     config = config or EnsembleConfig()
     x = np.asarray(x_pca, dtype=np.float64)
     comp = model_components(latents, x, pca, config, precomputed=precomputed)
@@ -942,41 +1050,19 @@ def consensus_ensemble(
         )
     P_all = comp.loadings_pca.T  # components x p
     U_all = _unit_rows(P_all)
-    keep, density, density_filter = _density_filter(U_all, comp, config)
+    keep, density, density_filter = _density_filter(U_all, comp, config, mapper)
     U, P = U_all[keep], P_all[keep]
     names = [n for n, k in zip(comp.names, keep, strict=True) if k]
-    curve, signs, labels = _select_clusters(U, P, x, config)
+    curve, signs, labels = _select_clusters(U, P, x, config, mapper)
     L = int(labels.max()) + 1
     loadings, signs = _cluster_loadings(P, pca.components, signs, labels, L)
-    embedding = _cluster_embedding(latents, comp, names, signs, labels, L)
-    cnames = cluster_names(L)
-    frame = pd.DataFrame(
-        {
-            "cluster": labels,
-            "cluster_name": [cnames[k] for k in labels],
-            "sign": signs.astype(np.int64),
-            "local_distance": density[keep],
-        },
-        index=pd.Index(names, name="variable"),
-    )
-    index, genes = pd.Index(cnames, name="cluster"), pd.Index(pca.genes, name="gene")
-    return Ensemble(
-        labels=frame,
-        n_clusters=L,
-        gmeans_n_clusters=None,
-        weights=pd.DataFrame(np.abs(loadings), index=index, columns=genes),
-        embedding=pd.DataFrame(embedding, index=latents.index, columns=cnames),
-        config=config,
-        loadings=pd.DataFrame(loadings, index=index, columns=genes),
-        selection=curve,
-        rotations=comp.rotations,
-        n_dropped=int((~keep).sum()),
-        density_filter=density_filter,
+    return ConsensusPrograms(
+        comp, keep, density, density_filter, names, curve, signs, labels, loadings
     )
 
 
 def _density_filter(
-    U: np.ndarray, comp: Components, config: EnsembleConfig
+    U: np.ndarray, comp: Components, config: EnsembleConfig, mapper: Mapper = map
 ) -> tuple[np.ndarray, np.ndarray, dict]:
     """Step 3 of :func:`consensus_ensemble`: which unit profiles ``U`` another model run
     reproduces (cNMF's local-density filter); returns the kept mask, each component's mean
@@ -985,7 +1071,7 @@ def _density_filter(
     copies = 2 if config.rotation == "ica+varimax" else 1  # a program's components per run
     n_neighbours = max(1, int(round(config.neighbourhood * comp.n_replicates * copies)))
     runs = np.array([name.rsplit("_ic", 1)[0] for name in comp.names])
-    density = local_density(U, n_neighbours, groups=runs)
+    density = local_density(U, n_neighbours, groups=runs, mapper=mapper)
     keep = density <= config.density_threshold
     density_filter = {
         "components": len(U),
@@ -1012,26 +1098,21 @@ def _density_filter(
 
 
 def _select_clusters(
-    U: np.ndarray, P: np.ndarray, x: np.ndarray, config: EnsembleConfig
+    U: np.ndarray, P: np.ndarray, x: np.ndarray, config: EnsembleConfig, mapper: Mapper = map
 ) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
     """Step 4 of :func:`consensus_ensemble`: the selection curve over L and the signs and
     labels of the chosen L (the most stable up to the last L whose clusters explain, or the
-    fixed ``n_clusters``)."""
+    fixed ``n_clusters``); ``mapper`` runs the clusterings of the Ls."""
     if config.n_clusters is not None:
         Ls = [min(config.n_clusters, len(U))]
     else:
         Ls = list(range(config.l_min, min(config.l_max, len(U) - 1) + 1)) or [config.l_min]
     rows, fits = [], {}
-    # one axial KMeans per L over every kept component: minutes to hours at DeepProfile scale
-    # (about 100,000 components), so a large scan says how far it is
-    scan = (
-        Progress(len(Ls), f"scanning L over {len(U)} components", unit="L")
-        if len(U) >= _SCAN_PROGRESS_ROWS
-        else contextlib.nullcontext()
-    )
-    with scan as bar:
-        for L in Ls:
-            signs, labels, row = _consensus_at(U, P, x, L, config)
+    # one axial KMeans per L over every kept component, each independent of the others:
+    # minutes at DeepProfile scale (about 40,000 kept), so a large scan says how far it is
+    fit = partial(_consensus_at, U, P, x, config=config)
+    with _progress(len(U), len(Ls), f"scanning L over {len(U)} components", "L") as bar:
+        for L, (signs, labels, row) in zip(Ls, mapper(fit, Ls), strict=True):
             rows.append(row)
             fits[L] = (signs, labels)
             if bar is not None:

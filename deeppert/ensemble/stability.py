@@ -31,9 +31,11 @@ from deeppert.ensemble.baselines import ProgramComparison, compare_programs
 from deeppert.ensemble.modes import (
     Ensemble,
     EnsembleConfig,
+    Mapper,
     RunComponents,
     build_ensemble,
     components_by_run,
+    consensus_programs,
     model_components,
     parse_variable_name,
     run_groups,
@@ -151,6 +153,7 @@ def stability_report(
     x_pca: np.ndarray | None = None,
     pca: PCAModel | None = None,
     precomputed: Mapping[str, RunComponents] | None = None,
+    mapper: Mapper = map,
 ) -> StabilityReport:
     """Stability (a) and (b) from latents (samples x variables) and gene weights (genes x variables).
 
@@ -158,7 +161,8 @@ def stability_report(
     :func:`split_runs` of all runs. For (b) the ``i``-th run of A is compared with the
     ``i``-th run of B for every model; correlations of all matched node pairs are pooled.
     ``x_pca`` and ``pca`` are needed by the consensus mode (as for :func:`build_ensemble`),
-    which uses the model runs' ``precomputed`` components where given.
+    which uses the model runs' ``precomputed`` components where given and runs its
+    independent work with ``mapper`` (:data:`~deeppert.ensemble.modes.Mapper`).
     """
     config = config or EnsembleConfig()
     consensus = config.method == "consensus"
@@ -186,23 +190,28 @@ def stability_report(
             cols = columns.get(key, [])
             return gene_weights[cols].to_numpy().T if cols else np.empty((0, 0))
 
-    ens = []
+    tables, n_clusters = [], []
     for runs in (runs_a, runs_b):
         cols = meta.index[meta["run"].isin(runs)]
         if len(cols) == 0:
             raise DeeppertError(f"no latent variables for runs {runs}")
-        ens.append(
-            build_ensemble(
+        if consensus:  # the programs alone: a half's embedding is never compared
+            found = consensus_programs(
+                latents[cols], x_pca, pca, config=config, precomputed=precomputed, mapper=mapper
+            )
+            tables.append(found.loadings)
+            n_clusters.append(found.n_clusters)
+        else:
+            ens = build_ensemble(
                 latents[cols],
                 None if gene_weights is None else gene_weights[cols],
                 config=config,
                 x_pca=x_pca,
                 pca=pca,
-                precomputed=precomputed,
             )
-        )
-    tables = [e.loadings if consensus else e.weights for e in ens]
-    m = match_rows(tables[0].to_numpy(), tables[1].to_numpy(), absolute=consensus)
+            tables.append(ens.weights.to_numpy())
+            n_clusters.append(ens.n_clusters)
+    m = match_rows(tables[0], tables[1], absolute=consensus)
     single: dict[str, list[float]] = {}
     for model in sorted(meta["model"].unique()):
         pairs = []
@@ -217,8 +226,8 @@ def stability_report(
         single_median=float(np.median(pooled)) if pooled else float("nan"),
         runs_a=list(runs_a),
         runs_b=list(runs_b),
-        n_clusters_a=ens[0].n_clusters,
-        n_clusters_b=ens[1].n_clusters,
+        n_clusters_a=n_clusters[0],
+        n_clusters_b=n_clusters[1],
         ensemble_corr=m.corr.tolist(),
         single_corr=single,
         config=config.to_dict(),
@@ -391,6 +400,7 @@ def ensemble_step(
     pca: PCAModel | None = None,
     stability: bool = True,
     precomputed: Mapping[str, RunComponents] | None = None,
+    mapper: Mapper = map,
 ) -> EnsembleStep:
     """The ensemble step: :func:`build_ensemble` and, on the same config, :func:`stability_report`.
 
@@ -403,12 +413,20 @@ def ensemble_step(
     ``latents`` may be a :class:`~deeppert.latent_store.LatentStore` (one model run's code read
     at a time). In the consensus mode each model run is rotated once
     (:func:`~deeppert.ensemble.modes.components_by_run`, or ``precomputed``, e.g. by Ray tasks) and
-    the ensemble and both halves of the stability report reuse it.
+    the ensemble and both halves of the stability report reuse it; ``mapper``
+    (:data:`~deeppert.ensemble.modes.Mapper`) runs the consensus's independent work (in
+    process by default; Ray tasks in the ensemble job).
     """
     if config.method == "consensus" and precomputed is None and x_pca is not None and pca:
         precomputed = components_by_run(latents, x_pca, pca, config)
     ens = build_ensemble(
-        latents, gene_weights, config=config, x_pca=x_pca, pca=pca, precomputed=precomputed
+        latents,
+        gene_weights,
+        config=config,
+        x_pca=x_pca,
+        pca=pca,
+        precomputed=precomputed,
+        mapper=mapper,
     )
     parsed = [parse_variable_name(c) for c in latents.columns]
     runs = sorted({run for _, run, _ in parsed})
@@ -428,7 +446,13 @@ def ensemble_step(
     else:
         try:
             report = stability_report(
-                latents, gene_weights, config=config, x_pca=x_pca, pca=pca, precomputed=precomputed
+                latents,
+                gene_weights,
+                config=config,
+                x_pca=x_pca,
+                pca=pca,
+                precomputed=precomputed,
+                mapper=mapper,
             ).to_dict()
         except DeeppertError as exc:  # the ensemble of a half failed: nothing recurs there
             report = {"skipped": f"no ensemble of half the runs: {exc}", "failed": True}

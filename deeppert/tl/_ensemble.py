@@ -10,7 +10,7 @@ import pandas as pd
 
 from deeppert.config import build_dataclass
 from deeppert.ensemble.config import EnsembleConfig
-from deeppert.ensemble.modes import EnsembleModel, RunComponents
+from deeppert.ensemble.modes import EnsembleModel, Mapper, RunComponents
 from deeppert.ensemble.outputs import check_replace, write_ensemble_outputs
 from deeppert.ensemble.stability import EnsembleStep, ensemble_step
 from deeppert.errors import DeeppertError
@@ -100,6 +100,7 @@ def ensemble_of(
     config: EnsembleConfig,
     stability: bool = True,
     precomputed: Mapping[str, RunComponents] | None = None,
+    mapper: Mapper = map,
 ) -> tuple[EnsembleStep, EnsembleModel]:
     """The ensemble step on latent variables held in memory, and its embedding model.
 
@@ -121,6 +122,9 @@ def ensemble_of(
         Compute the split-half stability report.
     precomputed
         The consensus mode's per-run components, when computed elsewhere (Ray tasks).
+    mapper
+        How the consensus mode runs its independent work
+        (:data:`~deeppert.ensemble.modes.Mapper`: in process by default).
     """
     step = ensemble_step(
         latents,
@@ -130,5 +134,6 @@ def ensemble_of(
         pca=pca,
         stability=stability,
         precomputed=precomputed,
+        mapper=mapper,
     )
     return step, EnsembleModel.from_ensemble(step.ensemble, list(members), pca)
