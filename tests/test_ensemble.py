@@ -435,7 +435,7 @@ def test_the_consensus_is_the_same_whichever_order_its_pieces_run_in():
     segments, scan = seen[0], seen[1]
     assert [a for a, _ in segments] == [0] + [b for _, b in segments[:-1]]
     assert segments[-1][1] == whole and len(segments) > 1
-    assert scan == list(range(config.l_min, 7)) == seen[3] == seen[5]
+    assert scan == list(range(6, config.l_min - 1, -1)) == seen[3] == seen[5]  # largest first
 
 
 @pytest.mark.parametrize("activity", ["laplace", "gaussian"])

@@ -1107,17 +1107,17 @@ def _select_clusters(
         Ls = [min(config.n_clusters, len(U))]
     else:
         Ls = list(range(config.l_min, min(config.l_max, len(U) - 1) + 1)) or [config.l_min]
-    rows, fits = [], {}
+    rows, fits = {}, {}
     # one axial KMeans per L over every kept component, each independent of the others:
-    # minutes at DeepProfile scale (about 40,000 kept), so a large scan says how far it is
-    fit = partial(_consensus_at, U, P, x, config=config)
+    # minutes at DeepProfile scale (about 40,000 kept), so a large scan says how far it is.
+    # The largest (slowest) L go first: a mapper over several workers then ends sooner.
+    fit, order = partial(_consensus_at, U, P, x, config=config), sorted(Ls, reverse=True)
     with _progress(len(U), len(Ls), f"scanning L over {len(U)} components", "L") as bar:
-        for L, (signs, labels, row) in zip(Ls, mapper(fit, Ls), strict=True):
-            rows.append(row)
-            fits[L] = (signs, labels)
+        for L, (signs, labels, row) in zip(order, mapper(fit, order), strict=True):
+            rows[L], fits[L] = row, (signs, labels)
             if bar is not None:
                 bar.update(1, stability=row["stability"])
-    curve = pd.DataFrame(rows, index=pd.Index(Ls, name="L_requested"))
+    curve = pd.DataFrame([rows[L] for L in Ls], index=pd.Index(Ls, name="L_requested"))
     curve["explains"] = _explains(curve, x.shape[1], config.gain_factor)
     stab = curve["stability"].fillna(-np.inf).to_numpy()
     if config.n_clusters is None and curve["explains"].any():  # not beyond the last that does
