@@ -26,7 +26,10 @@ end past it (the phase is recorded as timed out) and starts none after it; resul
 after every phase, so a cut-off run keeps what it measured.
 
 Results go under ``--label`` (e.g. ``baseline``) into ``--out``.json (other labels kept) and a
-table of every label into ``--out``.md.
+table of every label into ``--out``.md. On a 2-core machine the two paths are best run apart,
+each on an idle box (``--paths pure --label A``, then ``--paths platform --pure-from A``): the
+second takes the first's pure phases for its overhead ratios, once it has checked they are of
+the same grid, data and settings.
 
 Usage::
 
@@ -590,6 +593,8 @@ def markdown(results: dict) -> str:
     for label, res in results.items():
         lines += [f"## {label}", "", f"`{res['command']}`", "",
                   f"{res['machine']}; code {res['code']}", ""]  # fmt: skip
+        if res.get("pure_from"):
+            lines += [f"The pure rows are `{res['pure_from']}`'s (run apart, same settings).", ""]
         for runs, grid in sorted(res["grids"].items(), key=lambda kv: int(kv[0])):
             n = len(SHAPES) * int(runs)
             lines += [
@@ -666,6 +671,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--paths", nargs="+", choices=["pure", "platform"],
                         default=["pure", "platform"])  # fmt: skip
     parser.add_argument("--out", type=Path, default=RESULTS / "platform_scale")
+    parser.add_argument(
+        "--pure-from",
+        metavar="LABEL",
+        help="the pure path's phases from LABEL in --out (a --paths pure run of the same grid, "
+        "data and settings) instead of running them beside the platform: the overhead "
+        "ratios then compare with that run",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
     parser.add_argument(
         "--backend",
@@ -689,6 +701,7 @@ def main(argv: list[str] | None = None) -> int:
         help="seconds from start after which no platform phase runs on",
     )
     args = parser.parse_args(argv)
+    reference = _pure_reference(args) if args.pure_from else {}
 
     path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
     env = {**os.environ, **THREADS, "PYTHONPATH": path, "RAY_AUTH_MODE": "disabled"}
@@ -723,6 +736,8 @@ def main(argv: list[str] | None = None) -> int:
                     _write(args, {**grids, runs: {**grid, "pure": phases}}, load_before)
 
                 grid["pure"] = pure_path(work, config, pairs, disease, env, on_pure)
+            elif args.pure_from:
+                grid["pure"] = reference[str(runs)]
             grid["overhead"] = compare(grid["pure"], grid["platform"])
             grids[runs] = grid
             _write(args, grids, load_before)  # a cut-off run leaves what it measured
@@ -735,6 +750,29 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(root, ignore_errors=True)
     print(args.out.with_suffix(".md").read_text())
     return 0
+
+
+def _pure_reference(args: argparse.Namespace) -> dict[str, dict]:
+    """The pure phases per ``--runs`` value from ``--pure-from``'s label, checked to be of the
+    same grid, data and settings."""
+    path = args.out.with_suffix(".json")
+    results = json.loads(path.read_text()) if path.exists() else {}
+    if args.pure_from not in results:
+        raise SystemExit(f"--pure-from: no label {args.pure_from!r} in {path}")
+    ref = results[args.pure_from]
+    for key in ("samples", "epochs", "ig_steps", "ig_samples", "seeds_per_trial"):
+        if ref.get(key) != getattr(args, key):
+            raise SystemExit(
+                f"--pure-from {args.pure_from}: its {key} is {ref.get(key)}, this run's "
+                f"{getattr(args, key)}: not the same settings"
+            )
+    out = {}
+    for runs in args.runs:
+        pure = ref["grids"].get(str(runs), {}).get("pure")
+        if not pure or any(phase.get("exit_code") for phase in pure.values()):
+            raise SystemExit(f"--pure-from {args.pure_from}: no finished pure path at {runs} runs")
+        out[str(runs)] = pure
+    return out
 
 
 def _write(args: argparse.Namespace, grids: dict, load_before: tuple) -> None:
@@ -755,6 +793,7 @@ def _write(args: argparse.Namespace, grids: dict, load_before: tuple) -> None:
         "ig_steps": args.ig_steps,
         "ig_samples": args.ig_samples,
         "seeds_per_trial": args.seeds_per_trial,
+        **({"pure_from": args.pure_from} if args.pure_from else {}),
         "grids": {str(r): g for r, g in grids.items()},
         "slopes": slopes(grids),
         "notes": (
