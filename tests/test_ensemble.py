@@ -369,9 +369,10 @@ def test_cluster_loadings_are_member_medians_of_gene_loadings_a_block_at_a_time(
 
 
 def test_a_large_l_scan_logs_its_progress(monkeypatch, caplog):
-    """The density filter compares every component with every other and the L scan runs one
-    KMeans per L over them (about 50,000 components at DeepProfile scale, minutes each on two
-    cores): above _SCAN_PROGRESS_ROWS components both log how far they are; below, quiet."""
+    """The rotations (1,200 model runs at DeepProfile scale: tens of minutes on one core), the
+    density filter (every component against every other) and the L scan (one KMeans per L
+    over about 50,000 components) log how far they are above _SCAN_PROGRESS_ROWS latent
+    variables or components; below, quiet."""
     import deeppert.ensemble.modes as modes
     import deeppert.progress
 
@@ -381,6 +382,7 @@ def test_a_large_l_scan_logs_its_progress(monkeypatch, caplog):
     with caplog.at_level("INFO", logger="deeppert.progress"):
         quiet = build_ensemble(latents, config=config, x_pca=x, pca=pca)
     assert not [r for r in caplog.records if "scanning L" in r.getMessage()]
+    assert not [r for r in caplog.records if "rotating model runs" in r.getMessage()]
     monkeypatch.setattr(modes, "_SCAN_PROGRESS_ROWS", 1)
     with caplog.at_level("INFO", logger="deeppert.progress"):
         logged = build_ensemble(latents, config=config, x_pca=x, pca=pca)
@@ -389,6 +391,8 @@ def test_a_large_l_scan_logs_its_progress(monkeypatch, caplog):
     m = len(quiet.labels) + quiet.n_dropped
     lines = [r.getMessage() for r in caplog.records if "neighbours of" in r.getMessage()]
     assert lines[0].endswith(f": 0/{m} components") and f"{m}/{m} components (100%)" in lines[-1]
+    lines = [r.getMessage() for r in caplog.records if "rotating model runs" in r.getMessage()]
+    assert lines[0].endswith(": 0/12 runs") and "12/12 runs (100%)" in lines[-1], lines
     pd.testing.assert_frame_equal(quiet.weights, logged.weights)  # progress changes nothing
 
 

@@ -699,16 +699,22 @@ def components_by_run(
     keys: Sequence[str] | None = None,
 ) -> dict[str, RunComponents]:
     """:func:`run_components` of the model runs ``keys`` (default all) of ``latents``, reading
-    one run's code at a time (``latents`` may be a :class:`~deeppert.latent_store.LatentStore`)."""
+    one run's code at a time (``latents`` may be a :class:`~deeppert.latent_store.LatentStore`).
+    Over ``_SCAN_PROGRESS_ROWS`` latent variables or more (tens of minutes on one core at
+    DeepProfile scale) it says how far it is."""
     x = _checked_scores(latents, x_pca, pca)
     xc = x - x.mean(0)
     groups = run_groups(latents.columns)
-    return {
-        key: run_components(
-            latents[groups[key]].to_numpy(dtype=np.float64), x, xc, pca, config, key=key
-        )
-        for key in (groups if keys is None else keys)
-    }
+    keys = list(groups if keys is None else keys)
+    found = {}
+    variables = sum(len(groups[key]) for key in keys)
+    with _progress(variables, len(keys), "rotating model runs", "run") as bar:
+        for key in keys:
+            z = latents[groups[key]].to_numpy(dtype=np.float64)
+            found[key] = run_components(z, x, xc, pca, config, key=key)
+            if bar is not None:
+                bar.update(1)
+    return found
 
 
 def model_components(
@@ -724,15 +730,15 @@ def model_components(
 
     ``precomputed`` (model run -> :class:`RunComponents`, e.g. from :func:`components_by_run`
     or Ray tasks) is used for the runs it holds; the others are computed here."""
-    x = _checked_scores(latents, x_pca, pca)
-    xc = x - x.mean(0)
+    _checked_scores(latents, x_pca, pca)
     groups = run_groups(latents.columns)
+    known = dict(precomputed or {})
+    missing = [key for key in groups if key not in known]
+    if missing:
+        known.update(components_by_run(latents, x_pca, pca, config, keys=missing))
     loads, names, rotations = [], [], {}
-    for key, cols in groups.items():
-        found = (precomputed or {}).get(key)
-        if found is None:
-            z = latents[cols].to_numpy(dtype=np.float64)
-            found = run_components(z, x, xc, pca, config, key=key)
+    for key in groups:
+        found = known[key]
         rotations[key] = found.rotation
         loads.append(found.loadings_pca)
         names += [f"{key}_ic{k:02d}" for k in range(found.rotation.shape[1])]
