@@ -111,16 +111,24 @@ def write_parquet(frame: pd.DataFrame, path: str | os.PathLike) -> Path:
     return Path(path)
 
 
-def read_parquet(path: str | os.PathLike) -> pd.DataFrame:
+def read_parquet(path: str | os.PathLike, columns: list[str] | None = None) -> pd.DataFrame:
     """``pd.read_parquet`` for files a step wrote: a missing, truncated or corrupt file is a
     :class:`~deeppert.errors.DeeppertError` naming it, not a pyarrow traceback."""
+    with parquet_errors(path):
+        return pd.read_parquet(path, columns=columns)
+
+
+@contextlib.contextmanager
+def parquet_errors(path: str | os.PathLike) -> Iterator[None]:
+    """Around a read of the Parquet file ``path``: a missing, truncated or corrupt file raises
+    a :class:`~deeppert.errors.DeeppertError` naming it."""
     import pyarrow as pa
 
     path = Path(path)
     if not path.is_file():
         raise DeeppertError(f"{path}: file missing")
     try:
-        return pd.read_parquet(path)
+        yield
     except (pa.ArrowException, OSError) as exc:
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DeeppertError(

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from deeppert.atomic import parquet_errors, read_parquet
 from deeppert.ensemble.modes import run_groups
 from deeppert.errors import DeeppertError
 
@@ -30,7 +31,7 @@ class ParquetLatents:
         self.files = {key: str(path) for key, path in files.items()}
 
     def __call__(self, key: str, columns: Sequence[str]) -> np.ndarray:
-        return pd.read_parquet(self.files[key], columns=list(columns)).to_numpy()
+        return read_parquet(self.files[key], columns=list(columns)).to_numpy()
 
     def subset(self, keys: Sequence[str]) -> ParquetLatents:
         """The reader of model runs ``keys`` only."""
@@ -95,11 +96,11 @@ class LatentStore:
             raise DeeppertError("no latents files")
         columns: list[str] = []
         for path in files.values():
-            schema = pq.read_schema(path)
+            with parquet_errors(path):
+                schema = pq.read_schema(path)
             index_columns = set(map(str, (schema.pandas_metadata or {}).get("index_columns", [])))
             columns += [c for c in schema.names if c not in index_columns]
-        first = next(iter(files.values()))
-        index = pd.read_parquet(first, columns=[]).index
+        index = read_parquet(next(iter(files.values())), columns=[]).index
         store = cls(index, columns, ParquetLatents(files))
         unknown = set(store.groups) - set(files)
         if unknown:

@@ -216,6 +216,19 @@ def read_member_frames(run_dir: str | Path, sub: str, what: str) -> pd.DataFrame
     """The per-run frames ``run_dir/<sub>/<KIND>_d<dim>_run<r>.parquet`` of every trained run,
     side by side (same rows). Every run listed under ``models/`` must have its file: a missing
     one is an error naming it, never a silently smaller ensemble."""
+    frames = [read_parquet(f) for f in member_files(run_dir, sub, what).values()]
+    n = {len(f) for f in frames}
+    if len(n) != 1:
+        raise DeeppertError(
+            f"{Path(run_dir) / sub}: {what} files have different row counts {sorted(n)}"
+        )
+    index = frames[0].index
+    return pd.concat([f.set_axis(index, axis=0) for f in frames], axis=1)
+
+
+def member_files(run_dir: str | Path, sub: str, what: str) -> dict[str, Path]:
+    """Model run (``<KIND>_d<dim>_run<r>``) -> its file ``run_dir/<sub>/<model run>.parquet``,
+    for every trained run (in a stable order); a missing file is an error naming it."""
     run_dir = Path(run_dir)
     folder = run_dir / sub
     if not folder.is_dir():
@@ -232,12 +245,7 @@ def read_member_frames(run_dir: str | Path, sub: str, what: str) -> pd.DataFrame
         )
     if not expected:
         raise DeeppertError(f"{folder}: no {what} Parquet files (run the previous step first)")
-    frames = [read_parquet(f) for f in expected]
-    n = {len(f) for f in frames}
-    if len(n) != 1:
-        raise DeeppertError(f"{folder}: {what} files have different row counts {sorted(n)}")
-    index = frames[0].index
-    return pd.concat([f.set_axis(index, axis=0) for f in frames], axis=1)
+    return {path.stem: path for path in expected}
 
 
 def load_pca(run_dir: str | Path) -> PCAModel:

@@ -75,6 +75,53 @@ def test_ensemble_with_a_deleted_latent_file_names_it(run_copy: Path, capsys) ->
     assert not (run_copy / "ensemble").exists()
 
 
+def test_a_latent_file_of_other_samples_is_named(run_copy: Path, capsys) -> None:
+    """The consensus reads one run's latents at a time: a file with fewer rows than the others
+    is refused when it is read, naming the run and both shapes."""
+    import pandas as pd
+
+    victim = run_copy / "latents" / "AE_d3_run1.parquet"
+    pd.read_parquet(victim).iloc[:-5].to_parquet(victim)
+    err = one_line_error(capsys, ["ensemble", str(run_copy), "--no-stability"], "ensemble")
+    assert "latents of AE_d3_run1" in err and "expected" in err
+    assert not (run_copy / "ensemble").exists()
+
+
+def test_the_consensus_reads_one_run_of_latents_at_a_time(
+    trained: Path, tmp_path: Path, monkeypatch
+) -> None:
+    """`deeppert ensemble` (consensus) streams the latent files, as the ensemble job streams
+    its encoders: no read asks for more than one model run's columns, and the ensemble is
+    the one of all latents read into one frame."""
+    import numpy as np
+
+    from deeppert import tl
+    from deeppert.ensemble.config import EnsembleConfig
+    from deeppert.ensemble.stability import ensemble_step
+    from deeppert.latent_store import ParquetLatents
+    from deeppert.workspace import load_pca, read_member_frames, training_inputs
+
+    run_dir = Path(shutil.copytree(trained, tmp_path / "s"))
+    widest, read = [], ParquetLatents.__call__
+
+    def spy(self, key, columns):
+        widest.append(len(columns))
+        return read(self, key, columns)
+
+    monkeypatch.setattr(ParquetLatents, "__call__", spy)
+    config = EnsembleConfig(density_threshold=2.0, l_max=4)  # 2-epoch models recur weakly
+    step = tl.ensemble(run_dir, config=config, stability=False)
+    assert widest and max(widest) <= 3  # AE d3: one run's 3 latent variables
+    frame = read_member_frames(run_dir, "latents", "latent")
+    x_pca, _ = training_inputs(run_dir)
+    ref = ensemble_step(
+        frame, None, config=config, x_pca=x_pca, pca=load_pca(run_dir),
+        stability=False,
+    )  # fmt: skip
+    np.testing.assert_allclose(step.ensemble.loadings, ref.ensemble.loadings)
+    np.testing.assert_allclose(step.ensemble.embedding, ref.ensemble.embedding)
+
+
 def test_consensus_needs_no_gene_weights_and_gmeans_names_the_step(
     trained: Path, tmp_path: Path, capsys
 ) -> None:

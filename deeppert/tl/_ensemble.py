@@ -14,6 +14,7 @@ from deeppert.ensemble.modes import EnsembleModel, Mapper, RunComponents
 from deeppert.ensemble.outputs import check_replace, write_ensemble_outputs
 from deeppert.ensemble.stability import EnsembleStep, ensemble_step
 from deeppert.errors import DeeppertError
+from deeppert.latent_store import LatentStore
 from deeppert.preprocess import PCAModel
 from deeppert.train import TrainedModels
 from deeppert.workspace import (
@@ -21,6 +22,7 @@ from deeppert.workspace import (
     ensemble_section,
     load_pca,
     load_trained,
+    member_files,
     read_member_frames,
     run_folder,
     training_inputs,
@@ -38,7 +40,9 @@ def ensemble(
 ) -> EnsembleStep:
     """Cluster every latent variable of a run folder into an ensemble (consensus or GMeans).
 
-    Reads the latents (and, in the gmeans mode, the IG gene weights of
+    Reads the latents (the consensus mode one model run's file at a time, through a
+    :class:`~deeppert.latent_store.LatentStore`, so its memory does not grow with the runs'
+    latents; the gmeans mode all at once, with the IG gene weights of
     :func:`deeppert.tl.attribute`; the consensus mode derives its gene loadings from the PCA
     map and reads no gene weights) and writes
     ``<run>/ensemble/`` (:func:`deeppert.ensemble.outputs.write_ensemble_outputs`: tables,
@@ -66,8 +70,11 @@ def ensemble(
     if config is None:
         config = build_dataclass(EnsembleConfig, ensemble_section(run_dir), "ensemble")
     check_replace(run_dir / "ensemble", config.method, force)
-    latents = read_member_frames(run_dir, "latents", "latent")
     weights = None
+    if config.method == "consensus":  # one model run's code at a time, as the ensemble job
+        latents = LatentStore.from_files(member_files(run_dir, "latents", "latent"))
+    else:  # GMeans clusters every latent variable's values at once
+        latents = read_member_frames(run_dir, "latents", "latent")
     if config.method == "gmeans":
         if not (run_dir / "gene_weights").is_dir():
             raise DeeppertError(
