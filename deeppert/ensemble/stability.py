@@ -419,15 +419,8 @@ def ensemble_step(
     """
     if config.method == "consensus" and precomputed is None and x_pca is not None and pca:
         precomputed = components_by_run(latents, x_pca, pca, config)
-    ens = build_ensemble(
-        latents,
-        gene_weights,
-        config=config,
-        x_pca=x_pca,
-        pca=pca,
-        precomputed=precomputed,
-        mapper=mapper,
-    )
+    inputs = {"config": config, "x_pca": x_pca, "pca": pca, "precomputed": precomputed}
+    ens = build_ensemble(latents, gene_weights, **inputs, mapper=mapper)
     parsed = [parse_variable_name(c) for c in latents.columns]
     runs = sorted({run for _, run, _ in parsed})
     half_models = min(
@@ -445,15 +438,7 @@ def ensemble_step(
         }
     else:
         try:
-            report = stability_report(
-                latents,
-                gene_weights,
-                config=config,
-                x_pca=x_pca,
-                pca=pca,
-                precomputed=precomputed,
-                mapper=mapper,
-            ).to_dict()
+            report = stability_report(latents, gene_weights, **inputs, mapper=mapper).to_dict()
         except DeeppertError as exc:  # the ensemble of a half failed: nothing recurs there
             report = {"skipped": f"no ensemble of half the runs: {exc}", "failed": True}
     warnings = ensemble_warnings(ens, report)
