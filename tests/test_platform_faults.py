@@ -132,14 +132,17 @@ def scenario(server: TrackingServer, tmp_path_factory) -> dict:
             out["killed"] = {"run_id": run.info.run_id, "pid": pid, "epochs_logged": logged}
             wait_for(
                 lambda: (
-                    finished_per_key(trial_runs(server.url, "faults", sweep))
+                    finished_per_key(trial_runs(server.url, "faults", sweep))[victim_key]
                     or driver.poll() is not None
                 ),
                 240,
                 "the retried grid point to finish",
             )
             assert driver.poll() is None, first_log.read_text()[-3000:]
-            driver.send_signal(signal.SIGKILL)
+            # The driver dies with the Ray it started (SIGKILL to its process group, as when
+            # its node goes): a trial left running would finish the other grid point before
+            # the resume (a 40-epoch trial takes seconds), and there would be nothing to resume.
+            os.killpg(driver.pid, signal.SIGKILL)
             driver.wait(30)
             out["first_s"] = time.perf_counter() - t0
         finally:
@@ -248,7 +251,7 @@ def test_killed_driver_resumes_without_training_a_grid_point_twice(
 def test_no_ray_process_outlives_a_finished_driver(scenario: dict) -> None:
     survivors = scenario["survivors"]
     print(
-        f"\nMEASURE after SIGKILL of the driver, {len(survivors)} of its Ray processes were "
+        f"\nMEASURE after SIGKILL of the driver's group, {len(survivors)} of its Ray processes were "
         f"left (cleaned up by the test): {[cmd for _, cmd in survivors]}"
     )
     assert scenario["left_after_resume"] == [], "a cleanly finished driver left Ray behind"
