@@ -5,11 +5,12 @@ rotation and loadings, independent of the others) split over Ray tasks; the ense
 clusters with them (``ensemble_step(..., precomputed=...)``), the same result as in process.
 :func:`ray_map` is the :data:`~deeppert.ensemble.modes.Mapper` that runs the clustering's own
 independent pieces (the density filter's row segments, one clustering per L, for the ensemble
-and each half of the stability report) as Ray tasks.
+and each half of the stability report; the embedding a few model runs at a time) as Ray tasks.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -25,19 +26,26 @@ __all__ = ["distributed_components", "ray_map"]
 
 
 def ray_map(fn: Callable[[Any], Any], items: Iterable[Any]) -> Iterator[Any]:
-    """``fn(item)`` for each item as Ray tasks of 1 CPU, yielded in order as they finish.
+    """``fn(item)`` for each item as Ray tasks of 1 CPU, yielded in order.
 
     ``fn`` (a :func:`functools.partial` holding the shared arrays: the components, the PCA
     scores) goes to the object store once; every task reads it from there (numpy arrays without
-    a copy on the node that holds them), so the items alone travel per task.
+    a copy on the node that holds them), so the items alone travel per task. Items are taken
+    (and tasks submitted) as results are yielded, 2 a CPU ahead: items that carry data (a few
+    runs' encoders) then wait in the object store a few at a time, not all at once.
     """
     import ray
 
     fn_ref = ray.put(fn)
     call = ray.remote(num_cpus=1)(_call)
-    refs = [call.remote(fn_ref, item) for item in items]
-    for ref in refs:
-        yield ray.get(ref)
+    ahead = 2 * max(1, int(ray.cluster_resources().get("CPU", 1)))
+    pending: deque = deque()
+    for item in items:
+        pending.append(call.remote(fn_ref, item))
+        if len(pending) >= ahead:
+            yield ray.get(pending.popleft())
+    while pending:
+        yield ray.get(pending.popleft())
 
 
 def _call(fn: Callable[[Any], Any], item: Any) -> Any:

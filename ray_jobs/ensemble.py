@@ -11,7 +11,7 @@ time: no latents are downloaded, and IG gene weights only in the gmeans mode. On
 (``ray job submit``, or ``sweep.ray_address``) the consensus mode's per-run rotations and
 loadings run as Ray tasks (:func:`ray_jobs._distributed.distributed_components`), and so do
 the clustering's independent pieces (:func:`ray_jobs._distributed.ray_map`: the density
-filter's row segments, one clustering per L). It logs an
+filter's row segments, one clustering per L, the embedding 16 model runs a task). It logs an
 ensemble run holding the files ``deeppert ensemble`` writes, by the same writer
 (:func:`deeppert.tracking.registry.log_ensemble_outputs`: ``labels``, ``ensemble_weights``
 (gene importances, what the targets job reads), ``ensemble_loadings`` (signed),

@@ -414,12 +414,16 @@ def test_local_density_is_the_mean_distance_to_the_nearest_rows_of_other_groups(
     np.testing.assert_allclose(local_density(profiles, 5, groups=groups), expected, atol=1e-12)
 
 
-def test_the_consensus_is_the_same_whichever_order_its_pieces_run_in():
-    """The density filter's row segments and the L scan's clusterings are independent pieces
-    that a Mapper may run anywhere (Ray tasks in the ensemble job, finishing in any order):
-    run last-first, they give the ensemble and the stability report of the builtin map. The
-    mapper gets every piece: for the ensemble and each half of the stability report, row
-    segments that cover every component once, then every L of the scan."""
+def test_the_consensus_is_the_same_whichever_order_its_pieces_run_in(monkeypatch):
+    """The density filter's row segments, the L scan's clusterings and the embedding's pieces
+    of model runs are independent pieces that a Mapper may run anywhere (Ray tasks in the
+    ensemble job, finishing in any order): run last-first, they give the ensemble and the
+    stability report of the builtin map. The mapper gets every piece: for the ensemble and each
+    half of the stability report, row segments that cover every component once, then every L
+    of the scan; for the ensemble, pieces of the embedding that hold every model run once."""
+    from deeppert.ensemble import modes
+
+    monkeypatch.setattr(modes, "_EMBEDDING_RUNS", 5)  # 12 model runs: pieces of 5, 5, 2
     latents, x, pca, _ = _mixed_codes()
     config = EnsembleConfig(method="consensus", l_max=6)
     seen = []
@@ -434,12 +438,29 @@ def test_the_consensus_is_the_same_whichever_order_its_pieces_run_in():
     for table in ("weights", "loadings", "labels", "embedding", "selection"):
         pd.testing.assert_frame_equal(getattr(ref.ensemble, table), getattr(got.ensemble, table))
     assert ref.stability == got.stability and ref.stability["ensemble_median"] > 0.9
-    assert len(seen) == 6  # (segments, Ls) x (ensemble, half A, half B)
+    assert len(seen) == 7  # (segments, Ls) x (ensemble, half A, half B) + the embedding
     whole = len(ref.ensemble.labels) + ref.ensemble.n_dropped
-    segments, scan = seen[0], seen[1]
+    segments, scan, embedding = seen[0], seen[1], seen[2]
     assert [a for a, _ in segments] == [0] + [b for _, b in segments[:-1]]
     assert segments[-1][1] == whole and len(segments) > 1
-    assert scan == list(range(6, config.l_min - 1, -1)) == seen[3] == seen[5]  # largest first
+    assert scan == list(range(6, config.l_min - 1, -1)) == seen[4] == seen[6]  # largest first
+    runs = [key for piece in embedding for key in piece.components.rotations]
+    assert sorted(runs) == sorted({n.rsplit("_ic", 1)[0] for n in ref.ensemble.labels.index})
+    assert sorted(n for piece in embedding for n in piece.names) == sorted(
+        ref.ensemble.labels.index
+    )
+    assert [len(piece.components.rotations) for piece in embedding] == [5, 5, 2]
+    # summed over pieces, the embedding is the per-cluster mean of all members' aligned values
+    labels = ref.ensemble.labels
+    members = {}
+    for name, row in labels.iterrows():
+        key, k = name.rsplit("_ic", 1)
+        z = latents[[c for c in latents.columns if c.startswith(key + "_z")]].to_numpy()
+        members.setdefault(row["cluster"], []).append(
+            apply_rotation(z, ref.ensemble.rotations[key])[:, int(k)] * row["sign"]
+        )
+    expected = np.column_stack([np.mean(members[c], axis=0) for c in sorted(members)])
+    np.testing.assert_allclose(ref.ensemble.embedding.to_numpy(), expected, atol=1e-12)
 
 
 @pytest.mark.parametrize("activity", ["laplace", "gaussian"])

@@ -650,9 +650,10 @@ def test_distributed_components_feed_tasks_as_others_finish_and_match_in_process
 
 
 def test_ray_map_runs_the_consensus_pieces_as_tasks_with_the_in_process_result(ray_cluster):
-    """ray_map runs each piece in a Ray worker (not this process) and yields in order; the
-    consensus over it (density filter segments and L scan as tasks, reading the shared arrays
-    from the object store) is the in-process one."""
+    """ray_map runs each piece in a Ray worker (not this process) and yields in order, taking
+    items only as it yields; the consensus over it (density filter segments, L scan and
+    embedding pieces as tasks, reading the shared arrays from the object store) is the
+    in-process one."""
     import os
 
     from deeppert.ensemble.config import EnsembleConfig
@@ -665,6 +666,17 @@ def test_ray_map_runs_the_consensus_pieces_as_tasks_with_the_in_process_result(r
     found = list(ray_map(lambda i: (i, os.getpid()), range(6)))
     assert [i for i, _ in found] == list(range(6))
     assert os.getpid() not in {pid for _, pid in found}
+    taken = []  # items are taken as results are yielded, 2 a CPU ahead: not all at once
+
+    def items():
+        for i in range(20):
+            taken.append(i)
+            yield i
+
+    results = ray_map(lambda i: i * i, items())
+    assert next(results) == 0
+    assert len(taken) == 2 * int(ray_cluster.cluster_resources()["CPU"]) < 20
+    assert list(results) == [i * i for i in range(1, 20)]
     rng = np.random.default_rng(1)
     x = rng.laplace(size=(400, 3)) @ rng.standard_normal((3, 40)) + 0.3 * rng.normal(size=(400, 40))
     pca = fit_pca(x, [f"g{i}" for i in range(40)], 10)

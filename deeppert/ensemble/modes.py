@@ -31,7 +31,7 @@ from __future__ import annotations
 import contextlib
 import re
 import warnings
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property, partial
 from pathlib import Path
@@ -979,16 +979,16 @@ def consensus_ensemble(
        (``weights``) = their absolute values; embedding = per-cluster mean of the sign-aligned
        component values.
 
-    ``mapper`` (:data:`Mapper`) runs the independent work of steps 3 and 4 (row segments of
-    the filter, one clustering per L): in this process by default, as Ray tasks in the
-    ensemble job; the result is the same.
+    ``mapper`` (:data:`Mapper`) runs the independent work of steps 3 to 5 (row segments of
+    the filter, one clustering per L, the embedding of a few model runs at a time): in this
+    process by default, as Ray tasks in the ensemble job; the result is the same.
     """
     config = config or EnsembleConfig()
     found = consensus_programs(
         latents, x_pca, pca, config=config, precomputed=precomputed, mapper=mapper
     )
     L, names, signs, labels = found.n_clusters, found.names, found.signs, found.labels
-    embedding = _cluster_embedding(latents, found.components, names, signs, labels, L)
+    embedding = _cluster_embedding(latents, found.components, names, signs, labels, L, mapper)
     cnames = cluster_names(L)
     frame = pd.DataFrame(
         {
@@ -1155,6 +1155,31 @@ def _cluster_loadings(
     return loadings, signs * flip[labels]
 
 
+#: Model runs per piece of the embedding (a mapper's unit: one task reads their codes).
+_EMBEDDING_RUNS = 16
+
+
+@dataclass(frozen=True)
+class _EmbeddingPiece:
+    """A few model runs' part of the embedding: their latents (a store of their runs alone,
+    or their columns), their components (rotations and columns) and the kept components'
+    names, signs and clusters."""
+
+    latents: Any
+    components: Components
+    names: list[str]
+    signs: np.ndarray
+    labels: np.ndarray
+
+
+def _embedding_sum(piece: _EmbeddingPiece, L: int) -> np.ndarray:
+    """Samples x L: per cluster, the sum of ``piece``'s sign-aligned component values."""
+    values = piece.components.values(piece.latents, piece.names) * piece.signs
+    out = np.zeros((len(piece.latents), L))
+    np.add.at(out.T, piece.labels, values.T)
+    return out
+
+
 def _cluster_embedding(
     latents: pd.DataFrame,
     comp: Components,
@@ -1162,17 +1187,36 @@ def _cluster_embedding(
     signs: np.ndarray,
     labels: np.ndarray,
     L: int,
+    mapper: Mapper = map,
 ) -> np.ndarray:
     """Step 5 of :func:`consensus_ensemble`: per-cluster mean of the sign-aligned component
-    values (samples x L), built one model run at a time so samples x all components is never
+    values (samples x L). Summed over pieces of ``_EMBEDDING_RUNS`` model runs, which
+    ``mapper`` runs (each reads its runs' codes alone), so samples x all components is never
     held in memory."""
-    embedding = np.zeros((len(latents), L))
     by_run: dict[str, list[int]] = {}
     for j, name in enumerate(names):
         by_run.setdefault(name.rsplit("_ic", 1)[0], []).append(j)
-    for idx in by_run.values():
-        values = comp.values(latents, [names[j] for j in idx]) * signs[idx]
-        np.add.at(embedding.T, labels[idx], values.T)
+    keys = list(by_run)
+
+    def pieces() -> Iterator[_EmbeddingPiece]:  # made as the mapper asks: one piece's codes
+        for start in range(0, len(keys), _EMBEDDING_RUNS):
+            chunk = keys[start : start + _EMBEDDING_RUNS]
+            idx = [j for key in chunk for j in by_run[key]]
+            part = Components(
+                names=[],
+                loadings_pca=np.empty((0, 0)),
+                rotations={key: comp.rotations[key] for key in chunk},
+                columns={key: comp.columns[key] for key in chunk},
+            )
+            # A LatentStore's runs() keeps only these runs' encoders or files for the piece.
+            runs = getattr(latents, "runs", None)
+            cols = [c for key in chunk for c in comp.columns[key]]
+            piece = runs(chunk) if callable(runs) else latents[cols]
+            yield _EmbeddingPiece(piece, part, [names[j] for j in idx], signs[idx], labels[idx])
+
+    embedding = np.zeros((len(latents), L))
+    for total in mapper(partial(_embedding_sum, L=L), pieces()):
+        embedding += total
     embedding /= np.bincount(labels, minlength=L)
     return embedding
 
