@@ -388,6 +388,7 @@ def test_a_large_l_scan_logs_its_progress(monkeypatch, caplog):
         logged = build_ensemble(latents, config=config, x_pca=x, pca=pca)
     lines = [r.getMessage() for r in caplog.records if "scanning L" in r.getMessage()]
     assert lines[0].endswith(": 0/5 Ls") and "5/5 Ls (100%)" in lines[-1], lines
+    assert f", L {config.l_min}, stability " in lines[-1]  # largest first: the last is the least
     m = len(quiet.labels) + quiet.n_dropped
     lines = [r.getMessage() for r in caplog.records if "neighbours of" in r.getMessage()]
     assert lines[0].endswith(f": 0/{m} components") and f"{m}/{m} components (100%)" in lines[-1]

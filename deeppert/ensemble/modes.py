@@ -1122,7 +1122,7 @@ def _select_clusters(
         for L, (signs, labels, row) in zip(order, mapper(fit, order), strict=True):
             rows[L], fits[L] = row, (signs, labels)
             if bar is not None:
-                bar.update(1, stability=row["stability"])
+                bar.update(1, L=L, stability=row["stability"])
     curve = pd.DataFrame([rows[L] for L in Ls], index=pd.Index(Ls, name="L_requested"))
     curve["explains"] = _explains(curve, x.shape[1], config.gain_factor)
     stab = curve["stability"].fillna(-np.inf).to_numpy()
