@@ -1172,13 +1172,20 @@ class _EmbeddingPiece:
     labels: np.ndarray
 
 
+def _components_by_run(names: Sequence[str]) -> dict[str, list[int]]:
+    """``"<model>_run<r>"`` -> the positions in ``names`` of its components (``..._ic<k>``)."""
+    by_run: dict[str, list[int]] = {}
+    for j, name in enumerate(names):
+        by_run.setdefault(name.rsplit("_ic", 1)[0], []).append(j)
+    return by_run
+
+
 def _embedding_sum(piece: _EmbeddingPiece, L: int) -> np.ndarray:
     """Samples x L: per cluster, the sum of ``piece``'s sign-aligned component values, added
     one model run at a time (a piece's values at once would be samples x its components:
     ~150 MB at 16 runs of latent dim 100 and 15,000 samples)."""
     out = np.zeros((len(piece.latents), L))
-    for key in piece.components.rotations:
-        idx = [j for j, name in enumerate(piece.names) if name.rsplit("_ic", 1)[0] == key]
+    for idx in _components_by_run(piece.names).values():
         values = piece.components.values(piece.latents, [piece.names[j] for j in idx])
         np.add.at(out.T, piece.labels[idx], (values * piece.signs[idx]).T)
     return out
@@ -1197,10 +1204,10 @@ def _cluster_embedding(
     values (samples x L). Summed over pieces of ``_EMBEDDING_RUNS`` model runs, which
     ``mapper`` runs (each reads its runs' codes alone), so samples x all components is never
     held in memory."""
-    by_run: dict[str, list[int]] = {}
-    for j, name in enumerate(names):
-        by_run.setdefault(name.rsplit("_ic", 1)[0], []).append(j)
+    by_run = _components_by_run(names)
     keys = list(by_run)
+    # A LatentStore's runs() keeps only a piece's runs' encoders or files; a frame, its columns.
+    runs = getattr(latents, "runs", None)
 
     def pieces() -> Iterator[_EmbeddingPiece]:  # made as the mapper asks: one piece's codes
         for start in range(0, len(keys), _EMBEDDING_RUNS):
@@ -1212,8 +1219,6 @@ def _cluster_embedding(
                 rotations={key: comp.rotations[key] for key in chunk},
                 columns={key: comp.columns[key] for key in chunk},
             )
-            # A LatentStore's runs() keeps only these runs' encoders or files for the piece.
-            runs = getattr(latents, "runs", None)
             cols = [c for key in chunk for c in comp.columns[key]]
             piece = runs(chunk) if callable(runs) else latents[cols]
             yield _EmbeddingPiece(piece, part, [names[j] for j in idx], signs[idx], labels[idx])
